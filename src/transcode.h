@@ -1,0 +1,49 @@
+/* transcode.h - JSON <-> protobuf-c messages, driven only by the protobuf-c
+ * descriptors, so every RPC gets the same JSON mapping with no per-message
+ * code. jansson does the JSON text underneath.
+ *
+ * Mapping: JSON keys are the schema's field names; int32/uint32/sint/fixed
+ * as JSON numbers; 64-bit integers are numbers in output and number or
+ * decimal string in input; bool true/false; enums by name in input (number
+ * also accepted) and by name in output; bytes as standard base64 (url-safe
+ * accepted on input); nested messages as objects; repeated fields as arrays.
+ * Unknown keys are ignored; JSON null leaves the field at its default.
+ * Duplicate keys, invalid UTF-8, NUL bytes, out-of-range numbers and
+ * nesting deeper than TRANSCODE_MAX_DEPTH are rejected.
+ *
+ * Every function returns 0 on success and -1 on error; on error `err`
+ * (TRANSCODE_ERRLEN bytes) holds a sentence a person can act on, naming the
+ * field, e.g. "user_id: expected an integer". */
+#ifndef TOKEND_TRANSCODE_H
+#define TOKEND_TRANSCODE_H
+
+#include <stddef.h>
+#include <protobuf-c/protobuf-c.h>
+
+#define TRANSCODE_ERRLEN 160
+#define TRANSCODE_MAX_DEPTH 32
+
+/* Parses `json` (len bytes, not NUL-terminated) into a new message of type
+ * `desc`, allocated like protobuf_c_message_unpack does, so the caller frees
+ * it with protobuf_c_message_free_unpacked(msg, NULL). An empty body (len 0)
+ * gives an all-default message. The top level must be a JSON object. */
+int transcode_from_json(const ProtobufCMessageDescriptor *desc, const char *json, size_t len,
+                        ProtobufCMessage **out, char *err);
+
+/* Sets one top-level field of `msg` (allocated as above) from a text value,
+ * as an HTTP query parameter binds it: scalars parse from their text form;
+ * a repeated field gets the value appended. Unknown names are ignored. */
+int transcode_set_field(ProtobufCMessage *msg, const char *name, size_t name_len,
+                        const char *value, size_t value_len, char *err);
+
+/* Writes the JSON envelope of the documented paths:
+ * {"code":<code>,"message":<message or null>,"data":<data as JSON or null>}
+ * Fields are all emitted, defaults included, so clients always see every
+ * documented name. When `data_field` is non-NULL, "data" is that one field
+ * of `data` (an array for a repeated field) instead of the whole message -
+ * the HttpRule's response_body. Returns a malloc'd buffer (free()) and its
+ * length. */
+int transcode_envelope(int code, const char *message, const ProtobufCMessage *data,
+                       const char *data_field, char **out, size_t *out_len);
+
+#endif
