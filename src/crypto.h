@@ -1,0 +1,52 @@
+/* crypto.h - every use of libsodium in tokend: password hashes (Argon2id),
+ * random tokens, keyed token hashes and session keys. Nothing else calls
+ * libsodium, so the choices below are made in one place.
+ * Functions return 0 on success and -1 on error, like libsodium's. */
+#ifndef TOKEND_CRYPTO_H
+#define TOKEND_CRYPTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CRYPTO_TOKEN_BYTES 32       /* 256-bit tokens */
+#define CRYPTO_TOKEN_TEXTLEN 44     /* base64url, no padding: 43 chars + NUL */
+#define CRYPTO_HASH_BYTES 32        /* keyed BLAKE2b of a token */
+#define CRYPTO_KEY_BYTES 32         /* the data directory's token-hash key */
+#define CRYPTO_PWHASH_STRBYTES 128  /* crypto_pwhash_STRBYTES */
+#define CRYPTO_PASSWORD_MAX 1024
+
+typedef struct {
+    unsigned long long ops;  /* Argon2id passes (t) */
+    size_t mem;              /* bytes (m) */
+} crypto_pwcost;
+
+#define CRYPTO_PWCOST_DEFAULT ((crypto_pwcost){2, 19u * 1024 * 1024})
+
+int crypto_init(void);
+
+/* Argon2id hash string of a password (out: CRYPTO_PWHASH_STRBYTES). */
+int crypto_password_hash(char *out, const char *password, size_t len, crypto_pwcost cost);
+/* 0 when the password matches the hash string, -1 otherwise. */
+int crypto_password_verify(const char *hash, const char *password, size_t len);
+/* 1 when the hash was made with other parameters than `cost`, 0 if not, -1 if invalid. */
+int crypto_password_needs_rehash(const char *hash, crypto_pwcost cost);
+/* Fills `out` with the Argon2id parameters of a hash ("m=19456 t=2"), no secret. */
+int crypto_password_describe(const char *hash, char *out, size_t len);
+
+/* A new random token: raw bytes and their base64url text. */
+int crypto_token_new(uint8_t raw[CRYPTO_TOKEN_BYTES], char text[CRYPTO_TOKEN_TEXTLEN]);
+/* Decodes a token's text; -1 unless it is exactly a token's length. */
+int crypto_token_parse(uint8_t raw[CRYPTO_TOKEN_BYTES], const char *text, size_t len);
+/* Keyed BLAKE2b of a token: what the store keeps instead of the token. */
+int crypto_token_hash(uint8_t out[CRYPTO_HASH_BYTES], const uint8_t raw[CRYPTO_TOKEN_BYTES],
+                      const uint8_t key[CRYPTO_KEY_BYTES]);
+
+void crypto_random(void *buf, size_t len);
+/* Random key of `len` bytes as standard base64 into out (outlen >= 4*len/3+4). */
+int crypto_random_base64(char *out, size_t outlen, size_t len);
+/* Zeroes memory the compiler may not optimise away (passwords, keys). */
+void crypto_wipe(void *buf, size_t len);
+/* Constant-time equality of two byte strings of the same length: 0 if equal. */
+int crypto_equal(const void *a, const void *b, size_t len);
+
+#endif

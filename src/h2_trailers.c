@@ -1,0 +1,280 @@
+/* h2_trailers.c - HTTP/2 response trailers for native gRPC on libh2o 2.2.5.
+ *
+ * Why this exists: libh2o 2.2.5 (Debian 12) can only end an HTTP/2 response
+ * with a DATA frame; it has no public API for trailers. Native gRPC needs
+ * grpc-status / grpc-message in a trailing HEADERS frame with END_STREAM.
+ * Newer h2o versions have trailers support, but tokend is pinned to the
+ * distribution library, so this file adds the minimum on top of it.
+ *
+ * How (normal response, body.len > 0):
+ *   1. h2o_start_response() with our generator, then the body goes to the
+ *      stream's final ostream with H2O_SEND_STATE_IN_PROGRESS. h2o writes the
+ *      response HEADERS and the DATA frames itself (frame size, stream and
+ *      connection flow control, priorities), never setting END_STREAM.
+ *   2. When every DATA frame has been written to the socket, h2o calls the
+ *      generator's proceed(). There we append the trailing HEADERS frame
+ *      (+ CONTINUATIONs if larger than the peer's max frame size) with
+ *      END_STREAM to the connection's write buffer, move the stream to
+ *      END_STREAM and queue it on the connection's streams-to-proceed list,
+ *      exactly where h2o puts a stream whose final DATA frame was queued;
+ *      after the next write completes h2o closes and frees it.
+ * Trailers-Only (body.len == 0): the trailers are appended to the response
+ * headers, the HEADERS frame is encoded with h2o's own HPACK encoder into the
+ * write buffer, its END_STREAM flag is set, and the stream is finished as
+ * above. (h2o's own empty final send would add an empty DATA frame with
+ * END_STREAM instead, which is not the gRPC Trailers-Only form.)
+ *
+ * Trailers are encoded as HPACK "literal header field without indexing - new
+ * name", so the connection's HPACK dynamic table is neither used nor changed.
+ *
+ * Internals relied on (all from <h2o/http2_internal.h> of 2.2.5; the
+ * khash-based inline lookup needs src/compat/khash.h on the include path):
+ *   - h2o_http2_stream_t embeds the h2o_req_t (member `req`), its `state`,
+ *     `stream_id`, `_ostr_final`, `_refs.link`, `_refs.scheduler`,
+ *     `send_state`, `_data`;
+ *   - h2o_http2_conn_t's `state`, `peer_settings.max_frame_size`,
+ *     `_write.buf`, `_write.streams_to_proceed`, `_output_header_table`;
+ *   - h2o_http2_stream_set_state() (inline), h2o_http2_conn_get_stream()
+ *     (inline, through the khash stand-in), h2o_http2_conn_request_write(),
+ *     h2o_hpack_flatten_response(), and the scheduler ref's `_self_is_active`;
+ *   - the library calling generator->proceed() only from its write-complete
+ *     handler, after unlinking the stream, and never for a stream that was
+ *     reset (a reset or a closing connection closes the stream instead; the
+ *     generator's stop() is then called and nothing more is sent).
+ * Each call checks the req really is a live HTTP/2 stream of its connection
+ * (a hash lookup through the stand-in) and returns -1 otherwise.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include <h2o.h>
+#include <h2o/http2.h>
+#include <h2o/http2_internal.h>
+
+#include "h2_trailers.h"
+
+#define MAX_TRAILER_FIELD_LEN (64 * 1024) /* per name or value; gRPC trailers are tiny */
+
+struct trailers_generator {
+    h2o_generator_t super;
+    h2o_iovec_t block; /* HPACK block of the trailers, in req->pool */
+};
+
+/* ---- HPACK / framing helpers ------------------------------------------- */
+
+/* integer with a 7-bit prefix, Huffman bit clear (RFC 7541 5.1) */
+static uint8_t *hpack_put_len7(uint8_t *p, size_t v)
+{
+    if (v < 127) {
+        *p++ = (uint8_t)v;
+        return p;
+    }
+    *p++ = 127;
+    v -= 127;
+    while (v >= 128) {
+        *p++ = (uint8_t)(0x80 | (v & 0x7f));
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+static int field_ok(const h2o_header_t *h)
+{
+    if (h->name == NULL || h->name->len == 0 || h->name->len > MAX_TRAILER_FIELD_LEN || h->value.len > MAX_TRAILER_FIELD_LEN)
+        return 0;
+    if (h->name->base[0] == ':')
+        return 0;
+    for (size_t i = 0; i != h->name->len; ++i) {
+        unsigned char c = (unsigned char)h->name->base[i];
+        if (c <= 0x20 || c >= 0x7f || c == ':')
+            return 0;
+    }
+    for (size_t i = 0; i != h->value.len; ++i) {
+        char c = h->value.base[i];
+        if (c == '\0' || c == '\r' || c == '\n')
+            return 0;
+    }
+    return 1;
+}
+
+/* Literal header fields without indexing, new name (RFC 7541 6.2.2), no
+ * Huffman coding. Returns {NULL, 0} if a field is invalid. */
+static h2o_iovec_t encode_trailers(h2o_mem_pool_t *pool, const h2o_header_t *trailers, size_t n)
+{
+    size_t cap = 0;
+    for (size_t i = 0; i != n; ++i) {
+        if (!field_ok(trailers + i))
+            return h2o_iovec_init(NULL, 0);
+        cap += 1 + 4 + trailers[i].name->len + 4 + trailers[i].value.len; /* lengths < 64K need at most 4 bytes */
+    }
+    uint8_t *buf = h2o_mem_alloc_pool(pool, cap + 1), *p = buf;
+    for (size_t i = 0; i != n; ++i) {
+        const h2o_header_t *h = trailers + i;
+        *p++ = 0x00;
+        p = hpack_put_len7(p, h->name->len);
+        for (size_t j = 0; j != h->name->len; ++j) {
+            char c = h->name->base[j];
+            *p++ = (uint8_t)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+        }
+        p = hpack_put_len7(p, h->value.len);
+        memcpy(p, h->value.base, h->value.len);
+        p += h->value.len;
+    }
+    return h2o_iovec_init(buf, (size_t)(p - buf));
+}
+
+static uint8_t *put_frame_header(uint8_t *p, size_t len, uint8_t type, uint8_t flags, uint32_t stream_id)
+{
+    *p++ = (uint8_t)(len >> 16);
+    *p++ = (uint8_t)(len >> 8);
+    *p++ = (uint8_t)len;
+    *p++ = type;
+    *p++ = flags;
+    *p++ = (uint8_t)((stream_id >> 24) & 0x7f);
+    *p++ = (uint8_t)(stream_id >> 16);
+    *p++ = (uint8_t)(stream_id >> 8);
+    *p++ = (uint8_t)stream_id;
+    return p;
+}
+
+/* Appends HEADERS (+ CONTINUATION...) frames carrying `block` to the
+ * connection's write buffer; END_STREAM goes on the HEADERS frame, END_HEADERS
+ * on the last one. An empty block still yields one HEADERS frame. */
+static void append_trailer_frames(h2o_http2_conn_t *conn, uint32_t stream_id, h2o_iovec_t block)
+{
+    size_t max = conn->peer_settings.max_frame_size;
+    const uint8_t *src = (const uint8_t *)block.base;
+    size_t left = block.len;
+    uint8_t type = H2O_HTTP2_FRAME_TYPE_HEADERS, flags = H2O_HTTP2_FRAME_FLAG_END_STREAM;
+
+    do {
+        size_t chunk = left < max ? left : max;
+        h2o_iovec_t dst = h2o_buffer_reserve(&conn->_write.buf, H2O_HTTP2_FRAME_HEADER_SIZE + chunk);
+        if (dst.base == NULL)
+            h2o_fatal("no memory");
+        uint8_t *p = put_frame_header((uint8_t *)dst.base, chunk, type,
+                                      (uint8_t)(flags | (chunk == left ? H2O_HTTP2_FRAME_FLAG_END_HEADERS : 0)), stream_id);
+        if (chunk != 0)
+            memcpy(p, src, chunk);
+        conn->_write.buf->size += H2O_HTTP2_FRAME_HEADER_SIZE + chunk;
+        src += chunk;
+        left -= chunk;
+        type = H2O_HTTP2_FRAME_TYPE_CONTINUATION;
+        flags = 0;
+    } while (left != 0);
+}
+
+/* ---- stream handling ------------------------------------------------------ */
+
+/* The HTTP/2 stream owning req, or NULL if req is not a pulled stream that the
+ * connection currently knows (also catches a header/library layout mismatch). */
+static h2o_http2_stream_t *stream_of(h2o_req_t *req)
+{
+    if (req->version < 0x200 || req->conn == NULL)
+        return NULL;
+    h2o_http2_conn_t *conn = (h2o_http2_conn_t *)req->conn;
+    h2o_http2_stream_t *stream = H2O_STRUCT_FROM_MEMBER(h2o_http2_stream_t, req, req);
+    if (h2o_http2_stream_is_push(stream->stream_id) || h2o_http2_conn_get_stream(conn, stream->stream_id) != stream)
+        return NULL;
+    return stream;
+}
+
+/* The END_STREAM flag has just been queued: end the stream the way h2o ends one
+ * whose final DATA frame was queued; it is closed (req disposed, stream freed)
+ * once the write buffer holding the frame has been flushed. */
+static void finish_stream(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream)
+{
+    stream->req._generator = NULL;
+    stream->send_state = H2O_SEND_STATE_FINAL;
+    h2o_http2_stream_set_state(conn, stream, H2O_HTTP2_STREAM_STATE_END_STREAM);
+    h2o_linklist_insert(&conn->_write.streams_to_proceed, &stream->_refs.link);
+    h2o_http2_conn_request_write(conn);
+}
+
+static void on_proceed(h2o_generator_t *_self, h2o_req_t *req)
+{
+    struct trailers_generator *self = (struct trailers_generator *)_self;
+    h2o_http2_stream_t *stream = H2O_STRUCT_FROM_MEMBER(h2o_http2_stream_t, req, req);
+    h2o_http2_conn_t *conn = (h2o_http2_conn_t *)req->conn;
+
+    /* h2o 2.2.5 calls proceed only here: the body is flushed, the stream is
+     * unlinked and inactive. Anything else (not reachable with 2.2.5) is left
+     * to h2o, which closes the stream with the connection. */
+    if (conn->state == H2O_HTTP2_CONN_STATE_IS_CLOSING || stream->state != H2O_HTTP2_STREAM_STATE_SEND_BODY ||
+        h2o_http2_stream_has_pending_data(stream) || h2o_linklist_is_linked(&stream->_refs.link) ||
+        stream->_refs.scheduler._self_is_active)
+        return;
+
+    append_trailer_frames(conn, stream->stream_id, self->block);
+    finish_stream(conn, stream);
+}
+
+static void on_stop(h2o_generator_t *self, h2o_req_t *req)
+{
+    /* stream reset or connection closed before the trailers went out: all our
+     * memory is in req->pool, nothing to do */
+}
+
+static void respond_trailers_only(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
+                                  struct trailers_generator *gen, const h2o_header_t *trailers, size_t num_trailers)
+{
+    for (size_t i = 0; i != num_trailers; ++i) {
+        h2o_iovec_t name = h2o_strdup(&req->pool, trailers[i].name->base, trailers[i].name->len);
+        h2o_strtolower(name.base, name.len);
+        h2o_iovec_t value = h2o_strdup(&req->pool, trailers[i].value.base, trailers[i].value.len);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 1, NULL, value.base, value.len);
+    }
+    h2o_start_response(req, &gen->super); /* lets header filters run */
+
+    h2o_timestamp_t ts;
+    h2o_get_timestamp(conn->super.ctx, &req->pool, &ts);
+    size_t at = conn->_write.buf->size;
+    h2o_hpack_flatten_response(&conn->_write.buf, &conn->_output_header_table, stream->stream_id,
+                               conn->peer_settings.max_frame_size, &req->res, &ts, &conn->super.ctx->globalconf->server_name,
+                               SIZE_MAX);
+    uint8_t *frame = (uint8_t *)conn->_write.buf->bytes + at;
+    if (conn->_write.buf->size < at + H2O_HTTP2_FRAME_HEADER_SIZE || frame[3] != H2O_HTTP2_FRAME_TYPE_HEADERS)
+        h2o_fatal("h2_trailers: unexpected output of h2o_hpack_flatten_response");
+    frame[4] |= H2O_HTTP2_FRAME_FLAG_END_STREAM;
+
+    /* SEND_HEADERS -> SEND_BODY -> END_STREAM, as h2o's own send path does */
+    h2o_http2_stream_set_state(conn, stream, H2O_HTTP2_STREAM_STATE_SEND_BODY);
+    finish_stream(conn, stream);
+}
+
+int h2_trailers_respond(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers, size_t num_trailers)
+{
+    h2o_http2_stream_t *stream = stream_of(req);
+    if (stream == NULL)
+        return -1;
+    h2o_http2_conn_t *conn = (h2o_http2_conn_t *)req->conn;
+    if (conn->state == H2O_HTTP2_CONN_STATE_IS_CLOSING || stream->state != H2O_HTTP2_STREAM_STATE_SEND_HEADERS ||
+        req->_generator != NULL || h2o_linklist_is_linked(&stream->_refs.link))
+        return -1;
+
+    struct trailers_generator *gen = h2o_mem_alloc_pool(&req->pool, sizeof(*gen));
+    gen->super.proceed = on_proceed;
+    gen->super.stop = on_stop;
+    gen->block = encode_trailers(&req->pool, trailers, num_trailers);
+    if (gen->block.base == NULL)
+        return -1;
+
+    req->res.status = 200;
+    req->res.reason = "OK";
+    req->res.content_length = SIZE_MAX;
+
+    if (body.len == 0) {
+        respond_trailers_only(conn, stream, req, gen, trailers, num_trailers);
+        return 0;
+    }
+
+    h2o_iovec_t buf = h2o_strdup(&req->pool, body.base, body.len);
+    h2o_start_response(req, &gen->super);
+    /* Straight to the stream's final ostream (what h2o_send does when no
+     * filter is installed): a filter that transforms or holds back the body
+     * (compress...) must not sit between a gRPC body and its trailers. Filter
+     * ostreams, if any, stay in the chain and are closed by h2o as usual. */
+    stream->_ostr_final.do_send(&stream->_ostr_final, req, &buf, 1, H2O_SEND_STATE_IN_PROGRESS);
+    return 0;
+}

@@ -1,0 +1,33 @@
+/* h2_trailers.h - HTTP/2 response trailers (for native gRPC) on libh2o 2.2.5.
+ *
+ * libh2o 2.2.5 (the version Debian 12 ships) has no public API for sending
+ * trailers, yet a gRPC response must end with grpc-status / grpc-message in a
+ * trailing HEADERS frame. h2_trailers.c adds exactly that, using the library's
+ * own HTTP/2 stream machinery for the response headers and body; see there
+ * for the internals it relies on.
+ */
+#ifndef TOKEND_H2_TRAILERS_H
+#define TOKEND_H2_TRAILERS_H
+
+#include <h2o.h>
+
+/* Responds to an HTTP/2 request with status 200, the headers already in
+ * req->res.headers (the caller adds content-type: application/grpc etc.;
+ * req->res.status and content_length are overwritten), then `body`, then a
+ * trailing HEADERS frame carrying `trailers` and END_STREAM.
+ *
+ * body.len == 0 sends a gRPC "Trailers-Only" response instead: one HEADERS
+ * frame with END_STREAM holding the response headers followed by `trailers`.
+ *
+ * Trailer names are sent lower-cased; values must not contain NUL, CR or LF
+ * (grpc-message must already be percent-encoded). `body` and `trailers` are
+ * copied, so they may live on the caller's stack.
+ *
+ * Must be called from the handler, before any response was started. Returns
+ * 0 when the response has been handed to h2o (from then on the request is
+ * h2o's, as with h2o_send), or -1 with nothing sent when it is not possible:
+ * not HTTP/2, response already started, connection closing, or invalid
+ * trailers. The caller then falls back (e.g. h2o_send_error_*). */
+int h2_trailers_respond(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers, size_t num_trailers);
+
+#endif

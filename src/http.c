@@ -1,0 +1,570 @@
+/* http.c - the HTTP layer: one handler, four wire forms.
+ *
+ *   application/json            the documented paths, {code,message,data} envelope
+ *   application/x-protobuf      the same paths, request/reply messages as bytes
+ *   application/grpc[+proto]    /<package>.<Service>/<Method>, HTTP/2 only
+ *   application/grpc-web[-text] the gRPC paths over HTTP/1.1 or HTTP/2
+ *
+ * A call outlives its request when the client goes away during slow work:
+ * a guard in the request's memory pool tells the call, and the answer is
+ * then dropped instead of written to freed memory. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sodium.h>
+#include "h2_trailers.h"
+#include "http.h"
+#include "rpc.h"
+#include "server.h"
+#include "transcode.h"
+#include "tokend/v1/tokend.pb-c.h"
+
+enum { FORM_JSON, FORM_PROTO, FORM_GRPC, FORM_GRPC_WEB, FORM_GRPC_WEB_TEXT };
+
+typedef struct {
+    h2o_handler_t super;
+    tokend_ctx *ctx;
+    const router *router;
+} http_handler;
+
+typedef struct wire_call wire_call;
+typedef struct {
+    wire_call *call;
+} guard;
+
+struct wire_call {
+    rpc_call call;                 /* first: handlers get &wc->call */
+    h2o_req_t *req;                /* NULL once the client has gone */
+    guard *guard;
+    int form;
+    const router_rpc *rpc;
+    const router_http *http;
+    ProtobufCMessage *request;
+};
+
+#define CORS_ALLOW_HEADERS                                                                  \
+    "content-type,x-grpc-web,x-user-agent,grpc-timeout,access-token,app_id,user_id,group_id"
+
+/* --- responses ------------------------------------------------------------ */
+
+static void add_header(h2o_req_t *req, const h2o_token_t *token, const char *value)
+{
+    h2o_add_header(&req->pool, &req->res.headers, token, NULL, value, strlen(value));
+}
+
+static void add_header_str(h2o_req_t *req, const char *name, const char *value, size_t len)
+{
+    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, value, len);
+}
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 499: return "Client Closed Request";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Internal Server Error";
+    }
+}
+
+static void send_body(h2o_req_t *req, int status, const char *content_type, const void *body,
+                      size_t len)
+{
+    req->res.status = status;
+    req->res.reason = reason(status);
+    add_header(req, H2O_TOKEN_CONTENT_TYPE, content_type);
+    h2o_send_inline(req, body, len);
+}
+
+/* grpc-message is percent-encoded: anything outside printable ASCII, and '%'. */
+static size_t percent_encode(char *out, const char *in, size_t outlen)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p && o + 4 < outlen; p++) {
+        if (*p < 0x20 || *p > 0x7E || *p == '%') {
+            out[o++] = '%';
+            out[o++] = hex[*p >> 4];
+            out[o++] = hex[*p & 15];
+        } else {
+            out[o++] = (char)*p;
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
+static int is_grpc_web(int form)
+{
+    return form == FORM_GRPC_WEB || form == FORM_GRPC_WEB_TEXT;
+}
+
+/* Frames one message as gRPC does: flag byte, 32-bit big-endian length. */
+static uint8_t *grpc_frame(h2o_mem_pool_t *pool, uint8_t flag, const ProtobufCMessage *msg,
+                           const void *raw, size_t len, size_t *out_len)
+{
+    if (msg)
+        len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = h2o_mem_alloc_pool(pool, len + 5);
+    buf[0] = flag;
+    buf[1] = (uint8_t)(len >> 24), buf[2] = (uint8_t)(len >> 16);
+    buf[3] = (uint8_t)(len >> 8), buf[4] = (uint8_t)len;
+    if (msg)
+        protobuf_c_message_pack(msg, buf + 5);
+    else if (raw && len)
+        memcpy(buf + 5, raw, len);
+    *out_len = len + 5;
+    return buf;
+}
+
+static void send_grpc(h2o_req_t *req, int form, status_code st, const char *message,
+                      const ProtobufCMessage *reply)
+{
+    char code[12], msg[RPC_MESSAGE_MAX * 3 + 1];
+    size_t code_len = (size_t)snprintf(code, sizeof code, "%d", (int)st);
+    size_t msg_len = percent_encode(msg, message ? message : "", sizeof msg);
+    size_t data_len = 0;
+    uint8_t *data = reply ? grpc_frame(&req->pool, 0, reply, NULL, 0, &data_len) : NULL;
+
+    req->res.status = 200;
+    req->res.reason = "OK";
+    if (form == FORM_GRPC) {
+        static h2o_iovec_t status_name = {H2O_STRLIT("grpc-status")};
+        static h2o_iovec_t message_name = {H2O_STRLIT("grpc-message")};
+        h2o_header_t trailers[2] = {
+            {&status_name, NULL, h2o_strdup(&req->pool, code, code_len)},
+            {&message_name, NULL, h2o_strdup(&req->pool, msg, msg_len)},
+        };
+        add_header(req, H2O_TOKEN_CONTENT_TYPE, "application/grpc");
+        if (h2_trailers_respond(req, h2o_iovec_init(data, data_len), trailers, msg_len ? 2 : 1) != 0)
+            h2o_send_error_503(req, "Service Unavailable", "the HTTP/2 stream is closing", 0);
+        return;
+    }
+    /* gRPC-Web: the trailers travel as a last frame flagged 0x80. */
+    char tbuf[sizeof msg + 64];
+    size_t tlen = (size_t)snprintf(tbuf, sizeof tbuf, "grpc-status:%s\r\n", code);
+    if (msg_len)
+        tlen += (size_t)snprintf(tbuf + tlen, sizeof tbuf - tlen, "grpc-message:%s\r\n", msg);
+    size_t tframe_len;
+    uint8_t *tframe = grpc_frame(&req->pool, 0x80, NULL, tbuf, tlen, &tframe_len);
+    size_t body_len = data_len + tframe_len;
+    uint8_t *body = h2o_mem_alloc_pool(&req->pool, body_len);
+    if (data)
+        memcpy(body, data, data_len);
+    memcpy(body + data_len, tframe, tframe_len);
+    add_header(req, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, "*");
+    add_header_str(req, "access-control-expose-headers", H2O_STRLIT("grpc-status,grpc-message"));
+    if (form == FORM_GRPC_WEB) {
+        send_body(req, 200, "application/grpc-web+proto", body, body_len);
+        return;
+    }
+    size_t b64_len = sodium_base64_ENCODED_LEN(body_len, sodium_base64_VARIANT_ORIGINAL);
+    char *b64 = h2o_mem_alloc_pool(&req->pool, b64_len);
+    sodium_bin2base64(b64, b64_len, body, body_len, sodium_base64_VARIANT_ORIGINAL);
+    send_body(req, 200, "application/grpc-web-text+proto", b64, strlen(b64));
+}
+
+/* Answers in the caller's form. `http` overrides the status for failures
+ * that only exist in HTTP (404 path, 405, 413, 415); 0 derives it. */
+static void respond(h2o_req_t *req, int form, status_code st, int http, const char *message,
+                    const ProtobufCMessage *reply, const char *data_field, int retry_after)
+{
+    if (!http)
+        http = status_http(st);
+    if (retry_after > 0) {
+        char ra[12];
+        snprintf(ra, sizeof ra, "%d", retry_after);
+        add_header(req, H2O_TOKEN_RETRY_AFTER, h2o_strdup(&req->pool, ra, strlen(ra)).base);
+    }
+    if (form == FORM_GRPC || is_grpc_web(form)) {
+        send_grpc(req, form, st, message, st == ST_OK ? reply : NULL);
+        return;
+    }
+    if (form == FORM_PROTO) {
+        Tokend__V1__Status status = TOKEND__V1__STATUS__INIT;
+        const ProtobufCMessage *out = reply;
+        if (st != ST_OK) {
+            char code[12];
+            status.code = (int32_t)st;
+            status.message = (char *)message;
+            out = &status.base;
+            snprintf(code, sizeof code, "%d", (int)st);
+            add_header_str(req, "grpc-status", h2o_strdup(&req->pool, code, strlen(code)).base,
+                           strlen(code));
+        }
+        size_t len = protobuf_c_message_get_packed_size(out);
+        uint8_t *buf = h2o_mem_alloc_pool(&req->pool, len + 1);
+        protobuf_c_message_pack(out, buf);
+        send_body(req, http, "application/x-protobuf", buf, len);
+        return;
+    }
+    char *json = NULL;
+    size_t len = 0;
+    if (transcode_envelope(http, st == ST_OK ? NULL : message, st == ST_OK ? reply : NULL,
+                           data_field, &json, &len) != 0) {
+        static const char fallback[] = "{\"code\":500,\"message\":\"cannot encode the reply\",\"data\":null}";
+        send_body(req, 500, "application/json; charset=utf-8", fallback, sizeof fallback - 1);
+        return;
+    }
+    send_body(req, http, "application/json; charset=utf-8", json, len);
+    free(json);
+}
+
+/* --- the call's life ------------------------------------------------------- */
+
+static void on_guard_dispose(void *p)
+{
+    guard *g = p;
+    if (g->call) {
+        g->call->req = NULL;
+        g->call->guard = NULL;
+    }
+}
+
+static void free_call(wire_call *wc)
+{
+    if (wc->guard)
+        wc->guard->call = NULL;
+    if (wc->request)
+        protobuf_c_message_free_unpacked(wc->request, NULL);
+    free(wc);
+}
+
+/* The closure every handler answers through, exactly once. */
+static void on_reply(const ProtobufCMessage *reply, void *data)
+{
+    wire_call *wc = data;
+    rpc_call *c = &wc->call;
+    status_code st = reply ? ST_OK : c->status;
+    if (st == ST_OK && !reply)
+        st = ST_INTERNAL;
+    if (c->deadline_ms && rpc_now_ms() > c->deadline_ms) {
+        st = ST_DEADLINE_EXCEEDED;
+        snprintf(c->message, sizeof c->message, "deadline exceeded");
+    }
+    ((server_thread *)c->loop)->inflight--;
+    if (wc->req)
+        respond(wc->req, wc->form, st, 0, c->message, reply,
+                wc->http ? wc->http->response_body : NULL, c->retry_after);
+    free_call(wc);
+}
+
+/* --- reading the request ----------------------------------------------------- */
+
+static h2o_iovec_t header(h2o_req_t *req, const char *name)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, name, strlen(name), -1);
+    return i < 0 ? h2o_iovec_init(NULL, 0) : req->headers.entries[i].value;
+}
+
+static int parse_u64(h2o_iovec_t v, uint64_t *out)
+{
+    uint64_t n = 0;
+    if (v.len == 0 || v.len > 19)
+        return -1;
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.base[i] < '0' || v.base[i] > '9')
+            return -1;
+        n = n * 10 + (uint64_t)(v.base[i] - '0');
+    }
+    *out = n;
+    return 0;
+}
+
+/* grpc-timeout: up to 8 digits and a unit (H M S m u n). */
+static int parse_timeout(h2o_iovec_t v, int64_t *ms)
+{
+    uint64_t n;
+    if (v.len < 2 || v.len > 9 || parse_u64(h2o_iovec_init(v.base, v.len - 1), &n) != 0)
+        return -1;
+    switch (v.base[v.len - 1]) {
+    case 'H': *ms = (int64_t)n * 3600000; return 0;
+    case 'M': *ms = (int64_t)n * 60000; return 0;
+    case 'S': *ms = (int64_t)n * 1000; return 0;
+    case 'm': *ms = (int64_t)n; return 0;
+    case 'u': *ms = (int64_t)(n / 1000); return 0;
+    case 'n': *ms = (int64_t)(n / 1000000); return 0;
+    default: return -1;
+    }
+}
+
+static void copy_header(h2o_req_t *req, const char *name, char *out, size_t outlen)
+{
+    h2o_iovec_t v = header(req, name);
+    size_t n = v.len < outlen - 1 ? v.len : outlen - 1;
+    memcpy(out, v.base, n);
+    out[n] = '\0';
+}
+
+/* The metadata every form carries the same way: headers or gRPC metadata. */
+static const char *read_metadata(h2o_req_t *req, rpc_call *c)
+{
+    static const char *const ids[] = {"app_id", "user_id", "group_id"};
+    uint64_t *const outs[] = {&c->app_id, &c->as_user_id, &c->as_group_id};
+    h2o_iovec_t tok = header(req, "access-token"), to = header(req, "grpc-timeout");
+    int64_t ms;
+
+    for (int i = 0; i < 3; i++) {
+        h2o_iovec_t v = header(req, ids[i]);
+        if (v.len && parse_u64(v, outs[i]) != 0)
+            return ids[i][0] == 'a' ? "app_id header must be a positive integer"
+                   : ids[i][0] == 'u' ? "user_id header must be a positive integer"
+                                      : "group_id header must be a positive integer";
+    }
+    if (tok.len >= sizeof c->access_token)
+        tok.len = sizeof c->access_token - 1;  /* too long to be a token: fails verify */
+    memcpy(c->access_token, tok.base, tok.len);
+    c->access_token[tok.len] = '\0';
+    copy_header(req, "user-agent", c->user_agent, sizeof c->user_agent);
+    if (to.len) {
+        if (parse_timeout(to, &ms) != 0)
+            return "grpc-timeout header is malformed";
+        c->deadline_ms = rpc_now_ms() + ms;
+    }
+    struct sockaddr_storage sa;
+    socklen_t salen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&sa);
+    if (salen)
+        h2o_socket_getnumerichost((struct sockaddr *)&sa, salen, c->peer);
+    return NULL;
+}
+
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10 : -1;
+}
+
+/* Decodes %XX and '+' in place; returns the new length. */
+static size_t url_decode(char *s, size_t len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '%' && i + 2 < len && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+            s[o++] = (char)(hexval(s[i + 1]) << 4 | hexval(s[i + 2]));
+            i += 2;
+        } else {
+            s[o++] = s[i] == '+' ? ' ' : s[i];
+        }
+    }
+    return o;
+}
+
+/* Binds each name=value of the query string to the request's fields. */
+static int bind_query(h2o_req_t *req, ProtobufCMessage *msg, char *err)
+{
+    if (req->query_at == SIZE_MAX)
+        return 0;
+    size_t len = req->path.len - req->query_at - 1;
+    char *q = h2o_mem_alloc_pool(&req->pool, len + 1);
+    memcpy(q, req->path.base + req->query_at + 1, len);
+    for (size_t i = 0; i < len;) {
+        size_t end = i, eq;
+        while (end < len && q[end] != '&')
+            end++;
+        for (eq = i; eq < end && q[eq] != '='; eq++)
+            ;
+        size_t nlen = url_decode(q + i, eq - i);
+        size_t vlen = eq < end ? url_decode(q + eq + 1, end - eq - 1) : 0;
+        if (nlen && transcode_set_field(msg, q + i, nlen, q + eq + 1, vlen, err) != 0)
+            return -1;
+        i = end + 1;
+    }
+    return 0;
+}
+
+static int media_is(h2o_iovec_t ct, const char *type)
+{
+    size_t n = strlen(type);
+    return ct.len >= n && strncasecmp(ct.base, type, n) == 0 &&
+           (ct.len == n || ct.base[n] == ';' || ct.base[n] == ' ');
+}
+
+/* -1: not a type tokend speaks. */
+static int form_of(h2o_iovec_t ct, size_t body_len)
+{
+    if (ct.len == 0)
+        return body_len ? -1 : FORM_JSON;
+    if (media_is(ct, "application/json"))
+        return FORM_JSON;
+    if (media_is(ct, "application/x-protobuf") || media_is(ct, "application/protobuf") ||
+        media_is(ct, "application/octet-stream"))
+        return FORM_PROTO;
+    if (media_is(ct, "application/grpc") || media_is(ct, "application/grpc+proto"))
+        return FORM_GRPC;
+    if (media_is(ct, "application/grpc-web") || media_is(ct, "application/grpc-web+proto"))
+        return FORM_GRPC_WEB;
+    if (media_is(ct, "application/grpc-web-text") || media_is(ct, "application/grpc-web-text+proto"))
+        return FORM_GRPC_WEB_TEXT;
+    return -1;
+}
+
+/* Unwraps the one length-prefixed message of a gRPC request body. */
+static const char *grpc_unframe(h2o_req_t *req, int form, h2o_iovec_t *msg, status_code *st)
+{
+    h2o_iovec_t body = req->entity;
+    *st = ST_INVALID_ARGUMENT;
+    if (form == FORM_GRPC_WEB_TEXT) {
+        size_t n = 0;
+        uint8_t *bin = h2o_mem_alloc_pool(&req->pool, body.len + 1);
+        if (sodium_base642bin(bin, body.len + 1, body.base, body.len, "\r\n", &n, NULL,
+                              sodium_base64_VARIANT_ORIGINAL) != 0)
+            return "grpc-web-text body is not valid base64";
+        body = h2o_iovec_init(bin, n);
+    }
+    if (body.len < 5)
+        return "gRPC message frame is missing or truncated";
+    const uint8_t *p = (const uint8_t *)body.base;
+    size_t len = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
+    if (p[0] & 1) {
+        *st = ST_UNIMPLEMENTED;
+        return "compressed gRPC messages are not supported: send with compression off";
+    }
+    if (p[0] != 0 || len != body.len - 5)
+        return "gRPC body must hold exactly one uncompressed message";
+    *msg = h2o_iovec_init(body.base + 5, len);
+    return NULL;
+}
+
+/* Decodes the request message; on failure answers and returns -1. */
+static int decode(http_handler *h, h2o_req_t *req, wire_call *wc)
+{
+    const ProtobufCMessageDescriptor *in = wc->rpc->method->input;
+    char err[TRANSCODE_ERRLEN];
+    status_code st = ST_INVALID_ARGUMENT;
+    const char *why = NULL;
+
+    if (wc->form == FORM_JSON) {
+        h2o_iovec_t body = wc->http->body ? req->entity : h2o_iovec_init(NULL, 0);
+        if (transcode_from_json(in, body.base, body.len, &wc->request, err) != 0 ||
+            bind_query(req, wc->request, err) != 0)
+            why = err;
+    } else {
+        h2o_iovec_t msg = req->entity;
+        if (wc->form != FORM_PROTO)
+            why = grpc_unframe(req, wc->form, &msg, &st);
+        if (!why && !(wc->request = protobuf_c_message_unpack(in, NULL, msg.len,
+                                                               (const uint8_t *)msg.base))) {
+            snprintf(err, sizeof err, "body is not a valid %s message", in->name);
+            why = err;
+        }
+        if (!why && wc->form == FORM_PROTO && bind_query(req, wc->request, err) != 0)
+            why = err;
+    }
+    if (!why)
+        return 0;
+    respond(req, wc->form, st, 0, why, NULL, NULL, 0);
+    return -1;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    http_handler *h = (http_handler *)self;
+    h2o_iovec_t ct = header(req, "content-type");
+    int form = form_of(ct, req->entity.len);
+    const char *why;
+
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS"))) {
+        req->res.status = 204;
+        req->res.reason = "No Content";
+        add_header(req, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, "*");
+        add_header_str(req, "access-control-allow-methods", H2O_STRLIT("GET, POST, PUT, DELETE"));
+        add_header_str(req, "access-control-allow-headers", H2O_STRLIT(CORS_ALLOW_HEADERS));
+        add_header_str(req, "access-control-max-age", H2O_STRLIT("86400"));
+        h2o_send_inline(req, "", 0);
+        return 0;
+    }
+    if (form < 0) {
+        respond(req, FORM_JSON, ST_INVALID_ARGUMENT, 415,
+                "Content-Type must be application/json, application/x-protobuf, "
+                "application/grpc or application/grpc-web",
+                NULL, NULL, 0);
+        return 0;
+    }
+    if (req->entity.len > h->ctx->config->max_body) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "request body is larger than %zu bytes", h->ctx->config->max_body);
+        respond(req, form, ST_RESOURCE_EXHAUSTED, 413, msg, NULL, NULL, 0);
+        return 0;
+    }
+
+    wire_call *wc = calloc(1, sizeof *wc);
+    if (!wc) {
+        respond(req, form, ST_RESOURCE_EXHAUSTED, 503, "out of memory", NULL, NULL, 1);
+        return 0;
+    }
+    wc->form = form;
+    if (form == FORM_JSON || form == FORM_PROTO) {
+        const router_http *route = NULL;
+        int rc = router_http_find(h->router, req->method.base, req->method.len,
+                                  req->path_normalized.base, req->path_normalized.len, &route);
+        if (rc == ROUTER_NO_VERB) {
+            char allow[64];
+            router_allowed(h->router, req->path_normalized.base, req->path_normalized.len,
+                           allow, sizeof allow);
+            add_header(req, H2O_TOKEN_ALLOW, h2o_strdup(&req->pool, allow, strlen(allow)).base);
+            respond(req, form, ST_UNIMPLEMENTED, 405, "method not allowed on this path", NULL, NULL, 0);
+            goto fail;
+        }
+        if (rc == ROUTER_NO_PATH) {
+            respond(req, form, ST_NOT_FOUND, 404, "no such path", NULL, NULL, 0);
+            goto fail;
+        }
+        wc->http = route;
+        wc->rpc = route->rpc;
+    } else {
+        wc->rpc = router_grpc(h->router, req->path_normalized.base, req->path_normalized.len);
+        if (form == FORM_GRPC && req->version < 0x200) {
+            respond(req, FORM_JSON, ST_INVALID_ARGUMENT, 415,
+                    "application/grpc needs HTTP/2: use gRPC-Web over HTTP/1.1", NULL, NULL, 0);
+            goto fail;
+        }
+        if (!wc->rpc || wc->rpc->server_streaming) {
+            respond(req, form, ST_UNIMPLEMENTED, 0, "unknown or unsupported method", NULL, NULL, 0);
+            goto fail;
+        }
+        if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {
+            respond(req, form, ST_UNIMPLEMENTED, 405, "gRPC calls use POST", NULL, NULL, 0);
+            goto fail;
+        }
+    }
+    if ((why = read_metadata(req, &wc->call)) != NULL) {
+        respond(req, form, ST_INVALID_ARGUMENT, 0, why, NULL, NULL, 0);
+        goto fail;
+    }
+    if (decode(h, req, wc) != 0)
+        goto fail;
+
+    wc->req = req;
+    wc->guard = h2o_mem_alloc_shared(&req->pool, sizeof *wc->guard, on_guard_dispose);
+    wc->guard->call = wc;
+    wc->call.ctx = h->ctx;
+    wc->call.closure = on_reply;
+    wc->call.post = server_post_job;
+    wc->call.loop = req->conn->ctx;
+    ((server_thread *)wc->call.loop)->inflight++;
+    wc->rpc->service->invoke(wc->rpc->service, wc->rpc->method_index, wc->request, on_reply, wc);
+    return 0;
+fail:
+    free_call(wc);
+    return 0;
+}
+
+void http_register(h2o_pathconf_t *pathconf, tokend_ctx *ctx, const router *router)
+{
+    http_handler *h = (http_handler *)h2o_create_handler(pathconf, sizeof *h);
+    h->super.on_req = on_req;
+    h->ctx = ctx;
+    h->router = router;
+}

@@ -1,0 +1,132 @@
+/* names.c - login names and password policy.
+ *
+ * A username must hold at least one letter, '_' or CJK character, so a
+ * login name of digits alone is always a phone number and never ambiguous.
+ * Names compare case-sensitively; emails are lower-cased; phones keep only
+ * digits and a leading '+'. */
+#include <string.h>
+#include "names.h"
+
+#define PASSWORD_MIN 8
+
+/* Decodes one UTF-8 sequence; returns its length or 0 when invalid. */
+static size_t utf8_next(const unsigned char *s, size_t len, unsigned *cp)
+{
+    size_t n;
+    unsigned c = s[0], min;
+    if (c < 0x80) { *cp = c; return 1; }
+    if ((c & 0xE0) == 0xC0) n = 2, c &= 0x1F, min = 0x80;
+    else if ((c & 0xF0) == 0xE0) n = 3, c &= 0x0F, min = 0x800;
+    else if ((c & 0xF8) == 0xF0) n = 4, c &= 0x07, min = 0x10000;
+    else return 0;
+    if (n > len)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        c = c << 6 | (s[i] & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+        return 0;
+    *cp = c;
+    return n;
+}
+
+static int is_cjk(unsigned c)
+{
+    return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) ||
+           (c >= 0x20000 && c <= 0x2A6DF) || (c >= 0xF900 && c <= 0xFAFF) ||
+           (c >= 0x3040 && c <= 0x30FF) || (c >= 0xAC00 && c <= 0xD7AF);
+}
+
+int names_check_username(const char *name, const char **why)
+{
+    const unsigned char *s = (const unsigned char *)name;
+    size_t len = strlen(name), n;
+    int has_letter = 0;
+    unsigned c;
+
+    if (len == 0) { *why = "name is empty"; return -1; }
+    if (len > STORE_NAME_MAX) { *why = "name is longer than 128 bytes"; return -1; }
+    for (size_t i = 0; i < len; i += n) {
+        if (!(n = utf8_next(s + i, len - i, &c))) { *why = "name is not valid UTF-8"; return -1; }
+        if (c < 0x20 || c == 0x7F || c == ' ') { *why = "name contains a space or control character"; return -1; }
+        if (c == '@') { *why = "name must not contain '@' (that makes it an email)"; return -1; }
+        if ((c < 0x80 && ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) || c == '_' || is_cjk(c) ||
+            (c >= 0xC0 && c < 0x250))
+            has_letter = 1;
+    }
+    if (!has_letter) { *why = "name needs at least one letter, '_' or CJK character"; return -1; }
+    return 0;
+}
+
+int names_normalize_phone(const char *in, char *out, size_t outlen, const char **why)
+{
+    size_t o = 0, digits = 0;
+    for (const char *p = in; *p; p++) {
+        if (*p == '+' && o == 0) {
+            if (o + 1 >= outlen) break;
+            out[o++] = '+';
+        } else if (*p >= '0' && *p <= '9') {
+            if (o + 1 >= outlen || digits >= NAMES_PHONE_MAX) { *why = "phone has more than 20 digits"; return -1; }
+            out[o++] = *p, digits++;
+        } else if (!strchr(" -()", *p)) {
+            *why = "phone may hold only digits, a leading '+', spaces, '-' and brackets";
+            return -1;
+        }
+    }
+    out[o] = '\0';
+    if (digits < 3) { *why = "phone needs at least 3 digits"; return -1; }
+    return 0;
+}
+
+int names_normalize_email(const char *in, char *out, size_t outlen, const char **why)
+{
+    size_t len = strlen(in);
+    const char *at = strchr(in, '@');
+    if (len > NAMES_EMAIL_MAX || len >= outlen) { *why = "email is longer than 254 bytes"; return -1; }
+    if (!at || at == in || !at[1] || strchr(at + 1, '@') || !strchr(at + 1, '.')) {
+        *why = "email must look like name@example.com";
+        return -1;
+    }
+    for (size_t i = 0; i <= len; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (c && (c <= ' ' || c == 0x7F)) { *why = "email contains a space or control character"; return -1; }
+        out[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+    return 0;
+}
+
+int names_check_password(const char *pw, size_t len, const char **why)
+{
+    if (len < PASSWORD_MIN) { *why = "password must be at least 8 characters"; return -1; }
+    if (len > CRYPTO_PASSWORD_MAX) { *why = "password must be at most 1024 bytes"; return -1; }
+    if (memchr(pw, '\0', len)) { *why = "password must not contain a NUL byte"; return -1; }
+    return 0;
+}
+
+int names_classify(const char *in, size_t len, login_kind *kind, char *out, size_t outlen,
+                   const char **why)
+{
+    size_t i = 0;
+    if (len == 0 || len >= outlen || memchr(in, '\0', len)) {
+        *why = len == 0 ? "login_name is empty" : "login_name is too long or holds a NUL byte";
+        return -1;
+    }
+    memcpy(out, in, len);
+    out[len] = '\0';
+    if (memchr(in, '@', len)) {
+        *kind = LOGIN_EMAIL;
+        return names_normalize_email(out, out, outlen, why);
+    }
+    if (out[0] == '+')
+        i = 1;
+    while (i < len && ((out[i] >= '0' && out[i] <= '9') || strchr(" -()", out[i])))
+        i++;
+    if (i == len) {
+        *kind = LOGIN_PHONE;
+        return names_normalize_phone(out, out, outlen, why);
+    }
+    *kind = LOGIN_NAME;
+    return names_check_username(out, why);
+}

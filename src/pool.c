@@ -1,0 +1,93 @@
+/* pool.c - a fixed set of worker threads over one bounded FIFO. */
+#include <pthread.h>
+#include <stdlib.h>
+#include "pool.h"
+
+struct pool {
+    pthread_mutex_t lock;
+    pthread_cond_t ready;
+    pool_job *head, *tail;
+    unsigned inflight, queue_max, nthreads;  /* inflight: waiting + running */
+    int stopping;
+    pthread_t threads[];
+};
+
+static void *worker(void *arg)
+{
+    pool *p = arg;
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        while (!p->head && !p->stopping)
+            pthread_cond_wait(&p->ready, &p->lock);
+        pool_job *job = p->head;
+        if (!job) {
+            pthread_mutex_unlock(&p->lock);
+            return NULL;
+        }
+        p->head = job->next;
+        if (!p->head)
+            p->tail = NULL;
+        pthread_mutex_unlock(&p->lock);
+        job->work(job);
+        pthread_mutex_lock(&p->lock);
+        p->inflight--;
+        pthread_mutex_unlock(&p->lock);
+        job->post(job);
+    }
+}
+
+pool *pool_create(unsigned threads, unsigned queue_max)
+{
+    if (threads == 0)
+        return NULL;
+    pool *p = calloc(1, sizeof *p + threads * sizeof(pthread_t));
+    if (!p)
+        return NULL;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->ready, NULL);
+    p->queue_max = queue_max;
+    for (; p->nthreads < threads; p->nthreads++)
+        if (pthread_create(&p->threads[p->nthreads], NULL, worker, p) != 0)
+            break;
+    if (p->nthreads == 0) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+int pool_submit(pool *p, pool_job *job)
+{
+    if (!p || !job || !job->work || !job->post)
+        return -1;
+    pthread_mutex_lock(&p->lock);
+    if (p->inflight >= p->nthreads + p->queue_max || p->stopping) {
+        pthread_mutex_unlock(&p->lock);
+        return -1;
+    }
+    job->next = NULL;
+    if (p->tail)
+        p->tail->next = job;
+    else
+        p->head = job;
+    p->tail = job;
+    p->inflight++;
+    pthread_cond_signal(&p->ready);
+    pthread_mutex_unlock(&p->lock);
+    return 0;
+}
+
+void pool_destroy(pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->stopping = 1;
+    pthread_cond_broadcast(&p->ready);
+    pthread_mutex_unlock(&p->lock);
+    for (unsigned i = 0; i < p->nthreads; i++)
+        pthread_join(p->threads[i], NULL);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->ready);
+    free(p);
+}

@@ -1,0 +1,214 @@
+/* router.c - routes from the schema.
+ *
+ * protobuf-c's descriptors carry no options, so the HTTP rules are read
+ * from the FileDescriptorSet protoc writes: each MethodOptions keeps the
+ * (tokend.v1.http) extension among its unknown fields, which unpack as a
+ * tokend.v1.HttpRule. Lookups are linear over a few dozen routes: cheaper
+ * than hashing at this size, and done once per request. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "google/protobuf/descriptor.pb-c.h"
+#include "tokend/v1/http.pb-c.h"
+#include "router.h"
+
+#define HTTP_RULE_FIELD 50710
+
+struct router {
+    router_rpc *rpcs;
+    size_t nrpcs;
+    router_http *https;
+    size_t nhttps, cap_https;
+};
+
+static int add_http(router *r, size_t rpc, const Tokend__V1__HttpRule *rule)
+{
+    const char *verb = NULL, *path = NULL;
+    switch (rule->pattern_case) {
+    case TOKEND__V1__HTTP_RULE__PATTERN_GET: verb = "GET", path = rule->get; break;
+    case TOKEND__V1__HTTP_RULE__PATTERN_PUT: verb = "PUT", path = rule->put; break;
+    case TOKEND__V1__HTTP_RULE__PATTERN_POST: verb = "POST", path = rule->post; break;
+    case TOKEND__V1__HTTP_RULE__PATTERN_DELETE: verb = "DELETE", path = rule->delete_; break;
+    default: break;
+    }
+    if (verb && path && *path) {
+        if (r->nhttps == r->cap_https) {
+            size_t cap = r->cap_https ? r->cap_https * 2 : 32;
+            router_http *n = realloc(r->https, cap * sizeof *n);
+            if (!n)
+                return -1;
+            r->https = n, r->cap_https = cap;
+        }
+        router_http *h = &r->https[r->nhttps++];
+        memset(h, 0, sizeof *h);
+        h->rpc_index = rpc;
+        strcpy(h->verb, verb);
+        h->path = strdup(path);
+        h->body = strcmp(rule->body, "*") == 0;
+        h->response_body = *rule->response_body ? strdup(rule->response_body) : NULL;
+    }
+    for (size_t i = 0; i < rule->n_additional_bindings; i++)
+        if (add_http(r, rpc, rule->additional_bindings[i]) != 0)
+            return -1;
+    return 0;
+}
+
+static int add_rules(router *r, size_t rpc, const Google__Protobuf__MethodOptions *opt)
+{
+    if (!opt)
+        return 0;
+    for (unsigned i = 0; i < opt->base.n_unknown_fields; i++) {
+        const ProtobufCMessageUnknownField *f = &opt->base.unknown_fields[i];
+        if (f->tag != HTTP_RULE_FIELD)
+            continue;
+        /* protobuf-c keeps an unknown length-delimited field with its
+         * varint length prefix: step over it. */
+        size_t skip = 0;
+        while (skip < f->len && (f->data[skip] & 0x80))
+            skip++;
+        if (f->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED || ++skip > f->len)
+            return -1;
+        Tokend__V1__HttpRule *rule =
+            tokend__v1__http_rule__unpack(NULL, f->len - skip, f->data + skip);
+        if (!rule)
+            return -1;
+        int rc = add_http(r, rpc, rule);
+        tokend__v1__http_rule__free_unpacked(rule, NULL);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static ProtobufCService *find_service(ProtobufCService *const *services, const char *name)
+{
+    for (; *services; services++)
+        if (strcmp((*services)->descriptor->name, name) == 0)
+            return *services;
+    return NULL;
+}
+
+static int add_service(router *r, ProtobufCService *svc,
+                       const Google__Protobuf__ServiceDescriptorProto *sp, char *err, size_t errlen)
+{
+    const ProtobufCServiceDescriptor *sd = svc->descriptor;
+    router_rpc *rpcs = realloc(r->rpcs, (r->nrpcs + sp->n_method) * sizeof *rpcs);
+    if (!rpcs)
+        return -1;
+    r->rpcs = rpcs;
+    for (size_t i = 0; i < sp->n_method; i++) {
+        const ProtobufCMethodDescriptor *m =
+            protobuf_c_service_descriptor_get_method_by_name(sd, sp->method[i]->name);
+        if (!m) {
+            snprintf(err, errlen, "method %s.%s is in the schema but not in gen/", sd->name,
+                     sp->method[i]->name);
+            return -1;
+        }
+        router_rpc *rpc = &r->rpcs[r->nrpcs++];
+        rpc->service = svc;
+        rpc->method = m;
+        rpc->method_index = (unsigned)(m - sd->methods);
+        rpc->server_streaming = sp->method[i]->server_streaming;
+        snprintf(rpc->grpc_path, sizeof rpc->grpc_path, "/%s/%s", sd->name, m->name);
+    }
+    return 0;
+}
+
+int router_create(router **out, ProtobufCService *const *services, const uint8_t *protoset,
+                  size_t len, char *err, size_t errlen)
+{
+    Google__Protobuf__FileDescriptorSet *set =
+        google__protobuf__file_descriptor_set__unpack(NULL, len, protoset);
+    router *r = calloc(1, sizeof *r);
+    size_t first_rpc;
+    int rc = -1;
+
+    if (!set || !r) {
+        snprintf(err, errlen, "the embedded descriptor set does not decode");
+        goto done;
+    }
+    for (size_t f = 0; f < set->n_file; f++) {
+        const Google__Protobuf__FileDescriptorProto *fp = set->file[f];
+        for (size_t s = 0; s < fp->n_service; s++) {
+            char name[256];
+            snprintf(name, sizeof name, "%s%s%s", fp->package ? fp->package : "",
+                     fp->package ? "." : "", fp->service[s]->name);
+            ProtobufCService *svc = find_service(services, name);
+            if (!svc)
+                continue;  /* declared, not served by this binary */
+            first_rpc = r->nrpcs;
+            if (add_service(r, svc, fp->service[s], err, errlen) != 0)
+                goto done;
+            for (size_t m = 0; m < fp->service[s]->n_method; m++)
+                if (add_rules(r, first_rpc + m, fp->service[s]->method[m]->options) != 0) {
+                    snprintf(err, errlen, "bad (tokend.v1.http) option on %s", name);
+                    goto done;
+                }
+        }
+    }
+    /* rpcs moved while growing: point the HTTP routes at them only now. */
+    for (size_t i = 0; i < r->nhttps; i++)
+        r->https[i].rpc = &r->rpcs[r->https[i].rpc_index];
+    rc = 0;
+done:
+    if (set)
+        google__protobuf__file_descriptor_set__free_unpacked(set, NULL);
+    if (rc != 0) {
+        router_free(r);
+        return -1;
+    }
+    *out = r;
+    return 0;
+}
+
+void router_free(router *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->nhttps; i++) {
+        free(r->https[i].path);
+        free(r->https[i].response_body);
+    }
+    free(r->https);
+    free(r->rpcs);
+    free(r);
+}
+
+const router_rpc *router_grpc(const router *r, const char *path, size_t len)
+{
+    for (size_t i = 0; i < r->nrpcs; i++)
+        if (strlen(r->rpcs[i].grpc_path) == len && memcmp(r->rpcs[i].grpc_path, path, len) == 0)
+            return &r->rpcs[i];
+    return NULL;
+}
+
+static int path_is(const router_http *h, const char *path, size_t len)
+{
+    return strlen(h->path) == len && memcmp(h->path, path, len) == 0;
+}
+
+int router_http_find(const router *r, const char *verb, size_t verb_len, const char *path,
+                     size_t path_len, const router_http **out)
+{
+    int rc = ROUTER_NO_PATH;
+    for (size_t i = 0; i < r->nhttps; i++) {
+        const router_http *h = &r->https[i];
+        if (!path_is(h, path, path_len))
+            continue;
+        rc = ROUTER_NO_VERB;
+        if (strlen(h->verb) == verb_len && memcmp(h->verb, verb, verb_len) == 0) {
+            *out = h;
+            return ROUTER_FOUND;
+        }
+    }
+    return rc;
+}
+
+void router_allowed(const router *r, const char *path, size_t path_len, char *out, size_t len)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < r->nhttps && o < len; i++)
+        if (path_is(&r->https[i], path, path_len))
+            o += snprintf(out + o, len - o, "%s%s", o ? ", " : "", r->https[i].verb);
+}

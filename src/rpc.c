@@ -1,0 +1,82 @@
+/* rpc.c - the services tokend exposes and the call plumbing every handler
+ * shares: failing a call, sending slow work to the pool and back. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+#include "rpc.h"
+#include "rpc_handlers.h"
+
+static Tokend__V1__Tokend_Service tokend_service = TOKEND__V1__TOKEND__INIT(rpc_);
+
+static Grpc__Health__V1__Health_Service health_service = GRPC__HEALTH__V1__HEALTH__INIT(rpc_health_);
+
+static ProtobufCService *const services[] = {
+    &tokend_service.base,
+    &health_service.base,
+    NULL,
+};
+
+ProtobufCService *const *rpc_services(void)
+{
+    return services;
+}
+
+void rpc_fail(rpc_call *call, status_code code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(call->message, sizeof call->message, fmt, ap);
+    va_end(ap);
+    call->status = code;
+    call->closure(NULL, call);
+}
+
+int rpc_offload(rpc_call *call, rpc_job *job, void (*work)(pool_job *),
+                void (*finish)(rpc_job *))
+{
+    job->call = call;
+    job->finish = finish;
+    job->base.work = work;
+    job->base.post = call->post;
+    job->base.owner = call;
+    if (pool_submit(call->ctx->pool, &job->base) != 0) {
+        call->retry_after = 1;
+        rpc_fail(call, ST_UNAVAILABLE, "server busy: too many logins in progress, retry shortly");
+        return -1;
+    }
+    return 0;
+}
+
+void rpc_job_returned(pool_job *job)
+{
+    rpc_job *j = (rpc_job *)job;
+    j->finish(j);
+}
+
+int rpc_app(rpc_call *call, store_app **app)
+{
+    uint64_t id = call->app_id;
+    int rc = STORE_OK;
+    if (!id && (rc = store_default_app(call->ctx->store, &id)) == STORE_NOTFOUND) {
+        rpc_fail(call, ST_INVALID_ARGUMENT, "app_id header is required (no default app)");
+        return -1;
+    }
+    if (rc == STORE_OK)
+        rc = store_app_get(call->ctx->store, id, app);
+    if (rc == STORE_NOTFOUND) {
+        rpc_fail(call, ST_NOT_FOUND, "unknown app_id %llu", (unsigned long long)id);
+        return -1;
+    }
+    if (rc != STORE_OK) {
+        rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+int64_t rpc_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

@@ -1,0 +1,223 @@
+/* server.c - the process around the handlers: one h2o event loop per
+ * thread, each accepting on its own SO_REUSEPORT socket; pool jobs coming
+ * back to the loop that started them; signals and a bounded, graceful stop.
+ *
+ * Signals are taken by sigwait() on the main thread rather than handlers,
+ * so no async-signal-safety rules reach into the loops. */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include "http.h"
+#include "rpc.h"
+#include "server.h"
+
+#define STOP_GRACE_MS 10000
+
+typedef struct server {
+    tokend_ctx *ctx;
+    h2o_globalconf_t h2o;
+    SSL_CTX *ssl;
+    struct addrinfo *addr;
+    volatile int stopping;
+    unsigned nthreads;
+    server_thread *threads;
+} server;
+
+typedef struct {
+    h2o_multithread_message_t super;
+    pool_job *job;
+} job_message;
+
+void server_post_job(pool_job *job)
+{
+    rpc_call *call = job->owner;
+    server_thread *t = call->loop;
+    job_message *m = malloc(sizeof *m);
+    if (!m)
+        abort();  /* a lost job would leave its call unanswered forever */
+    memset(&m->super, 0, sizeof m->super);
+    m->job = job;
+    h2o_multithread_send_message(&t->jobs, &m->super);
+}
+
+static void on_jobs(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    while (!h2o_linklist_is_empty(messages)) {
+        job_message *m = H2O_STRUCT_FROM_MEMBER(job_message, super.link, messages->next);
+        h2o_linklist_unlink(&m->super.link);
+        pool_job *job = m->job;
+        free(m);
+        rpc_job_returned(job);
+    }
+}
+
+static void on_wakeup(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    server_thread *t = listener->data;
+    h2o_socket_t *sock;
+    if (err)
+        return;
+    if ((sock = h2o_evloop_socket_accept(listener)) != NULL)
+        h2o_accept(&t->accept, sock);
+}
+
+static int open_listener(const struct addrinfo *ai)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol), on = 1;
+    if (fd < 0)
+        return -1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) != 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static void *run_thread(void *arg)
+{
+    server_thread *t = arg;
+    server *s = t->server;
+    h2o_evloop_t *loop = t->h2o.loop;
+    while (!s->stopping)
+        h2o_evloop_run(loop, INT32_MAX);
+    /* Stop taking connections; let calls in flight finish, within a bound. */
+    h2o_socket_read_stop(t->listener);
+    h2o_socket_close(t->listener);
+    for (int waited = 0; t->inflight && waited < STOP_GRACE_MS; waited += 50)
+        h2o_evloop_run(loop, 50);
+    return NULL;
+}
+
+static int setup_tls(server *s, const tokend_config *cfg)
+{
+    s->ssl = SSL_CTX_new(TLS_server_method());
+    if (!s->ssl)
+        return -1;
+    SSL_CTX_set_min_proto_version(s->ssl, TLS1_2_VERSION);
+    SSL_CTX_set_options(s->ssl, SSL_OP_NO_COMPRESSION);
+    if (SSL_CTX_use_certificate_chain_file(s->ssl, cfg->tls_cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(s->ssl, cfg->tls_key, SSL_FILETYPE_PEM) != 1) {
+        fprintf(stderr, "tokend: cannot load TLS certificate %s / key %s\n", cfg->tls_cert,
+                cfg->tls_key);
+        return -1;
+    }
+    h2o_ssl_register_alpn_protocols(s->ssl, h2o_http2_alpn_protocols);
+    return 0;
+}
+
+static int resolve(const char *listen, struct addrinfo **out)
+{
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    if (!colon || (size_t)(colon - listen) >= sizeof host) {
+        fprintf(stderr, "tokend: --listen wants HOST:PORT, got \"%s\"\n", listen);
+        return -1;
+    }
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = '\0';
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    int rc = getaddrinfo(*host ? host : NULL, colon + 1, &hints, out);
+    if (rc != 0) {
+        fprintf(stderr, "tokend: cannot resolve %s: %s\n", listen, gai_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static int start_thread(server *s, server_thread *t, const router *router)
+{
+    int fd = open_listener(s->addr);
+    if (fd < 0) {
+        fprintf(stderr, "tokend: cannot listen on %s: %s\n", s->ctx->config->listen,
+                strerror(errno));
+        return -1;
+    }
+    h2o_evloop_t *loop = h2o_evloop_create();
+    h2o_context_init(&t->h2o, loop, &s->h2o);
+    h2o_multithread_queue_t *q = h2o_multithread_create_queue(loop);
+    h2o_multithread_register_receiver(q, &t->jobs, on_jobs);
+    h2o_multithread_register_receiver(q, &t->wakeup, on_wakeup);
+    t->server = s;
+    t->accept.ctx = &t->h2o;
+    t->accept.hosts = s->h2o.hosts;
+    t->accept.ssl_ctx = s->ssl;
+    t->listener = h2o_evloop_socket_create(loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    t->listener->data = t;
+    h2o_socket_read_start(t->listener, on_accept);
+    return pthread_create(&t->tid, NULL, run_thread, t) == 0 ? 0 : -1;
+}
+
+int server_run(tokend_ctx *ctx, const router *router)
+{
+    tokend_config *cfg = ctx->config;
+    server s = {.ctx = ctx};
+    sigset_t sigs;
+    int sig = 0;
+
+    /* Threads inherit this mask: only sigwait() below sees these signals. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (resolve(cfg->listen, &s.addr) != 0)
+        return 1;
+    if (cfg->tls_cert && setup_tls(&s, cfg) != 0)
+        return 1;
+    h2o_config_init(&s.h2o);
+    s.h2o.server_name = h2o_iovec_init(H2O_STRLIT("tokend"));
+    /* Bodies over max_body get our 413 with a JSON envelope; h2o answers
+     * on its own only for bodies far beyond it. */
+    s.h2o.max_request_entity_size = cfg->max_body * 4 + 4096;
+    h2o_hostconf_t *host = h2o_config_register_host(&s.h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    http_register(h2o_config_register_path(host, "/", 0), ctx, router);
+
+    s.nthreads = cfg->threads ? cfg->threads : 1;
+    s.threads = calloc(s.nthreads, sizeof *s.threads);
+    for (unsigned i = 0; i < s.nthreads; i++) {
+        if (start_thread(&s, &s.threads[i], router) != 0) {
+            s.nthreads = i;
+            sig = -1;
+            break;
+        }
+    }
+    if (sig == 0) {
+        printf("tokend %s listening on %s (%s, %u threads, %u workers)\n", TOKEND_VERSION,
+               cfg->listen, s.ssl ? "TLS" : "cleartext HTTP/1.1 + h2c", s.nthreads, cfg->workers);
+        fflush(stdout);
+        while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP)
+            fprintf(stderr, "tokend: SIGHUP: nothing to reload\n");
+    }
+    s.stopping = 1;
+    for (unsigned i = 0; i < s.nthreads; i++)
+        h2o_multithread_send_message(&s.threads[i].wakeup, NULL);
+    for (unsigned i = 0; i < s.nthreads; i++)
+        pthread_join(s.threads[i].tid, NULL);
+    freeaddrinfo(s.addr);
+    return sig < 0 ? 1 : 0;
+}

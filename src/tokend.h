@@ -1,0 +1,35 @@
+/* tokend.h - the configuration and the process-wide context handed to
+ * every layer explicitly (no hidden globals): the store, the worker pool
+ * and the settings. Shared read-only by all event-loop threads. */
+#ifndef TOKEND_TOKEND_H
+#define TOKEND_TOKEND_H
+
+#include <stddef.h>
+#include "crypto.h"
+#include "pool.h"
+#include "store.h"
+
+#define TOKEND_VERSION "0.1.0"
+
+typedef struct {
+    const char *data_dir;
+    const char *listen;          /* HOST:PORT */
+    unsigned threads;            /* event loops */
+    unsigned workers;            /* pool threads for Argon2id and writes */
+    unsigned queue;              /* jobs allowed to wait beyond the busy workers */
+    size_t max_body;             /* bytes; larger request bodies get 413 */
+    size_t mapsize;
+    crypto_pwcost pwcost;
+    const char *tls_cert, *tls_key;
+} tokend_config;
+
+typedef struct {
+    tokend_config *config;
+    store *store;
+    pool *pool;
+    /* Verified against when the user is unknown, so that costs what a
+     * wrong password costs. */
+    char dummy_hash[CRYPTO_PWHASH_STRBYTES];
+} tokend_ctx;
+
+#endif

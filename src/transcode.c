@@ -1,0 +1,917 @@
+/* transcode.c - JSON <-> protobuf-c messages, for the HTTP side of tokend.
+ *
+ * The JSON API and the gRPC API share one set of protobuf messages. Rather
+ * than a JSON codec per message, this file walks the protobuf-c descriptors,
+ * so a new RPC needs no JSON code and the two wire forms cannot drift apart.
+ * jansson does the JSON text (parsing, escaping, UTF-8 checks); this file
+ * only maps JSON values onto fields and back, with the type and range checks
+ * the schema implies.
+ *
+ * Everything built here is owned the way protobuf_c_message_unpack owns it
+ * (malloc'd strings, arrays, bytes and submessages), and each allocation is
+ * hooked into its parent as soon as it exists, so a half-built message is
+ * always safe to hand to protobuf_c_message_free_unpacked. That is what
+ * keeps the error paths short: on any error, free the root. */
+
+#include "transcode.h"
+
+#include <float.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+/* ---------------------------------------------------------------------------
+ * Errors and field paths
+ * ------------------------------------------------------------------------- */
+
+/* One step of the path to the value being converted. Steps live on the C
+ * stack of the walk and become text only when there is an error to report,
+ * so successful conversions never pay for building paths. */
+typedef struct pathstep {
+    const struct pathstep *up;
+    const char *name; /* field name, or NULL for an array element */
+    size_t index;
+} pathstep;
+
+static size_t format_path(char *buf, size_t cap, const pathstep *at)
+{
+    size_t n = at->up ? format_path(buf, cap, at->up) : 0;
+    int w;
+
+    if (n >= cap) return n;
+    if (at->name)
+        w = snprintf(buf + n, cap - n, "%s%s", at->up ? "." : "", at->name);
+    else
+        w = snprintf(buf + n, cap - n, "[%zu]", at->index);
+    return w < 0 ? n : n + (size_t)w;
+}
+
+/* Writes "<path>: <message>" to err and returns -1. A NULL path means the
+ * request body as a whole. */
+static int fail(char *err, const pathstep *at, const char *fmt, ...)
+{
+    char path[TRANSCODE_ERRLEN] = "body";
+    va_list ap;
+    size_t n;
+
+    if (at) format_path(path, sizeof path, at);
+    n = strlen(path);
+    if (n > TRANSCODE_ERRLEN - 3) n = TRANSCODE_ERRLEN - 3;
+    memcpy(err, path, n);
+    err[n++] = ':';
+    err[n++] = ' ';
+    va_start(ap, fmt);
+    vsnprintf(err + n, TRANSCODE_ERRLEN - n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static const char *type_name(const ProtobufCFieldDescriptor *f)
+{
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_INT32: return "int32";
+    case PROTOBUF_C_TYPE_SINT32: return "sint32";
+    case PROTOBUF_C_TYPE_SFIXED32: return "sfixed32";
+    case PROTOBUF_C_TYPE_INT64: return "int64";
+    case PROTOBUF_C_TYPE_SINT64: return "sint64";
+    case PROTOBUF_C_TYPE_SFIXED64: return "sfixed64";
+    case PROTOBUF_C_TYPE_UINT32: return "uint32";
+    case PROTOBUF_C_TYPE_FIXED32: return "fixed32";
+    case PROTOBUF_C_TYPE_UINT64: return "uint64";
+    case PROTOBUF_C_TYPE_FIXED64: return "fixed64";
+    case PROTOBUF_C_TYPE_FLOAT: return "float";
+    case PROTOBUF_C_TYPE_DOUBLE: return "double";
+    case PROTOBUF_C_TYPE_ENUM: return ((const ProtobufCEnumDescriptor *)f->descriptor)->short_name;
+    default: return "this field";
+    }
+}
+
+/* The one "wrong kind of value" message per field type, so JSON and query
+ * strings report the same mistake the same way. */
+static int type_error(const ProtobufCFieldDescriptor *f, const pathstep *at, char *err)
+{
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_FLOAT:
+    case PROTOBUF_C_TYPE_DOUBLE: return fail(err, at, "expected a number");
+    case PROTOBUF_C_TYPE_BOOL: return fail(err, at, "expected true or false");
+    case PROTOBUF_C_TYPE_ENUM: return fail(err, at, "expected a %s name or number", type_name(f));
+    case PROTOBUF_C_TYPE_STRING: return fail(err, at, "expected a string");
+    case PROTOBUF_C_TYPE_BYTES: return fail(err, at, "expected a base64 string");
+    case PROTOBUF_C_TYPE_MESSAGE: return fail(err, at, "expected a JSON object");
+    default: return fail(err, at, "expected an integer");
+    }
+}
+
+static int range_error(const ProtobufCFieldDescriptor *f, const pathstep *at, char *err)
+{
+    return fail(err, at, "number out of range for %s", type_name(f));
+}
+
+/* ---------------------------------------------------------------------------
+ * Field values
+ *
+ * A converted value is held in a union until it is stored, so a conversion
+ * that fails leaves the message untouched. Every member starts at offset 0,
+ * so copying value_size() bytes of the union stores it into a field or an
+ * array element of any type.
+ * ------------------------------------------------------------------------- */
+
+typedef union {
+    int32_t i32;
+    uint32_t u32;
+    int64_t i64;
+    uint64_t u64;
+    float f;
+    double d;
+    protobuf_c_boolean b;
+    char *s;
+    ProtobufCBinaryData bin;
+    ProtobufCMessage *m;
+} value;
+
+static size_t value_size(ProtobufCType type)
+{
+    switch (type) {
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+    case PROTOBUF_C_TYPE_ENUM: return 4; /* protobuf-c stores enums as 32 bits */
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64: return 8;
+    case PROTOBUF_C_TYPE_FLOAT: return sizeof(float);
+    case PROTOBUF_C_TYPE_DOUBLE: return sizeof(double);
+    case PROTOBUF_C_TYPE_BOOL: return sizeof(protobuf_c_boolean);
+    case PROTOBUF_C_TYPE_STRING: return sizeof(char *);
+    case PROTOBUF_C_TYPE_BYTES: return sizeof(ProtobufCBinaryData);
+    case PROTOBUF_C_TYPE_MESSAGE: return sizeof(ProtobufCMessage *);
+    }
+    return 0;
+}
+
+static void value_free(ProtobufCType type, value *v)
+{
+    if (type == PROTOBUF_C_TYPE_STRING) free(v->s);
+    else if (type == PROTOBUF_C_TYPE_BYTES) free(v->bin.data);
+    else if (type == PROTOBUF_C_TYPE_MESSAGE) protobuf_c_message_free_unpacked(v->m, NULL);
+}
+
+static ProtobufCMessage *new_message(const ProtobufCMessageDescriptor *desc)
+{
+    ProtobufCMessage *m = malloc(desc->sizeof_message);
+
+    if (m) protobuf_c_message_init(desc, m);
+    return m;
+}
+
+/* Frees what one singular field owns. Defaults point at static storage in
+ * the generated code and are left alone, as free_unpacked does. */
+static void release(const ProtobufCFieldDescriptor *f, void *slot)
+{
+    if (f->type == PROTOBUF_C_TYPE_STRING) {
+        char *s = *(char **)slot;
+        if (s && s != f->default_value) free(s);
+    } else if (f->type == PROTOBUF_C_TYPE_BYTES) {
+        const ProtobufCBinaryData *def = f->default_value;
+        uint8_t *data = ((ProtobufCBinaryData *)slot)->data;
+        if (data && (!def || data != def->data)) free(data);
+    } else if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+        ProtobufCMessage *m = *(ProtobufCMessage **)slot;
+        if (m && m != f->default_value) protobuf_c_message_free_unpacked(m, NULL);
+    }
+}
+
+/* Stores v (taking ownership) into a singular field, freeing whatever the
+ * field, or the oneof it belongs to, held before and marking it present. */
+static void store(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, value *v)
+{
+    char *base = (char *)msg;
+
+    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+        uint32_t *which = (uint32_t *)(base + f->quantifier_offset);
+        const ProtobufCFieldDescriptor *cur =
+            *which ? protobuf_c_message_descriptor_get_field(msg->descriptor, *which) : NULL;
+        if (cur) release(cur, base + cur->offset);
+        *which = f->id;
+    } else {
+        release(f, base + f->offset);
+        /* Strings and messages show presence by their pointer; the rest
+         * (proto2 and proto3 `optional`) by a has_ flag. */
+        if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_STRING &&
+            f->type != PROTOBUF_C_TYPE_MESSAGE)
+            *(protobuf_c_boolean *)(base + f->quantifier_offset) = 1;
+    }
+    memcpy(base + f->offset, v, value_size(f->type));
+}
+
+/* Appends v (taking ownership on success) to a repeated field. */
+static int append(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, value *v)
+{
+    char *base = (char *)msg;
+    size_t *n = (size_t *)(base + f->quantifier_offset);
+    void **arr = (void **)(base + f->offset);
+    size_t size = value_size(f->type);
+    char *grown = realloc(*arr, (*n + 1) * size);
+
+    if (!grown) return -1;
+    *arr = grown;
+    memcpy(grown + *n * size, v, size);
+    (*n)++;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Scalars from text and from JSON
+ *
+ * Text is what query strings carry and what JSON strings carry for 64-bit
+ * integers, enums, bytes and the non-finite floats, so both paths share it.
+ * ------------------------------------------------------------------------- */
+
+/* Range-checks an integer given as sign and magnitude, which holds both
+ * INT64_MIN and UINT64_MAX, and converts it to the field's type. */
+static int int_value(const ProtobufCFieldDescriptor *f, bool neg, uint64_t mag, value *v,
+                     const pathstep *at, char *err)
+{
+    if (mag == 0) neg = false;
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+    case PROTOBUF_C_TYPE_ENUM:
+        if (mag > (neg ? (uint64_t)INT32_MAX + 1 : (uint64_t)INT32_MAX)) return range_error(f, at, err);
+        v->i32 = neg ? (int32_t)(-(int64_t)mag) : (int32_t)mag;
+        if (f->type == PROTOBUF_C_TYPE_ENUM &&
+            !protobuf_c_enum_descriptor_get_value(f->descriptor, v->i32))
+            return fail(err, at, "%" PRId32 " is not a value of %s", v->i32, type_name(f));
+        return 0;
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+        if (neg || mag > UINT32_MAX) return range_error(f, at, err);
+        v->u32 = (uint32_t)mag;
+        return 0;
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        if (neg) return range_error(f, at, err);
+        v->u64 = mag;
+        return 0;
+    default: /* int64, sint64, sfixed64 */
+        if (mag > (neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX)) return range_error(f, at, err);
+        v->i64 = neg ? -(int64_t)(mag - 1) - 1 : (int64_t)mag;
+        return 0;
+    }
+}
+
+/* A decimal integer and nothing else: no sign but '-', no spaces, no
+ * fraction or exponent, so "12abc", "" and "1.5" are all refused. */
+static int int_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, value *v,
+                         const pathstep *at, char *err)
+{
+    bool neg = n > 0 && s[0] == '-';
+    bool overflow = false;
+    uint64_t mag = 0;
+    size_t i = neg;
+
+    if (i == n) return type_error(f, at, err);
+    for (; i < n; i++) {
+        unsigned digit = (unsigned char)s[i] - '0';
+        if (digit > 9) return type_error(f, at, err);
+        if (mag > (UINT64_MAX - digit) / 10) overflow = true;
+        else mag = mag * 10 + digit;
+    }
+    if (overflow) return range_error(f, at, err);
+    return int_value(f, neg, mag, v, at, err);
+}
+
+static int real_value(const ProtobufCFieldDescriptor *f, double d, value *v, const pathstep *at,
+                      char *err)
+{
+    if (f->type == PROTOBUF_C_TYPE_DOUBLE) {
+        v->d = d;
+        return 0;
+    }
+    if (isfinite(d) && fabs(d) > FLT_MAX) return range_error(f, at, err);
+    v->f = (float)d;
+    return 0;
+}
+
+/* JSON number syntax, checked before strtod so that strtod's extras
+ * (spaces, hex, "inf") are not accepted by accident. */
+static bool is_json_number(const char *s, size_t n)
+{
+    size_t i = 0, start;
+
+    if (i < n && s[i] == '-') i++;
+    for (start = i; i < n && s[i] >= '0' && s[i] <= '9'; i++) ;
+    if (i == start) return false;
+    if (i < n && s[i] == '.') {
+        for (start = ++i; i < n && s[i] >= '0' && s[i] <= '9'; i++) ;
+        if (i == start) return false;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+        for (start = i; i < n && s[i] >= '0' && s[i] <= '9'; i++) ;
+        if (i == start) return false;
+    }
+    return i == n;
+}
+
+static int real_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, value *v,
+                          const pathstep *at, char *err)
+{
+    char small[64], *buf = small;
+    double d;
+
+    /* The proto3 JSON spellings of the values JSON numbers cannot carry. */
+    if (n == 3 && !memcmp(s, "NaN", 3)) return real_value(f, NAN, v, at, err);
+    if (n == 8 && !memcmp(s, "Infinity", 8)) return real_value(f, INFINITY, v, at, err);
+    if (n == 9 && !memcmp(s, "-Infinity", 9)) return real_value(f, -INFINITY, v, at, err);
+    if (!is_json_number(s, n)) return type_error(f, at, err);
+    if (n >= sizeof small && !(buf = malloc(n + 1))) return fail(err, at, "out of memory");
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    d = strtod(buf, NULL);
+    if (buf != small) free(buf);
+    if (isinf(d)) return range_error(f, at, err);
+    return real_value(f, d, v, at, err);
+}
+
+static int bool_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, value *v,
+                          const pathstep *at, char *err)
+{
+    if (n == 4 && !memcmp(s, "true", 4)) v->b = 1;
+    else if (n == 5 && !memcmp(s, "false", 5)) v->b = 0;
+    else return type_error(f, at, err);
+    return 0;
+}
+
+/* Length of the well-formed UTF-8 sequence at s, or 0 if there is none:
+ * no overlong forms, no surrogates, nothing above U+10FFFF. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    uint32_t cp, min;
+    size_t len, i;
+
+    if (s[0] < 0x80) return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) len = 2, cp = s[0] & 0x1f, min = 0x80;
+    else if ((s[0] & 0xf0) == 0xe0) len = 3, cp = s[0] & 0x0f, min = 0x800;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4) len = 4, cp = s[0] & 0x07, min = 0x10000;
+    else return 0;
+    if (n < len) return 0;
+    for (i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80) return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    return len;
+}
+
+static char *copy_string(const char *s, size_t n)
+{
+    char *c = malloc(n + 1);
+
+    if (c) {
+        memcpy(c, s, n);
+        c[n] = '\0';
+    }
+    return c;
+}
+
+/* Query values arrive percent-decoded, so unlike JSON strings nothing has
+ * checked them yet; protobuf strings must be UTF-8 and, being C strings
+ * here, cannot hold NUL. */
+static int string_from_text(const pathstep *at, const char *s, size_t n, value *v, char *err)
+{
+    size_t i, len;
+
+    for (i = 0; i < n; i += len) {
+        if (s[i] == '\0') return fail(err, at, "NUL characters are not allowed");
+        if (!(len = utf8_seq((const unsigned char *)s + i, n - i)))
+            return fail(err, at, "invalid UTF-8");
+    }
+    if (!(v->s = copy_string(s, n))) return fail(err, at, "out of memory");
+    return 0;
+}
+
+/* Standard or URL-safe base64, padded or not. libsodium's decoder is
+ * strict (bad characters, stray bits, wrong length all fail); it is given
+ * the text without padding, once the padding has been checked here. */
+static int bytes_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, value *v,
+                           const pathstep *at, char *err)
+{
+    int variant = sodium_base64_VARIANT_ORIGINAL_NO_PADDING;
+    size_t pad = 0, cap, len;
+    unsigned char *data;
+
+    while (n > 0 && s[n - 1] == '=' && pad < 2) n--, pad++;
+    if (pad && (n + pad) % 4 != 0) return type_error(f, at, err);
+    v->bin.len = 0;
+    v->bin.data = NULL;
+    if (n == 0) return 0;
+    if (memchr(s, '-', n) || memchr(s, '_', n)) variant = sodium_base64_VARIANT_URLSAFE_NO_PADDING;
+    cap = n / 4 * 3 + 2;
+    if (!(data = malloc(cap))) return fail(err, at, "out of memory");
+    if (sodium_base642bin(data, cap, s, n, NULL, &len, NULL, variant) != 0) {
+        free(data);
+        return type_error(f, at, err);
+    }
+    v->bin.data = data;
+    v->bin.len = len;
+    return 0;
+}
+
+static int enum_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, value *v,
+                          const pathstep *at, char *err)
+{
+    const ProtobufCEnumValue *ev = NULL;
+    char name[128];
+
+    if (n < sizeof name && !memchr(s, '\0', n)) {
+        memcpy(name, s, n);
+        name[n] = '\0';
+        ev = protobuf_c_enum_descriptor_get_value_by_name(f->descriptor, name);
+    }
+    if (ev) {
+        v->i32 = ev->value;
+        return 0;
+    }
+    if (n > 0 && (s[0] == '-' || (s[0] >= '0' && s[0] <= '9'))) return int_from_text(f, s, n, v, at, err);
+    return fail(err, at, "not a value of %s", type_name(f));
+}
+
+/* A scalar from its text form; message fields have none. */
+static int value_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, value *v,
+                           const pathstep *at, char *err)
+{
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_BOOL: return bool_from_text(f, s, n, v, at, err);
+    case PROTOBUF_C_TYPE_FLOAT:
+    case PROTOBUF_C_TYPE_DOUBLE: return real_from_text(f, s, n, v, at, err);
+    case PROTOBUF_C_TYPE_ENUM: return enum_from_text(f, s, n, v, at, err);
+    case PROTOBUF_C_TYPE_STRING: return string_from_text(at, s, n, v, err);
+    case PROTOBUF_C_TYPE_BYTES: return bytes_from_text(f, s, n, v, at, err);
+    case PROTOBUF_C_TYPE_MESSAGE: return fail(err, at, "cannot be set from the query string");
+    default: return int_from_text(f, s, n, v, at, err);
+    }
+}
+
+static int int_from_json(const ProtobufCFieldDescriptor *f, const json_t *j, value *v,
+                         const pathstep *at, char *err)
+{
+    if (json_is_integer(j)) {
+        json_int_t i = json_integer_value(j);
+        return int_value(f, i < 0, i < 0 ? 0 - (uint64_t)i : (uint64_t)i, v, at, err);
+    }
+    if (json_is_real(j)) {
+        /* 2.0 or 1e3 name integers; 1.5 does not. */
+        double d = json_real_value(j);
+        if (d != floor(d)) return type_error(f, at, err);
+        if (fabs(d) >= 18446744073709551616.0) return range_error(f, at, err);
+        return int_value(f, d < 0, (uint64_t)fabs(d), v, at, err);
+    }
+    if (json_is_string(j)) return int_from_text(f, json_string_value(j), json_string_length(j), v, at, err);
+    return type_error(f, at, err);
+}
+
+/* A scalar from a JSON value. jansson has already refused invalid UTF-8
+ * and NUL in strings. */
+static int value_from_json(const ProtobufCFieldDescriptor *f, const json_t *j, value *v,
+                           const pathstep *at, char *err)
+{
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_BOOL:
+        if (!json_is_boolean(j)) return type_error(f, at, err);
+        v->b = json_is_true(j);
+        return 0;
+    case PROTOBUF_C_TYPE_STRING:
+        if (!json_is_string(j)) return type_error(f, at, err);
+        if (!(v->s = copy_string(json_string_value(j), json_string_length(j))))
+            return fail(err, at, "out of memory");
+        return 0;
+    case PROTOBUF_C_TYPE_FLOAT:
+    case PROTOBUF_C_TYPE_DOUBLE:
+        if (json_is_number(j)) return real_value(f, json_number_value(j), v, at, err);
+        if (json_is_string(j)) return real_from_text(f, json_string_value(j), json_string_length(j), v, at, err);
+        return type_error(f, at, err);
+    case PROTOBUF_C_TYPE_ENUM:
+        if (json_is_string(j)) return enum_from_text(f, json_string_value(j), json_string_length(j), v, at, err);
+        if (json_is_number(j)) return int_from_json(f, j, v, at, err);
+        return type_error(f, at, err);
+    case PROTOBUF_C_TYPE_BYTES:
+        if (!json_is_string(j)) return type_error(f, at, err);
+        return bytes_from_text(f, json_string_value(j), json_string_length(j), v, at, err);
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return type_error(f, at, err); /* objects are walked by the caller */
+    default:
+        return int_from_json(f, j, v, at, err);
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * JSON -> message
+ * ------------------------------------------------------------------------- */
+
+static int message_from_json(ProtobufCMessage *msg, const json_t *obj, const pathstep *up, char *err);
+
+static int singular_from_json(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f,
+                              const json_t *j, const pathstep *at, char *err)
+{
+    value v;
+
+    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+        uint32_t which = *(const uint32_t *)((const char *)msg + f->quantifier_offset);
+        if (which && which != f->id) {
+            const ProtobufCFieldDescriptor *other =
+                protobuf_c_message_descriptor_get_field(msg->descriptor, which);
+            return fail(err, at, "cannot be set together with %s (only one of them may be set)",
+                        other ? other->name : "another field");
+        }
+    }
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+        if (!json_is_object(j)) return type_error(f, at, err);
+        if (!(v.m = new_message(f->descriptor))) return fail(err, at, "out of memory");
+        store(msg, f, &v);
+        return message_from_json(v.m, j, at, err);
+    }
+    if (value_from_json(f, j, &v, at, err)) return -1;
+    store(msg, f, &v);
+    return 0;
+}
+
+static int repeated_from_json(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f,
+                              const json_t *j, const pathstep *at, char *err)
+{
+    char *base = (char *)msg;
+    size_t *n = (size_t *)(base + f->quantifier_offset);
+    size_t size = value_size(f->type), count, i;
+    char *arr;
+
+    if (!json_is_array(j)) return fail(err, at, "expected an array");
+    if ((count = json_array_size(j)) == 0) return 0;
+    if (!(arr = calloc(count, size))) return fail(err, at, "out of memory");
+    *(void **)(base + f->offset) = arr;
+
+    /* The count only covers finished elements, so an error part way
+     * through leaves an array free_unpacked can free. */
+    for (i = 0; i < count; i++) {
+        const json_t *e = json_array_get(j, i);
+        pathstep el = {at, NULL, i};
+        value v;
+
+        if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+            if (!json_is_object(e)) return type_error(f, &el, err);
+            if (!(v.m = new_message(f->descriptor))) return fail(err, &el, "out of memory");
+            memcpy(arr + i * size, &v, size);
+            (*n)++;
+            if (message_from_json(v.m, e, &el, err)) return -1;
+        } else {
+            if (value_from_json(f, e, &v, &el, err)) return -1;
+            memcpy(arr + i * size, &v, size);
+            (*n)++;
+        }
+    }
+    return 0;
+}
+
+/* Fields are looked up in descriptor order rather than keys walked in
+ * document order, so the first error reported does not depend on how the
+ * client ordered its keys. Unknown keys are never looked at. */
+static int message_from_json(ProtobufCMessage *msg, const json_t *obj, const pathstep *up, char *err)
+{
+    const ProtobufCMessageDescriptor *desc = msg->descriptor;
+    unsigned i;
+
+    for (i = 0; i < desc->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &desc->fields[i];
+        const json_t *j = json_object_get(obj, f->name);
+        pathstep at = {up, f->name, 0};
+        int rc;
+
+        if (!j || json_is_null(j)) continue;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) rc = repeated_from_json(msg, f, j, &at, err);
+        else rc = singular_from_json(msg, f, j, &at, err);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+/* jansson stops at depth 2048; requests get a much lower limit. Checked on
+ * the whole tree, not only the parts the schema reads, and stops as soon
+ * as the limit is passed, so it never recurses more than the limit. */
+static bool too_deep(const json_t *j, int depth)
+{
+    const char *key;
+    json_t *child;
+    size_t i;
+
+    if (!json_is_object(j) && !json_is_array(j)) return false;
+    if (depth > TRANSCODE_MAX_DEPTH) return true;
+    if (json_is_object(j)) {
+        json_object_foreach((json_t *)j, key, child)
+            if (too_deep(child, depth + 1)) return true;
+    } else {
+        json_array_foreach(j, i, child)
+            if (too_deep(child, depth + 1)) return true;
+    }
+    return false;
+}
+
+/* jansson's own words, except where they name its API rather than the
+ * client's mistake. */
+static int parse_error(const json_error_t *je, char *err)
+{
+    switch (json_error_code(je)) {
+    case json_error_stack_overflow:
+        return fail(err, NULL, "JSON nested deeper than %d levels", TRANSCODE_MAX_DEPTH);
+    case json_error_numeric_overflow:
+        return fail(err, NULL, "number too large at line %d column %d", je->line, je->column);
+    case json_error_null_character:
+        return fail(err, NULL, "NUL character in a string at line %d column %d", je->line, je->column);
+    case json_error_invalid_utf8:
+        return fail(err, NULL, "invalid UTF-8 at line %d column %d", je->line, je->column);
+    default:
+        return fail(err, NULL, "invalid JSON at line %d column %d: %s", je->line, je->column, je->text);
+    }
+}
+
+int transcode_from_json(const ProtobufCMessageDescriptor *desc, const char *json, size_t len,
+                        ProtobufCMessage **out, char *err)
+{
+    ProtobufCMessage *msg;
+    json_error_t je;
+    json_t *root;
+    int rc;
+
+    *out = NULL;
+    if (len == 0) {
+        if (!(*out = new_message(desc))) return fail(err, NULL, "out of memory");
+        return 0;
+    }
+    /* JSON_DECODE_ANY so that a scalar body gets the same message as an
+     * array body rather than a parser complaint. */
+    if (!(root = json_loadb(json, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je)))
+        return parse_error(&je, err);
+    if (!json_is_object(root)) {
+        rc = fail(err, NULL, "expected a JSON object");
+    } else if (too_deep(root, 1)) {
+        rc = fail(err, NULL, "JSON nested deeper than %d levels", TRANSCODE_MAX_DEPTH);
+    } else if (!(msg = new_message(desc))) {
+        rc = fail(err, NULL, "out of memory");
+    } else if ((rc = message_from_json(msg, root, NULL, err)) != 0) {
+        protobuf_c_message_free_unpacked(msg, NULL);
+    } else {
+        *out = msg;
+    }
+    json_decref(root);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * Query string -> field
+ * ------------------------------------------------------------------------- */
+
+static const ProtobufCFieldDescriptor *field_by_name(const ProtobufCMessageDescriptor *desc,
+                                                     const char *name, size_t len)
+{
+    char buf[128];
+
+    if (len >= sizeof buf || memchr(name, '\0', len)) return NULL;
+    memcpy(buf, name, len);
+    buf[len] = '\0';
+    return protobuf_c_message_descriptor_get_field_by_name(desc, buf);
+}
+
+int transcode_set_field(ProtobufCMessage *msg, const char *name, size_t name_len,
+                        const char *text, size_t text_len, char *err)
+{
+    const ProtobufCFieldDescriptor *f = field_by_name(msg->descriptor, name, name_len);
+    pathstep at;
+    value v;
+
+    if (!f) return 0;
+    at = (pathstep){NULL, f->name, 0};
+    if (value_from_text(f, text, text_len, &v, &at, err)) return -1;
+    if (f->label != PROTOBUF_C_LABEL_REPEATED) {
+        store(msg, f, &v);
+    } else if (append(msg, f, &v)) {
+        value_free(f->type, &v);
+        return fail(err, &at, "out of memory");
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Message -> JSON
+ *
+ * This runs for every JSON response, so it builds the jansson tree once,
+ * skips key checks for names that come from the descriptors, and tries to
+ * serialise in a single pass.
+ * ------------------------------------------------------------------------- */
+
+/* A JSON string for text that should be UTF-8 but was never checked (it
+ * may come from a binary protobuf or from code echoing client input). One
+ * bad byte must not cost the client the whole response, so bad bytes
+ * become U+FFFD instead. */
+static json_t *string_json(const char *s, size_t n)
+{
+    json_t *j = json_stringn(s, n);
+    char *fixed, *p;
+    size_t i, len;
+
+    if (j) return j;
+    if (!(p = fixed = malloc(n * 3 + 1))) return NULL;
+    for (i = 0; i < n; i += len) {
+        if ((len = utf8_seq((const unsigned char *)s + i, n - i)) && s[i] != '\0') {
+            memcpy(p, s + i, len);
+            p += len;
+        } else {
+            memcpy(p, "\xef\xbf\xbd", 3);
+            p += 3;
+            len = 1;
+        }
+    }
+    j = json_stringn_nocheck(fixed, (size_t)(p - fixed));
+    free(fixed);
+    return j;
+}
+
+/* JSON numbers cannot carry NaN or the infinities; proto3 JSON spells them
+ * as strings. */
+static json_t *real_json(double d)
+{
+    if (isnan(d)) return json_string_nocheck("NaN");
+    if (isinf(d)) return json_string_nocheck(d > 0 ? "Infinity" : "-Infinity");
+    return json_real(d);
+}
+
+static json_t *bytes_json(const ProtobufCBinaryData *b)
+{
+    size_t cap = sodium_base64_ENCODED_LEN(b->len, sodium_base64_VARIANT_ORIGINAL);
+    char small[256], *buf = cap <= sizeof small ? small : malloc(cap);
+    json_t *j;
+
+    if (!buf) return NULL;
+    sodium_bin2base64(buf, cap, b->data, b->len, sodium_base64_VARIANT_ORIGINAL);
+    j = json_stringn_nocheck(buf, cap - 1);
+    if (buf != small) free(buf);
+    return j;
+}
+
+static json_t *message_to_json(const ProtobufCMessage *msg);
+
+static json_t *value_to_json(const ProtobufCFieldDescriptor *f, const void *slot)
+{
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32: return json_integer(*(const int32_t *)slot);
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32: return json_integer(*(const uint32_t *)slot);
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64: return json_integer(*(const int64_t *)slot);
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64: {
+        uint64_t u = *(const uint64_t *)slot;
+        char buf[24];
+        if (u <= INT64_MAX) return json_integer((json_int_t)u);
+        snprintf(buf, sizeof buf, "%" PRIu64, u); /* beyond json_int_t */
+        return json_string_nocheck(buf);
+    }
+    case PROTOBUF_C_TYPE_FLOAT: return real_json(*(const float *)slot);
+    case PROTOBUF_C_TYPE_DOUBLE: return real_json(*(const double *)slot);
+    case PROTOBUF_C_TYPE_BOOL: return json_boolean(*(const protobuf_c_boolean *)slot);
+    case PROTOBUF_C_TYPE_ENUM: {
+        int32_t e = *(const int32_t *)slot;
+        const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(f->descriptor, e);
+        /* A number the schema does not know (from a newer peer) stays a number. */
+        return ev ? json_string_nocheck(ev->name) : json_integer(e);
+    }
+    case PROTOBUF_C_TYPE_STRING: {
+        const char *s = *(char *const *)slot;
+        return s ? string_json(s, strlen(s)) : json_null();
+    }
+    case PROTOBUF_C_TYPE_BYTES: return bytes_json(slot);
+    case PROTOBUF_C_TYPE_MESSAGE: {
+        const ProtobufCMessage *m = *(ProtobufCMessage *const *)slot;
+        return m ? message_to_json(m) : json_null();
+    }
+    }
+    return NULL;
+}
+
+/* One field's JSON value. Unset fields with presence (a proto2 or proto3
+ * `optional` scalar, an absent submessage) are null: the name is still
+ * there, and null reads back as "leave at default". */
+static json_t *field_to_json(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
+{
+    const char *base = (const char *)msg;
+
+    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+        size_t n = *(const size_t *)(base + f->quantifier_offset);
+        const char *arr = *(char *const *)(base + f->offset);
+        size_t size = value_size(f->type), i;
+        json_t *a = json_array();
+
+        for (i = 0; a && i < n; i++) {
+            if (json_array_append_new(a, value_to_json(f, arr + i * size))) {
+                json_decref(a);
+                return NULL;
+            }
+        }
+        return a;
+    }
+    if (f->label == PROTOBUF_C_LABEL_OPTIONAL && !(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+        f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE &&
+        !*(const protobuf_c_boolean *)(base + f->quantifier_offset))
+        return json_null();
+    return value_to_json(f, base + f->offset);
+}
+
+static bool oneof_unset(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
+{
+    return (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+           *(const uint32_t *)((const char *)msg + f->quantifier_offset) != f->id;
+}
+
+/* Every field in descriptor (field number) order, except the oneof members
+ * that are not the one set. */
+static json_t *message_to_json(const ProtobufCMessage *msg)
+{
+    const ProtobufCMessageDescriptor *desc = msg->descriptor;
+    json_t *obj = json_object();
+    unsigned i;
+
+    for (i = 0; obj && i < desc->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &desc->fields[i];
+
+        if (oneof_unset(msg, f)) continue;
+        if (json_object_set_new_nocheck(obj, f->name, field_to_json(msg, f))) {
+            json_decref(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
+
+static json_t *data_json(const ProtobufCMessage *data, const char *data_field)
+{
+    const ProtobufCFieldDescriptor *f;
+
+    if (!data) return json_null();
+    if (!data_field) return message_to_json(data);
+    if (!(f = protobuf_c_message_descriptor_get_field_by_name(data->descriptor, data_field)))
+        return NULL;
+    return oneof_unset(data, f) ? json_null() : field_to_json(data, f);
+}
+
+/* Most envelopes are a few hundred bytes; one this size is dumped once. A
+ * larger one is dumped again into a buffer of the size the first pass
+ * measured, which is cheaper than growing a buffer chunk by chunk. */
+#define ENVELOPE_GUESS 1024
+
+int transcode_envelope(int code, const char *message, const ProtobufCMessage *data,
+                       const char *data_field, char **out, size_t *out_len)
+{
+    const size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER;
+    json_t *root = json_object();
+    size_t cap = ENVELOPE_GUESS, n = 0;
+    char *buf = NULL;
+    int bad;
+
+    *out = NULL;
+    *out_len = 0;
+    if (!root) return -1;
+    /* set_new steals the value even when it fails, so all three run. */
+    bad = json_object_set_new_nocheck(root, "code", json_integer(code));
+    bad |= json_object_set_new_nocheck(root, "message",
+                                       message ? string_json(message, strlen(message)) : json_null());
+    bad |= json_object_set_new_nocheck(root, "data", data_json(data, data_field));
+    if (!bad && (buf = malloc(cap)) && (n = json_dumpb(root, buf, cap, flags)) >= cap) {
+        char *bigger = realloc(buf, n + 1);
+        cap = n + 1;
+        if (!bigger || json_dumpb(root, bigger, cap, flags) != n) n = 0;
+        buf = bigger ? bigger : buf;
+    }
+    json_decref(root);
+    if (n == 0) {
+        free(buf);
+        return -1;
+    }
+    buf[n] = '\0'; /* not counted in out_len, but handy for logging */
+    *out = buf;
+    *out_len = n;
+    return 0;
+}
