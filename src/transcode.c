@@ -41,35 +41,48 @@ typedef struct pathstep {
     size_t index;
 } pathstep;
 
-static size_t format_path(char *buf, size_t cap, const pathstep *at)
+/* The path to `at`, written backwards from the end of buf, so that a path
+ * too long to show whole loses its top rather than the field itself. */
+static const char *format_path(char *buf, size_t cap, const pathstep *at)
 {
-    size_t n = at->up ? format_path(buf, cap, at->up) : 0;
-    int w;
+    char *p = buf + cap - 1, index[24];
 
-    if (n >= cap) return n;
-    if (at->name)
-        w = snprintf(buf + n, cap - n, "%s%s", at->up ? "." : "", at->name);
-    else
-        w = snprintf(buf + n, cap - n, "[%zu]", at->index);
-    return w < 0 ? n : n + (size_t)w;
+    *p = '\0';
+    for (; at; at = at->up) {
+        const char *seg = at->name;
+        bool dot = seg && at->up;
+        size_t n;
+
+        if (!seg) {
+            snprintf(index, sizeof index, "[%zu]", at->index);
+            seg = index;
+        }
+        n = strlen(seg);
+        if ((size_t)(p - buf) < n + dot + 3) {
+            if (*p == '.') p++;
+            p -= 3;
+            memcpy(p, "...", 3);
+            break;
+        }
+        p -= n;
+        memcpy(p, seg, n);
+        if (dot) *--p = '.';
+    }
+    return p;
 }
 
 /* Writes "<path>: <message>" to err and returns -1. A NULL path means the
- * request body as a whole. */
+ * request body as a whole. The path gets at most ~100 characters, so the
+ * message always has room. */
 static int fail(char *err, const pathstep *at, const char *fmt, ...)
 {
-    char path[TRANSCODE_ERRLEN] = "body";
+    char buf[100];
+    const char *path = at ? format_path(buf, sizeof buf, at) : "body";
+    int n = snprintf(err, TRANSCODE_ERRLEN, "%s: ", path);
     va_list ap;
-    size_t n;
 
-    if (at) format_path(path, sizeof path, at);
-    n = strlen(path);
-    if (n > TRANSCODE_ERRLEN - 3) n = TRANSCODE_ERRLEN - 3;
-    memcpy(err, path, n);
-    err[n++] = ':';
-    err[n++] = ' ';
     va_start(ap, fmt);
-    vsnprintf(err + n, TRANSCODE_ERRLEN - n, fmt, ap);
+    vsnprintf(err + n, TRANSCODE_ERRLEN - (size_t)n, fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -135,7 +148,7 @@ typedef union {
     char *s;
     ProtobufCBinaryData bin;
     ProtobufCMessage *m;
-} value;
+} fieldvalue;
 
 static size_t value_size(ProtobufCType type)
 {
@@ -161,7 +174,7 @@ static size_t value_size(ProtobufCType type)
     return 0;
 }
 
-static void value_free(ProtobufCType type, value *v)
+static void value_free(ProtobufCType type, fieldvalue *v)
 {
     if (type == PROTOBUF_C_TYPE_STRING) free(v->s);
     else if (type == PROTOBUF_C_TYPE_BYTES) free(v->bin.data);
@@ -195,7 +208,7 @@ static void release(const ProtobufCFieldDescriptor *f, void *slot)
 
 /* Stores v (taking ownership) into a singular field, freeing whatever the
  * field, or the oneof it belongs to, held before and marking it present. */
-static void store(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, value *v)
+static void store(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, fieldvalue *v)
 {
     char *base = (char *)msg;
 
@@ -217,7 +230,7 @@ static void store(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, valu
 }
 
 /* Appends v (taking ownership on success) to a repeated field. */
-static int append(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, value *v)
+static int append(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, fieldvalue *v)
 {
     char *base = (char *)msg;
     size_t *n = (size_t *)(base + f->quantifier_offset);
@@ -241,7 +254,7 @@ static int append(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, valu
 
 /* Range-checks an integer given as sign and magnitude, which holds both
  * INT64_MIN and UINT64_MAX, and converts it to the field's type. */
-static int int_value(const ProtobufCFieldDescriptor *f, bool neg, uint64_t mag, value *v,
+static int int_value(const ProtobufCFieldDescriptor *f, bool neg, uint64_t mag, fieldvalue *v,
                      const pathstep *at, char *err)
 {
     if (mag == 0) neg = false;
@@ -275,7 +288,7 @@ static int int_value(const ProtobufCFieldDescriptor *f, bool neg, uint64_t mag, 
 
 /* A decimal integer and nothing else: no sign but '-', no spaces, no
  * fraction or exponent, so "12abc", "" and "1.5" are all refused. */
-static int int_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, value *v,
+static int int_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, fieldvalue *v,
                          const pathstep *at, char *err)
 {
     bool neg = n > 0 && s[0] == '-';
@@ -294,7 +307,7 @@ static int int_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_
     return int_value(f, neg, mag, v, at, err);
 }
 
-static int real_value(const ProtobufCFieldDescriptor *f, double d, value *v, const pathstep *at,
+static int real_value(const ProtobufCFieldDescriptor *f, double d, fieldvalue *v, const pathstep *at,
                       char *err)
 {
     if (f->type == PROTOBUF_C_TYPE_DOUBLE) {
@@ -328,7 +341,7 @@ static bool is_json_number(const char *s, size_t n)
     return i == n;
 }
 
-static int real_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, value *v,
+static int real_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, fieldvalue *v,
                           const pathstep *at, char *err)
 {
     char small[64], *buf = small;
@@ -348,7 +361,7 @@ static int real_from_text(const ProtobufCFieldDescriptor *f, const char *s, size
     return real_value(f, d, v, at, err);
 }
 
-static int bool_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, value *v,
+static int bool_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, fieldvalue *v,
                           const pathstep *at, char *err)
 {
     if (n == 4 && !memcmp(s, "true", 4)) v->b = 1;
@@ -392,7 +405,7 @@ static char *copy_string(const char *s, size_t n)
 /* Query values arrive percent-decoded, so unlike JSON strings nothing has
  * checked them yet; protobuf strings must be UTF-8 and, being C strings
  * here, cannot hold NUL. */
-static int string_from_text(const pathstep *at, const char *s, size_t n, value *v, char *err)
+static int string_from_text(const pathstep *at, const char *s, size_t n, fieldvalue *v, char *err)
 {
     size_t i, len;
 
@@ -408,14 +421,17 @@ static int string_from_text(const pathstep *at, const char *s, size_t n, value *
 /* Standard or URL-safe base64, padded or not. libsodium's decoder is
  * strict (bad characters, stray bits, wrong length all fail); it is given
  * the text without padding, once the padding has been checked here. */
-static int bytes_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, value *v,
+static int bytes_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, fieldvalue *v,
                            const pathstep *at, char *err)
 {
     int variant = sodium_base64_VARIANT_ORIGINAL_NO_PADDING;
     size_t pad = 0, cap, len;
     unsigned char *data;
 
-    while (n > 0 && s[n - 1] == '=' && pad < 2) n--, pad++;
+    while (n > 0 && s[n - 1] == '=' && pad < 2) {
+        n--;
+        pad++;
+    }
     if (pad && (n + pad) % 4 != 0) return type_error(f, at, err);
     v->bin.len = 0;
     v->bin.data = NULL;
@@ -432,7 +448,7 @@ static int bytes_from_text(const ProtobufCFieldDescriptor *f, const char *s, siz
     return 0;
 }
 
-static int enum_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, value *v,
+static int enum_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, fieldvalue *v,
                           const pathstep *at, char *err)
 {
     const ProtobufCEnumValue *ev = NULL;
@@ -452,7 +468,7 @@ static int enum_from_text(const ProtobufCFieldDescriptor *f, const char *s, size
 }
 
 /* A scalar from its text form; message fields have none. */
-static int value_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, value *v,
+static int value_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, fieldvalue *v,
                            const pathstep *at, char *err)
 {
     switch (f->type) {
@@ -467,7 +483,7 @@ static int value_from_text(const ProtobufCFieldDescriptor *f, const char *s, siz
     }
 }
 
-static int int_from_json(const ProtobufCFieldDescriptor *f, const json_t *j, value *v,
+static int int_from_json(const ProtobufCFieldDescriptor *f, const json_t *j, fieldvalue *v,
                          const pathstep *at, char *err)
 {
     if (json_is_integer(j)) {
@@ -487,7 +503,7 @@ static int int_from_json(const ProtobufCFieldDescriptor *f, const json_t *j, val
 
 /* A scalar from a JSON value. jansson has already refused invalid UTF-8
  * and NUL in strings. */
-static int value_from_json(const ProtobufCFieldDescriptor *f, const json_t *j, value *v,
+static int value_from_json(const ProtobufCFieldDescriptor *f, const json_t *j, fieldvalue *v,
                            const pathstep *at, char *err)
 {
     switch (f->type) {
@@ -528,7 +544,7 @@ static int message_from_json(ProtobufCMessage *msg, const json_t *obj, const pat
 static int singular_from_json(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f,
                               const json_t *j, const pathstep *at, char *err)
 {
-    value v;
+    fieldvalue v;
 
     if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
         uint32_t which = *(const uint32_t *)((const char *)msg + f->quantifier_offset);
@@ -568,7 +584,7 @@ static int repeated_from_json(ProtobufCMessage *msg, const ProtobufCFieldDescrip
     for (i = 0; i < count; i++) {
         const json_t *e = json_array_get(j, i);
         pathstep el = {at, NULL, i};
-        value v;
+        fieldvalue v;
 
         if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
             if (!json_is_object(e)) return type_error(f, &el, err);
@@ -638,6 +654,7 @@ static int parse_error(const json_error_t *je, char *err)
     case json_error_numeric_overflow:
         return fail(err, NULL, "number too large at line %d column %d", je->line, je->column);
     case json_error_null_character:
+    case json_error_null_byte_in_key:
         return fail(err, NULL, "NUL character in a string at line %d column %d", je->line, je->column);
     case json_error_invalid_utf8:
         return fail(err, NULL, "invalid UTF-8 at line %d column %d", je->line, je->column);
@@ -694,15 +711,15 @@ static const ProtobufCFieldDescriptor *field_by_name(const ProtobufCMessageDescr
 }
 
 int transcode_set_field(ProtobufCMessage *msg, const char *name, size_t name_len,
-                        const char *text, size_t text_len, char *err)
+                        const char *value, size_t value_len, char *err)
 {
     const ProtobufCFieldDescriptor *f = field_by_name(msg->descriptor, name, name_len);
     pathstep at;
-    value v;
+    fieldvalue v;
 
     if (!f) return 0;
     at = (pathstep){NULL, f->name, 0};
-    if (value_from_text(f, text, text_len, &v, &at, err)) return -1;
+    if (value_from_text(f, value, value_len, &v, &at, err)) return -1;
     if (f->label != PROTOBUF_C_LABEL_REPEATED) {
         store(msg, f, &v);
     } else if (append(msg, f, &v)) {
