@@ -98,3 +98,37 @@ void crypto_wipe(void *buf, size_t len)
 {
     sodium_memzero(buf, len);
 }
+
+static void seal_key(uint8_t sub[crypto_aead_xchacha20poly1305_ietf_KEYBYTES],
+                     const uint8_t key[CRYPTO_KEY_BYTES])
+{
+    crypto_kdf_derive_from_key(sub, crypto_aead_xchacha20poly1305_ietf_KEYBYTES, 1, "tokdseal",
+                               key);
+}
+
+int crypto_seal(uint8_t *out, const void *in, size_t len, const uint8_t key[CRYPTO_KEY_BYTES])
+{
+    uint8_t sub[crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
+    if (!out || !in || !key)
+        return -1;
+    seal_key(sub, key);
+    randombytes_buf(out, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
+    crypto_aead_xchacha20poly1305_ietf_encrypt(out + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+                                               NULL, in, len, NULL, 0, NULL, out, sub);
+    sodium_memzero(sub, sizeof sub);
+    return 0;
+}
+
+int crypto_unseal(void *out, const uint8_t *in, size_t len, const uint8_t key[CRYPTO_KEY_BYTES])
+{
+    uint8_t sub[crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
+    int rc;
+    if (!out || !in || !key || len < CRYPTO_SEAL_OVERHEAD)
+        return -1;
+    seal_key(sub, key);
+    rc = crypto_aead_xchacha20poly1305_ietf_decrypt(
+        out, NULL, NULL, in + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+        len - crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, NULL, 0, in, sub);
+    sodium_memzero(sub, sizeof sub);
+    return rc == 0 ? 0 : -1;
+}

@@ -44,6 +44,13 @@ int crypto_token_hash(uint8_t out[CRYPTO_HASH_BYTES], const uint8_t raw[CRYPTO_T
 void crypto_random(void *buf, size_t len);
 /* Random key of `len` bytes as standard base64 into out (outlen >= 4*len/3+4). */
 int crypto_random_base64(char *out, size_t outlen, size_t len);
+/* Sealing (XChaCha20-Poly1305 under a subkey of `key`) for the few secrets
+ * that must come back out, such as push tokens for the push service. */
+#define CRYPTO_SEAL_OVERHEAD 40   /* 24-byte nonce + 16-byte tag */
+int crypto_seal(uint8_t *out, const void *in, size_t len, const uint8_t key[CRYPTO_KEY_BYTES]);
+/* out gets len - CRYPTO_SEAL_OVERHEAD bytes; -1 if forged or damaged. */
+int crypto_unseal(void *out, const uint8_t *in, size_t len, const uint8_t key[CRYPTO_KEY_BYTES]);
+
 /* Zeroes memory the compiler may not optimise away (passwords, keys). */
 void crypto_wipe(void *buf, size_t len);
 /* Constant-time equality of two byte strings of the same length: 0 if equal. */

@@ -3,8 +3,8 @@
  * Why this exists: libh2o 2.2.5 (Debian 12) can only end an HTTP/2 response
  * with a DATA frame; it has no public API for trailers. Native gRPC needs
  * grpc-status / grpc-message in a trailing HEADERS frame with END_STREAM.
- * Newer h2o versions have trailers support, but tokend is pinned to the
- * distribution library, so this file adds the minimum on top of it.
+ * tokend uses the distribution's library, so this file adds the minimum on
+ * top of it instead of replacing h2o.
  *
  * How (normal response, body.len > 0):
  *   1. h2o_start_response() with our generator, then the body goes to the
@@ -52,6 +52,12 @@
 #include <h2o/http2_internal.h>
 
 #include "h2_trailers.h"
+
+/* The internals above are those of 2.2.x; another version must be re-checked
+ * against this file (and src/compat/khash.h) before it is allowed here. */
+#if H2O_VERSION_MAJOR != 2 || H2O_VERSION_MINOR != 2
+#error "h2_trailers.c relies on libh2o 2.2.x internals"
+#endif
 
 #define MAX_TRAILER_FIELD_LEN (64 * 1024) /* per name or value; gRPC trailers are tiny */
 

@@ -23,11 +23,14 @@
  * (grpc-message must already be percent-encoded). `body` and `trailers` are
  * copied, so they may live on the caller's stack.
  *
- * Must be called from the handler, before any response was started. Returns
- * 0 when the response has been handed to h2o (from then on the request is
- * h2o's, as with h2o_send), or -1 with nothing sent when it is not possible:
- * not HTTP/2, response already started, connection closing, or invalid
- * trailers. The caller then falls back (e.g. h2o_send_error_*). */
+ * Call it on the loop thread, once, before any other response was started:
+ * from the handler or later (e.g. when a worker's result comes back), as long
+ * as req is still alive - a peer reset disposes of a not-yet-answered req, so
+ * deferred callers must watch req->pool (h2o_mem_alloc_shared + dispose).
+ * Returns 0 when the response has been handed to h2o (from then on the
+ * request is h2o's, as with h2o_send), or -1 with nothing sent when it is not
+ * possible: not HTTP/2, response already started, connection closing, or
+ * invalid trailers. The caller then falls back (e.g. h2o_send_error_*). */
 int h2_trailers_respond(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers, size_t num_trailers);
 
 #endif

@@ -329,6 +329,10 @@ static const char *read_metadata(h2o_req_t *req, rpc_call *c)
     memcpy(c->access_token, tok.base, tok.len);
     c->access_token[tok.len] = '\0';
     copy_header(req, "user-agent", c->user_agent, sizeof c->user_agent);
+    h2o_iovec_t platform = header(req, "platform");
+    uint64_t p;
+    if (platform.len && parse_u64(platform, &p) == 0 && p <= 6)
+        c->platform = (int32_t)p;
     if (to.len) {
         if (parse_timeout(to, &ms) != 0)
             return "grpc-timeout header is malformed";

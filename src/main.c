@@ -15,7 +15,12 @@ static const char usage[] =
     "usage: tokend COMMAND [OPTIONS]\n"
     "  serve --data DIR [--listen HOST:PORT] [--threads N] [--workers N] [--queue N]\n"
     "        [--max-body BYTES] [--pwhash-ops N] [--pwhash-mem MIB] [--tls-cert F --tls-key F]\n"
-    "  app create --data DIR --name NAME [--ttl SECONDS] [--encrypt-type 0-4]\n"
+    "        [--purge-interval SECONDS]\n"
+    "  app create --data DIR --name NAME [--ttl SECONDS] [--encrypt-type 0-4] [--open-registration]\n"
+    "  admin-token create --data DIR [--app APP_ID] [--label TEXT]   prints the token once\n"
+    "  admin-token list --data DIR [--app APP_ID]\n"
+    "  admin-token revoke --data DIR --id ID [--app APP_ID]\n"
+    "  audit --data DIR        the admin actions, oldest first\n"
     "  user add --data DIR [--app APP_ID] --name NAME [--phone P] [--email E]\n"
     "        [--pwhash-ops N] [--pwhash-mem MIB]     (password on stdin)\n"
     "  user show --data DIR --user USER_ID\n"
@@ -42,6 +47,16 @@ static const char *opt(args *a, const char *name)
         }
     }
     return NULL;
+}
+
+static int flag(args *a, const char *name)
+{
+    for (int i = 0; i < a->argc; i++)
+        if (a->argv[i] && strcmp(a->argv[i], name) == 0) {
+            a->argv[i] = NULL;
+            return 1;
+        }
+    return 0;
 }
 
 static void no_leftovers(args *a)
@@ -115,6 +130,7 @@ static int cmd_serve(args *a)
     cfg.queue = (unsigned)num(a, "--queue", 256, 0, 1000000);
     cfg.max_body = (size_t)num(a, "--max-body", 64 * 1024, 64, 16 << 20);
     cfg.pwcost = pwcost(a);
+    cfg.purge_interval = (unsigned)num(a, "--purge-interval", 60, 1, 86400);
     cfg.tls_cert = opt(a, "--tls-cert");
     cfg.tls_key = opt(a, "--tls-key");
     no_leftovers(a);
@@ -151,6 +167,7 @@ static int cmd_app_create(args *a)
     app.name = (char *)need(a, "--name");
     app.token_ttl_ms = (int64_t)num(a, "--ttl", 7 * 24 * 3600, 60, 10ull * 365 * 24 * 3600) * 1000;
     app.encrypt_type = (int32_t)num(a, "--encrypt-type", 4, 0, 4);
+    app.open_registration = flag(a, "--open-registration");
     app.created_ms = rpc_now_ms();
     no_leftovers(a);
     store *st = open_store(dir);
@@ -242,6 +259,129 @@ static int cmd_user_show(args *a)
     return 0;
 }
 
+/* The app a command names, or the data directory's default app. */
+static uint64_t app_of(args *a, store *st)
+{
+    uint64_t id = num(a, "--app", 0, 1, UINT64_MAX);
+    if (!id && store_default_app(st, &id) != STORE_OK) {
+        fprintf(stderr, "tokend: --app is required (the data directory has no app yet)\n");
+        exit(2);
+    }
+    return id;
+}
+
+static void audit_cli(store *st, uint64_t app_id, const char *action, const char *detail)
+{
+    store_audit e = TOKEND__V1__STORE__AUDIT_ENTRY__INIT;
+    e.time_ms = rpc_now_ms();
+    e.app_id = app_id;
+    e.actor = "cli";
+    e.action = (char *)action;
+    e.detail = (char *)detail;
+    store_audit_append(st, &e);
+}
+
+static void token_id(const uint8_t hash[CRYPTO_HASH_BYTES], char id[17])
+{
+    for (int i = 0; i < 8; i++)
+        sprintf(id + 2 * i, "%02x", hash[i]);
+}
+
+static int cmd_admin_token_create(args *a)
+{
+    store *st = open_store(need(a, "--data"));
+    store_session ss = TOKEND__V1__STORE__SESSION__INIT;
+    uint8_t raw[CRYPTO_TOKEN_BYTES], hash[CRYPTO_HASH_BYTES];
+    char text[CRYPTO_TOKEN_TEXTLEN], id[17], detail[64];
+    const char *label = opt(a, "--label");
+    ss.app_id = app_of(a, st);
+    no_leftovers(a);
+    ss.label = (char *)(label ? label : "");
+    ss.created_ms = rpc_now_ms();
+    crypto_token_new(raw, text);
+    crypto_token_hash(hash, raw, store_token_key(st));
+    int rc = store_admin_token_create(st, hash, &ss);
+    if (rc == STORE_OK) {
+        token_id(hash, id);
+        snprintf(detail, sizeof detail, "id=%s", id);
+        audit_cli(st, ss.app_id, "admin-token create", detail);
+    }
+    store_close(st);
+    if (rc != STORE_OK) {
+        fprintf(stderr, "tokend: cannot create the admin token: %s\n",
+                rc == STORE_NOTFOUND ? "unknown app" : store_strerror(rc));
+        return 1;
+    }
+    printf("%s\n", text);
+    fprintf(stderr, "admin token %s for app %llu: keep it secret, it is shown only once\n", id,
+            (unsigned long long)ss.app_id);
+    return 0;
+}
+
+typedef struct {
+    const char *want;  /* revoke: the id to find */
+    uint8_t hash[CRYPTO_HASH_BYTES];
+    int found;
+} token_walk;
+
+static void print_admin_token(const uint8_t hash[CRYPTO_HASH_BYTES], const store_session *ss,
+                              void *arg)
+{
+    token_walk *w = arg;
+    char id[17];
+    token_id(hash, id);
+    if (w->want) {
+        if (strcmp(id, w->want) == 0) {
+            memcpy(w->hash, hash, CRYPTO_HASH_BYTES);
+            w->found = 1;
+        }
+        return;
+    }
+    printf("%s  created_ms=%lld  %s\n", id, (long long)ss->created_ms, ss->label);
+    w->found++;
+}
+
+static int cmd_admin_token_list(args *a, int revoke)
+{
+    store *st = open_store(need(a, "--data"));
+    token_walk w = {revoke ? need(a, "--id") : NULL, {0}, 0};
+    uint64_t app = app_of(a, st);
+    no_leftovers(a);
+    int rc = store_admin_tokens_list(st, app, print_admin_token, &w);
+    if (rc == STORE_OK && revoke && !w.found) {
+        fprintf(stderr, "tokend: no admin token %s in app %llu\n", w.want, (unsigned long long)app);
+        store_close(st);
+        return 1;
+    }
+    if (rc == STORE_OK && revoke && (rc = store_session_revoke(st, w.hash)) == STORE_OK) {
+        char detail[64];
+        snprintf(detail, sizeof detail, "id=%s", w.want);
+        audit_cli(st, app, "admin-token revoke", detail);
+        printf("revoked %s\n", w.want);
+    }
+    store_close(st);
+    if (rc != STORE_OK) {
+        fprintf(stderr, "tokend: %s\n", store_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
+
+static void print_audit(const store_audit *e, void *arg)
+{
+    printf("%lld app=%llu %s %s %s\n", (long long)e->time_ms, (unsigned long long)e->app_id,
+           e->actor, e->action, e->detail);
+}
+
+static int cmd_audit(args *a)
+{
+    store *st = open_store(need(a, "--data"));
+    no_leftovers(a);
+    int rc = store_audit_list(st, print_audit, NULL);
+    store_close(st);
+    return rc == STORE_OK ? 0 : 1;
+}
+
 static int cmd_protoset(args *a)
 {
     const char *path = a->argc > 0 ? a->argv[0] : NULL;
@@ -273,6 +413,14 @@ int main(int argc, char **argv)
         return cmd_user_add(&a2);
     if (strcmp(cmd, "user") == 0 && strcmp(sub, "show") == 0)
         return cmd_user_show(&a2);
+    if (strcmp(cmd, "admin-token") == 0 && strcmp(sub, "create") == 0)
+        return cmd_admin_token_create(&a2);
+    if (strcmp(cmd, "admin-token") == 0 && strcmp(sub, "list") == 0)
+        return cmd_admin_token_list(&a2, 0);
+    if (strcmp(cmd, "admin-token") == 0 && strcmp(sub, "revoke") == 0)
+        return cmd_admin_token_list(&a2, 1);
+    if (strcmp(cmd, "audit") == 0)
+        return cmd_audit(&a);
     if (strcmp(cmd, "protoset") == 0)
         return cmd_protoset(&a);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -1,6 +1,7 @@
 /* rpc.c - the services tokend exposes and the call plumbing every handler
  * shares: failing a call, sending slow work to the pool and back. */
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <time.h>
 #include "rpc.h"
@@ -51,6 +52,66 @@ void rpc_job_returned(pool_job *job)
 {
     rpc_job *j = (rpc_job *)job;
     j->finish(j);
+}
+
+void *rpc_task_new(rpc_call *call, size_t size)
+{
+    rpc_task *t = calloc(1, size);
+    if (!t) {
+        rpc_fail(call, ST_RESOURCE_EXHAUSTED, "out of memory");
+        return NULL;
+    }
+    t->call = call;
+    return t;
+}
+
+void rpc_task_fail(rpc_task *task, status_code code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(task->message, sizeof task->message, fmt, ap);
+    va_end(ap);
+    task->status = code;
+}
+
+int rpc_task_store(rpc_task *task, int rc, const char *what)
+{
+    switch (rc) {
+    case STORE_OK: return 0;
+    case STORE_NOTFOUND: rpc_task_fail(task, ST_NOT_FOUND, "%s not found", what); break;
+    case STORE_EXISTS: rpc_task_fail(task, ST_ALREADY_EXISTS, "%s already exists", what); break;
+    default: rpc_task_fail(task, ST_UNAVAILABLE, "%s", store_strerror(rc)); break;
+    }
+    return -1;
+}
+
+static void task_work(pool_job *job)
+{
+    rpc_task *t = (rpc_task *)job;
+    t->run(t);
+}
+
+static void task_finish(rpc_job *job)
+{
+    static const Tokend__V1__BoolReply yes = {PROTOBUF_C_MESSAGE_INIT(&tokend__v1__bool_reply__descriptor), 1};
+    rpc_task *t = (rpc_task *)job;
+    if (t->status == ST_OK)
+        t->call->closure(t->reply ? t->reply : &yes.base, t->call);
+    else
+        rpc_fail(t->call, t->status, "%s", t->message);
+    if (t->cleanup)
+        t->cleanup(t);
+    free(t);
+}
+
+void rpc_task_start(rpc_task *task, void (*run)(rpc_task *))
+{
+    task->run = run;
+    if (rpc_offload(task->call, &task->job, task_work, task_finish) != 0) {
+        if (task->cleanup)
+            task->cleanup(task);
+        free(task);
+    }
 }
 
 int rpc_app(rpc_call *call, store_app **app)

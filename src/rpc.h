@@ -61,6 +61,53 @@ int rpc_offload(rpc_call *call, rpc_job *job, void (*work)(pool_job *),
 /* Called by the wire layer on the loop thread when a job comes back. */
 void rpc_job_returned(pool_job *job);
 
+/* Slow or writing work as one function on the pool: `run` fills the task's
+ * status (ST_OK by default) and, optionally, reply; the call is answered
+ * with reply, or BoolReply{true} when there is none. `cleanup` (optional)
+ * frees what run allocated. Handlers allocate a larger struct that starts
+ * with rpc_task, via rpc_task_new. */
+typedef struct rpc_task rpc_task;
+struct rpc_task {
+    rpc_job job;
+    status_code status;
+    char message[RPC_MESSAGE_MAX];
+    const ProtobufCMessage *reply;
+    void (*run)(rpc_task *task);
+    void (*cleanup)(rpc_task *task);
+    rpc_call *call;
+};
+void *rpc_task_new(rpc_call *call, size_t size);
+/* Sends the task to the pool (answering UNAVAILABLE and freeing it when full). */
+void rpc_task_start(rpc_task *task, void (*run)(rpc_task *));
+void rpc_task_fail(rpc_task *task, status_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Maps a store error to a status with a message; returns -1 unless STORE_OK. */
+int rpc_task_store(rpc_task *task, int rc, const char *what);
+
+/* Who is calling, from the access-token header (rpc_auth.c). */
+typedef struct {
+    uint64_t app_id;
+    uint64_t user_id;            /* the user acted as; 0 for a bare admin token */
+    int admin;                   /* the caller holds an admin token */
+    uint8_t hash[CRYPTO_HASH_BYTES];
+    char actor[40];              /* for the audit log: "admin:<id>" or "user:<id>" */
+} rpc_auth;
+
+/* Any valid token (user or admin). On failure the call has been answered. */
+int rpc_auth_any(rpc_call *call, rpc_auth *auth);
+/* An admin token of the app. */
+int rpc_auth_admin(rpc_call *call, rpc_auth *auth);
+/* A user: their own token, or an admin token with a user_id or group_id header. */
+int rpc_auth_user(rpc_call *call, rpc_auth *auth);
+/* Checks a session already read as an admin session of the call's app. */
+int rpc_auth_admin_session(rpc_call *call, const store_session *ss,
+                           const uint8_t hash[CRYPTO_HASH_BYTES], rpc_auth *auth);
+/* Hashes a token's text with the store's key; -1 if it cannot be a token. */
+int rpc_token_hash(rpc_call *call, const char *text, uint8_t hash[CRYPTO_HASH_BYTES]);
+/* Appends to the audit log (from a task, on the pool). */
+void rpc_audit(rpc_call *call, const rpc_auth *auth, const char *action, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* The app a call acts in: the app_id header, else the data directory's
  * default app. On failure the call has been answered. */
 int rpc_app(rpc_call *call, store_app **app);

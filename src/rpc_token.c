@@ -27,6 +27,9 @@ typedef struct {
     char password[CRYPTO_PASSWORD_MAX + 1];
     size_t password_len;
     char device_guid[STORE_GUID_MAX + 1];
+    int32_t platform;
+    char user_agent[RPC_AGENT_MAX];
+    int trusted;                     /* an admin token vouches: no password */
     /* results */
     status_code status;
     const char *message;
@@ -71,8 +74,12 @@ static int check_password(login_job *lj, tokend_ctx *ctx, store_user **user)
         fail(lj, ST_UNAVAILABLE, store_strerror(rc));
         return -1;
     }
-    if (crypto_password_verify(u ? u->password_hash : ctx->dummy_hash, lj->password,
-                               lj->password_len) != 0 || !u) {
+    if (lj->trusted && !u) {
+        fail(lj, ST_NOT_FOUND, "unknown user_id");
+        return -1;
+    }
+    if (!lj->trusted && (crypto_password_verify(u ? u->password_hash : ctx->dummy_hash,
+                                                lj->password, lj->password_len) != 0 || !u)) {
         fail(lj, ST_UNAUTHENTICATED, BAD_CREDENTIALS);
         goto reject;
     }
@@ -81,7 +88,7 @@ static int check_password(login_job *lj, tokend_ctx *ctx, store_user **user)
         goto reject;
     }
     /* Upgrade a hash made with an older cost while the password is at hand. */
-    if (crypto_password_needs_rehash(u->password_hash, ctx->config->pwcost) == 1) {
+    if (!lj->trusted && crypto_password_needs_rehash(u->password_hash, ctx->config->pwcost) == 1) {
         char fresh[CRYPTO_PWHASH_STRBYTES];
         if (crypto_password_hash(fresh, lj->password, lj->password_len, ctx->config->pwcost) == 0)
             store_user_rehash(ctx->store, u->user_id, u->password_hash, fresh);
@@ -99,8 +106,9 @@ static void issue(login_job *lj, tokend_ctx *ctx, const store_user *u, const rpc
     const uint8_t *key = store_token_key(ctx->store);
     uint8_t raw[CRYPTO_TOKEN_BYTES];
     store_session session = TOKEND__V1__STORE__SESSION__INIT;
-    store_login login = {.session = &session, .platform = call->platform,
-                         .user_agent = call->user_agent};
+    store_login login = {.session = &session, .platform = lj->platform,
+                         .user_agent = lj->user_agent};
+    uint8_t sealed[CRYPTO_TOKEN_TEXTLEN - 1 + CRYPTO_SEAL_OVERHEAD];
     size_t key_bytes = session_key_bytes(lj->encrypt_type);
     int rc;
 
@@ -117,6 +125,9 @@ static void issue(login_job *lj, tokend_ctx *ctx, const store_user *u, const rpc
         login.with_device = 1;
         crypto_token_new(raw, lj->push_token);
         crypto_token_hash(login.push_token_hash, raw, key);
+        crypto_seal(sealed, lj->push_token, CRYPTO_TOKEN_TEXTLEN - 1, key);
+        login.push_token_sealed = sealed;
+        login.push_token_sealed_len = sizeof sealed;
     }
     crypto_wipe(raw, sizeof raw);
 
@@ -170,12 +181,12 @@ static void login_finish(rpc_job *job)
 
 /* Checks what all three logins share and sends the job to the pool. */
 static void login_start(rpc_call *call, login_job *lj, const char *password,
-                        const char *device_guid)
+                        const char *device_guid, int32_t platform, const char *user_agent)
 {
     store_app *app = NULL;
     size_t pwlen = strlen(password), guidlen = strlen(device_guid);
 
-    if (pwlen == 0) {
+    if (pwlen == 0 && !lj->trusted) {
         rpc_fail(call, ST_INVALID_ARGUMENT, "password is required");
         goto done;
     }
@@ -196,6 +207,8 @@ static void login_start(rpc_call *call, login_job *lj, const char *password,
     memcpy(lj->password, password, pwlen + 1);
     lj->password_len = pwlen;
     memcpy(lj->device_guid, device_guid, guidlen + 1);
+    lj->platform = platform ? platform : call->platform;
+    snprintf(lj->user_agent, sizeof lj->user_agent, "%s", *user_agent ? user_agent : call->user_agent);
     if (rpc_offload(call, &lj->job, login_work, login_finish) == 0)
         return;
 done:
@@ -203,11 +216,30 @@ done:
     free(lj);
 }
 
+/* A login may carry an admin token with a user_id or group_id header: the
+ * app's server getting a token for its user, without the password. A user
+ * token with those headers is refused; one without them is ignored. */
 static login_job *login_new(rpc_call *call)
 {
-    login_job *lj = calloc(1, sizeof *lj);
-    if (!lj)
+    rpc_auth auth;
+    login_job *lj;
+    if (call->access_token[0] && (call->as_user_id || call->as_group_id)) {
+        if (rpc_auth_user(call, &auth) != 0)
+            return NULL;
+        if (!auth.admin) {
+            rpc_fail(call, ST_PERMISSION_DENIED, "user_id and group_id headers need an admin token");
+            return NULL;
+        }
+    }
+    if (!(lj = calloc(1, sizeof *lj))) {
         rpc_fail(call, ST_RESOURCE_EXHAUSTED, "out of memory");
+        return NULL;
+    }
+    if (call->access_token[0] && (call->as_user_id || call->as_group_id)) {
+        lj->trusted = 1;
+        lj->user_id = auth.user_id;
+        call->app_id = auth.app_id;
+    }
     return lj;
 }
 
@@ -236,13 +268,15 @@ RPC_HANDLER(token_by_id, TokenByIdRequest, TokenReply)
     login_job *lj = login_new(call);
     if (!lj)
         return;
-    if (req->user_id <= 0) {
-        free(lj);
-        rpc_fail(call, ST_INVALID_ARGUMENT, "user_id is required (a positive integer)");
-        return;
+    if (!lj->trusted) {
+        if (req->user_id <= 0) {
+            free(lj);
+            rpc_fail(call, ST_INVALID_ARGUMENT, "user_id is required (a positive integer)");
+            return;
+        }
+        lj->user_id = (uint64_t)req->user_id;
     }
-    lj->user_id = (uint64_t)req->user_id;
-    login_start(call, lj, req->password, req->device_guid);
+    login_start(call, lj, req->password, req->device_guid, req->platform, req->user_agent);
 }
 
 RPC_HANDLER(token_by_login, TokenByLoginRequest, TokenReply)
@@ -250,11 +284,11 @@ RPC_HANDLER(token_by_login, TokenByLoginRequest, TokenReply)
     login_job *lj = login_new(call);
     if (!lj)
         return;
-    if (set_login_key(call, lj, "login_name", req->login_name, 0) != 0) {
+    if (!lj->trusted && set_login_key(call, lj, "login_name", req->login_name, 0) != 0) {
         free(lj);
         return;
     }
-    login_start(call, lj, req->password, req->device_guid);
+    login_start(call, lj, req->password, req->device_guid, req->platform, req->user_agent);
 }
 
 RPC_HANDLER(token_by_name, TokenByNameRequest, TokenReply)
@@ -264,9 +298,10 @@ RPC_HANDLER(token_by_name, TokenByNameRequest, TokenReply)
     if (!lj)
         return;
     /* The vendor SDK sends "mobile" in place of "name": it may hold a phone. */
-    if (set_login_key(call, lj, "name", by_name ? req->name : req->mobile, by_name) != 0) {
+    if (!lj->trusted &&
+        set_login_key(call, lj, "name", by_name ? req->name : req->mobile, by_name) != 0) {
         free(lj);
         return;
     }
-    login_start(call, lj, req->password, req->device_guid);
+    login_start(call, lj, req->password, req->device_guid, req->platform, req->user_agent);
 }

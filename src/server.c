@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <openssl/err.h>
@@ -24,6 +25,9 @@
 
 typedef struct server {
     tokend_ctx *ctx;
+    pthread_t purger;
+    pthread_mutex_t purge_lock;
+    pthread_cond_t purge_wake;
     h2o_globalconf_t h2o;
     SSL_CTX *ssl;
     struct addrinfo *addr;
@@ -103,6 +107,36 @@ static void *run_thread(void *arg)
     h2o_socket_close(t->listener);
     for (int waited = 0; t->inflight && waited < STOP_GRACE_MS; waited += 50)
         h2o_evloop_run(loop, 50);
+    return NULL;
+}
+
+/* Deletes expired sessions in batches of bounded write transactions, so
+ * the store does not grow without limit and no writer waits long. Readers
+ * (Verify) never wait for it: LMDB readers do not block on the writer. */
+static void *run_purger(void *arg)
+{
+    server *s = arg;
+    unsigned interval = s->ctx->config->purge_interval;
+    pthread_mutex_lock(&s->purge_lock);
+    while (!s->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += interval;
+        pthread_cond_timedwait(&s->purge_wake, &s->purge_lock, &until);
+        if (s->stopping)
+            break;
+        pthread_mutex_unlock(&s->purge_lock);
+        size_t purged, total = 0;
+        do {
+            if (store_purge_expired(s->ctx->store, rpc_now_ms(), 1000, &purged) != STORE_OK)
+                break;
+            total += purged;
+        } while (purged == 1000 && !s->stopping);
+        if (total)
+            fprintf(stderr, "tokend: purged %zu expired sessions\n", total);
+        pthread_mutex_lock(&s->purge_lock);
+    }
+    pthread_mutex_unlock(&s->purge_lock);
     return NULL;
 }
 
@@ -206,6 +240,10 @@ int server_run(tokend_ctx *ctx, const router *router)
             break;
         }
     }
+    pthread_mutex_init(&s.purge_lock, NULL);
+    pthread_cond_init(&s.purge_wake, NULL);
+    if (sig == 0 && pthread_create(&s.purger, NULL, run_purger, &s) != 0)
+        sig = -1;
     if (sig == 0) {
         printf("tokend %s listening on %s (%s, %u threads, %u workers)\n", TOKEND_VERSION,
                cfg->listen, s.ssl ? "TLS" : "cleartext HTTP/1.1 + h2c", s.nthreads, cfg->workers);
@@ -213,7 +251,12 @@ int server_run(tokend_ctx *ctx, const router *router)
         while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP)
             fprintf(stderr, "tokend: SIGHUP: nothing to reload\n");
     }
+    pthread_mutex_lock(&s.purge_lock);
     s.stopping = 1;
+    pthread_cond_signal(&s.purge_wake);
+    pthread_mutex_unlock(&s.purge_lock);
+    if (s.purger)
+        pthread_join(s.purger, NULL);
     for (unsigned i = 0; i < s.nthreads; i++)
         h2o_multithread_send_message(&s.threads[i].wakeup, NULL);
     for (unsigned i = 0; i < s.nthreads; i++)

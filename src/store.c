@@ -11,6 +11,11 @@
  *   devices        app_id(8) device_guid            -> Device
  *   user_devices   user_id(8) app_id(8) device_guid -> ""
  *   push_tokens    push token hash(32)              -> app_id(8) device_guid
+ *   expiry         expire_ms(8) token hash(32)      -> ""           for the purge
+ *   app_users      app_id(8) user_id(8)             -> ""           for listing
+ *   admin_tokens   app_id(8) token hash(32)         -> ""           for listing
+ *   groups         app_id(8) group_id(8)            -> admin user_id(8)
+ *   audit          sequence(8)                      -> AuditEntry
  *
  * The environment is opened with MDB_NOTLS so read transactions are not
  * tied to threads (event loops and workers share one handle). */
@@ -23,10 +28,12 @@
 #include "store.h"
 
 enum { DB_META, DB_APPS, DB_USERS, DB_LOGINS, DB_SESSIONS, DB_USER_SESSIONS, DB_STORE_TOKENS,
-       DB_DEVICES, DB_USER_DEVICES, DB_PUSH_TOKENS, DB_COUNT };
+       DB_DEVICES, DB_USER_DEVICES, DB_PUSH_TOKENS, DB_EXPIRY, DB_APP_USERS, DB_ADMIN_TOKENS,
+       DB_GROUPS, DB_AUDIT, DB_COUNT };
 static const char *const db_names[DB_COUNT] = {
     "meta", "apps", "users", "logins", "sessions", "user_sessions", "store_tokens",
-    "devices", "user_devices", "push_tokens"};
+    "devices", "user_devices", "push_tokens", "expiry", "app_users", "admin_tokens",
+    "groups", "audit"};
 
 struct store {
     MDB_env *env;
@@ -94,19 +101,26 @@ static int txn_end(MDB_txn *txn, int rc)
     return map_rc(mdb_txn_commit(txn));
 }
 
-static int get_msg(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
-                   const ProtobufCMessageDescriptor *desc, void **out)
+static int get_msg_with(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
+                        const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
+                        void **out)
 {
     MDB_val key = {klen, (void *)k}, val;
     int rc = mdb_get(txn, s->db[db], &key, &val);
     if (rc != MDB_SUCCESS)
         return map_rc(rc);
-    *out = protobuf_c_message_unpack(desc, NULL, val.mv_size, val.mv_data);
+    *out = protobuf_c_message_unpack(desc, alloc, val.mv_size, val.mv_data);
     if (!*out) {
         fprintf(stderr, "tokend: store: undecodable record in %s\n", db_names[db]);
         return STORE_ERR;
     }
     return STORE_OK;
+}
+
+static int get_msg(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
+                   const ProtobufCMessageDescriptor *desc, void **out)
+{
+    return get_msg_with(s, txn, db, k, klen, desc, NULL, out);
 }
 
 /* Packs the record straight into the page LMDB reserves for it. */
@@ -328,6 +342,12 @@ int store_user_create(store *s, store_user *user, const char **conflict)
         *conflict = "email";
     if (rc == STORE_OK)
         rc = put_msg(s, txn, DB_USERS, uid, 8, &user->base, MDB_NOOVERWRITE);
+    if (rc == STORE_OK) {
+        uint8_t au[16];
+        memcpy(au, akey, 8);
+        memcpy(au + 8, uid, 8);
+        rc = put_raw(s, txn, DB_APP_USERS, au, 16, "", 0, 0);
+    }
     return txn_end(txn, rc);
 }
 
@@ -445,8 +465,16 @@ static int move_device(store *s, MDB_txn *txn, store_login *login)
     if (rc == STORE_OK && dev.device_sn == 0)
         rc = free_device_sn(s, txn, ss->user_id, &dev.device_sn);
     dev.user_id = ss->user_id;
+    dev.device_guid = ss->device_guid;
     dev.push_token_hash.data = login->push_token_hash;
     dev.push_token_hash.len = CRYPTO_HASH_BYTES;
+    dev.push_token_sealed.data = login->push_token_sealed;
+    dev.push_token_sealed.len = login->push_token_sealed_len;
+    /* A device token bound by the same user stays; another user's goes. */
+    if (old && old->user_id == ss->user_id) {
+        dev.device_token = old->device_token;
+        dev.notifier_name = old->notifier_name;
+    }
     dev.platform = login->platform ? login->platform : old ? old->platform : 0;
     dev.user_agent = (char *)(login->user_agent && *login->user_agent
                                   ? login->user_agent
@@ -468,26 +496,39 @@ static int move_device(store *s, MDB_txn *txn, store_login *login)
     return rc;
 }
 
+/* A session and the indexes that find it by user and by expiry. */
+static int put_session(store *s, MDB_txn *txn, const uint8_t hash[CRYPTO_HASH_BYTES],
+                       const store_session *ss)
+{
+    uint8_t ikey[8 + CRYPTO_HASH_BYTES];
+    int rc = put_msg(s, txn, DB_SESSIONS, hash, CRYPTO_HASH_BYTES, &ss->base, MDB_NOOVERWRITE);
+    memcpy(ikey + 8, hash, CRYPTO_HASH_BYTES);
+    put_u64(ikey, ss->admin ? ss->app_id : ss->user_id);
+    if (rc == STORE_OK)
+        rc = put_raw(s, txn, ss->admin ? DB_ADMIN_TOKENS : DB_USER_SESSIONS, ikey, sizeof ikey,
+                     "", 0, 0);
+    put_u64(ikey, (uint64_t)ss->expire_ms);
+    if (rc == STORE_OK && ss->expire_ms > 0)
+        rc = put_raw(s, txn, DB_EXPIRY, ikey, sizeof ikey, "", 0, 0);
+    return rc;
+}
+
 int store_login_commit(store *s, store_login *login)
 {
     MDB_txn *txn;
-    uint8_t uskey[8 + CRYPTO_HASH_BYTES];
     int rc = txn_begin(s, 0, &txn);
     if (rc != STORE_OK)
         return rc;
     login->session->store_token_hash.data = login->store_token_hash;
     login->session->store_token_hash.len = CRYPTO_HASH_BYTES;
-    rc = put_msg(s, txn, DB_SESSIONS, login->session_hash, CRYPTO_HASH_BYTES,
-                 &login->session->base, MDB_NOOVERWRITE);
-    put_u64(uskey, login->session->user_id);
-    memcpy(uskey + 8, login->session_hash, CRYPTO_HASH_BYTES);
+    if (login->with_device)
+        rc = move_device(s, txn, login);
+    login->session->device_sn = login->device_sn;
     if (rc == STORE_OK)
-        rc = put_raw(s, txn, DB_USER_SESSIONS, uskey, sizeof uskey, "", 0, 0);
+        rc = put_session(s, txn, login->session_hash, login->session);
     if (rc == STORE_OK)
         rc = put_raw(s, txn, DB_STORE_TOKENS, login->store_token_hash, CRYPTO_HASH_BYTES,
                      login->session_hash, CRYPTO_HASH_BYTES, MDB_NOOVERWRITE);
-    if (rc == STORE_OK && login->with_device)
-        rc = move_device(s, txn, login);
     return txn_end(txn, rc);
 }
 
@@ -534,4 +575,645 @@ int store_push_lookup(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], uint64_t 
     }
     mdb_txn_abort(txn);
     return rc;
+}
+
+/* --- revocation -------------------------------------------------------------- */
+
+/* Calls fn for each key of `db` that starts with the 8-byte `prefix`;
+ * fn returns non-zero to stop. Keys are copied first, so fn may delete. */
+typedef int (*scan_fn)(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg);
+
+static int scan_prefix(store *s, MDB_txn *txn, int db, uint64_t id, scan_fn fn, void *arg)
+{
+    MDB_cursor *cur;
+    uint8_t prefix[8], key[KEY_MAX];
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, s->db[db], &cur);
+    if (rc != MDB_SUCCESS)
+        return map_rc(rc);
+    put_u64(prefix, id);
+    k.mv_size = 8, k.mv_data = prefix;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (rc == MDB_SUCCESS && k.mv_size >= 8 && memcmp(k.mv_data, prefix, 8) == 0) {
+        size_t len = k.mv_size;
+        memcpy(key, k.mv_data, len);
+        int r = fn(s, txn, key, len, arg);
+        if (r != 0) {
+            mdb_cursor_close(cur);
+            return r > 0 ? STORE_OK : r;  /* > 0: fn is done */
+        }
+        /* fn may have deleted: find the key after this one afresh. */
+        k.mv_size = len, k.mv_data = key;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        if (rc == MDB_SUCCESS && k.mv_size == len && memcmp(k.mv_data, key, len) == 0)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND || rc == MDB_SUCCESS ? STORE_OK : map_rc(rc);
+}
+
+static int revoke_txn(store *s, MDB_txn *txn, const uint8_t hash[CRYPTO_HASH_BYTES])
+{
+    store_session *ss = NULL;
+    uint8_t ikey[8 + CRYPTO_HASH_BYTES];
+    int rc = get_msg(s, txn, DB_SESSIONS, hash, CRYPTO_HASH_BYTES,
+                     &tokend__v1__store__session__descriptor, (void **)&ss);
+    if (rc != STORE_OK)
+        return rc;
+    rc = del_raw(s, txn, DB_SESSIONS, hash, CRYPTO_HASH_BYTES);
+    memcpy(ikey + 8, hash, CRYPTO_HASH_BYTES);
+    put_u64(ikey, ss->admin ? ss->app_id : ss->user_id);
+    if (rc == STORE_OK)
+        rc = del_raw(s, txn, ss->admin ? DB_ADMIN_TOKENS : DB_USER_SESSIONS, ikey, sizeof ikey);
+    put_u64(ikey, (uint64_t)ss->expire_ms);
+    if (rc == STORE_OK && ss->expire_ms > 0)
+        rc = del_raw(s, txn, DB_EXPIRY, ikey, sizeof ikey);
+    if (rc == STORE_OK && ss->store_token_hash.len == CRYPTO_HASH_BYTES)
+        rc = del_raw(s, txn, DB_STORE_TOKENS, ss->store_token_hash.data, CRYPTO_HASH_BYTES);
+    protobuf_c_message_free_unpacked(&ss->base, NULL);
+    return rc;
+}
+
+int store_session_revoke(store *s, const uint8_t hash[CRYPTO_HASH_BYTES])
+{
+    MDB_txn *txn;
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    return txn_end(txn, revoke_txn(s, txn, hash));
+}
+
+typedef struct {
+    const uint8_t *keep;       /* a session to spare, or NULL */
+    const char *device_guid;   /* only this device's sessions, or NULL */
+    size_t revoked;
+} revoke_filter;
+
+static int revoke_matching(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg)
+{
+    revoke_filter *f = arg;
+    const uint8_t *hash = key + 8;
+    int rc;
+    if (len != 8 + CRYPTO_HASH_BYTES || (f->keep && memcmp(hash, f->keep, CRYPTO_HASH_BYTES) == 0))
+        return 0;
+    if (f->device_guid) {
+        store_session *ss = NULL;
+        rc = get_msg(s, txn, DB_SESSIONS, hash, CRYPTO_HASH_BYTES,
+                     &tokend__v1__store__session__descriptor, (void **)&ss);
+        if (rc != STORE_OK)
+            return rc == STORE_NOTFOUND ? 0 : rc;
+        int other = strcmp(ss->device_guid, f->device_guid) != 0;
+        protobuf_c_message_free_unpacked(&ss->base, NULL);
+        if (other)
+            return 0;
+    }
+    rc = revoke_txn(s, txn, hash);
+    if (rc == STORE_NOTFOUND)  /* a dangling index entry: drop it */
+        rc = del_raw(s, txn, DB_USER_SESSIONS, key, len);
+    else if (rc == STORE_OK)
+        f->revoked++;
+    return rc;
+}
+
+static int revoke_user_txn(store *s, MDB_txn *txn, uint64_t user_id, revoke_filter *f)
+{
+    return scan_prefix(s, txn, DB_USER_SESSIONS, user_id, revoke_matching, f);
+}
+
+int store_user_revoke(store *s, uint64_t user_id, const uint8_t *keep, size_t *revoked)
+{
+    MDB_txn *txn;
+    revoke_filter f = {keep, NULL, 0};
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    rc = txn_end(txn, revoke_user_txn(s, txn, user_id, &f));
+    if (revoked)
+        *revoked = f.revoked;
+    return rc;
+}
+
+/* --- devices ----------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t app_id, user_id;
+    uint32_t sn;               /* 0: every device */
+    store_device **list;
+    size_t n, cap;
+    const uint8_t *found_key;  /* for find_device */
+    size_t found_len;
+    uint8_t key_copy[8 + STORE_GUID_MAX];
+} device_scan;
+
+/* Collects the user's devices in this app (user_devices keys are
+ * user(8) app(8) guid). */
+static int collect_device(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg)
+{
+    device_scan *d = arg;
+    store_device *dev = NULL;
+    if (len < 16 || get_u64(key + 8) != d->app_id)
+        return 0;
+    int rc = get_msg(s, txn, DB_DEVICES, key + 8, len - 8, &tokend__v1__store__device__descriptor,
+                     (void **)&dev);
+    if (rc == STORE_NOTFOUND)
+        return 0;
+    if (rc != STORE_OK)
+        return rc;
+    if (dev->user_id != d->user_id || (d->sn && dev->device_sn != d->sn)) {
+        protobuf_c_message_free_unpacked(&dev->base, NULL);
+        return 0;
+    }
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 8;
+        store_device **l = realloc(d->list, cap * sizeof *l);
+        if (!l) {
+            protobuf_c_message_free_unpacked(&dev->base, NULL);
+            return STORE_ERR;
+        }
+        d->list = l, d->cap = cap;
+    }
+    d->list[d->n++] = dev;
+    return 0;
+}
+
+void store_devices_free(store_device **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        protobuf_c_message_free_unpacked(&list[i]->base, NULL);
+    free(list);
+}
+
+static int devices_txn(store *s, MDB_txn *txn, device_scan *d)
+{
+    int rc = scan_prefix(s, txn, DB_USER_DEVICES, d->user_id, collect_device, d);
+    if (rc != STORE_OK) {
+        store_devices_free(d->list, d->n);
+        d->list = NULL, d->n = 0;
+    }
+    return rc;
+}
+
+int store_devices_list(store *s, uint64_t app_id, uint64_t user_id, store_device ***out,
+                       size_t *n)
+{
+    MDB_txn *txn;
+    device_scan d = {.app_id = app_id, .user_id = user_id};
+    int rc = txn_begin(s, MDB_RDONLY, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    rc = devices_txn(s, txn, &d);
+    mdb_txn_abort(txn);
+    *out = d.list, *n = d.n;
+    return rc;
+}
+
+/* Drops one device's push token and sessions; with `forget`, the device too. */
+static int forget_device_txn(store *s, MDB_txn *txn, uint64_t app_id, store_device *dev,
+                             int forget)
+{
+    uint8_t dkey[8 + STORE_GUID_MAX], udkey[16 + STORE_GUID_MAX];
+    size_t dlen = device_key(dkey, app_id, dev->device_guid);
+    revoke_filter f = {NULL, dev->device_guid, 0};
+    int rc = STORE_OK;
+    if (dev->push_token_hash.len)
+        rc = del_raw(s, txn, DB_PUSH_TOKENS, dev->push_token_hash.data, dev->push_token_hash.len);
+    if (rc == STORE_OK)
+        rc = revoke_user_txn(s, txn, dev->user_id, &f);
+    if (rc != STORE_OK)
+        return rc;
+    if (forget) {
+        put_u64(udkey, dev->user_id);
+        memcpy(udkey + 8, dkey, dlen);
+        rc = del_raw(s, txn, DB_DEVICES, dkey, dlen);
+        if (rc == STORE_OK)
+            rc = del_raw(s, txn, DB_USER_DEVICES, udkey, 8 + dlen);
+        return rc;
+    }
+    dev->push_token_hash.len = 0;
+    dev->push_token_sealed.len = 0;
+    return put_msg(s, txn, DB_DEVICES, dkey, dlen, &dev->base, 0);
+}
+
+int store_device_forget(store *s, uint64_t app_id, uint64_t user_id, uint32_t sn, int forget)
+{
+    MDB_txn *txn;
+    device_scan d = {.app_id = app_id, .user_id = user_id, .sn = sn};
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    rc = devices_txn(s, txn, &d);
+    if (rc == STORE_OK && d.n == 0 && sn)
+        rc = STORE_NOTFOUND;
+    for (size_t i = 0; rc == STORE_OK && i < d.n; i++)
+        rc = forget_device_txn(s, txn, app_id, d.list[i], forget);
+    /* Kicking every device also ends the sessions that named none. */
+    if (rc == STORE_OK && !sn && !forget) {
+        revoke_filter f = {NULL, "", 0};
+        rc = revoke_user_txn(s, txn, user_id, &f);
+    }
+    store_devices_free(d.list, d.n);
+    return txn_end(txn, rc);
+}
+
+int store_device_bind(store *s, uint64_t app_id, uint64_t user_id, uint32_t sn,
+                      const char *device_token, const char *notifier_name)
+{
+    MDB_txn *txn;
+    device_scan d = {.app_id = app_id, .user_id = user_id, .sn = sn};
+    uint8_t dkey[8 + STORE_GUID_MAX];
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    rc = devices_txn(s, txn, &d);
+    if (rc == STORE_OK && d.n == 0)
+        rc = STORE_NOTFOUND;
+    if (rc == STORE_OK) {
+        store_device *dev = d.list[0];
+        char *keep_token = dev->device_token, *keep_notifier = dev->notifier_name;
+        dev->device_token = (char *)device_token;
+        dev->notifier_name = (char *)notifier_name;
+        rc = put_msg(s, txn, DB_DEVICES, dkey, device_key(dkey, app_id, dev->device_guid),
+                     &dev->base, 0);
+        dev->device_token = keep_token, dev->notifier_name = keep_notifier;
+    }
+    store_devices_free(d.list, d.n);
+    return txn_end(txn, rc);
+}
+
+/* --- sessions read on the hot path -------------------------------------------- */
+
+int store_sessions_get(store *s, size_t n, const uint8_t *const *hashes,
+                       store_session **out, ProtobufCAllocator *alloc)
+{
+    MDB_txn *txn;
+    int rc = txn_begin(s, MDB_RDONLY, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = NULL;
+        if (!hashes[i])
+            continue;
+        int r = get_msg_with(s, txn, DB_SESSIONS, hashes[i], CRYPTO_HASH_BYTES,
+                             &tokend__v1__store__session__descriptor, alloc, (void **)&out[i]);
+        if (r != STORE_OK && r != STORE_NOTFOUND) {
+            rc = r;
+            break;
+        }
+    }
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int store_store_token_get(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store_session **out)
+{
+    MDB_txn *txn;
+    MDB_val k = {CRYPTO_HASH_BYTES, (void *)hash}, v;
+    int rc = txn_begin(s, MDB_RDONLY, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    rc = map_rc(mdb_get(txn, s->db[DB_STORE_TOKENS], &k, &v));
+    if (rc == STORE_OK && v.mv_size != CRYPTO_HASH_BYTES)
+        rc = STORE_ERR;
+    if (rc == STORE_OK)
+        rc = get_msg(s, txn, DB_SESSIONS, v.mv_data, CRYPTO_HASH_BYTES,
+                     &tokend__v1__store__session__descriptor, (void **)out);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+/* --- users ---------------------------------------------------------------------- */
+
+static int set_login_index(store *s, MDB_txn *txn, uint64_t app_id, login_kind kind,
+                           const char *old, const char *new, const uint8_t uid[8])
+{
+    uint8_t key[KEY_MAX];
+    int rc = STORE_OK;
+    if (old && new && strcmp(old, new) == 0)
+        return STORE_OK;
+    if (old && *old)
+        rc = del_raw(s, txn, DB_LOGINS, key, login_key(key, app_id, kind, old));
+    if (rc == STORE_OK)
+        rc = index_login(s, txn, app_id, kind, new, uid);
+    return rc;
+}
+
+int store_user_update(store *s, uint64_t user_id, const char *name, const char *phone,
+                      const char *email, const char **conflict)
+{
+    MDB_txn *txn;
+    store_user *u = NULL;
+    uint8_t uid[8];
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    put_u64(uid, user_id);
+    rc = get_msg(s, txn, DB_USERS, uid, 8, &tokend__v1__store__user__descriptor, (void **)&u);
+    if (rc == STORE_OK && name &&
+        (rc = set_login_index(s, txn, u->app_id, LOGIN_NAME, u->name, name, uid)) == STORE_EXISTS)
+        *conflict = "name";
+    if (rc == STORE_OK && phone &&
+        (rc = set_login_index(s, txn, u->app_id, LOGIN_PHONE, u->phone, phone, uid)) == STORE_EXISTS)
+        *conflict = "phone";
+    if (rc == STORE_OK && email &&
+        (rc = set_login_index(s, txn, u->app_id, LOGIN_EMAIL, u->email, email, uid)) == STORE_EXISTS)
+        *conflict = "email";
+    if (rc == STORE_OK) {
+        char *keep[3] = {u->name, u->phone, u->email};
+        if (name) u->name = (char *)name;
+        if (phone) u->phone = (char *)phone;
+        if (email) u->email = (char *)email;
+        rc = put_msg(s, txn, DB_USERS, uid, 8, &u->base, 0);
+        u->name = keep[0], u->phone = keep[1], u->email = keep[2];
+    }
+    if (u)
+        protobuf_c_message_free_unpacked(&u->base, NULL);
+    return txn_end(txn, rc);
+}
+
+int store_user_set_password(store *s, uint64_t user_id, const char *hash, const uint8_t *keep)
+{
+    MDB_txn *txn;
+    store_user *u = NULL;
+    uint8_t uid[8];
+    revoke_filter f = {keep, NULL, 0};
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    put_u64(uid, user_id);
+    rc = get_msg(s, txn, DB_USERS, uid, 8, &tokend__v1__store__user__descriptor, (void **)&u);
+    if (rc == STORE_OK) {
+        char *old = u->password_hash;
+        u->password_hash = (char *)hash;
+        rc = put_msg(s, txn, DB_USERS, uid, 8, &u->base, 0);
+        u->password_hash = old;
+        protobuf_c_message_free_unpacked(&u->base, NULL);
+    }
+    if (rc == STORE_OK)
+        rc = revoke_user_txn(s, txn, user_id, &f);
+    return txn_end(txn, rc);
+}
+
+int store_user_set_disabled(store *s, uint64_t app_id, uint64_t user_id, int disabled)
+{
+    MDB_txn *txn;
+    store_user *u = NULL;
+    uint8_t uid[8];
+    revoke_filter f = {NULL, NULL, 0};
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    put_u64(uid, user_id);
+    rc = get_msg(s, txn, DB_USERS, uid, 8, &tokend__v1__store__user__descriptor, (void **)&u);
+    if (rc == STORE_OK && u->app_id != app_id)
+        rc = STORE_NOTFOUND;
+    if (rc == STORE_OK) {
+        u->disabled = disabled != 0;
+        rc = put_msg(s, txn, DB_USERS, uid, 8, &u->base, 0);
+    }
+    /* A disabled user's sessions stop verifying at once: they are gone. */
+    if (rc == STORE_OK && disabled)
+        rc = revoke_user_txn(s, txn, user_id, &f);
+    if (u)
+        protobuf_c_message_free_unpacked(&u->base, NULL);
+    return txn_end(txn, rc);
+}
+
+static int drop_group(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg)
+{
+    MDB_val k = {len, (void *)key}, v;
+    if (mdb_get(txn, s->db[DB_GROUPS], &k, &v) == MDB_SUCCESS && v.mv_size == 8 &&
+        get_u64(v.mv_data) == *(uint64_t *)arg)
+        return del_raw(s, txn, DB_GROUPS, key, len);
+    return 0;
+}
+
+int store_user_delete(store *s, uint64_t user_id)
+{
+    MDB_txn *txn;
+    store_user *u = NULL;
+    uint8_t uid[8], au[16], key[KEY_MAX];
+    revoke_filter f = {NULL, NULL, 0};
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    put_u64(uid, user_id);
+    rc = get_msg(s, txn, DB_USERS, uid, 8, &tokend__v1__store__user__descriptor, (void **)&u);
+    if (rc == STORE_OK) {
+        device_scan d = {.app_id = u->app_id, .user_id = user_id};
+        rc = devices_txn(s, txn, &d);
+        for (size_t i = 0; rc == STORE_OK && i < d.n; i++)
+            rc = forget_device_txn(s, txn, u->app_id, d.list[i], 1);
+        store_devices_free(d.list, d.n);
+    }
+    if (rc == STORE_OK)
+        rc = revoke_user_txn(s, txn, user_id, &f);
+    if (rc == STORE_OK && *u->name)
+        rc = del_raw(s, txn, DB_LOGINS, key, login_key(key, u->app_id, LOGIN_NAME, u->name));
+    if (rc == STORE_OK && *u->phone)
+        rc = del_raw(s, txn, DB_LOGINS, key, login_key(key, u->app_id, LOGIN_PHONE, u->phone));
+    if (rc == STORE_OK && *u->email)
+        rc = del_raw(s, txn, DB_LOGINS, key, login_key(key, u->app_id, LOGIN_EMAIL, u->email));
+    if (rc == STORE_OK)
+        rc = scan_prefix(s, txn, DB_GROUPS, u->app_id, drop_group, &user_id);
+    if (rc == STORE_OK) {
+        put_u64(au, u->app_id);
+        memcpy(au + 8, uid, 8);
+        rc = del_raw(s, txn, DB_APP_USERS, au, 16);
+    }
+    if (rc == STORE_OK)
+        rc = del_raw(s, txn, DB_USERS, uid, 8);
+    if (u)
+        protobuf_c_message_free_unpacked(&u->base, NULL);
+    return txn_end(txn, rc);
+}
+
+typedef struct {
+    size_t skip, limit, n;
+    store_user **list;
+} user_page;
+
+static int collect_user(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg)
+{
+    user_page *p = arg;
+    if (p->n >= p->limit)
+        return 1;
+    if (p->skip) {
+        p->skip--;
+        return 0;
+    }
+    int rc = get_msg(s, txn, DB_USERS, key + 8, 8, &tokend__v1__store__user__descriptor,
+                     (void **)&p->list[p->n]);
+    if (rc == STORE_OK)
+        p->n++;
+    return rc == STORE_NOTFOUND ? 0 : rc;
+}
+
+int store_users_list(store *s, uint64_t app_id, size_t offset, size_t limit, store_user ***out,
+                     size_t *n)
+{
+    MDB_txn *txn;
+    user_page p = {offset, limit, 0, calloc(limit ? limit : 1, sizeof(store_user *))};
+    int rc = p.list ? txn_begin(s, MDB_RDONLY, &txn) : STORE_ERR;
+    if (rc != STORE_OK) {
+        free(p.list);
+        return rc;
+    }
+    rc = scan_prefix(s, txn, DB_APP_USERS, app_id, collect_user, &p);
+    mdb_txn_abort(txn);
+    *out = p.list, *n = p.n;
+    return rc;
+}
+
+void store_users_free(store_user **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        protobuf_c_message_free_unpacked(&list[i]->base, NULL);
+    free(list);
+}
+
+/* --- admin tokens, groups, audit ------------------------------------------------- */
+
+int store_admin_token_create(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store_session *ss)
+{
+    MDB_txn *txn;
+    uint8_t akey[8];
+    MDB_val k = {8, akey}, v;
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    put_u64(akey, ss->app_id);
+    rc = map_rc(mdb_get(txn, s->db[DB_APPS], &k, &v));
+    ss->admin = 1;
+    if (rc == STORE_OK)
+        rc = put_session(s, txn, hash, ss);
+    return txn_end(txn, rc);
+}
+
+typedef struct {
+    store_admin_token_fn fn;
+    void *arg;
+} admin_walk;
+
+static int visit_admin(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg)
+{
+    admin_walk *w = arg;
+    store_session *ss = NULL;
+    if (len != 8 + CRYPTO_HASH_BYTES)
+        return 0;
+    int rc = get_msg(s, txn, DB_SESSIONS, key + 8, CRYPTO_HASH_BYTES,
+                     &tokend__v1__store__session__descriptor, (void **)&ss);
+    if (rc == STORE_NOTFOUND)
+        return 0;
+    if (rc == STORE_OK) {
+        w->fn(key + 8, ss, w->arg);
+        protobuf_c_message_free_unpacked(&ss->base, NULL);
+    }
+    return rc;
+}
+
+int store_admin_tokens_list(store *s, uint64_t app_id, store_admin_token_fn fn, void *arg)
+{
+    MDB_txn *txn;
+    admin_walk w = {fn, arg};
+    int rc = txn_begin(s, MDB_RDONLY, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    rc = scan_prefix(s, txn, DB_ADMIN_TOKENS, app_id, visit_admin, &w);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int store_group_set(store *s, uint64_t app_id, uint64_t group_id, uint64_t user_id)
+{
+    MDB_txn *txn;
+    uint8_t key[16], val[8];
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    put_u64(key, app_id);
+    put_u64(key + 8, group_id);
+    put_u64(val, user_id);
+    return txn_end(txn, put_raw(s, txn, DB_GROUPS, key, 16, val, 8, 0));
+}
+
+int store_group_admin(store *s, uint64_t app_id, uint64_t group_id, uint64_t *user_id)
+{
+    MDB_txn *txn;
+    uint8_t key[16];
+    int rc = txn_begin(s, MDB_RDONLY, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    put_u64(key, app_id);
+    put_u64(key + 8, group_id);
+    rc = get_u64_value(s, txn, DB_GROUPS, key, 16, user_id);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int store_audit_append(store *s, const store_audit *entry)
+{
+    MDB_txn *txn;
+    uint64_t seq;
+    uint8_t key[8];
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    rc = next_id(s, txn, "next_audit", 1, &seq);
+    put_u64(key, seq);
+    if (rc == STORE_OK)
+        rc = put_msg(s, txn, DB_AUDIT, key, 8, &entry->base, MDB_NOOVERWRITE);
+    return txn_end(txn, rc);
+}
+
+int store_audit_list(store *s, store_audit_fn fn, void *arg)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = txn_begin(s, MDB_RDONLY, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    if ((rc = map_rc(mdb_cursor_open(txn, s->db[DB_AUDIT], &cur))) == STORE_OK) {
+        int r;
+        for (r = mdb_cursor_get(cur, &k, &v, MDB_FIRST); r == MDB_SUCCESS;
+             r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            store_audit *e = tokend__v1__store__audit_entry__unpack(NULL, v.mv_size, v.mv_data);
+            if (e) {
+                fn(e, arg);
+                protobuf_c_message_free_unpacked(&e->base, NULL);
+            }
+        }
+        mdb_cursor_close(cur);
+        rc = r == MDB_NOTFOUND ? STORE_OK : map_rc(r);
+    }
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+/* --- purge -------------------------------------------------------------------------- */
+
+int store_purge_expired(store *s, int64_t now_ms, size_t max, size_t *purged)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    uint8_t hash[CRYPTO_HASH_BYTES];
+    int rc = txn_begin(s, 0, &txn), r;
+    *purged = 0;
+    if (rc != STORE_OK)
+        return rc;
+    if ((rc = map_rc(mdb_cursor_open(txn, s->db[DB_EXPIRY], &cur))) != STORE_OK)
+        return txn_end(txn, rc);
+    while (*purged < max && (r = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == MDB_SUCCESS &&
+           k.mv_size == 8 + CRYPTO_HASH_BYTES && (int64_t)get_u64(k.mv_data) < now_ms) {
+        memcpy(hash, (uint8_t *)k.mv_data + 8, CRYPTO_HASH_BYTES);
+        rc = revoke_txn(s, txn, hash);
+        if (rc == STORE_NOTFOUND)  /* index without session: drop the index */
+            rc = map_rc(mdb_cursor_del(cur, 0));
+        if (rc != STORE_OK)
+            break;
+        (*purged)++;
+    }
+    mdb_cursor_close(cur);
+    return txn_end(txn, rc);
 }

@@ -35,6 +35,8 @@ typedef Tokend__V1__Store__User store_user;
 typedef Tokend__V1__Store__Session store_session;
 typedef Tokend__V1__Store__Device store_device;
 
+typedef Tokend__V1__Store__AuditEntry store_audit;
+
 typedef enum { LOGIN_NAME = 'n', LOGIN_PHONE = 'p', LOGIN_EMAIL = 'e' } login_kind;
 
 /* Everything one successful login writes, in one transaction. */
@@ -44,6 +46,8 @@ typedef struct {
     uint8_t store_token_hash[CRYPTO_HASH_BYTES];
     int with_device;               /* session->device_guid names a device */
     uint8_t push_token_hash[CRYPTO_HASH_BYTES];
+    uint8_t *push_token_sealed;
+    size_t push_token_sealed_len;
     int32_t platform;
     const char *user_agent;
     uint32_t device_sn;            /* out: the device's number within the user */
@@ -75,5 +79,56 @@ int store_session_get(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store_ses
 int store_device_get(store *s, uint64_t app_id, const char *guid, store_device **out);
 int store_push_lookup(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], uint64_t *app_id,
                       char *guid, size_t guid_len);
+
+/* --- revocation ---------------------------------------------------------- */
+int store_session_revoke(store *s, const uint8_t hash[CRYPTO_HASH_BYTES]);
+/* Revokes every session of the user but `keep` (may be NULL). */
+int store_user_revoke(store *s, uint64_t user_id, const uint8_t *keep, size_t *revoked);
+
+/* --- the hot path: n sessions in one read transaction; out[i] is NULL when
+ * not found. `alloc` (may be NULL) lets the caller decode into an arena. */
+int store_sessions_get(store *s, size_t n, const uint8_t *const *hashes,
+                       store_session **out, ProtobufCAllocator *alloc);
+int store_store_token_get(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store_session **out);
+
+/* --- devices (device_guid filled in each record) -------------------------- */
+int store_devices_list(store *s, uint64_t app_id, uint64_t user_id, store_device ***out,
+                       size_t *n);
+void store_devices_free(store_device **list, size_t n);
+/* Revokes the sessions and push token of device `sn` (0: every device);
+ * `forget` also removes the device. STORE_NOTFOUND for an unknown sn. */
+int store_device_forget(store *s, uint64_t app_id, uint64_t user_id, uint32_t sn, int forget);
+int store_device_bind(store *s, uint64_t app_id, uint64_t user_id, uint32_t sn,
+                      const char *device_token, const char *notifier_name);
+
+/* --- users ------------------------------------------------------------------- */
+/* NULL leaves a field; "" clears phone or email. STORE_EXISTS sets conflict. */
+int store_user_update(store *s, uint64_t user_id, const char *name, const char *phone,
+                      const char *email, const char **conflict);
+/* New hash; revokes every session but `keep` (may be NULL). */
+int store_user_set_password(store *s, uint64_t user_id, const char *hash, const uint8_t *keep);
+/* Disabling revokes every session. STORE_NOTFOUND if not a user of the app. */
+int store_user_set_disabled(store *s, uint64_t app_id, uint64_t user_id, int disabled);
+/* Removes the user, its indexes, sessions, devices, push tokens and groups. */
+int store_user_delete(store *s, uint64_t user_id);
+int store_users_list(store *s, uint64_t app_id, size_t offset, size_t limit, store_user ***out,
+                     size_t *n);
+void store_users_free(store_user **list, size_t n);
+
+/* --- admin tokens, groups, audit ---------------------------------------------- */
+/* Stores an admin session (ss->app_id set; admin and no expiry). */
+int store_admin_token_create(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store_session *ss);
+typedef void (*store_admin_token_fn)(const uint8_t hash[CRYPTO_HASH_BYTES],
+                                     const store_session *ss, void *arg);
+int store_admin_tokens_list(store *s, uint64_t app_id, store_admin_token_fn fn, void *arg);
+int store_group_set(store *s, uint64_t app_id, uint64_t group_id, uint64_t user_id);
+int store_group_admin(store *s, uint64_t app_id, uint64_t group_id, uint64_t *user_id);
+int store_audit_append(store *s, const store_audit *entry);
+typedef void (*store_audit_fn)(const store_audit *entry, void *arg);
+int store_audit_list(store *s, store_audit_fn fn, void *arg);
+
+/* Deletes up to `max` sessions that expired before now_ms, in one write
+ * transaction (so a purge never holds the writer lock for long). */
+int store_purge_expired(store *s, int64_t now_ms, size_t max, size_t *purged);
 
 #endif

@@ -19,6 +19,7 @@ typedef struct {
     unsigned queue;              /* jobs allowed to wait beyond the busy workers */
     size_t max_body;             /* bytes; larger request bodies get 413 */
     size_t mapsize;
+    unsigned purge_interval;     /* seconds between purges of expired sessions */
     crypto_pwcost pwcost;
     const char *tls_cert, *tls_key;
 } tokend_config;

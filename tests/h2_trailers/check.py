@@ -48,7 +48,7 @@ def main():
         mode = "h2c"
     ident = lambda b: b
     m = lambda name: ch.unary_unary("/echo.Echo/" + name, request_serializer=ident, response_deserializer=ident)
-    echo, unauth, big, fail_after = m("Echo"), m("Unauth"), m("Big"), m("FailAfterMsg")
+    echo, unauth, big, fail_after, deferred = m("Echo"), m("Unauth"), m("Big"), m("FailAfterMsg"), m("Deferred")
     grpc.channel_ready_future(ch).result(timeout=5)
 
     # 1. OK with body; trailers arrive as trailing metadata, status OK
@@ -57,7 +57,9 @@ def main():
         fail("echo: %r %s" % (resp, call.code()))
     if echo(b"", timeout=5) != b"":
         fail("echo of an empty message")
-    print("ok  echo (%s)" % mode)
+    if deferred(b"later", timeout=5) != b"later":
+        fail("deferred echo")
+    print("ok  echo, also answered later from a timer (%s)" % mode)
 
     # 2. error status + percent-encoded message (Trailers-Only response)
     expect_error(unauth, b"x", grpc.StatusCode.UNAUTHENTICATED, UNAUTH_DETAILS, "unauth")
@@ -95,6 +97,9 @@ def main():
                 elif r == 1:
                     if big(b"70000", timeout=10) != big_payload(70000):
                         errors.append("thread %d big" % k)
+                elif r == 2 and i % 3 == 0:
+                    if deferred(b"d%d" % i, timeout=10) != b"d%d" % i:
+                        errors.append("thread %d deferred" % k)
                 else:
                     req = b"t%d-%d" % (k, i)
                     if echo(req, timeout=10) != req:

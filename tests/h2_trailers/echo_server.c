@@ -10,6 +10,9 @@
  *                           decimal string, default 200000), grpc-status 0
  *   /echo.Echo/FailAfterMsg one message, then grpc-status 9 in trailers
  *   /echo.Echo/LongTrailer  echo + a 40000-byte trailer (CONTINUATION frames)
+ *   /echo.Echo/Deferred     echo, answered 20 ms later from a timer (as a
+ *                           reply coming back from a worker would be); a
+ *                           pool-disposal guard cancels it if the stream dies
  *   /plain                  h2o_send_inline("hello\n") - baseline for h2load
  *   /inline-grpc-error      what plain h2o does for an error with no body:
  *                           grpc-status in the headers, h2o_send_inline("")
@@ -35,6 +38,7 @@
 static h2o_globalconf_t config;
 static h2o_context_t ctx;
 static h2o_accept_ctx_t accept_ctx;
+static h2o_timeout_t defer_timeout;
 
 /* percent-encoding as the gRPC spec asks for grpc-message */
 static h2o_iovec_t grpc_percent_encode(h2o_mem_pool_t *pool, const char *s)
@@ -99,6 +103,25 @@ static int respond_status(h2o_req_t *req, h2o_iovec_t body, const char *code, co
     return respond(req, body, t, *message != '\0' ? 2 : 1);
 }
 
+struct deferred {
+    h2o_timeout_entry_t te;
+    h2o_req_t *req;
+};
+
+static void on_deferred_dispose(void *p)
+{
+    struct deferred *d = p;
+    if (h2o_timeout_is_linked(&d->te))
+        h2o_timeout_unlink(&d->te);
+}
+
+static void on_deferred(h2o_timeout_entry_t *te)
+{
+    struct deferred *d = H2O_STRUCT_FROM_MEMBER(struct deferred, te, te);
+    h2o_iovec_t msg = grpc_unframe(d->req->entity);
+    respond_status(d->req, grpc_frame(&d->req->pool, msg.base, msg.len), "0", "");
+}
+
 #define UNAUTH_MESSAGE "token expired: caf\xc3\xa9 \xe2\x98\x95 100% sure"
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
@@ -129,6 +152,14 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return respond_status(req, h2o_iovec_init(NULL, 0), "13", "bad gRPC framing");
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/echo.Echo/Echo")))
         return respond_status(req, grpc_frame(&req->pool, msg.base, msg.len), "0", "");
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/echo.Echo/Deferred"))) {
+        struct deferred *d = h2o_mem_alloc_shared(&req->pool, sizeof(*d), on_deferred_dispose);
+        memset(d, 0, sizeof(*d));
+        d->te.cb = on_deferred;
+        d->req = req;
+        h2o_timeout_link(ctx.loop, &defer_timeout, &d->te);
+        return 0;
+    }
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/echo.Echo/FailAfterMsg")))
         return respond_status(req, grpc_frame(&req->pool, msg.base, msg.len), "9", "failed after a message");
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/echo.Echo/Big"))) {
@@ -183,6 +214,7 @@ int main(int argc, char **argv)
     h2o_context_init(&ctx, h2o_evloop_create(), &config);
     accept_ctx.ctx = &ctx;
     accept_ctx.hosts = config.hosts;
+    h2o_timeout_init(ctx.loop, &defer_timeout, 20);
 
     if (argc == 4) {
         SSL_load_error_strings();

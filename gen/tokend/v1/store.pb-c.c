@@ -187,6 +187,51 @@ void   tokend__v1__store__device__free_unpacked
   assert(message->base.descriptor == &tokend__v1__store__device__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   tokend__v1__store__audit_entry__init
+                     (Tokend__V1__Store__AuditEntry         *message)
+{
+  static const Tokend__V1__Store__AuditEntry init_value = TOKEND__V1__STORE__AUDIT_ENTRY__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__store__audit_entry__get_packed_size
+                     (const Tokend__V1__Store__AuditEntry *message)
+{
+  assert(message->base.descriptor == &tokend__v1__store__audit_entry__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__store__audit_entry__pack
+                     (const Tokend__V1__Store__AuditEntry *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__store__audit_entry__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__store__audit_entry__pack_to_buffer
+                     (const Tokend__V1__Store__AuditEntry *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__store__audit_entry__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__Store__AuditEntry *
+       tokend__v1__store__audit_entry__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__Store__AuditEntry *)
+     protobuf_c_message_unpack (&tokend__v1__store__audit_entry__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__store__audit_entry__free_unpacked
+                     (Tokend__V1__Store__AuditEntry *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__store__audit_entry__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor tokend__v1__store__app__field_descriptors[6] =
 {
   {
@@ -419,7 +464,7 @@ const ProtobufCMessageDescriptor tokend__v1__store__user__descriptor =
   (ProtobufCMessageInit) tokend__v1__store__user__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor tokend__v1__store__session__field_descriptors[10] =
+static const ProtobufCFieldDescriptor tokend__v1__store__session__field_descriptors[12] =
 {
   {
     "user_id",
@@ -541,6 +586,30 @@ static const ProtobufCFieldDescriptor tokend__v1__store__session__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "device_sn",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__Session, device_sn),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "label",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__Session, label),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tokend__v1__store__session__field_indices_by_name[] = {
   5,   /* field[5] = access_key_secret */
@@ -548,8 +617,10 @@ static const unsigned tokend__v1__store__session__field_indices_by_name[] = {
   1,   /* field[1] = app_id */
   9,   /* field[9] = created_ms */
   2,   /* field[2] = device_guid */
+  10,   /* field[10] = device_sn */
   6,   /* field[6] = encrypt_type */
   3,   /* field[3] = expire_ms */
+  11,   /* field[11] = label */
   7,   /* field[7] = public_key */
   4,   /* field[4] = store_token_hash */
   0,   /* field[0] = user_id */
@@ -557,7 +628,7 @@ static const unsigned tokend__v1__store__session__field_indices_by_name[] = {
 static const ProtobufCIntRange tokend__v1__store__session__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor tokend__v1__store__session__descriptor =
 {
@@ -567,14 +638,14 @@ const ProtobufCMessageDescriptor tokend__v1__store__session__descriptor =
   "Tokend__V1__Store__Session",
   "tokend.v1.store",
   sizeof(Tokend__V1__Store__Session),
-  10,
+  12,
   tokend__v1__store__session__field_descriptors,
   tokend__v1__store__session__field_indices_by_name,
   1,  tokend__v1__store__session__number_ranges,
   (ProtobufCMessageInit) tokend__v1__store__session__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor tokend__v1__store__device__field_descriptors[6] =
+static const ProtobufCFieldDescriptor tokend__v1__store__device__field_descriptors[10] =
 {
   {
     "user_id",
@@ -648,11 +719,63 @@ static const ProtobufCFieldDescriptor tokend__v1__store__device__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "push_token_sealed",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__Device, push_token_sealed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_token",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__Device, device_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "notifier_name",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__Device, notifier_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_guid",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__Device, device_guid),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tokend__v1__store__device__field_indices_by_name[] = {
+  9,   /* field[9] = device_guid */
   2,   /* field[2] = device_sn */
+  7,   /* field[7] = device_token */
+  8,   /* field[8] = notifier_name */
   3,   /* field[3] = platform */
   1,   /* field[1] = push_token_hash */
+  6,   /* field[6] = push_token_sealed */
   5,   /* field[5] = updated_ms */
   4,   /* field[4] = user_agent */
   0,   /* field[0] = user_id */
@@ -660,7 +783,7 @@ static const unsigned tokend__v1__store__device__field_indices_by_name[] = {
 static const ProtobufCIntRange tokend__v1__store__device__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor tokend__v1__store__device__descriptor =
 {
@@ -670,10 +793,100 @@ const ProtobufCMessageDescriptor tokend__v1__store__device__descriptor =
   "Tokend__V1__Store__Device",
   "tokend.v1.store",
   sizeof(Tokend__V1__Store__Device),
-  6,
+  10,
   tokend__v1__store__device__field_descriptors,
   tokend__v1__store__device__field_indices_by_name,
   1,  tokend__v1__store__device__number_ranges,
   (ProtobufCMessageInit) tokend__v1__store__device__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__store__audit_entry__field_descriptors[5] =
+{
+  {
+    "time_ms",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__AuditEntry, time_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "app_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__AuditEntry, app_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "actor",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__AuditEntry, actor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "action",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__AuditEntry, action),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "detail",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__AuditEntry, detail),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__store__audit_entry__field_indices_by_name[] = {
+  3,   /* field[3] = action */
+  2,   /* field[2] = actor */
+  1,   /* field[1] = app_id */
+  4,   /* field[4] = detail */
+  0,   /* field[0] = time_ms */
+};
+static const ProtobufCIntRange tokend__v1__store__audit_entry__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor tokend__v1__store__audit_entry__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.store.AuditEntry",
+  "AuditEntry",
+  "Tokend__V1__Store__AuditEntry",
+  "tokend.v1.store",
+  sizeof(Tokend__V1__Store__AuditEntry),
+  5,
+  tokend__v1__store__audit_entry__field_descriptors,
+  tokend__v1__store__audit_entry__field_indices_by_name,
+  1,  tokend__v1__store__audit_entry__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__store__audit_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -19,6 +19,7 @@ typedef struct Tokend__V1__Store__App Tokend__V1__Store__App;
 typedef struct Tokend__V1__Store__User Tokend__V1__Store__User;
 typedef struct Tokend__V1__Store__Session Tokend__V1__Store__Session;
 typedef struct Tokend__V1__Store__Device Tokend__V1__Store__Device;
+typedef struct Tokend__V1__Store__AuditEntry Tokend__V1__Store__AuditEntry;
 
 
 /* --- enums --- */
@@ -80,10 +81,15 @@ struct  Tokend__V1__Store__Session
   char *public_key;
   protobuf_c_boolean admin;
   int64_t created_ms;
+  uint32_t device_sn;
+  /*
+   * admin tokens: what the operator called it
+   */
+  char *label;
 };
 #define TOKEND__V1__STORE__SESSION__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__store__session__descriptor) \
-    , 0, 0, (char *)protobuf_c_empty_string, 0, {0,NULL}, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0 }
+    , 0, 0, (char *)protobuf_c_empty_string, 0, {0,NULL}, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Tokend__V1__Store__Device
@@ -95,10 +101,44 @@ struct  Tokend__V1__Store__Device
   int32_t platform;
   char *user_agent;
   int64_t updated_ms;
+  /*
+   * The push service gets push tokens back (PushTargets), so unlike access
+   * tokens they are kept sealed (XChaCha20-Poly1305), not only hashed.
+   */
+  ProtobufCBinaryData push_token_sealed;
+  /*
+   * APNs / FCM token bound by the client
+   */
+  char *device_token;
+  char *notifier_name;
+  char *device_guid;
 };
 #define TOKEND__V1__STORE__DEVICE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__store__device__descriptor) \
-    , 0, {0,NULL}, 0, 0, (char *)protobuf_c_empty_string, 0 }
+    , 0, {0,NULL}, 0, 0, (char *)protobuf_c_empty_string, 0, {0,NULL}, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Tokend__V1__Store__AuditEntry
+{
+  ProtobufCMessage base;
+  int64_t time_ms;
+  uint64_t app_id;
+  /*
+   * "admin:<token id>", "user:<id>" or "cli"
+   */
+  char *actor;
+  /*
+   * the RPC or CLI command
+   */
+  char *action;
+  /*
+   * its target, never a secret
+   */
+  char *detail;
+};
+#define TOKEND__V1__STORE__AUDIT_ENTRY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__store__audit_entry__descriptor) \
+    , 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /* Tokend__V1__Store__App methods */
@@ -177,6 +217,25 @@ Tokend__V1__Store__Device *
 void   tokend__v1__store__device__free_unpacked
                      (Tokend__V1__Store__Device *message,
                       ProtobufCAllocator *allocator);
+/* Tokend__V1__Store__AuditEntry methods */
+void   tokend__v1__store__audit_entry__init
+                     (Tokend__V1__Store__AuditEntry         *message);
+size_t tokend__v1__store__audit_entry__get_packed_size
+                     (const Tokend__V1__Store__AuditEntry   *message);
+size_t tokend__v1__store__audit_entry__pack
+                     (const Tokend__V1__Store__AuditEntry   *message,
+                      uint8_t             *out);
+size_t tokend__v1__store__audit_entry__pack_to_buffer
+                     (const Tokend__V1__Store__AuditEntry   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__Store__AuditEntry *
+       tokend__v1__store__audit_entry__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__store__audit_entry__free_unpacked
+                     (Tokend__V1__Store__AuditEntry *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Tokend__V1__Store__App_Closure)
@@ -191,6 +250,9 @@ typedef void (*Tokend__V1__Store__Session_Closure)
 typedef void (*Tokend__V1__Store__Device_Closure)
                  (const Tokend__V1__Store__Device *message,
                   void *closure_data);
+typedef void (*Tokend__V1__Store__AuditEntry_Closure)
+                 (const Tokend__V1__Store__AuditEntry *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -201,6 +263,7 @@ extern const ProtobufCMessageDescriptor tokend__v1__store__app__descriptor;
 extern const ProtobufCMessageDescriptor tokend__v1__store__user__descriptor;
 extern const ProtobufCMessageDescriptor tokend__v1__store__session__descriptor;
 extern const ProtobufCMessageDescriptor tokend__v1__store__device__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__store__audit_entry__descriptor;
 
 PROTOBUF_C__END_DECLS
 

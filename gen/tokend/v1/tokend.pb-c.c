@@ -232,7 +232,1492 @@ void   tokend__v1__status__free_unpacked
   assert(message->base.descriptor == &tokend__v1__status__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor tokend__v1__token_by_id_request__field_descriptors[3] =
+void   tokend__v1__empty__init
+                     (Tokend__V1__Empty         *message)
+{
+  static const Tokend__V1__Empty init_value = TOKEND__V1__EMPTY__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__empty__get_packed_size
+                     (const Tokend__V1__Empty *message)
+{
+  assert(message->base.descriptor == &tokend__v1__empty__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__empty__pack
+                     (const Tokend__V1__Empty *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__empty__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__empty__pack_to_buffer
+                     (const Tokend__V1__Empty *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__empty__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__Empty *
+       tokend__v1__empty__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__Empty *)
+     protobuf_c_message_unpack (&tokend__v1__empty__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__empty__free_unpacked
+                     (Tokend__V1__Empty *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__empty__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__bool_reply__init
+                     (Tokend__V1__BoolReply         *message)
+{
+  static const Tokend__V1__BoolReply init_value = TOKEND__V1__BOOL_REPLY__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__bool_reply__get_packed_size
+                     (const Tokend__V1__BoolReply *message)
+{
+  assert(message->base.descriptor == &tokend__v1__bool_reply__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__bool_reply__pack
+                     (const Tokend__V1__BoolReply *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__bool_reply__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__bool_reply__pack_to_buffer
+                     (const Tokend__V1__BoolReply *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__bool_reply__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__BoolReply *
+       tokend__v1__bool_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__BoolReply *)
+     protobuf_c_message_unpack (&tokend__v1__bool_reply__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__bool_reply__free_unpacked
+                     (Tokend__V1__BoolReply *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__bool_reply__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__verify_request__init
+                     (Tokend__V1__VerifyRequest         *message)
+{
+  static const Tokend__V1__VerifyRequest init_value = TOKEND__V1__VERIFY_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__verify_request__get_packed_size
+                     (const Tokend__V1__VerifyRequest *message)
+{
+  assert(message->base.descriptor == &tokend__v1__verify_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__verify_request__pack
+                     (const Tokend__V1__VerifyRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__verify_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__verify_request__pack_to_buffer
+                     (const Tokend__V1__VerifyRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__verify_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__VerifyRequest *
+       tokend__v1__verify_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__VerifyRequest *)
+     protobuf_c_message_unpack (&tokend__v1__verify_request__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__verify_request__free_unpacked
+                     (Tokend__V1__VerifyRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__verify_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__verify_reply__init
+                     (Tokend__V1__VerifyReply         *message)
+{
+  static const Tokend__V1__VerifyReply init_value = TOKEND__V1__VERIFY_REPLY__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__verify_reply__get_packed_size
+                     (const Tokend__V1__VerifyReply *message)
+{
+  assert(message->base.descriptor == &tokend__v1__verify_reply__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__verify_reply__pack
+                     (const Tokend__V1__VerifyReply *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__verify_reply__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__verify_reply__pack_to_buffer
+                     (const Tokend__V1__VerifyReply *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__verify_reply__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__VerifyReply *
+       tokend__v1__verify_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__VerifyReply *)
+     protobuf_c_message_unpack (&tokend__v1__verify_reply__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__verify_reply__free_unpacked
+                     (Tokend__V1__VerifyReply *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__verify_reply__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__resolve_store_token_request__init
+                     (Tokend__V1__ResolveStoreTokenRequest         *message)
+{
+  static const Tokend__V1__ResolveStoreTokenRequest init_value = TOKEND__V1__RESOLVE_STORE_TOKEN_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__resolve_store_token_request__get_packed_size
+                     (const Tokend__V1__ResolveStoreTokenRequest *message)
+{
+  assert(message->base.descriptor == &tokend__v1__resolve_store_token_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__resolve_store_token_request__pack
+                     (const Tokend__V1__ResolveStoreTokenRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__resolve_store_token_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__resolve_store_token_request__pack_to_buffer
+                     (const Tokend__V1__ResolveStoreTokenRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__resolve_store_token_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__ResolveStoreTokenRequest *
+       tokend__v1__resolve_store_token_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__ResolveStoreTokenRequest *)
+     protobuf_c_message_unpack (&tokend__v1__resolve_store_token_request__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__resolve_store_token_request__free_unpacked
+                     (Tokend__V1__ResolveStoreTokenRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__resolve_store_token_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__resolve_store_token_reply__init
+                     (Tokend__V1__ResolveStoreTokenReply         *message)
+{
+  static const Tokend__V1__ResolveStoreTokenReply init_value = TOKEND__V1__RESOLVE_STORE_TOKEN_REPLY__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__resolve_store_token_reply__get_packed_size
+                     (const Tokend__V1__ResolveStoreTokenReply *message)
+{
+  assert(message->base.descriptor == &tokend__v1__resolve_store_token_reply__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__resolve_store_token_reply__pack
+                     (const Tokend__V1__ResolveStoreTokenReply *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__resolve_store_token_reply__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__resolve_store_token_reply__pack_to_buffer
+                     (const Tokend__V1__ResolveStoreTokenReply *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__resolve_store_token_reply__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__ResolveStoreTokenReply *
+       tokend__v1__resolve_store_token_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__ResolveStoreTokenReply *)
+     protobuf_c_message_unpack (&tokend__v1__resolve_store_token_reply__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__resolve_store_token_reply__free_unpacked
+                     (Tokend__V1__ResolveStoreTokenReply *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__resolve_store_token_reply__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__push_targets_request__init
+                     (Tokend__V1__PushTargetsRequest         *message)
+{
+  static const Tokend__V1__PushTargetsRequest init_value = TOKEND__V1__PUSH_TARGETS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__push_targets_request__get_packed_size
+                     (const Tokend__V1__PushTargetsRequest *message)
+{
+  assert(message->base.descriptor == &tokend__v1__push_targets_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__push_targets_request__pack
+                     (const Tokend__V1__PushTargetsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__push_targets_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__push_targets_request__pack_to_buffer
+                     (const Tokend__V1__PushTargetsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__push_targets_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__PushTargetsRequest *
+       tokend__v1__push_targets_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__PushTargetsRequest *)
+     protobuf_c_message_unpack (&tokend__v1__push_targets_request__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__push_targets_request__free_unpacked
+                     (Tokend__V1__PushTargetsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__push_targets_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__device_token__init
+                     (Tokend__V1__DeviceToken         *message)
+{
+  static const Tokend__V1__DeviceToken init_value = TOKEND__V1__DEVICE_TOKEN__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__device_token__get_packed_size
+                     (const Tokend__V1__DeviceToken *message)
+{
+  assert(message->base.descriptor == &tokend__v1__device_token__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__device_token__pack
+                     (const Tokend__V1__DeviceToken *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__device_token__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__device_token__pack_to_buffer
+                     (const Tokend__V1__DeviceToken *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__device_token__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__DeviceToken *
+       tokend__v1__device_token__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__DeviceToken *)
+     protobuf_c_message_unpack (&tokend__v1__device_token__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__device_token__free_unpacked
+                     (Tokend__V1__DeviceToken *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__device_token__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__push_targets_reply__init
+                     (Tokend__V1__PushTargetsReply         *message)
+{
+  static const Tokend__V1__PushTargetsReply init_value = TOKEND__V1__PUSH_TARGETS_REPLY__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__push_targets_reply__get_packed_size
+                     (const Tokend__V1__PushTargetsReply *message)
+{
+  assert(message->base.descriptor == &tokend__v1__push_targets_reply__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__push_targets_reply__pack
+                     (const Tokend__V1__PushTargetsReply *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__push_targets_reply__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__push_targets_reply__pack_to_buffer
+                     (const Tokend__V1__PushTargetsReply *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__push_targets_reply__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__PushTargetsReply *
+       tokend__v1__push_targets_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__PushTargetsReply *)
+     protobuf_c_message_unpack (&tokend__v1__push_targets_reply__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__push_targets_reply__free_unpacked
+                     (Tokend__V1__PushTargetsReply *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__push_targets_reply__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__verify_push_token_request__init
+                     (Tokend__V1__VerifyPushTokenRequest         *message)
+{
+  static const Tokend__V1__VerifyPushTokenRequest init_value = TOKEND__V1__VERIFY_PUSH_TOKEN_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__verify_push_token_request__get_packed_size
+                     (const Tokend__V1__VerifyPushTokenRequest *message)
+{
+  assert(message->base.descriptor == &tokend__v1__verify_push_token_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__verify_push_token_request__pack
+                     (const Tokend__V1__VerifyPushTokenRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__verify_push_token_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__verify_push_token_request__pack_to_buffer
+                     (const Tokend__V1__VerifyPushTokenRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__verify_push_token_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__VerifyPushTokenRequest *
+       tokend__v1__verify_push_token_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__VerifyPushTokenRequest *)
+     protobuf_c_message_unpack (&tokend__v1__verify_push_token_request__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__verify_push_token_request__free_unpacked
+                     (Tokend__V1__VerifyPushTokenRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__verify_push_token_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__verify_push_token_reply__init
+                     (Tokend__V1__VerifyPushTokenReply         *message)
+{
+  static const Tokend__V1__VerifyPushTokenReply init_value = TOKEND__V1__VERIFY_PUSH_TOKEN_REPLY__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__verify_push_token_reply__get_packed_size
+                     (const Tokend__V1__VerifyPushTokenReply *message)
+{
+  assert(message->base.descriptor == &tokend__v1__verify_push_token_reply__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__verify_push_token_reply__pack
+                     (const Tokend__V1__VerifyPushTokenReply *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__verify_push_token_reply__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__verify_push_token_reply__pack_to_buffer
+                     (const Tokend__V1__VerifyPushTokenReply *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__verify_push_token_reply__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__VerifyPushTokenReply *
+       tokend__v1__verify_push_token_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__VerifyPushTokenReply *)
+     protobuf_c_message_unpack (&tokend__v1__verify_push_token_reply__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__verify_push_token_reply__free_unpacked
+                     (Tokend__V1__VerifyPushTokenReply *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__verify_push_token_reply__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__device__init
+                     (Tokend__V1__Device         *message)
+{
+  static const Tokend__V1__Device init_value = TOKEND__V1__DEVICE__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__device__get_packed_size
+                     (const Tokend__V1__Device *message)
+{
+  assert(message->base.descriptor == &tokend__v1__device__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__device__pack
+                     (const Tokend__V1__Device *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__device__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__device__pack_to_buffer
+                     (const Tokend__V1__Device *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__device__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__Device *
+       tokend__v1__device__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__Device *)
+     protobuf_c_message_unpack (&tokend__v1__device__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__device__free_unpacked
+                     (Tokend__V1__Device *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__device__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__device_list__init
+                     (Tokend__V1__DeviceList         *message)
+{
+  static const Tokend__V1__DeviceList init_value = TOKEND__V1__DEVICE_LIST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__device_list__get_packed_size
+                     (const Tokend__V1__DeviceList *message)
+{
+  assert(message->base.descriptor == &tokend__v1__device_list__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__device_list__pack
+                     (const Tokend__V1__DeviceList *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__device_list__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__device_list__pack_to_buffer
+                     (const Tokend__V1__DeviceList *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__device_list__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__DeviceList *
+       tokend__v1__device_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__DeviceList *)
+     protobuf_c_message_unpack (&tokend__v1__device_list__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__device_list__free_unpacked
+                     (Tokend__V1__DeviceList *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__device_list__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__device_ref__init
+                     (Tokend__V1__DeviceRef         *message)
+{
+  static const Tokend__V1__DeviceRef init_value = TOKEND__V1__DEVICE_REF__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__device_ref__get_packed_size
+                     (const Tokend__V1__DeviceRef *message)
+{
+  assert(message->base.descriptor == &tokend__v1__device_ref__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__device_ref__pack
+                     (const Tokend__V1__DeviceRef *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__device_ref__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__device_ref__pack_to_buffer
+                     (const Tokend__V1__DeviceRef *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__device_ref__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__DeviceRef *
+       tokend__v1__device_ref__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__DeviceRef *)
+     protobuf_c_message_unpack (&tokend__v1__device_ref__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__device_ref__free_unpacked
+                     (Tokend__V1__DeviceRef *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__device_ref__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__change_password_request__init
+                     (Tokend__V1__ChangePasswordRequest         *message)
+{
+  static const Tokend__V1__ChangePasswordRequest init_value = TOKEND__V1__CHANGE_PASSWORD_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__change_password_request__get_packed_size
+                     (const Tokend__V1__ChangePasswordRequest *message)
+{
+  assert(message->base.descriptor == &tokend__v1__change_password_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__change_password_request__pack
+                     (const Tokend__V1__ChangePasswordRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__change_password_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__change_password_request__pack_to_buffer
+                     (const Tokend__V1__ChangePasswordRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__change_password_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__ChangePasswordRequest *
+       tokend__v1__change_password_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__ChangePasswordRequest *)
+     protobuf_c_message_unpack (&tokend__v1__change_password_request__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__change_password_request__free_unpacked
+                     (Tokend__V1__ChangePasswordRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__change_password_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__bind_device_token_request__init
+                     (Tokend__V1__BindDeviceTokenRequest         *message)
+{
+  static const Tokend__V1__BindDeviceTokenRequest init_value = TOKEND__V1__BIND_DEVICE_TOKEN_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__bind_device_token_request__get_packed_size
+                     (const Tokend__V1__BindDeviceTokenRequest *message)
+{
+  assert(message->base.descriptor == &tokend__v1__bind_device_token_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__bind_device_token_request__pack
+                     (const Tokend__V1__BindDeviceTokenRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__bind_device_token_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__bind_device_token_request__pack_to_buffer
+                     (const Tokend__V1__BindDeviceTokenRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__bind_device_token_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__BindDeviceTokenRequest *
+       tokend__v1__bind_device_token_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__BindDeviceTokenRequest *)
+     protobuf_c_message_unpack (&tokend__v1__bind_device_token_request__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__bind_device_token_request__free_unpacked
+                     (Tokend__V1__BindDeviceTokenRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__bind_device_token_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__unbind_device_token_request__init
+                     (Tokend__V1__UnbindDeviceTokenRequest         *message)
+{
+  static const Tokend__V1__UnbindDeviceTokenRequest init_value = TOKEND__V1__UNBIND_DEVICE_TOKEN_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__unbind_device_token_request__get_packed_size
+                     (const Tokend__V1__UnbindDeviceTokenRequest *message)
+{
+  assert(message->base.descriptor == &tokend__v1__unbind_device_token_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__unbind_device_token_request__pack
+                     (const Tokend__V1__UnbindDeviceTokenRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__unbind_device_token_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__unbind_device_token_request__pack_to_buffer
+                     (const Tokend__V1__UnbindDeviceTokenRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__unbind_device_token_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__UnbindDeviceTokenRequest *
+       tokend__v1__unbind_device_token_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__UnbindDeviceTokenRequest *)
+     protobuf_c_message_unpack (&tokend__v1__unbind_device_token_request__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__unbind_device_token_request__free_unpacked
+                     (Tokend__V1__UnbindDeviceTokenRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__unbind_device_token_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__delete_user_request__init
+                     (Tokend__V1__DeleteUserRequest         *message)
+{
+  static const Tokend__V1__DeleteUserRequest init_value = TOKEND__V1__DELETE_USER_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__delete_user_request__get_packed_size
+                     (const Tokend__V1__DeleteUserRequest *message)
+{
+  assert(message->base.descriptor == &tokend__v1__delete_user_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__delete_user_request__pack
+                     (const Tokend__V1__DeleteUserRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__delete_user_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__delete_user_request__pack_to_buffer
+                     (const Tokend__V1__DeleteUserRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__delete_user_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__DeleteUserRequest *
+       tokend__v1__delete_user_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__DeleteUserRequest *)
+     protobuf_c_message_unpack (&tokend__v1__delete_user_request__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__delete_user_request__free_unpacked
+                     (Tokend__V1__DeleteUserRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__delete_user_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__register_request__init
+                     (Tokend__V1__RegisterRequest         *message)
+{
+  static const Tokend__V1__RegisterRequest init_value = TOKEND__V1__REGISTER_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__register_request__get_packed_size
+                     (const Tokend__V1__RegisterRequest *message)
+{
+  assert(message->base.descriptor == &tokend__v1__register_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__register_request__pack
+                     (const Tokend__V1__RegisterRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__register_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__register_request__pack_to_buffer
+                     (const Tokend__V1__RegisterRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__register_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__RegisterRequest *
+       tokend__v1__register_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__RegisterRequest *)
+     protobuf_c_message_unpack (&tokend__v1__register_request__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__register_request__free_unpacked
+                     (Tokend__V1__RegisterRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__register_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__register_reply__init
+                     (Tokend__V1__RegisterReply         *message)
+{
+  static const Tokend__V1__RegisterReply init_value = TOKEND__V1__REGISTER_REPLY__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__register_reply__get_packed_size
+                     (const Tokend__V1__RegisterReply *message)
+{
+  assert(message->base.descriptor == &tokend__v1__register_reply__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__register_reply__pack
+                     (const Tokend__V1__RegisterReply *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__register_reply__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__register_reply__pack_to_buffer
+                     (const Tokend__V1__RegisterReply *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__register_reply__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__RegisterReply *
+       tokend__v1__register_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__RegisterReply *)
+     protobuf_c_message_unpack (&tokend__v1__register_reply__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__register_reply__free_unpacked
+                     (Tokend__V1__RegisterReply *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__register_reply__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__register_batch_request__init
+                     (Tokend__V1__RegisterBatchRequest         *message)
+{
+  static const Tokend__V1__RegisterBatchRequest init_value = TOKEND__V1__REGISTER_BATCH_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__register_batch_request__get_packed_size
+                     (const Tokend__V1__RegisterBatchRequest *message)
+{
+  assert(message->base.descriptor == &tokend__v1__register_batch_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__register_batch_request__pack
+                     (const Tokend__V1__RegisterBatchRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__register_batch_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__register_batch_request__pack_to_buffer
+                     (const Tokend__V1__RegisterBatchRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__register_batch_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__RegisterBatchRequest *
+       tokend__v1__register_batch_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__RegisterBatchRequest *)
+     protobuf_c_message_unpack (&tokend__v1__register_batch_request__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__register_batch_request__free_unpacked
+                     (Tokend__V1__RegisterBatchRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__register_batch_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__register_result__init
+                     (Tokend__V1__RegisterResult         *message)
+{
+  static const Tokend__V1__RegisterResult init_value = TOKEND__V1__REGISTER_RESULT__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__register_result__get_packed_size
+                     (const Tokend__V1__RegisterResult *message)
+{
+  assert(message->base.descriptor == &tokend__v1__register_result__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__register_result__pack
+                     (const Tokend__V1__RegisterResult *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__register_result__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__register_result__pack_to_buffer
+                     (const Tokend__V1__RegisterResult *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__register_result__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__RegisterResult *
+       tokend__v1__register_result__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__RegisterResult *)
+     protobuf_c_message_unpack (&tokend__v1__register_result__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__register_result__free_unpacked
+                     (Tokend__V1__RegisterResult *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__register_result__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__register_batch_reply__init
+                     (Tokend__V1__RegisterBatchReply         *message)
+{
+  static const Tokend__V1__RegisterBatchReply init_value = TOKEND__V1__REGISTER_BATCH_REPLY__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__register_batch_reply__get_packed_size
+                     (const Tokend__V1__RegisterBatchReply *message)
+{
+  assert(message->base.descriptor == &tokend__v1__register_batch_reply__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__register_batch_reply__pack
+                     (const Tokend__V1__RegisterBatchReply *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__register_batch_reply__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__register_batch_reply__pack_to_buffer
+                     (const Tokend__V1__RegisterBatchReply *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__register_batch_reply__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__RegisterBatchReply *
+       tokend__v1__register_batch_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__RegisterBatchReply *)
+     protobuf_c_message_unpack (&tokend__v1__register_batch_reply__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__register_batch_reply__free_unpacked
+                     (Tokend__V1__RegisterBatchReply *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__register_batch_reply__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__set_password_request__init
+                     (Tokend__V1__SetPasswordRequest         *message)
+{
+  static const Tokend__V1__SetPasswordRequest init_value = TOKEND__V1__SET_PASSWORD_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__set_password_request__get_packed_size
+                     (const Tokend__V1__SetPasswordRequest *message)
+{
+  assert(message->base.descriptor == &tokend__v1__set_password_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__set_password_request__pack
+                     (const Tokend__V1__SetPasswordRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__set_password_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__set_password_request__pack_to_buffer
+                     (const Tokend__V1__SetPasswordRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__set_password_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__SetPasswordRequest *
+       tokend__v1__set_password_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__SetPasswordRequest *)
+     protobuf_c_message_unpack (&tokend__v1__set_password_request__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__set_password_request__free_unpacked
+                     (Tokend__V1__SetPasswordRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__set_password_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__user_id_list__init
+                     (Tokend__V1__UserIdList         *message)
+{
+  static const Tokend__V1__UserIdList init_value = TOKEND__V1__USER_ID_LIST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__user_id_list__get_packed_size
+                     (const Tokend__V1__UserIdList *message)
+{
+  assert(message->base.descriptor == &tokend__v1__user_id_list__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__user_id_list__pack
+                     (const Tokend__V1__UserIdList *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__user_id_list__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__user_id_list__pack_to_buffer
+                     (const Tokend__V1__UserIdList *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__user_id_list__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__UserIdList *
+       tokend__v1__user_id_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__UserIdList *)
+     protobuf_c_message_unpack (&tokend__v1__user_id_list__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__user_id_list__free_unpacked
+                     (Tokend__V1__UserIdList *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__user_id_list__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__list_users_request__init
+                     (Tokend__V1__ListUsersRequest         *message)
+{
+  static const Tokend__V1__ListUsersRequest init_value = TOKEND__V1__LIST_USERS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__list_users_request__get_packed_size
+                     (const Tokend__V1__ListUsersRequest *message)
+{
+  assert(message->base.descriptor == &tokend__v1__list_users_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__list_users_request__pack
+                     (const Tokend__V1__ListUsersRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__list_users_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__list_users_request__pack_to_buffer
+                     (const Tokend__V1__ListUsersRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__list_users_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__ListUsersRequest *
+       tokend__v1__list_users_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__ListUsersRequest *)
+     protobuf_c_message_unpack (&tokend__v1__list_users_request__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__list_users_request__free_unpacked
+                     (Tokend__V1__ListUsersRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__list_users_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__user_summary__init
+                     (Tokend__V1__UserSummary         *message)
+{
+  static const Tokend__V1__UserSummary init_value = TOKEND__V1__USER_SUMMARY__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__user_summary__get_packed_size
+                     (const Tokend__V1__UserSummary *message)
+{
+  assert(message->base.descriptor == &tokend__v1__user_summary__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__user_summary__pack
+                     (const Tokend__V1__UserSummary *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__user_summary__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__user_summary__pack_to_buffer
+                     (const Tokend__V1__UserSummary *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__user_summary__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__UserSummary *
+       tokend__v1__user_summary__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__UserSummary *)
+     protobuf_c_message_unpack (&tokend__v1__user_summary__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__user_summary__free_unpacked
+                     (Tokend__V1__UserSummary *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__user_summary__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__user_list__init
+                     (Tokend__V1__UserList         *message)
+{
+  static const Tokend__V1__UserList init_value = TOKEND__V1__USER_LIST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__user_list__get_packed_size
+                     (const Tokend__V1__UserList *message)
+{
+  assert(message->base.descriptor == &tokend__v1__user_list__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__user_list__pack
+                     (const Tokend__V1__UserList *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__user_list__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__user_list__pack_to_buffer
+                     (const Tokend__V1__UserList *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__user_list__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__UserList *
+       tokend__v1__user_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__UserList *)
+     protobuf_c_message_unpack (&tokend__v1__user_list__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__user_list__free_unpacked
+                     (Tokend__V1__UserList *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__user_list__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__create_user_request__init
+                     (Tokend__V1__CreateUserRequest         *message)
+{
+  static const Tokend__V1__CreateUserRequest init_value = TOKEND__V1__CREATE_USER_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__create_user_request__get_packed_size
+                     (const Tokend__V1__CreateUserRequest *message)
+{
+  assert(message->base.descriptor == &tokend__v1__create_user_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__create_user_request__pack
+                     (const Tokend__V1__CreateUserRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__create_user_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__create_user_request__pack_to_buffer
+                     (const Tokend__V1__CreateUserRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__create_user_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__CreateUserRequest *
+       tokend__v1__create_user_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__CreateUserRequest *)
+     protobuf_c_message_unpack (&tokend__v1__create_user_request__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__create_user_request__free_unpacked
+                     (Tokend__V1__CreateUserRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__create_user_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__user_ref__init
+                     (Tokend__V1__UserRef         *message)
+{
+  static const Tokend__V1__UserRef init_value = TOKEND__V1__USER_REF__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__user_ref__get_packed_size
+                     (const Tokend__V1__UserRef *message)
+{
+  assert(message->base.descriptor == &tokend__v1__user_ref__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__user_ref__pack
+                     (const Tokend__V1__UserRef *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__user_ref__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__user_ref__pack_to_buffer
+                     (const Tokend__V1__UserRef *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__user_ref__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__UserRef *
+       tokend__v1__user_ref__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__UserRef *)
+     protobuf_c_message_unpack (&tokend__v1__user_ref__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__user_ref__free_unpacked
+                     (Tokend__V1__UserRef *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__user_ref__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__user__init
+                     (Tokend__V1__User         *message)
+{
+  static const Tokend__V1__User init_value = TOKEND__V1__USER__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__user__get_packed_size
+                     (const Tokend__V1__User *message)
+{
+  assert(message->base.descriptor == &tokend__v1__user__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__user__pack
+                     (const Tokend__V1__User *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__user__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__user__pack_to_buffer
+                     (const Tokend__V1__User *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__user__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__User *
+       tokend__v1__user__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__User *)
+     protobuf_c_message_unpack (&tokend__v1__user__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__user__free_unpacked
+                     (Tokend__V1__User *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__user__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__update_user_request__init
+                     (Tokend__V1__UpdateUserRequest         *message)
+{
+  static const Tokend__V1__UpdateUserRequest init_value = TOKEND__V1__UPDATE_USER_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__update_user_request__get_packed_size
+                     (const Tokend__V1__UpdateUserRequest *message)
+{
+  assert(message->base.descriptor == &tokend__v1__update_user_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__update_user_request__pack
+                     (const Tokend__V1__UpdateUserRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__update_user_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__update_user_request__pack_to_buffer
+                     (const Tokend__V1__UpdateUserRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__update_user_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__UpdateUserRequest *
+       tokend__v1__update_user_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__UpdateUserRequest *)
+     protobuf_c_message_unpack (&tokend__v1__update_user_request__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__update_user_request__free_unpacked
+                     (Tokend__V1__UpdateUserRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__update_user_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   tokend__v1__set_group_admin_request__init
+                     (Tokend__V1__SetGroupAdminRequest         *message)
+{
+  static const Tokend__V1__SetGroupAdminRequest init_value = TOKEND__V1__SET_GROUP_ADMIN_REQUEST__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__set_group_admin_request__get_packed_size
+                     (const Tokend__V1__SetGroupAdminRequest *message)
+{
+  assert(message->base.descriptor == &tokend__v1__set_group_admin_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__set_group_admin_request__pack
+                     (const Tokend__V1__SetGroupAdminRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__set_group_admin_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__set_group_admin_request__pack_to_buffer
+                     (const Tokend__V1__SetGroupAdminRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__set_group_admin_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__SetGroupAdminRequest *
+       tokend__v1__set_group_admin_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__SetGroupAdminRequest *)
+     protobuf_c_message_unpack (&tokend__v1__set_group_admin_request__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__set_group_admin_request__free_unpacked
+                     (Tokend__V1__SetGroupAdminRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__set_group_admin_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor tokend__v1__token_by_id_request__field_descriptors[5] =
 {
   {
     "user_id",
@@ -270,16 +1755,43 @@ static const ProtobufCFieldDescriptor tokend__v1__token_by_id_request__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "platform",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__TokenByIdRequest, platform),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "user_agent",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__TokenByIdRequest, user_agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tokend__v1__token_by_id_request__field_indices_by_name[] = {
   2,   /* field[2] = device_guid */
   1,   /* field[1] = password */
+  3,   /* field[3] = platform */
+  4,   /* field[4] = user_agent */
   0,   /* field[0] = user_id */
 };
-static const ProtobufCIntRange tokend__v1__token_by_id_request__number_ranges[1 + 1] =
+static const ProtobufCIntRange tokend__v1__token_by_id_request__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 10, 3 },
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor tokend__v1__token_by_id_request__descriptor =
 {
@@ -289,14 +1801,14 @@ const ProtobufCMessageDescriptor tokend__v1__token_by_id_request__descriptor =
   "Tokend__V1__TokenByIdRequest",
   "tokend.v1",
   sizeof(Tokend__V1__TokenByIdRequest),
-  3,
+  5,
   tokend__v1__token_by_id_request__field_descriptors,
   tokend__v1__token_by_id_request__field_indices_by_name,
-  1,  tokend__v1__token_by_id_request__number_ranges,
+  2,  tokend__v1__token_by_id_request__number_ranges,
   (ProtobufCMessageInit) tokend__v1__token_by_id_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor tokend__v1__token_by_login_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor tokend__v1__token_by_login_request__field_descriptors[5] =
 {
   {
     "login_name",
@@ -334,16 +1846,43 @@ static const ProtobufCFieldDescriptor tokend__v1__token_by_login_request__field_
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "platform",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__TokenByLoginRequest, platform),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "user_agent",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__TokenByLoginRequest, user_agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tokend__v1__token_by_login_request__field_indices_by_name[] = {
   2,   /* field[2] = device_guid */
   0,   /* field[0] = login_name */
   1,   /* field[1] = password */
+  3,   /* field[3] = platform */
+  4,   /* field[4] = user_agent */
 };
-static const ProtobufCIntRange tokend__v1__token_by_login_request__number_ranges[1 + 1] =
+static const ProtobufCIntRange tokend__v1__token_by_login_request__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 10, 3 },
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor tokend__v1__token_by_login_request__descriptor =
 {
@@ -353,14 +1892,14 @@ const ProtobufCMessageDescriptor tokend__v1__token_by_login_request__descriptor 
   "Tokend__V1__TokenByLoginRequest",
   "tokend.v1",
   sizeof(Tokend__V1__TokenByLoginRequest),
-  3,
+  5,
   tokend__v1__token_by_login_request__field_descriptors,
   tokend__v1__token_by_login_request__field_indices_by_name,
-  1,  tokend__v1__token_by_login_request__number_ranges,
+  2,  tokend__v1__token_by_login_request__number_ranges,
   (ProtobufCMessageInit) tokend__v1__token_by_login_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor tokend__v1__token_by_name_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor tokend__v1__token_by_name_request__field_descriptors[6] =
 {
   {
     "name",
@@ -410,17 +1949,44 @@ static const ProtobufCFieldDescriptor tokend__v1__token_by_name_request__field_d
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "platform",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__TokenByNameRequest, platform),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "user_agent",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__TokenByNameRequest, user_agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tokend__v1__token_by_name_request__field_indices_by_name[] = {
   2,   /* field[2] = device_guid */
   3,   /* field[3] = mobile */
   0,   /* field[0] = name */
   1,   /* field[1] = password */
+  4,   /* field[4] = platform */
+  5,   /* field[5] = user_agent */
 };
-static const ProtobufCIntRange tokend__v1__token_by_name_request__number_ranges[1 + 1] =
+static const ProtobufCIntRange tokend__v1__token_by_name_request__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 10, 4 },
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor tokend__v1__token_by_name_request__descriptor =
 {
@@ -430,10 +1996,10 @@ const ProtobufCMessageDescriptor tokend__v1__token_by_name_request__descriptor =
   "Tokend__V1__TokenByNameRequest",
   "tokend.v1",
   sizeof(Tokend__V1__TokenByNameRequest),
-  4,
+  6,
   tokend__v1__token_by_name_request__field_descriptors,
   tokend__v1__token_by_name_request__field_indices_by_name,
-  1,  tokend__v1__token_by_name_request__number_ranges,
+  2,  tokend__v1__token_by_name_request__number_ranges,
   (ProtobufCMessageInit) tokend__v1__token_by_name_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
@@ -617,6 +2183,1825 @@ const ProtobufCMessageDescriptor tokend__v1__status__descriptor =
   (ProtobufCMessageInit) tokend__v1__status__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+#define tokend__v1__empty__field_descriptors NULL
+#define tokend__v1__empty__field_indices_by_name NULL
+#define tokend__v1__empty__number_ranges NULL
+const ProtobufCMessageDescriptor tokend__v1__empty__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.Empty",
+  "Empty",
+  "Tokend__V1__Empty",
+  "tokend.v1",
+  sizeof(Tokend__V1__Empty),
+  0,
+  tokend__v1__empty__field_descriptors,
+  tokend__v1__empty__field_indices_by_name,
+  0,  tokend__v1__empty__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__empty__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__bool_reply__field_descriptors[1] =
+{
+  {
+    "value",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__BoolReply, value),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__bool_reply__field_indices_by_name[] = {
+  0,   /* field[0] = value */
+};
+static const ProtobufCIntRange tokend__v1__bool_reply__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tokend__v1__bool_reply__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.BoolReply",
+  "BoolReply",
+  "Tokend__V1__BoolReply",
+  "tokend.v1",
+  sizeof(Tokend__V1__BoolReply),
+  1,
+  tokend__v1__bool_reply__field_descriptors,
+  tokend__v1__bool_reply__field_indices_by_name,
+  1,  tokend__v1__bool_reply__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__bool_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__verify_request__field_descriptors[1] =
+{
+  {
+    "token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__VerifyRequest, token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__verify_request__field_indices_by_name[] = {
+  0,   /* field[0] = token */
+};
+static const ProtobufCIntRange tokend__v1__verify_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tokend__v1__verify_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.VerifyRequest",
+  "VerifyRequest",
+  "Tokend__V1__VerifyRequest",
+  "tokend.v1",
+  sizeof(Tokend__V1__VerifyRequest),
+  1,
+  tokend__v1__verify_request__field_descriptors,
+  tokend__v1__verify_request__field_indices_by_name,
+  1,  tokend__v1__verify_request__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__verify_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__verify_reply__field_descriptors[8] =
+{
+  {
+    "user_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__VerifyReply, user_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "app_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__VerifyReply, app_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_guid",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__VerifyReply, device_guid),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_sn",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__VerifyReply, device_sn),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expire",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__VerifyReply, expire),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "admin",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__VerifyReply, admin),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "encrypt_type",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__VerifyReply, encrypt_type),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "public_key",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__VerifyReply, public_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__verify_reply__field_indices_by_name[] = {
+  5,   /* field[5] = admin */
+  1,   /* field[1] = app_id */
+  2,   /* field[2] = device_guid */
+  3,   /* field[3] = device_sn */
+  6,   /* field[6] = encrypt_type */
+  4,   /* field[4] = expire */
+  7,   /* field[7] = public_key */
+  0,   /* field[0] = user_id */
+};
+static const ProtobufCIntRange tokend__v1__verify_reply__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 8 }
+};
+const ProtobufCMessageDescriptor tokend__v1__verify_reply__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.VerifyReply",
+  "VerifyReply",
+  "Tokend__V1__VerifyReply",
+  "tokend.v1",
+  sizeof(Tokend__V1__VerifyReply),
+  8,
+  tokend__v1__verify_reply__field_descriptors,
+  tokend__v1__verify_reply__field_indices_by_name,
+  1,  tokend__v1__verify_reply__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__verify_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__resolve_store_token_request__field_descriptors[1] =
+{
+  {
+    "store_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__ResolveStoreTokenRequest, store_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__resolve_store_token_request__field_indices_by_name[] = {
+  0,   /* field[0] = store_token */
+};
+static const ProtobufCIntRange tokend__v1__resolve_store_token_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tokend__v1__resolve_store_token_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.ResolveStoreTokenRequest",
+  "ResolveStoreTokenRequest",
+  "Tokend__V1__ResolveStoreTokenRequest",
+  "tokend.v1",
+  sizeof(Tokend__V1__ResolveStoreTokenRequest),
+  1,
+  tokend__v1__resolve_store_token_request__field_descriptors,
+  tokend__v1__resolve_store_token_request__field_indices_by_name,
+  1,  tokend__v1__resolve_store_token_request__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__resolve_store_token_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__resolve_store_token_reply__field_descriptors[4] =
+{
+  {
+    "user_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__ResolveStoreTokenReply, user_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "app_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__ResolveStoreTokenReply, app_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "access_key_secret",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__ResolveStoreTokenReply, access_key_secret),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expire",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__ResolveStoreTokenReply, expire),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__resolve_store_token_reply__field_indices_by_name[] = {
+  2,   /* field[2] = access_key_secret */
+  1,   /* field[1] = app_id */
+  3,   /* field[3] = expire */
+  0,   /* field[0] = user_id */
+};
+static const ProtobufCIntRange tokend__v1__resolve_store_token_reply__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor tokend__v1__resolve_store_token_reply__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.ResolveStoreTokenReply",
+  "ResolveStoreTokenReply",
+  "Tokend__V1__ResolveStoreTokenReply",
+  "tokend.v1",
+  sizeof(Tokend__V1__ResolveStoreTokenReply),
+  4,
+  tokend__v1__resolve_store_token_reply__field_descriptors,
+  tokend__v1__resolve_store_token_reply__field_indices_by_name,
+  1,  tokend__v1__resolve_store_token_reply__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__resolve_store_token_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__push_targets_request__field_descriptors[1] =
+{
+  {
+    "user_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__PushTargetsRequest, user_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__push_targets_request__field_indices_by_name[] = {
+  0,   /* field[0] = user_id */
+};
+static const ProtobufCIntRange tokend__v1__push_targets_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tokend__v1__push_targets_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.PushTargetsRequest",
+  "PushTargetsRequest",
+  "Tokend__V1__PushTargetsRequest",
+  "tokend.v1",
+  sizeof(Tokend__V1__PushTargetsRequest),
+  1,
+  tokend__v1__push_targets_request__field_descriptors,
+  tokend__v1__push_targets_request__field_indices_by_name,
+  1,  tokend__v1__push_targets_request__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__push_targets_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__device_token__field_descriptors[3] =
+{
+  {
+    "device_sn",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__DeviceToken, device_sn),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_token",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__DeviceToken, device_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "notifier_name",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__DeviceToken, notifier_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__device_token__field_indices_by_name[] = {
+  0,   /* field[0] = device_sn */
+  1,   /* field[1] = device_token */
+  2,   /* field[2] = notifier_name */
+};
+static const ProtobufCIntRange tokend__v1__device_token__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor tokend__v1__device_token__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.DeviceToken",
+  "DeviceToken",
+  "Tokend__V1__DeviceToken",
+  "tokend.v1",
+  sizeof(Tokend__V1__DeviceToken),
+  3,
+  tokend__v1__device_token__field_descriptors,
+  tokend__v1__device_token__field_indices_by_name,
+  1,  tokend__v1__device_token__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__device_token__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__push_targets_reply__field_descriptors[2] =
+{
+  {
+    "push_tokens",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Tokend__V1__PushTargetsReply, n_push_tokens),
+    offsetof(Tokend__V1__PushTargetsReply, push_tokens),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_tokens",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Tokend__V1__PushTargetsReply, n_device_tokens),
+    offsetof(Tokend__V1__PushTargetsReply, device_tokens),
+    &tokend__v1__device_token__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__push_targets_reply__field_indices_by_name[] = {
+  1,   /* field[1] = device_tokens */
+  0,   /* field[0] = push_tokens */
+};
+static const ProtobufCIntRange tokend__v1__push_targets_reply__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor tokend__v1__push_targets_reply__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.PushTargetsReply",
+  "PushTargetsReply",
+  "Tokend__V1__PushTargetsReply",
+  "tokend.v1",
+  sizeof(Tokend__V1__PushTargetsReply),
+  2,
+  tokend__v1__push_targets_reply__field_descriptors,
+  tokend__v1__push_targets_reply__field_indices_by_name,
+  1,  tokend__v1__push_targets_reply__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__push_targets_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__verify_push_token_request__field_descriptors[1] =
+{
+  {
+    "push_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__VerifyPushTokenRequest, push_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__verify_push_token_request__field_indices_by_name[] = {
+  0,   /* field[0] = push_token */
+};
+static const ProtobufCIntRange tokend__v1__verify_push_token_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tokend__v1__verify_push_token_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.VerifyPushTokenRequest",
+  "VerifyPushTokenRequest",
+  "Tokend__V1__VerifyPushTokenRequest",
+  "tokend.v1",
+  sizeof(Tokend__V1__VerifyPushTokenRequest),
+  1,
+  tokend__v1__verify_push_token_request__field_descriptors,
+  tokend__v1__verify_push_token_request__field_indices_by_name,
+  1,  tokend__v1__verify_push_token_request__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__verify_push_token_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__verify_push_token_reply__field_descriptors[4] =
+{
+  {
+    "device_guid",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__VerifyPushTokenReply, device_guid),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "user_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__VerifyPushTokenReply, user_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "app_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__VerifyPushTokenReply, app_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_sn",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__VerifyPushTokenReply, device_sn),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__verify_push_token_reply__field_indices_by_name[] = {
+  2,   /* field[2] = app_id */
+  0,   /* field[0] = device_guid */
+  3,   /* field[3] = device_sn */
+  1,   /* field[1] = user_id */
+};
+static const ProtobufCIntRange tokend__v1__verify_push_token_reply__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor tokend__v1__verify_push_token_reply__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.VerifyPushTokenReply",
+  "VerifyPushTokenReply",
+  "Tokend__V1__VerifyPushTokenReply",
+  "tokend.v1",
+  sizeof(Tokend__V1__VerifyPushTokenReply),
+  4,
+  tokend__v1__verify_push_token_reply__field_descriptors,
+  tokend__v1__verify_push_token_reply__field_indices_by_name,
+  1,  tokend__v1__verify_push_token_reply__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__verify_push_token_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__device__field_descriptors[4] =
+{
+  {
+    "device_sn",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Device, device_sn),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "platform",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Device, platform),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "user_agent",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Device, user_agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "user_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Device, user_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__device__field_indices_by_name[] = {
+  0,   /* field[0] = device_sn */
+  1,   /* field[1] = platform */
+  2,   /* field[2] = user_agent */
+  3,   /* field[3] = user_id */
+};
+static const ProtobufCIntRange tokend__v1__device__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor tokend__v1__device__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.Device",
+  "Device",
+  "Tokend__V1__Device",
+  "tokend.v1",
+  sizeof(Tokend__V1__Device),
+  4,
+  tokend__v1__device__field_descriptors,
+  tokend__v1__device__field_indices_by_name,
+  1,  tokend__v1__device__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__device__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__device_list__field_descriptors[1] =
+{
+  {
+    "devices",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Tokend__V1__DeviceList, n_devices),
+    offsetof(Tokend__V1__DeviceList, devices),
+    &tokend__v1__device__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__device_list__field_indices_by_name[] = {
+  0,   /* field[0] = devices */
+};
+static const ProtobufCIntRange tokend__v1__device_list__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tokend__v1__device_list__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.DeviceList",
+  "DeviceList",
+  "Tokend__V1__DeviceList",
+  "tokend.v1",
+  sizeof(Tokend__V1__DeviceList),
+  1,
+  tokend__v1__device_list__field_descriptors,
+  tokend__v1__device_list__field_indices_by_name,
+  1,  tokend__v1__device_list__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__device_list__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__device_ref__field_descriptors[1] =
+{
+  {
+    "device_sn",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__DeviceRef, device_sn),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__device_ref__field_indices_by_name[] = {
+  0,   /* field[0] = device_sn */
+};
+static const ProtobufCIntRange tokend__v1__device_ref__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tokend__v1__device_ref__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.DeviceRef",
+  "DeviceRef",
+  "Tokend__V1__DeviceRef",
+  "tokend.v1",
+  sizeof(Tokend__V1__DeviceRef),
+  1,
+  tokend__v1__device_ref__field_descriptors,
+  tokend__v1__device_ref__field_indices_by_name,
+  1,  tokend__v1__device_ref__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__device_ref__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__change_password_request__field_descriptors[2] =
+{
+  {
+    "old_password",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__ChangePasswordRequest, old_password),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "new_password",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__ChangePasswordRequest, new_password),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__change_password_request__field_indices_by_name[] = {
+  1,   /* field[1] = new_password */
+  0,   /* field[0] = old_password */
+};
+static const ProtobufCIntRange tokend__v1__change_password_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor tokend__v1__change_password_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.ChangePasswordRequest",
+  "ChangePasswordRequest",
+  "Tokend__V1__ChangePasswordRequest",
+  "tokend.v1",
+  sizeof(Tokend__V1__ChangePasswordRequest),
+  2,
+  tokend__v1__change_password_request__field_descriptors,
+  tokend__v1__change_password_request__field_indices_by_name,
+  1,  tokend__v1__change_password_request__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__change_password_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__bind_device_token_request__field_descriptors[3] =
+{
+  {
+    "device_sn",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__BindDeviceTokenRequest, device_sn),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "device_token",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__BindDeviceTokenRequest, device_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "notifier_name",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__BindDeviceTokenRequest, notifier_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__bind_device_token_request__field_indices_by_name[] = {
+  0,   /* field[0] = device_sn */
+  1,   /* field[1] = device_token */
+  2,   /* field[2] = notifier_name */
+};
+static const ProtobufCIntRange tokend__v1__bind_device_token_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor tokend__v1__bind_device_token_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.BindDeviceTokenRequest",
+  "BindDeviceTokenRequest",
+  "Tokend__V1__BindDeviceTokenRequest",
+  "tokend.v1",
+  sizeof(Tokend__V1__BindDeviceTokenRequest),
+  3,
+  tokend__v1__bind_device_token_request__field_descriptors,
+  tokend__v1__bind_device_token_request__field_indices_by_name,
+  1,  tokend__v1__bind_device_token_request__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__bind_device_token_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__unbind_device_token_request__field_descriptors[1] =
+{
+  {
+    "deviceSn",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__UnbindDeviceTokenRequest, devicesn),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__unbind_device_token_request__field_indices_by_name[] = {
+  0,   /* field[0] = deviceSn */
+};
+static const ProtobufCIntRange tokend__v1__unbind_device_token_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tokend__v1__unbind_device_token_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.UnbindDeviceTokenRequest",
+  "UnbindDeviceTokenRequest",
+  "Tokend__V1__UnbindDeviceTokenRequest",
+  "tokend.v1",
+  sizeof(Tokend__V1__UnbindDeviceTokenRequest),
+  1,
+  tokend__v1__unbind_device_token_request__field_descriptors,
+  tokend__v1__unbind_device_token_request__field_indices_by_name,
+  1,  tokend__v1__unbind_device_token_request__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__unbind_device_token_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__delete_user_request__field_descriptors[1] =
+{
+  {
+    "password",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__DeleteUserRequest, password),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__delete_user_request__field_indices_by_name[] = {
+  0,   /* field[0] = password */
+};
+static const ProtobufCIntRange tokend__v1__delete_user_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tokend__v1__delete_user_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.DeleteUserRequest",
+  "DeleteUserRequest",
+  "Tokend__V1__DeleteUserRequest",
+  "tokend.v1",
+  sizeof(Tokend__V1__DeleteUserRequest),
+  1,
+  tokend__v1__delete_user_request__field_descriptors,
+  tokend__v1__delete_user_request__field_indices_by_name,
+  1,  tokend__v1__delete_user_request__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__delete_user_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__register_request__field_descriptors[2] =
+{
+  {
+    "username",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__RegisterRequest, username),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "password",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__RegisterRequest, password),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__register_request__field_indices_by_name[] = {
+  1,   /* field[1] = password */
+  0,   /* field[0] = username */
+};
+static const ProtobufCIntRange tokend__v1__register_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor tokend__v1__register_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.RegisterRequest",
+  "RegisterRequest",
+  "Tokend__V1__RegisterRequest",
+  "tokend.v1",
+  sizeof(Tokend__V1__RegisterRequest),
+  2,
+  tokend__v1__register_request__field_descriptors,
+  tokend__v1__register_request__field_indices_by_name,
+  1,  tokend__v1__register_request__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__register_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__register_reply__field_descriptors[2] =
+{
+  {
+    "user_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__RegisterReply, user_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "username",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__RegisterReply, username),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__register_reply__field_indices_by_name[] = {
+  0,   /* field[0] = user_id */
+  1,   /* field[1] = username */
+};
+static const ProtobufCIntRange tokend__v1__register_reply__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor tokend__v1__register_reply__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.RegisterReply",
+  "RegisterReply",
+  "Tokend__V1__RegisterReply",
+  "tokend.v1",
+  sizeof(Tokend__V1__RegisterReply),
+  2,
+  tokend__v1__register_reply__field_descriptors,
+  tokend__v1__register_reply__field_indices_by_name,
+  1,  tokend__v1__register_reply__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__register_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__register_batch_request__field_descriptors[1] =
+{
+  {
+    "list",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Tokend__V1__RegisterBatchRequest, n_list),
+    offsetof(Tokend__V1__RegisterBatchRequest, list),
+    &tokend__v1__register_request__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__register_batch_request__field_indices_by_name[] = {
+  0,   /* field[0] = list */
+};
+static const ProtobufCIntRange tokend__v1__register_batch_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tokend__v1__register_batch_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.RegisterBatchRequest",
+  "RegisterBatchRequest",
+  "Tokend__V1__RegisterBatchRequest",
+  "tokend.v1",
+  sizeof(Tokend__V1__RegisterBatchRequest),
+  1,
+  tokend__v1__register_batch_request__field_descriptors,
+  tokend__v1__register_batch_request__field_indices_by_name,
+  1,  tokend__v1__register_batch_request__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__register_batch_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__register_result__field_descriptors[4] =
+{
+  {
+    "user_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__RegisterResult, user_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "username",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__RegisterResult, username),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "success",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__RegisterResult, success),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__RegisterResult, reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__register_result__field_indices_by_name[] = {
+  3,   /* field[3] = reason */
+  2,   /* field[2] = success */
+  0,   /* field[0] = user_id */
+  1,   /* field[1] = username */
+};
+static const ProtobufCIntRange tokend__v1__register_result__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor tokend__v1__register_result__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.RegisterResult",
+  "RegisterResult",
+  "Tokend__V1__RegisterResult",
+  "tokend.v1",
+  sizeof(Tokend__V1__RegisterResult),
+  4,
+  tokend__v1__register_result__field_descriptors,
+  tokend__v1__register_result__field_indices_by_name,
+  1,  tokend__v1__register_result__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__register_result__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__register_batch_reply__field_descriptors[1] =
+{
+  {
+    "list",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Tokend__V1__RegisterBatchReply, n_list),
+    offsetof(Tokend__V1__RegisterBatchReply, list),
+    &tokend__v1__register_result__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__register_batch_reply__field_indices_by_name[] = {
+  0,   /* field[0] = list */
+};
+static const ProtobufCIntRange tokend__v1__register_batch_reply__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tokend__v1__register_batch_reply__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.RegisterBatchReply",
+  "RegisterBatchReply",
+  "Tokend__V1__RegisterBatchReply",
+  "tokend.v1",
+  sizeof(Tokend__V1__RegisterBatchReply),
+  1,
+  tokend__v1__register_batch_reply__field_descriptors,
+  tokend__v1__register_batch_reply__field_indices_by_name,
+  1,  tokend__v1__register_batch_reply__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__register_batch_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__set_password_request__field_descriptors[1] =
+{
+  {
+    "password",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__SetPasswordRequest, password),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__set_password_request__field_indices_by_name[] = {
+  0,   /* field[0] = password */
+};
+static const ProtobufCIntRange tokend__v1__set_password_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tokend__v1__set_password_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.SetPasswordRequest",
+  "SetPasswordRequest",
+  "Tokend__V1__SetPasswordRequest",
+  "tokend.v1",
+  sizeof(Tokend__V1__SetPasswordRequest),
+  1,
+  tokend__v1__set_password_request__field_descriptors,
+  tokend__v1__set_password_request__field_indices_by_name,
+  1,  tokend__v1__set_password_request__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__set_password_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__user_id_list__field_descriptors[1] =
+{
+  {
+    "list",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_INT64,
+    offsetof(Tokend__V1__UserIdList, n_list),
+    offsetof(Tokend__V1__UserIdList, list),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__user_id_list__field_indices_by_name[] = {
+  0,   /* field[0] = list */
+};
+static const ProtobufCIntRange tokend__v1__user_id_list__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tokend__v1__user_id_list__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.UserIdList",
+  "UserIdList",
+  "Tokend__V1__UserIdList",
+  "tokend.v1",
+  sizeof(Tokend__V1__UserIdList),
+  1,
+  tokend__v1__user_id_list__field_descriptors,
+  tokend__v1__user_id_list__field_indices_by_name,
+  1,  tokend__v1__user_id_list__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__user_id_list__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__list_users_request__field_descriptors[2] =
+{
+  {
+    "page_num",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__ListUsersRequest, page_num),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_size",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__ListUsersRequest, page_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__list_users_request__field_indices_by_name[] = {
+  0,   /* field[0] = page_num */
+  1,   /* field[1] = page_size */
+};
+static const ProtobufCIntRange tokend__v1__list_users_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor tokend__v1__list_users_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.ListUsersRequest",
+  "ListUsersRequest",
+  "Tokend__V1__ListUsersRequest",
+  "tokend.v1",
+  sizeof(Tokend__V1__ListUsersRequest),
+  2,
+  tokend__v1__list_users_request__field_descriptors,
+  tokend__v1__list_users_request__field_indices_by_name,
+  1,  tokend__v1__list_users_request__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__list_users_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__user_summary__field_descriptors[3] =
+{
+  {
+    "user_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__UserSummary, user_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "username",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__UserSummary, username),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__UserSummary, status),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__user_summary__field_indices_by_name[] = {
+  2,   /* field[2] = status */
+  0,   /* field[0] = user_id */
+  1,   /* field[1] = username */
+};
+static const ProtobufCIntRange tokend__v1__user_summary__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor tokend__v1__user_summary__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.UserSummary",
+  "UserSummary",
+  "Tokend__V1__UserSummary",
+  "tokend.v1",
+  sizeof(Tokend__V1__UserSummary),
+  3,
+  tokend__v1__user_summary__field_descriptors,
+  tokend__v1__user_summary__field_indices_by_name,
+  1,  tokend__v1__user_summary__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__user_summary__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__user_list__field_descriptors[1] =
+{
+  {
+    "users",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Tokend__V1__UserList, n_users),
+    offsetof(Tokend__V1__UserList, users),
+    &tokend__v1__user_summary__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__user_list__field_indices_by_name[] = {
+  0,   /* field[0] = users */
+};
+static const ProtobufCIntRange tokend__v1__user_list__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tokend__v1__user_list__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.UserList",
+  "UserList",
+  "Tokend__V1__UserList",
+  "tokend.v1",
+  sizeof(Tokend__V1__UserList),
+  1,
+  tokend__v1__user_list__field_descriptors,
+  tokend__v1__user_list__field_indices_by_name,
+  1,  tokend__v1__user_list__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__user_list__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__create_user_request__field_descriptors[4] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__CreateUserRequest, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "phone",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__CreateUserRequest, phone),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "email",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__CreateUserRequest, email),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "password",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__CreateUserRequest, password),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__create_user_request__field_indices_by_name[] = {
+  2,   /* field[2] = email */
+  0,   /* field[0] = name */
+  3,   /* field[3] = password */
+  1,   /* field[1] = phone */
+};
+static const ProtobufCIntRange tokend__v1__create_user_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor tokend__v1__create_user_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.CreateUserRequest",
+  "CreateUserRequest",
+  "Tokend__V1__CreateUserRequest",
+  "tokend.v1",
+  sizeof(Tokend__V1__CreateUserRequest),
+  4,
+  tokend__v1__create_user_request__field_descriptors,
+  tokend__v1__create_user_request__field_indices_by_name,
+  1,  tokend__v1__create_user_request__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__create_user_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__user_ref__field_descriptors[1] =
+{
+  {
+    "user_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__UserRef, user_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__user_ref__field_indices_by_name[] = {
+  0,   /* field[0] = user_id */
+};
+static const ProtobufCIntRange tokend__v1__user_ref__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor tokend__v1__user_ref__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.UserRef",
+  "UserRef",
+  "Tokend__V1__UserRef",
+  "tokend.v1",
+  sizeof(Tokend__V1__UserRef),
+  1,
+  tokend__v1__user_ref__field_descriptors,
+  tokend__v1__user_ref__field_indices_by_name,
+  1,  tokend__v1__user_ref__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__user_ref__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__user__field_descriptors[7] =
+{
+  {
+    "user_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__User, user_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "app_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__User, app_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "name",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__User, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "phone",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__User, phone),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "email",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__User, email),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "disabled",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__User, disabled),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "created",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__User, created),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__user__field_indices_by_name[] = {
+  1,   /* field[1] = app_id */
+  6,   /* field[6] = created */
+  5,   /* field[5] = disabled */
+  4,   /* field[4] = email */
+  2,   /* field[2] = name */
+  3,   /* field[3] = phone */
+  0,   /* field[0] = user_id */
+};
+static const ProtobufCIntRange tokend__v1__user__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor tokend__v1__user__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.User",
+  "User",
+  "Tokend__V1__User",
+  "tokend.v1",
+  sizeof(Tokend__V1__User),
+  7,
+  tokend__v1__user__field_descriptors,
+  tokend__v1__user__field_indices_by_name,
+  1,  tokend__v1__user__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__user__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__update_user_request__field_descriptors[6] =
+{
+  {
+    "user_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__UpdateUserRequest, user_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "name",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__UpdateUserRequest, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "phone",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__UpdateUserRequest, phone),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "email",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__UpdateUserRequest, email),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "clear_phone",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__UpdateUserRequest, clear_phone),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "clear_email",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__UpdateUserRequest, clear_email),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__update_user_request__field_indices_by_name[] = {
+  5,   /* field[5] = clear_email */
+  4,   /* field[4] = clear_phone */
+  3,   /* field[3] = email */
+  1,   /* field[1] = name */
+  2,   /* field[2] = phone */
+  0,   /* field[0] = user_id */
+};
+static const ProtobufCIntRange tokend__v1__update_user_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor tokend__v1__update_user_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.UpdateUserRequest",
+  "UpdateUserRequest",
+  "Tokend__V1__UpdateUserRequest",
+  "tokend.v1",
+  sizeof(Tokend__V1__UpdateUserRequest),
+  6,
+  tokend__v1__update_user_request__field_descriptors,
+  tokend__v1__update_user_request__field_indices_by_name,
+  1,  tokend__v1__update_user_request__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__update_user_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__set_group_admin_request__field_descriptors[2] =
+{
+  {
+    "group_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__SetGroupAdminRequest, group_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "user_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__SetGroupAdminRequest, user_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__set_group_admin_request__field_indices_by_name[] = {
+  0,   /* field[0] = group_id */
+  1,   /* field[1] = user_id */
+};
+static const ProtobufCIntRange tokend__v1__set_group_admin_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor tokend__v1__set_group_admin_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.SetGroupAdminRequest",
+  "SetGroupAdminRequest",
+  "Tokend__V1__SetGroupAdminRequest",
+  "tokend.v1",
+  sizeof(Tokend__V1__SetGroupAdminRequest),
+  2,
+  tokend__v1__set_group_admin_request__field_descriptors,
+  tokend__v1__set_group_admin_request__field_indices_by_name,
+  1,  tokend__v1__set_group_admin_request__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__set_group_admin_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCEnumValue tokend__v1__encrypt_type__enum_values_by_number[5] =
 {
   { "ENCRYPT_NONE", "TOKEND__V1__ENCRYPT_TYPE__ENCRYPT_NONE", 0 },
@@ -651,16 +4036,62 @@ const ProtobufCEnumDescriptor tokend__v1__encrypt_type__descriptor =
   tokend__v1__encrypt_type__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor tokend__v1__tokend__method_descriptors[3] =
+static const ProtobufCMethodDescriptor tokend__v1__tokend__method_descriptors[26] =
 {
   { "TokenById", &tokend__v1__token_by_id_request__descriptor, &tokend__v1__token_reply__descriptor },
   { "TokenByLogin", &tokend__v1__token_by_login_request__descriptor, &tokend__v1__token_reply__descriptor },
   { "TokenByName", &tokend__v1__token_by_name_request__descriptor, &tokend__v1__token_reply__descriptor },
+  { "Verify", &tokend__v1__verify_request__descriptor, &tokend__v1__verify_reply__descriptor },
+  { "ResolveStoreToken", &tokend__v1__resolve_store_token_request__descriptor, &tokend__v1__resolve_store_token_reply__descriptor },
+  { "PushTargets", &tokend__v1__push_targets_request__descriptor, &tokend__v1__push_targets_reply__descriptor },
+  { "VerifyPushToken", &tokend__v1__verify_push_token_request__descriptor, &tokend__v1__verify_push_token_reply__descriptor },
+  { "Logout", &tokend__v1__empty__descriptor, &tokend__v1__bool_reply__descriptor },
+  { "LogoutAll", &tokend__v1__empty__descriptor, &tokend__v1__bool_reply__descriptor },
+  { "ListDevices", &tokend__v1__empty__descriptor, &tokend__v1__device_list__descriptor },
+  { "RemoveDevice", &tokend__v1__device_ref__descriptor, &tokend__v1__bool_reply__descriptor },
+  { "Kick", &tokend__v1__device_ref__descriptor, &tokend__v1__bool_reply__descriptor },
+  { "ChangePassword", &tokend__v1__change_password_request__descriptor, &tokend__v1__bool_reply__descriptor },
+  { "BindDeviceToken", &tokend__v1__bind_device_token_request__descriptor, &tokend__v1__bool_reply__descriptor },
+  { "UnbindDeviceToken", &tokend__v1__unbind_device_token_request__descriptor, &tokend__v1__bool_reply__descriptor },
+  { "DeleteUser", &tokend__v1__delete_user_request__descriptor, &tokend__v1__bool_reply__descriptor },
+  { "RegisterUser", &tokend__v1__register_request__descriptor, &tokend__v1__register_reply__descriptor },
+  { "RegisterUsers", &tokend__v1__register_batch_request__descriptor, &tokend__v1__register_batch_reply__descriptor },
+  { "SetPassword", &tokend__v1__set_password_request__descriptor, &tokend__v1__bool_reply__descriptor },
+  { "DisableUsers", &tokend__v1__user_id_list__descriptor, &tokend__v1__bool_reply__descriptor },
+  { "EnableUsers", &tokend__v1__user_id_list__descriptor, &tokend__v1__bool_reply__descriptor },
+  { "ListUsers", &tokend__v1__list_users_request__descriptor, &tokend__v1__user_list__descriptor },
+  { "CreateUser", &tokend__v1__create_user_request__descriptor, &tokend__v1__user__descriptor },
+  { "GetUser", &tokend__v1__user_ref__descriptor, &tokend__v1__user__descriptor },
+  { "UpdateUser", &tokend__v1__update_user_request__descriptor, &tokend__v1__user__descriptor },
+  { "SetGroupAdmin", &tokend__v1__set_group_admin_request__descriptor, &tokend__v1__bool_reply__descriptor },
 };
 const unsigned tokend__v1__tokend__method_indices_by_name[] = {
+  13,        /* BindDeviceToken */
+  12,        /* ChangePassword */
+  22,        /* CreateUser */
+  15,        /* DeleteUser */
+  19,        /* DisableUsers */
+  20,        /* EnableUsers */
+  23,        /* GetUser */
+  11,        /* Kick */
+  9,        /* ListDevices */
+  21,        /* ListUsers */
+  7,        /* Logout */
+  8,        /* LogoutAll */
+  5,        /* PushTargets */
+  16,        /* RegisterUser */
+  17,        /* RegisterUsers */
+  10,        /* RemoveDevice */
+  4,        /* ResolveStoreToken */
+  25,        /* SetGroupAdmin */
+  18,        /* SetPassword */
   0,        /* TokenById */
   1,        /* TokenByLogin */
-  2         /* TokenByName */
+  2,        /* TokenByName */
+  14,        /* UnbindDeviceToken */
+  24,        /* UpdateUser */
+  3,        /* Verify */
+  6         /* VerifyPushToken */
 };
 const ProtobufCServiceDescriptor tokend__v1__tokend__descriptor =
 {
@@ -669,7 +4100,7 @@ const ProtobufCServiceDescriptor tokend__v1__tokend__descriptor =
   "Tokend",
   "Tokend__V1__Tokend",
   "tokend.v1",
-  3,
+  26,
   tokend__v1__tokend__method_descriptors,
   tokend__v1__tokend__method_indices_by_name
 };
@@ -696,6 +4127,190 @@ void tokend__v1__tokend__token_by_name(ProtobufCService *service,
 {
   assert(service->descriptor == &tokend__v1__tokend__descriptor);
   service->invoke(service, 2, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__verify(ProtobufCService *service,
+                                const Tokend__V1__VerifyRequest *input,
+                                Tokend__V1__VerifyReply_Closure closure,
+                                void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 3, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__resolve_store_token(ProtobufCService *service,
+                                             const Tokend__V1__ResolveStoreTokenRequest *input,
+                                             Tokend__V1__ResolveStoreTokenReply_Closure closure,
+                                             void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__push_targets(ProtobufCService *service,
+                                      const Tokend__V1__PushTargetsRequest *input,
+                                      Tokend__V1__PushTargetsReply_Closure closure,
+                                      void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__verify_push_token(ProtobufCService *service,
+                                           const Tokend__V1__VerifyPushTokenRequest *input,
+                                           Tokend__V1__VerifyPushTokenReply_Closure closure,
+                                           void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__logout(ProtobufCService *service,
+                                const Tokend__V1__Empty *input,
+                                Tokend__V1__BoolReply_Closure closure,
+                                void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__logout_all(ProtobufCService *service,
+                                    const Tokend__V1__Empty *input,
+                                    Tokend__V1__BoolReply_Closure closure,
+                                    void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__list_devices(ProtobufCService *service,
+                                      const Tokend__V1__Empty *input,
+                                      Tokend__V1__DeviceList_Closure closure,
+                                      void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__remove_device(ProtobufCService *service,
+                                       const Tokend__V1__DeviceRef *input,
+                                       Tokend__V1__BoolReply_Closure closure,
+                                       void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__kick(ProtobufCService *service,
+                              const Tokend__V1__DeviceRef *input,
+                              Tokend__V1__BoolReply_Closure closure,
+                              void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__change_password(ProtobufCService *service,
+                                         const Tokend__V1__ChangePasswordRequest *input,
+                                         Tokend__V1__BoolReply_Closure closure,
+                                         void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__bind_device_token(ProtobufCService *service,
+                                           const Tokend__V1__BindDeviceTokenRequest *input,
+                                           Tokend__V1__BoolReply_Closure closure,
+                                           void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 13, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__unbind_device_token(ProtobufCService *service,
+                                             const Tokend__V1__UnbindDeviceTokenRequest *input,
+                                             Tokend__V1__BoolReply_Closure closure,
+                                             void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 14, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__delete_user(ProtobufCService *service,
+                                     const Tokend__V1__DeleteUserRequest *input,
+                                     Tokend__V1__BoolReply_Closure closure,
+                                     void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 15, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__register_user(ProtobufCService *service,
+                                       const Tokend__V1__RegisterRequest *input,
+                                       Tokend__V1__RegisterReply_Closure closure,
+                                       void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 16, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__register_users(ProtobufCService *service,
+                                        const Tokend__V1__RegisterBatchRequest *input,
+                                        Tokend__V1__RegisterBatchReply_Closure closure,
+                                        void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 17, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__set_password(ProtobufCService *service,
+                                      const Tokend__V1__SetPasswordRequest *input,
+                                      Tokend__V1__BoolReply_Closure closure,
+                                      void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 18, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__disable_users(ProtobufCService *service,
+                                       const Tokend__V1__UserIdList *input,
+                                       Tokend__V1__BoolReply_Closure closure,
+                                       void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 19, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__enable_users(ProtobufCService *service,
+                                      const Tokend__V1__UserIdList *input,
+                                      Tokend__V1__BoolReply_Closure closure,
+                                      void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 20, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__list_users(ProtobufCService *service,
+                                    const Tokend__V1__ListUsersRequest *input,
+                                    Tokend__V1__UserList_Closure closure,
+                                    void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 21, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__create_user(ProtobufCService *service,
+                                     const Tokend__V1__CreateUserRequest *input,
+                                     Tokend__V1__User_Closure closure,
+                                     void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 22, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__get_user(ProtobufCService *service,
+                                  const Tokend__V1__UserRef *input,
+                                  Tokend__V1__User_Closure closure,
+                                  void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 23, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__update_user(ProtobufCService *service,
+                                     const Tokend__V1__UpdateUserRequest *input,
+                                     Tokend__V1__User_Closure closure,
+                                     void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 24, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void tokend__v1__tokend__set_group_admin(ProtobufCService *service,
+                                         const Tokend__V1__SetGroupAdminRequest *input,
+                                         Tokend__V1__BoolReply_Closure closure,
+                                         void *closure_data)
+{
+  assert(service->descriptor == &tokend__v1__tokend__descriptor);
+  service->invoke(service, 25, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void tokend__v1__tokend__init (Tokend__V1__Tokend_Service *service,
                                Tokend__V1__Tokend_ServiceDestroy destroy)

@@ -21,6 +21,39 @@ typedef struct Tokend__V1__TokenByLoginRequest Tokend__V1__TokenByLoginRequest;
 typedef struct Tokend__V1__TokenByNameRequest Tokend__V1__TokenByNameRequest;
 typedef struct Tokend__V1__TokenReply Tokend__V1__TokenReply;
 typedef struct Tokend__V1__Status Tokend__V1__Status;
+typedef struct Tokend__V1__Empty Tokend__V1__Empty;
+typedef struct Tokend__V1__BoolReply Tokend__V1__BoolReply;
+typedef struct Tokend__V1__VerifyRequest Tokend__V1__VerifyRequest;
+typedef struct Tokend__V1__VerifyReply Tokend__V1__VerifyReply;
+typedef struct Tokend__V1__ResolveStoreTokenRequest Tokend__V1__ResolveStoreTokenRequest;
+typedef struct Tokend__V1__ResolveStoreTokenReply Tokend__V1__ResolveStoreTokenReply;
+typedef struct Tokend__V1__PushTargetsRequest Tokend__V1__PushTargetsRequest;
+typedef struct Tokend__V1__DeviceToken Tokend__V1__DeviceToken;
+typedef struct Tokend__V1__PushTargetsReply Tokend__V1__PushTargetsReply;
+typedef struct Tokend__V1__VerifyPushTokenRequest Tokend__V1__VerifyPushTokenRequest;
+typedef struct Tokend__V1__VerifyPushTokenReply Tokend__V1__VerifyPushTokenReply;
+typedef struct Tokend__V1__Device Tokend__V1__Device;
+typedef struct Tokend__V1__DeviceList Tokend__V1__DeviceList;
+typedef struct Tokend__V1__DeviceRef Tokend__V1__DeviceRef;
+typedef struct Tokend__V1__ChangePasswordRequest Tokend__V1__ChangePasswordRequest;
+typedef struct Tokend__V1__BindDeviceTokenRequest Tokend__V1__BindDeviceTokenRequest;
+typedef struct Tokend__V1__UnbindDeviceTokenRequest Tokend__V1__UnbindDeviceTokenRequest;
+typedef struct Tokend__V1__DeleteUserRequest Tokend__V1__DeleteUserRequest;
+typedef struct Tokend__V1__RegisterRequest Tokend__V1__RegisterRequest;
+typedef struct Tokend__V1__RegisterReply Tokend__V1__RegisterReply;
+typedef struct Tokend__V1__RegisterBatchRequest Tokend__V1__RegisterBatchRequest;
+typedef struct Tokend__V1__RegisterResult Tokend__V1__RegisterResult;
+typedef struct Tokend__V1__RegisterBatchReply Tokend__V1__RegisterBatchReply;
+typedef struct Tokend__V1__SetPasswordRequest Tokend__V1__SetPasswordRequest;
+typedef struct Tokend__V1__UserIdList Tokend__V1__UserIdList;
+typedef struct Tokend__V1__ListUsersRequest Tokend__V1__ListUsersRequest;
+typedef struct Tokend__V1__UserSummary Tokend__V1__UserSummary;
+typedef struct Tokend__V1__UserList Tokend__V1__UserList;
+typedef struct Tokend__V1__CreateUserRequest Tokend__V1__CreateUserRequest;
+typedef struct Tokend__V1__UserRef Tokend__V1__UserRef;
+typedef struct Tokend__V1__User Tokend__V1__User;
+typedef struct Tokend__V1__UpdateUserRequest Tokend__V1__UpdateUserRequest;
+typedef struct Tokend__V1__SetGroupAdminRequest Tokend__V1__SetGroupAdminRequest;
 
 
 /* --- enums --- */
@@ -48,10 +81,18 @@ struct  Tokend__V1__TokenByIdRequest
    * when set, the reply carries a push_token
    */
   char *device_guid;
+  /*
+   * 1 ios, 2 android, 3 windows, 4 mac, 5 linux, 6 web
+   */
+  int32_t platform;
+  /*
+   * else the User-Agent header
+   */
+  char *user_agent;
 };
 #define TOKEND__V1__TOKEN_BY_ID_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__token_by_id_request__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Tokend__V1__TokenByLoginRequest
@@ -63,10 +104,18 @@ struct  Tokend__V1__TokenByLoginRequest
   char *login_name;
   char *password;
   char *device_guid;
+  /*
+   * 1 ios, 2 android, 3 windows, 4 mac, 5 linux, 6 web
+   */
+  int32_t platform;
+  /*
+   * else the User-Agent header
+   */
+  char *user_agent;
 };
 #define TOKEND__V1__TOKEN_BY_LOGIN_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__token_by_login_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Tokend__V1__TokenByNameRequest
@@ -79,10 +128,18 @@ struct  Tokend__V1__TokenByNameRequest
    * the vendor SDK sends this in place of name
    */
   char *mobile;
+  /*
+   * 1 ios, 2 android, 3 windows, 4 mac, 5 linux, 6 web
+   */
+  int32_t platform;
+  /*
+   * else the User-Agent header
+   */
+  char *user_agent;
 };
 #define TOKEND__V1__TOKEN_BY_NAME_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__token_by_name_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Tokend__V1__TokenReply
@@ -138,6 +195,423 @@ struct  Tokend__V1__Status
 #define TOKEND__V1__STATUS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__status__descriptor) \
     , 0, (char *)protobuf_c_empty_string }
+
+
+struct  Tokend__V1__Empty
+{
+  ProtobufCMessage base;
+};
+#define TOKEND__V1__EMPTY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__empty__descriptor) \
+     }
+
+
+/*
+ * Vendor replies whose data is a bare boolean use this with response_body.
+ */
+struct  Tokend__V1__BoolReply
+{
+  ProtobufCMessage base;
+  protobuf_c_boolean value;
+};
+#define TOKEND__V1__BOOL_REPLY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__bool_reply__descriptor) \
+    , 0 }
+
+
+struct  Tokend__V1__VerifyRequest
+{
+  ProtobufCMessage base;
+  char *token;
+};
+#define TOKEND__V1__VERIFY_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__verify_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Tokend__V1__VerifyReply
+{
+  ProtobufCMessage base;
+  /*
+   * 0 for an admin token
+   */
+  int64_t user_id;
+  int64_t app_id;
+  char *device_guid;
+  uint32_t device_sn;
+  /*
+   * ms; 0 = never (admin tokens)
+   */
+  int64_t expire;
+  protobuf_c_boolean admin;
+  int32_t encrypt_type;
+  char *public_key;
+};
+#define TOKEND__V1__VERIFY_REPLY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__verify_reply__descriptor) \
+    , 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, (char *)protobuf_c_empty_string }
+
+
+struct  Tokend__V1__ResolveStoreTokenRequest
+{
+  ProtobufCMessage base;
+  char *store_token;
+};
+#define TOKEND__V1__RESOLVE_STORE_TOKEN_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__resolve_store_token_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Tokend__V1__ResolveStoreTokenReply
+{
+  ProtobufCMessage base;
+  int64_t user_id;
+  int64_t app_id;
+  char *access_key_secret;
+  int64_t expire;
+};
+#define TOKEND__V1__RESOLVE_STORE_TOKEN_REPLY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__resolve_store_token_reply__descriptor) \
+    , 0, 0, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Tokend__V1__PushTargetsRequest
+{
+  ProtobufCMessage base;
+  int64_t user_id;
+};
+#define TOKEND__V1__PUSH_TARGETS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__push_targets_request__descriptor) \
+    , 0 }
+
+
+struct  Tokend__V1__DeviceToken
+{
+  ProtobufCMessage base;
+  uint32_t device_sn;
+  /*
+   * APNs / FCM token bound by the client
+   */
+  char *device_token;
+  char *notifier_name;
+};
+#define TOKEND__V1__DEVICE_TOKEN__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__device_token__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Tokend__V1__PushTargetsReply
+{
+  ProtobufCMessage base;
+  size_t n_push_tokens;
+  char **push_tokens;
+  size_t n_device_tokens;
+  Tokend__V1__DeviceToken **device_tokens;
+};
+#define TOKEND__V1__PUSH_TARGETS_REPLY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__push_targets_reply__descriptor) \
+    , 0,NULL, 0,NULL }
+
+
+struct  Tokend__V1__VerifyPushTokenRequest
+{
+  ProtobufCMessage base;
+  char *push_token;
+};
+#define TOKEND__V1__VERIFY_PUSH_TOKEN_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__verify_push_token_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Tokend__V1__VerifyPushTokenReply
+{
+  ProtobufCMessage base;
+  char *device_guid;
+  int64_t user_id;
+  int64_t app_id;
+  uint32_t device_sn;
+};
+#define TOKEND__V1__VERIFY_PUSH_TOKEN_REPLY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__verify_push_token_reply__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, 0 }
+
+
+struct  Tokend__V1__Device
+{
+  ProtobufCMessage base;
+  uint32_t device_sn;
+  /*
+   * 1 ios, 2 android, 3 windows, 4 mac, 5 linux, 6 web
+   */
+  int32_t platform;
+  char *user_agent;
+  int64_t user_id;
+};
+#define TOKEND__V1__DEVICE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__device__descriptor) \
+    , 0, 0, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Tokend__V1__DeviceList
+{
+  ProtobufCMessage base;
+  size_t n_devices;
+  Tokend__V1__Device **devices;
+};
+#define TOKEND__V1__DEVICE_LIST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__device_list__descriptor) \
+    , 0,NULL }
+
+
+struct  Tokend__V1__DeviceRef
+{
+  ProtobufCMessage base;
+  /*
+   * 0: every device (Kick only)
+   */
+  uint32_t device_sn;
+};
+#define TOKEND__V1__DEVICE_REF__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__device_ref__descriptor) \
+    , 0 }
+
+
+struct  Tokend__V1__ChangePasswordRequest
+{
+  ProtobufCMessage base;
+  char *old_password;
+  char *new_password;
+};
+#define TOKEND__V1__CHANGE_PASSWORD_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__change_password_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Tokend__V1__BindDeviceTokenRequest
+{
+  ProtobufCMessage base;
+  uint32_t device_sn;
+  char *device_token;
+  char *notifier_name;
+};
+#define TOKEND__V1__BIND_DEVICE_TOKEN_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__bind_device_token_request__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Tokend__V1__UnbindDeviceTokenRequest
+{
+  ProtobufCMessage base;
+  /*
+   * the vendor spells this query parameter so
+   */
+  uint32_t devicesn;
+};
+#define TOKEND__V1__UNBIND_DEVICE_TOKEN_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__unbind_device_token_request__descriptor) \
+    , 0 }
+
+
+struct  Tokend__V1__DeleteUserRequest
+{
+  ProtobufCMessage base;
+  char *password;
+};
+#define TOKEND__V1__DELETE_USER_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__delete_user_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Tokend__V1__RegisterRequest
+{
+  ProtobufCMessage base;
+  char *username;
+  char *password;
+};
+#define TOKEND__V1__REGISTER_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__register_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Tokend__V1__RegisterReply
+{
+  ProtobufCMessage base;
+  int64_t user_id;
+  char *username;
+};
+#define TOKEND__V1__REGISTER_REPLY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__register_reply__descriptor) \
+    , 0, (char *)protobuf_c_empty_string }
+
+
+struct  Tokend__V1__RegisterBatchRequest
+{
+  ProtobufCMessage base;
+  size_t n_list;
+  Tokend__V1__RegisterRequest **list;
+};
+#define TOKEND__V1__REGISTER_BATCH_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__register_batch_request__descriptor) \
+    , 0,NULL }
+
+
+struct  Tokend__V1__RegisterResult
+{
+  ProtobufCMessage base;
+  int64_t user_id;
+  char *username;
+  protobuf_c_boolean success;
+  char *reason;
+};
+#define TOKEND__V1__REGISTER_RESULT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__register_result__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+
+
+struct  Tokend__V1__RegisterBatchReply
+{
+  ProtobufCMessage base;
+  size_t n_list;
+  Tokend__V1__RegisterResult **list;
+};
+#define TOKEND__V1__REGISTER_BATCH_REPLY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__register_batch_reply__descriptor) \
+    , 0,NULL }
+
+
+struct  Tokend__V1__SetPasswordRequest
+{
+  ProtobufCMessage base;
+  char *password;
+};
+#define TOKEND__V1__SET_PASSWORD_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__set_password_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Tokend__V1__UserIdList
+{
+  ProtobufCMessage base;
+  size_t n_list;
+  int64_t *list;
+};
+#define TOKEND__V1__USER_ID_LIST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__user_id_list__descriptor) \
+    , 0,NULL }
+
+
+struct  Tokend__V1__ListUsersRequest
+{
+  ProtobufCMessage base;
+  /*
+   * from 1
+   */
+  int32_t page_num;
+  /*
+   * default 20, at most 1000
+   */
+  int32_t page_size;
+};
+#define TOKEND__V1__LIST_USERS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__list_users_request__descriptor) \
+    , 0, 0 }
+
+
+struct  Tokend__V1__UserSummary
+{
+  ProtobufCMessage base;
+  int64_t user_id;
+  char *username;
+  /*
+   * 0 active, 1 disabled
+   */
+  int32_t status;
+};
+#define TOKEND__V1__USER_SUMMARY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__user_summary__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Tokend__V1__UserList
+{
+  ProtobufCMessage base;
+  size_t n_users;
+  Tokend__V1__UserSummary **users;
+};
+#define TOKEND__V1__USER_LIST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__user_list__descriptor) \
+    , 0,NULL }
+
+
+struct  Tokend__V1__CreateUserRequest
+{
+  ProtobufCMessage base;
+  char *name;
+  char *phone;
+  char *email;
+  char *password;
+};
+#define TOKEND__V1__CREATE_USER_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__create_user_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Tokend__V1__UserRef
+{
+  ProtobufCMessage base;
+  int64_t user_id;
+};
+#define TOKEND__V1__USER_REF__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__user_ref__descriptor) \
+    , 0 }
+
+
+struct  Tokend__V1__User
+{
+  ProtobufCMessage base;
+  int64_t user_id;
+  int64_t app_id;
+  char *name;
+  char *phone;
+  char *email;
+  protobuf_c_boolean disabled;
+  /*
+   * ms
+   */
+  int64_t created;
+};
+#define TOKEND__V1__USER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__user__descriptor) \
+    , 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+
+
+struct  Tokend__V1__UpdateUserRequest
+{
+  ProtobufCMessage base;
+  int64_t user_id;
+  /*
+   * "" leaves a field unchanged (protobuf-c 1.4 has no proto3 optional).
+   */
+  char *name;
+  char *phone;
+  char *email;
+  protobuf_c_boolean clear_phone;
+  protobuf_c_boolean clear_email;
+};
+#define TOKEND__V1__UPDATE_USER_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__update_user_request__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+
+
+struct  Tokend__V1__SetGroupAdminRequest
+{
+  ProtobufCMessage base;
+  int64_t group_id;
+  int64_t user_id;
+};
+#define TOKEND__V1__SET_GROUP_ADMIN_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__set_group_admin_request__descriptor) \
+    , 0, 0 }
 
 
 /* Tokend__V1__TokenByIdRequest methods */
@@ -235,6 +709,633 @@ Tokend__V1__Status *
 void   tokend__v1__status__free_unpacked
                      (Tokend__V1__Status *message,
                       ProtobufCAllocator *allocator);
+/* Tokend__V1__Empty methods */
+void   tokend__v1__empty__init
+                     (Tokend__V1__Empty         *message);
+size_t tokend__v1__empty__get_packed_size
+                     (const Tokend__V1__Empty   *message);
+size_t tokend__v1__empty__pack
+                     (const Tokend__V1__Empty   *message,
+                      uint8_t             *out);
+size_t tokend__v1__empty__pack_to_buffer
+                     (const Tokend__V1__Empty   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__Empty *
+       tokend__v1__empty__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__empty__free_unpacked
+                     (Tokend__V1__Empty *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__BoolReply methods */
+void   tokend__v1__bool_reply__init
+                     (Tokend__V1__BoolReply         *message);
+size_t tokend__v1__bool_reply__get_packed_size
+                     (const Tokend__V1__BoolReply   *message);
+size_t tokend__v1__bool_reply__pack
+                     (const Tokend__V1__BoolReply   *message,
+                      uint8_t             *out);
+size_t tokend__v1__bool_reply__pack_to_buffer
+                     (const Tokend__V1__BoolReply   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__BoolReply *
+       tokend__v1__bool_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__bool_reply__free_unpacked
+                     (Tokend__V1__BoolReply *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__VerifyRequest methods */
+void   tokend__v1__verify_request__init
+                     (Tokend__V1__VerifyRequest         *message);
+size_t tokend__v1__verify_request__get_packed_size
+                     (const Tokend__V1__VerifyRequest   *message);
+size_t tokend__v1__verify_request__pack
+                     (const Tokend__V1__VerifyRequest   *message,
+                      uint8_t             *out);
+size_t tokend__v1__verify_request__pack_to_buffer
+                     (const Tokend__V1__VerifyRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__VerifyRequest *
+       tokend__v1__verify_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__verify_request__free_unpacked
+                     (Tokend__V1__VerifyRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__VerifyReply methods */
+void   tokend__v1__verify_reply__init
+                     (Tokend__V1__VerifyReply         *message);
+size_t tokend__v1__verify_reply__get_packed_size
+                     (const Tokend__V1__VerifyReply   *message);
+size_t tokend__v1__verify_reply__pack
+                     (const Tokend__V1__VerifyReply   *message,
+                      uint8_t             *out);
+size_t tokend__v1__verify_reply__pack_to_buffer
+                     (const Tokend__V1__VerifyReply   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__VerifyReply *
+       tokend__v1__verify_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__verify_reply__free_unpacked
+                     (Tokend__V1__VerifyReply *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__ResolveStoreTokenRequest methods */
+void   tokend__v1__resolve_store_token_request__init
+                     (Tokend__V1__ResolveStoreTokenRequest         *message);
+size_t tokend__v1__resolve_store_token_request__get_packed_size
+                     (const Tokend__V1__ResolveStoreTokenRequest   *message);
+size_t tokend__v1__resolve_store_token_request__pack
+                     (const Tokend__V1__ResolveStoreTokenRequest   *message,
+                      uint8_t             *out);
+size_t tokend__v1__resolve_store_token_request__pack_to_buffer
+                     (const Tokend__V1__ResolveStoreTokenRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__ResolveStoreTokenRequest *
+       tokend__v1__resolve_store_token_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__resolve_store_token_request__free_unpacked
+                     (Tokend__V1__ResolveStoreTokenRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__ResolveStoreTokenReply methods */
+void   tokend__v1__resolve_store_token_reply__init
+                     (Tokend__V1__ResolveStoreTokenReply         *message);
+size_t tokend__v1__resolve_store_token_reply__get_packed_size
+                     (const Tokend__V1__ResolveStoreTokenReply   *message);
+size_t tokend__v1__resolve_store_token_reply__pack
+                     (const Tokend__V1__ResolveStoreTokenReply   *message,
+                      uint8_t             *out);
+size_t tokend__v1__resolve_store_token_reply__pack_to_buffer
+                     (const Tokend__V1__ResolveStoreTokenReply   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__ResolveStoreTokenReply *
+       tokend__v1__resolve_store_token_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__resolve_store_token_reply__free_unpacked
+                     (Tokend__V1__ResolveStoreTokenReply *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__PushTargetsRequest methods */
+void   tokend__v1__push_targets_request__init
+                     (Tokend__V1__PushTargetsRequest         *message);
+size_t tokend__v1__push_targets_request__get_packed_size
+                     (const Tokend__V1__PushTargetsRequest   *message);
+size_t tokend__v1__push_targets_request__pack
+                     (const Tokend__V1__PushTargetsRequest   *message,
+                      uint8_t             *out);
+size_t tokend__v1__push_targets_request__pack_to_buffer
+                     (const Tokend__V1__PushTargetsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__PushTargetsRequest *
+       tokend__v1__push_targets_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__push_targets_request__free_unpacked
+                     (Tokend__V1__PushTargetsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__DeviceToken methods */
+void   tokend__v1__device_token__init
+                     (Tokend__V1__DeviceToken         *message);
+size_t tokend__v1__device_token__get_packed_size
+                     (const Tokend__V1__DeviceToken   *message);
+size_t tokend__v1__device_token__pack
+                     (const Tokend__V1__DeviceToken   *message,
+                      uint8_t             *out);
+size_t tokend__v1__device_token__pack_to_buffer
+                     (const Tokend__V1__DeviceToken   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__DeviceToken *
+       tokend__v1__device_token__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__device_token__free_unpacked
+                     (Tokend__V1__DeviceToken *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__PushTargetsReply methods */
+void   tokend__v1__push_targets_reply__init
+                     (Tokend__V1__PushTargetsReply         *message);
+size_t tokend__v1__push_targets_reply__get_packed_size
+                     (const Tokend__V1__PushTargetsReply   *message);
+size_t tokend__v1__push_targets_reply__pack
+                     (const Tokend__V1__PushTargetsReply   *message,
+                      uint8_t             *out);
+size_t tokend__v1__push_targets_reply__pack_to_buffer
+                     (const Tokend__V1__PushTargetsReply   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__PushTargetsReply *
+       tokend__v1__push_targets_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__push_targets_reply__free_unpacked
+                     (Tokend__V1__PushTargetsReply *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__VerifyPushTokenRequest methods */
+void   tokend__v1__verify_push_token_request__init
+                     (Tokend__V1__VerifyPushTokenRequest         *message);
+size_t tokend__v1__verify_push_token_request__get_packed_size
+                     (const Tokend__V1__VerifyPushTokenRequest   *message);
+size_t tokend__v1__verify_push_token_request__pack
+                     (const Tokend__V1__VerifyPushTokenRequest   *message,
+                      uint8_t             *out);
+size_t tokend__v1__verify_push_token_request__pack_to_buffer
+                     (const Tokend__V1__VerifyPushTokenRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__VerifyPushTokenRequest *
+       tokend__v1__verify_push_token_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__verify_push_token_request__free_unpacked
+                     (Tokend__V1__VerifyPushTokenRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__VerifyPushTokenReply methods */
+void   tokend__v1__verify_push_token_reply__init
+                     (Tokend__V1__VerifyPushTokenReply         *message);
+size_t tokend__v1__verify_push_token_reply__get_packed_size
+                     (const Tokend__V1__VerifyPushTokenReply   *message);
+size_t tokend__v1__verify_push_token_reply__pack
+                     (const Tokend__V1__VerifyPushTokenReply   *message,
+                      uint8_t             *out);
+size_t tokend__v1__verify_push_token_reply__pack_to_buffer
+                     (const Tokend__V1__VerifyPushTokenReply   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__VerifyPushTokenReply *
+       tokend__v1__verify_push_token_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__verify_push_token_reply__free_unpacked
+                     (Tokend__V1__VerifyPushTokenReply *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__Device methods */
+void   tokend__v1__device__init
+                     (Tokend__V1__Device         *message);
+size_t tokend__v1__device__get_packed_size
+                     (const Tokend__V1__Device   *message);
+size_t tokend__v1__device__pack
+                     (const Tokend__V1__Device   *message,
+                      uint8_t             *out);
+size_t tokend__v1__device__pack_to_buffer
+                     (const Tokend__V1__Device   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__Device *
+       tokend__v1__device__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__device__free_unpacked
+                     (Tokend__V1__Device *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__DeviceList methods */
+void   tokend__v1__device_list__init
+                     (Tokend__V1__DeviceList         *message);
+size_t tokend__v1__device_list__get_packed_size
+                     (const Tokend__V1__DeviceList   *message);
+size_t tokend__v1__device_list__pack
+                     (const Tokend__V1__DeviceList   *message,
+                      uint8_t             *out);
+size_t tokend__v1__device_list__pack_to_buffer
+                     (const Tokend__V1__DeviceList   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__DeviceList *
+       tokend__v1__device_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__device_list__free_unpacked
+                     (Tokend__V1__DeviceList *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__DeviceRef methods */
+void   tokend__v1__device_ref__init
+                     (Tokend__V1__DeviceRef         *message);
+size_t tokend__v1__device_ref__get_packed_size
+                     (const Tokend__V1__DeviceRef   *message);
+size_t tokend__v1__device_ref__pack
+                     (const Tokend__V1__DeviceRef   *message,
+                      uint8_t             *out);
+size_t tokend__v1__device_ref__pack_to_buffer
+                     (const Tokend__V1__DeviceRef   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__DeviceRef *
+       tokend__v1__device_ref__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__device_ref__free_unpacked
+                     (Tokend__V1__DeviceRef *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__ChangePasswordRequest methods */
+void   tokend__v1__change_password_request__init
+                     (Tokend__V1__ChangePasswordRequest         *message);
+size_t tokend__v1__change_password_request__get_packed_size
+                     (const Tokend__V1__ChangePasswordRequest   *message);
+size_t tokend__v1__change_password_request__pack
+                     (const Tokend__V1__ChangePasswordRequest   *message,
+                      uint8_t             *out);
+size_t tokend__v1__change_password_request__pack_to_buffer
+                     (const Tokend__V1__ChangePasswordRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__ChangePasswordRequest *
+       tokend__v1__change_password_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__change_password_request__free_unpacked
+                     (Tokend__V1__ChangePasswordRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__BindDeviceTokenRequest methods */
+void   tokend__v1__bind_device_token_request__init
+                     (Tokend__V1__BindDeviceTokenRequest         *message);
+size_t tokend__v1__bind_device_token_request__get_packed_size
+                     (const Tokend__V1__BindDeviceTokenRequest   *message);
+size_t tokend__v1__bind_device_token_request__pack
+                     (const Tokend__V1__BindDeviceTokenRequest   *message,
+                      uint8_t             *out);
+size_t tokend__v1__bind_device_token_request__pack_to_buffer
+                     (const Tokend__V1__BindDeviceTokenRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__BindDeviceTokenRequest *
+       tokend__v1__bind_device_token_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__bind_device_token_request__free_unpacked
+                     (Tokend__V1__BindDeviceTokenRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__UnbindDeviceTokenRequest methods */
+void   tokend__v1__unbind_device_token_request__init
+                     (Tokend__V1__UnbindDeviceTokenRequest         *message);
+size_t tokend__v1__unbind_device_token_request__get_packed_size
+                     (const Tokend__V1__UnbindDeviceTokenRequest   *message);
+size_t tokend__v1__unbind_device_token_request__pack
+                     (const Tokend__V1__UnbindDeviceTokenRequest   *message,
+                      uint8_t             *out);
+size_t tokend__v1__unbind_device_token_request__pack_to_buffer
+                     (const Tokend__V1__UnbindDeviceTokenRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__UnbindDeviceTokenRequest *
+       tokend__v1__unbind_device_token_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__unbind_device_token_request__free_unpacked
+                     (Tokend__V1__UnbindDeviceTokenRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__DeleteUserRequest methods */
+void   tokend__v1__delete_user_request__init
+                     (Tokend__V1__DeleteUserRequest         *message);
+size_t tokend__v1__delete_user_request__get_packed_size
+                     (const Tokend__V1__DeleteUserRequest   *message);
+size_t tokend__v1__delete_user_request__pack
+                     (const Tokend__V1__DeleteUserRequest   *message,
+                      uint8_t             *out);
+size_t tokend__v1__delete_user_request__pack_to_buffer
+                     (const Tokend__V1__DeleteUserRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__DeleteUserRequest *
+       tokend__v1__delete_user_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__delete_user_request__free_unpacked
+                     (Tokend__V1__DeleteUserRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__RegisterRequest methods */
+void   tokend__v1__register_request__init
+                     (Tokend__V1__RegisterRequest         *message);
+size_t tokend__v1__register_request__get_packed_size
+                     (const Tokend__V1__RegisterRequest   *message);
+size_t tokend__v1__register_request__pack
+                     (const Tokend__V1__RegisterRequest   *message,
+                      uint8_t             *out);
+size_t tokend__v1__register_request__pack_to_buffer
+                     (const Tokend__V1__RegisterRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__RegisterRequest *
+       tokend__v1__register_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__register_request__free_unpacked
+                     (Tokend__V1__RegisterRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__RegisterReply methods */
+void   tokend__v1__register_reply__init
+                     (Tokend__V1__RegisterReply         *message);
+size_t tokend__v1__register_reply__get_packed_size
+                     (const Tokend__V1__RegisterReply   *message);
+size_t tokend__v1__register_reply__pack
+                     (const Tokend__V1__RegisterReply   *message,
+                      uint8_t             *out);
+size_t tokend__v1__register_reply__pack_to_buffer
+                     (const Tokend__V1__RegisterReply   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__RegisterReply *
+       tokend__v1__register_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__register_reply__free_unpacked
+                     (Tokend__V1__RegisterReply *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__RegisterBatchRequest methods */
+void   tokend__v1__register_batch_request__init
+                     (Tokend__V1__RegisterBatchRequest         *message);
+size_t tokend__v1__register_batch_request__get_packed_size
+                     (const Tokend__V1__RegisterBatchRequest   *message);
+size_t tokend__v1__register_batch_request__pack
+                     (const Tokend__V1__RegisterBatchRequest   *message,
+                      uint8_t             *out);
+size_t tokend__v1__register_batch_request__pack_to_buffer
+                     (const Tokend__V1__RegisterBatchRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__RegisterBatchRequest *
+       tokend__v1__register_batch_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__register_batch_request__free_unpacked
+                     (Tokend__V1__RegisterBatchRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__RegisterResult methods */
+void   tokend__v1__register_result__init
+                     (Tokend__V1__RegisterResult         *message);
+size_t tokend__v1__register_result__get_packed_size
+                     (const Tokend__V1__RegisterResult   *message);
+size_t tokend__v1__register_result__pack
+                     (const Tokend__V1__RegisterResult   *message,
+                      uint8_t             *out);
+size_t tokend__v1__register_result__pack_to_buffer
+                     (const Tokend__V1__RegisterResult   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__RegisterResult *
+       tokend__v1__register_result__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__register_result__free_unpacked
+                     (Tokend__V1__RegisterResult *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__RegisterBatchReply methods */
+void   tokend__v1__register_batch_reply__init
+                     (Tokend__V1__RegisterBatchReply         *message);
+size_t tokend__v1__register_batch_reply__get_packed_size
+                     (const Tokend__V1__RegisterBatchReply   *message);
+size_t tokend__v1__register_batch_reply__pack
+                     (const Tokend__V1__RegisterBatchReply   *message,
+                      uint8_t             *out);
+size_t tokend__v1__register_batch_reply__pack_to_buffer
+                     (const Tokend__V1__RegisterBatchReply   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__RegisterBatchReply *
+       tokend__v1__register_batch_reply__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__register_batch_reply__free_unpacked
+                     (Tokend__V1__RegisterBatchReply *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__SetPasswordRequest methods */
+void   tokend__v1__set_password_request__init
+                     (Tokend__V1__SetPasswordRequest         *message);
+size_t tokend__v1__set_password_request__get_packed_size
+                     (const Tokend__V1__SetPasswordRequest   *message);
+size_t tokend__v1__set_password_request__pack
+                     (const Tokend__V1__SetPasswordRequest   *message,
+                      uint8_t             *out);
+size_t tokend__v1__set_password_request__pack_to_buffer
+                     (const Tokend__V1__SetPasswordRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__SetPasswordRequest *
+       tokend__v1__set_password_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__set_password_request__free_unpacked
+                     (Tokend__V1__SetPasswordRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__UserIdList methods */
+void   tokend__v1__user_id_list__init
+                     (Tokend__V1__UserIdList         *message);
+size_t tokend__v1__user_id_list__get_packed_size
+                     (const Tokend__V1__UserIdList   *message);
+size_t tokend__v1__user_id_list__pack
+                     (const Tokend__V1__UserIdList   *message,
+                      uint8_t             *out);
+size_t tokend__v1__user_id_list__pack_to_buffer
+                     (const Tokend__V1__UserIdList   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__UserIdList *
+       tokend__v1__user_id_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__user_id_list__free_unpacked
+                     (Tokend__V1__UserIdList *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__ListUsersRequest methods */
+void   tokend__v1__list_users_request__init
+                     (Tokend__V1__ListUsersRequest         *message);
+size_t tokend__v1__list_users_request__get_packed_size
+                     (const Tokend__V1__ListUsersRequest   *message);
+size_t tokend__v1__list_users_request__pack
+                     (const Tokend__V1__ListUsersRequest   *message,
+                      uint8_t             *out);
+size_t tokend__v1__list_users_request__pack_to_buffer
+                     (const Tokend__V1__ListUsersRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__ListUsersRequest *
+       tokend__v1__list_users_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__list_users_request__free_unpacked
+                     (Tokend__V1__ListUsersRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__UserSummary methods */
+void   tokend__v1__user_summary__init
+                     (Tokend__V1__UserSummary         *message);
+size_t tokend__v1__user_summary__get_packed_size
+                     (const Tokend__V1__UserSummary   *message);
+size_t tokend__v1__user_summary__pack
+                     (const Tokend__V1__UserSummary   *message,
+                      uint8_t             *out);
+size_t tokend__v1__user_summary__pack_to_buffer
+                     (const Tokend__V1__UserSummary   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__UserSummary *
+       tokend__v1__user_summary__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__user_summary__free_unpacked
+                     (Tokend__V1__UserSummary *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__UserList methods */
+void   tokend__v1__user_list__init
+                     (Tokend__V1__UserList         *message);
+size_t tokend__v1__user_list__get_packed_size
+                     (const Tokend__V1__UserList   *message);
+size_t tokend__v1__user_list__pack
+                     (const Tokend__V1__UserList   *message,
+                      uint8_t             *out);
+size_t tokend__v1__user_list__pack_to_buffer
+                     (const Tokend__V1__UserList   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__UserList *
+       tokend__v1__user_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__user_list__free_unpacked
+                     (Tokend__V1__UserList *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__CreateUserRequest methods */
+void   tokend__v1__create_user_request__init
+                     (Tokend__V1__CreateUserRequest         *message);
+size_t tokend__v1__create_user_request__get_packed_size
+                     (const Tokend__V1__CreateUserRequest   *message);
+size_t tokend__v1__create_user_request__pack
+                     (const Tokend__V1__CreateUserRequest   *message,
+                      uint8_t             *out);
+size_t tokend__v1__create_user_request__pack_to_buffer
+                     (const Tokend__V1__CreateUserRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__CreateUserRequest *
+       tokend__v1__create_user_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__create_user_request__free_unpacked
+                     (Tokend__V1__CreateUserRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__UserRef methods */
+void   tokend__v1__user_ref__init
+                     (Tokend__V1__UserRef         *message);
+size_t tokend__v1__user_ref__get_packed_size
+                     (const Tokend__V1__UserRef   *message);
+size_t tokend__v1__user_ref__pack
+                     (const Tokend__V1__UserRef   *message,
+                      uint8_t             *out);
+size_t tokend__v1__user_ref__pack_to_buffer
+                     (const Tokend__V1__UserRef   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__UserRef *
+       tokend__v1__user_ref__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__user_ref__free_unpacked
+                     (Tokend__V1__UserRef *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__User methods */
+void   tokend__v1__user__init
+                     (Tokend__V1__User         *message);
+size_t tokend__v1__user__get_packed_size
+                     (const Tokend__V1__User   *message);
+size_t tokend__v1__user__pack
+                     (const Tokend__V1__User   *message,
+                      uint8_t             *out);
+size_t tokend__v1__user__pack_to_buffer
+                     (const Tokend__V1__User   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__User *
+       tokend__v1__user__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__user__free_unpacked
+                     (Tokend__V1__User *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__UpdateUserRequest methods */
+void   tokend__v1__update_user_request__init
+                     (Tokend__V1__UpdateUserRequest         *message);
+size_t tokend__v1__update_user_request__get_packed_size
+                     (const Tokend__V1__UpdateUserRequest   *message);
+size_t tokend__v1__update_user_request__pack
+                     (const Tokend__V1__UpdateUserRequest   *message,
+                      uint8_t             *out);
+size_t tokend__v1__update_user_request__pack_to_buffer
+                     (const Tokend__V1__UpdateUserRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__UpdateUserRequest *
+       tokend__v1__update_user_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__update_user_request__free_unpacked
+                     (Tokend__V1__UpdateUserRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__SetGroupAdminRequest methods */
+void   tokend__v1__set_group_admin_request__init
+                     (Tokend__V1__SetGroupAdminRequest         *message);
+size_t tokend__v1__set_group_admin_request__get_packed_size
+                     (const Tokend__V1__SetGroupAdminRequest   *message);
+size_t tokend__v1__set_group_admin_request__pack
+                     (const Tokend__V1__SetGroupAdminRequest   *message,
+                      uint8_t             *out);
+size_t tokend__v1__set_group_admin_request__pack_to_buffer
+                     (const Tokend__V1__SetGroupAdminRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__SetGroupAdminRequest *
+       tokend__v1__set_group_admin_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__set_group_admin_request__free_unpacked
+                     (Tokend__V1__SetGroupAdminRequest *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Tokend__V1__TokenByIdRequest_Closure)
@@ -251,6 +1352,105 @@ typedef void (*Tokend__V1__TokenReply_Closure)
                   void *closure_data);
 typedef void (*Tokend__V1__Status_Closure)
                  (const Tokend__V1__Status *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__Empty_Closure)
+                 (const Tokend__V1__Empty *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__BoolReply_Closure)
+                 (const Tokend__V1__BoolReply *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__VerifyRequest_Closure)
+                 (const Tokend__V1__VerifyRequest *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__VerifyReply_Closure)
+                 (const Tokend__V1__VerifyReply *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__ResolveStoreTokenRequest_Closure)
+                 (const Tokend__V1__ResolveStoreTokenRequest *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__ResolveStoreTokenReply_Closure)
+                 (const Tokend__V1__ResolveStoreTokenReply *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__PushTargetsRequest_Closure)
+                 (const Tokend__V1__PushTargetsRequest *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__DeviceToken_Closure)
+                 (const Tokend__V1__DeviceToken *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__PushTargetsReply_Closure)
+                 (const Tokend__V1__PushTargetsReply *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__VerifyPushTokenRequest_Closure)
+                 (const Tokend__V1__VerifyPushTokenRequest *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__VerifyPushTokenReply_Closure)
+                 (const Tokend__V1__VerifyPushTokenReply *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__Device_Closure)
+                 (const Tokend__V1__Device *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__DeviceList_Closure)
+                 (const Tokend__V1__DeviceList *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__DeviceRef_Closure)
+                 (const Tokend__V1__DeviceRef *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__ChangePasswordRequest_Closure)
+                 (const Tokend__V1__ChangePasswordRequest *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__BindDeviceTokenRequest_Closure)
+                 (const Tokend__V1__BindDeviceTokenRequest *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__UnbindDeviceTokenRequest_Closure)
+                 (const Tokend__V1__UnbindDeviceTokenRequest *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__DeleteUserRequest_Closure)
+                 (const Tokend__V1__DeleteUserRequest *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__RegisterRequest_Closure)
+                 (const Tokend__V1__RegisterRequest *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__RegisterReply_Closure)
+                 (const Tokend__V1__RegisterReply *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__RegisterBatchRequest_Closure)
+                 (const Tokend__V1__RegisterBatchRequest *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__RegisterResult_Closure)
+                 (const Tokend__V1__RegisterResult *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__RegisterBatchReply_Closure)
+                 (const Tokend__V1__RegisterBatchReply *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__SetPasswordRequest_Closure)
+                 (const Tokend__V1__SetPasswordRequest *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__UserIdList_Closure)
+                 (const Tokend__V1__UserIdList *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__ListUsersRequest_Closure)
+                 (const Tokend__V1__ListUsersRequest *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__UserSummary_Closure)
+                 (const Tokend__V1__UserSummary *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__UserList_Closure)
+                 (const Tokend__V1__UserList *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__CreateUserRequest_Closure)
+                 (const Tokend__V1__CreateUserRequest *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__UserRef_Closure)
+                 (const Tokend__V1__UserRef *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__User_Closure)
+                 (const Tokend__V1__User *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__UpdateUserRequest_Closure)
+                 (const Tokend__V1__UpdateUserRequest *message,
+                  void *closure_data);
+typedef void (*Tokend__V1__SetGroupAdminRequest_Closure)
+                 (const Tokend__V1__SetGroupAdminRequest *message,
                   void *closure_data);
 
 /* --- services --- */
@@ -271,6 +1471,98 @@ struct Tokend__V1__Tokend_Service
                         const Tokend__V1__TokenByNameRequest *input,
                         Tokend__V1__TokenReply_Closure closure,
                         void *closure_data);
+  void (*verify)(Tokend__V1__Tokend_Service *service,
+                 const Tokend__V1__VerifyRequest *input,
+                 Tokend__V1__VerifyReply_Closure closure,
+                 void *closure_data);
+  void (*resolve_store_token)(Tokend__V1__Tokend_Service *service,
+                              const Tokend__V1__ResolveStoreTokenRequest *input,
+                              Tokend__V1__ResolveStoreTokenReply_Closure closure,
+                              void *closure_data);
+  void (*push_targets)(Tokend__V1__Tokend_Service *service,
+                       const Tokend__V1__PushTargetsRequest *input,
+                       Tokend__V1__PushTargetsReply_Closure closure,
+                       void *closure_data);
+  void (*verify_push_token)(Tokend__V1__Tokend_Service *service,
+                            const Tokend__V1__VerifyPushTokenRequest *input,
+                            Tokend__V1__VerifyPushTokenReply_Closure closure,
+                            void *closure_data);
+  void (*logout)(Tokend__V1__Tokend_Service *service,
+                 const Tokend__V1__Empty *input,
+                 Tokend__V1__BoolReply_Closure closure,
+                 void *closure_data);
+  void (*logout_all)(Tokend__V1__Tokend_Service *service,
+                     const Tokend__V1__Empty *input,
+                     Tokend__V1__BoolReply_Closure closure,
+                     void *closure_data);
+  void (*list_devices)(Tokend__V1__Tokend_Service *service,
+                       const Tokend__V1__Empty *input,
+                       Tokend__V1__DeviceList_Closure closure,
+                       void *closure_data);
+  void (*remove_device)(Tokend__V1__Tokend_Service *service,
+                        const Tokend__V1__DeviceRef *input,
+                        Tokend__V1__BoolReply_Closure closure,
+                        void *closure_data);
+  void (*kick)(Tokend__V1__Tokend_Service *service,
+               const Tokend__V1__DeviceRef *input,
+               Tokend__V1__BoolReply_Closure closure,
+               void *closure_data);
+  void (*change_password)(Tokend__V1__Tokend_Service *service,
+                          const Tokend__V1__ChangePasswordRequest *input,
+                          Tokend__V1__BoolReply_Closure closure,
+                          void *closure_data);
+  void (*bind_device_token)(Tokend__V1__Tokend_Service *service,
+                            const Tokend__V1__BindDeviceTokenRequest *input,
+                            Tokend__V1__BoolReply_Closure closure,
+                            void *closure_data);
+  void (*unbind_device_token)(Tokend__V1__Tokend_Service *service,
+                              const Tokend__V1__UnbindDeviceTokenRequest *input,
+                              Tokend__V1__BoolReply_Closure closure,
+                              void *closure_data);
+  void (*delete_user)(Tokend__V1__Tokend_Service *service,
+                      const Tokend__V1__DeleteUserRequest *input,
+                      Tokend__V1__BoolReply_Closure closure,
+                      void *closure_data);
+  void (*register_user)(Tokend__V1__Tokend_Service *service,
+                        const Tokend__V1__RegisterRequest *input,
+                        Tokend__V1__RegisterReply_Closure closure,
+                        void *closure_data);
+  void (*register_users)(Tokend__V1__Tokend_Service *service,
+                         const Tokend__V1__RegisterBatchRequest *input,
+                         Tokend__V1__RegisterBatchReply_Closure closure,
+                         void *closure_data);
+  void (*set_password)(Tokend__V1__Tokend_Service *service,
+                       const Tokend__V1__SetPasswordRequest *input,
+                       Tokend__V1__BoolReply_Closure closure,
+                       void *closure_data);
+  void (*disable_users)(Tokend__V1__Tokend_Service *service,
+                        const Tokend__V1__UserIdList *input,
+                        Tokend__V1__BoolReply_Closure closure,
+                        void *closure_data);
+  void (*enable_users)(Tokend__V1__Tokend_Service *service,
+                       const Tokend__V1__UserIdList *input,
+                       Tokend__V1__BoolReply_Closure closure,
+                       void *closure_data);
+  void (*list_users)(Tokend__V1__Tokend_Service *service,
+                     const Tokend__V1__ListUsersRequest *input,
+                     Tokend__V1__UserList_Closure closure,
+                     void *closure_data);
+  void (*create_user)(Tokend__V1__Tokend_Service *service,
+                      const Tokend__V1__CreateUserRequest *input,
+                      Tokend__V1__User_Closure closure,
+                      void *closure_data);
+  void (*get_user)(Tokend__V1__Tokend_Service *service,
+                   const Tokend__V1__UserRef *input,
+                   Tokend__V1__User_Closure closure,
+                   void *closure_data);
+  void (*update_user)(Tokend__V1__Tokend_Service *service,
+                      const Tokend__V1__UpdateUserRequest *input,
+                      Tokend__V1__User_Closure closure,
+                      void *closure_data);
+  void (*set_group_admin)(Tokend__V1__Tokend_Service *service,
+                          const Tokend__V1__SetGroupAdminRequest *input,
+                          Tokend__V1__BoolReply_Closure closure,
+                          void *closure_data);
 };
 typedef void (*Tokend__V1__Tokend_ServiceDestroy)(Tokend__V1__Tokend_Service *);
 void tokend__v1__tokend__init (Tokend__V1__Tokend_Service *service,
@@ -281,7 +1573,30 @@ void tokend__v1__tokend__init (Tokend__V1__Tokend_Service *service,
     { TOKEND__V1__TOKEND__BASE_INIT,\
       function_prefix__ ## token_by_id,\
       function_prefix__ ## token_by_login,\
-      function_prefix__ ## token_by_name  }
+      function_prefix__ ## token_by_name,\
+      function_prefix__ ## verify,\
+      function_prefix__ ## resolve_store_token,\
+      function_prefix__ ## push_targets,\
+      function_prefix__ ## verify_push_token,\
+      function_prefix__ ## logout,\
+      function_prefix__ ## logout_all,\
+      function_prefix__ ## list_devices,\
+      function_prefix__ ## remove_device,\
+      function_prefix__ ## kick,\
+      function_prefix__ ## change_password,\
+      function_prefix__ ## bind_device_token,\
+      function_prefix__ ## unbind_device_token,\
+      function_prefix__ ## delete_user,\
+      function_prefix__ ## register_user,\
+      function_prefix__ ## register_users,\
+      function_prefix__ ## set_password,\
+      function_prefix__ ## disable_users,\
+      function_prefix__ ## enable_users,\
+      function_prefix__ ## list_users,\
+      function_prefix__ ## create_user,\
+      function_prefix__ ## get_user,\
+      function_prefix__ ## update_user,\
+      function_prefix__ ## set_group_admin  }
 void tokend__v1__tokend__token_by_id(ProtobufCService *service,
                                      const Tokend__V1__TokenByIdRequest *input,
                                      Tokend__V1__TokenReply_Closure closure,
@@ -294,6 +1609,98 @@ void tokend__v1__tokend__token_by_name(ProtobufCService *service,
                                        const Tokend__V1__TokenByNameRequest *input,
                                        Tokend__V1__TokenReply_Closure closure,
                                        void *closure_data);
+void tokend__v1__tokend__verify(ProtobufCService *service,
+                                const Tokend__V1__VerifyRequest *input,
+                                Tokend__V1__VerifyReply_Closure closure,
+                                void *closure_data);
+void tokend__v1__tokend__resolve_store_token(ProtobufCService *service,
+                                             const Tokend__V1__ResolveStoreTokenRequest *input,
+                                             Tokend__V1__ResolveStoreTokenReply_Closure closure,
+                                             void *closure_data);
+void tokend__v1__tokend__push_targets(ProtobufCService *service,
+                                      const Tokend__V1__PushTargetsRequest *input,
+                                      Tokend__V1__PushTargetsReply_Closure closure,
+                                      void *closure_data);
+void tokend__v1__tokend__verify_push_token(ProtobufCService *service,
+                                           const Tokend__V1__VerifyPushTokenRequest *input,
+                                           Tokend__V1__VerifyPushTokenReply_Closure closure,
+                                           void *closure_data);
+void tokend__v1__tokend__logout(ProtobufCService *service,
+                                const Tokend__V1__Empty *input,
+                                Tokend__V1__BoolReply_Closure closure,
+                                void *closure_data);
+void tokend__v1__tokend__logout_all(ProtobufCService *service,
+                                    const Tokend__V1__Empty *input,
+                                    Tokend__V1__BoolReply_Closure closure,
+                                    void *closure_data);
+void tokend__v1__tokend__list_devices(ProtobufCService *service,
+                                      const Tokend__V1__Empty *input,
+                                      Tokend__V1__DeviceList_Closure closure,
+                                      void *closure_data);
+void tokend__v1__tokend__remove_device(ProtobufCService *service,
+                                       const Tokend__V1__DeviceRef *input,
+                                       Tokend__V1__BoolReply_Closure closure,
+                                       void *closure_data);
+void tokend__v1__tokend__kick(ProtobufCService *service,
+                              const Tokend__V1__DeviceRef *input,
+                              Tokend__V1__BoolReply_Closure closure,
+                              void *closure_data);
+void tokend__v1__tokend__change_password(ProtobufCService *service,
+                                         const Tokend__V1__ChangePasswordRequest *input,
+                                         Tokend__V1__BoolReply_Closure closure,
+                                         void *closure_data);
+void tokend__v1__tokend__bind_device_token(ProtobufCService *service,
+                                           const Tokend__V1__BindDeviceTokenRequest *input,
+                                           Tokend__V1__BoolReply_Closure closure,
+                                           void *closure_data);
+void tokend__v1__tokend__unbind_device_token(ProtobufCService *service,
+                                             const Tokend__V1__UnbindDeviceTokenRequest *input,
+                                             Tokend__V1__BoolReply_Closure closure,
+                                             void *closure_data);
+void tokend__v1__tokend__delete_user(ProtobufCService *service,
+                                     const Tokend__V1__DeleteUserRequest *input,
+                                     Tokend__V1__BoolReply_Closure closure,
+                                     void *closure_data);
+void tokend__v1__tokend__register_user(ProtobufCService *service,
+                                       const Tokend__V1__RegisterRequest *input,
+                                       Tokend__V1__RegisterReply_Closure closure,
+                                       void *closure_data);
+void tokend__v1__tokend__register_users(ProtobufCService *service,
+                                        const Tokend__V1__RegisterBatchRequest *input,
+                                        Tokend__V1__RegisterBatchReply_Closure closure,
+                                        void *closure_data);
+void tokend__v1__tokend__set_password(ProtobufCService *service,
+                                      const Tokend__V1__SetPasswordRequest *input,
+                                      Tokend__V1__BoolReply_Closure closure,
+                                      void *closure_data);
+void tokend__v1__tokend__disable_users(ProtobufCService *service,
+                                       const Tokend__V1__UserIdList *input,
+                                       Tokend__V1__BoolReply_Closure closure,
+                                       void *closure_data);
+void tokend__v1__tokend__enable_users(ProtobufCService *service,
+                                      const Tokend__V1__UserIdList *input,
+                                      Tokend__V1__BoolReply_Closure closure,
+                                      void *closure_data);
+void tokend__v1__tokend__list_users(ProtobufCService *service,
+                                    const Tokend__V1__ListUsersRequest *input,
+                                    Tokend__V1__UserList_Closure closure,
+                                    void *closure_data);
+void tokend__v1__tokend__create_user(ProtobufCService *service,
+                                     const Tokend__V1__CreateUserRequest *input,
+                                     Tokend__V1__User_Closure closure,
+                                     void *closure_data);
+void tokend__v1__tokend__get_user(ProtobufCService *service,
+                                  const Tokend__V1__UserRef *input,
+                                  Tokend__V1__User_Closure closure,
+                                  void *closure_data);
+void tokend__v1__tokend__update_user(ProtobufCService *service,
+                                     const Tokend__V1__UpdateUserRequest *input,
+                                     Tokend__V1__User_Closure closure,
+                                     void *closure_data);
+void tokend__v1__tokend__set_group_admin(ProtobufCService *service,
+                                         const Tokend__V1__SetGroupAdminRequest *input,
+                                         Tokend__V1__BoolReply_Closure closure,
+                                         void *closure_data);
 
 /* --- descriptors --- */
 
@@ -303,6 +1710,39 @@ extern const ProtobufCMessageDescriptor tokend__v1__token_by_login_request__desc
 extern const ProtobufCMessageDescriptor tokend__v1__token_by_name_request__descriptor;
 extern const ProtobufCMessageDescriptor tokend__v1__token_reply__descriptor;
 extern const ProtobufCMessageDescriptor tokend__v1__status__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__empty__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__bool_reply__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__verify_request__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__verify_reply__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__resolve_store_token_request__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__resolve_store_token_reply__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__push_targets_request__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__device_token__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__push_targets_reply__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__verify_push_token_request__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__verify_push_token_reply__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__device__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__device_list__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__device_ref__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__change_password_request__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__bind_device_token_request__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__unbind_device_token_request__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__delete_user_request__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__register_request__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__register_reply__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__register_batch_request__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__register_result__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__register_batch_reply__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__set_password_request__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__user_id_list__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__list_users_request__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__user_summary__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__user_list__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__create_user_request__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__user_ref__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__user__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__update_user_request__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__set_group_admin_request__descriptor;
 extern const ProtobufCServiceDescriptor tokend__v1__tokend__descriptor;
 
 PROTOBUF_C__END_DECLS

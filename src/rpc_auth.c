@@ -1,0 +1,159 @@
+/* rpc_auth.c - who is calling: the access-token header resolved to a user
+ * session or an app's admin token, and the impersonation an admin token
+ * allows (user_id / group_id headers). Messages let a client tell "log in
+ * again" (token expired) from "this is not a token" (invalid token). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include "rpc.h"
+
+int rpc_token_hash(rpc_call *call, const char *text, uint8_t hash[CRYPTO_HASH_BYTES])
+{
+    uint8_t raw[CRYPTO_TOKEN_BYTES];
+    if (crypto_token_parse(raw, text, strlen(text)) != 0)
+        return -1;
+    crypto_token_hash(hash, raw, store_token_key(call->ctx->store));
+    crypto_wipe(raw, sizeof raw);
+    return 0;
+}
+
+static void describe(rpc_auth *auth, const store_session *ss)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (ss->admin) {
+        char id[17];
+        for (int i = 0; i < 8; i++)
+            id[2 * i] = hex[auth->hash[i] >> 4], id[2 * i + 1] = hex[auth->hash[i] & 15];
+        id[16] = '\0';
+        snprintf(auth->actor, sizeof auth->actor, "admin:%s", id);
+    } else {
+        snprintf(auth->actor, sizeof auth->actor, "user:%llu", (unsigned long long)ss->user_id);
+    }
+}
+
+/* Checks a session read for the caller's token: present, unexpired, of
+ * the call's app. Fills auth. */
+static int accept_session(rpc_call *call, const store_session *ss, rpc_auth *auth)
+{
+    if (!ss) {
+        rpc_fail(call, ST_UNAUTHENTICATED, "invalid token");
+        return -1;
+    }
+    if (ss->expire_ms && ss->expire_ms <= rpc_now_ms()) {
+        rpc_fail(call, ST_UNAUTHENTICATED, "token expired");
+        return -1;
+    }
+    if (call->app_id && call->app_id != ss->app_id) {
+        rpc_fail(call, ST_UNAUTHENTICATED, "invalid token for app_id %llu",
+                 (unsigned long long)call->app_id);
+        return -1;
+    }
+    auth->app_id = ss->app_id;
+    auth->admin = ss->admin;
+    auth->user_id = ss->admin ? 0 : ss->user_id;
+    describe(auth, ss);
+    return 0;
+}
+
+int rpc_auth_any(rpc_call *call, rpc_auth *auth)
+{
+    store_session *ss = NULL;
+    const uint8_t *h = auth->hash;
+    memset(auth, 0, sizeof *auth);
+    if (!call->access_token[0]) {
+        rpc_fail(call, ST_UNAUTHENTICATED, "access-token header is required");
+        return -1;
+    }
+    if (rpc_token_hash(call, call->access_token, auth->hash) != 0) {
+        rpc_fail(call, ST_UNAUTHENTICATED, "invalid token");
+        return -1;
+    }
+    int rc = store_sessions_get(call->ctx->store, 1, &h, &ss, NULL);
+    if (rc != STORE_OK) {
+        rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
+        return -1;
+    }
+    rc = accept_session(call, ss, auth);
+    if (ss)
+        protobuf_c_message_free_unpacked(&ss->base, NULL);
+    return rc;
+}
+
+int rpc_auth_admin_session(rpc_call *call, const store_session *ss,
+                           const uint8_t hash[CRYPTO_HASH_BYTES], rpc_auth *auth)
+{
+    memcpy(auth->hash, hash, CRYPTO_HASH_BYTES);
+    if (accept_session(call, ss, auth) != 0)
+        return -1;
+    if (!auth->admin) {
+        rpc_fail(call, ST_PERMISSION_DENIED, "this call needs an admin token of the app");
+        return -1;
+    }
+    return 0;
+}
+
+int rpc_auth_admin(rpc_call *call, rpc_auth *auth)
+{
+    if (rpc_auth_any(call, auth) != 0)
+        return -1;
+    if (!auth->admin) {
+        rpc_fail(call, ST_PERMISSION_DENIED, "this call needs an admin token of the app");
+        return -1;
+    }
+    return 0;
+}
+
+int rpc_auth_user(rpc_call *call, rpc_auth *auth)
+{
+    if (rpc_auth_any(call, auth) != 0)
+        return -1;
+    if (!auth->admin) {
+        if (call->as_user_id || call->as_group_id) {
+            rpc_fail(call, ST_PERMISSION_DENIED,
+                     "user_id and group_id headers need an admin token, not a user token");
+            return -1;
+        }
+        return 0;
+    }
+    if (call->as_group_id) {
+        int rc = store_group_admin(call->ctx->store, auth->app_id, call->as_group_id, &auth->user_id);
+        if (rc != STORE_OK) {
+            rpc_fail(call, rc == STORE_NOTFOUND ? ST_NOT_FOUND : ST_UNAVAILABLE,
+                     "unknown group_id %llu", (unsigned long long)call->as_group_id);
+            return -1;
+        }
+    } else if (call->as_user_id) {
+        auth->user_id = call->as_user_id;
+    } else {
+        rpc_fail(call, ST_INVALID_ARGUMENT,
+                 "an admin token needs a user_id or group_id header for this call");
+        return -1;
+    }
+    store_user *u = NULL;
+    int rc = store_user_get(call->ctx->store, auth->user_id, &u);
+    int ok = rc == STORE_OK && u->app_id == auth->app_id;
+    if (u)
+        protobuf_c_message_free_unpacked(&u->base, NULL);
+    if (!ok) {
+        rpc_fail(call, ST_NOT_FOUND, "unknown user_id %llu", (unsigned long long)auth->user_id);
+        return -1;
+    }
+    return 0;
+}
+
+void rpc_audit(rpc_call *call, const rpc_auth *auth, const char *action, const char *fmt, ...)
+{
+    store_audit e = TOKEND__V1__STORE__AUDIT_ENTRY__INIT;
+    char detail[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    e.time_ms = rpc_now_ms();
+    e.app_id = auth->app_id;
+    e.actor = (char *)auth->actor;
+    e.action = (char *)action;
+    e.detail = detail;
+    if (store_audit_append(call->ctx->store, &e) != STORE_OK)
+        fprintf(stderr, "tokend: audit: cannot record %s by %s\n", action, auth->actor);
+}

@@ -1,0 +1,215 @@
+/* rpc_services.c - what the chat, push and file services call, with an
+ * admin token of the app: Verify (the hot path), ResolveStoreToken,
+ * PushTargets and VerifyPushToken. All are reads, answered on the event
+ * loop without a pool hop. Verify reads the caller's and the checked
+ * token's sessions in one LMDB read transaction and decodes them into a
+ * stack arena, so it allocates nothing on the heap. */
+#include <stdlib.h>
+#include <string.h>
+#include "rpc.h"
+#include "rpc_handlers.h"
+
+typedef struct {
+    size_t used;
+    _Alignas(16) uint8_t buf[4096];
+} arena;
+
+static void *arena_alloc(void *data, size_t size)
+{
+    arena *a = data;
+    size = (size + 15) & ~(size_t)15;
+    if (size > sizeof a->buf - a->used)
+        return NULL;
+    void *p = a->buf + a->used;
+    a->used += size;
+    return p;
+}
+
+static void arena_free(void *data, void *p)
+{
+}
+
+/* Hashes the caller's token; 0, or -1 with the call answered. */
+static int caller_hash(rpc_call *call, uint8_t hash[CRYPTO_HASH_BYTES])
+{
+    if (!call->access_token[0]) {
+        rpc_fail(call, ST_UNAUTHENTICATED, "access-token header (an admin token) is required");
+        return -1;
+    }
+    if (rpc_token_hash(call, call->access_token, hash) != 0) {
+        rpc_fail(call, ST_UNAUTHENTICATED, "invalid token");
+        return -1;
+    }
+    return 0;
+}
+
+static int expired(const store_session *ss)
+{
+    return ss->expire_ms && ss->expire_ms <= rpc_now_ms();
+}
+
+RPC_HANDLER(verify, VerifyRequest, VerifyReply)
+{
+    uint8_t mine[CRYPTO_HASH_BYTES], theirs[CRYPTO_HASH_BYTES];
+    const uint8_t *hashes[2] = {mine, theirs};
+    store_session *ss[2];
+    arena a = {0};
+    ProtobufCAllocator alloc = {arena_alloc, arena_free, &a};
+    rpc_auth auth;
+
+    if (caller_hash(call, mine) != 0)
+        return;
+    if (!req->token[0]) {
+        rpc_fail(call, ST_INVALID_ARGUMENT, "token is required");
+        return;
+    }
+    if (rpc_token_hash(call, req->token, theirs) != 0)
+        hashes[1] = NULL;
+    int rc = store_sessions_get(((rpc_call *)call)->ctx->store, 2, hashes, ss, &alloc);
+    if (rc != STORE_OK) {
+        rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
+        return;
+    }
+    if (rpc_auth_admin_session(call, ss[0], mine, &auth) != 0)
+        return;
+    if (!ss[1] || ss[1]->app_id != auth.app_id) {
+        rpc_fail(call, ST_UNAUTHENTICATED, "invalid token");
+        return;
+    }
+    if (expired(ss[1])) {
+        rpc_fail(call, ST_UNAUTHENTICATED, "token expired");
+        return;
+    }
+    Tokend__V1__VerifyReply reply = TOKEND__V1__VERIFY_REPLY__INIT;
+    reply.user_id = (int64_t)ss[1]->user_id;
+    reply.app_id = (int64_t)ss[1]->app_id;
+    reply.device_guid = ss[1]->device_guid;
+    reply.device_sn = ss[1]->device_sn;
+    reply.expire = ss[1]->expire_ms;
+    reply.admin = ss[1]->admin;
+    reply.encrypt_type = ss[1]->encrypt_type;
+    reply.public_key = ss[1]->public_key;
+    closure(&reply, call);
+}
+
+RPC_HANDLER(resolve_store_token, ResolveStoreTokenRequest, ResolveStoreTokenReply)
+{
+    uint8_t hash[CRYPTO_HASH_BYTES];
+    store_session *ss = NULL;
+    rpc_auth auth;
+    if (rpc_auth_admin(call, &auth) != 0)
+        return;
+    if (!req->store_token[0]) {
+        rpc_fail(call, ST_INVALID_ARGUMENT, "store_token is required");
+        return;
+    }
+    int rc = rpc_token_hash(call, req->store_token, hash) == 0
+                 ? store_store_token_get(((rpc_call *)call)->ctx->store, hash, &ss)
+                 : STORE_NOTFOUND;
+    if (rc != STORE_OK || ss->app_id != auth.app_id) {
+        rpc_fail(call, rc == STORE_OK || rc == STORE_NOTFOUND ? ST_UNAUTHENTICATED : ST_UNAVAILABLE,
+                 "%s", rc == STORE_OK || rc == STORE_NOTFOUND ? "invalid store_token" : store_strerror(rc));
+    } else if (expired(ss)) {
+        rpc_fail(call, ST_UNAUTHENTICATED, "store_token expired");
+    } else {
+        Tokend__V1__ResolveStoreTokenReply reply = TOKEND__V1__RESOLVE_STORE_TOKEN_REPLY__INIT;
+        reply.user_id = (int64_t)ss->user_id;
+        reply.app_id = (int64_t)ss->app_id;
+        reply.access_key_secret = ss->access_key_secret;
+        reply.expire = ss->expire_ms;
+        closure(&reply, call);
+    }
+    if (ss)
+        protobuf_c_message_free_unpacked(&ss->base, NULL);
+}
+
+RPC_HANDLER(push_targets, PushTargetsRequest, PushTargetsReply)
+{
+    rpc_call *c = call;
+    rpc_auth auth;
+    store_device **devs = NULL;
+    size_t n = 0;
+    if (rpc_auth_admin(call, &auth) != 0)
+        return;
+    if (req->user_id <= 0) {
+        rpc_fail(call, ST_INVALID_ARGUMENT, "user_id is required");
+        return;
+    }
+    int rc = store_devices_list(c->ctx->store, auth.app_id, (uint64_t)req->user_id, &devs, &n);
+    if (rc != STORE_OK) {
+        rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
+        return;
+    }
+    Tokend__V1__PushTargetsReply reply = TOKEND__V1__PUSH_TARGETS_REPLY__INIT;
+    char **push = calloc(n + 1, sizeof *push);
+    Tokend__V1__DeviceToken *dt = calloc(n + 1, sizeof *dt);
+    Tokend__V1__DeviceToken **dtp = calloc(n + 1, sizeof *dtp);
+    char (*text)[CRYPTO_TOKEN_TEXTLEN] = calloc(n + 1, sizeof *text);
+    if (!push || !dt || !dtp || !text) {
+        rpc_fail(call, ST_RESOURCE_EXHAUSTED, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const store_device *d = devs[i];
+        if (d->push_token_sealed.len == CRYPTO_TOKEN_TEXTLEN - 1 + CRYPTO_SEAL_OVERHEAD &&
+            crypto_unseal(text[i], d->push_token_sealed.data, d->push_token_sealed.len,
+                          store_token_key(c->ctx->store)) == 0) {
+            text[i][CRYPTO_TOKEN_TEXTLEN - 1] = '\0';
+            push[reply.n_push_tokens++] = text[i];
+        }
+        if (d->device_token[0]) {
+            Tokend__V1__DeviceToken *t = &dt[reply.n_device_tokens];
+            tokend__v1__device_token__init(t);
+            t->device_sn = d->device_sn;
+            t->device_token = d->device_token;
+            t->notifier_name = d->notifier_name;
+            dtp[reply.n_device_tokens++] = t;
+        }
+    }
+    reply.push_tokens = push;
+    reply.device_tokens = dtp;
+    closure(&reply, call);
+done:
+    if (text)
+        crypto_wipe(text, (n + 1) * sizeof *text);
+    free(text);
+    free(push);
+    free(dt);
+    free(dtp);
+    store_devices_free(devs, n);
+}
+
+RPC_HANDLER(verify_push_token, VerifyPushTokenRequest, VerifyPushTokenReply)
+{
+    rpc_call *c = call;
+    rpc_auth auth;
+    uint8_t hash[CRYPTO_HASH_BYTES];
+    char guid[STORE_GUID_MAX + 1];
+    uint64_t app_id = 0;
+    store_device *d = NULL;
+    if (rpc_auth_admin(call, &auth) != 0)
+        return;
+    if (!req->push_token[0]) {
+        rpc_fail(call, ST_INVALID_ARGUMENT, "push_token is required");
+        return;
+    }
+    int rc = rpc_token_hash(call, req->push_token, hash) == 0
+                 ? store_push_lookup(c->ctx->store, hash, &app_id, guid, sizeof guid)
+                 : STORE_NOTFOUND;
+    if (rc == STORE_OK && app_id == auth.app_id)
+        rc = store_device_get(c->ctx->store, app_id, guid, &d);
+    else if (rc == STORE_OK)
+        rc = STORE_NOTFOUND;
+    if (rc != STORE_OK) {
+        rpc_fail(call, rc == STORE_NOTFOUND ? ST_UNAUTHENTICATED : ST_UNAVAILABLE, "%s",
+                 rc == STORE_NOTFOUND ? "invalid push_token" : store_strerror(rc));
+        return;
+    }
+    Tokend__V1__VerifyPushTokenReply reply = TOKEND__V1__VERIFY_PUSH_TOKEN_REPLY__INIT;
+    reply.device_guid = guid;
+    reply.user_id = (int64_t)d->user_id;
+    reply.app_id = (int64_t)app_id;
+    reply.device_sn = d->device_sn;
+    closure(&reply, call);
+    protobuf_c_message_free_unpacked(&d->base, NULL);
+}

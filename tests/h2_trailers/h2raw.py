@@ -1,0 +1,307 @@
+#!/usr/bin/python3
+"""h2raw.py - frame-level checks of the trailers shim with a hand-written
+HTTP/2 client (stdlib only): exact frame sequences, CONTINUATION, tight flow
+control, and peer resets / connection drops at awkward moments.
+
+    /usr/bin/python3 h2raw.py PORT
+"""
+import socket
+import struct
+import sys
+import time
+
+PORT = int(sys.argv[1])
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
+END_STREAM, END_HEADERS, ACK = 1, 4, 1
+NAMES = {0: "DATA", 1: "HEADERS", 3: "RST_STREAM", 4: "SETTINGS", 6: "PING", 7: "GOAWAY", 8: "WINDOW_UPDATE",
+         9: "CONTINUATION"}
+
+
+def fail(msg):
+    print("FAIL:", msg)
+    sys.exit(1)
+
+
+def frame(ftype, flags, sid, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", sid) + payload
+
+
+def hpack_int7(v):
+    if v < 127:
+        return bytes([v])
+    out, v = [127], v - 127
+    while v >= 128:
+        out.append(0x80 | (v & 0x7F))
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def hpack_literal(fields):
+    """literal without indexing, new name, no Huffman"""
+    out = b""
+    for n, v in fields:
+        out += b"\x00" + hpack_int7(len(n)) + n + hpack_int7(len(v)) + v
+    return out
+
+
+def decode_literal_block(block):
+    """decodes a block made only of literal-without-indexing/new-name fields
+    without Huffman (what the shim emits); None if anything else is found"""
+    out, i = [], 0
+
+    def rd_int(i):
+        v = block[i] & 0x7F
+        i += 1
+        if v < 127:
+            return v, i
+        m = 0
+        while True:
+            b = block[i]
+            i += 1
+            v += (b & 0x7F) << m
+            m += 7
+            if not b & 0x80:
+                return v, i
+
+    while i < len(block):
+        if block[i] != 0x00:
+            return None
+        i += 1
+        if block[i] & 0x80:
+            return None  # Huffman-coded name
+        n, i = rd_int(i)
+        name = block[i:i + n]
+        i += n
+        if block[i] & 0x80:
+            return None
+        n, i = rd_int(i)
+        value = block[i:i + n]
+        i += n
+        out.append((name, value))
+    return out
+
+
+def grpc_msg(b):
+    return b"\x00" + struct.pack(">I", len(b)) + b
+
+
+class Conn:
+    def __init__(self, settings=None, rcvbuf=None):
+        self.s = socket.socket()
+        if rcvbuf:
+            self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.s.settimeout(5)
+        self.s.connect(("127.0.0.1", PORT))
+        self.buf = b""
+        payload = b"".join(struct.pack(">HI", k, v) for k, v in (settings or {}).items())
+        self.s.sendall(PREFACE + frame(SETTINGS, 0, 0, payload))
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def request(self, sid, path, body, end_stream=True):
+        block = hpack_literal([(b":method", b"POST"), (b":scheme", b"http"), (b":path", path),
+                               (b":authority", b"127.0.0.1"), (b"content-type", b"application/grpc"),
+                               (b"te", b"trailers")])
+        self.send(frame(HEADERS, END_HEADERS, sid, block) + frame(DATA, END_STREAM if end_stream else 0, sid, body))
+
+    def read_frame(self, timeout=5):
+        self.s.settimeout(timeout)
+        while True:
+            if len(self.buf) >= 9:
+                n = struct.unpack(">I", b"\0" + self.buf[:3])[0]
+                if len(self.buf) >= 9 + n:
+                    f = (self.buf[3], self.buf[4], struct.unpack(">I", self.buf[5:9])[0] & 0x7FFFFFFF, self.buf[9:9 + n])
+                    self.buf = self.buf[9 + n:]
+                    if f[0] == SETTINGS and not f[1] & ACK:
+                        self.send(frame(SETTINGS, ACK, 0))
+                    if f[0] == PING and not f[1] & ACK:
+                        self.send(frame(PING, ACK, 0, f[3]))
+                    return f
+            try:
+                d = self.s.recv(65536)
+            except socket.timeout:
+                return None
+            if not d:
+                return None
+            self.buf += d
+
+    def stream_frames(self, sid, window_update=False, timeout=5):
+        """frames of stream `sid` until its END_STREAM (other streams' frames dropped)"""
+        out = []
+        while True:
+            f = self.read_frame(timeout)
+            if f is None:
+                fail("stream %d: connection ended/timed out after %s" % (sid, [(NAMES[x[0]], x[1], len(x[3])) for x in out]))
+            if f[0] == GOAWAY:
+                fail("GOAWAY %r" % (f[3],))
+            if f[2] != sid:
+                continue
+            out.append(f)
+            if f[0] == DATA and window_update and len(f[3]):
+                self.send(frame(WINDOW_UPDATE, 0, sid, struct.pack(">I", len(f[3]))) +
+                          frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", len(f[3]))))
+            if f[0] == RST_STREAM:
+                fail("stream %d reset by server" % sid)
+            if f[0] in (DATA, HEADERS) and f[1] & END_STREAM:
+                # a trailer block may continue in CONTINUATION frames
+                while f[0] == HEADERS and not f[1] & END_HEADERS or f[0] == CONTINUATION and not f[1] & END_HEADERS:
+                    f = self.read_frame(timeout)
+                    if f is None or f[0] != CONTINUATION or f[2] != sid:
+                        fail("expected CONTINUATION, got %r" % (f and (NAMES[f[0]], f[2]),))
+                    out.append(f)
+                return out
+
+    def close(self):
+        self.s.close()
+
+
+def check_response(frames, want_body, want_trailers, what):
+    """HEADERS (no END_STREAM), DATA... (no END_STREAM), HEADERS(+CONTINUATION) ending the stream"""
+    kinds = [f[0] for f in frames]
+    if kinds[0] != HEADERS or frames[0][1] & END_STREAM or not frames[0][1] & END_HEADERS:
+        fail("%s: first frame %s flags %#x" % (what, NAMES[kinds[0]], frames[0][1]))
+    i = 1
+    body = b""
+    while i < len(frames) and kinds[i] == DATA:
+        if frames[i][1] & END_STREAM:
+            fail("%s: DATA with END_STREAM" % what)
+        if len(frames[i][3]) == 0:
+            fail("%s: empty DATA frame" % what)
+        body += frames[i][3]
+        i += 1
+    if body != want_body:
+        fail("%s: body %d bytes, want %d" % (what, len(body), len(want_body)))
+    if i >= len(frames) or kinds[i] != HEADERS or not frames[i][1] & END_STREAM:
+        fail("%s: no trailing HEADERS with END_STREAM: %s" % (what, [NAMES[k] for k in kinds]))
+    block = b"".join(f[3] for f in frames[i:])
+    if not frames[-1][1] & END_HEADERS or any(k != CONTINUATION for k in kinds[i + 1:]):
+        fail("%s: bad trailer framing %s" % (what, [(NAMES[k], f[1]) for k, f in zip(kinds[i:], frames[i:])]))
+    fields = decode_literal_block(block)
+    if fields != want_trailers:
+        fail("%s: trailers %r, want %r" % (what, fields and [(n, v[:40]) for n, v in fields], want_trailers))
+    return len(frames) - i
+
+
+def big_payload(n):
+    return bytes((i * 7) % 251 for i in range(n))
+
+
+def alive():
+    c = Conn()
+    c.request(1, b"/echo.Echo/Echo", grpc_msg(b"alive?"))
+    check_response(c.stream_frames(1), grpc_msg(b"alive?"), [(b"grpc-status", b"0")], "alive")
+    c.close()
+
+
+def main():
+    # a. exact frame sequence of a normal response
+    c = Conn()
+    c.request(1, b"/echo.Echo/Echo", grpc_msg(b"abc"))
+    check_response(c.stream_frames(1), grpc_msg(b"abc"), [(b"grpc-status", b"0")], "echo")
+    # an error after a message: same shape, with grpc-message
+    c.request(3, b"/echo.Echo/FailAfterMsg", grpc_msg(b"abc"))
+    check_response(c.stream_frames(3), grpc_msg(b"abc"),
+                   [(b"grpc-status", b"9"), (b"grpc-message", b"failed after a message")], "fail-after-msg")
+    print("ok  HEADERS, DATA, HEADERS(END_STREAM|END_HEADERS, literal fields) - no empty DATA")
+
+    # b. Trailers-Only: exactly one HEADERS frame with END_STREAM|END_HEADERS
+    c.request(5, b"/echo.Echo/Unauth", grpc_msg(b""))
+    fr = c.stream_frames(5)
+    if len(fr) != 1 or fr[0][0] != HEADERS or fr[0][1] & (END_STREAM | END_HEADERS) != END_STREAM | END_HEADERS:
+        fail("trailers-only: %r" % [(NAMES[f[0]], f[1]) for f in fr])
+    print("ok  Trailers-Only is a single HEADERS(END_STREAM|END_HEADERS)")
+
+    # c. trailers bigger than a frame -> HEADERS + CONTINUATION, names lower-cased
+    c.request(7, b"/echo.Echo/LongTrailer", grpc_msg(b"x"))
+    nframes = check_response(c.stream_frames(7), grpc_msg(b"x"), [(b"x-pad", b"p" * 40000), (b"grpc-status", b"0")],
+                             "long trailer")
+    if nframes != 3:
+        fail("long trailer: %d frames for 40 KB with 16 KB max frame size" % nframes)
+    # the connection (and its HPACK state) is still fine afterwards
+    c.request(9, b"/echo.Echo/Echo", grpc_msg(b"after"))
+    check_response(c.stream_frames(9), grpc_msg(b"after"), [(b"grpc-status", b"0")], "echo after long trailer")
+    c.close()
+    print("ok  40 KB trailer block split into HEADERS + 2 CONTINUATION")
+
+    # d. tight flow control: 1000-byte stream window, client drip-feeds WINDOW_UPDATEs
+    c = Conn({4: 1000})
+    c.request(1, b"/echo.Echo/Big", grpc_msg(b"50000"))
+    fr = c.stream_frames(1, window_update=True)
+    if max(len(f[3]) for f in fr if f[0] == DATA) > 1000:
+        fail("flow control: DATA frame larger than the window")
+    check_response(fr, grpc_msg(big_payload(50000)), [(b"grpc-status", b"0")], "flow control")
+    print("ok  50 KB through a 1000-byte window (%d DATA frames), trailers after the last one"
+          % sum(1 for f in fr if f[0] == DATA))
+
+    # e. peer resets a flow-control-blocked stream mid-body; the connection goes on
+    c.request(3, b"/echo.Echo/Big", grpc_msg(b"50000"))
+    f = c.read_frame()
+    while f and not (f[0] == DATA and f[2] == 3):
+        f = c.read_frame()
+    c.send(frame(RST_STREAM, 0, 3, struct.pack(">I", 8)))
+    c.send(frame(WINDOW_UPDATE, 0, 3, struct.pack(">I", 100000)))  # for a closed stream: ignored
+    c.request(5, b"/echo.Echo/Echo", grpc_msg(b"next"))
+    fr = c.stream_frames(5)
+    check_response(fr, grpc_msg(b"next"), [(b"grpc-status", b"0")], "after reset")
+    c.close()
+    print("ok  RST_STREAM mid-body, next stream on the same connection fine")
+
+    # e2. peer resets a stream whose handler has not answered yet (answer
+    #     deferred 20 ms, the guard cancels it), and one just as it answers
+    c = Conn()
+    for sid in range(1, 80, 2):
+        c.request(sid, b"/echo.Echo/Deferred", grpc_msg(b"d"))
+    c.send(b"".join(frame(RST_STREAM, 0, sid, struct.pack(">I", 8)) for sid in range(1, 40, 2)))
+    time.sleep(0.019)
+    c.send(b"".join(frame(RST_STREAM, 0, sid, struct.pack(">I", 8)) for sid in range(41, 60, 2)))
+    c.request(81, b"/echo.Echo/Deferred", grpc_msg(b"after"))
+    check_response(c.stream_frames(81), grpc_msg(b"after"), [(b"grpc-status", b"0")], "deferred after resets")
+    c.close()
+    print("ok  RST_STREAM before/while a deferred handler answers")
+
+    # f. resets while the body is queued behind an unread socket, i.e. between
+    #    body and trailers: the client stops reading, the server's writes stall
+    for rst_first in (False, True):
+        c = Conn({4: 0x7FFFFFFF}, rcvbuf=4096)
+        c.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7FFFFFFF - 65535)))
+        c.request(1, b"/echo.Echo/Big", grpc_msg(b"3000000"))
+        for sid in range(3, 41, 2):
+            c.request(sid, b"/echo.Echo/Echo", grpc_msg(b"queued %d" % sid))
+        time.sleep(0.3)
+        for sid in (range(1, 41, 2) if rst_first else range(3, 41, 4)):
+            c.send(frame(RST_STREAM, 0, sid, struct.pack(">I", 8)))
+        # drain everything, then use the connection again
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            f = c.read_frame(timeout=0.5)
+            if f is None:
+                break
+            if f[0] == GOAWAY:
+                fail("GOAWAY after resets")
+        c.request(101, b"/echo.Echo/Echo", grpc_msg(b"still"))
+        check_response(c.stream_frames(101), grpc_msg(b"still"), [(b"grpc-status", b"0")], "after queued resets")
+        c.close()
+    print("ok  RST_STREAM while body/trailers queued behind a stalled socket")
+
+    # g. connection dropped mid-body and between body and trailers, 200 times
+    for i in range(200):
+        c = Conn({4: 0x7FFFFFFF}, rcvbuf=4096)
+        c.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7FFFFFFF - 65535)))
+        c.request(1, b"/echo.Echo/Big", grpc_msg(b"1000000"))
+        c.request(3, b"/echo.Echo/Echo", grpc_msg(b"x"))
+        c.request(5, b"/echo.Echo/Unauth", grpc_msg(b""))
+        if i % 2:
+            c.read_frame()
+        c.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+        c.close()
+    time.sleep(0.2)
+    alive()
+    print("ok  200 connections dropped with responses in flight, server alive")
+    print("PASS h2raw.py")
+
+
+if __name__ == "__main__":
+    main()
