@@ -30,6 +30,7 @@ typedef struct {
     int32_t platform;
     char user_agent[RPC_AGENT_MAX];
     int trusted;                     /* an admin token vouches: no password */
+    rpc_auth auth;                   /* the admin, when trusted */
     /* results */
     status_code status;
     const char *message;
@@ -162,6 +163,8 @@ static void login_work(pool_job *job)
     store_user *u = NULL;
     if (check_password(lj, call->ctx, &u) == 0) {
         issue(lj, call->ctx, u, call);
+        if (lj->trusted && lj->status == ST_OK)
+            rpc_audit(call, &lj->auth, "IssueToken", "user_id=%llu", (unsigned long long)u->user_id);
         protobuf_c_message_free_unpacked(&u->base, NULL);
     }
     crypto_wipe(lj->password, sizeof lj->password);
@@ -237,6 +240,7 @@ static login_job *login_new(rpc_call *call)
     }
     if (call->access_token[0] && (call->as_user_id || call->as_group_id)) {
         lj->trusted = 1;
+        lj->auth = auth;
         lj->user_id = auth.user_id;
         call->app_id = auth.app_id;
     }
