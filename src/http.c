@@ -130,14 +130,15 @@ static uint8_t *grpc_frame(h2o_mem_pool_t *pool, uint8_t flag, const ProtobufCMe
     return buf;
 }
 
+/* Sends `frames` (length-prefixed messages, maybe none) and the status. */
 static void send_grpc(h2o_req_t *req, int form, status_code st, const char *message,
-                      const ProtobufCMessage *reply)
+                      h2o_iovec_t frames)
 {
     char code[12], msg[RPC_MESSAGE_MAX * 3 + 1];
     size_t code_len = (size_t)snprintf(code, sizeof code, "%d", (int)st);
-    size_t msg_len = percent_encode(msg, message ? message : "", sizeof msg);
-    size_t data_len = 0;
-    uint8_t *data = reply ? grpc_frame(&req->pool, 0, reply, NULL, 0, &data_len) : NULL;
+    size_t msg_len = percent_encode(msg, st == ST_OK || !message ? "" : message, sizeof msg);
+    size_t data_len = frames.len;
+    uint8_t *data = (uint8_t *)frames.base;
 
     req->res.status = 200;
     req->res.reason = "OK";
@@ -190,7 +191,10 @@ static void respond(h2o_req_t *req, int form, status_code st, int http, const ch
         add_header(req, H2O_TOKEN_RETRY_AFTER, h2o_strdup(&req->pool, ra, strlen(ra)).base);
     }
     if (form == FORM_GRPC || is_grpc_web(form)) {
-        send_grpc(req, form, st, message, st == ST_OK ? reply : NULL);
+        h2o_iovec_t frames = {NULL, 0};
+        if (st == ST_OK && reply)
+            frames.base = (char *)grpc_frame(&req->pool, 0, reply, NULL, 0, &frames.len);
+        send_grpc(req, form, st, message, frames);
         return;
     }
     if (form == FORM_PROTO) {
@@ -319,7 +323,7 @@ static const char *read_metadata(h2o_req_t *req, rpc_call *c)
 
     for (int i = 0; i < 3; i++) {
         h2o_iovec_t v = header(req, ids[i]);
-        if (v.len && parse_u64(v, outs[i]) != 0)
+        if (v.len && (parse_u64(v, outs[i]) != 0 || *outs[i] == 0))
             return ids[i][0] == 'a' ? "app_id header must be a positive integer"
                    : ids[i][0] == 'u' ? "user_id header must be a positive integer"
                                       : "group_id header must be a positive integer";
@@ -414,31 +418,53 @@ static int form_of(h2o_iovec_t ct, size_t body_len)
     return -1;
 }
 
-/* Unwraps the one length-prefixed message of a gRPC request body. */
-static const char *grpc_unframe(h2o_req_t *req, int form, h2o_iovec_t *msg, status_code *st)
+/* The gRPC request body as bytes (grpc-web-text is base64). */
+static const char *grpc_body(h2o_req_t *req, int form, h2o_iovec_t *body)
 {
-    h2o_iovec_t body = req->entity;
-    *st = ST_INVALID_ARGUMENT;
+    *body = req->entity;
     if (form == FORM_GRPC_WEB_TEXT) {
         size_t n = 0;
-        uint8_t *bin = h2o_mem_alloc_pool(&req->pool, body.len + 1);
-        if (sodium_base642bin(bin, body.len + 1, body.base, body.len, "\r\n", &n, NULL,
+        uint8_t *bin = h2o_mem_alloc_pool(&req->pool, body->len + 1);
+        if (sodium_base642bin(bin, body->len + 1, body->base, body->len, "\r\n", &n, NULL,
                               sodium_base64_VARIANT_ORIGINAL) != 0)
             return "grpc-web-text body is not valid base64";
-        body = h2o_iovec_init(bin, n);
+        *body = h2o_iovec_init((char *)bin, n);
     }
-    if (body.len < 5)
+    return NULL;
+}
+
+/* Takes the next length-prefixed message from body at *off. */
+static const char *grpc_next(h2o_iovec_t body, size_t *off, h2o_iovec_t *msg, status_code *st)
+{
+    const uint8_t *p = (const uint8_t *)body.base + *off;
+    size_t left = body.len - *off;
+    *st = ST_INVALID_ARGUMENT;
+    if (left < 5)
         return "gRPC message frame is missing or truncated";
-    const uint8_t *p = (const uint8_t *)body.base;
     size_t len = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
     if (p[0] & 1) {
         *st = ST_UNIMPLEMENTED;
         return "compressed gRPC messages are not supported: send with compression off";
     }
-    if (p[0] != 0 || len != body.len - 5)
-        return "gRPC body must hold exactly one uncompressed message";
-    *msg = h2o_iovec_init(body.base + 5, len);
+    if (p[0] != 0 || len > left - 5)
+        return "gRPC message frame is malformed or truncated";
+    *msg = h2o_iovec_init((char *)p + 5, len);
+    *off += 5 + len;
     return NULL;
+}
+
+/* Unwraps the one length-prefixed message of a unary gRPC request body. */
+static const char *grpc_unframe(h2o_req_t *req, int form, h2o_iovec_t *msg, status_code *st)
+{
+    h2o_iovec_t body;
+    size_t off = 0;
+    const char *why = grpc_body(req, form, &body);
+    *st = ST_INVALID_ARGUMENT;
+    if (!why)
+        why = grpc_next(body, &off, msg, st);
+    if (!why && off != body.len)
+        why = "a unary gRPC call carries exactly one message";
+    return why;
 }
 
 /* Decodes the request message; on failure answers and returns -1. */
@@ -470,6 +496,95 @@ static int decode(http_handler *h, h2o_req_t *req, wire_call *wc)
         return 0;
     respond(req, wc->form, st, 0, why, NULL, NULL, 0);
     return -1;
+}
+
+/* --- streaming RPCs ----------------------------------------------------------- */
+
+/* h2o 2.2 hands over a request only once the client has half-closed, so a
+ * stream is served as a batch: each request message gets its answer from
+ * the handler (which must answer at once), all are sent, then the status. */
+typedef struct {
+    rpc_call call;
+    uint8_t *out;
+    size_t len, cap;
+    int answered, failed;
+} stream_call;
+
+#define STREAM_MESSAGES_MAX 100
+
+static void on_stream_reply(const ProtobufCMessage *reply, void *data)
+{
+    stream_call *sc = data;
+    sc->answered = 1;
+    if (!reply) {
+        sc->failed = 1;
+        return;
+    }
+    size_t n = protobuf_c_message_get_packed_size(reply);
+    if (sc->len + n + 5 > sc->cap) {
+        size_t cap = (sc->len + n + 5) * 2;
+        uint8_t *p = realloc(sc->out, cap);
+        if (!p) {
+            sc->failed = 1;
+            sc->call.status = ST_RESOURCE_EXHAUSTED;
+            snprintf(sc->call.message, sizeof sc->call.message, "out of memory");
+            return;
+        }
+        sc->out = p, sc->cap = cap;
+    }
+    uint8_t *f = sc->out + sc->len;
+    f[0] = 0, f[1] = (uint8_t)(n >> 24), f[2] = (uint8_t)(n >> 16), f[3] = (uint8_t)(n >> 8);
+    f[4] = (uint8_t)n;
+    protobuf_c_message_pack(reply, f + 5);
+    sc->len += n + 5;
+}
+
+static void serve_stream(http_handler *h, h2o_req_t *req, int form, const router_rpc *rpc)
+{
+    stream_call sc = {{0}};
+    h2o_iovec_t body, msg;
+    size_t off = 0;
+    status_code st = ST_OK;
+    const char *why = read_metadata(req, &sc.call);
+    int count = 0;
+
+    if (!why)
+        why = grpc_body(req, form, &body);
+    sc.call.ctx = h->ctx;
+    sc.call.closure = on_stream_reply;
+    sc.call.loop = req->conn->ctx;
+    while (!why && off < body.len && !sc.failed) {
+        if (++count > STREAM_MESSAGES_MAX) {
+            why = "too many messages in one stream (at most 100)";
+            break;
+        }
+        if ((why = grpc_next(body, &off, &msg, &st)) != NULL)
+            break;
+        ProtobufCMessage *in = protobuf_c_message_unpack(rpc->method->input, NULL, msg.len,
+                                                         (const uint8_t *)msg.base);
+        if (!in) {
+            why = "a request message does not decode";
+            break;
+        }
+        sc.answered = 0;
+        rpc->service->invoke(rpc->service, rpc->method_index, in, on_stream_reply, &sc);
+        protobuf_c_message_free_unpacked(in, NULL);
+        if (!sc.answered) {
+            /* a streaming handler that defers would answer into freed memory */
+            fprintf(stderr, "tokend: streaming handler %s did not answer at once\n", rpc->grpc_path);
+            abort();
+        }
+    }
+    if (why) {
+        respond(req, form, st == ST_OK ? ST_INVALID_ARGUMENT : st, 0, why, NULL, NULL, 0);
+    } else {
+        char *copy = h2o_mem_alloc_pool(&req->pool, sc.len + 1);
+        if (sc.len)
+            memcpy(copy, sc.out, sc.len);
+        send_grpc(req, form, sc.failed ? sc.call.status : ST_OK, sc.call.message,
+                  h2o_iovec_init(copy, sc.len));
+    }
+    free(sc.out);
 }
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
@@ -534,12 +649,16 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                     "application/grpc needs HTTP/2: use gRPC-Web over HTTP/1.1", NULL, NULL, 0);
             goto fail;
         }
-        if (!wc->rpc || wc->rpc->server_streaming) {
-            respond(req, form, ST_UNIMPLEMENTED, 0, "unknown or unsupported method", NULL, NULL, 0);
+        if (!wc->rpc) {
+            respond(req, form, ST_UNIMPLEMENTED, 0, "unknown service or method", NULL, NULL, 0);
             goto fail;
         }
         if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {
             respond(req, form, ST_UNIMPLEMENTED, 405, "gRPC calls use POST", NULL, NULL, 0);
+            goto fail;
+        }
+        if (wc->rpc->streaming) {
+            serve_stream(h, req, form, wc->rpc);
             goto fail;
         }
     }

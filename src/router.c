@@ -108,7 +108,7 @@ static int add_service(router *r, ProtobufCService *svc,
         rpc->service = svc;
         rpc->method = m;
         rpc->method_index = (unsigned)(m - sd->methods);
-        rpc->server_streaming = sp->method[i]->server_streaming;
+        rpc->streaming = sp->method[i]->server_streaming || sp->method[i]->client_streaming;
         snprintf(rpc->grpc_path, sizeof rpc->grpc_path, "/%s/%s", sd->name, m->name);
     }
     return 0;

@@ -14,7 +14,7 @@ typedef struct {
     unsigned method_index;
     const ProtobufCMethodDescriptor *method;
     char grpc_path[128];          /* "/tokend.v1.Tokend/TokenById" */
-    int server_streaming;
+    int streaming;                /* client or server streaming */
 } router_rpc;
 
 typedef struct {

@@ -11,9 +11,13 @@ static Tokend__V1__Tokend_Service tokend_service = TOKEND__V1__TOKEND__INIT(rpc_
 
 static Grpc__Health__V1__Health_Service health_service = GRPC__HEALTH__V1__HEALTH__INIT(rpc_health_);
 
+static Grpc__Reflection__V1alpha__ServerReflection_Service reflection_service =
+    GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION__INIT(rpc_reflection_);
+
 static ProtobufCService *const services[] = {
     &tokend_service.base,
     &health_service.base,
+    &reflection_service.base,
     NULL,
 };
 

@@ -5,6 +5,7 @@
 
 #include <string.h>
 #include "grpc/health/v1/health.pb-c.h"
+#include "grpc/reflection/v1alpha/reflection.pb-c.h"
 #include "tokend/v1/tokend.pb-c.h"
 
 #define RPC_HANDLER(name, Req, Reply)                                                      \
@@ -44,5 +45,9 @@ void rpc_health_check(Grpc__Health__V1__Health_Service *service,
 void rpc_health_watch(Grpc__Health__V1__Health_Service *service,
                       const Grpc__Health__V1__HealthCheckRequest *req,
                       Grpc__Health__V1__HealthCheckResponse_Closure closure, void *call);
+void rpc_reflection_server_reflection_info(
+    Grpc__Reflection__V1alpha__ServerReflection_Service *service,
+    const Grpc__Reflection__V1alpha__ServerReflectionRequest *req,
+    Grpc__Reflection__V1alpha__ServerReflectionResponse_Closure closure, void *call);
 
 #endif

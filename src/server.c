@@ -225,9 +225,10 @@ int server_run(tokend_ctx *ctx, const router *router)
         return 1;
     h2o_config_init(&s.h2o);
     s.h2o.server_name = h2o_iovec_init(H2O_STRLIT("tokend"));
-    /* Bodies over max_body get our 413 with a JSON envelope; h2o answers
-     * on its own only for bodies far beyond it. */
-    s.h2o.max_request_entity_size = cfg->max_body * 4 + 4096;
+    /* Bodies over max_body get our 413 with a JSON envelope. h2o buffers a
+     * body before the handler sees it and refuses one only beyond this hard
+     * cap (an HTTP/1.1 413 of its own, an HTTP/2 REFUSED_STREAM). */
+    s.h2o.max_request_entity_size = cfg->max_body * 16 > (1u << 20) ? cfg->max_body * 16 : (1u << 20);
     h2o_hostconf_t *host = h2o_config_register_host(&s.h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     http_register(h2o_config_register_path(host, "/", 0), ctx, router);
 

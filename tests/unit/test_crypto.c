@@ -1,0 +1,324 @@
+/* test_crypto.c - crypto.c: Argon2id password hashes at a low cost, tokens
+ * and their text form, keyed token hashes, random keys, equality. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+#include <sodium.h>
+
+#include "crypto.h"
+
+/* Cheap enough for tests: 1 pass over 8 MiB. */
+static const crypto_pwcost LOW = {1, 8u * 1024 * 1024};
+
+static void test_init(void **state)
+{
+    (void)state;
+    assert_int_equal(crypto_init(), 0);
+    assert_int_equal(crypto_init(), 0);   /* idempotent */
+}
+
+static void test_password_hash_verify(void **state)
+{
+    (void)state;
+    char h1[CRYPTO_PWHASH_STRBYTES], h2[CRYPTO_PWHASH_STRBYTES];
+    const char *pw = "correct horse battery staple";
+
+    assert_int_equal(crypto_password_hash(h1, pw, strlen(pw), LOW), 0);
+    assert_true(strncmp(h1, "$argon2id$", 10) == 0);
+    assert_true(strlen(h1) < CRYPTO_PWHASH_STRBYTES);
+    assert_null(strstr(h1, pw));
+
+    assert_int_equal(crypto_password_verify(h1, pw, strlen(pw)), 0);
+    assert_int_equal(crypto_password_verify(h1, "correct horse battery stapl", strlen(pw) - 1), -1);
+    assert_int_equal(crypto_password_verify(h1, "Correct horse battery staple", strlen(pw)), -1);
+    assert_int_equal(crypto_password_verify(h1, "", 0), -1);
+    /* The length given counts, not the C string. */
+    assert_int_equal(crypto_password_verify(h1, pw, strlen(pw) - 1), -1);
+
+    /* Salted: the same password hashes differently, both verify. */
+    assert_int_equal(crypto_password_hash(h2, pw, strlen(pw), LOW), 0);
+    assert_string_not_equal(h1, h2);
+    assert_int_equal(crypto_password_verify(h2, pw, strlen(pw)), 0);
+
+    /* Garbage and NULLs are refused, not crashed on. */
+    assert_int_equal(crypto_password_verify("not a hash", pw, strlen(pw)), -1);
+    assert_int_equal(crypto_password_verify(NULL, pw, strlen(pw)), -1);
+    assert_int_equal(crypto_password_verify(h1, NULL, 0), -1);
+    assert_int_equal(crypto_password_hash(h1, NULL, 0, LOW), -1);
+}
+
+static void test_password_binary_and_max(void **state)
+{
+    (void)state;
+    char h[CRYPTO_PWHASH_STRBYTES];
+    static char big[CRYPTO_PASSWORD_MAX + 1];
+    memset(big, 'x', sizeof big);
+
+    /* Exactly the maximum is hashed; one more byte is refused. */
+    assert_int_equal(crypto_password_hash(h, big, CRYPTO_PASSWORD_MAX, LOW), 0);
+    assert_int_equal(crypto_password_verify(h, big, CRYPTO_PASSWORD_MAX), 0);
+    assert_int_equal(crypto_password_verify(h, big, CRYPTO_PASSWORD_MAX + 1), -1);
+    assert_int_equal(crypto_password_hash(h, big, CRYPTO_PASSWORD_MAX + 1, LOW), -1);
+
+    /* Bytes after an embedded NUL matter. */
+    const char a[] = "abc\0defgh", b[] = "abc\0xxxxx";
+    assert_int_equal(crypto_password_hash(h, a, sizeof a - 1, LOW), 0);
+    assert_int_equal(crypto_password_verify(h, a, sizeof a - 1), 0);
+    assert_int_equal(crypto_password_verify(h, b, sizeof b - 1), -1);
+}
+
+static void test_password_needs_rehash(void **state)
+{
+    (void)state;
+    char h[CRYPTO_PWHASH_STRBYTES];
+    assert_int_equal(crypto_password_hash(h, "password1", 9, LOW), 0);
+    assert_int_equal(crypto_password_needs_rehash(h, LOW), 0);
+    assert_int_equal(crypto_password_needs_rehash(h, CRYPTO_PWCOST_DEFAULT), 1);
+    assert_int_equal(crypto_password_needs_rehash(h, ((crypto_pwcost){2, LOW.mem})), 1);
+    assert_int_equal(crypto_password_needs_rehash(h, ((crypto_pwcost){1, 16u << 20})), 1);
+    assert_int_equal(crypto_password_needs_rehash("garbage", LOW), -1);
+    assert_int_equal(crypto_password_needs_rehash(NULL, LOW), -1);
+}
+
+static void test_password_describe(void **state)
+{
+    (void)state;
+    char h[CRYPTO_PWHASH_STRBYTES], out[64];
+    assert_int_equal(crypto_password_hash(h, "password1", 9, LOW), 0);
+    memset(out, 'Z', sizeof out);
+    assert_int_equal(crypto_password_describe(h, out, sizeof out), 0);
+    assert_string_equal(out, "argon2id m=8192 t=1 p=1");
+
+    assert_int_equal(crypto_password_describe(
+                         "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaA", out,
+                         sizeof out), 0);
+    assert_string_equal(out, "argon2id m=19456 t=2 p=1");
+
+    /* Not Argon2id, or not a hash at all. */
+    assert_int_equal(crypto_password_describe(
+                         "$argon2i$v=19$m=4096,t=3,p=1$c2FsdHNhbHRzYWx0$aGFzaA", out,
+                         sizeof out), -1);
+    assert_int_equal(crypto_password_describe("$argon2id$", out, sizeof out), -1);
+    assert_int_equal(crypto_password_describe("", out, sizeof out), -1);
+    assert_int_equal(crypto_password_describe(NULL, out, sizeof out), -1);
+
+    /* A short buffer is truncated, never overrun. */
+    char small[9];
+    memset(small, 'Z', sizeof small);
+    crypto_password_describe(h, small, sizeof small);
+    assert_non_null(memchr(small, '\0', sizeof small));
+}
+
+static int urlsafe(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_';
+}
+
+static void test_token_new_and_parse(void **state)
+{
+    (void)state;
+    uint8_t raw[CRYPTO_TOKEN_BYTES], back[CRYPTO_TOKEN_BYTES], raw2[CRYPTO_TOKEN_BYTES];
+    char text[CRYPTO_TOKEN_TEXTLEN], text2[CRYPTO_TOKEN_TEXTLEN];
+
+    for (int round = 0; round < 200; round++) {
+        memset(text, 'Z', sizeof text);
+        assert_int_equal(crypto_token_new(raw, text), 0);
+        assert_int_equal(strlen(text), 43);
+        for (size_t i = 0; i < 43; i++)
+            if (!urlsafe(text[i]))
+                fail_msg("token char %zu is %#x in %s", i, (unsigned char)text[i], text);
+        memset(back, 0, sizeof back);
+        assert_int_equal(crypto_token_parse(back, text, 43), 0);
+        assert_memory_equal(back, raw, CRYPTO_TOKEN_BYTES);
+    }
+
+    /* Two tokens differ. */
+    assert_int_equal(crypto_token_new(raw2, text2), 0);
+    assert_memory_not_equal(raw, raw2, CRYPTO_TOKEN_BYTES);
+    assert_string_not_equal(text, text2);
+
+    /* The text is the raw bytes in base64url without padding. */
+    char expect[CRYPTO_TOKEN_TEXTLEN];
+    sodium_bin2base64(expect, sizeof expect, raw2, sizeof raw2,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    assert_string_equal(text2, expect);
+}
+
+static void test_token_parse_rejects(void **state)
+{
+    (void)state;
+    uint8_t raw[CRYPTO_TOKEN_BYTES], back[CRYPTO_TOKEN_BYTES];
+    char text[CRYPTO_TOKEN_TEXTLEN], bad[64];
+
+    assert_int_equal(crypto_token_new(raw, text), 0);
+
+    /* Wrong lengths. */
+    assert_int_equal(crypto_token_parse(back, text, 42), -1);
+    assert_int_equal(crypto_token_parse(back, text, 0), -1);
+    snprintf(bad, sizeof bad, "%sA", text);
+    assert_int_equal(crypto_token_parse(back, bad, 44), -1);
+    snprintf(bad, sizeof bad, "%s=", text);
+    assert_int_equal(crypto_token_parse(back, bad, 44), -1);
+    assert_int_equal(crypto_token_parse(back, NULL, 43), -1);
+
+    /* Characters outside base64url, at the start, middle and end. */
+    const char subst[] = {'+', '/', '=', ' ', '.', '\0', '\n', '\x7f', '*'};
+    const size_t pos[] = {0, 21, 42};
+    for (size_t i = 0; i < sizeof subst; i++) {
+        for (size_t j = 0; j < sizeof pos / sizeof pos[0]; j++) {
+            memcpy(bad, text, 44);
+            bad[pos[j]] = subst[i];
+            if (crypto_token_parse(back, bad, 43) != -1)
+                fail_msg("parse accepted %#x at %zu", (unsigned char)subst[i], pos[j]);
+        }
+    }
+
+    /* 43 chars carry 258 bits: a last char with the 2 spare bits set is not
+     * the text of any token, so one token has exactly one text. */
+    memcpy(bad, text, 44);
+    const char *alpha = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t v = (size_t)(strchr(alpha, text[42]) - alpha);
+    bad[42] = alpha[v | 1];
+    assert_int_equal(crypto_token_parse(back, bad, 43), -1);
+}
+
+/* Bytes 0x80..0xFF are not base64url either. (libsodium 1.0.18's decoder
+ * reads every one of them as 63, the value of '_'.) */
+static void test_token_parse_rejects_non_ascii(void **state)
+{
+    (void)state;
+    uint8_t raw[CRYPTO_TOKEN_BYTES], back[CRYPTO_TOKEN_BYTES];
+    char text[CRYPTO_TOKEN_TEXTLEN], bad[CRYPTO_TOKEN_TEXTLEN];
+    int accepted = 0, first = -1;
+
+    assert_int_equal(crypto_token_new(raw, text), 0);
+    for (int c = 0x80; c <= 0xFF; c++) {
+        memcpy(bad, text, sizeof bad);
+        bad[0] = (char)c;
+        if (crypto_token_parse(back, bad, 43) == 0) {
+            if (first < 0)
+                first = c;
+            accepted++;
+        }
+    }
+    if (accepted)
+        fail_msg("crypto_token_parse accepted %d texts with a byte 0x80..0xFF "
+                 "in place of the first char (first: %#x)", accepted, first);
+}
+
+static void test_token_hash(void **state)
+{
+    (void)state;
+    uint8_t raw[CRYPTO_TOKEN_BYTES], raw2[CRYPTO_TOKEN_BYTES];
+    uint8_t k1[CRYPTO_KEY_BYTES], k2[CRYPTO_KEY_BYTES];
+    uint8_t a[CRYPTO_HASH_BYTES], b[CRYPTO_HASH_BYTES], c[CRYPTO_HASH_BYTES],
+        d[CRYPTO_HASH_BYTES];
+    char text[CRYPTO_TOKEN_TEXTLEN];
+
+    crypto_token_new(raw, text);
+    crypto_token_new(raw2, text);
+    crypto_random(k1, sizeof k1);
+    memcpy(k2, k1, sizeof k2);
+    k2[31] ^= 1;
+
+    assert_int_equal(crypto_token_hash(a, raw, k1), 0);
+    assert_int_equal(crypto_token_hash(b, raw, k1), 0);
+    assert_memory_equal(a, b, CRYPTO_HASH_BYTES);          /* deterministic */
+    assert_int_equal(crypto_token_hash(c, raw, k2), 0);
+    assert_memory_not_equal(a, c, CRYPTO_HASH_BYTES);      /* keyed */
+    assert_int_equal(crypto_token_hash(d, raw2, k1), 0);
+    assert_memory_not_equal(a, d, CRYPTO_HASH_BYTES);      /* per token */
+    assert_memory_not_equal(a, raw, CRYPTO_HASH_BYTES);    /* not the token itself */
+
+    /* It is keyed BLAKE2b-256 of the raw token. */
+    uint8_t want[CRYPTO_HASH_BYTES];
+    crypto_generichash(want, sizeof want, raw, sizeof raw, k1, sizeof k1);
+    assert_memory_equal(a, want, CRYPTO_HASH_BYTES);
+}
+
+static void check_random_base64(size_t len, size_t want_chars)
+{
+    char out[128], out2[128];
+    unsigned char bin[64];
+    size_t n = 0;
+    memset(out, 'Z', sizeof out);
+    assert_int_equal(crypto_random_base64(out, sizeof out, len), 0);
+    assert_int_equal(strlen(out), want_chars);
+    /* Standard base64 that decodes back to len bytes. */
+    assert_int_equal(sodium_base642bin(bin, sizeof bin, out, strlen(out), NULL, &n, NULL,
+                                       sodium_base64_VARIANT_ORIGINAL), 0);
+    assert_int_equal(n, len);
+    assert_int_equal(crypto_random_base64(out2, sizeof out2, len), 0);
+    assert_string_not_equal(out, out2);
+}
+
+static void test_random_base64(void **state)
+{
+    (void)state;
+    char out[64];
+    check_random_base64(16, 24);
+    check_random_base64(32, 44);
+    /* Exactly enough room works; one byte less is refused. */
+    assert_int_equal(crypto_random_base64(out, 25, 16), 0);
+    assert_int_equal(strlen(out), 24);
+    assert_int_equal(crypto_random_base64(out, 24, 16), -1);
+    assert_int_equal(crypto_random_base64(out, 45, 32), 0);
+    assert_int_equal(crypto_random_base64(out, 44, 32), -1);
+}
+
+static void test_random(void **state)
+{
+    (void)state;
+    uint8_t a[32] = {0}, b[32] = {0}, zero[32] = {0};
+    crypto_random(a, sizeof a);
+    crypto_random(b, sizeof b);
+    assert_memory_not_equal(a, zero, sizeof a);
+    assert_memory_not_equal(a, b, sizeof a);
+}
+
+static void test_equal_and_wipe(void **state)
+{
+    (void)state;
+    uint8_t a[32], b[32];
+    crypto_random(a, sizeof a);
+    memcpy(b, a, sizeof b);
+    assert_int_equal(crypto_equal(a, b, sizeof a), 0);
+    b[0] ^= 0x80;
+    assert_int_equal(crypto_equal(a, b, sizeof a), -1);
+    b[0] ^= 0x80;
+    b[31] ^= 1;
+    assert_int_equal(crypto_equal(a, b, sizeof a), -1);
+    assert_int_equal(crypto_equal(a, b, 31), 0);   /* only len bytes compared */
+    assert_int_equal(crypto_equal(a, b, 0), 0);
+
+    crypto_wipe(a, sizeof a);
+    uint8_t zero[32] = {0};
+    assert_memory_equal(a, zero, sizeof a);
+}
+
+int main(void)
+{
+    if (crypto_init() != 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_init),
+        cmocka_unit_test(test_password_hash_verify),
+        cmocka_unit_test(test_password_binary_and_max),
+        cmocka_unit_test(test_password_needs_rehash),
+        cmocka_unit_test(test_password_describe),
+        cmocka_unit_test(test_token_new_and_parse),
+        cmocka_unit_test(test_token_parse_rejects),
+        cmocka_unit_test(test_token_parse_rejects_non_ascii),
+        cmocka_unit_test(test_token_hash),
+        cmocka_unit_test(test_random_base64),
+        cmocka_unit_test(test_random),
+        cmocka_unit_test(test_equal_and_wipe),
+    };
+    return cmocka_run_group_tests_name("crypto", tests, NULL, NULL);
+}

@@ -1,0 +1,313 @@
+/* test_pool.c - pool.c: work runs on worker threads and is posted back, a
+ * full pool refuses at once, and pool_destroy lets queued jobs finish.
+ * Jobs that must block wait on a gate the test opens. Every wait has a
+ * deadline so a broken pool fails the test instead of hanging it. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pool.h"
+
+#define WAIT_SECONDS 10
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int gate_open;      /* blocking jobs wait for this */
+    int started;        /* jobs whose work has begun */
+    int worked;         /* jobs whose work has finished */
+    int posted;         /* jobs posted back */
+    int order[64];      /* job ids in the order their work began */
+    pthread_t main_thread;
+} harness;
+
+typedef struct {
+    pool_job job;       /* first: the pool hands back this pointer */
+    harness *h;
+    int id;
+    int block;          /* wait for the gate */
+    int work_ran, post_ran, post_saw_work;
+    int on_main_thread;
+    pthread_t worker;
+} test_job;
+
+static void harness_init(harness *h)
+{
+    memset(h, 0, sizeof *h);
+    pthread_mutex_init(&h->lock, NULL);
+    pthread_cond_init(&h->cond, NULL);
+    h->main_thread = pthread_self();
+}
+
+static void harness_free(harness *h)
+{
+    pthread_mutex_destroy(&h->lock);
+    pthread_cond_destroy(&h->cond);
+}
+
+static void job_work(pool_job *pj)
+{
+    test_job *j = (test_job *)pj;
+    harness *h = j->h;
+    j->worker = pthread_self();
+    j->on_main_thread = pthread_equal(j->worker, h->main_thread);
+    pthread_mutex_lock(&h->lock);
+    if (h->started < 64)
+        h->order[h->started] = j->id;
+    h->started++;
+    pthread_cond_broadcast(&h->cond);
+    while (j->block && !h->gate_open)
+        pthread_cond_wait(&h->cond, &h->lock);
+    j->work_ran = 1;
+    h->worked++;
+    pthread_mutex_unlock(&h->lock);
+}
+
+static void job_post(pool_job *pj)
+{
+    test_job *j = (test_job *)pj;
+    harness *h = j->h;
+    pthread_mutex_lock(&h->lock);
+    j->post_saw_work = j->work_ran;
+    j->post_ran++;
+    h->posted++;
+    pthread_cond_broadcast(&h->cond);
+    pthread_mutex_unlock(&h->lock);
+}
+
+static void job_init(test_job *j, harness *h, int id, int block)
+{
+    memset(j, 0, sizeof *j);
+    j->job.work = job_work;
+    j->job.post = job_post;
+    j->job.owner = h;
+    j->h = h;
+    j->id = id;
+    j->block = block;
+}
+
+/* Waits until *counter >= want; 0, or -1 at the deadline. */
+static int wait_for(harness *h, int *counter, int want)
+{
+    struct timespec deadline;
+    int rc = 0;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += WAIT_SECONDS;
+    pthread_mutex_lock(&h->lock);
+    while (*counter < want && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&h->cond, &h->lock, &deadline);
+    rc = *counter >= want ? 0 : -1;
+    pthread_mutex_unlock(&h->lock);
+    return rc;
+}
+
+static void open_gate(harness *h)
+{
+    pthread_mutex_lock(&h->lock);
+    h->gate_open = 1;
+    pthread_cond_broadcast(&h->cond);
+    pthread_mutex_unlock(&h->lock);
+}
+
+static int get(harness *h, int *counter)
+{
+    pthread_mutex_lock(&h->lock);
+    int v = *counter;
+    pthread_mutex_unlock(&h->lock);
+    return v;
+}
+
+static void test_create_args(void **state)
+{
+    (void)state;
+    assert_null(pool_create(0, 4));
+    pool *p = pool_create(1, 0);
+    assert_non_null(p);
+    harness h;
+    harness_init(&h);
+    test_job j;
+    job_init(&j, &h, 0, 0);
+    /* Jobs without work or post, and NULLs, are refused. */
+    j.job.work = NULL;
+    assert_int_equal(pool_submit(p, &j.job), -1);
+    j.job.work = job_work;
+    j.job.post = NULL;
+    assert_int_equal(pool_submit(p, &j.job), -1);
+    assert_int_equal(pool_submit(p, NULL), -1);
+    assert_int_equal(pool_submit(NULL, &j.job), -1);
+    pool_destroy(p);
+    pool_destroy(NULL);
+    assert_int_equal(h.started, 0);
+    harness_free(&h);
+}
+
+static void test_jobs_run_on_workers_and_post_back(void **state)
+{
+    (void)state;
+    enum { N = 16 };
+    harness h;
+    test_job jobs[N];
+    harness_init(&h);
+    pool *p = pool_create(2, N);
+    assert_non_null(p);
+    for (int i = 0; i < N; i++) {
+        job_init(&jobs[i], &h, i, 0);
+        assert_int_equal(pool_submit(p, &jobs[i].job), 0);
+    }
+    assert_int_equal(wait_for(&h, &h.posted, N), 0);
+    for (int i = 0; i < N; i++) {
+        assert_true(jobs[i].work_ran);
+        assert_int_equal(jobs[i].post_ran, 1);
+        assert_true(jobs[i].post_saw_work);     /* post came after work */
+        assert_false(jobs[i].on_main_thread);
+        assert_ptr_equal(jobs[i].job.owner, &h);
+    }
+    pool_destroy(p);
+    /* Nothing ran twice. */
+    assert_int_equal(h.posted, N);
+    assert_int_equal(h.worked, N);
+    harness_free(&h);
+}
+
+static void test_fifo_order_single_worker(void **state)
+{
+    (void)state;
+    enum { N = 8 };
+    harness h;
+    test_job jobs[N];
+    harness_init(&h);
+    pool *p = pool_create(1, N);
+    assert_non_null(p);
+    job_init(&jobs[0], &h, 0, 1);
+    assert_int_equal(pool_submit(p, &jobs[0].job), 0);
+    assert_int_equal(wait_for(&h, &h.started, 1), 0);
+    for (int i = 1; i < N; i++) {
+        job_init(&jobs[i], &h, i, 0);
+        assert_int_equal(pool_submit(p, &jobs[i].job), 0);
+    }
+    open_gate(&h);
+    assert_int_equal(wait_for(&h, &h.posted, N), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(h.order[i], i);
+    pool_destroy(p);
+    harness_free(&h);
+}
+
+static void test_full_pool_refuses(void **state)
+{
+    (void)state;
+    harness h;
+    test_job first, second;
+    harness_init(&h);
+    pool *p = pool_create(1, 0);
+    assert_non_null(p);
+
+    job_init(&first, &h, 1, 1);
+    job_init(&second, &h, 2, 0);
+    assert_int_equal(pool_submit(p, &first.job), 0);
+    /* The first job is running on the only worker, and no queue. */
+    assert_int_equal(wait_for(&h, &h.started, 1), 0);
+    assert_int_equal(pool_submit(p, &second.job), -1);
+    assert_int_equal(pool_submit(p, &second.job), -1);
+
+    open_gate(&h);
+    assert_int_equal(wait_for(&h, &h.posted, 1), 0);
+    /* The refused job was not taken: it never ran. */
+    usleep(20000);
+    assert_false(second.work_ran);
+    assert_int_equal(second.post_ran, 0);
+    assert_int_equal(get(&h, &h.started), 1);
+
+    /* Room again once the first job is done. */
+    assert_int_equal(pool_submit(p, &second.job), 0);
+    assert_int_equal(wait_for(&h, &h.posted, 2), 0);
+    assert_true(second.work_ran);
+    pool_destroy(p);
+    harness_free(&h);
+}
+
+static void test_queue_bound(void **state)
+{
+    (void)state;
+    enum { THREADS = 2, QUEUE = 3 };
+    harness h;
+    test_job jobs[THREADS + QUEUE + 1];
+    harness_init(&h);
+    pool *p = pool_create(THREADS, QUEUE);
+    assert_non_null(p);
+    for (int i = 0; i < THREADS + QUEUE + 1; i++)
+        job_init(&jobs[i], &h, i, 1);
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pool_submit(p, &jobs[i].job), 0);
+    assert_int_equal(wait_for(&h, &h.started, THREADS), 0);
+    /* Both workers busy: exactly QUEUE more are taken, the next refused. */
+    for (int i = THREADS; i < THREADS + QUEUE; i++)
+        assert_int_equal(pool_submit(p, &jobs[i].job), 0);
+    assert_int_equal(pool_submit(p, &jobs[THREADS + QUEUE].job), -1);
+
+    open_gate(&h);
+    assert_int_equal(wait_for(&h, &h.posted, THREADS + QUEUE), 0);
+    pool_destroy(p);
+    assert_int_equal(h.posted, THREADS + QUEUE);
+    assert_false(jobs[THREADS + QUEUE].work_ran);
+    harness_free(&h);
+}
+
+static void *open_gate_later(void *arg)
+{
+    usleep(200000);
+    open_gate(arg);
+    return NULL;
+}
+
+static void test_destroy_finishes_queued_jobs(void **state)
+{
+    (void)state;
+    enum { QUEUED = 5 };
+    harness h;
+    test_job jobs[1 + QUEUED];
+    pthread_t opener;
+    harness_init(&h);
+    pool *p = pool_create(1, QUEUED);
+    assert_non_null(p);
+
+    job_init(&jobs[0], &h, 0, 1);
+    assert_int_equal(pool_submit(p, &jobs[0].job), 0);
+    assert_int_equal(wait_for(&h, &h.started, 1), 0);
+    for (int i = 1; i <= QUEUED; i++) {
+        job_init(&jobs[i], &h, i, 0);
+        assert_int_equal(pool_submit(p, &jobs[i].job), 0);
+    }
+    /* Destroy while one job runs and five wait; the gate opens meanwhile. */
+    assert_int_equal(pthread_create(&opener, NULL, open_gate_later, &h), 0);
+    pool_destroy(p);
+    pthread_join(opener, NULL);
+
+    assert_int_equal(h.posted, 1 + QUEUED);
+    for (int i = 0; i <= QUEUED; i++) {
+        assert_true(jobs[i].work_ran);
+        assert_int_equal(jobs[i].post_ran, 1);
+    }
+    harness_free(&h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_create_args),
+        cmocka_unit_test(test_jobs_run_on_workers_and_post_back),
+        cmocka_unit_test(test_fifo_order_single_worker),
+        cmocka_unit_test(test_full_pool_refuses),
+        cmocka_unit_test(test_queue_bound),
+        cmocka_unit_test(test_destroy_finishes_queued_jobs),
+    };
+    return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
+}

@@ -1,0 +1,817 @@
+/* test_store.c - store.c against a real LMDB environment in a fresh
+ * temporary directory per test: apps, users and their unique indexes,
+ * rehash, login commits with devices and push tokens, durability across
+ * reopen, and visibility of another process's writes. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include "crypto.h"
+#include "store.h"
+
+#define TEST_MAPSIZE ((size_t)64 << 20)
+
+typedef struct {
+    char dir[64];
+    store *s;
+} fixture;
+
+static void rm_dir(const char *dir)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/lock.mdb", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+static store *open_or_fail(const char *dir, size_t mapsize)
+{
+    char err[256] = "";
+    store *s = NULL;
+    int rc = store_open(&s, dir, mapsize, err, sizeof err);
+    if (rc != STORE_OK)
+        print_error("store_open(%s): %s\n", dir, err);
+    assert_int_equal(rc, STORE_OK);
+    assert_non_null(s);
+    return s;
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    strcpy(f->dir, "/tmp/tokend-store-XXXXXX");
+    if (!mkdtemp(f->dir)) {
+        free(f);
+        return -1;
+    }
+    char err[256];
+    if (store_open(&f->s, f->dir, TEST_MAPSIZE, err, sizeof err) != STORE_OK) {
+        fprintf(stderr, "store_open: %s\n", err);
+        rm_dir(f->dir);
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    store_close(f->s);
+    rm_dir(f->dir);
+    free(f);
+    return 0;
+}
+
+/* --- helpers ------------------------------------------------------------- */
+
+static uint64_t make_app(store *s, const char *name)
+{
+    store_app app = TOKEND__V1__STORE__APP__INIT;
+    app.name = (char *)name;
+    app.token_ttl_ms = 3600000;
+    app.open_registration = 1;
+    app.created_ms = 1700000000000;
+    assert_int_equal(store_app_create(s, &app), STORE_OK);
+    assert_true(app.app_id != 0);
+    return app.app_id;
+}
+
+static int try_user(store *s, uint64_t app_id, const char *name, const char *phone,
+                    const char *email, const char *hash, uint64_t *user_id, const char **conflict)
+{
+    store_user u = TOKEND__V1__STORE__USER__INIT;
+    u.app_id = app_id;
+    u.name = (char *)name;
+    u.phone = (char *)(phone ? phone : "");
+    u.email = (char *)(email ? email : "");
+    u.password_hash = (char *)(hash ? hash : "$argon2id$fake");
+    u.created_ms = 1700000000123;
+    *conflict = NULL;
+    int rc = store_user_create(s, &u, conflict);
+    if (user_id)
+        *user_id = u.user_id;
+    return rc;
+}
+
+static uint64_t make_user(store *s, uint64_t app_id, const char *name, const char *phone,
+                          const char *email)
+{
+    uint64_t id = 0;
+    const char *conflict = NULL;
+    assert_int_equal(try_user(s, app_id, name, phone, email, NULL, &id, &conflict), STORE_OK);
+    assert_null(conflict);
+    assert_true(id != 0);
+    return id;
+}
+
+static void assert_lookup(store *s, uint64_t app_id, login_kind kind, const char *key,
+                          int want_rc, uint64_t want_id)
+{
+    uint64_t id = 0xdeadbeef;
+    int rc = store_user_lookup(s, app_id, kind, key, &id);
+    if (rc != want_rc)
+        print_error("lookup app=%llu kind=%c key=%s: rc %d, want %d\n",
+                    (unsigned long long)app_id, (char)kind, key, rc, want_rc);
+    assert_int_equal(rc, want_rc);
+    if (want_rc == STORE_OK)
+        assert_int_equal(id, want_id);
+}
+
+static void fill_hash(uint8_t h[CRYPTO_HASH_BYTES], uint8_t tag)
+{
+    for (int i = 0; i < CRYPTO_HASH_BYTES; i++)
+        h[i] = (uint8_t)(tag * 31 + i);
+}
+
+/* One login: session hash tagged `tag`, store token tag+100, push token tag+200. */
+static int do_login(store *s, uint64_t app_id, uint64_t user_id, const char *guid, uint8_t tag,
+                    int32_t platform, const char *ua, uint32_t *sn)
+{
+    store_session sess = TOKEND__V1__STORE__SESSION__INIT;
+    store_login login;
+    memset(&login, 0, sizeof login);
+    sess.user_id = user_id;
+    sess.app_id = app_id;
+    sess.device_guid = (char *)(guid ? guid : "");
+    sess.expire_ms = 1700003600000;
+    sess.access_key_secret = "secret";
+    sess.created_ms = 1700000000000 + tag;
+    login.session = &sess;
+    fill_hash(login.session_hash, tag);
+    fill_hash(login.store_token_hash, (uint8_t)(tag + 100));
+    login.with_device = guid != NULL;
+    fill_hash(login.push_token_hash, (uint8_t)(tag + 200));
+    login.platform = platform;
+    login.user_agent = ua;
+    login.device_sn = 0xFFFFFFFF;
+    int rc = store_login_commit(s, &login);
+    if (sn)
+        *sn = login.device_sn;
+    return rc;
+}
+
+static void assert_push(store *s, uint8_t tag, int want_rc, uint64_t want_app,
+                        const char *want_guid)
+{
+    uint8_t h[CRYPTO_HASH_BYTES];
+    uint64_t app = 0;
+    char guid[STORE_GUID_MAX + 1] = "";
+    fill_hash(h, (uint8_t)(tag + 200));
+    int rc = store_push_lookup(s, h, &app, guid, sizeof guid);
+    if (rc != want_rc)
+        print_error("push lookup of login %u: rc %d, want %d\n", tag, rc, want_rc);
+    assert_int_equal(rc, want_rc);
+    if (want_rc == STORE_OK) {
+        assert_int_equal(app, want_app);
+        assert_string_equal(guid, want_guid);
+    }
+}
+
+static void assert_device(store *s, uint64_t app_id, const char *guid, uint64_t user_id,
+                          uint32_t sn, uint8_t push_tag)
+{
+    store_device *d = NULL;
+    uint8_t h[CRYPTO_HASH_BYTES];
+    assert_int_equal(store_device_get(s, app_id, guid, &d), STORE_OK);
+    assert_non_null(d);
+    assert_int_equal(d->user_id, user_id);
+    assert_int_equal(d->device_sn, sn);
+    fill_hash(h, (uint8_t)(push_tag + 200));
+    assert_int_equal(d->push_token_hash.len, CRYPTO_HASH_BYTES);
+    assert_memory_equal(d->push_token_hash.data, h, CRYPTO_HASH_BYTES);
+    protobuf_c_message_free_unpacked(&d->base, NULL);
+}
+
+/* --- apps ---------------------------------------------------------------- */
+
+static void test_app_create_default_and_get(void **state)
+{
+    fixture *f = *state;
+    uint64_t dflt = 0;
+    store_app *a = NULL;
+
+    assert_int_equal(store_default_app(f->s, &dflt), STORE_NOTFOUND);
+    uint64_t one = make_app(f->s, "one");
+    uint64_t two = make_app(f->s, "two");
+    uint64_t three = make_app(f->s, "three");
+    assert_true(two > one);
+    assert_true(three > two);
+
+    /* The first app stays the default. */
+    assert_int_equal(store_default_app(f->s, &dflt), STORE_OK);
+    assert_int_equal(dflt, one);
+
+    assert_int_equal(store_app_get(f->s, two, &a), STORE_OK);
+    assert_non_null(a);
+    assert_int_equal(a->app_id, two);
+    assert_string_equal(a->name, "two");
+    assert_int_equal(a->token_ttl_ms, 3600000);
+    assert_true(a->open_registration);
+    assert_int_equal(a->created_ms, 1700000000000);
+    protobuf_c_message_free_unpacked(&a->base, NULL);
+
+    a = NULL;
+    assert_int_equal(store_app_get(f->s, one, &a), STORE_OK);
+    assert_string_equal(a->name, "one");
+    protobuf_c_message_free_unpacked(&a->base, NULL);
+
+    a = NULL;
+    assert_int_equal(store_app_get(f->s, three + 1000, &a), STORE_NOTFOUND);
+    assert_int_equal(store_app_get(f->s, 0, &a), STORE_NOTFOUND);
+}
+
+/* --- users --------------------------------------------------------------- */
+
+static void test_user_create_get_lookup(void **state)
+{
+    fixture *f = *state;
+    uint64_t app = make_app(f->s, "app");
+    uint64_t id = 0;
+    const char *conflict = NULL;
+    store_user *u = NULL;
+
+    assert_int_equal(try_user(f->s, app, "alice", "+15550100", "alice@example.com", "$h1", &id,
+                              &conflict), STORE_OK);
+    assert_true(id != 0);
+    uint64_t id2 = make_user(f->s, app, "bob", "+15550101", "bob@example.com");
+    assert_true(id2 > id);
+
+    assert_int_equal(store_user_get(f->s, id, &u), STORE_OK);
+    assert_non_null(u);
+    assert_int_equal(u->user_id, id);
+    assert_int_equal(u->app_id, app);
+    assert_string_equal(u->name, "alice");
+    assert_string_equal(u->phone, "+15550100");
+    assert_string_equal(u->email, "alice@example.com");
+    assert_string_equal(u->password_hash, "$h1");
+    assert_int_equal(u->created_ms, 1700000000123);
+    assert_false(u->disabled);
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+
+    assert_lookup(f->s, app, LOGIN_NAME, "alice", STORE_OK, id);
+    assert_lookup(f->s, app, LOGIN_PHONE, "+15550100", STORE_OK, id);
+    assert_lookup(f->s, app, LOGIN_EMAIL, "alice@example.com", STORE_OK, id);
+    assert_lookup(f->s, app, LOGIN_NAME, "bob", STORE_OK, id2);
+    assert_lookup(f->s, app, LOGIN_PHONE, "+15550101", STORE_OK, id2);
+    assert_lookup(f->s, app, LOGIN_EMAIL, "bob@example.com", STORE_OK, id2);
+
+    /* The kind is part of the key, names compare exactly. */
+    assert_lookup(f->s, app, LOGIN_PHONE, "alice", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, app, LOGIN_EMAIL, "alice", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, app, LOGIN_NAME, "+15550100", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, app, LOGIN_NAME, "Alice", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, app, LOGIN_NAME, "alic", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, app, LOGIN_NAME, "carol", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, app + 1, LOGIN_NAME, "alice", STORE_NOTFOUND, 0);
+
+    u = NULL;
+    assert_int_equal(store_user_get(f->s, id2 + 1000, &u), STORE_NOTFOUND);
+}
+
+static void test_user_without_phone_or_email(void **state)
+{
+    fixture *f = *state;
+    uint64_t app = make_app(f->s, "app");
+    /* Empty phone and email are not indexed, so several users may lack them. */
+    uint64_t a = make_user(f->s, app, "alice", "", "");
+    uint64_t b = make_user(f->s, app, "bob", NULL, NULL);
+    assert_true(a != b);
+    assert_lookup(f->s, app, LOGIN_PHONE, "", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, app, LOGIN_EMAIL, "", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, app, LOGIN_NAME, "bob", STORE_OK, b);
+}
+
+static void test_user_duplicate_name(void **state)
+{
+    fixture *f = *state;
+    uint64_t app = make_app(f->s, "app");
+    uint64_t alice = make_user(f->s, app, "alice", "+15550100", "alice@example.com");
+    uint64_t id = 0;
+    const char *conflict = NULL;
+
+    assert_int_equal(try_user(f->s, app, "alice", "+15550199", "other@example.com", NULL, &id,
+                              &conflict), STORE_EXISTS);
+    assert_non_null(conflict);
+    assert_string_equal(conflict, "name");
+    /* Nothing of the refused user was written. */
+    assert_lookup(f->s, app, LOGIN_PHONE, "+15550199", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, app, LOGIN_EMAIL, "other@example.com", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, app, LOGIN_NAME, "alice", STORE_OK, alice);
+    if (id != alice) {
+        store_user *u = NULL;
+        assert_int_equal(store_user_get(f->s, id, &u), STORE_NOTFOUND);
+    }
+}
+
+static void test_user_duplicate_phone(void **state)
+{
+    fixture *f = *state;
+    uint64_t app = make_app(f->s, "app");
+    uint64_t alice = make_user(f->s, app, "alice", "+15550100", "alice@example.com");
+    uint64_t id = 0;
+    const char *conflict = NULL;
+    store_user *u = NULL;
+
+    assert_int_equal(try_user(f->s, app, "bob", "+15550100", "bob@example.com", NULL, &id,
+                              &conflict), STORE_EXISTS);
+    assert_non_null(conflict);
+    assert_string_equal(conflict, "phone");
+    /* The name key was put before the phone clashed: it must be gone. */
+    assert_lookup(f->s, app, LOGIN_NAME, "bob", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, app, LOGIN_EMAIL, "bob@example.com", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, app, LOGIN_PHONE, "+15550100", STORE_OK, alice);
+    assert_int_equal(store_user_get(f->s, id, &u), STORE_NOTFOUND);
+
+    /* With another phone, bob can be created after all. */
+    uint64_t bob = make_user(f->s, app, "bob", "+15550101", "bob@example.com");
+    assert_lookup(f->s, app, LOGIN_NAME, "bob", STORE_OK, bob);
+}
+
+static void test_user_duplicate_email(void **state)
+{
+    fixture *f = *state;
+    uint64_t app = make_app(f->s, "app");
+    uint64_t alice = make_user(f->s, app, "alice", "+15550100", "alice@example.com");
+    uint64_t id = 0;
+    const char *conflict = NULL;
+    store_user *u = NULL;
+
+    assert_int_equal(try_user(f->s, app, "carol", "+15550177", "alice@example.com", NULL, &id,
+                              &conflict), STORE_EXISTS);
+    assert_non_null(conflict);
+    assert_string_equal(conflict, "email");
+    /* Name and phone keys were put before the email clashed: both gone. */
+    assert_lookup(f->s, app, LOGIN_NAME, "carol", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, app, LOGIN_PHONE, "+15550177", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, app, LOGIN_EMAIL, "alice@example.com", STORE_OK, alice);
+    assert_int_equal(store_user_get(f->s, id, &u), STORE_NOTFOUND);
+
+    /* Alice's own record is untouched. */
+    assert_int_equal(store_user_get(f->s, alice, &u), STORE_OK);
+    assert_string_equal(u->name, "alice");
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+}
+
+static void test_user_same_name_other_app(void **state)
+{
+    fixture *f = *state;
+    uint64_t a1 = make_app(f->s, "one");
+    uint64_t a2 = make_app(f->s, "two");
+    uint64_t u1 = make_user(f->s, a1, "alice", "+15550100", "alice@example.com");
+    uint64_t u2 = make_user(f->s, a2, "alice", "+15550100", "alice@example.com");
+    assert_true(u1 != u2);
+    assert_lookup(f->s, a1, LOGIN_NAME, "alice", STORE_OK, u1);
+    assert_lookup(f->s, a2, LOGIN_NAME, "alice", STORE_OK, u2);
+    assert_lookup(f->s, a1, LOGIN_PHONE, "+15550100", STORE_OK, u1);
+    assert_lookup(f->s, a2, LOGIN_PHONE, "+15550100", STORE_OK, u2);
+    assert_lookup(f->s, a1, LOGIN_EMAIL, "alice@example.com", STORE_OK, u1);
+    assert_lookup(f->s, a2, LOGIN_EMAIL, "alice@example.com", STORE_OK, u2);
+
+    store_user *u = NULL;
+    assert_int_equal(store_user_get(f->s, u2, &u), STORE_OK);
+    assert_int_equal(u->app_id, a2);
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+}
+
+static void test_user_unknown_app(void **state)
+{
+    fixture *f = *state;
+    uint64_t app = make_app(f->s, "app");
+    uint64_t id = 0;
+    const char *conflict = NULL;
+    assert_int_equal(try_user(f->s, app + 4242, "alice", "+15550100", "a@example.com", NULL, &id,
+                              &conflict), STORE_NOTFOUND);
+    assert_null(conflict);
+    assert_lookup(f->s, app + 4242, LOGIN_NAME, "alice", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, app + 4242, LOGIN_PHONE, "+15550100", STORE_NOTFOUND, 0);
+    /* And the name is still free in the real app. */
+    make_user(f->s, app, "alice", "+15550100", "a@example.com");
+}
+
+static void test_user_rehash(void **state)
+{
+    fixture *f = *state;
+    uint64_t app = make_app(f->s, "app");
+    uint64_t id = 0;
+    const char *conflict;
+    store_user *u = NULL;
+
+    assert_int_equal(try_user(f->s, app, "alice", "+15550100", "a@example.com", "$old", &id,
+                              &conflict), STORE_OK);
+
+    /* Stale old hash: the stored one is kept. */
+    store_user_rehash(f->s, id, "$not-the-stored-one", "$evil");
+    assert_int_equal(store_user_get(f->s, id, &u), STORE_OK);
+    assert_string_equal(u->password_hash, "$old");
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+
+    /* Matching old hash: replaced, everything else unchanged. */
+    assert_int_equal(store_user_rehash(f->s, id, "$old", "$new"), STORE_OK);
+    u = NULL;
+    assert_int_equal(store_user_get(f->s, id, &u), STORE_OK);
+    assert_string_equal(u->password_hash, "$new");
+    assert_int_equal(u->user_id, id);
+    assert_int_equal(u->app_id, app);
+    assert_string_equal(u->name, "alice");
+    assert_string_equal(u->phone, "+15550100");
+    assert_string_equal(u->email, "a@example.com");
+    assert_int_equal(u->created_ms, 1700000000123);
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+
+    /* The old hash no longer matches. */
+    store_user_rehash(f->s, id, "$old", "$older");
+    u = NULL;
+    assert_int_equal(store_user_get(f->s, id, &u), STORE_OK);
+    assert_string_equal(u->password_hash, "$new");
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+
+    /* Indexes still point at the user. */
+    assert_lookup(f->s, app, LOGIN_NAME, "alice", STORE_OK, id);
+
+    assert_int_equal(store_user_rehash(f->s, id + 999, "$new", "$x"), STORE_NOTFOUND);
+}
+
+/* --- logins, sessions, devices ------------------------------------------ */
+
+static void test_login_without_device(void **state)
+{
+    fixture *f = *state;
+    uint64_t app = make_app(f->s, "app");
+    uint64_t user = make_user(f->s, app, "alice", NULL, NULL);
+    uint8_t h[CRYPTO_HASH_BYTES], sth[CRYPTO_HASH_BYTES];
+    store_session *sess = NULL;
+    store_device *d = NULL;
+
+    assert_int_equal(do_login(f->s, app, user, NULL, 1, 0, NULL, NULL), STORE_OK);
+    fill_hash(h, 1);
+    fill_hash(sth, 101);
+    assert_int_equal(store_session_get(f->s, h, &sess), STORE_OK);
+    assert_non_null(sess);
+    assert_int_equal(sess->user_id, user);
+    assert_int_equal(sess->app_id, app);
+    assert_string_equal(sess->device_guid, "");
+    assert_int_equal(sess->expire_ms, 1700003600000);
+    assert_string_equal(sess->access_key_secret, "secret");
+    assert_int_equal(sess->created_ms, 1700000000001);
+    assert_int_equal(sess->store_token_hash.len, CRYPTO_HASH_BYTES);
+    assert_memory_equal(sess->store_token_hash.data, sth, CRYPTO_HASH_BYTES);
+    protobuf_c_message_free_unpacked(&sess->base, NULL);
+
+    /* No device record, no push token. */
+    assert_int_equal(store_device_get(f->s, app, "", &d), STORE_NOTFOUND);
+    assert_push(f->s, 1, STORE_NOTFOUND, 0, NULL);
+
+    /* Another hash is not a session. */
+    sess = NULL;
+    fill_hash(h, 2);
+    assert_int_equal(store_session_get(f->s, h, &sess), STORE_NOTFOUND);
+
+    /* The same session hash cannot be committed twice. */
+    assert_int_equal(do_login(f->s, app, user, NULL, 1, 0, NULL, NULL), STORE_EXISTS);
+}
+
+static void test_login_with_device(void **state)
+{
+    fixture *f = *state;
+    uint64_t app = make_app(f->s, "app");
+    uint64_t user = make_user(f->s, app, "alice", NULL, NULL);
+    uint8_t h[CRYPTO_HASH_BYTES];
+    store_session *sess = NULL;
+    store_device *d = NULL;
+    uint32_t sn = 0;
+
+    assert_int_equal(do_login(f->s, app, user, "dev-1", 1, 2, "ua/1", &sn), STORE_OK);
+    assert_int_equal(sn, 1);
+    fill_hash(h, 1);
+    assert_int_equal(store_session_get(f->s, h, &sess), STORE_OK);
+    assert_string_equal(sess->device_guid, "dev-1");
+    assert_int_equal(sess->user_id, user);
+    protobuf_c_message_free_unpacked(&sess->base, NULL);
+
+    assert_device(f->s, app, "dev-1", user, 1, 1);
+    assert_int_equal(store_device_get(f->s, app, "dev-1", &d), STORE_OK);
+    assert_int_equal(d->platform, 2);
+    assert_string_equal(d->user_agent, "ua/1");
+    assert_int_equal(d->updated_ms, 1700000000001);
+    protobuf_c_message_free_unpacked(&d->base, NULL);
+    assert_push(f->s, 1, STORE_OK, app, "dev-1");
+
+    /* The device belongs to the app. */
+    d = NULL;
+    assert_int_equal(store_device_get(f->s, app + 1, "dev-1", &d), STORE_NOTFOUND);
+
+    /* A second device of the same user gets the next number. */
+    assert_int_equal(do_login(f->s, app, user, "dev-2", 2, 1, "ua/2", &sn), STORE_OK);
+    assert_int_equal(sn, 2);
+    assert_device(f->s, app, "dev-2", user, 2, 2);
+    assert_push(f->s, 2, STORE_OK, app, "dev-2");
+    assert_push(f->s, 1, STORE_OK, app, "dev-1");
+
+    /* Logging in again on dev-1 keeps its number and replaces its push token;
+     * platform and user agent left unset keep the old ones. */
+    assert_int_equal(do_login(f->s, app, user, "dev-1", 3, 0, NULL, &sn), STORE_OK);
+    assert_int_equal(sn, 1);
+    assert_device(f->s, app, "dev-1", user, 1, 3);
+    assert_push(f->s, 1, STORE_NOTFOUND, 0, NULL);
+    assert_push(f->s, 3, STORE_OK, app, "dev-1");
+    d = NULL;
+    assert_int_equal(store_device_get(f->s, app, "dev-1", &d), STORE_OK);
+    assert_int_equal(d->platform, 2);
+    assert_string_equal(d->user_agent, "ua/1");
+    protobuf_c_message_free_unpacked(&d->base, NULL);
+
+    /* The first session is still there: a login does not end others. */
+    sess = NULL;
+    fill_hash(h, 1);
+    assert_int_equal(store_session_get(f->s, h, &sess), STORE_OK);
+    protobuf_c_message_free_unpacked(&sess->base, NULL);
+}
+
+static void test_device_moves_to_another_user(void **state)
+{
+    fixture *f = *state;
+    uint64_t app = make_app(f->s, "app");
+    uint64_t alice = make_user(f->s, app, "alice", NULL, NULL);
+    uint64_t bob = make_user(f->s, app, "bob", NULL, NULL);
+    uint32_t sn = 0;
+
+    /* alice: "shared" is her device 1. bob: "bob-phone" is his device 1. */
+    assert_int_equal(do_login(f->s, app, alice, "shared", 1, 1, "ua", &sn), STORE_OK);
+    assert_int_equal(sn, 1);
+    assert_int_equal(do_login(f->s, app, bob, "bob-phone", 2, 1, "ua", &sn), STORE_OK);
+    assert_int_equal(sn, 1);
+
+    /* bob logs in on "shared": it becomes his device 2 (not alice's 1). */
+    assert_int_equal(do_login(f->s, app, bob, "shared", 3, 1, "ua", &sn), STORE_OK);
+    assert_int_equal(sn, 2);
+    assert_device(f->s, app, "shared", bob, 2, 3);
+    assert_push(f->s, 1, STORE_NOTFOUND, 0, NULL);   /* alice's push token is dead */
+    assert_push(f->s, 3, STORE_OK, app, "shared");
+    assert_push(f->s, 2, STORE_OK, app, "bob-phone");
+
+    /* alice has no device left: her next one is number 1 again. */
+    assert_int_equal(do_login(f->s, app, alice, "alice-tab", 4, 1, "ua", &sn), STORE_OK);
+    assert_int_equal(sn, 1);
+    assert_device(f->s, app, "alice-tab", alice, 1, 4);
+
+    /* Back to alice: numbered after alice-tab; bob's push token dies. */
+    assert_int_equal(do_login(f->s, app, alice, "shared", 5, 1, "ua", &sn), STORE_OK);
+    assert_int_equal(sn, 2);
+    assert_device(f->s, app, "shared", alice, 2, 5);
+    assert_push(f->s, 3, STORE_NOTFOUND, 0, NULL);
+    assert_push(f->s, 5, STORE_OK, app, "shared");
+
+    /* bob now has only "bob-phone" (1): his next device is 2. */
+    assert_int_equal(do_login(f->s, app, bob, "bob-tab", 6, 1, "ua", &sn), STORE_OK);
+    assert_int_equal(sn, 2);
+}
+
+static void test_device_same_guid_other_app(void **state)
+{
+    fixture *f = *state;
+    uint64_t a1 = make_app(f->s, "one");
+    uint64_t a2 = make_app(f->s, "two");
+    uint64_t u1 = make_user(f->s, a1, "alice", NULL, NULL);
+    uint64_t u2 = make_user(f->s, a2, "alice", NULL, NULL);
+    uint32_t sn = 0;
+
+    assert_int_equal(do_login(f->s, a1, u1, "dev", 1, 1, "ua", &sn), STORE_OK);
+    assert_int_equal(sn, 1);
+    assert_int_equal(do_login(f->s, a2, u2, "dev", 2, 1, "ua", &sn), STORE_OK);
+    assert_int_equal(sn, 1);
+    /* Separate devices: app 1's is untouched by app 2's login. */
+    assert_device(f->s, a1, "dev", u1, 1, 1);
+    assert_device(f->s, a2, "dev", u2, 1, 2);
+    assert_push(f->s, 1, STORE_OK, a1, "dev");
+    assert_push(f->s, 2, STORE_OK, a2, "dev");
+}
+
+/* --- durability ---------------------------------------------------------- */
+
+static void test_reopen_durability(void **state)
+{
+    fixture *f = *state;
+    uint8_t key[CRYPTO_KEY_BYTES], zero[CRYPTO_KEY_BYTES] = {0}, h[CRYPTO_HASH_BYTES];
+    uint64_t dflt = 0, id = 0;
+    uint32_t sn = 0;
+    store_app *a = NULL;
+    store_user *u = NULL;
+    store_session *sess = NULL;
+
+    memcpy(key, store_token_key(f->s), CRYPTO_KEY_BYTES);
+    assert_memory_not_equal(key, zero, CRYPTO_KEY_BYTES);
+
+    uint64_t app1 = make_app(f->s, "first");
+    uint64_t app2 = make_app(f->s, "second");
+    uint64_t alice = make_user(f->s, app1, "alice", "+15550100", "alice@example.com");
+    uint64_t bob = make_user(f->s, app2, "bob", NULL, "bob@example.com");
+    assert_int_equal(store_user_rehash(f->s, alice, "$argon2id$fake", "$rehashed"), STORE_OK);
+    assert_int_equal(do_login(f->s, app1, alice, NULL, 1, 0, NULL, NULL), STORE_OK);
+    assert_int_equal(do_login(f->s, app1, alice, "dev", 2, 3, "ua/x", &sn), STORE_OK);
+
+    store_close(f->s);
+    f->s = NULL;   /* teardown must not close it twice if reopening fails */
+    f->s = open_or_fail(f->dir, TEST_MAPSIZE);
+
+    assert_memory_equal(store_token_key(f->s), key, CRYPTO_KEY_BYTES);
+    assert_int_equal(store_default_app(f->s, &dflt), STORE_OK);
+    assert_int_equal(dflt, app1);
+    assert_int_equal(store_app_get(f->s, app2, &a), STORE_OK);
+    assert_string_equal(a->name, "second");
+    protobuf_c_message_free_unpacked(&a->base, NULL);
+
+    assert_int_equal(store_user_get(f->s, alice, &u), STORE_OK);
+    assert_string_equal(u->name, "alice");
+    assert_string_equal(u->password_hash, "$rehashed");
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    assert_lookup(f->s, app1, LOGIN_NAME, "alice", STORE_OK, alice);
+    assert_lookup(f->s, app1, LOGIN_PHONE, "+15550100", STORE_OK, alice);
+    assert_lookup(f->s, app1, LOGIN_EMAIL, "alice@example.com", STORE_OK, alice);
+    assert_lookup(f->s, app2, LOGIN_NAME, "bob", STORE_OK, bob);
+    assert_lookup(f->s, app2, LOGIN_EMAIL, "bob@example.com", STORE_OK, bob);
+
+    fill_hash(h, 1);
+    assert_int_equal(store_session_get(f->s, h, &sess), STORE_OK);
+    assert_int_equal(sess->user_id, alice);
+    protobuf_c_message_free_unpacked(&sess->base, NULL);
+    sess = NULL;
+    fill_hash(h, 2);
+    assert_int_equal(store_session_get(f->s, h, &sess), STORE_OK);
+    assert_string_equal(sess->device_guid, "dev");
+    protobuf_c_message_free_unpacked(&sess->base, NULL);
+    assert_device(f->s, app1, "dev", alice, 1, 2);
+    assert_push(f->s, 2, STORE_OK, app1, "dev");
+
+    /* Uniqueness survives the reopen, and ids keep counting up. */
+    const char *conflict = NULL;
+    assert_int_equal(try_user(f->s, app1, "alice", NULL, NULL, NULL, &id, &conflict),
+                     STORE_EXISTS);
+    assert_string_equal(conflict, "name");
+    uint64_t app3 = make_app(f->s, "third");
+    assert_true(app3 > app2);
+    uint64_t carol = make_user(f->s, app1, "carol", NULL, NULL);
+    assert_true(carol > bob);
+    /* The device numbering continues from what was stored. */
+    assert_int_equal(do_login(f->s, app1, alice, "dev-2", 3, 3, "ua/x", &sn), STORE_OK);
+    assert_int_equal(sn, 2);
+
+    /* A second reopen still has the same key. */
+    store_close(f->s);
+    f->s = NULL;   /* teardown must not close it twice if reopening fails */
+    f->s = open_or_fail(f->dir, TEST_MAPSIZE);
+    assert_memory_equal(store_token_key(f->s), key, CRYPTO_KEY_BYTES);
+}
+
+static void test_token_key_differs_per_directory(void **state)
+{
+    fixture *f = *state;
+    char dir[64] = "/tmp/tokend-store-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    store *other = open_or_fail(dir, TEST_MAPSIZE);
+    assert_memory_not_equal(store_token_key(f->s), store_token_key(other), CRYPTO_KEY_BYTES);
+    store_close(other);
+    rm_dir(dir);
+}
+
+static void test_open_errors(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    store *s = NULL;
+    assert_int_equal(store_open(&s, "/nonexistent-tokend/a/b", TEST_MAPSIZE, err, sizeof err),
+                     STORE_ERR);
+    assert_true(strlen(err) > 0);
+    assert_non_null(strstr(err, "/nonexistent-tokend/a/b"));
+}
+
+/* --- several processes --------------------------------------------------- */
+
+static void test_other_process_writes_are_visible(void **state)
+{
+    fixture *f = *state;
+    uint64_t app = make_app(f->s, "app");
+    uint64_t before = make_user(f->s, app, "parent-1", NULL, NULL);
+    int status = 0;
+
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* The child must not touch the parent's handle: it opens its own. */
+        char err[256];
+        store *s = NULL;
+        store_user u = TOKEND__V1__STORE__USER__INIT;
+        const char *conflict = NULL;
+        int code = 0;
+        if (store_open(&s, f->dir, TEST_MAPSIZE, err, sizeof err) != STORE_OK)
+            _exit(10);
+        u.app_id = app;
+        u.name = "child";
+        u.phone = "+15550123";
+        u.email = "";
+        u.password_hash = "$child";
+        if (store_user_create(s, &u, &conflict) != STORE_OK)
+            code = 11;
+        /* And the child sees what the parent wrote before the fork. */
+        else if (store_user_lookup(s, app, LOGIN_NAME, "parent-1", &(uint64_t){0}) != STORE_OK)
+            code = 12;
+        store_close(s);
+        _exit(code);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+
+    /* The parent's open handle sees the child's commit. */
+    uint64_t child = 0;
+    store_user *u = NULL;
+    assert_int_equal(store_user_lookup(f->s, app, LOGIN_NAME, "child", &child), STORE_OK);
+    assert_true(child != before);
+    assert_lookup(f->s, app, LOGIN_PHONE, "+15550123", STORE_OK, child);
+    assert_int_equal(store_user_get(f->s, child, &u), STORE_OK);
+    assert_string_equal(u->password_hash, "$child");
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+
+    /* The id counter is shared too: the parent's next user gets a new id. */
+    uint64_t after = make_user(f->s, app, "parent-2", NULL, NULL);
+    assert_true(after != child && after != before);
+    const char *conflict = NULL;
+    assert_int_equal(try_user(f->s, app, "child", NULL, NULL, NULL, NULL, &conflict),
+                     STORE_EXISTS);
+}
+
+/* --- full map ------------------------------------------------------------ */
+
+static void test_full_map(void **state)
+{
+    (void)state;
+    char dir[64] = "/tmp/tokend-store-XXXXXX";
+    static char big[3000];
+    char name[32];
+    int rc = STORE_OK, n;
+    uint64_t first = 0, id = 0;
+    assert_non_null(mkdtemp(dir));
+    store *s = open_or_fail(dir, (size_t)1 << 20);
+    uint64_t app = make_app(s, "app");
+    memset(big, 'h', sizeof big - 1);
+    for (n = 0; n < 2000 && rc == STORE_OK; n++) {
+        const char *conflict;
+        snprintf(name, sizeof name, "user%d", n);
+        rc = try_user(s, app, name, NULL, NULL, big, &id, &conflict);
+        if (n == 0)
+            first = id;
+    }
+    assert_int_equal(rc, STORE_FULL);
+    assert_true(n > 10);
+    /* What was written before is still readable. */
+    assert_lookup(s, app, LOGIN_NAME, "user0", STORE_OK, first);
+    /* The refused user left no index key behind. */
+    snprintf(name, sizeof name, "user%d", n - 1);
+    assert_lookup(s, app, LOGIN_NAME, name, STORE_NOTFOUND, 0);
+    store_close(s);
+    rm_dir(dir);
+}
+
+int main(void)
+{
+    if (crypto_init() != 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+        T(test_app_create_default_and_get),
+        T(test_user_create_get_lookup),
+        T(test_user_without_phone_or_email),
+        T(test_user_duplicate_name),
+        T(test_user_duplicate_phone),
+        T(test_user_duplicate_email),
+        T(test_user_same_name_other_app),
+        T(test_user_unknown_app),
+        T(test_user_rehash),
+        T(test_login_without_device),
+        T(test_login_with_device),
+        T(test_device_moves_to_another_user),
+        T(test_device_same_guid_other_app),
+        T(test_reopen_durability),
+        T(test_token_key_differs_per_directory),
+        T(test_other_process_writes_are_visible),
+        cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_full_map),
+#undef T
+    };
+    return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}
