@@ -73,6 +73,11 @@ int crypto_token_hash(uint8_t out[CRYPTO_HASH_BYTES], const uint8_t raw[CRYPTO_T
                               CRYPTO_KEY_BYTES);
 }
 
+void crypto_digest(uint8_t out[16], const void *in, size_t len)
+{
+    crypto_generichash(out, 16, in, len, NULL, 0);
+}
+
 void crypto_random(void *buf, size_t len)
 {
     randombytes_buf(buf, len);

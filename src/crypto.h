@@ -42,6 +42,9 @@ int crypto_token_hash(uint8_t out[CRYPTO_HASH_BYTES], const uint8_t raw[CRYPTO_T
                       const uint8_t key[CRYPTO_KEY_BYTES]);
 
 void crypto_random(void *buf, size_t len);
+/* A 16-byte unkeyed BLAKE2b digest, for table keys that must not hold the
+ * text they stand for. */
+void crypto_digest(uint8_t out[16], const void *in, size_t len);
 /* Random key of `len` bytes as standard base64 into out (outlen >= 4*len/3+4). */
 int crypto_random_base64(char *out, size_t outlen, size_t len);
 /* Sealing (XChaCha20-Poly1305 under a subkey of `key`) for the few secrets

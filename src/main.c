@@ -15,7 +15,8 @@ static const char usage[] =
     "usage: tokend COMMAND [OPTIONS]\n"
     "  serve --data DIR [--listen HOST:PORT] [--threads N] [--workers N] [--queue N]\n"
     "        [--max-body BYTES] [--pwhash-ops N] [--pwhash-mem MIB] [--tls-cert F --tls-key F]\n"
-    "        [--purge-interval SECONDS]\n"
+    "        [--purge-interval SECONDS] [--throttle-account N] [--throttle-address N]\n"
+    "        [--throttle-window SECONDS]   (failed logins per window; 0 turns a limit off)\n"
     "  app create --data DIR --name NAME [--ttl SECONDS] [--encrypt-type 0-4] [--open-registration]\n"
     "  admin-token create --data DIR [--app APP_ID] [--label TEXT]   prints the token once\n"
     "  admin-token list --data DIR [--app APP_ID]\n"
@@ -131,6 +132,9 @@ static int cmd_serve(args *a)
     cfg.max_body = (size_t)num(a, "--max-body", 64 * 1024, 64, 16 << 20);
     cfg.pwcost = pwcost(a);
     cfg.purge_interval = (unsigned)num(a, "--purge-interval", 60, 1, 86400);
+    cfg.throttle.account = (unsigned)num(a, "--throttle-account", 10, 0, 1000000);
+    cfg.throttle.address = (unsigned)num(a, "--throttle-address", 100, 0, 1000000);
+    cfg.throttle.window_s = (unsigned)num(a, "--throttle-window", 900, 1, 86400);
     cfg.tls_cert = opt(a, "--tls-cert");
     cfg.tls_key = opt(a, "--tls-key");
     no_leftovers(a);
@@ -149,12 +153,14 @@ static int cmd_serve(args *a)
     char dummy[32];
     crypto_random(dummy, sizeof dummy);
     if (crypto_password_hash(ctx.dummy_hash, dummy, sizeof dummy, cfg.pwcost) != 0 ||
-        !(ctx.pool = pool_create(cfg.workers, cfg.queue))) {
+        !(ctx.pool = pool_create(cfg.workers, cfg.queue)) ||
+        !(ctx.throttle = throttle_create(cfg.throttle))) {
         fprintf(stderr, "tokend: cannot start the worker pool (out of memory?)\n");
         return 1;
     }
     int rc = server_run(&ctx, router);
     pool_destroy(ctx.pool);
+    throttle_free(ctx.throttle);
     store_close(ctx.store);
     router_free(router);
     return rc;

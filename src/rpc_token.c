@@ -31,6 +31,7 @@ typedef struct {
     char user_agent[RPC_AGENT_MAX];
     int trusted;                     /* an admin token vouches: no password */
     rpc_auth auth;                   /* the admin, when trusted */
+    throttle_ticket ticket;
     /* results */
     status_code status;
     const char *message;
@@ -174,6 +175,9 @@ static void login_finish(rpc_job *job)
 {
     login_job *lj = (login_job *)job;
     rpc_call *call = job->call;
+    /* Only a wrong password (or unknown user) keeps its throttle attempt. */
+    if (!lj->trusted && lj->status != ST_UNAUTHENTICATED)
+        throttle_refund(call->ctx->throttle, &lj->ticket);
     if (lj->status == ST_OK)
         call->closure(&lj->reply.base, call);
     else
@@ -207,6 +211,20 @@ static void login_start(rpc_call *call, login_job *lj, const char *password,
     lj->ttl_ms = app->token_ttl_ms > 0 ? app->token_ttl_ms : DEFAULT_TTL_MS;
     lj->encrypt_type = app->encrypt_type;
     protobuf_c_message_free_unpacked(&app->base, NULL);
+    if (!lj->trusted) {
+        char account[sizeof lj->key + 24];
+        if (lj->by_key)
+            snprintf(account, sizeof account, "%c:%s", (char)lj->kind, lj->key);
+        else
+            snprintf(account, sizeof account, "id:%llu", (unsigned long long)lj->user_id);
+        int wait = throttle_take(call->ctx->throttle, lj->app_id, account, call->peer, &lj->ticket);
+        if (wait) {
+            call->retry_after = wait;
+            rpc_fail(call, ST_RESOURCE_EXHAUSTED,
+                     "too many failed logins for this account or address: retry in %d s", wait);
+            goto done;
+        }
+    }
     memcpy(lj->password, password, pwlen + 1);
     lj->password_len = pwlen;
     memcpy(lj->device_guid, device_guid, guidlen + 1);
@@ -214,6 +232,8 @@ static void login_start(rpc_call *call, login_job *lj, const char *password,
     snprintf(lj->user_agent, sizeof lj->user_agent, "%s", *user_agent ? user_agent : call->user_agent);
     if (rpc_offload(call, &lj->job, login_work, login_finish) == 0)
         return;
+    if (!lj->trusted)
+        throttle_refund(call->ctx->throttle, &lj->ticket);
 done:
     crypto_wipe(lj, sizeof *lj);
     free(lj);

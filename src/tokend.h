@@ -8,6 +8,7 @@
 #include "crypto.h"
 #include "pool.h"
 #include "store.h"
+#include "throttle.h"
 
 #define TOKEND_VERSION "0.1.0"
 
@@ -22,12 +23,14 @@ typedef struct {
     unsigned purge_interval;     /* seconds between purges of expired sessions */
     crypto_pwcost pwcost;
     const char *tls_cert, *tls_key;
+    throttle_config throttle;
 } tokend_config;
 
 typedef struct {
     tokend_config *config;
     store *store;
     pool *pool;
+    throttle *throttle;
     /* Verified against when the user is unknown, so that costs what a
      * wrong password costs. */
     char dummy_hash[CRYPTO_PWHASH_STRBYTES];

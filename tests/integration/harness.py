@@ -114,12 +114,17 @@ class Server:
     def start(self, *serve_args):
         if self.proc:
             raise HarnessError("server already running")
+        serve_args = [str(a) for a in serve_args]
+        # tokend throttles failed logins by default; tests not about that turn
+        # it off, so repeated bad logins from 127.0.0.1 test what they mean to.
+        if not any(a.startswith("--throttle") for a in serve_args):
+            serve_args = ["--throttle-account", "0", "--throttle-address", "0"] + serve_args
         self.port = free_port()
         self._out = open(self.log_out, "ab")
         self._err = open(self.log_err, "ab")
         self.proc = subprocess.Popen(
             [BIN, "serve", "--data", self.data, "--listen", "127.0.0.1:%d" % self.port,
-             *map(str, serve_args)],
+             *serve_args],
             stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err)
         deadline = time.monotonic() + 15
         while True:
@@ -205,16 +210,18 @@ class Server:
     # --- requests ------------------------------------------------------------
 
     def request(self, method, path, body=None, headers=None, http2=False,
-                content_type="application/json", timeout=TIMEOUT):
+                content_type="application/json", timeout=TIMEOUT, source=None):
         """One request. body: dict/list (sent as JSON), str or bytes (as is).
-        content_type None sends no Content-Type header."""
+        content_type None sends no Content-Type header. source: the client's
+        loopback address (e.g. "127.0.0.2"), to act as another client."""
         hdrs = dict(headers or {})
         data = encode_body(body)
         if content_type is not None and data is not None:
             hdrs.setdefault("Content-Type", content_type)
         if http2:
             return self._curl_h2(method, path, data, hdrs, timeout)
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout,
+                                          source_address=(source, 0) if source else None)
         try:
             conn.request(method, path, body=data, headers=hdrs)
             r = conn.getresponse()

@@ -1,0 +1,108 @@
+#!/usr/bin/python3
+"""Login throttling over real sockets: failed logins are counted per account
+(and client address), per account and per address; a throttled login gets 429
+with Retry-After (gRPC: RESOURCE_EXHAUSTED) before any hashing; an honest user
+at another address is not locked out; and the bucket refills, so an account
+is slowed, never locked for good.
+
+Loopback has many addresses (127.0.0.0/8): binding the client to 127.0.0.2
+makes it another client as far as the server can tell."""
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Server  # noqa: E402
+
+PW = "right-password-1"
+LOW = ("--pwhash-ops", "1", "--pwhash-mem", "8")
+
+
+def login(srv, name, password, source=None, http2=False):
+    return srv.request("POST", "/token/user", {"name": name, "password": password},
+                       source=source, http2=http2)
+
+
+class AccountThrottle(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server()
+        cls.srv.create_app("a")
+        for n in ("alice", "bob", "carol"):
+            cls.srv.add_user(n, PW, pwhash_ops=1, pwhash_mem=8)
+        # 10 failures per account per 15 minutes: the default, stated explicitly.
+        cls.srv.start(*LOW, "--throttle-account", "10", "--throttle-address", "1000",
+                      "--throttle-window", "900")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+
+    def test_eleventh_failure_is_throttled_before_hashing(self):
+        for i in range(10):
+            r = login(self.srv, "alice", "wrong-%d-guess" % i)
+            self.assertEqual(r.status, 401, r.body)
+        r = login(self.srv, "alice", "wrong-again-guess")
+        self.assertEqual(r.status, 429, r.body)
+        self.assertEqual(r.json()["code"], 429)
+        self.assertIn("too many failed logins", r.json()["message"])
+        retry = int(r.header("retry-after"))
+        self.assertGreaterEqual(retry, 1)
+        self.assertLessEqual(retry, 900)
+        # Even the right password is refused now: the check comes first.
+        r = login(self.srv, "alice", PW, http2=True)
+        self.assertEqual(r.status, 429, r.body)
+
+    def test_other_address_is_not_locked_out(self):
+        for i in range(10):
+            self.assertEqual(login(self.srv, "bob", "bad-guess-%d" % i).status, 401)
+        self.assertEqual(login(self.srv, "bob", PW).status, 429)
+        r = login(self.srv, "bob", PW, source="127.0.0.2")
+        self.assertEqual(r.status, 200, r.body)
+
+    def test_success_does_not_use_up_the_bucket(self):
+        for _ in range(15):
+            self.assertEqual(login(self.srv, "carol", PW, source="127.0.0.3").status, 200)
+
+
+class AddressThrottle(unittest.TestCase):
+    def test_one_address_guessing_many_accounts(self):
+        srv = Server()
+        srv.create_app("a")
+        srv.add_user("dave", PW, pwhash_ops=1, pwhash_mem=8)
+        srv.start(*LOW, "--throttle-account", "10", "--throttle-address", "5")
+        try:
+            for i in range(5):
+                r = login(srv, "nobody%d" % i, "bad-guess-pw", source="127.0.0.4")
+                self.assertEqual(r.status, 401, r.body)
+            r = login(srv, "someone_else", "bad-guess-pw", source="127.0.0.4")
+            self.assertEqual(r.status, 429, r.body)
+            self.assertIsNotNone(r.header("retry-after"))
+            # Another address still logs in.
+            self.assertEqual(login(srv, "dave", PW, source="127.0.0.5").status, 200)
+        finally:
+            srv.stop()
+
+
+class Refill(unittest.TestCase):
+    def test_bucket_refills_so_the_account_is_only_slowed(self):
+        srv = Server()
+        srv.create_app("a")
+        srv.add_user("erin", PW, pwhash_ops=1, pwhash_mem=8)
+        # 3 failures per 3 s: one attempt comes back every second.
+        srv.start(*LOW, "--throttle-account", "3", "--throttle-window", "3")
+        try:
+            for i in range(3):
+                self.assertEqual(login(srv, "erin", "bad-guess-%d" % i).status, 401)
+            r = login(srv, "erin", PW)
+            self.assertEqual(r.status, 429, r.body)
+            time.sleep(int(r.header("retry-after")) + 0.2)
+            r = login(srv, "erin", PW)
+            self.assertEqual(r.status, 200, r.body)
+        finally:
+            srv.stop()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
