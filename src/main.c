@@ -15,6 +15,7 @@ static const char usage[] =
     "usage: tokend COMMAND [OPTIONS]\n"
     "  serve --data DIR [--listen HOST:PORT] [--threads N] [--workers N] [--queue N]\n"
     "        [--max-body BYTES] [--pwhash-ops N] [--pwhash-mem MIB] [--tls-cert F --tls-key F]\n"
+    "        [--map-size MIB] (initial; the map doubles as it fills)\n"
     "        [--purge-interval SECONDS] [--throttle-account N] [--throttle-address N]\n"
     "        [--throttle-window SECONDS]   (failed logins per window; 0 turns a limit off)\n"
     "  app create --data DIR --name NAME [--ttl SECONDS] [--encrypt-type 0-4] [--open-registration]\n"
@@ -103,15 +104,20 @@ static crypto_pwcost pwcost(args *a)
     return c;
 }
 
-static store *open_store(const char *dir)
+static store *open_store_sized(const char *dir, size_t mapsize)
 {
     store *st;
     char err[256];
-    if (store_open(&st, dir, 0, err, sizeof err) != STORE_OK) {
+    if (store_open(&st, dir, mapsize, err, sizeof err) != STORE_OK) {
         fprintf(stderr, "tokend: %s\n", err);
         exit(1);
     }
     return st;
+}
+
+static store *open_store(const char *dir)
+{
+    return open_store_sized(dir, 0);
 }
 
 static int cmd_serve(args *a)
@@ -131,6 +137,7 @@ static int cmd_serve(args *a)
     cfg.queue = (unsigned)num(a, "--queue", 256, 0, 1000000);
     cfg.max_body = (size_t)num(a, "--max-body", 64 * 1024, 64, 16 << 20);
     cfg.pwcost = pwcost(a);
+    cfg.mapsize = (size_t)num(a, "--map-size", 1024, 1, 1u << 20) << 20;
     cfg.purge_interval = (unsigned)num(a, "--purge-interval", 60, 1, 86400);
     cfg.throttle.account = (unsigned)num(a, "--throttle-account", 10, 0, 1000000);
     cfg.throttle.address = (unsigned)num(a, "--throttle-address", 100, 0, 1000000);
@@ -142,7 +149,7 @@ static int cmd_serve(args *a)
         fprintf(stderr, "tokend: --tls-cert and --tls-key go together\n");
         return 2;
     }
-    ctx.store = open_store(cfg.data_dir);
+    ctx.store = open_store_sized(cfg.data_dir, cfg.mapsize);
     if (router_create(&router, rpc_services(), tokend_protoset, tokend_protoset_len, err,
                       sizeof err) != 0) {
         fprintf(stderr, "tokend: %s\n", err);

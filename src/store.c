@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include "store.h"
 
 enum { DB_META, DB_APPS, DB_USERS, DB_LOGINS, DB_SESSIONS, DB_USER_SESSIONS, DB_STORE_TOKENS,
@@ -37,6 +38,11 @@ static const char *const db_names[DB_COUNT] = {
 
 struct store {
     MDB_env *env;
+    /* Every transaction holds this shared; growing the map takes it
+     * exclusively, since LMDB resizes only with no transaction active in
+     * the process. Uncontended, a read lock costs a few nanoseconds. */
+    pthread_rwlock_t resize;
+    size_t mapsize;
     MDB_dbi db[DB_COUNT];
     uint8_t token_key[CRYPTO_KEY_BYTES];
 };
@@ -81,25 +87,67 @@ const char *store_strerror(int code)
     }
 }
 
+/* Sets the map size (0: adopt what another process set) with no
+ * transaction of this process active. */
+static int resize(store *s, size_t size)
+{
+    MDB_envinfo info;
+    pthread_rwlock_wrlock(&s->resize);
+    int rc = mdb_env_set_mapsize(s->env, size);
+    if (rc == 0 && mdb_env_info(s->env, &info) == 0)
+        s->mapsize = info.me_mapsize;
+    pthread_rwlock_unlock(&s->resize);
+    return rc;
+}
+
+/* Doubles the map before a write when it is 3/4 used, so writes find room
+ * instead of failing with MDB_MAP_FULL. */
+static void grow_if_needed(store *s)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0)
+        return;
+    size_t used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
+    if (used > info.me_mapsize / 4 * 3 && resize(s, info.me_mapsize * 2) == 0)
+        fprintf(stderr, "tokend: store: map grown to %zu MiB\n", s->mapsize >> 20);
+}
+
 /* Begins a transaction, following a map another process has grown. */
 static int txn_begin(store *s, unsigned flags, MDB_txn **txn)
 {
+    if (!(flags & MDB_RDONLY))
+        grow_if_needed(s);
+    pthread_rwlock_rdlock(&s->resize);
     int rc = mdb_txn_begin(s->env, NULL, flags, txn);
     if (rc == MDB_MAP_RESIZED) {
-        mdb_env_set_mapsize(s->env, 0);
+        pthread_rwlock_unlock(&s->resize);
+        resize(s, 0);
+        pthread_rwlock_rdlock(&s->resize);
         rc = mdb_txn_begin(s->env, NULL, flags, txn);
     }
+    if (rc != MDB_SUCCESS)
+        pthread_rwlock_unlock(&s->resize);
     return map_rc(rc);
 }
 
-static int txn_end(MDB_txn *txn, int rc)
+static void txn_abort(store *s, MDB_txn *txn)
+{
+    mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&s->resize);
+}
+
+static int txn_end_s(store *s, MDB_txn *txn, int rc)
 {
     if (rc != STORE_OK) {
-        mdb_txn_abort(txn);
+        txn_abort(s, txn);
         return rc;
     }
-    return map_rc(mdb_txn_commit(txn));
+    rc = map_rc(mdb_txn_commit(txn));
+    pthread_rwlock_unlock(&s->resize);
+    return rc;
 }
+#define txn_end(txn, rc) txn_end_s(s, (txn), (rc))
 
 static int get_msg_with(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
                         const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
@@ -192,6 +240,7 @@ static int open_key(store *s, MDB_txn *txn)
 int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t errlen)
 {
     store *s = calloc(1, sizeof *s);
+    MDB_envinfo info;
     MDB_txn *txn = NULL;
     int rc, dead = 0;
 
@@ -229,6 +278,9 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
         snprintf(err, errlen, "cannot initialise data directory %s", dir);
         goto fail;
     }
+    pthread_rwlock_init(&s->resize, NULL);
+    mdb_env_info(s->env, &info);
+    s->mapsize = info.me_mapsize;
     *out = s;
     return STORE_OK;
 fail:
@@ -245,6 +297,7 @@ void store_close(store *s)
     if (!s)
         return;
     mdb_env_close(s->env);
+    pthread_rwlock_destroy(&s->resize);
     free(s);
 }
 
@@ -282,7 +335,7 @@ int store_app_get(store *s, uint64_t app_id, store_app **out)
         return rc;
     put_u64(key, app_id);
     rc = get_msg(s, txn, DB_APPS, key, 8, &tokend__v1__store__app__descriptor, (void **)out);
-    mdb_txn_abort(txn);
+    txn_abort(s, txn);
     return rc;
 }
 
@@ -293,7 +346,7 @@ int store_default_app(store *s, uint64_t *app_id)
     if (rc != STORE_OK)
         return rc;
     rc = get_u64_value(s, txn, DB_META, "default_app", 11, app_id);
-    mdb_txn_abort(txn);
+    txn_abort(s, txn);
     return rc;
 }
 
@@ -360,7 +413,7 @@ int store_user_get(store *s, uint64_t user_id, store_user **out)
         return rc;
     put_u64(key, user_id);
     rc = get_msg(s, txn, DB_USERS, key, 8, &tokend__v1__store__user__descriptor, (void **)out);
-    mdb_txn_abort(txn);
+    txn_abort(s, txn);
     return rc;
 }
 
@@ -373,7 +426,7 @@ int store_user_lookup(store *s, uint64_t app_id, login_kind kind, const char *te
     if (rc != STORE_OK)
         return rc;
     rc = get_u64_value(s, txn, DB_LOGINS, key, login_key(key, app_id, kind, text), user_id);
-    mdb_txn_abort(txn);
+    txn_abort(s, txn);
     return rc;
 }
 
@@ -540,7 +593,7 @@ int store_session_get(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store_ses
         return rc;
     rc = get_msg(s, txn, DB_SESSIONS, hash, CRYPTO_HASH_BYTES,
                  &tokend__v1__store__session__descriptor, (void **)out);
-    mdb_txn_abort(txn);
+    txn_abort(s, txn);
     return rc;
 }
 
@@ -553,7 +606,7 @@ int store_device_get(store *s, uint64_t app_id, const char *guid, store_device *
         return rc;
     rc = get_msg(s, txn, DB_DEVICES, key, device_key(key, app_id, guid),
                  &tokend__v1__store__device__descriptor, (void **)out);
-    mdb_txn_abort(txn);
+    txn_abort(s, txn);
     return rc;
 }
 
@@ -573,7 +626,7 @@ int store_push_lookup(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], uint64_t 
         memcpy(guid, (uint8_t *)v.mv_data + 8, v.mv_size - 8);
         guid[v.mv_size - 8] = '\0';
     }
-    mdb_txn_abort(txn);
+    txn_abort(s, txn);
     return rc;
 }
 
@@ -762,7 +815,7 @@ int store_devices_list(store *s, uint64_t app_id, uint64_t user_id, store_device
     if (rc != STORE_OK)
         return rc;
     rc = devices_txn(s, txn, &d);
-    mdb_txn_abort(txn);
+    txn_abort(s, txn);
     *out = d.list, *n = d.n;
     return rc;
 }
@@ -860,7 +913,7 @@ int store_sessions_get(store *s, size_t n, const uint8_t *const *hashes,
             break;
         }
     }
-    mdb_txn_abort(txn);
+    txn_abort(s, txn);
     return rc;
 }
 
@@ -877,7 +930,7 @@ int store_store_token_get(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store
     if (rc == STORE_OK)
         rc = get_msg(s, txn, DB_SESSIONS, v.mv_data, CRYPTO_HASH_BYTES,
                      &tokend__v1__store__session__descriptor, (void **)out);
-    mdb_txn_abort(txn);
+    txn_abort(s, txn);
     return rc;
 }
 
@@ -1059,7 +1112,7 @@ int store_users_list(store *s, uint64_t app_id, size_t offset, size_t limit, sto
         return rc;
     }
     rc = scan_prefix(s, txn, DB_APP_USERS, app_id, collect_user, &p);
-    mdb_txn_abort(txn);
+    txn_abort(s, txn);
     *out = p.list, *n = p.n;
     return rc;
 }
@@ -1119,7 +1172,7 @@ int store_admin_tokens_list(store *s, uint64_t app_id, store_admin_token_fn fn, 
     if (rc != STORE_OK)
         return rc;
     rc = scan_prefix(s, txn, DB_ADMIN_TOKENS, app_id, visit_admin, &w);
-    mdb_txn_abort(txn);
+    txn_abort(s, txn);
     return rc;
 }
 
@@ -1146,7 +1199,7 @@ int store_group_admin(store *s, uint64_t app_id, uint64_t group_id, uint64_t *us
     put_u64(key, app_id);
     put_u64(key + 8, group_id);
     rc = get_u64_value(s, txn, DB_GROUPS, key, 16, user_id);
-    mdb_txn_abort(txn);
+    txn_abort(s, txn);
     return rc;
 }
 
@@ -1186,7 +1239,7 @@ int store_audit_list(store *s, store_audit_fn fn, void *arg)
         mdb_cursor_close(cur);
         rc = r == MDB_NOTFOUND ? STORE_OK : map_rc(r);
     }
-    mdb_txn_abort(txn);
+    txn_abort(s, txn);
     return rc;
 }
 

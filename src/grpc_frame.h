@@ -1,0 +1,55 @@
+/* grpc_frame.h - the pure parts of the wire: gRPC length-prefixed framing,
+ * grpc-web-text base64, grpc-timeout and decimal header values, the
+ * percent-encoding of grpc-message, and query strings. Plain pointers and
+ * lengths, no h2o, so http.c and the fuzzers (tests/fuzz) share them.
+ *
+ * The functions that can fail return NULL on success, else a sentence for
+ * the client (and set *st to the status to answer with). */
+#ifndef TOKEND_GRPC_FRAME_H
+#define TOKEND_GRPC_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "status.h"
+
+#define GRPC_FRAME_HEADER 5
+
+/* Writes the 5-byte frame header: flag byte, 32-bit big-endian length. */
+void grpc_frame_header(uint8_t out[GRPC_FRAME_HEADER], uint8_t flag, size_t len);
+
+/* Takes the next length-prefixed message of body (len bytes) at *off:
+ * *msg points into body, *off moves past it. */
+const char *grpc_frame_next(const char *body, size_t len, size_t *off, const char **msg,
+                            size_t *msg_len, status_code *st);
+
+/* The one message of a unary call's body (exactly one frame, nothing after). */
+const char *grpc_frame_unary(const char *body, size_t len, const char **msg, size_t *msg_len,
+                             status_code *st);
+
+/* Decodes a grpc-web-text body (standard base64, CR/LF ignored) into out,
+ * which holds at least len + 1 bytes. */
+const char *grpc_web_text_decode(const char *in, size_t len, uint8_t *out, size_t *out_len);
+
+/* grpc-message: copies `in` (NUL-terminated) into out (outlen bytes, at
+ * least 1) with bytes outside printable ASCII and '%' as %XX; stops before
+ * a sequence that would not fit. Returns the length written. */
+size_t grpc_percent_encode(char *out, const char *in, size_t outlen);
+
+/* A decimal header value: 1 to 19 digits, nothing else. 0 or -1. */
+int grpc_parse_u64(const char *s, size_t len, uint64_t *out);
+
+/* grpc-timeout: up to 8 digits and a unit (H M S m u n), in ms. 0 or -1. */
+int grpc_parse_timeout(const char *s, size_t len, int64_t *ms);
+
+/* Decodes %XX and '+' in place; returns the new length. */
+size_t url_decode(char *s, size_t len);
+
+/* Splits a query string (q, len bytes, modified in place: the names and
+ * values are url-decoded) at '&' and '=' and calls fn for each pair with a
+ * non-empty name; a pair without '=' has an empty value. Stops at the first
+ * non-zero fn result and returns it; 0 when all were taken. */
+typedef int (*query_fn)(void *arg, const char *name, size_t name_len, const char *value,
+                        size_t value_len);
+int query_foreach(char *q, size_t len, query_fn fn, void *arg);
+
+#endif
