@@ -31,8 +31,8 @@ const char *grpc_frame_unary(const char *body, size_t len, const char **msg, siz
 const char *grpc_web_text_decode(const char *in, size_t len, uint8_t *out, size_t *out_len);
 
 /* grpc-message: copies `in` (NUL-terminated) into out (outlen bytes, at
- * least 1) with bytes outside printable ASCII and '%' as %XX; stops before
- * a sequence that would not fit. Returns the length written. */
+ * least 1) with bytes outside printable ASCII and '%' as %XX, stopping once
+ * fewer than 5 bytes are left; out is NUL-terminated. Returns its length. */
 size_t grpc_percent_encode(char *out, const char *in, size_t outlen);
 
 /* A decimal header value: 1 to 19 digits, nothing else. 0 or -1. */

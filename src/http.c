@@ -314,7 +314,7 @@ static void copy_header(h2o_req_t *req, const char *name, char *out, size_t outl
 }
 
 /* The metadata every form carries the same way: headers or gRPC metadata. */
-static const char *read_metadata(h2o_req_t *req, rpc_call *c)
+static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, rpc_call *c)
 {
     static const char *const ids[] = {"app_id", "user_id", "group_id"};
     uint64_t *const outs[] = {&c->app_id, &c->as_user_id, &c->as_group_id};
@@ -337,11 +337,10 @@ static const char *read_metadata(h2o_req_t *req, rpc_call *c)
     uint64_t p;
     if (platform.len && parse_u64(platform, &p) == 0 && p <= 6)
         c->platform = (int32_t)p;
-    if (to.len) {
-        if (parse_timeout(to, &ms) != 0)
-            return "grpc-timeout header is malformed";
-        c->deadline_ms = rpc_now_ms() + ms;
-    }
+    ms = (int64_t)cfg->deadline * 1000;
+    if (to.len && parse_timeout(to, &ms) != 0)
+        return "grpc-timeout header is malformed";
+    c->deadline_ms = rpc_now_ms() + ms;
     struct sockaddr_storage sa;
     socklen_t salen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&sa);
     if (salen)
@@ -545,7 +544,7 @@ static void serve_stream(http_handler *h, h2o_req_t *req, int form, const router
     h2o_iovec_t body, msg;
     size_t off = 0;
     status_code st = ST_OK;
-    const char *why = read_metadata(req, &sc.call);
+    const char *why = read_metadata(h->ctx->config, req, &sc.call);
     int count = 0;
 
     if (!why)
@@ -662,7 +661,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             goto fail;
         }
     }
-    if ((why = read_metadata(req, &wc->call)) != NULL) {
+    if ((why = read_metadata(h->ctx->config, req, &wc->call)) != NULL) {
         respond(req, form, ST_INVALID_ARGUMENT, 0, why, NULL, NULL, 0);
         goto fail;
     }

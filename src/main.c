@@ -16,6 +16,8 @@ static const char usage[] =
     "  serve --data DIR [--listen HOST:PORT] [--threads N] [--workers N] [--queue N]\n"
     "        [--max-body BYTES] [--pwhash-ops N] [--pwhash-mem MIB] [--tls-cert F --tls-key F]\n"
     "        [--map-size MIB] (initial; the map doubles as it fills)\n"
+    "        [--max-connections N] [--max-streams N] [--request-timeout SECONDS]\n"
+    "        [--deadline SECONDS]  (for calls that set no grpc-timeout)\n"
     "        [--purge-interval SECONDS] [--throttle-account N] [--throttle-address N]\n"
     "        [--throttle-window SECONDS]   (failed logins per window; 0 turns a limit off)\n"
     "  app create --data DIR --name NAME [--ttl SECONDS] [--encrypt-type 0-4] [--open-registration]\n"
@@ -139,6 +141,10 @@ static int cmd_serve(args *a)
     cfg.pwcost = pwcost(a);
     cfg.mapsize = (size_t)num(a, "--map-size", 1024, 1, 1u << 20) << 20;
     cfg.purge_interval = (unsigned)num(a, "--purge-interval", 60, 1, 86400);
+    cfg.max_connections = (unsigned)num(a, "--max-connections", 10000, 1, 1000000);
+    cfg.max_streams = (unsigned)num(a, "--max-streams", 100, 1, 256);
+    cfg.request_timeout = (unsigned)num(a, "--request-timeout", 10, 1, 3600);
+    cfg.deadline = (unsigned)num(a, "--deadline", 30, 1, 3600);
     cfg.throttle.account = (unsigned)num(a, "--throttle-account", 10, 0, 1000000);
     cfg.throttle.address = (unsigned)num(a, "--throttle-address", 100, 0, 1000000);
     cfg.throttle.window_s = (unsigned)num(a, "--throttle-window", 900, 1, 86400);

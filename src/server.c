@@ -68,14 +68,28 @@ static void on_wakeup(h2o_multithread_receiver_t *receiver, h2o_linklist_t *mess
 {
 }
 
+static void on_conn_close(void *data)
+{
+    server_thread *t = data;
+    t->conns--;
+}
+
+/* Beyond max_conns a new connection is closed at once: a flood of idle
+ * connections cannot starve the process of descriptors or memory. */
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     server_thread *t = listener->data;
     h2o_socket_t *sock;
-    if (err)
+    if (err || (sock = h2o_evloop_socket_accept(listener)) == NULL)
         return;
-    if ((sock = h2o_evloop_socket_accept(listener)) != NULL)
-        h2o_accept(&t->accept, sock);
+    if (t->conns >= t->max_conns) {
+        h2o_socket_close(sock);
+        return;
+    }
+    t->conns++;
+    sock->on_close.cb = on_conn_close;
+    sock->on_close.data = t;
+    h2o_accept(&t->accept, sock);
 }
 
 static int open_listener(const struct addrinfo *ai)
@@ -195,6 +209,7 @@ static int start_thread(server *s, server_thread *t, const router *router)
     h2o_multithread_register_receiver(q, &t->jobs, on_jobs);
     h2o_multithread_register_receiver(q, &t->wakeup, on_wakeup);
     t->server = s;
+    t->max_conns = (s->ctx->config->max_connections + s->nthreads - 1) / s->nthreads;
     t->accept.ctx = &t->h2o;
     t->accept.hosts = s->h2o.hosts;
     t->accept.ssl_ctx = s->ssl;
@@ -229,6 +244,11 @@ int server_run(tokend_ctx *ctx, const router *router)
      * body before the handler sees it and refuses one only beyond this hard
      * cap (an HTTP/1.1 413 of its own, an HTTP/2 REFUSED_STREAM). */
     s.h2o.max_request_entity_size = cfg->max_body * 16 > (1u << 20) ? cfg->max_body * 16 : (1u << 20);
+    /* A request must arrive whole within this, however slowly it drips
+     * (slowloris); an idle HTTP/2 connection is closed after it. */
+    s.h2o.http1.req_timeout = (uint64_t)cfg->request_timeout * 1000;
+    s.h2o.http2.idle_timeout = (uint64_t)cfg->request_timeout * 1000;
+    s.h2o.http2.max_concurrent_requests_per_connection = cfg->max_streams;
     h2o_hostconf_t *host = h2o_config_register_host(&s.h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     http_register(h2o_config_register_path(host, "/", 0), ctx, router);
 

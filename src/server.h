@@ -15,6 +15,7 @@ typedef struct server_thread {
     h2o_accept_ctx_t accept;
     h2o_socket_t *listener;
     unsigned inflight;                  /* calls answered not yet: shutdown waits */
+    unsigned conns, max_conns;          /* open connections on this loop */
     pthread_t tid;
     struct server *server;
 } server_thread;

@@ -20,7 +20,11 @@ typedef struct {
     unsigned queue;              /* jobs allowed to wait beyond the busy workers */
     size_t max_body;             /* bytes; larger request bodies get 413 */
     size_t mapsize;
-    unsigned purge_interval;     /* seconds between purges of expired sessions */
+    unsigned purge_interval;
+    unsigned max_connections;    /* open connections, over all threads */
+    unsigned max_streams;        /* concurrent HTTP/2 requests per connection */
+    unsigned request_timeout;    /* seconds for a request to arrive; HTTP/2 idle */
+    unsigned deadline;           /* seconds a call may take when it sets none */     /* seconds between purges of expired sessions */
     crypto_pwcost pwcost;
     const char *tls_cert, *tls_key;
     throttle_config throttle;

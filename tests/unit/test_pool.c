@@ -131,9 +131,9 @@ static void test_create_args(void **state)
     assert_null(pool_create(0, 4));
     pool *p = pool_create(1, 0);
     assert_non_null(p);
-    harness h;
+    static harness h;   /* static: a failed test leaves workers blocked on it */
     harness_init(&h);
-    test_job j;
+    static test_job j;
     job_init(&j, &h, 0, 0);
     /* Jobs without work or post, and NULLs, are refused. */
     j.job.work = NULL;
@@ -153,8 +153,8 @@ static void test_jobs_run_on_workers_and_post_back(void **state)
 {
     (void)state;
     enum { N = 16 };
-    harness h;
-    test_job jobs[N];
+    static harness h;   /* static: a failed test leaves workers blocked on it */
+    static test_job jobs[N];
     harness_init(&h);
     pool *p = pool_create(2, N);
     assert_non_null(p);
@@ -181,8 +181,8 @@ static void test_fifo_order_single_worker(void **state)
 {
     (void)state;
     enum { N = 8 };
-    harness h;
-    test_job jobs[N];
+    static harness h;   /* static: a failed test leaves workers blocked on it */
+    static test_job jobs[N];
     harness_init(&h);
     pool *p = pool_create(1, N);
     assert_non_null(p);
@@ -204,8 +204,8 @@ static void test_fifo_order_single_worker(void **state)
 static void test_full_pool_refuses(void **state)
 {
     (void)state;
-    harness h;
-    test_job first, second;
+    static harness h;   /* static: a failed test leaves workers blocked on it */
+    static test_job first, second;
     harness_init(&h);
     pool *p = pool_create(1, 0);
     assert_non_null(p);
@@ -238,8 +238,8 @@ static void test_queue_bound(void **state)
 {
     (void)state;
     enum { THREADS = 2, QUEUE = 3 };
-    harness h;
-    test_job jobs[THREADS + QUEUE + 1];
+    static harness h;   /* static: a failed test leaves workers blocked on it */
+    static test_job jobs[THREADS + QUEUE + 1];
     harness_init(&h);
     pool *p = pool_create(THREADS, QUEUE);
     assert_non_null(p);
@@ -272,8 +272,8 @@ static void test_destroy_finishes_queued_jobs(void **state)
 {
     (void)state;
     enum { QUEUED = 5 };
-    harness h;
-    test_job jobs[1 + QUEUED];
+    static harness h;   /* static: a failed test leaves workers blocked on it */
+    static test_job jobs[1 + QUEUED];
     pthread_t opener;
     harness_init(&h);
     pool *p = pool_create(1, QUEUED);
