@@ -13,6 +13,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sodium.h>
+#include "config.h"
+#include "grpc_frame.h"
 #include "h2_trailers.h"
 #include "http.h"
 #include "rpc.h"
@@ -89,24 +91,6 @@ static void send_body(h2o_req_t *req, int status, const char *content_type, cons
     h2o_send_inline(req, body, len);
 }
 
-/* grpc-message is percent-encoded: anything outside printable ASCII, and '%'. */
-static size_t percent_encode(char *out, const char *in, size_t outlen)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)in; *p && o + 4 < outlen; p++) {
-        if (*p < 0x20 || *p > 0x7E || *p == '%') {
-            out[o++] = '%';
-            out[o++] = hex[*p >> 4];
-            out[o++] = hex[*p & 15];
-        } else {
-            out[o++] = (char)*p;
-        }
-    }
-    out[o] = '\0';
-    return o;
-}
-
 static int is_grpc_web(int form)
 {
     return form == FORM_GRPC_WEB || form == FORM_GRPC_WEB_TEXT;
@@ -119,9 +103,7 @@ static uint8_t *grpc_frame(h2o_mem_pool_t *pool, uint8_t flag, const ProtobufCMe
     if (msg)
         len = protobuf_c_message_get_packed_size(msg);
     uint8_t *buf = h2o_mem_alloc_pool(pool, len + 5);
-    buf[0] = flag;
-    buf[1] = (uint8_t)(len >> 24), buf[2] = (uint8_t)(len >> 16);
-    buf[3] = (uint8_t)(len >> 8), buf[4] = (uint8_t)len;
+    grpc_frame_header(buf, flag, len);
     if (msg)
         protobuf_c_message_pack(msg, buf + 5);
     else if (raw && len)
@@ -136,7 +118,7 @@ static void send_grpc(h2o_req_t *req, int form, status_code st, const char *mess
 {
     char code[12], msg[RPC_MESSAGE_MAX * 3 + 1];
     size_t code_len = (size_t)snprintf(code, sizeof code, "%d", (int)st);
-    size_t msg_len = percent_encode(msg, st == ST_OK || !message ? "" : message, sizeof msg);
+    size_t msg_len = grpc_percent_encode(msg, st == ST_OK || !message ? "" : message, sizeof msg);
     size_t data_len = frames.len;
     uint8_t *data = (uint8_t *)frames.base;
 
@@ -274,37 +256,6 @@ static h2o_iovec_t header(h2o_req_t *req, const char *name)
     return i < 0 ? h2o_iovec_init(NULL, 0) : req->headers.entries[i].value;
 }
 
-static int parse_u64(h2o_iovec_t v, uint64_t *out)
-{
-    uint64_t n = 0;
-    if (v.len == 0 || v.len > 19)
-        return -1;
-    for (size_t i = 0; i < v.len; i++) {
-        if (v.base[i] < '0' || v.base[i] > '9')
-            return -1;
-        n = n * 10 + (uint64_t)(v.base[i] - '0');
-    }
-    *out = n;
-    return 0;
-}
-
-/* grpc-timeout: up to 8 digits and a unit (H M S m u n). */
-static int parse_timeout(h2o_iovec_t v, int64_t *ms)
-{
-    uint64_t n;
-    if (v.len < 2 || v.len > 9 || parse_u64(h2o_iovec_init(v.base, v.len - 1), &n) != 0)
-        return -1;
-    switch (v.base[v.len - 1]) {
-    case 'H': *ms = (int64_t)n * 3600000; return 0;
-    case 'M': *ms = (int64_t)n * 60000; return 0;
-    case 'S': *ms = (int64_t)n * 1000; return 0;
-    case 'm': *ms = (int64_t)n; return 0;
-    case 'u': *ms = (int64_t)(n / 1000); return 0;
-    case 'n': *ms = (int64_t)(n / 1000000); return 0;
-    default: return -1;
-    }
-}
-
 static void copy_header(h2o_req_t *req, const char *name, char *out, size_t outlen)
 {
     h2o_iovec_t v = header(req, name);
@@ -323,7 +274,7 @@ static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, rpc_c
 
     for (int i = 0; i < 3; i++) {
         h2o_iovec_t v = header(req, ids[i]);
-        if (v.len && (parse_u64(v, outs[i]) != 0 || *outs[i] == 0))
+        if (v.len && (grpc_parse_u64(v.base, v.len, outs[i]) != 0 || *outs[i] == 0))
             return ids[i][0] == 'a' ? "app_id header must be a positive integer"
                    : ids[i][0] == 'u' ? "user_id header must be a positive integer"
                                       : "group_id header must be a positive integer";
@@ -335,10 +286,10 @@ static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, rpc_c
     copy_header(req, "user-agent", c->user_agent, sizeof c->user_agent);
     h2o_iovec_t platform = header(req, "platform");
     uint64_t p;
-    if (platform.len && parse_u64(platform, &p) == 0 && p <= 6)
+    if (platform.len && grpc_parse_u64(platform.base, platform.len, &p) == 0 && p <= 6)
         c->platform = (int32_t)p;
-    ms = (int64_t)cfg->deadline * 1000;
-    if (to.len && parse_timeout(to, &ms) != 0)
+    ms = (int64_t)config_deadline(cfg) * 1000;
+    if (to.len && grpc_parse_timeout(to.base, to.len, &ms) != 0)
         return "grpc-timeout header is malformed";
     c->deadline_ms = rpc_now_ms() + ms;
     struct sockaddr_storage sa;
@@ -348,24 +299,16 @@ static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, rpc_c
     return NULL;
 }
 
-static int hexval(int c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10 : -1;
-}
+typedef struct {
+    ProtobufCMessage *msg;
+    char *err;
+} query_binding;
 
-/* Decodes %XX and '+' in place; returns the new length. */
-static size_t url_decode(char *s, size_t len)
+static int bind_one(void *arg, const char *name, size_t name_len, const char *value,
+                    size_t value_len)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == '%' && i + 2 < len && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-            s[o++] = (char)(hexval(s[i + 1]) << 4 | hexval(s[i + 2]));
-            i += 2;
-        } else {
-            s[o++] = s[i] == '+' ? ' ' : s[i];
-        }
-    }
-    return o;
+    query_binding *b = arg;
+    return transcode_set_field(b->msg, name, name_len, value, value_len, b->err) != 0 ? -1 : 0;
 }
 
 /* Binds each name=value of the query string to the request's fields. */
@@ -376,19 +319,8 @@ static int bind_query(h2o_req_t *req, ProtobufCMessage *msg, char *err)
     size_t len = req->path.len - req->query_at - 1;
     char *q = h2o_mem_alloc_pool(&req->pool, len + 1);
     memcpy(q, req->path.base + req->query_at + 1, len);
-    for (size_t i = 0; i < len;) {
-        size_t end = i, eq;
-        while (end < len && q[end] != '&')
-            end++;
-        for (eq = i; eq < end && q[eq] != '='; eq++)
-            ;
-        size_t nlen = url_decode(q + i, eq - i);
-        size_t vlen = eq < end ? url_decode(q + eq + 1, end - eq - 1) : 0;
-        if (nlen && transcode_set_field(msg, q + i, nlen, q + eq + 1, vlen, err) != 0)
-            return -1;
-        i = end + 1;
-    }
-    return 0;
+    query_binding b = {msg, err};
+    return query_foreach(q, len, bind_one, &b);
 }
 
 static int media_is(h2o_iovec_t ct, const char *type)
@@ -424,31 +356,11 @@ static const char *grpc_body(h2o_req_t *req, int form, h2o_iovec_t *body)
     if (form == FORM_GRPC_WEB_TEXT) {
         size_t n = 0;
         uint8_t *bin = h2o_mem_alloc_pool(&req->pool, body->len + 1);
-        if (sodium_base642bin(bin, body->len + 1, body->base, body->len, "\r\n", &n, NULL,
-                              sodium_base64_VARIANT_ORIGINAL) != 0)
-            return "grpc-web-text body is not valid base64";
+        const char *why = grpc_web_text_decode(body->base, body->len, bin, &n);
+        if (why)
+            return why;
         *body = h2o_iovec_init((char *)bin, n);
     }
-    return NULL;
-}
-
-/* Takes the next length-prefixed message from body at *off. */
-static const char *grpc_next(h2o_iovec_t body, size_t *off, h2o_iovec_t *msg, status_code *st)
-{
-    const uint8_t *p = (const uint8_t *)body.base + *off;
-    size_t left = body.len - *off;
-    *st = ST_INVALID_ARGUMENT;
-    if (left < 5)
-        return "gRPC message frame is missing or truncated";
-    size_t len = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
-    if (p[0] & 1) {
-        *st = ST_UNIMPLEMENTED;
-        return "compressed gRPC messages are not supported: send with compression off";
-    }
-    if (p[0] != 0 || len > left - 5)
-        return "gRPC message frame is malformed or truncated";
-    *msg = h2o_iovec_init((char *)p + 5, len);
-    *off += 5 + len;
     return NULL;
 }
 
@@ -456,13 +368,10 @@ static const char *grpc_next(h2o_iovec_t body, size_t *off, h2o_iovec_t *msg, st
 static const char *grpc_unframe(h2o_req_t *req, int form, h2o_iovec_t *msg, status_code *st)
 {
     h2o_iovec_t body;
-    size_t off = 0;
-    const char *why = grpc_body(req, form, &body);
+    const char *why = grpc_body(req, form, &body), *p;
     *st = ST_INVALID_ARGUMENT;
-    if (!why)
-        why = grpc_next(body, &off, msg, st);
-    if (!why && off != body.len)
-        why = "a unary gRPC call carries exactly one message";
+    if (!why && !(why = grpc_frame_unary(body.base, body.len, &p, &msg->len, st)))
+        msg->base = (char *)p;
     return why;
 }
 
@@ -532,8 +441,7 @@ static void on_stream_reply(const ProtobufCMessage *reply, void *data)
         sc->out = p, sc->cap = cap;
     }
     uint8_t *f = sc->out + sc->len;
-    f[0] = 0, f[1] = (uint8_t)(n >> 24), f[2] = (uint8_t)(n >> 16), f[3] = (uint8_t)(n >> 8);
-    f[4] = (uint8_t)n;
+    grpc_frame_header(f, 0, n);
     protobuf_c_message_pack(reply, f + 5);
     sc->len += n + 5;
 }
@@ -541,8 +449,9 @@ static void on_stream_reply(const ProtobufCMessage *reply, void *data)
 static void serve_stream(http_handler *h, h2o_req_t *req, int form, const router_rpc *rpc)
 {
     stream_call sc = {{0}};
-    h2o_iovec_t body, msg;
-    size_t off = 0;
+    h2o_iovec_t body;
+    const char *msg;
+    size_t off = 0, msg_len;
     status_code st = ST_OK;
     const char *why = read_metadata(h->ctx->config, req, &sc.call);
     int count = 0;
@@ -557,10 +466,10 @@ static void serve_stream(http_handler *h, h2o_req_t *req, int form, const router
             why = "too many messages in one stream (at most 100)";
             break;
         }
-        if ((why = grpc_next(body, &off, &msg, &st)) != NULL)
+        if ((why = grpc_frame_next(body.base, body.len, &off, &msg, &msg_len, &st)) != NULL)
             break;
-        ProtobufCMessage *in = protobuf_c_message_unpack(rpc->method->input, NULL, msg.len,
-                                                         (const uint8_t *)msg.base);
+        ProtobufCMessage *in = protobuf_c_message_unpack(rpc->method->input, NULL, msg_len,
+                                                         (const uint8_t *)msg);
         if (!in) {
             why = "a request message does not decode";
             break;
@@ -610,9 +519,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                 NULL, NULL, 0);
         return 0;
     }
-    if (req->entity.len > h->ctx->config->max_body) {
+    size_t max_body = config_max_body(h->ctx->config);
+    if (req->entity.len > max_body) {
         char msg[96];
-        snprintf(msg, sizeof msg, "request body is larger than %zu bytes", h->ctx->config->max_body);
+        snprintf(msg, sizeof msg, "request body is larger than %zu bytes", max_body);
         respond(req, form, ST_RESOURCE_EXHAUSTED, 413, msg, NULL, NULL, 0);
         return 0;
     }

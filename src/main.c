@@ -7,13 +7,14 @@
 #include <string.h>
 #include <unistd.h>
 #include "account.h"
+#include "config.h"
 #include "router.h"
 #include "rpc.h"
 #include "server.h"
 
 static const char usage[] =
     "usage: tokend COMMAND [OPTIONS]\n"
-    "  serve --data DIR [--listen HOST:PORT] [--threads N] [--workers N] [--queue N]\n"
+    "  serve --data DIR [--config FILE] [--listen HOST:PORT] [--threads N] [--workers N] [--queue N]\n"
     "        [--max-body BYTES] [--pwhash-ops N] [--pwhash-mem MIB] [--tls-cert F --tls-key F]\n"
     "        [--map-size MIB] (initial; the map doubles as it fills)\n"
     "        [--max-connections N] [--max-streams N] [--request-timeout SECONDS]\n"
@@ -36,21 +37,23 @@ typedef struct {
     char **argv;
 } args;
 
-/* The value after --name, or NULL. Marks both as used. */
+/* The value after the first --name, or NULL. Marks every --name pair as
+ * used: a later one (from the config file) yields to the first. */
 static const char *opt(args *a, const char *name)
 {
+    const char *v = NULL;
     for (int i = 0; i < a->argc; i++) {
         if (a->argv[i] && strcmp(a->argv[i], name) == 0) {
             if (i + 1 >= a->argc || !a->argv[i + 1]) {
                 fprintf(stderr, "tokend: %s needs a value\n", name);
                 exit(2);
             }
-            const char *v = a->argv[i + 1];
+            if (!v)
+                v = a->argv[i + 1];
             a->argv[i] = a->argv[i + 1] = NULL;
-            return v;
         }
     }
-    return NULL;
+    return v;
 }
 
 static int flag(args *a, const char *name)
@@ -130,6 +133,14 @@ static int cmd_serve(args *a)
     char err[256];
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
+    cfg.config_file = opt(a, "--config");
+    if (cfg.config_file) {
+        /* The file's options go after the command line's, which win. */
+        if (config_read(cfg.config_file, &a->argc, &a->argv, err, sizeof err) != 0) {
+            fprintf(stderr, "tokend: %s\n", err);
+            return 2;
+        }
+    }
     cfg.data_dir = need(a, "--data");
     cfg.listen = opt(a, "--listen");
     if (!cfg.listen)

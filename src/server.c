@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include "config.h"
 #include "http.h"
 #include "rpc.h"
 #include "server.h"
@@ -269,8 +270,11 @@ int server_run(tokend_ctx *ctx, const router *router)
         printf("tokend %s listening on %s (%s, %u threads, %u workers)\n", TOKEND_VERSION,
                cfg->listen, s.ssl ? "TLS" : "cleartext HTTP/1.1 + h2c", s.nthreads, cfg->workers);
         fflush(stdout);
-        while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP)
-            fprintf(stderr, "tokend: SIGHUP: nothing to reload\n");
+        while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP) {
+            char err[256];
+            if (config_reload(ctx, err, sizeof err) != 0)
+                fprintf(stderr, "tokend: SIGHUP: %s; the running configuration stays\n", err);
+        }
     }
     pthread_mutex_lock(&s.purge_lock);
     s.stopping = 1;

@@ -52,6 +52,15 @@ void throttle_free(throttle *t)
     }
 }
 
+void throttle_configure(throttle *t, throttle_config cfg)
+{
+    pthread_mutex_lock(&t->lock);
+    t->cfg = cfg;
+    if (!t->cfg.window_s)
+        t->cfg.window_s = 900;
+    pthread_mutex_unlock(&t->lock);
+}
+
 static unsigned capacity(const throttle *t, int which)
 {
     return which == 0 ? t->cfg.account : which == 1 ? t->cfg.account * 10 : t->cfg.address;

@@ -27,6 +27,8 @@ typedef struct {
 
 throttle *throttle_create(throttle_config cfg);
 void throttle_free(throttle *t);
+/* New limits (SIGHUP); the buckets keep their state. */
+void throttle_configure(throttle *t, throttle_config cfg);
 
 /* Takes one attempt from each bucket of (app, account, address). Returns 0
  * with a ticket, or the seconds to wait (>= 1) when a bucket is empty - in

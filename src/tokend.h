@@ -14,6 +14,7 @@
 
 typedef struct {
     const char *data_dir;
+    const char *config_file;     /* --config, re-read on SIGHUP */
     const char *listen;          /* HOST:PORT */
     unsigned threads;            /* event loops */
     unsigned workers;            /* pool threads for Argon2id and writes */
