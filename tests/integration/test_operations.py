@@ -1,0 +1,196 @@
+#!/usr/bin/python3
+"""Running tokend: limits that protect it (connections, header count, slow
+clients), a configuration reload on SIGHUP, the LMDB map growing under
+load, and clear refusals at start-up."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import BIN, Server  # noqa: E402
+
+LOW = ("--pwhash-ops", "1", "--pwhash-mem", "8")
+
+
+def raw_request(port, data, timeout=5, source=None):
+    """Sends bytes, returns what comes back before close or timeout."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                 source_address=(source, 0) if source else None)
+    try:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            return b""
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        s.close()
+
+
+class Limits(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server()
+        cls.srv.create_app("a")
+        cls.srv.start(*LOW, "--threads", "1", "--max-connections", "8",
+                      "--request-timeout", "2")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+
+    def test_connections_beyond_the_limit_are_closed(self):
+        held = [socket.create_connection(("127.0.0.1", self.srv.port)) for _ in range(8)]
+        try:
+            time.sleep(0.2)
+            extra = socket.create_connection(("127.0.0.1", self.srv.port), timeout=3)
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                got = extra.recv(100)
+            except (ConnectionResetError, socket.timeout):
+                got = b""
+            extra.close()
+            self.assertEqual(got, b"", "a 9th connection was served")
+        finally:
+            for s in held:
+                s.close()
+        time.sleep(0.3)
+        # The slots come back when connections close.
+        self.assertEqual(self.srv.request("GET", "/healthz").status, 200)
+
+    def test_too_many_headers_is_a_clean_error(self):
+        hdrs = "".join("x-h%d: v\r\n" % i for i in range(300))
+        out = raw_request(self.srv.port, ("GET /healthz HTTP/1.1\r\nHost: x\r\n%s\r\n"
+                                          % hdrs).encode())
+        self.assertTrue(out == b"" or out.startswith(b"HTTP/1.1 4"), out[:80])
+        self.assertEqual(self.srv.request("GET", "/healthz").status, 200)
+
+    def test_huge_header_is_a_clean_error(self):
+        out = raw_request(self.srv.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nx-big: " +
+                          b"a" * 600000 + b"\r\n\r\n")
+        self.assertTrue(out == b"" or out.startswith(b"HTTP/1.1 4"), out[:80])
+        self.assertEqual(self.srv.request("GET", "/healthz").status, 200)
+
+    def test_slow_client_is_closed_within_the_request_timeout(self):
+        s = socket.create_connection(("127.0.0.1", self.srv.port))
+        s.sendall(b"POST /token/id HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n")
+        start = time.monotonic()
+        closed = False
+        s.settimeout(1)
+        while time.monotonic() - start < 10:
+            try:
+                s.sendall(b" ")
+                if s.recv(1) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+        s.close()
+        self.assertTrue(closed, "a dripping request was not closed")
+        self.assertLess(time.monotonic() - start, 6)
+
+
+class Reload(unittest.TestCase):
+    def test_sighup_applies_new_limits_and_keeps_bad_ones_out(self):
+        srv = Server()
+        srv.create_app("a")
+        conf = os.path.join(srv.tmp, "tokend.conf")
+        with open(conf, "w") as f:
+            f.write("# limits\nmax-body 1024\n")
+        srv.start(*LOW, "--config", conf)
+        try:
+            body = {"user_id": 1, "password": "not-the-password", "pad": "x" * 2000}
+            self.assertEqual(srv.request("POST", "/token/id", body).status, 413)
+            with open(conf, "w") as f:
+                f.write("max-body 8192\n")
+            srv.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while "reloaded" not in srv.logs() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            r = srv.request("POST", "/token/id", body)
+            self.assertEqual(r.status, 401, r.body)  # no such user: but read, not refused
+            with open(conf, "w") as f:
+                f.write("max-body lots\n")
+            srv.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while "running configuration stays" not in srv.logs() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertIn('bad value "lots" for max-body', srv.logs())
+            self.assertEqual(srv.request("POST", "/token/id", body).status, 401)
+        finally:
+            srv.stop()
+
+
+class Store(unittest.TestCase):
+    def test_map_grows_under_writes(self):
+        srv = Server()
+        srv.create_app("a")
+        admin = srv.secret(srv.cli("admin-token", "create", "--data", srv.data).stdout.strip())
+        srv.start(*LOW, "--map-size", "1")
+        try:
+            created = 0
+            for batch in range(25):
+                users = [{"username": "grow_%d_%d" % (batch, i), "password": "password-%d" % i}
+                         for i in range(100)]
+                r = srv.request("POST", "/user/register/batch", {"list": users},
+                                headers={"access-token": admin}, timeout=60)
+                self.assertEqual(r.status, 200, r.body)
+                created += sum(1 for u in r.json()["data"] if u["success"])
+            self.assertEqual(created, 2500)
+            self.assertIn("map grown", srv.logs())
+            # More was written than the first map could hold.
+            self.assertGreater(os.path.getsize(os.path.join(srv.data, "data.mdb")), 3 << 18)
+        finally:
+            srv.stop()
+
+
+class StartUp(unittest.TestCase):
+    def test_data_path_that_is_a_file(self):
+        srv = Server()
+        try:
+            path = os.path.join(srv.tmp, "not-a-dir")
+            open(path, "w").close()
+            p = subprocess.run([BIN, "serve", "--data", path, "--listen", "127.0.0.1:1"],
+                               capture_output=True, timeout=15)
+            self.assertNotEqual(p.returncode, 0)
+            err = p.stderr.decode().strip().splitlines()
+            self.assertEqual(len(err), 1, err)
+            self.assertIn(path, err[0])
+        finally:
+            srv.close()
+
+    def test_port_in_use(self):
+        srv = Server()
+        srv.create_app("a")
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        port = blocker.getsockname()[1]
+        try:
+            p = subprocess.run([BIN, "serve", "--data", srv.data, "--listen",
+                                "127.0.0.1:%d" % port], capture_output=True, timeout=15)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("cannot listen", p.stderr.decode())
+        finally:
+            blocker.close()
+            srv.close()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
