@@ -59,6 +59,13 @@ int crypto_token_parse(uint8_t raw[CRYPTO_TOKEN_BYTES], const char *text, size_t
     size_t n = 0;
     if (!text || len != CRYPTO_TOKEN_TEXTLEN - 1)
         return -1;
+    /* libsodium 1.0.18 reads bytes >= 0x80 as '_': one token, many texts. */
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return -1;
+    }
     if (sodium_base642bin(raw, CRYPTO_TOKEN_BYTES, text, len, NULL, &n, NULL,
                           sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
         n != CRYPTO_TOKEN_BYTES)

@@ -32,11 +32,40 @@ static size_t utf8_next(const unsigned char *s, size_t len, unsigned *cp)
     return n;
 }
 
-static int is_cjk(unsigned c)
+/* Letters of the scripts an IM user base writes names in: Latin, Greek,
+ * Cyrillic, Armenian, Hebrew, Arabic, Devanagari, Thai, CJK, kana, Hangul. */
+static int is_letter(unsigned c)
 {
-    return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) ||
-           (c >= 0x20000 && c <= 0x2A6DF) || (c >= 0xF900 && c <= 0xFAFF) ||
-           (c >= 0x3040 && c <= 0x30FF) || (c >= 0xAC00 && c <= 0xD7AF);
+    if (c < 0x80)
+        return ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || c == '_';
+    return (c >= 0xC0 && c <= 0x24F && c != 0xD7 && c != 0xF7) ||
+           (c >= 0x370 && c <= 0x3FF && c != 0x37E && c != 0x387) ||
+           (c >= 0x400 && c <= 0x52F) || (c >= 0x531 && c <= 0x587) ||
+           (c >= 0x5D0 && c <= 0x5EA) || (c >= 0x620 && c <= 0x64A) ||
+           (c >= 0x904 && c <= 0x939) || (c >= 0xE01 && c <= 0xE30) ||
+           (c >= 0x3040 && c <= 0x30FF) || (c >= 0x3400 && c <= 0x4DBF) ||
+           (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0xAC00 && c <= 0xD7AF) ||
+           (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x20000 && c <= 0x2A6DF);
+}
+
+/* Controls (C0, DEL, C1) and the Unicode spaces: names must not hide them. */
+static int is_blank_or_control(unsigned c)
+{
+    return c <= 0x20 || (c >= 0x7F && c <= 0xA0) || c == 0x1680 || (c >= 0x2000 && c <= 0x200F) ||
+           (c >= 0x2028 && c <= 0x202F) || (c >= 0x205F && c <= 0x206F) || c == 0x3000 ||
+           c == 0xFEFF;
+}
+
+/* 0 when the whole string is valid UTF-8. */
+static int utf8_check(const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t len = strlen(str), n;
+    unsigned c;
+    for (size_t i = 0; i < len; i += n)
+        if (!(n = utf8_next(s + i, len - i, &c)))
+            return -1;
+    return 0;
 }
 
 int names_check_username(const char *name, const char **why)
@@ -50,10 +79,9 @@ int names_check_username(const char *name, const char **why)
     if (len > STORE_NAME_MAX) { *why = "name is longer than 128 bytes"; return -1; }
     for (size_t i = 0; i < len; i += n) {
         if (!(n = utf8_next(s + i, len - i, &c))) { *why = "name is not valid UTF-8"; return -1; }
-        if (c < 0x20 || c == 0x7F || c == ' ') { *why = "name contains a space or control character"; return -1; }
+        if (is_blank_or_control(c)) { *why = "name contains a space or control character"; return -1; }
         if (c == '@') { *why = "name must not contain '@' (that makes it an email)"; return -1; }
-        if ((c < 0x80 && ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) || c == '_' || is_cjk(c) ||
-            (c >= 0xC0 && c < 0x250))
+        if (is_letter(c))
             has_letter = 1;
     }
     if (!has_letter) { *why = "name needs at least one letter, '_' or CJK character"; return -1; }
@@ -85,8 +113,14 @@ int names_normalize_email(const char *in, char *out, size_t outlen, const char *
     size_t len = strlen(in);
     const char *at = strchr(in, '@');
     if (len > NAMES_EMAIL_MAX || len >= outlen) { *why = "email is longer than 254 bytes"; return -1; }
-    if (!at || at == in || !at[1] || strchr(at + 1, '@') || !strchr(at + 1, '.')) {
+    const char *dom = at ? at + 1 : NULL;
+    if (!at || at == in || !*dom || strchr(dom, '@') || !strchr(dom, '.') || dom[0] == '.' ||
+        in[len - 1] == '.' || strstr(dom, "..")) {
         *why = "email must look like name@example.com";
+        return -1;
+    }
+    if (utf8_check(in) != 0) {
+        *why = "email is not valid UTF-8";
         return -1;
     }
     for (size_t i = 0; i <= len; i++) {

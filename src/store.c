@@ -278,7 +278,12 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
         snprintf(err, errlen, "cannot initialise data directory %s", dir);
         goto fail;
     }
-    pthread_rwlock_init(&s->resize, NULL);
+    /* Writer-preferring: a resize must not starve behind a stream of reads. */
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&s->resize, &attr);
+    pthread_rwlockattr_destroy(&attr);
     mdb_env_info(s->env, &info);
     s->mapsize = info.me_mapsize;
     *out = s;
@@ -462,7 +467,7 @@ static size_t device_key(uint8_t *key, uint64_t app_id, const char *guid)
     return 8 + n;
 }
 
-/* The smallest serial number not used by another device of the user. */
+/* One more than the highest serial number among the user's devices. */
 static int free_device_sn(store *s, MDB_txn *txn, uint64_t user_id, uint32_t *sn)
 {
     MDB_cursor *cur;

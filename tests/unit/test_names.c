@@ -20,6 +20,23 @@ static const char *kind_name(login_kind k)
                                                                                     : "?";
 }
 
+/* The input with bytes outside printable ASCII as \\xNN, for messages. */
+static const char *esc(const char *in, size_t len)
+{
+    static char buf[4][1200];
+    static int next;
+    char *out = buf[next++ % 4], *o = out;
+    for (size_t i = 0; i < len && o < out + sizeof buf[0] - 5; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (c >= 0x20 && c < 0x7F)
+            *o++ = (char)c;
+        else
+            o += sprintf(o, "\\x%02x", c);
+    }
+    *o = '\0';
+    return out;
+}
+
 static void expect_ok_n(const char *in, size_t len, login_kind want_kind, const char *want)
 {
     char out[OUTLEN];
@@ -28,9 +45,9 @@ static void expect_ok_n(const char *in, size_t len, login_kind want_kind, const 
     memset(out, 'Z', sizeof out);
     int rc = names_classify(in, len, &kind, out, sizeof out, &why);
     if (rc != 0)
-        fail_msg("classify(\"%s\") refused: %s", in, why ? why : "(no why)");
+        fail_msg("classify(\"%s\") refused: %s", esc(in, len), why ? why : "(no why)");
     if (kind != want_kind)
-        fail_msg("classify(\"%s\") is a %s, want %s", in, kind_name(kind), kind_name(want_kind));
+        fail_msg("classify(\"%s\") is a %s, want %s", esc(in, len), kind_name(kind), kind_name(want_kind));
     assert_string_equal(out, want);
 }
 
@@ -46,7 +63,8 @@ static void expect_bad_n(const char *in, size_t len, size_t outlen)
     const char *why = NULL;
     int rc = names_classify(in, len, &kind, out, outlen, &why);
     if (rc != -1)
-        fail_msg("classify(\"%.*s\") accepted as %s \"%s\"", (int)len, in, kind_name(kind), out);
+        fail_msg("classify(\"%s\") accepted as %s \"%s\"", esc(in, len), kind_name(kind),
+                 esc(out, strlen(out)));
     assert_non_null(why);
     assert_true(strlen(why) > 0);
 }
@@ -60,14 +78,14 @@ static void expect_name_ok(const char *name)
 {
     const char *why = NULL;
     if (names_check_username(name, &why) != 0)
-        fail_msg("username \"%s\" refused: %s", name, why ? why : "(no why)");
+        fail_msg("username \"%s\" refused: %s", esc(name, strlen(name)), why ? why : "(no why)");
 }
 
 static void expect_name_bad(const char *name)
 {
     const char *why = NULL;
     if (names_check_username(name, &why) != -1)
-        fail_msg("username \"%s\" accepted", name);
+        fail_msg("username \"%s\" accepted", esc(name, strlen(name)));
     assert_non_null(why);
     assert_true(strlen(why) > 0);
 }

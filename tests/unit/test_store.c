@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,6 +195,16 @@ static void assert_device(store *s, uint64_t app_id, const char *guid, uint64_t 
     fill_hash(h, (uint8_t)(push_tag + 200));
     assert_int_equal(d->push_token_hash.len, CRYPTO_HASH_BYTES);
     assert_memory_equal(d->push_token_hash.data, h, CRYPTO_HASH_BYTES);
+    protobuf_c_message_free_unpacked(&d->base, NULL);
+}
+
+static void assert_device_token(store *s, uint64_t app_id, const char *guid, const char *token,
+                                const char *notifier)
+{
+    store_device *d = NULL;
+    assert_int_equal(store_device_get(s, app_id, guid, &d), STORE_OK);
+    assert_string_equal(d->device_token ? d->device_token : "", token);
+    assert_string_equal(d->notifier_name ? d->notifier_name : "", notifier);
     protobuf_c_message_free_unpacked(&d->base, NULL);
 }
 
@@ -501,6 +512,7 @@ static void test_login_with_device(void **state)
     assert_int_equal(store_session_get(f->s, h, &sess), STORE_OK);
     assert_string_equal(sess->device_guid, "dev-1");
     assert_int_equal(sess->user_id, user);
+    assert_int_equal(sess->device_sn, 1);       /* the session knows its device */
     protobuf_c_message_free_unpacked(&sess->base, NULL);
 
     assert_device(f->s, app, "dev-1", user, 1, 1);
@@ -522,6 +534,11 @@ static void test_login_with_device(void **state)
     assert_push(f->s, 2, STORE_OK, app, "dev-2");
     assert_push(f->s, 1, STORE_OK, app, "dev-1");
 
+    /* The client binds an APNs token to dev-1. */
+    assert_int_equal(store_device_bind(f->s, app, user, 1, "apns-1", "apns"), STORE_OK);
+    assert_device_token(f->s, app, "dev-1", "apns-1", "apns");
+    assert_device_token(f->s, app, "dev-2", "", "");
+
     /* Logging in again on dev-1 keeps its number and replaces its push token;
      * platform and user agent left unset keep the old ones. */
     assert_int_equal(do_login(f->s, app, user, "dev-1", 3, 0, NULL, &sn), STORE_OK);
@@ -529,6 +546,7 @@ static void test_login_with_device(void **state)
     assert_device(f->s, app, "dev-1", user, 1, 3);
     assert_push(f->s, 1, STORE_NOTFOUND, 0, NULL);
     assert_push(f->s, 3, STORE_OK, app, "dev-1");
+    assert_device_token(f->s, app, "dev-1", "apns-1", "apns");   /* same user: kept */
     d = NULL;
     assert_int_equal(store_device_get(f->s, app, "dev-1", &d), STORE_OK);
     assert_int_equal(d->platform, 2);
@@ -556,6 +574,9 @@ static void test_device_moves_to_another_user(void **state)
     assert_int_equal(do_login(f->s, app, bob, "bob-phone", 2, 1, "ua", &sn), STORE_OK);
     assert_int_equal(sn, 1);
 
+    assert_int_equal(store_device_bind(f->s, app, alice, 1, "alice-fcm", "fcm"), STORE_OK);
+    assert_device_token(f->s, app, "shared", "alice-fcm", "fcm");
+
     /* bob logs in on "shared": it becomes his device 2 (not alice's 1). */
     assert_int_equal(do_login(f->s, app, bob, "shared", 3, 1, "ua", &sn), STORE_OK);
     assert_int_equal(sn, 2);
@@ -563,6 +584,8 @@ static void test_device_moves_to_another_user(void **state)
     assert_push(f->s, 1, STORE_NOTFOUND, 0, NULL);   /* alice's push token is dead */
     assert_push(f->s, 3, STORE_OK, app, "shared");
     assert_push(f->s, 2, STORE_OK, app, "bob-phone");
+    /* alice's device token must not reach bob. */
+    assert_device_token(f->s, app, "shared", "", "");
 
     /* alice has no device left: her next one is number 1 again. */
     assert_int_equal(do_login(f->s, app, alice, "alice-tab", 4, 1, "ua", &sn), STORE_OK);
@@ -755,35 +778,160 @@ static void test_other_process_writes_are_visible(void **state)
                      STORE_EXISTS);
 }
 
-/* --- full map ------------------------------------------------------------ */
+/* Another process opens the directory with a bigger map and grows the data
+ * past this handle's map: this handle must follow (MDB_MAP_RESIZED). */
+static void test_other_process_grows_map(void **state)
+{
+    (void)state;
+    char dir[64] = "/tmp/tokend-store-XXXXXX";
+    int status = 0;
+    assert_non_null(mkdtemp(dir));
+    store *s = open_or_fail(dir, (size_t)1 << 20);
+    uint64_t app = make_app(s, "app");
 
-static void test_full_map(void **state)
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        static char big[3000];
+        char err[256], name[32];
+        store *c = NULL;
+        int code = 0;
+        memset(big, 'h', sizeof big - 1);
+        if (store_open(&c, dir, (size_t)16 << 20, err, sizeof err) != STORE_OK)
+            _exit(10);
+        for (int i = 0; i < 1000 && !code; i++) {
+            store_user u = TOKEND__V1__STORE__USER__INIT;
+            const char *conflict = NULL;
+            snprintf(name, sizeof name, "grown%d", i);
+            u.app_id = app;
+            u.name = name;
+            u.phone = u.email = "";
+            u.password_hash = big;
+            if (store_user_create(c, &u, &conflict) != STORE_OK)
+                code = 11;
+        }
+        store_close(c);
+        _exit(code);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+
+    /* About 4 MB of users now: far beyond this handle's 1 MiB map. */
+    uint64_t id = 0;
+    store_user *u = NULL;
+    assert_int_equal(store_user_lookup(s, app, LOGIN_NAME, "grown999", &id), STORE_OK);
+    assert_int_equal(store_user_get(s, id, &u), STORE_OK);
+    assert_int_equal(strlen(u->password_hash), 2999);
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    /* And it can still write. */
+    make_user(s, app, "after-growth", NULL, NULL);
+    store_close(s);
+    rm_dir(dir);
+}
+
+/* --- map growth ------------------------------------------------------------ */
+
+/* A store opened with a small map grows it before it fills: writes far
+ * beyond the initial size succeed instead of failing with STORE_FULL. */
+static void test_small_map_grows(void **state)
 {
     (void)state;
     char dir[64] = "/tmp/tokend-store-XXXXXX";
     static char big[3000];
     char name[32];
-    int rc = STORE_OK, n;
     uint64_t first = 0, id = 0;
     assert_non_null(mkdtemp(dir));
     store *s = open_or_fail(dir, (size_t)1 << 20);
     uint64_t app = make_app(s, "app");
     memset(big, 'h', sizeof big - 1);
-    for (n = 0; n < 2000 && rc == STORE_OK; n++) {
+    for (int n = 0; n < 1000; n++) {
         const char *conflict;
         snprintf(name, sizeof name, "user%d", n);
-        rc = try_user(s, app, name, NULL, NULL, big, &id, &conflict);
+        int rc = try_user(s, app, name, NULL, NULL, big, &id, &conflict);
+        if (rc != STORE_OK)
+            fail_msg("user %d of 1000 (about %d KiB written into a 1 MiB map): %s", n, n * 3,
+                     store_strerror(rc));
         if (n == 0)
             first = id;
     }
-    assert_int_equal(rc, STORE_FULL);
-    assert_true(n > 10);
-    /* What was written before is still readable. */
     assert_lookup(s, app, LOGIN_NAME, "user0", STORE_OK, first);
-    /* The refused user left no index key behind. */
-    snprintf(name, sizeof name, "user%d", n - 1);
-    assert_lookup(s, app, LOGIN_NAME, name, STORE_NOTFOUND, 0);
+    assert_lookup(s, app, LOGIN_NAME, "user999", STORE_OK, id);
     store_close(s);
+    /* And it reopens with the data, whatever map size is asked for. */
+    s = open_or_fail(dir, (size_t)1 << 20);
+    assert_lookup(s, app, LOGIN_NAME, "user999", STORE_OK, id);
+    make_user(s, app, "after-reopen", NULL, NULL);
+    store_close(s);
+    rm_dir(dir);
+}
+
+/* Growing the map while other threads read: LMDB may only resize with no
+ * transaction of the process active, so readers must neither fail nor
+ * crash while writers grow the map under them. */
+typedef struct {
+    store *s;
+    uint64_t app, user_id;
+    int stop;                     /* atomic */
+    long reads, errors;
+} reader_arg;
+
+static void *read_loop(void *p)
+{
+    reader_arg *a = p;
+    uint8_t h[CRYPTO_HASH_BYTES];
+    fill_hash(h, 1);
+    while (!__atomic_load_n(&a->stop, __ATOMIC_RELAXED)) {
+        store_session *ss = NULL;
+        uint64_t id = 0;
+        int rc = store_session_get(a->s, h, &ss);
+        if (rc == STORE_OK)
+            protobuf_c_message_free_unpacked(&ss->base, NULL);
+        else
+            __atomic_add_fetch(&a->errors, 1, __ATOMIC_RELAXED);
+        if (store_user_lookup(a->s, a->app, LOGIN_NAME, "reader-target", &id) != STORE_OK ||
+            id != a->user_id)
+            __atomic_add_fetch(&a->errors, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&a->reads, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static void test_map_grows_under_concurrent_reads(void **state)
+{
+    (void)state;
+    char dir[64] = "/tmp/tokend-store-XXXXXX";
+    static char big[3000];
+    char name[32];
+    pthread_t readers[2];
+    reader_arg a = {0};
+    assert_non_null(mkdtemp(dir));
+    a.s = open_or_fail(dir, (size_t)1 << 20);
+    a.app = make_app(a.s, "app");
+    a.user_id = make_user(a.s, a.app, "reader-target", NULL, NULL);
+    assert_int_equal(do_login(a.s, a.app, a.user_id, NULL, 1, 0, NULL, NULL), STORE_OK);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&readers[i], NULL, read_loop, &a), 0);
+
+    memset(big, 'h', sizeof big - 1);
+    int failed_at = -1, rc = STORE_OK;
+    uint64_t last = 0;
+    for (int n = 0; n < 600 && failed_at < 0; n++) {
+        const char *conflict;
+        snprintf(name, sizeof name, "user%d", n);
+        if ((rc = try_user(a.s, a.app, name, NULL, NULL, big, &last, &conflict)) != STORE_OK)
+            failed_at = n;
+    }
+    __atomic_store_n(&a.stop, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < 2; i++)
+        pthread_join(readers[i], NULL);
+    if (failed_at >= 0)
+        fail_msg("write %d failed: %s", failed_at, store_strerror(rc));
+    assert_int_equal(__atomic_load_n(&a.errors, __ATOMIC_RELAXED), 0);
+    assert_true(__atomic_load_n(&a.reads, __ATOMIC_RELAXED) > 0);
+    assert_lookup(a.s, a.app, LOGIN_NAME, "user599", STORE_OK, last);
+    store_close(a.s);
     rm_dir(dir);
 }
 
@@ -809,8 +957,10 @@ int main(void)
         T(test_reopen_durability),
         T(test_token_key_differs_per_directory),
         T(test_other_process_writes_are_visible),
+        cmocka_unit_test(test_other_process_grows_map),
         cmocka_unit_test(test_open_errors),
-        cmocka_unit_test(test_full_map),
+        cmocka_unit_test(test_small_map_grows),
+        cmocka_unit_test(test_map_grows_under_concurrent_reads),
 #undef T
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
