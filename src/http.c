@@ -260,7 +260,8 @@ static void copy_header(h2o_req_t *req, const char *name, char *out, size_t outl
 {
     h2o_iovec_t v = header(req, name);
     size_t n = v.len < outlen - 1 ? v.len : outlen - 1;
-    memcpy(out, v.base, n);
+    if (n)
+        memcpy(out, v.base, n);
     out[n] = '\0';
 }
 
@@ -281,7 +282,8 @@ static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, rpc_c
     }
     if (tok.len >= sizeof c->access_token)
         tok.len = sizeof c->access_token - 1;  /* too long to be a token: fails verify */
-    memcpy(c->access_token, tok.base, tok.len);
+    if (tok.len)
+        memcpy(c->access_token, tok.base, tok.len);
     c->access_token[tok.len] = '\0';
     copy_header(req, "user-agent", c->user_agent, sizeof c->user_agent);
     h2o_iovec_t platform = header(req, "platform");

@@ -326,6 +326,11 @@ static int cmd_admin_token_create(args *a)
     const char *label = opt(a, "--label");
     ss.app_id = app_of(a, st);
     no_leftovers(a);
+    if (label && strlen(label) > 128) {
+        fprintf(stderr, "tokend: --label must be at most 128 bytes\n");
+        store_close(st);
+        return 2;
+    }
     ss.label = (char *)(label ? label : "");
     ss.created_ms = rpc_now_ms();
     crypto_token_new(raw, text);

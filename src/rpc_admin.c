@@ -129,8 +129,7 @@ static void run_register(rpc_task *task)
     t->registered.user_id = (int64_t)id;
     t->registered.username = t->name;
     task->reply = &t->registered.base;
-    rpc_audit(task->call, &t->auth, "RegisterUser", "user_id=%llu name=%s",
-              (unsigned long long)id, t->name);
+    rpc_audit(task->call, &t->auth, "RegisterUser", "user_id=%llu", (unsigned long long)id);
 }
 
 RPC_HANDLER(register_user, RegisterRequest, RegisterReply)
@@ -196,8 +195,8 @@ static void run_register_batch(rpc_task *task)
         res->reason = strdup(st == ST_OK ? "" : task->message);
         out[t->batch.n_list++] = res;
         if (st == ST_OK)
-            rpc_audit(task->call, &t->auth, "RegisterUsers", "user_id=%llu name=%s",
-                      (unsigned long long)id, r->username);
+            rpc_audit(task->call, &t->auth, "RegisterUsers", "user_id=%llu",
+                      (unsigned long long)id);
     }
     task->message[0] = '\0';
     task->status = ST_OK;
@@ -396,8 +395,7 @@ static void run_create_user(rpc_task *task)
     uint64_t id = 0;
     if ((task->status = create(t, &id)) != ST_OK)
         return;
-    rpc_audit(task->call, &t->auth, "CreateUser", "user_id=%llu name=%s", (unsigned long long)id,
-              t->name);
+    rpc_audit(task->call, &t->auth, "CreateUser", "user_id=%llu", (unsigned long long)id);
     load_user(t, id);
 }
 

@@ -201,6 +201,11 @@ static void login_start(rpc_call *call, login_job *lj, const char *password,
         rpc_fail(call, ST_INVALID_ARGUMENT, "password must be at most 1024 bytes");
         goto done;
     }
+    if (platform < 0 || platform > 6) {
+        rpc_fail(call, ST_INVALID_ARGUMENT,
+                 "platform must be 1 ios, 2 android, 3 windows, 4 mac, 5 linux or 6 web");
+        goto done;
+    }
     if (guidlen > STORE_GUID_MAX) {
         rpc_fail(call, ST_INVALID_ARGUMENT, "device_guid must be at most 256 bytes");
         goto done;
@@ -230,10 +235,11 @@ static void login_start(rpc_call *call, login_job *lj, const char *password,
     memcpy(lj->device_guid, device_guid, guidlen + 1);
     lj->platform = platform ? platform : call->platform;
     snprintf(lj->user_agent, sizeof lj->user_agent, "%s", *user_agent ? user_agent : call->user_agent);
+    throttle *th = call->ctx->throttle;  /* a refused offload answers (frees) the call */
     if (rpc_offload(call, &lj->job, login_work, login_finish) == 0)
         return;
     if (!lj->trusted)
-        throttle_refund(call->ctx->throttle, &lj->ticket);
+        throttle_refund(th, &lj->ticket);
 done:
     crypto_wipe(lj, sizeof *lj);
     free(lj);
@@ -318,9 +324,9 @@ RPC_HANDLER(token_by_login, TokenByLoginRequest, TokenReply)
 RPC_HANDLER(token_by_name, TokenByNameRequest, TokenReply)
 {
     login_job *lj = login_new(call);
-    int by_name = req->name[0] != '\0';
     if (!lj)
-        return;
+        return;  /* answered: req may be gone */
+    int by_name = req->name[0] != '\0';
     /* The vendor SDK sends "mobile" in place of "name": it may hold a phone. */
     if (!lj->trusted &&
         set_login_key(call, lj, "name", by_name ? req->name : req->mobile, by_name) != 0) {

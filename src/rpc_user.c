@@ -79,7 +79,17 @@ RPC_HANDLER(logout, Empty, BoolReply)
 {
     rpc_auth auth;
     user_task *t;
-    if (rpc_auth_any(call, &auth) == 0 && (t = user_task_new(call, &auth)))
+    if (rpc_auth_any(call, &auth) != 0)
+        return;
+    /* Admin tokens are shared by the IM services: one HTTP call must not end them. */
+    if (auth.admin) {
+        rpc_fail(call, ST_INVALID_ARGUMENT,
+                 "Logout ends a user's own token: an admin ends a user's sessions with "
+                 "/token/revoke_all and a user_id header, and admin tokens with "
+                 "`tokend admin-token revoke`");
+        return;
+    }
+    if ((t = user_task_new(call, &auth)))
         rpc_task_start(&t->task, run_logout);
 }
 
@@ -242,8 +252,8 @@ static void run_bind(rpc_task *task)
                                t->device_token, t->notifier_name);
     if (rc == STORE_NOTFOUND)
         rpc_task_fail(task, ST_NOT_FOUND, "device_sn %u is not a device of this user", t->sn);
-    else
-        rpc_task_store(task, rc, "device");
+    else if (rpc_task_store(task, rc, "device") == 0)
+        audit(t, t->device_token[0] ? "BindDeviceToken" : "UnbindDeviceToken");
 }
 
 RPC_HANDLER(bind_device_token, BindDeviceTokenRequest, BoolReply)

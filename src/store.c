@@ -510,8 +510,9 @@ static int move_device(store *s, MDB_txn *txn, store_login *login)
     if (rc != STORE_OK)
         return rc;
     if (old) {
-        rc = del_raw(s, txn, DB_PUSH_TOKENS, old->push_token_hash.data,
-                     old->push_token_hash.len);
+        if (old->push_token_hash.len)  /* a kicked device has none */
+            rc = del_raw(s, txn, DB_PUSH_TOKENS, old->push_token_hash.data,
+                         old->push_token_hash.len);
         if (rc == STORE_OK && old->user_id != ss->user_id) {
             put_u64(udkey, old->user_id);
             memcpy(udkey + 8, dkey, dlen);
@@ -692,19 +693,11 @@ static int revoke_txn(store *s, MDB_txn *txn, const uint8_t hash[CRYPTO_HASH_BYT
     return rc;
 }
 
-int store_session_revoke(store *s, const uint8_t hash[CRYPTO_HASH_BYTES])
-{
-    MDB_txn *txn;
-    int rc = txn_begin(s, 0, &txn);
-    if (rc != STORE_OK)
-        return rc;
-    return txn_end(txn, revoke_txn(s, txn, hash));
-}
-
 typedef struct {
     const uint8_t *keep;       /* a session to spare, or NULL */
     const char *device_guid;   /* only this device's sessions, or NULL */
     size_t revoked;
+    const uint8_t *only;       /* only this session, or NULL */
 } revoke_filter;
 
 static int revoke_matching(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg)
@@ -712,7 +705,8 @@ static int revoke_matching(store *s, MDB_txn *txn, const uint8_t *key, size_t le
     revoke_filter *f = arg;
     const uint8_t *hash = key + 8;
     int rc;
-    if (len != 8 + CRYPTO_HASH_BYTES || (f->keep && memcmp(hash, f->keep, CRYPTO_HASH_BYTES) == 0))
+    if (len != 8 + CRYPTO_HASH_BYTES || (f->keep && memcmp(hash, f->keep, CRYPTO_HASH_BYTES) == 0) ||
+        (f->only && memcmp(hash, f->only, CRYPTO_HASH_BYTES) != 0))
         return 0;
     if (f->device_guid) {
         store_session *ss = NULL;
@@ -733,9 +727,110 @@ static int revoke_matching(store *s, MDB_txn *txn, const uint8_t *key, size_t le
     return rc;
 }
 
+typedef struct {
+    char **guids;            /* device_guid of each remaining session */
+    size_t n, cap;
+} guid_list;
+
+static int collect_guid(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg)
+{
+    guid_list *l = arg;
+    store_session *ss = NULL;
+    if (len != 8 + CRYPTO_HASH_BYTES)
+        return 0;
+    int rc = get_msg(s, txn, DB_SESSIONS, key + 8, CRYPTO_HASH_BYTES,
+                     &tokend__v1__store__session__descriptor, (void **)&ss);
+    if (rc != STORE_OK)
+        return rc == STORE_NOTFOUND ? 0 : rc;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        char **g = realloc(l->guids, cap * sizeof *g);
+        if (!g) {
+            protobuf_c_message_free_unpacked(&ss->base, NULL);
+            return STORE_ERR;
+        }
+        l->guids = g, l->cap = cap;
+    }
+    l->guids[l->n++] = strdup(ss->device_guid);
+    protobuf_c_message_free_unpacked(&ss->base, NULL);
+    return l->guids[l->n - 1] ? 0 : STORE_ERR;
+}
+
+static int has_guid(const guid_list *l, const char *guid)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->guids[i], guid) == 0)
+            return 1;
+    return 0;
+}
+
+typedef struct {
+    guid_list *live;
+    int rc;
+} orphan_scan;
+
+/* user_devices keys are user(8) app(8) guid: clears the push token of a
+ * device none of the user's sessions is on any more. */
+static int drop_orphan(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg)
+{
+    orphan_scan *o = arg;
+    store_device *d = NULL;
+    if (len < 16)
+        return 0;
+    int rc = get_msg(s, txn, DB_DEVICES, key + 8, len - 8, &tokend__v1__store__device__descriptor,
+                     (void **)&d);
+    if (rc != STORE_OK)
+        return rc == STORE_NOTFOUND ? 0 : rc;
+    if (d->push_token_hash.len && d->user_id == get_u64(key) && !has_guid(o->live, d->device_guid)) {
+        rc = del_raw(s, txn, DB_PUSH_TOKENS, d->push_token_hash.data, d->push_token_hash.len);
+        d->push_token_hash.len = 0;
+        d->push_token_sealed.len = 0;
+        if (rc == STORE_OK)
+            rc = put_msg(s, txn, DB_DEVICES, key + 8, len - 8, &d->base, 0);
+    }
+    protobuf_c_message_free_unpacked(&d->base, NULL);
+    return rc;
+}
+
+/* Revokes the user's sessions that pass the filter. A device's push token
+ * lives as long as a session on that device: pushes must not reach a
+ * device whose user has signed out, been disabled or lost their password. */
 static int revoke_user_txn(store *s, MDB_txn *txn, uint64_t user_id, revoke_filter *f)
 {
-    return scan_prefix(s, txn, DB_USER_SESSIONS, user_id, revoke_matching, f);
+    guid_list live = {0};
+    orphan_scan o = {&live, 0};
+    int rc = scan_prefix(s, txn, DB_USER_SESSIONS, user_id, revoke_matching, f);
+    if (rc != STORE_OK || !f->revoked)
+        return rc;
+    rc = scan_prefix(s, txn, DB_USER_SESSIONS, user_id, collect_guid, &live);
+    if (rc == STORE_OK)
+        rc = scan_prefix(s, txn, DB_USER_DEVICES, user_id, drop_orphan, &o);
+    for (size_t i = 0; i < live.n; i++)
+        free(live.guids[i]);
+    free(live.guids);
+    return rc;
+}
+
+int store_session_revoke(store *s, const uint8_t hash[CRYPTO_HASH_BYTES])
+{
+    MDB_txn *txn;
+    store_session *ss = NULL;
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    rc = get_msg(s, txn, DB_SESSIONS, hash, CRYPTO_HASH_BYTES,
+                 &tokend__v1__store__session__descriptor, (void **)&ss);
+    if (rc == STORE_OK && !ss->admin) {
+        /* Through the user's index, so the device's push token follows. */
+        revoke_filter f = {NULL, NULL, 0};
+        f.only = hash;
+        rc = revoke_user_txn(s, txn, ss->user_id, &f);
+    } else if (rc == STORE_OK) {
+        rc = revoke_txn(s, txn, hash);
+    }
+    if (ss)
+        protobuf_c_message_free_unpacked(&ss->base, NULL);
+    return txn_end(txn, rc);
 }
 
 int store_user_revoke(store *s, uint64_t user_id, const uint8_t *keep, size_t *revoked)
