@@ -87,6 +87,9 @@ static void send_body(h2o_req_t *req, int status, const char *content_type, cons
 {
     req->res.status = status;
     req->res.reason = reason(status);
+    /* Without a length h2o 2.2 chunks the body and drops HTTP/1.1 keep-alive
+     * on any status but 200: every 401 would cost a new connection. */
+    req->res.content_length = len;
     add_header(req, H2O_TOKEN_CONTENT_TYPE, content_type);
     h2o_send_inline(req, body, len);
 }
