@@ -28,6 +28,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("TOKEND_BIN") or os.path.join(REPO, "build", "tokend")
 TIMEOUT = 30  # seconds for one request: a hang is a failure, not a wait
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
 class HarnessError(AssertionError):
@@ -82,6 +83,8 @@ class Server:
     def cli(self, *args, stdin=None, check=True):
         p = subprocess.run([BIN, *map(str, args)], input=stdin, capture_output=True,
                            text=True, timeout=60)
+        if any(mark in p.stderr for mark in SANITIZER_MARKS):
+            raise HarnessError("sanitizer report from tokend %s:\n%s" % (args[0], p.stderr[-3000:]))
         if check and p.returncode != 0:
             raise HarnessError("tokend %s: exit %d: %s" % (" ".join(map(str, args[:2])),
                                                            p.returncode, p.stderr.strip()))
@@ -206,6 +209,13 @@ class Server:
         leaked = sorted(s for s in self.secrets if s in logs)
         if leaked:
             raise HarnessError("secrets in the server's output: %r" % leaked)
+        # A sanitized build (build-asan/, tools/test) reports here; UBSan may
+        # be set to carry on, so the report itself fails the test.
+        for mark in SANITIZER_MARKS:
+            at = logs.find(mark)
+            if at >= 0:
+                raise HarnessError("sanitizer report in the server's output:\n%s" %
+                                   logs[max(0, at - 200):at + 3000])
 
     # --- requests ------------------------------------------------------------
 

@@ -70,6 +70,24 @@ class Limits(unittest.TestCase):
         # The slots come back when connections close.
         self.assertEqual(self.srv.request("GET", "/healthz").status, 200)
 
+    def test_error_replies_keep_the_connection_alive(self):
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=5)
+        try:
+            conn.request("POST", "/nosuch", body=b"{}", headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 404)
+            self.assertNotEqual((r.getheader("connection") or "").lower(), "close")
+            sock = conn.sock
+            conn.request("GET", "/healthz")
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+            self.assertIs(conn.sock, sock, "the 404 closed the connection")
+        finally:
+            conn.close()
+
     def test_too_many_headers_is_a_clean_error(self):
         hdrs = "".join("x-h%d: v\r\n" % i for i in range(300))
         out = raw_request(self.srv.port, ("GET /healthz HTTP/1.1\r\nHost: x\r\n%s\r\n"
