@@ -2,6 +2,7 @@
  * shares: failing a call, sending slow work to the pool and back. */
 #include <stdarg.h>
 #include <stdlib.h>
+#include <string.h>
 #include <stdio.h>
 #include <time.h>
 #include "rpc.h"
@@ -116,6 +117,17 @@ void rpc_task_start(rpc_task *task, void (*run)(rpc_task *))
             task->cleanup(task);
         free(task);
     }
+}
+
+int rpc_copy_field(rpc_call *call, char *out, size_t outlen, const char *in, const char *field)
+{
+    size_t n = strlen(in);
+    if (n >= outlen) {
+        rpc_fail(call, ST_INVALID_ARGUMENT, "%s must be at most %zu bytes", field, outlen - 1);
+        return -1;
+    }
+    memcpy(out, in, n + 1);
+    return 0;
 }
 
 int rpc_app(rpc_call *call, store_app **app)

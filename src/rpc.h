@@ -108,6 +108,10 @@ int rpc_token_hash(rpc_call *call, const char *text, uint8_t hash[CRYPTO_HASH_BY
 void rpc_audit(rpc_call *call, const rpc_auth *auth, const char *action, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Copies a request's text field into a fixed buffer; a too long one fails
+ * the call with INVALID_ARGUMENT naming the field. 0 or -1. */
+int rpc_copy_field(rpc_call *call, char *out, size_t outlen, const char *in, const char *field);
+
 /* The app a call acts in: the app_id header, else the data directory's
  * default app. On failure the call has been answered. */
 int rpc_app(rpc_call *call, store_app **app);

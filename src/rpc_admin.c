@@ -66,17 +66,6 @@ static admin_task *admin_task_new(rpc_call *call, const rpc_auth *auth)
     return t;
 }
 
-static int copy_field(rpc_call *call, char *out, size_t outlen, const char *in, const char *field)
-{
-    size_t n = strlen(in);
-    if (n >= outlen) {
-        rpc_fail(call, ST_INVALID_ARGUMENT, "%s must be at most %zu bytes", field, outlen - 1);
-        return -1;
-    }
-    memcpy(out, in, n + 1);
-    return 0;
-}
-
 /* Fills t->user from the stored record (copies: the record is freed). */
 static void user_reply(admin_task *t, const store_user *u)
 {
@@ -160,8 +149,8 @@ RPC_HANDLER(register_user, RegisterRequest, RegisterReply)
     }
     if (!(t = admin_task_new(call, &auth)))
         return;
-    if (copy_field(call, t->name, sizeof t->name, req->username, "username") != 0 ||
-        copy_field(call, t->password, sizeof t->password, req->password, "password") != 0) {
+    if (rpc_copy_field(call, t->name, sizeof t->name, req->username, "username") != 0 ||
+        rpc_copy_field(call, t->password, sizeof t->password, req->password, "password") != 0) {
         cleanup(&t->task);
         free(t);
         return;
@@ -409,10 +398,10 @@ RPC_HANDLER(create_user, CreateUserRequest, User)
     }
     if (rpc_auth_admin(call, &auth) != 0 || !(t = admin_task_new(call, &auth)))
         return;
-    if (copy_field(call, t->name, sizeof t->name, req->name, "name") != 0 ||
-        copy_field(call, t->phone, sizeof t->phone, req->phone, "phone") != 0 ||
-        copy_field(call, t->email, sizeof t->email, req->email, "email") != 0 ||
-        copy_field(call, t->password, sizeof t->password, req->password, "password") != 0) {
+    if (rpc_copy_field(call, t->name, sizeof t->name, req->name, "name") != 0 ||
+        rpc_copy_field(call, t->phone, sizeof t->phone, req->phone, "phone") != 0 ||
+        rpc_copy_field(call, t->email, sizeof t->email, req->email, "email") != 0 ||
+        rpc_copy_field(call, t->password, sizeof t->password, req->password, "password") != 0) {
         cleanup(&t->task);
         free(t);
         return;

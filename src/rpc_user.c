@@ -33,17 +33,6 @@ static void wipe(rpc_task *task)
     crypto_wipe(t->password, sizeof t->password);
 }
 
-static int copy_text(rpc_call *call, char *out, size_t outlen, const char *in, const char *field)
-{
-    size_t n = strlen(in);
-    if (n >= outlen) {
-        rpc_fail(call, ST_INVALID_ARGUMENT, "%s must be at most %zu bytes", field, outlen - 1);
-        return -1;
-    }
-    memcpy(out, in, n + 1);
-    return 0;
-}
-
 /* An admin's action on behalf of a user goes to the audit log. */
 static void audit(user_task *t, const char *action)
 {
@@ -268,9 +257,9 @@ RPC_HANDLER(bind_device_token, BindDeviceTokenRequest, BoolReply)
     if (rpc_auth_user(call, &auth) != 0 || !(t = user_task_new(call, &auth)))
         return;
     t->sn = req->device_sn;
-    if (copy_text(call, t->device_token, sizeof t->device_token, req->device_token,
+    if (rpc_copy_field(call, t->device_token, sizeof t->device_token, req->device_token,
                   "device_token") != 0 ||
-        copy_text(call, t->notifier_name, sizeof t->notifier_name, req->notifier_name,
+        rpc_copy_field(call, t->notifier_name, sizeof t->notifier_name, req->notifier_name,
                   "notifier_name") != 0) {
         free(t);
         return;

@@ -331,17 +331,24 @@ int store_app_create(store *s, store_app *app)
     return txn_end(txn, rc);
 }
 
-int store_app_get(store *s, uint64_t app_id, store_app **out)
+/* One record by its 8-byte id, in a read transaction of its own. */
+static int get_by_id(store *s, int db, uint64_t id, const ProtobufCMessageDescriptor *desc,
+                     void **out)
 {
     MDB_txn *txn;
     uint8_t key[8];
     int rc = txn_begin(s, MDB_RDONLY, &txn);
     if (rc != STORE_OK)
         return rc;
-    put_u64(key, app_id);
-    rc = get_msg(s, txn, DB_APPS, key, 8, &tokend__v1__store__app__descriptor, (void **)out);
+    put_u64(key, id);
+    rc = get_msg(s, txn, db, key, 8, desc, out);
     txn_abort(s, txn);
     return rc;
+}
+
+int store_app_get(store *s, uint64_t app_id, store_app **out)
+{
+    return get_by_id(s, DB_APPS, app_id, &tokend__v1__store__app__descriptor, (void **)out);
 }
 
 int store_default_app(store *s, uint64_t *app_id)
@@ -411,15 +418,7 @@ int store_user_create(store *s, store_user *user, const char **conflict)
 
 int store_user_get(store *s, uint64_t user_id, store_user **out)
 {
-    MDB_txn *txn;
-    uint8_t key[8];
-    int rc = txn_begin(s, MDB_RDONLY, &txn);
-    if (rc != STORE_OK)
-        return rc;
-    put_u64(key, user_id);
-    rc = get_msg(s, txn, DB_USERS, key, 8, &tokend__v1__store__user__descriptor, (void **)out);
-    txn_abort(s, txn);
-    return rc;
+    return get_by_id(s, DB_USERS, user_id, &tokend__v1__store__user__descriptor, (void **)out);
 }
 
 int store_user_lookup(store *s, uint64_t app_id, login_kind kind, const char *text,
