@@ -46,7 +46,8 @@ struct wire_call {
 };
 
 #define CORS_ALLOW_HEADERS                                                                  \
-    "content-type,x-grpc-web,x-user-agent,grpc-timeout,access-token,app_id,user_id,group_id"
+    "content-type,x-grpc-web,x-user-agent,grpc-timeout,access-token,app_id,user_id,group_id,"   \
+    "platform"
 
 /* --- responses ------------------------------------------------------------ */
 
@@ -91,6 +92,8 @@ static void send_body(h2o_req_t *req, int status, const char *content_type, cons
      * on any status but 200: every 401 would cost a new connection. */
     req->res.content_length = len;
     add_header(req, H2O_TOKEN_CONTENT_TYPE, content_type);
+    /* Credentials travel in headers, never cookies: any origin may call. */
+    add_header(req, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, "*");
     h2o_send_inline(req, body, len);
 }
 
@@ -151,7 +154,6 @@ static void send_grpc(h2o_req_t *req, int form, status_code st, const char *mess
     if (data)
         memcpy(body, data, data_len);
     memcpy(body + data_len, tframe, tframe_len);
-    add_header(req, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, "*");
     add_header_str(req, "access-control-expose-headers", H2O_STRLIT("grpc-status,grpc-message"));
     if (form == FORM_GRPC_WEB) {
         send_body(req, 200, "application/grpc-web+proto", body, body_len);
@@ -259,12 +261,14 @@ static h2o_iovec_t header(h2o_req_t *req, const char *name)
     return i < 0 ? h2o_iovec_init(NULL, 0) : req->headers.entries[i].value;
 }
 
+/* Copies a header as printable ASCII ('?' for other bytes): it is stored
+ * and sent back in proto3 strings, which must be UTF-8. */
 static void copy_header(h2o_req_t *req, const char *name, char *out, size_t outlen)
 {
     h2o_iovec_t v = header(req, name);
     size_t n = v.len < outlen - 1 ? v.len : outlen - 1;
-    if (n)
-        memcpy(out, v.base, n);
+    for (size_t i = 0; i < n; i++)
+        out[i] = v.base[i] >= 0x20 && v.base[i] <= 0x7E ? v.base[i] : '?';
     out[n] = '\0';
 }
 
@@ -402,6 +406,8 @@ static int decode(http_handler *h, h2o_req_t *req, wire_call *wc)
             snprintf(err, sizeof err, "body is not a valid %s message", in->name);
             why = err;
         }
+        if (!why && transcode_check_strings(wc->request, err) != 0)
+            why = err;
         if (!why && wc->form == FORM_PROTO && bind_query(req, wc->request, err) != 0)
             why = err;
     }
@@ -475,8 +481,11 @@ static void serve_stream(http_handler *h, h2o_req_t *req, int form, const router
             break;
         ProtobufCMessage *in = protobuf_c_message_unpack(rpc->method->input, NULL, msg_len,
                                                          (const uint8_t *)msg);
-        if (!in) {
-            why = "a request message does not decode";
+        char err[TRANSCODE_ERRLEN];
+        if (!in || transcode_check_strings(in, err) != 0) {
+            if (in)
+                protobuf_c_message_free_unpacked(in, NULL);
+            why = "a request message does not decode (or holds invalid UTF-8)";
             break;
         }
         sc.answered = 0;

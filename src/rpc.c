@@ -7,6 +7,7 @@
 #include <time.h>
 #include "rpc.h"
 #include "rpc_handlers.h"
+#include "transcode.h"
 
 static Tokend__V1__Tokend_Service tokend_service = TOKEND__V1__TOKEND__INIT(rpc_);
 
@@ -27,11 +28,20 @@ ProtobufCService *const *rpc_services(void)
     return services;
 }
 
+/* A message cut to fit must not end inside a UTF-8 character: proto3
+ * strings must be valid UTF-8 in every wire form. */
+static void format_message(char *out, size_t len, const char *fmt, va_list ap)
+{
+    int n = vsnprintf(out, len, fmt, ap);
+    if (n >= 0 && (size_t)n >= len)
+        out[transcode_utf8_prefix(out, strlen(out))] = '\0';
+}
+
 void rpc_fail(rpc_call *call, status_code code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(call->message, sizeof call->message, fmt, ap);
+    format_message(call->message, sizeof call->message, fmt, ap);
     va_end(ap);
     call->status = code;
     call->closure(NULL, call);
@@ -74,7 +84,7 @@ void rpc_task_fail(rpc_task *task, status_code code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(task->message, sizeof task->message, fmt, ap);
+    format_message(task->message, sizeof task->message, fmt, ap);
     va_end(ap);
     task->status = code;
 }
@@ -93,7 +103,11 @@ int rpc_task_store(rpc_task *task, int rc, const char *what)
 static void task_work(pool_job *job)
 {
     rpc_task *t = (rpc_task *)job;
-    t->run(t);
+    /* Work that waited in the queue past its deadline is not done at all. */
+    if (rpc_past_deadline(t->call))
+        rpc_task_fail(t, ST_DEADLINE_EXCEEDED, "deadline exceeded before the work started");
+    else
+        t->run(t);
 }
 
 static void task_finish(rpc_job *job)
@@ -149,6 +163,11 @@ int rpc_app(rpc_call *call, store_app **app)
         return -1;
     }
     return 0;
+}
+
+int rpc_past_deadline(const rpc_call *call)
+{
+    return call->deadline_ms && rpc_now_ms() >= call->deadline_ms;
 }
 
 int64_t rpc_now_ms(void)

@@ -117,5 +117,9 @@ int rpc_copy_field(rpc_call *call, char *out, size_t outlen, const char *in, con
 int rpc_app(rpc_call *call, store_app **app);
 
 int64_t rpc_now_ms(void);
+/* 1 once the call's deadline has passed: slow work checks it before
+ * starting and before committing, so a call answered DEADLINE_EXCEEDED
+ * has changed nothing. */
+int rpc_past_deadline(const rpc_call *call);
 
 #endif

@@ -141,6 +141,10 @@ static void issue(login_job *lj, tokend_ctx *ctx, const store_user *u, const rpc
     session.access_key_secret = lj->secret;
     session.encrypt_type = lj->encrypt_type;
     session.public_key = lj->public_key;
+    if (rpc_past_deadline(call)) {
+        fail(lj, ST_DEADLINE_EXCEEDED, "deadline exceeded: the login was not recorded");
+        return;
+    }
     if ((rc = store_login_commit(ctx->store, &login)) != STORE_OK) {
         fail(lj, ST_UNAVAILABLE, store_strerror(rc));
         return;
@@ -162,7 +166,9 @@ static void login_work(pool_job *job)
     login_job *lj = (login_job *)job;
     rpc_call *call = lj->job.call;
     store_user *u = NULL;
-    if (check_password(lj, call->ctx, &u) == 0) {
+    if (rpc_past_deadline(call)) {
+        fail(lj, ST_DEADLINE_EXCEEDED, "deadline exceeded before the login started");
+    } else if (check_password(lj, call->ctx, &u) == 0) {
         issue(lj, call->ctx, u, call);
         if (lj->trusted && lj->status == ST_OK)
             rpc_audit(call, &lj->auth, "IssueToken", "user_id=%llu", (unsigned long long)u->user_id);

@@ -1,0 +1,213 @@
+/* fuzz_grpc_frames.c - libFuzzer target of the wire helpers http.c uses
+ * (src/grpc_frame.c): every input goes through each of them.
+ *
+ *   frames      grpc_frame_next over the input as a request body, up to
+ *               http.c's 100 messages: each message lies inside the body,
+ *               the offset only grows, and grpc_frame_header rebuilds the
+ *               5 bytes read; grpc_frame_unary agrees with one step of it.
+ *   web-text    grpc_web_text_decode (into exactly len + 1 bytes, as
+ *               http.c allocates), then the frames of what it decoded.
+ *   timeout     grpc_parse_timeout / grpc_parse_u64 against a plain
+ *               reference implementation.
+ *   percent     grpc_percent_encode into buffers from 1 byte to the size
+ *               http.c uses: output printable ASCII, NUL-terminated, within
+ *               the buffer, and it decodes back to a prefix of the input.
+ *   url/query   url_decode against a reference; query_foreach hands out
+ *               pieces inside the buffer with non-empty names. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "grpc_frame.h"
+#include "rpc.h"
+
+#define CHECK(c)                                                                            \
+    do {                                                                                    \
+        if (!(c)) {                                                                         \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c);           \
+            abort();                                                                        \
+        }                                                                                   \
+    } while (0)
+
+static void frames(const char *body, size_t len)
+{
+    size_t off = 0, count = 0;
+    const char *msg = NULL, *why = NULL;
+    size_t msg_len = 0;
+    status_code st;
+    while (off < len && count++ < 100) {
+        size_t before = off;
+        why = grpc_frame_next(body, len, &off, &msg, &msg_len, &st);
+        if (why) {
+            CHECK(off == before);
+            CHECK(st == ST_INVALID_ARGUMENT || st == ST_UNIMPLEMENTED);
+            CHECK(why[0]);
+            break;
+        }
+        CHECK(off == before + 5 + msg_len && off <= len);
+        CHECK(msg == body + before + 5);
+        uint8_t hdr[GRPC_FRAME_HEADER];
+        grpc_frame_header(hdr, 0, msg_len);
+        CHECK(memcmp(hdr, body + before, GRPC_FRAME_HEADER) == 0);
+        /* touch every byte the parser says is the message */
+        volatile uint8_t sum = 0;
+        for (size_t i = 0; i < msg_len; i++)
+            sum += (uint8_t)msg[i];
+        (void)sum;
+    }
+    off = 0;
+    const char *m1, *m2;
+    size_t l1, l2;
+    status_code s1, s2;
+    const char *w1 = grpc_frame_unary(body, len, &m1, &l1, &s1);
+    const char *w2 = grpc_frame_next(body, len, &off, &m2, &l2, &s2);
+    if (!w2 && off == len)
+        CHECK(!w1 && m1 == m2 && l1 == l2);
+    else
+        CHECK(w1 && w1[0] && s1 == s2);
+}
+
+static void web_text(const char *in, size_t len)
+{
+    uint8_t *out = malloc(len + 1);
+    size_t n = 12345;
+    if (!out)
+        return;
+    if (!grpc_web_text_decode(in, len, out, &n)) {
+        CHECK(n <= len);
+        frames((const char *)out, n);
+    }
+    free(out);
+}
+
+static int ref_u64(const char *s, size_t len, uint64_t *out)
+{
+    if (len == 0 || len > 19)
+        return -1;
+    uint64_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!memchr("0123456789", s[i], 10) || s[i] == '\0')
+            return -1;
+        n = n * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = n;
+    return 0;
+}
+
+static void timeout(const char *s, size_t len)
+{
+    uint64_t a = 7, b = 7;
+    int ra = grpc_parse_u64(s, len, &a), rb = ref_u64(s, len, &b);
+    CHECK(ra == rb && a == b);
+    int64_t ms = -1;
+    int rt = grpc_parse_timeout(s, len, &ms);
+    if (len < 2 || len > 9 || ref_u64(s, len - 1, &b) != 0 || !memchr("HMSmun", s[len - 1], 6) ||
+        s[len - 1] == '\0') {
+        CHECK(rt == -1);
+        return;
+    }
+    CHECK(rt == 0 && ms >= 0);
+    /* at most 8 digits: 99999999 H is 3.6e14 ms, far from overflow */
+    CHECK(ms <= (int64_t)99999999 * 3600000);
+}
+
+static int hexv(char c)
+{
+    const char *h = "0123456789ABCDEF", *p = c ? strchr(h, c) : NULL;
+    return p ? (int)(p - h) : -1;
+}
+
+static void percent(const char *in, size_t len)
+{
+    char *s = malloc(len + 1);
+    if (!s)
+        return;
+    memcpy(s, in, len);
+    s[len] = '\0';
+    size_t inlen = strlen(s);
+    static const size_t sizes[] = {1, 2, 4, 5, 6, 9, 64, RPC_MESSAGE_MAX * 3 + 1};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        size_t cap = sizes[k];
+        char *out = malloc(cap);
+        if (!out)
+            break;
+        size_t n = grpc_percent_encode(out, s, cap);
+        CHECK(n < cap && out[n] == '\0' && strlen(out) == n);
+        size_t o = 0;  /* decode back: a prefix of the input */
+        for (size_t i = 0; i < n; i++, o++) {
+            unsigned char c = (unsigned char)out[i];
+            CHECK(c >= 0x20 && c <= 0x7E);
+            if (c == '%') {
+                CHECK(i + 2 < n + 1 && hexv(out[i + 1]) >= 0 && hexv(out[i + 2]) >= 0);
+                c = (unsigned char)(hexv(out[i + 1]) << 4 | hexv(out[i + 2]));
+                i += 2;
+            }
+            CHECK(o < inlen && (unsigned char)s[o] == c);
+        }
+        /* it stops only for want of room */
+        CHECK(o == inlen || n + 5 > cap);
+        free(out);
+    }
+    free(s);
+}
+
+static int hexany(char c)
+{
+    c = (char)(c | 0x20);
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+typedef struct {
+    const char *base;
+    size_t len;
+    size_t pairs;
+} qstate;
+
+static int on_pair(void *arg, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    qstate *q = arg;
+    CHECK(nlen > 0);
+    CHECK(name >= q->base && name + nlen <= q->base + q->len);
+    if (vlen)
+        CHECK(value > name && value + vlen <= q->base + q->len);
+    q->pairs++;
+    return q->pairs >= 1000;  /* a non-zero result stops the walk */
+}
+
+static void url(const char *in, size_t len)
+{
+    char *a = malloc(len + 1), *b = malloc(len + 1);
+    if (!a || !b)
+        goto out;
+    memcpy(a, in, len);
+    size_t n = url_decode(a, len), o = 0;
+    for (size_t i = 0; i < len; i++) {  /* reference */
+        if (in[i] == '%' && i + 2 < len && hexany(in[i + 1]) >= 0 && in[i + 1] != '\0' &&
+            hexany(in[i + 2]) >= 0 && in[i + 2] != '\0' &&
+            strchr("0123456789abcdefABCDEF", in[i + 1]) && strchr("0123456789abcdefABCDEF", in[i + 2])) {
+            b[o++] = (char)(hexany(in[i + 1]) << 4 | hexany(in[i + 2]));
+            i += 2;
+        } else {
+            b[o++] = in[i] == '+' ? ' ' : in[i];
+        }
+    }
+    CHECK(n == o && memcmp(a, b, n) == 0);
+    memcpy(a, in, len);
+    qstate q = {a, len, 0};
+    int rc = query_foreach(a, len, on_pair, &q);
+    CHECK(rc == 0 || rc == 1);
+out:
+    free(a);
+    free(b);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *s = (const char *)data;
+    frames(s, size);
+    web_text(s, size);
+    timeout(s, size);
+    percent(s, size);
+    url(s, size);
+    return 0;
+}

@@ -1,0 +1,130 @@
+/* fuzz_login_name.c - libFuzzer target of src/names.c, the rules of login
+ * names and passwords.
+ *
+ * Input: the whole input is a login name (names_classify, with the size
+ * the RPC handlers use and with small buffers) and a password
+ * (names_check_password); its NUL-terminated copy goes to
+ * names_check_username, names_normalize_phone and names_normalize_email
+ * with exact-size heap buffers. What is accepted must have the shape its
+ * kind promises and classify to itself again (normalizing is idempotent);
+ * every refusal says why. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "names.h"
+
+#define CHECK(c)                                                                            \
+    do {                                                                                    \
+        if (!(c)) {                                                                         \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c);           \
+            abort();                                                                        \
+        }                                                                                   \
+    } while (0)
+
+static void check_phone(const char *p)
+{
+    size_t i = p[0] == '+', digits = 0;
+    for (; p[i]; i++, digits++)
+        CHECK(p[i] >= '0' && p[i] <= '9');
+    CHECK(digits >= 3 && digits <= NAMES_PHONE_MAX);
+}
+
+static void check_email(const char *e)
+{
+    const char *at = strchr(e, '@');
+    CHECK(at && at != e && at[1] && !strchr(at + 1, '@') && strchr(at + 1, '.'));
+    CHECK(strlen(e) <= NAMES_EMAIL_MAX);
+    for (const unsigned char *p = (const unsigned char *)e; *p; p++)
+        CHECK(*p > ' ' && *p != 0x7F && !(*p >= 'A' && *p <= 'Z'));
+}
+
+static void classify(const char *in, size_t len, size_t outlen)
+{
+    char *out = malloc(outlen);
+    const char *why = NULL;
+    login_kind kind = 0;
+    if (!out)
+        return;
+    if (names_classify(in, len, &kind, out, outlen, &why) != 0) {
+        CHECK(why && why[0]);
+        free(out);
+        return;
+    }
+    CHECK(memchr(out, '\0', outlen));
+    switch (kind) {
+    case LOGIN_PHONE: check_phone(out); break;
+    case LOGIN_EMAIL: check_email(out); break;
+    case LOGIN_NAME:
+        CHECK(strlen(out) == len && memcmp(out, in, len) == 0);
+        CHECK(names_check_username(out, &why) == 0);
+        break;
+    default: CHECK(!"unknown kind");
+    }
+    /* the normalized form is a fixed point */
+    size_t n = strlen(out);
+    char *again = malloc(outlen);
+    login_kind k2 = 0;
+    if (again) {
+        CHECK(names_classify(out, n, &k2, again, outlen, &why) == 0);
+        CHECK(k2 == kind && strcmp(again, out) == 0);
+        free(again);
+    }
+    free(out);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *in = (const char *)data, *why = NULL;
+    /* the handlers' buffer (rpc_token.c: NAMES_EMAIL_MAX + 2), and small ones */
+    classify(in, size, NAMES_EMAIL_MAX + 2);
+    classify(in, size, size + 1);
+    if (size)
+        classify(in, size, size);
+    classify(in, size, 4);
+
+    int pw = names_check_password(in, size, &why);
+    CHECK(pw == 0 || (why && why[0]));
+    CHECK(pw != 0 || (size >= 8 && !memchr(in, '\0', size)));
+
+    char *s = malloc(size + 1);
+    if (!s)
+        return 0;
+    memcpy(s, in, size);
+    s[size] = '\0';
+    size_t len = strlen(s);
+    why = NULL;
+    if (names_check_username(s, &why) == 0)
+        CHECK(len > 0 && len <= 128 && !strchr(s, '@') && !strchr(s, ' '));
+    else
+        CHECK(why && why[0]);
+
+    static const size_t caps[] = {1, 2, 4, NAMES_PHONE_MAX + 2};
+    for (size_t k = 0; k < sizeof caps / sizeof *caps; k++) {
+        char *out = malloc(caps[k]);
+        if (!out)
+            break;
+        why = NULL;
+        if (names_normalize_phone(s, out, caps[k], &why) == 0) {
+            CHECK(memchr(out, '\0', caps[k]));
+            check_phone(out);
+        } else {
+            CHECK(why && why[0]);
+        }
+        free(out);
+    }
+    size_t ecap = len + 1;
+    char *e = malloc(ecap);
+    if (e) {
+        why = NULL;
+        if (names_normalize_email(s, e, ecap, &why) == 0) {
+            CHECK(strlen(e) == len);
+            check_email(e);
+        } else {
+            CHECK(why && why[0]);
+        }
+        free(e);
+    }
+    free(s);
+    return 0;
+}
