@@ -5,58 +5,70 @@
 #include <string.h>
 #include "config.h"
 
-int config_read(const char *path, int *argc, char ***argv, char *err, size_t errlen)
+int config_read(const char *path, int *argc, char ***argv, char ***owned, char *err,
+                size_t errlen)
 {
     FILE *f = fopen(path, "r");
     char line[1024];
-    int n = *argc, lineno = 0;
-    char **out = NULL;
+    int n = *argc, first = *argc, lineno = 0;
+    char **out;
     if (!f) {
         snprintf(err, errlen, "cannot read config file %s: %s", path, strerror(errno));
         return -1;
     }
-    out = malloc(sizeof *out * (size_t)(n + 1));
-    if (!out) {
+    if (!(out = malloc(sizeof *out * (size_t)(n + 1)))) {
         fclose(f);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    memcpy(out, *argv, sizeof *out * (size_t)n);
+    if (n)
+        memcpy(out, *argv, sizeof *out * (size_t)n);
     while (fgets(line, sizeof line, f)) {
         char name[128], value[896];
-        lineno++;
         char *hash = strchr(line, '#');
+        lineno++;
         if (hash)
             *hash = '\0';
         int k = sscanf(line, " %127s %895s", name, value);
         if (k <= 0)
             continue;
-        if (k != 2) {
-            snprintf(err, errlen, "%s:%d: expected \"option value\"", path, lineno);
-            fclose(f);
-            free(out);
-            return -1;
-        }
-        char **grown = realloc(out, sizeof *out * (size_t)(n + 3));
+        char **grown = k == 2 ? realloc(out, sizeof *out * (size_t)(n + 3)) : NULL;
         if (!grown) {
+            if (k == 2)
+                snprintf(err, errlen, "out of memory");
+            else
+                snprintf(err, errlen, "%s:%d: expected \"option value\"", path, lineno);
+            out[n] = NULL;
             fclose(f);
+            *owned = NULL;
+            for (int i = first; i < n; i++)
+                free(out[i]);
             free(out);
-            snprintf(err, errlen, "out of memory");
             return -1;
         }
         out = grown;
         size_t nl = strlen(name) + 3;
-        out[n] = malloc(nl);
-        if (out[n])
+        if ((out[n] = malloc(nl)))
             snprintf(out[n], nl, "--%s", name);
         out[n + 1] = strdup(value);
         n += 2;
     }
     fclose(f);
     out[n] = NULL;
+    /* opt() clears the entries it consumes: keep our own list to free. */
+    *owned = calloc((size_t)(n - first + 1), sizeof **owned);
+    if (*owned)
+        memcpy(*owned, out + first, sizeof **owned * (size_t)(n - first));
     *argc = n;
     *argv = out;
     return 0;
+}
+
+void config_free(char **owned)
+{
+    for (char **p = owned; p && *p; p++)
+        free(*p);
+    free(owned);
 }
 
 static int parse_unsigned(const char *v, unsigned long long max, unsigned long long *out)
@@ -77,13 +89,13 @@ int config_reload(tokend_ctx *ctx, char *err, size_t errlen)
     size_t max_body = config_max_body(cfg);
     unsigned deadline = config_deadline(cfg);
     int argc = 0;
-    char **argv = NULL;
+    char **argv = NULL, **owned = NULL;
 
     if (!cfg->config_file) {
         snprintf(err, errlen, "no --config file to reload");
         return -1;
     }
-    if (config_read(cfg->config_file, &argc, &argv, err, errlen) != 0)
+    if (config_read(cfg->config_file, &argc, &argv, &owned, err, errlen) != 0)
         return -1;
     for (int i = 0; i + 1 < argc; i += 2) {
         const char *name = argv[i] + 2, *v = argv[i + 1];
@@ -103,10 +115,12 @@ int config_reload(tokend_ctx *ctx, char *err, size_t errlen)
             fprintf(stderr, "tokend: SIGHUP: %s needs a restart to change\n", name);
         if (bad) {
             snprintf(err, errlen, "%s: bad value \"%s\" for %s", cfg->config_file, v, name);
+            config_free(owned);
             free(argv);
             return -1;
         }
     }
+    config_free(owned);
     free(argv);
     throttle_configure(ctx->throttle, tc);
     cfg->throttle = tc;

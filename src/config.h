@@ -8,10 +8,12 @@
 
 #include "tokend.h"
 
-/* Appends the file's options to argv as "--name value" pairs (a new,
- * malloc'd array; strings leak by design, they live as long as the
- * process). Returns 0, or -1 with err set. */
-int config_read(const char *path, int *argc, char ***argv, char *err, size_t errlen);
+/* Appends the file's options to argv as "--name value" pairs, in a new
+ * malloc'd array (free() it) that shares argv's strings; *owned lists the
+ * strings made here (config_free()). Returns 0, or -1 with err set. */
+int config_read(const char *path, int *argc, char ***argv, char ***owned, char *err,
+                size_t errlen);
+void config_free(char **owned);
 
 /* Re-reads ctx->config->config_file and applies the reloadable options.
  * Returns 0, or -1 (nothing changed) with err set. */

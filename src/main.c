@@ -133,10 +133,11 @@ static int cmd_serve(args *a)
     char err[256];
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
+    char **owned = NULL;
     cfg.config_file = opt(a, "--config");
     if (cfg.config_file) {
         /* The file's options go after the command line's, which win. */
-        if (config_read(cfg.config_file, &a->argc, &a->argv, err, sizeof err) != 0) {
+        if (config_read(cfg.config_file, &a->argc, &a->argv, &owned, err, sizeof err) != 0) {
             fprintf(stderr, "tokend: %s\n", err);
             return 2;
         }
@@ -187,6 +188,10 @@ static int cmd_serve(args *a)
     throttle_free(ctx.throttle);
     store_close(ctx.store);
     router_free(router);
+    if (cfg.config_file) {
+        config_free(owned);
+        free(a->argv);
+    }
     return rc;
 }
 
