@@ -242,7 +242,7 @@ static void on_reply(const ProtobufCMessage *reply, void *data)
     status_code st = reply ? ST_OK : c->status;
     if (st == ST_OK && !reply)
         st = ST_INTERNAL;
-    if (c->deadline_ms && rpc_now_ms() > c->deadline_ms) {
+    if (rpc_past_deadline(c)) {
         st = ST_DEADLINE_EXCEEDED;
         snprintf(c->message, sizeof c->message, "deadline exceeded");
     }

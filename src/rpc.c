@@ -105,7 +105,7 @@ static void task_work(pool_job *job)
     rpc_task *t = (rpc_task *)job;
     /* Work that waited in the queue past its deadline is not done at all. */
     if (rpc_past_deadline(t->call))
-        rpc_task_fail(t, ST_DEADLINE_EXCEEDED, "deadline exceeded before the work started");
+        rpc_task_fail(t, ST_DEADLINE_EXCEEDED, "deadline exceeded");
     else
         t->run(t);
 }

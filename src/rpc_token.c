@@ -142,7 +142,7 @@ static void issue(login_job *lj, tokend_ctx *ctx, const store_user *u, const rpc
     session.encrypt_type = lj->encrypt_type;
     session.public_key = lj->public_key;
     if (rpc_past_deadline(call)) {
-        fail(lj, ST_DEADLINE_EXCEEDED, "deadline exceeded: the login was not recorded");
+        fail(lj, ST_DEADLINE_EXCEEDED, "deadline exceeded");
         return;
     }
     if ((rc = store_login_commit(ctx->store, &login)) != STORE_OK) {
@@ -167,7 +167,7 @@ static void login_work(pool_job *job)
     rpc_call *call = lj->job.call;
     store_user *u = NULL;
     if (rpc_past_deadline(call)) {
-        fail(lj, ST_DEADLINE_EXCEEDED, "deadline exceeded before the login started");
+        fail(lj, ST_DEADLINE_EXCEEDED, "deadline exceeded");
     } else if (check_password(lj, call->ctx, &u) == 0) {
         issue(lj, call->ctx, u, call);
         if (lj->trusted && lj->status == ST_OK)
