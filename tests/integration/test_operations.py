@@ -178,6 +178,43 @@ class Store(unittest.TestCase):
             srv.stop()
 
 
+class Deadline(unittest.TestCase):
+    def test_a_login_past_its_deadline_changes_nothing(self):
+        srv = Server()
+        srv.create_app("a")
+        uid = srv.add_user("slowpoke", "slow-password", pwhash_ops=4, pwhash_mem=64)
+        admin = srv.secret(srv.cli("admin-token", "create", "--data", srv.data).stdout.strip())
+        srv.start("--pwhash-ops", "4", "--pwhash-mem", "64", "--workers", "1")
+        try:
+            body = {"user_id": uid, "password": "slow-password", "device_guid": "phone-1"}
+            r = srv.request("POST", "/token/id", body)
+            self.assertEqual(r.status, 200, r.body)
+            push = srv.secret(r.json()["data"]["push_token"])
+            # Keep the only worker busy, so the next login waits past its deadline.
+            import threading
+            done = []
+            busy = threading.Thread(target=lambda: done.append(srv.request("POST", "/token/id", body)))
+            busy.start()
+            time.sleep(0.01)
+            r = srv.request("POST", "/token/id", dict(body, device_guid="phone-1"),
+                            headers={"grpc-timeout": "1m"})
+            busy.join()
+            self.assertEqual(r.status, 504, r.body)
+            self.assertEqual(r.json()["message"], "deadline exceeded")
+            # The busy login rotated the push token; the late one must not have.
+            r = srv.request("GET", "/user/device/list",
+                            headers={"access-token": admin, "user_id": str(uid)})
+            self.assertEqual(len(r.json()["data"]), 1)
+            r = srv.request("POST", "/push/targets", {"user_id": uid},
+                            headers={"access-token": admin})
+            self.assertEqual(done[0].status, 200, done[0].body)
+            busy_push = srv.secret(done[0].json()["data"]["push_token"])
+            self.assertNotEqual(busy_push, push)
+            self.assertEqual(r.json()["data"]["push_tokens"], [busy_push])
+        finally:
+            srv.stop()
+
+
 class StartUp(unittest.TestCase):
     def test_data_path_that_is_a_file(self):
         srv = Server()
