@@ -200,7 +200,7 @@ static int cmd_app_create(args *a)
     store_app app = TOKEND__V1__STORE__APP__INIT;
     const char *dir = need(a, "--data");
     app.name = (char *)need(a, "--name");
-    app.token_ttl_ms = (int64_t)num(a, "--ttl", 7 * 24 * 3600, 60, 10ull * 365 * 24 * 3600) * 1000;
+    app.token_ttl_ms = (int64_t)num(a, "--ttl", 7 * 24 * 3600, 1, 10ull * 365 * 24 * 3600) * 1000;
     app.encrypt_type = (int32_t)num(a, "--encrypt-type", 4, 0, 4);
     app.open_registration = flag(a, "--open-registration");
     app.created_ms = rpc_now_ms();

@@ -215,6 +215,42 @@ class Deadline(unittest.TestCase):
             srv.stop()
 
 
+class Purge(unittest.TestCase):
+    def test_expired_sessions_are_purged_in_the_background(self):
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from lifecycle_support import dump_lmdb
+        srv = Server()
+        app = srv.create_app("a", ttl=1)
+        uid = srv.add_user("brief", "brief-password", pwhash_ops=1, pwhash_mem=8)
+        admin = srv.secret(srv.cli("admin-token", "create", "--data", srv.data, "--app",
+                                   app).stdout.strip())
+        srv.start(*LOW, "--purge-interval", "1")
+        try:
+            r = srv.request("POST", "/token/id", {"user_id": uid, "password": "brief-password"})
+            token = srv.secret(r.json()["data"]["token"])
+            self.assertEqual(len(dump_lmdb(srv.data).get("expiry", [])), 1)
+            time.sleep(1.1)
+            r = srv.request("POST", "/token/verify", {"token": token},
+                            headers={"access-token": admin})
+            self.assertIn(r.json()["message"], ("token expired", "invalid token"))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                db = dump_lmdb(srv.data)
+                # the admin token never expires and stays
+                if len(db.get("sessions", [])) == 1 and not db.get("expiry") and \
+                        not db.get("user_sessions") and not db.get("store_tokens"):
+                    break
+                time.sleep(0.2)
+            else:
+                self.fail("expired session still stored: %r" % {k: len(v) for k, v in db.items()})
+            self.assertIn("purged 1 expired sessions", srv.logs())
+            r = srv.request("POST", "/token/verify", {"token": token},
+                            headers={"access-token": admin})
+            self.assertEqual(r.json()["message"], "invalid token")
+        finally:
+            srv.stop()
+
+
 class StartUp(unittest.TestCase):
     def test_data_path_that_is_a_file(self):
         srv = Server()

@@ -109,5 +109,100 @@ class Reflection(unittest.TestCase):
         self.assertEqual(len(rep.token), 43)
 
 
+HTTP_OF = {0: 200, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429, 9: 400, 12: 501,
+           14: 503, 16: 401}
+
+
+def http_rules(method_proto):
+    """(verb, path) pairs of a method's (tokend.v1.http) option, read from the
+    option's bytes: field 50710 holds a tokend.v1.HttpRule."""
+    def varint(b, i):
+        n = shift = 0
+        while True:
+            n |= (b[i] & 0x7F) << shift
+            i += 1
+            if b[i - 1] < 0x80:
+                return n, i
+            shift += 7
+
+    def rule(b):
+        out, extra, i = [], [], 0
+        while i < len(b):
+            key, i = varint(b, i)
+            ln, i = varint(b, i)
+            val, i = b[i:i + ln], i + ln
+            field = key >> 3
+            if field in (2, 3, 4, 5):
+                out.append((["GET", "PUT", "POST", "DELETE"][field - 2], val.decode()))
+            elif field == 11:
+                extra += rule(val)
+        return out + extra
+
+    b, i, rules = method_proto.options.SerializeToString(), 0, []
+    while i < len(b):
+        key, i = varint(b, i)
+        ln, i = varint(b, i)
+        if key >> 3 == 50710:
+            rules += rule(b[i:i + ln])
+        i += ln
+    return rules
+
+
+class EveryRpc(unittest.TestCase):
+    """Every RPC of tokend.v1.Tokend answers over gRPC with a real status (not
+    UNIMPLEMENTED, UNKNOWN or INTERNAL), and its JSON binding answers the same
+    request with the HTTP status that status maps to."""
+
+    def test_every_rpc_in_both_forms(self):
+        srv = Server()
+        srv.create_app("a")
+        uid = srv.add_user("every", "every-password", pwhash_ops=1, pwhash_mem=8)
+        # DeleteUser succeeds once: its JSON twin acts on another user.
+        other = srv.add_user("every2", "every-password", pwhash_ops=1, pwhash_mem=8)
+        admin = srv.secret(srv.cli("admin-token", "create", "--data", srv.data).stdout.strip())
+        srv.start("--pwhash-ops", "1", "--pwhash-mem", "8")
+        channel = grpc.insecure_channel("127.0.0.1:%d" % srv.port,
+                                        options=[("grpc.enable_http_proxy", 0)])
+        try:
+            out = subprocess.run([BIN, "protoset"], capture_output=True, check=True).stdout
+            fds = descriptor_pb2.FileDescriptorSet.FromString(out)
+            svc = [x for f in fds.file if f.name == "tokend/v1/tokend.proto"
+                   for x in f.service if x.name == "Tokend"][0]
+            seen = 0
+            for m in svc.method:
+                # An empty request with an admin token acting as the user: every
+                # RPC either works or says which field it wants.
+                md = (("access-token", admin), ("user_id", str(uid)))
+                call = channel.unary_unary("/tokend.v1.Tokend/" + m.name,
+                                           request_serializer=lambda b: b,
+                                           response_deserializer=lambda b: b)
+                try:
+                    call(b"", metadata=md, timeout=10)
+                    code = 0
+                except grpc.RpcError as e:
+                    code = e.code().value[0]
+                    self.assertNotIn(e.code(), (grpc.StatusCode.UNIMPLEMENTED,
+                                                grpc.StatusCode.UNKNOWN,
+                                                grpc.StatusCode.INTERNAL),
+                                     "%s: %s" % (m.name, e.details()))
+                rules = http_rules(m)
+                self.assertTrue(rules, "%s has no HTTP binding" % m.name)
+                verb, path = rules[0]
+                target = other if m.name == "DeleteUser" else uid
+                r = srv.request(verb, path, {} if verb != "GET" else None,
+                                headers={"access-token": admin, "user_id": str(target)})
+                self.assertEqual(r.status, HTTP_OF[code],
+                                 "%s: gRPC status %d but %s %s gave %d %r" %
+                                 (m.name, code, verb, path, r.status, r.body))
+                data = r.json().get("data")
+                if isinstance(data, dict) and data.get("token"):
+                    srv.secret(data["token"])
+                seen += 1
+            self.assertGreaterEqual(seen, 25)
+        finally:
+            channel.close()
+            srv.stop()
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
