@@ -123,7 +123,7 @@ static void run_register(rpc_task *task)
 
 RPC_HANDLER(register_user, RegisterRequest, RegisterReply)
 {
-    rpc_call *c = call;
+    rpc_call *call = call_data;
     rpc_auth auth = {0};
     store_app *app = NULL;
     admin_task *t;
@@ -131,7 +131,7 @@ RPC_HANDLER(register_user, RegisterRequest, RegisterReply)
         rpc_fail(call, ST_INVALID_ARGUMENT, "%s is required", req->username[0] ? "password" : "username");
         return;
     }
-    if (c->access_token[0]) {
+    if (call->access_token[0]) {
         if (rpc_auth_admin(call, &auth) != 0)
             return;
     } else {
@@ -194,6 +194,7 @@ static void run_register_batch(rpc_task *task)
 
 RPC_HANDLER(register_users, RegisterBatchRequest, RegisterBatchReply)
 {
+    rpc_call *call = call_data;
     rpc_auth auth;
     admin_task *t;
     if (req->n_list == 0 || req->n_list > BATCH_MAX) {
@@ -242,6 +243,7 @@ static void run_set_password(rpc_task *task)
 
 RPC_HANDLER(set_password, SetPasswordRequest, BoolReply)
 {
+    rpc_call *call = call_data;
     rpc_auth auth;
     admin_task *t;
     const char *why;
@@ -303,11 +305,13 @@ static void start_set_disabled(rpc_call *call, const Tokend__V1__UserIdList *req
 
 RPC_HANDLER(disable_users, UserIdList, BoolReply)
 {
+    rpc_call *call = call_data;
     start_set_disabled(call, req, 1);
 }
 
 RPC_HANDLER(enable_users, UserIdList, BoolReply)
 {
+    rpc_call *call = call_data;
     start_set_disabled(call, req, 0);
 }
 
@@ -315,7 +319,7 @@ RPC_HANDLER(enable_users, UserIdList, BoolReply)
 
 RPC_HANDLER(list_users, ListUsersRequest, UserList)
 {
-    rpc_call *c = call;
+    rpc_call *call = call_data;
     rpc_auth auth;
     store_user **users;
     size_t n;
@@ -327,7 +331,7 @@ RPC_HANDLER(list_users, ListUsersRequest, UserList)
     }
     if (rpc_auth_admin(call, &auth) != 0)
         return;
-    int rc = store_users_list(c->ctx->store, auth.app_id, (size_t)(page - 1) * (size_t)size,
+    int rc = store_users_list(call->ctx->store, auth.app_id, (size_t)(page - 1) * (size_t)size,
                               (size_t)size, &users, &n);
     if (rc != STORE_OK) {
         rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
@@ -363,6 +367,7 @@ static void run_get_user(rpc_task *task)
 
 RPC_HANDLER(get_user, UserRef, User)
 {
+    rpc_call *call = call_data;
     rpc_auth auth;
     admin_task *t;
     if (req->user_id <= 0) {
@@ -390,6 +395,7 @@ static void run_create_user(rpc_task *task)
 
 RPC_HANDLER(create_user, CreateUserRequest, User)
 {
+    rpc_call *call = call_data;
     rpc_auth auth;
     admin_task *t;
     if (!req->name[0] || !req->password[0]) {
@@ -431,6 +437,7 @@ static void run_update_user(rpc_task *task)
 
 RPC_HANDLER(update_user, UpdateUserRequest, User)
 {
+    rpc_call *call = call_data;
     rpc_auth auth;
     admin_task *t;
     const char *why = NULL;
@@ -469,6 +476,7 @@ static void run_set_group_admin(rpc_task *task)
 
 RPC_HANDLER(set_group_admin, SetGroupAdminRequest, BoolReply)
 {
+    rpc_call *call = call_data;
     rpc_auth auth;
     admin_task *t;
     if (req->group_id <= 0 || req->user_id <= 0) {

@@ -8,9 +8,11 @@
 #include "grpc/reflection/v1alpha/reflection.pb-c.h"
 #include "tokend/v1/tokend.pb-c.h"
 
+/* A handler's body starts with `rpc_call *call = call_data;`: protoc-c
+ * passes the call context as the closure's opaque data. */
 #define RPC_HANDLER(name, Req, Reply)                                                      \
     void rpc_##name(Tokend__V1__Tokend_Service *service, const Tokend__V1__##Req *req,     \
-                    Tokend__V1__##Reply##_Closure closure, void *call)
+                    Tokend__V1__##Reply##_Closure closure, void *call_data)
 
 RPC_HANDLER(token_by_id, TokenByIdRequest, TokenReply);
 RPC_HANDLER(token_by_login, TokenByLoginRequest, TokenReply);

@@ -50,6 +50,7 @@ static int expired(const store_session *ss)
 
 RPC_HANDLER(verify, VerifyRequest, VerifyReply)
 {
+    rpc_call *call = call_data;
     uint8_t mine[CRYPTO_HASH_BYTES], theirs[CRYPTO_HASH_BYTES];
     const uint8_t *hashes[2] = {mine, theirs};
     store_session *ss[2];
@@ -65,7 +66,7 @@ RPC_HANDLER(verify, VerifyRequest, VerifyReply)
     }
     if (rpc_token_hash(call, req->token, theirs) != 0)
         hashes[1] = NULL;
-    int rc = store_sessions_get(((rpc_call *)call)->ctx->store, 2, hashes, ss, &alloc);
+    int rc = store_sessions_get(call->ctx->store, 2, hashes, ss, &alloc);
     if (rc != STORE_OK) {
         rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
         return;
@@ -94,6 +95,7 @@ RPC_HANDLER(verify, VerifyRequest, VerifyReply)
 
 RPC_HANDLER(resolve_store_token, ResolveStoreTokenRequest, ResolveStoreTokenReply)
 {
+    rpc_call *call = call_data;
     uint8_t hash[CRYPTO_HASH_BYTES];
     store_session *ss = NULL;
     rpc_auth auth;
@@ -104,7 +106,7 @@ RPC_HANDLER(resolve_store_token, ResolveStoreTokenRequest, ResolveStoreTokenRepl
         return;
     }
     int rc = rpc_token_hash(call, req->store_token, hash) == 0
-                 ? store_store_token_get(((rpc_call *)call)->ctx->store, hash, &ss)
+                 ? store_store_token_get(call->ctx->store, hash, &ss)
                  : STORE_NOTFOUND;
     if (rc != STORE_OK || ss->app_id != auth.app_id) {
         rpc_fail(call, rc == STORE_OK || rc == STORE_NOTFOUND ? ST_UNAUTHENTICATED : ST_UNAVAILABLE,
@@ -125,7 +127,7 @@ RPC_HANDLER(resolve_store_token, ResolveStoreTokenRequest, ResolveStoreTokenRepl
 
 RPC_HANDLER(push_targets, PushTargetsRequest, PushTargetsReply)
 {
-    rpc_call *c = call;
+    rpc_call *call = call_data;
     rpc_auth auth;
     store_device **devs = NULL;
     size_t n = 0;
@@ -135,7 +137,7 @@ RPC_HANDLER(push_targets, PushTargetsRequest, PushTargetsReply)
         rpc_fail(call, ST_INVALID_ARGUMENT, "user_id is required");
         return;
     }
-    int rc = store_devices_list(c->ctx->store, auth.app_id, (uint64_t)req->user_id, &devs, &n);
+    int rc = store_devices_list(call->ctx->store, auth.app_id, (uint64_t)req->user_id, &devs, &n);
     if (rc != STORE_OK) {
         rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
         return;
@@ -153,7 +155,7 @@ RPC_HANDLER(push_targets, PushTargetsRequest, PushTargetsReply)
         const store_device *d = devs[i];
         if (d->push_token_sealed.len == CRYPTO_TOKEN_TEXTLEN - 1 + CRYPTO_SEAL_OVERHEAD &&
             crypto_unseal(text[i], d->push_token_sealed.data, d->push_token_sealed.len,
-                          store_token_key(c->ctx->store)) == 0) {
+                          store_token_key(call->ctx->store)) == 0) {
             text[i][CRYPTO_TOKEN_TEXTLEN - 1] = '\0';
             push[reply.n_push_tokens++] = text[i];
         }
@@ -181,7 +183,7 @@ done:
 
 RPC_HANDLER(verify_push_token, VerifyPushTokenRequest, VerifyPushTokenReply)
 {
-    rpc_call *c = call;
+    rpc_call *call = call_data;
     rpc_auth auth;
     uint8_t hash[CRYPTO_HASH_BYTES];
     char guid[STORE_GUID_MAX + 1];
@@ -194,10 +196,10 @@ RPC_HANDLER(verify_push_token, VerifyPushTokenRequest, VerifyPushTokenReply)
         return;
     }
     int rc = rpc_token_hash(call, req->push_token, hash) == 0
-                 ? store_push_lookup(c->ctx->store, hash, &app_id, guid, sizeof guid)
+                 ? store_push_lookup(call->ctx->store, hash, &app_id, guid, sizeof guid)
                  : STORE_NOTFOUND;
     if (rc == STORE_OK && app_id == auth.app_id)
-        rc = store_device_get(c->ctx->store, app_id, guid, &d);
+        rc = store_device_get(call->ctx->store, app_id, guid, &d);
     else if (rc == STORE_OK)
         rc = STORE_NOTFOUND;
     if (rc != STORE_OK) {

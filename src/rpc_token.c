@@ -301,6 +301,7 @@ static int set_login_key(rpc_call *call, login_job *lj, const char *field, const
 
 RPC_HANDLER(token_by_id, TokenByIdRequest, TokenReply)
 {
+    rpc_call *call = call_data;
     login_job *lj = login_new(call);
     if (!lj)
         return;
@@ -317,6 +318,7 @@ RPC_HANDLER(token_by_id, TokenByIdRequest, TokenReply)
 
 RPC_HANDLER(token_by_login, TokenByLoginRequest, TokenReply)
 {
+    rpc_call *call = call_data;
     login_job *lj = login_new(call);
     if (!lj)
         return;
@@ -329,6 +331,7 @@ RPC_HANDLER(token_by_login, TokenByLoginRequest, TokenReply)
 
 RPC_HANDLER(token_by_name, TokenByNameRequest, TokenReply)
 {
+    rpc_call *call = call_data;
     login_job *lj = login_new(call);
     if (!lj)
         return;  /* answered: req may be gone */

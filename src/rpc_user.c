@@ -66,6 +66,7 @@ static void run_logout(rpc_task *task)
 
 RPC_HANDLER(logout, Empty, BoolReply)
 {
+    rpc_call *call = call_data;
     rpc_auth auth;
     user_task *t;
     if (rpc_auth_any(call, &auth) != 0)
@@ -92,6 +93,7 @@ static void run_logout_all(rpc_task *task)
 
 RPC_HANDLER(logout_all, Empty, BoolReply)
 {
+    rpc_call *call = call_data;
     rpc_auth auth;
     user_task *t;
     if (rpc_auth_user(call, &auth) == 0 && (t = user_task_new(call, &auth)))
@@ -106,13 +108,13 @@ static int by_sn(const void *a, const void *b)
 
 RPC_HANDLER(list_devices, Empty, DeviceList)
 {
-    rpc_call *c = call;
+    rpc_call *call = call_data;
     rpc_auth auth;
     store_device **devs;
     size_t n;
     if (rpc_auth_user(call, &auth) != 0)
         return;
-    int rc = store_devices_list(c->ctx->store, auth.app_id, auth.user_id, &devs, &n);
+    int rc = store_devices_list(call->ctx->store, auth.app_id, auth.user_id, &devs, &n);
     if (rc != STORE_OK) {
         rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
         return;
@@ -178,11 +180,13 @@ static void start_device_task(rpc_call *call, uint32_t sn, int sn_required,
 
 RPC_HANDLER(remove_device, DeviceRef, BoolReply)
 {
+    rpc_call *call = call_data;
     start_device_task(call, req->device_sn, 1, run_remove_device);
 }
 
 RPC_HANDLER(kick, DeviceRef, BoolReply)
 {
+    rpc_call *call = call_data;
     start_device_task(call, req->device_sn, 0, run_kick);
 }
 
@@ -203,6 +207,7 @@ static void run_change_password(rpc_task *task)
 
 RPC_HANDLER(change_password, ChangePasswordRequest, BoolReply)
 {
+    rpc_call *call = call_data;
     rpc_auth auth;
     user_task *t;
     const char *why;
@@ -247,6 +252,7 @@ static void run_bind(rpc_task *task)
 
 RPC_HANDLER(bind_device_token, BindDeviceTokenRequest, BoolReply)
 {
+    rpc_call *call = call_data;
     rpc_auth auth;
     user_task *t;
     if (!req->device_sn || !req->device_token[0]) {
@@ -269,6 +275,7 @@ RPC_HANDLER(bind_device_token, BindDeviceTokenRequest, BoolReply)
 
 RPC_HANDLER(unbind_device_token, UnbindDeviceTokenRequest, BoolReply)
 {
+    rpc_call *call = call_data;
     rpc_auth auth;
     user_task *t;
     if (!req->devicesn) {
@@ -292,6 +299,7 @@ static void run_delete_user(rpc_task *task)
 
 RPC_HANDLER(delete_user, DeleteUserRequest, BoolReply)
 {
+    rpc_call *call = call_data;
     rpc_auth auth;
     user_task *t;
     if (rpc_auth_user(call, &auth) != 0)
