@@ -670,6 +670,39 @@ static int scan_prefix(store *s, MDB_txn *txn, int db, uint64_t id, scan_fn fn, 
     return rc == MDB_NOTFOUND || rc == MDB_SUCCESS ? STORE_OK : map_rc(rc);
 }
 
+/* Calls fn with each session an index (user_sessions or admin_tokens, keys
+ * id(8) hash(32)) lists under `id`; ss is NULL for an entry whose session is
+ * gone. fn returns like a scan_fn. */
+typedef int (*session_fn)(store *s, MDB_txn *txn, const uint8_t *key, size_t len,
+                          const store_session *ss, void *arg);
+
+typedef struct {
+    session_fn fn;
+    void *arg;
+} session_scan;
+
+static int visit_session(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg)
+{
+    session_scan *sc = arg;
+    store_session *ss = NULL;
+    if (len != 8 + CRYPTO_HASH_BYTES)
+        return 0;
+    int rc = get_msg(s, txn, DB_SESSIONS, key + 8, CRYPTO_HASH_BYTES,
+                     &tokend__v1__store__session__descriptor, (void **)&ss);
+    if (rc != STORE_OK && rc != STORE_NOTFOUND)
+        return rc;
+    rc = sc->fn(s, txn, key, len, ss, sc->arg);
+    if (ss)
+        protobuf_c_message_free_unpacked(&ss->base, NULL);
+    return rc;
+}
+
+static int scan_sessions(store *s, MDB_txn *txn, int db, uint64_t id, session_fn fn, void *arg)
+{
+    session_scan sc = {fn, arg};
+    return scan_prefix(s, txn, db, id, visit_session, &sc);
+}
+
 static int revoke_txn(store *s, MDB_txn *txn, const uint8_t hash[CRYPTO_HASH_BYTES])
 {
     store_session *ss = NULL;
@@ -699,29 +732,20 @@ typedef struct {
     const uint8_t *only;       /* only this session, or NULL */
 } revoke_filter;
 
-static int revoke_matching(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg)
+static int revoke_matching(store *s, MDB_txn *txn, const uint8_t *key, size_t len,
+                           const store_session *ss, void *arg)
 {
     revoke_filter *f = arg;
     const uint8_t *hash = key + 8;
     int rc;
-    if (len != 8 + CRYPTO_HASH_BYTES || (f->keep && memcmp(hash, f->keep, CRYPTO_HASH_BYTES) == 0) ||
+    if ((f->keep && memcmp(hash, f->keep, CRYPTO_HASH_BYTES) == 0) ||
         (f->only && memcmp(hash, f->only, CRYPTO_HASH_BYTES) != 0))
         return 0;
-    if (f->device_guid) {
-        store_session *ss = NULL;
-        rc = get_msg(s, txn, DB_SESSIONS, hash, CRYPTO_HASH_BYTES,
-                     &tokend__v1__store__session__descriptor, (void **)&ss);
-        if (rc != STORE_OK)
-            return rc == STORE_NOTFOUND ? 0 : rc;
-        int other = strcmp(ss->device_guid, f->device_guid) != 0;
-        protobuf_c_message_free_unpacked(&ss->base, NULL);
-        if (other)
-            return 0;
-    }
-    rc = revoke_txn(s, txn, hash);
-    if (rc == STORE_NOTFOUND)  /* a dangling index entry: drop it */
-        rc = del_raw(s, txn, DB_USER_SESSIONS, key, len);
-    else if (rc == STORE_OK)
+    if (!ss)  /* a dangling index entry: drop it */
+        return del_raw(s, txn, DB_USER_SESSIONS, key, len);
+    if (f->device_guid && strcmp(ss->device_guid, f->device_guid) != 0)
+        return 0;
+    if ((rc = revoke_txn(s, txn, hash)) == STORE_OK)
         f->revoked++;
     return rc;
 }
@@ -731,28 +755,21 @@ typedef struct {
     size_t n, cap;
 } guid_list;
 
-static int collect_guid(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg)
+static int collect_guid(store *s, MDB_txn *txn, const uint8_t *key, size_t len,
+                        const store_session *ss, void *arg)
 {
     guid_list *l = arg;
-    store_session *ss = NULL;
-    if (len != 8 + CRYPTO_HASH_BYTES)
+    if (!ss)
         return 0;
-    int rc = get_msg(s, txn, DB_SESSIONS, key + 8, CRYPTO_HASH_BYTES,
-                     &tokend__v1__store__session__descriptor, (void **)&ss);
-    if (rc != STORE_OK)
-        return rc == STORE_NOTFOUND ? 0 : rc;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 8;
         char **g = realloc(l->guids, cap * sizeof *g);
-        if (!g) {
-            protobuf_c_message_free_unpacked(&ss->base, NULL);
+        if (!g)
             return STORE_ERR;
-        }
         l->guids = g, l->cap = cap;
     }
-    l->guids[l->n++] = strdup(ss->device_guid);
-    protobuf_c_message_free_unpacked(&ss->base, NULL);
-    return l->guids[l->n - 1] ? 0 : STORE_ERR;
+    l->guids[l->n] = strdup(ss->device_guid);
+    return l->guids[l->n++] ? 0 : STORE_ERR;
 }
 
 static int has_guid(const guid_list *l, const char *guid)
@@ -798,10 +815,10 @@ static int revoke_user_txn(store *s, MDB_txn *txn, uint64_t user_id, revoke_filt
 {
     guid_list live = {0};
     orphan_scan o = {&live, 0};
-    int rc = scan_prefix(s, txn, DB_USER_SESSIONS, user_id, revoke_matching, f);
+    int rc = scan_sessions(s, txn, DB_USER_SESSIONS, user_id, revoke_matching, f);
     if (rc != STORE_OK || !f->revoked)
         return rc;
-    rc = scan_prefix(s, txn, DB_USER_SESSIONS, user_id, collect_guid, &live);
+    rc = scan_sessions(s, txn, DB_USER_SESSIONS, user_id, collect_guid, &live);
     if (rc == STORE_OK)
         rc = scan_prefix(s, txn, DB_USER_DEVICES, user_id, drop_orphan, &o);
     for (size_t i = 0; i < live.n; i++)
@@ -1246,21 +1263,13 @@ typedef struct {
     void *arg;
 } admin_walk;
 
-static int visit_admin(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg)
+static int visit_admin(store *s, MDB_txn *txn, const uint8_t *key, size_t len,
+                       const store_session *ss, void *arg)
 {
     admin_walk *w = arg;
-    store_session *ss = NULL;
-    if (len != 8 + CRYPTO_HASH_BYTES)
-        return 0;
-    int rc = get_msg(s, txn, DB_SESSIONS, key + 8, CRYPTO_HASH_BYTES,
-                     &tokend__v1__store__session__descriptor, (void **)&ss);
-    if (rc == STORE_NOTFOUND)
-        return 0;
-    if (rc == STORE_OK) {
+    if (ss)
         w->fn(key + 8, ss, w->arg);
-        protobuf_c_message_free_unpacked(&ss->base, NULL);
-    }
-    return rc;
+    return 0;
 }
 
 int store_admin_tokens_list(store *s, uint64_t app_id, store_admin_token_fn fn, void *arg)
@@ -1270,7 +1279,7 @@ int store_admin_tokens_list(store *s, uint64_t app_id, store_admin_token_fn fn, 
     int rc = txn_begin(s, MDB_RDONLY, &txn);
     if (rc != STORE_OK)
         return rc;
-    rc = scan_prefix(s, txn, DB_ADMIN_TOKENS, app_id, visit_admin, &w);
+    rc = scan_sessions(s, txn, DB_ADMIN_TOKENS, app_id, visit_admin, &w);
     txn_abort(s, txn);
     return rc;
 }
