@@ -54,6 +54,29 @@ class AccountThrottle(unittest.TestCase):
         r = login(self.srv, "alice", PW, http2=True)
         self.assertEqual(r.status, 429, r.body)
 
+    def test_grpc_gets_resource_exhausted(self):
+        import grpc
+
+        def field(num, text):
+            b = text.encode()
+            return bytes([num << 3 | 2, len(b)]) + b
+
+        for i in range(10):
+            self.assertEqual(login(self.srv, "carol", "bad-guess-%d" % i, source="127.0.0.6").status, 401)
+        # The gRPC client comes from 127.0.0.1 too: the account+address bucket of
+        # carol from 127.0.0.1 is fresh, the account bucket (10x) is not empty
+        # yet, so exhaust carol's bucket for 127.0.0.1 first.
+        for i in range(10):
+            self.assertEqual(login(self.srv, "carol", "bad-guess-%d" % i).status, 401)
+        with grpc.insecure_channel("127.0.0.1:%d" % self.srv.port,
+                                   options=[("grpc.enable_http_proxy", 0)]) as ch:
+            call = ch.unary_unary("/tokend.v1.Tokend/TokenByName",
+                                  request_serializer=lambda b: b, response_deserializer=lambda b: b)
+            with self.assertRaises(grpc.RpcError) as cm:
+                call(field(1, "carol") + field(2, PW), timeout=10)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("too many failed logins", cm.exception.details())
+
     def test_other_address_is_not_locked_out(self):
         for i in range(10):
             self.assertEqual(login(self.srv, "bob", "bad-guess-%d" % i).status, 401)
