@@ -35,7 +35,7 @@ status_code account_create(store *st, const account_new *in, crypto_pwcost cost,
     user.email = email;
     user.password_hash = hash;
     user.created_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-    rc = store_user_create(st, &user, &conflict);
+    rc = store_user_create(st, &user, &conflict, in->audit);
     switch (rc) {
     case STORE_OK:
         *user_id = user.user_id;

@@ -12,6 +12,7 @@ typedef struct {
     const char *name, *phone, *email;   /* phone/email may be NULL or "" */
     const char *password;
     size_t password_len;
+    const store_audit *audit;           /* an admin's creation, or NULL */
 } account_new;
 
 /* Validates, hashes the password (slow: Argon2id) and stores the user.

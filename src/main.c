@@ -305,15 +305,17 @@ static uint64_t app_of(args *a, store *st)
     return id;
 }
 
-static void audit_cli(store *st, uint64_t app_id, const char *action, const char *detail)
+/* The audit record of a CLI action, appended with the change itself. */
+static const store_audit *audit_cli(store_audit *e, uint64_t app_id, const char *action,
+                                    const char *detail)
 {
-    store_audit e = TOKEND__V1__STORE__AUDIT_ENTRY__INIT;
-    e.time_ms = rpc_now_ms();
-    e.app_id = app_id;
-    e.actor = "cli";
-    e.action = (char *)action;
-    e.detail = (char *)detail;
-    store_audit_append(st, &e);
+    tokend__v1__store__audit_entry__init(e);
+    e->time_ms = rpc_now_ms();
+    e->app_id = app_id;
+    e->actor = "cli";
+    e->action = (char *)action;
+    e->detail = (char *)detail;
+    return e;
 }
 
 static void token_id(const uint8_t hash[CRYPTO_HASH_BYTES], char id[17])
@@ -340,12 +342,11 @@ static int cmd_admin_token_create(args *a)
     ss.created_ms = rpc_now_ms();
     crypto_token_new(raw, text);
     crypto_token_hash(hash, raw, store_token_key(st));
-    int rc = store_admin_token_create(st, hash, &ss);
-    if (rc == STORE_OK) {
-        token_id(hash, id);
-        snprintf(detail, sizeof detail, "id=%s", id);
-        audit_cli(st, ss.app_id, "admin-token create", detail);
-    }
+    store_audit entry;
+    token_id(hash, id);
+    snprintf(detail, sizeof detail, "id=%s", id);
+    int rc = store_admin_token_create(st, hash, &ss,
+                                      audit_cli(&entry, ss.app_id, "admin-token create", detail));
     store_close(st);
     if (rc != STORE_OK) {
         fprintf(stderr, "tokend: cannot create the admin token: %s\n",
@@ -393,11 +394,13 @@ static int cmd_admin_token_list(args *a, int revoke)
         store_close(st);
         return 1;
     }
-    if (rc == STORE_OK && revoke && (rc = store_session_revoke(st, w.hash)) == STORE_OK) {
+    if (rc == STORE_OK && revoke) {
         char detail[64];
+        store_audit entry;
         snprintf(detail, sizeof detail, "id=%s", w.want);
-        audit_cli(st, app, "admin-token revoke", detail);
-        printf("revoked %s\n", w.want);
+        rc = store_session_revoke(st, w.hash, audit_cli(&entry, app, "admin-token revoke", detail));
+        if (rc == STORE_OK)
+            printf("revoked %s\n", w.want);
     }
     store_close(st);
     if (rc != STORE_OK) {

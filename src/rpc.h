@@ -75,6 +75,8 @@ struct rpc_task {
     void (*run)(rpc_task *task);
     void (*cleanup)(rpc_task *task);
     rpc_call *call;
+    store_audit audit;             /* filled by rpc_task_audit */
+    char audit_detail[160];
 };
 void *rpc_task_new(rpc_call *call, size_t size);
 /* Sends the task to the pool (answering UNAVAILABLE and freeing it when full). */
@@ -104,9 +106,14 @@ int rpc_auth_admin_session(rpc_call *call, const store_session *ss,
                            const uint8_t hash[CRYPTO_HASH_BYTES], rpc_auth *auth);
 /* Hashes a token's text with the store's key; -1 if it cannot be a token. */
 int rpc_token_hash(rpc_call *call, const char *text, uint8_t hash[CRYPTO_HASH_BYTES]);
-/* Appends to the audit log (from a task, on the pool). */
-void rpc_audit(rpc_call *call, const rpc_auth *auth, const char *action, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* Fills an audit record of an admin's action (who, what, when), for the
+ * store call that makes the change to append in the same transaction. */
+const store_audit *rpc_audit_fill(store_audit *e, char *detail, size_t detail_len,
+                                  const rpc_auth *auth, const char *action, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+#define rpc_task_audit(task, auth, action, ...)                                              \
+    rpc_audit_fill(&(task)->audit, (task)->audit_detail, sizeof (task)->audit_detail, (auth),  \
+                   (action), __VA_ARGS__)
 
 /* Copies a request's text field into a fixed buffer; a too long one fails
  * the call with INVALID_ARGUMENT naming the field. 0 or -1. */

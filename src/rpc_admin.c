@@ -112,13 +112,13 @@ static void run_register(rpc_task *task)
 {
     admin_task *t = (admin_task *)task;
     uint64_t id = 0;
+    t->in.audit = rpc_task_audit(task, &t->auth, "RegisterUser", "%s", "");
     if ((task->status = create(t, &id)) != ST_OK)
         return;
     tokend__v1__register_reply__init(&t->registered);
     t->registered.user_id = (int64_t)id;
     t->registered.username = t->name;
     task->reply = &t->registered.base;
-    rpc_audit(task->call, &t->auth, "RegisterUser", "user_id=%llu", (unsigned long long)id);
 }
 
 RPC_HANDLER(register_user, RegisterRequest, RegisterReply)
@@ -176,16 +176,14 @@ static void run_register_batch(rpc_task *task)
             break;
         tokend__v1__register_result__init(res);
         t->in = (account_new){t->auth.app_id, r->username, NULL, NULL, r->password,
-                              strlen(r->password)};
+                              strlen(r->password),
+                              rpc_task_audit(task, &t->auth, "RegisterUsers", "%s", "")};
         status_code st = create(t, &id);
         res->user_id = (int64_t)id;
         res->username = strdup(r->username);
         res->success = st == ST_OK;
         res->reason = strdup(st == ST_OK ? "" : task->message);
         out[t->batch.n_list++] = res;
-        if (st == ST_OK)
-            rpc_audit(task->call, &t->auth, "RegisterUsers", "user_id=%llu",
-                      (unsigned long long)id);
     }
     task->message[0] = '\0';
     task->status = ST_OK;
@@ -235,10 +233,11 @@ static void run_set_password(rpc_task *task)
         rpc_task_fail(task, ST_RESOURCE_EXHAUSTED, "cannot hash the password, retry");
         return;
     }
-    if (rpc_task_store(task, store_user_set_password(ctx->store, t->auth.user_id, hash, NULL),
-                       "user") == 0)
-        rpc_audit(task->call, &t->auth, "SetPassword", "user_id=%llu",
-                  (unsigned long long)t->auth.user_id);
+    rpc_task_store(task, store_user_set_password(ctx->store, t->auth.user_id, hash, NULL,
+                                                 rpc_task_audit(task, &t->auth, "SetPassword",
+                                                                "user_id=%llu",
+                                                                (unsigned long long)t->auth.user_id)),
+                   "user");
 }
 
 RPC_HANDLER(set_password, SetPasswordRequest, BoolReply)
@@ -273,11 +272,12 @@ static void run_set_disabled(rpc_task *task)
             return;
     task->reply = NULL;
     for (size_t i = 0; i < t->n; i++) {
+        const store_audit *a = rpc_task_audit(task, &t->auth,
+                                              t->disable ? "DisableUsers" : "EnableUsers",
+                                              "user_id=%lld", (long long)t->ids[i]);
         if (rpc_task_store(task, store_user_set_disabled(st, t->auth.app_id, (uint64_t)t->ids[i],
-                                                         t->disable), "user") != 0)
+                                                         t->disable, a), "user") != 0)
             return;
-        rpc_audit(task->call, &t->auth, t->disable ? "DisableUsers" : "EnableUsers",
-                  "user_id=%lld", (long long)t->ids[i]);
     }
 }
 
@@ -387,9 +387,9 @@ static void run_create_user(rpc_task *task)
 {
     admin_task *t = (admin_task *)task;
     uint64_t id = 0;
+    t->in.audit = rpc_task_audit(task, &t->auth, "CreateUser", "%s", "");
     if ((task->status = create(t, &id)) != ST_OK)
         return;
-    rpc_audit(task->call, &t->auth, "CreateUser", "user_id=%llu", (unsigned long long)id);
     load_user(t, id);
 }
 
@@ -424,14 +424,14 @@ static void run_update_user(rpc_task *task)
         return;
     int rc = store_user_update(task->call->ctx->store, t->target, t->set_name ? t->name : NULL,
                                t->set_phone ? t->phone : NULL, t->set_email ? t->email : NULL,
-                               &conflict);
+                               &conflict, rpc_task_audit(task, &t->auth, "UpdateUser", "user_id=%llu",
+                                                         (unsigned long long)t->target));
     if (rc == STORE_EXISTS) {
         rpc_task_fail(task, ST_ALREADY_EXISTS, "%s is already taken in this app", conflict);
         return;
     }
     if (rpc_task_store(task, rc, "user") != 0)
         return;
-    rpc_audit(task->call, &t->auth, "UpdateUser", "user_id=%llu", (unsigned long long)t->target);
     load_user(t, t->target);
 }
 
@@ -468,10 +468,13 @@ static void run_set_group_admin(rpc_task *task)
     if (load_user(t, t->target) != 0)
         return;
     task->reply = NULL;
-    if (rpc_task_store(task, store_group_set(task->call->ctx->store, t->auth.app_id, t->group,
-                                             t->target), "group") == 0)
-        rpc_audit(task->call, &t->auth, "SetGroupAdmin", "group_id=%llu user_id=%llu",
-                  (unsigned long long)t->group, (unsigned long long)t->target);
+    rpc_task_store(task, store_group_set(task->call->ctx->store, t->auth.app_id, t->group,
+                                         t->target,
+                                         rpc_task_audit(task, &t->auth, "SetGroupAdmin",
+                                                        "group_id=%llu user_id=%llu",
+                                                        (unsigned long long)t->group,
+                                                        (unsigned long long)t->target)),
+                   "group");
 }
 
 RPC_HANDLER(set_group_admin, SetGroupAdminRequest, BoolReply)

@@ -141,19 +141,18 @@ int rpc_auth_user(rpc_call *call, rpc_auth *auth)
     return 0;
 }
 
-void rpc_audit(rpc_call *call, const rpc_auth *auth, const char *action, const char *fmt, ...)
+const store_audit *rpc_audit_fill(store_audit *e, char *detail, size_t detail_len,
+                                  const rpc_auth *auth, const char *action, const char *fmt, ...)
 {
-    store_audit e = TOKEND__V1__STORE__AUDIT_ENTRY__INIT;
-    char detail[256];
     va_list ap;
+    tokend__v1__store__audit_entry__init(e);
     va_start(ap, fmt);
-    vsnprintf(detail, sizeof detail, fmt, ap);
+    vsnprintf(detail, detail_len, fmt, ap);
     va_end(ap);
-    e.time_ms = rpc_now_ms();
-    e.app_id = auth->app_id;
-    e.actor = (char *)auth->actor;
-    e.action = (char *)action;
-    e.detail = detail;
-    if (store_audit_append(call->ctx->store, &e) != STORE_OK)
-        fprintf(stderr, "tokend: audit: cannot record %s by %s\n", action, auth->actor);
+    e->time_ms = rpc_now_ms();
+    e->app_id = auth->app_id;
+    e->actor = (char *)auth->actor;
+    e->action = (char *)action;
+    e->detail = detail;
+    return e;
 }

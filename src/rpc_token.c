@@ -31,6 +31,8 @@ typedef struct {
     char user_agent[RPC_AGENT_MAX];
     int trusted;                     /* an admin token vouches: no password */
     rpc_auth auth;                   /* the admin, when trusted */
+    store_audit audit;
+    char audit_detail[48];
     throttle_ticket ticket;
     /* results */
     status_code status;
@@ -110,6 +112,11 @@ static void issue(login_job *lj, tokend_ctx *ctx, const store_user *u, const rpc
     store_session session = TOKEND__V1__STORE__SESSION__INIT;
     store_login login = {.session = &session, .platform = lj->platform,
                          .user_agent = lj->user_agent};
+    /* A token an admin obtained for a user is an admin action. */
+    if (lj->trusted)
+        login.audit = rpc_audit_fill(&lj->audit, lj->audit_detail, sizeof lj->audit_detail,
+                                     &lj->auth, "IssueToken", "user_id=%llu",
+                                     (unsigned long long)u->user_id);
     uint8_t sealed[CRYPTO_TOKEN_TEXTLEN - 1 + CRYPTO_SEAL_OVERHEAD];
     size_t key_bytes = session_key_bytes(lj->encrypt_type);
     int rc;
@@ -170,8 +177,6 @@ static void login_work(pool_job *job)
         fail(lj, ST_DEADLINE_EXCEEDED, "deadline exceeded");
     } else if (check_password(lj, call->ctx, &u) == 0) {
         issue(lj, call->ctx, u, call);
-        if (lj->trusted && lj->status == ST_OK)
-            rpc_audit(call, &lj->auth, "IssueToken", "user_id=%llu", (unsigned long long)u->user_id);
         protobuf_c_message_free_unpacked(&u->base, NULL);
     }
     crypto_wipe(lj->password, sizeof lj->password);

@@ -33,12 +33,14 @@ static void wipe(rpc_task *task)
     crypto_wipe(t->password, sizeof t->password);
 }
 
-/* An admin's action on behalf of a user goes to the audit log. */
-static void audit(user_task *t, const char *action)
+/* An admin's action on behalf of a user goes to the audit log, in the
+ * change's own transaction; a user's own action does not. */
+static const store_audit *audit_of(user_task *t, const char *action)
 {
-    if (t->auth.admin)
-        rpc_audit(t->task.call, &t->auth, action, "user_id=%llu device_sn=%u",
-                  (unsigned long long)t->auth.user_id, t->sn);
+    if (!t->auth.admin)
+        return NULL;
+    return rpc_task_audit(&t->task, &t->auth, action, "user_id=%llu device_sn=%u",
+                          (unsigned long long)t->auth.user_id, t->sn);
 }
 
 /* Checks the user's password (Argon2id: on the pool). */
@@ -61,7 +63,7 @@ static int check_password(user_task *t, const char *password)
 static void run_logout(rpc_task *task)
 {
     user_task *t = (user_task *)task;
-    rpc_task_store(task, store_session_revoke(task->call->ctx->store, t->auth.hash), "session");
+    rpc_task_store(task, store_session_revoke(task->call->ctx->store, t->auth.hash, NULL), "session");
 }
 
 RPC_HANDLER(logout, Empty, BoolReply)
@@ -86,9 +88,9 @@ RPC_HANDLER(logout, Empty, BoolReply)
 static void run_logout_all(rpc_task *task)
 {
     user_task *t = (user_task *)task;
-    rpc_task_store(task, store_user_revoke(task->call->ctx->store, t->auth.user_id, NULL, NULL),
+    rpc_task_store(task, store_user_revoke(task->call->ctx->store, t->auth.user_id, NULL, NULL,
+                                           audit_of(t, "LogoutAll")),
                    "user");
-    audit(t, "LogoutAll");
 }
 
 RPC_HANDLER(logout_all, Empty, BoolReply)
@@ -146,11 +148,11 @@ RPC_HANDLER(list_devices, Empty, DeviceList)
 static void run_forget(user_task *t, int forget, const char *action)
 {
     int rc = store_device_forget(t->task.call->ctx->store, t->auth.app_id, t->auth.user_id, t->sn,
-                                 forget);
+                                 forget, audit_of(t, action));
     if (rc == STORE_NOTFOUND)
         rpc_task_fail(&t->task, ST_NOT_FOUND, "device_sn %u is not a device of this user", t->sn);
-    else if (rpc_task_store(&t->task, rc, "device") == 0)
-        audit(t, action);
+    else
+        rpc_task_store(&t->task, rc, "device");
 }
 
 static void run_remove_device(rpc_task *task)
@@ -201,7 +203,7 @@ static void run_change_password(rpc_task *task)
         rpc_task_fail(task, ST_RESOURCE_EXHAUSTED, "cannot hash the password, retry");
         return;
     }
-    rpc_task_store(task, store_user_set_password(ctx->store, t->auth.user_id, hash, t->auth.hash),
+    rpc_task_store(task, store_user_set_password(ctx->store, t->auth.user_id, hash, t->auth.hash, NULL),
                    "user");
 }
 
@@ -243,11 +245,13 @@ static void run_bind(rpc_task *task)
 {
     user_task *t = (user_task *)task;
     int rc = store_device_bind(task->call->ctx->store, t->auth.app_id, t->auth.user_id, t->sn,
-                               t->device_token, t->notifier_name);
+                               t->device_token, t->notifier_name,
+                               audit_of(t, t->device_token[0] ? "BindDeviceToken"
+                                                              : "UnbindDeviceToken"));
     if (rc == STORE_NOTFOUND)
         rpc_task_fail(task, ST_NOT_FOUND, "device_sn %u is not a device of this user", t->sn);
-    else if (rpc_task_store(task, rc, "device") == 0)
-        audit(t, t->device_token[0] ? "BindDeviceToken" : "UnbindDeviceToken");
+    else
+        rpc_task_store(task, rc, "device");
 }
 
 RPC_HANDLER(bind_device_token, BindDeviceTokenRequest, BoolReply)
@@ -293,8 +297,8 @@ static void run_delete_user(rpc_task *task)
     user_task *t = (user_task *)task;
     if (!t->auth.admin && check_password(t, t->password) != 0)
         return;
-    if (rpc_task_store(task, store_user_delete(task->call->ctx->store, t->auth.user_id), "user") == 0)
-        audit(t, "DeleteUser");
+    rpc_task_store(task, store_user_delete(task->call->ctx->store, t->auth.user_id,
+                                           audit_of(t, "DeleteUser")), "user");
 }
 
 RPC_HANDLER(delete_user, DeleteUserRequest, BoolReply)

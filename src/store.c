@@ -223,6 +223,21 @@ static int next_id(store *s, MDB_txn *txn, const char *name, uint64_t first, uin
     return put_raw(s, txn, DB_META, name, strlen(name), buf, 8, 0);
 }
 
+/* Appends `audit` (may be NULL) in the change's own transaction, so an
+ * admin action and its record land together or not at all. */
+static int with_audit(store *s, MDB_txn *txn, int rc, const store_audit *audit)
+{
+    uint64_t seq;
+    uint8_t key[8];
+    if (rc != STORE_OK || !audit)
+        return rc;
+    rc = next_id(s, txn, "next_audit", 1, &seq);
+    put_u64(key, seq);
+    if (rc == STORE_OK)
+        rc = put_msg(s, txn, DB_AUDIT, key, 8, &audit->base, MDB_NOOVERWRITE);
+    return rc;
+}
+
 static int open_key(store *s, MDB_txn *txn)
 {
     MDB_val key = {3, "key"}, val;
@@ -383,7 +398,7 @@ static int index_login(store *s, MDB_txn *txn, uint64_t app_id, login_kind kind,
                    MDB_NOOVERWRITE);
 }
 
-int store_user_create(store *s, store_user *user, const char **conflict)
+int store_user_create(store *s, store_user *user, const char **conflict, const store_audit *audit)
 {
     MDB_txn *txn;
     uint8_t uid[8], akey[8];
@@ -412,6 +427,14 @@ int store_user_create(store *s, store_user *user, const char **conflict)
         memcpy(au, akey, 8);
         memcpy(au + 8, uid, 8);
         rc = put_raw(s, txn, DB_APP_USERS, au, 16, "", 0, 0);
+    }
+    /* The record names the user made here: its id exists only now. */
+    if (rc == STORE_OK && audit) {
+        store_audit named = *audit;
+        char detail[32];
+        snprintf(detail, sizeof detail, "user_id=%llu", (unsigned long long)user->user_id);
+        named.detail = detail;
+        rc = with_audit(s, txn, rc, &named);
     }
     return txn_end(txn, rc);
 }
@@ -587,7 +610,7 @@ int store_login_commit(store *s, store_login *login)
     if (rc == STORE_OK)
         rc = put_raw(s, txn, DB_STORE_TOKENS, login->store_token_hash, CRYPTO_HASH_BYTES,
                      login->session_hash, CRYPTO_HASH_BYTES, MDB_NOOVERWRITE);
-    return txn_end(txn, rc);
+    return txn_end(txn, with_audit(s, txn, rc, login->audit));
 }
 
 int store_session_get(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store_session **out)
@@ -827,7 +850,7 @@ static int revoke_user_txn(store *s, MDB_txn *txn, uint64_t user_id, revoke_filt
     return rc;
 }
 
-int store_session_revoke(store *s, const uint8_t hash[CRYPTO_HASH_BYTES])
+int store_session_revoke(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], const store_audit *audit)
 {
     MDB_txn *txn;
     store_session *ss = NULL;
@@ -846,17 +869,18 @@ int store_session_revoke(store *s, const uint8_t hash[CRYPTO_HASH_BYTES])
     }
     if (ss)
         protobuf_c_message_free_unpacked(&ss->base, NULL);
-    return txn_end(txn, rc);
+    return txn_end(txn, with_audit(s, txn, rc, audit));
 }
 
-int store_user_revoke(store *s, uint64_t user_id, const uint8_t *keep, size_t *revoked)
+int store_user_revoke(store *s, uint64_t user_id, const uint8_t *keep, size_t *revoked,
+                      const store_audit *audit)
 {
     MDB_txn *txn;
     revoke_filter f = {keep, NULL, 0};
     int rc = txn_begin(s, 0, &txn);
     if (rc != STORE_OK)
         return rc;
-    rc = txn_end(txn, revoke_user_txn(s, txn, user_id, &f));
+    rc = txn_end(txn, with_audit(s, txn, revoke_user_txn(s, txn, user_id, &f), audit));
     if (revoked)
         *revoked = f.revoked;
     return rc;
@@ -963,7 +987,8 @@ static int forget_device_txn(store *s, MDB_txn *txn, uint64_t app_id, store_devi
     return put_msg(s, txn, DB_DEVICES, dkey, dlen, &dev->base, 0);
 }
 
-int store_device_forget(store *s, uint64_t app_id, uint64_t user_id, uint32_t sn, int forget)
+int store_device_forget(store *s, uint64_t app_id, uint64_t user_id, uint32_t sn, int forget,
+                        const store_audit *audit)
 {
     MDB_txn *txn;
     device_scan d = {.app_id = app_id, .user_id = user_id, .sn = sn};
@@ -981,11 +1006,12 @@ int store_device_forget(store *s, uint64_t app_id, uint64_t user_id, uint32_t sn
         rc = revoke_user_txn(s, txn, user_id, &f);
     }
     store_devices_free(d.list, d.n);
-    return txn_end(txn, rc);
+    return txn_end(txn, with_audit(s, txn, rc, audit));
 }
 
 int store_device_bind(store *s, uint64_t app_id, uint64_t user_id, uint32_t sn,
-                      const char *device_token, const char *notifier_name)
+                      const char *device_token, const char *notifier_name,
+                      const store_audit *audit)
 {
     MDB_txn *txn;
     device_scan d = {.app_id = app_id, .user_id = user_id, .sn = sn};
@@ -1006,7 +1032,7 @@ int store_device_bind(store *s, uint64_t app_id, uint64_t user_id, uint32_t sn,
         dev->device_token = keep_token, dev->notifier_name = keep_notifier;
     }
     store_devices_free(d.list, d.n);
-    return txn_end(txn, rc);
+    return txn_end(txn, with_audit(s, txn, rc, audit));
 }
 
 /* --- sessions read on the hot path -------------------------------------------- */
@@ -1067,7 +1093,7 @@ static int set_login_index(store *s, MDB_txn *txn, uint64_t app_id, login_kind k
 }
 
 int store_user_update(store *s, uint64_t user_id, const char *name, const char *phone,
-                      const char *email, const char **conflict)
+                      const char *email, const char **conflict, const store_audit *audit)
 {
     MDB_txn *txn;
     store_user *u = NULL;
@@ -1096,10 +1122,11 @@ int store_user_update(store *s, uint64_t user_id, const char *name, const char *
     }
     if (u)
         protobuf_c_message_free_unpacked(&u->base, NULL);
-    return txn_end(txn, rc);
+    return txn_end(txn, with_audit(s, txn, rc, audit));
 }
 
-int store_user_set_password(store *s, uint64_t user_id, const char *hash, const uint8_t *keep)
+int store_user_set_password(store *s, uint64_t user_id, const char *hash, const uint8_t *keep,
+                            const store_audit *audit)
 {
     MDB_txn *txn;
     store_user *u = NULL;
@@ -1119,10 +1146,11 @@ int store_user_set_password(store *s, uint64_t user_id, const char *hash, const 
     }
     if (rc == STORE_OK)
         rc = revoke_user_txn(s, txn, user_id, &f);
-    return txn_end(txn, rc);
+    return txn_end(txn, with_audit(s, txn, rc, audit));
 }
 
-int store_user_set_disabled(store *s, uint64_t app_id, uint64_t user_id, int disabled)
+int store_user_set_disabled(store *s, uint64_t app_id, uint64_t user_id, int disabled,
+                            const store_audit *audit)
 {
     MDB_txn *txn;
     store_user *u = NULL;
@@ -1144,7 +1172,7 @@ int store_user_set_disabled(store *s, uint64_t app_id, uint64_t user_id, int dis
         rc = revoke_user_txn(s, txn, user_id, &f);
     if (u)
         protobuf_c_message_free_unpacked(&u->base, NULL);
-    return txn_end(txn, rc);
+    return txn_end(txn, with_audit(s, txn, rc, audit));
 }
 
 static int drop_group(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg)
@@ -1156,7 +1184,7 @@ static int drop_group(store *s, MDB_txn *txn, const uint8_t *key, size_t len, vo
     return 0;
 }
 
-int store_user_delete(store *s, uint64_t user_id)
+int store_user_delete(store *s, uint64_t user_id, const store_audit *audit)
 {
     MDB_txn *txn;
     store_user *u = NULL;
@@ -1193,7 +1221,7 @@ int store_user_delete(store *s, uint64_t user_id)
         rc = del_raw(s, txn, DB_USERS, uid, 8);
     if (u)
         protobuf_c_message_free_unpacked(&u->base, NULL);
-    return txn_end(txn, rc);
+    return txn_end(txn, with_audit(s, txn, rc, audit));
 }
 
 typedef struct {
@@ -1242,7 +1270,8 @@ void store_users_free(store_user **list, size_t n)
 
 /* --- admin tokens, groups, audit ------------------------------------------------- */
 
-int store_admin_token_create(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store_session *ss)
+int store_admin_token_create(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store_session *ss,
+                             const store_audit *audit)
 {
     MDB_txn *txn;
     uint8_t akey[8];
@@ -1255,7 +1284,7 @@ int store_admin_token_create(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], st
     ss->admin = 1;
     if (rc == STORE_OK)
         rc = put_session(s, txn, hash, ss);
-    return txn_end(txn, rc);
+    return txn_end(txn, with_audit(s, txn, rc, audit));
 }
 
 typedef struct {
@@ -1284,7 +1313,8 @@ int store_admin_tokens_list(store *s, uint64_t app_id, store_admin_token_fn fn, 
     return rc;
 }
 
-int store_group_set(store *s, uint64_t app_id, uint64_t group_id, uint64_t user_id)
+int store_group_set(store *s, uint64_t app_id, uint64_t group_id, uint64_t user_id,
+                    const store_audit *audit)
 {
     MDB_txn *txn;
     uint8_t key[16], val[8];
@@ -1294,7 +1324,7 @@ int store_group_set(store *s, uint64_t app_id, uint64_t group_id, uint64_t user_
     put_u64(key, app_id);
     put_u64(key + 8, group_id);
     put_u64(val, user_id);
-    return txn_end(txn, put_raw(s, txn, DB_GROUPS, key, 16, val, 8, 0));
+    return txn_end(txn, with_audit(s, txn, put_raw(s, txn, DB_GROUPS, key, 16, val, 8, 0), audit));
 }
 
 int store_group_admin(store *s, uint64_t app_id, uint64_t group_id, uint64_t *user_id)
@@ -1309,21 +1339,6 @@ int store_group_admin(store *s, uint64_t app_id, uint64_t group_id, uint64_t *us
     rc = get_u64_value(s, txn, DB_GROUPS, key, 16, user_id);
     txn_abort(s, txn);
     return rc;
-}
-
-int store_audit_append(store *s, const store_audit *entry)
-{
-    MDB_txn *txn;
-    uint64_t seq;
-    uint8_t key[8];
-    int rc = txn_begin(s, 0, &txn);
-    if (rc != STORE_OK)
-        return rc;
-    rc = next_id(s, txn, "next_audit", 1, &seq);
-    put_u64(key, seq);
-    if (rc == STORE_OK)
-        rc = put_msg(s, txn, DB_AUDIT, key, 8, &entry->base, MDB_NOOVERWRITE);
-    return txn_end(txn, rc);
 }
 
 int store_audit_list(store *s, store_audit_fn fn, void *arg)

@@ -7,6 +7,9 @@
  * one, and a commit is durable before the call returns. Several processes
  * (the server and the admin CLI) may use one data directory at once.
  *
+ * Writes that an admin may make take an audit record (or NULL), appended in
+ * the same transaction as the change.
+ *
  * Functions return STORE_OK (0) or a negative STORE_* code. Records handed
  * out are freed by the caller with protobuf_c_message_free_unpacked(m, NULL). */
 #ifndef TOKEND_STORE_H
@@ -34,7 +37,6 @@ typedef Tokend__V1__Store__App store_app;
 typedef Tokend__V1__Store__User store_user;
 typedef Tokend__V1__Store__Session store_session;
 typedef Tokend__V1__Store__Device store_device;
-
 typedef Tokend__V1__Store__AuditEntry store_audit;
 
 typedef enum { LOGIN_NAME = 'n', LOGIN_PHONE = 'p', LOGIN_EMAIL = 'e' } login_kind;
@@ -51,6 +53,7 @@ typedef struct {
     int32_t platform;
     const char *user_agent;
     uint32_t device_sn;            /* out: the device's number within the user */
+    const store_audit *audit;      /* a token issued by an admin, or NULL */
 } store_login;
 
 /* Opens (creating when missing) the environment in `dir`. On failure err
@@ -67,7 +70,7 @@ int store_default_app(store *s, uint64_t *app_id);
 
 /* Creates a user, enforcing unique name/phone/email within the app. On
  * STORE_EXISTS, *conflict names the field ("name", "phone", "email"). */
-int store_user_create(store *s, store_user *user, const char **conflict);
+int store_user_create(store *s, store_user *user, const char **conflict, const store_audit *audit);
 int store_user_get(store *s, uint64_t user_id, store_user **out);
 int store_user_lookup(store *s, uint64_t app_id, login_kind kind, const char *key,
                       uint64_t *user_id);
@@ -81,9 +84,10 @@ int store_push_lookup(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], uint64_t 
                       char *guid, size_t guid_len);
 
 /* --- revocation ---------------------------------------------------------- */
-int store_session_revoke(store *s, const uint8_t hash[CRYPTO_HASH_BYTES]);
+int store_session_revoke(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], const store_audit *audit);
 /* Revokes every session of the user but `keep` (may be NULL). */
-int store_user_revoke(store *s, uint64_t user_id, const uint8_t *keep, size_t *revoked);
+int store_user_revoke(store *s, uint64_t user_id, const uint8_t *keep, size_t *revoked,
+                      const store_audit *audit);
 
 /* --- the hot path: n sessions in one read transaction; out[i] is NULL when
  * not found. `alloc` (may be NULL) lets the caller decode into an arena. */
@@ -97,33 +101,38 @@ int store_devices_list(store *s, uint64_t app_id, uint64_t user_id, store_device
 void store_devices_free(store_device **list, size_t n);
 /* Revokes the sessions and push token of device `sn` (0: every device);
  * `forget` also removes the device. STORE_NOTFOUND for an unknown sn. */
-int store_device_forget(store *s, uint64_t app_id, uint64_t user_id, uint32_t sn, int forget);
+int store_device_forget(store *s, uint64_t app_id, uint64_t user_id, uint32_t sn, int forget,
+                        const store_audit *audit);
 int store_device_bind(store *s, uint64_t app_id, uint64_t user_id, uint32_t sn,
-                      const char *device_token, const char *notifier_name);
+                      const char *device_token, const char *notifier_name,
+                      const store_audit *audit);
 
 /* --- users ------------------------------------------------------------------- */
 /* NULL leaves a field; "" clears phone or email. STORE_EXISTS sets conflict. */
 int store_user_update(store *s, uint64_t user_id, const char *name, const char *phone,
-                      const char *email, const char **conflict);
+                      const char *email, const char **conflict, const store_audit *audit);
 /* New hash; revokes every session but `keep` (may be NULL). */
-int store_user_set_password(store *s, uint64_t user_id, const char *hash, const uint8_t *keep);
+int store_user_set_password(store *s, uint64_t user_id, const char *hash, const uint8_t *keep,
+                            const store_audit *audit);
 /* Disabling revokes every session. STORE_NOTFOUND if not a user of the app. */
-int store_user_set_disabled(store *s, uint64_t app_id, uint64_t user_id, int disabled);
+int store_user_set_disabled(store *s, uint64_t app_id, uint64_t user_id, int disabled,
+                            const store_audit *audit);
 /* Removes the user, its indexes, sessions, devices, push tokens and groups. */
-int store_user_delete(store *s, uint64_t user_id);
+int store_user_delete(store *s, uint64_t user_id, const store_audit *audit);
 int store_users_list(store *s, uint64_t app_id, size_t offset, size_t limit, store_user ***out,
                      size_t *n);
 void store_users_free(store_user **list, size_t n);
 
 /* --- admin tokens, groups, audit ---------------------------------------------- */
 /* Stores an admin session (ss->app_id set; admin and no expiry). */
-int store_admin_token_create(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store_session *ss);
+int store_admin_token_create(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store_session *ss,
+                             const store_audit *audit);
 typedef void (*store_admin_token_fn)(const uint8_t hash[CRYPTO_HASH_BYTES],
                                      const store_session *ss, void *arg);
 int store_admin_tokens_list(store *s, uint64_t app_id, store_admin_token_fn fn, void *arg);
-int store_group_set(store *s, uint64_t app_id, uint64_t group_id, uint64_t user_id);
+int store_group_set(store *s, uint64_t app_id, uint64_t group_id, uint64_t user_id,
+                    const store_audit *audit);
 int store_group_admin(store *s, uint64_t app_id, uint64_t group_id, uint64_t *user_id);
-int store_audit_append(store *s, const store_audit *entry);
 typedef void (*store_audit_fn)(const store_audit *entry, void *arg);
 int store_audit_list(store *s, store_audit_fn fn, void *arg);
 

@@ -103,7 +103,7 @@ static int try_user(store *s, uint64_t app_id, const char *name, const char *pho
     u.password_hash = (char *)(hash ? hash : "$argon2id$fake");
     u.created_ms = 1700000000123;
     *conflict = NULL;
-    int rc = store_user_create(s, &u, conflict);
+    int rc = store_user_create(s, &u, conflict, NULL);
     if (user_id)
         *user_id = u.user_id;
     return rc;
@@ -535,7 +535,7 @@ static void test_login_with_device(void **state)
     assert_push(f->s, 1, STORE_OK, app, "dev-1");
 
     /* The client binds an APNs token to dev-1. */
-    assert_int_equal(store_device_bind(f->s, app, user, 1, "apns-1", "apns"), STORE_OK);
+    assert_int_equal(store_device_bind(f->s, app, user, 1, "apns-1", "apns", NULL), STORE_OK);
     assert_device_token(f->s, app, "dev-1", "apns-1", "apns");
     assert_device_token(f->s, app, "dev-2", "", "");
 
@@ -574,7 +574,7 @@ static void test_device_moves_to_another_user(void **state)
     assert_int_equal(do_login(f->s, app, bob, "bob-phone", 2, 1, "ua", &sn), STORE_OK);
     assert_int_equal(sn, 1);
 
-    assert_int_equal(store_device_bind(f->s, app, alice, 1, "alice-fcm", "fcm"), STORE_OK);
+    assert_int_equal(store_device_bind(f->s, app, alice, 1, "alice-fcm", "fcm", NULL), STORE_OK);
     assert_device_token(f->s, app, "shared", "alice-fcm", "fcm");
 
     /* bob logs in on "shared": it becomes his device 2 (not alice's 1). */
@@ -748,7 +748,7 @@ static void test_other_process_writes_are_visible(void **state)
         u.phone = "+15550123";
         u.email = "";
         u.password_hash = "$child";
-        if (store_user_create(s, &u, &conflict) != STORE_OK)
+        if (store_user_create(s, &u, &conflict, NULL) != STORE_OK)
             code = 11;
         /* And the child sees what the parent wrote before the fork. */
         else if (store_user_lookup(s, app, LOGIN_NAME, "parent-1", &(uint64_t){0}) != STORE_OK)
@@ -808,7 +808,7 @@ static void test_other_process_grows_map(void **state)
             u.name = name;
             u.phone = u.email = "";
             u.password_hash = big;
-            if (store_user_create(c, &u, &conflict) != STORE_OK)
+            if (store_user_create(c, &u, &conflict, NULL) != STORE_OK)
                 code = 11;
         }
         store_close(c);
