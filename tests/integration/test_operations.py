@@ -251,6 +251,30 @@ class Purge(unittest.TestCase):
             srv.stop()
 
 
+class AuditAtomicity(unittest.TestCase):
+    def test_a_refused_change_leaves_no_audit_record(self):
+        srv = Server()
+        srv.create_app("a")
+        srv.add_user("first", "first-password", pwhash_ops=1, pwhash_mem=8)
+        second = srv.add_user("second", "second-password", pwhash_ops=1, pwhash_mem=8)
+        admin = srv.secret(srv.cli("admin-token", "create", "--data", srv.data).stdout.strip())
+        srv.start(*LOW)
+        try:
+            hdr = {"access-token": admin}
+            r = srv.request("POST", "/admin/user/update", {"user_id": second, "name": "first"},
+                            headers=hdr)
+            self.assertEqual(r.status, 409, r.body)
+            r = srv.request("POST", "/admin/user/update", {"user_id": second, "name": "renamed"},
+                            headers=hdr)
+            self.assertEqual(r.status, 200, r.body)
+            audit = srv.cli("audit", "--data", srv.data).stdout.splitlines()
+            updates = [line for line in audit if " UpdateUser " in line]
+            self.assertEqual(len(updates), 1, audit)  # the refused rename left nothing
+            self.assertIn("user_id=%d" % second, updates[0])
+        finally:
+            srv.stop()
+
+
 class StartUp(unittest.TestCase):
     def test_data_path_that_is_a_file(self):
         srv = Server()
