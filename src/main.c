@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <unistd.h>
 #include "account.h"
 #include "config.h"
@@ -219,7 +220,21 @@ static int cmd_app_create(args *a)
 /* The password is one line on stdin, so it stays out of argv and history. */
 static size_t read_password(char *buf, size_t len)
 {
-    if (!fgets(buf, (int)len, stdin)) {
+    struct termios saved, quiet;
+    int tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
+    if (tty) {
+        /* A person typing: ask, and do not echo the password. */
+        fputs("password: ", stderr);
+        quiet = saved;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
+    char *got = fgets(buf, (int)len, stdin);
+    if (tty) {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+        fputc('\n', stderr);
+    }
+    if (!got) {
         fprintf(stderr, "tokend: expected the password on stdin\n");
         exit(2);
     }
