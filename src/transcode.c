@@ -773,88 +773,199 @@ static json_t *real_json(double d)
     return json_real(d);
 }
 
-static json_t *bytes_json(const ProtobufCBinaryData *b)
-{
-    size_t cap = sodium_base64_ENCODED_LEN(b->len, sodium_base64_VARIANT_ORIGINAL);
-    char small[256], *buf = cap <= sizeof small ? small : malloc(cap);
-    json_t *j;
+/* ---------------------------------------------------------------------------
+ * Output: messages as JSON text
+ *
+ * Written straight into one growing buffer, walking the descriptors: a tree
+ * of json_t values (a malloc and a hash insert per field) cost more than the
+ * rest of a Verify call. jansson still writes what needs care - escaped
+ * strings and real numbers - and plain strings (valid UTF-8, nothing to
+ * escape: nearly all of them) are copied as they are, which is exactly the
+ * text jansson would produce for them.
+ * ------------------------------------------------------------------------- */
 
-    if (!buf) return NULL;
-    sodium_bin2base64(buf, cap, b->data, b->len, sodium_base64_VARIANT_ORIGINAL);
-    j = json_stringn_nocheck(buf, cap - 1);
-    if (buf != small) free(buf);
-    return j;
+typedef struct {
+    char *p;
+    size_t len, cap;
+    bool bad; /* out of memory, or a value that cannot be written */
+} textbuf;
+
+static bool tb_reserve(textbuf *b, size_t n)
+{
+    size_t cap;
+    char *p;
+
+    if (b->bad) return false;
+    if (b->len + n <= b->cap) return true;
+    for (cap = b->cap ? b->cap : 512; cap < b->len + n; cap *= 2)
+        ;
+    if (!(p = realloc(b->p, cap))) {
+        b->bad = true;
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
 }
 
-static json_t *message_to_json(const ProtobufCMessage *msg);
+static void tb_put(textbuf *b, const char *s, size_t n)
+{
+    if (tb_reserve(b, n)) {
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+    }
+}
 
-static json_t *value_to_json(const ProtobufCFieldDescriptor *f, const void *slot)
+#define tb_lit(b, s) tb_put((b), (s), sizeof(s) - 1)
+
+static void tb_uint(textbuf *b, uint64_t v)
+{
+    char t[24], *e = t + sizeof t, *q = e;
+
+    do *--q = (char)('0' + v % 10);
+    while (v /= 10);
+    tb_put(b, q, (size_t)(e - q));
+}
+
+static void tb_int(textbuf *b, int64_t v)
+{
+    if (v < 0) {
+        tb_lit(b, "-");
+        tb_uint(b, (uint64_t)0 - (uint64_t)v);
+    } else {
+        tb_uint(b, (uint64_t)v);
+    }
+}
+
+/* The text of a jansson value (which it takes), as json_dumpb writes it. */
+static void tb_json(textbuf *b, json_t *j)
+{
+    const size_t flags = JSON_ENCODE_ANY | JSON_COMPACT;
+    size_t n;
+
+    if (!j) {
+        b->bad = true;
+        return;
+    }
+    n = json_dumpb(j, NULL, 0, flags);
+    if (n && tb_reserve(b, n) && json_dumpb(j, b->p + b->len, n, flags) == n)
+        b->len += n;
+    else
+        b->bad = true;
+    json_decref(j);
+}
+
+static void tb_string(textbuf *b, const char *s, size_t n)
+{
+    size_t i, len;
+
+    for (i = 0; i < n; i += len) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == '"' || c == '\\') break;
+        if (!(len = utf8_seq((const unsigned char *)s + i, n - i))) break;
+    }
+    if (i < n) {
+        tb_json(b, string_json(s, n)); /* escapes, or bytes that are not UTF-8 */
+        return;
+    }
+    if (tb_reserve(b, n + 2)) {
+        b->p[b->len++] = '"';
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+        b->p[b->len++] = '"';
+    }
+}
+
+static void tb_bytes(textbuf *b, const ProtobufCBinaryData *bin)
+{
+    size_t cap = sodium_base64_ENCODED_LEN(bin->len, sodium_base64_VARIANT_ORIGINAL);
+
+    if (!tb_reserve(b, cap + 2)) return;
+    b->p[b->len++] = '"';
+    sodium_bin2base64(b->p + b->len, cap, bin->data, bin->len, sodium_base64_VARIANT_ORIGINAL);
+    b->len += cap - 1;
+    b->p[b->len++] = '"';
+}
+
+static void write_message(textbuf *b, const ProtobufCMessage *msg);
+
+static void write_value(textbuf *b, const ProtobufCFieldDescriptor *f, const void *slot)
 {
     switch (f->type) {
     case PROTOBUF_C_TYPE_INT32:
     case PROTOBUF_C_TYPE_SINT32:
-    case PROTOBUF_C_TYPE_SFIXED32: return json_integer(*(const int32_t *)slot);
+    case PROTOBUF_C_TYPE_SFIXED32: tb_int(b, *(const int32_t *)slot); return;
     case PROTOBUF_C_TYPE_UINT32:
-    case PROTOBUF_C_TYPE_FIXED32: return json_integer(*(const uint32_t *)slot);
+    case PROTOBUF_C_TYPE_FIXED32: tb_uint(b, *(const uint32_t *)slot); return;
     case PROTOBUF_C_TYPE_INT64:
     case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64: return json_integer(*(const int64_t *)slot);
+    case PROTOBUF_C_TYPE_SFIXED64: tb_int(b, *(const int64_t *)slot); return;
     case PROTOBUF_C_TYPE_UINT64:
     case PROTOBUF_C_TYPE_FIXED64: {
         uint64_t u = *(const uint64_t *)slot;
-        char buf[24];
-        if (u <= INT64_MAX) return json_integer((json_int_t)u);
-        snprintf(buf, sizeof buf, "%" PRIu64, u); /* beyond json_int_t */
-        return json_string_nocheck(buf);
+        if (u > INT64_MAX) tb_lit(b, "\""); /* beyond json_int_t: a decimal string */
+        tb_uint(b, u);
+        if (u > INT64_MAX) tb_lit(b, "\"");
+        return;
     }
-    case PROTOBUF_C_TYPE_FLOAT: return real_json(*(const float *)slot);
-    case PROTOBUF_C_TYPE_DOUBLE: return real_json(*(const double *)slot);
-    case PROTOBUF_C_TYPE_BOOL: return json_boolean(*(const protobuf_c_boolean *)slot);
+    case PROTOBUF_C_TYPE_FLOAT: tb_json(b, real_json(*(const float *)slot)); return;
+    case PROTOBUF_C_TYPE_DOUBLE: tb_json(b, real_json(*(const double *)slot)); return;
+    case PROTOBUF_C_TYPE_BOOL:
+        if (*(const protobuf_c_boolean *)slot) tb_lit(b, "true");
+        else tb_lit(b, "false");
+        return;
     case PROTOBUF_C_TYPE_ENUM: {
         int32_t e = *(const int32_t *)slot;
         const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(f->descriptor, e);
         /* A number the schema does not know (from a newer peer) stays a number. */
-        return ev ? json_string_nocheck(ev->name) : json_integer(e);
+        if (ev) tb_string(b, ev->name, strlen(ev->name));
+        else tb_int(b, e);
+        return;
     }
     case PROTOBUF_C_TYPE_STRING: {
         const char *s = *(char *const *)slot;
-        return s ? string_json(s, strlen(s)) : json_null();
+        if (s) tb_string(b, s, strlen(s));
+        else tb_lit(b, "null");
+        return;
     }
-    case PROTOBUF_C_TYPE_BYTES: return bytes_json(slot);
+    case PROTOBUF_C_TYPE_BYTES: tb_bytes(b, slot); return;
     case PROTOBUF_C_TYPE_MESSAGE: {
         const ProtobufCMessage *m = *(ProtobufCMessage *const *)slot;
-        return m ? message_to_json(m) : json_null();
+        if (m) write_message(b, m);
+        else tb_lit(b, "null");
+        return;
     }
     }
-    return NULL;
+    b->bad = true;
 }
 
 /* One field's JSON value. Unset fields with presence (a proto2 or proto3
  * `optional` scalar, an absent submessage) are null: the name is still
  * there, and null reads back as "leave at default". */
-static json_t *field_to_json(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
+static void write_field(textbuf *b, const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
 {
     const char *base = (const char *)msg;
 
     if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-        size_t n = *(const size_t *)(base + f->quantifier_offset);
+        size_t n = *(const size_t *)(base + f->quantifier_offset), i;
         const char *arr = *(char *const *)(base + f->offset);
-        size_t size = value_size(f->type), i;
-        json_t *a = json_array();
+        size_t size = value_size(f->type);
 
-        for (i = 0; a && i < n; i++) {
-            if (json_array_append_new(a, value_to_json(f, arr + i * size))) {
-                json_decref(a);
-                return NULL;
-            }
+        tb_lit(b, "[");
+        for (i = 0; i < n; i++) {
+            if (i) tb_lit(b, ",");
+            write_value(b, f, arr + i * size);
         }
-        return a;
+        tb_lit(b, "]");
+        return;
     }
     if (f->label == PROTOBUF_C_LABEL_OPTIONAL && !(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
         f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE &&
-        !*(const protobuf_c_boolean *)(base + f->quantifier_offset))
-        return json_null();
-    return value_to_json(f, base + f->offset);
+        !*(const protobuf_c_boolean *)(base + f->quantifier_offset)) {
+        tb_lit(b, "null");
+        return;
+    }
+    write_value(b, f, base + f->offset);
 }
 
 static bool oneof_unset(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
@@ -864,72 +975,57 @@ static bool oneof_unset(const ProtobufCMessage *msg, const ProtobufCFieldDescrip
 }
 
 /* Every field in descriptor (field number) order, except the oneof members
- * that are not the one set. */
-static json_t *message_to_json(const ProtobufCMessage *msg)
+ * that are not the one set. Field names come from the schema: identifiers,
+ * nothing to escape. */
+static void write_message(textbuf *b, const ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *desc = msg->descriptor;
-    json_t *obj = json_object();
+    bool first = true;
     unsigned i;
 
-    for (i = 0; obj && i < desc->n_fields; i++) {
+    tb_lit(b, "{");
+    for (i = 0; i < desc->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &desc->fields[i];
 
         if (oneof_unset(msg, f)) continue;
-        if (json_object_set_new_nocheck(obj, f->name, field_to_json(msg, f))) {
-            json_decref(obj);
-            return NULL;
-        }
+        if (!first) tb_lit(b, ",");
+        first = false;
+        tb_lit(b, "\"");
+        tb_put(b, f->name, strlen(f->name));
+        tb_lit(b, "\":");
+        write_field(b, msg, f);
     }
-    return obj;
+    tb_lit(b, "}");
 }
-
-static json_t *data_json(const ProtobufCMessage *data, const char *data_field)
-{
-    const ProtobufCFieldDescriptor *f;
-
-    if (!data) return json_null();
-    if (!data_field) return message_to_json(data);
-    if (!(f = protobuf_c_message_descriptor_get_field_by_name(data->descriptor, data_field)))
-        return NULL;
-    return oneof_unset(data, f) ? json_null() : field_to_json(data, f);
-}
-
-/* Most envelopes are a few hundred bytes; one this size is dumped once. A
- * larger one is dumped again into a buffer of the size the first pass
- * measured, which is cheaper than growing a buffer chunk by chunk. */
-#define ENVELOPE_GUESS 1024
 
 int transcode_envelope(int code, const char *message, const ProtobufCMessage *data,
                        const char *data_field, char **out, size_t *out_len)
 {
-    const size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER;
-    json_t *root = json_object();
-    size_t cap = ENVELOPE_GUESS, n = 0;
-    char *buf = NULL;
-    int bad;
+    textbuf b = {0};
+    const ProtobufCFieldDescriptor *f = NULL;
 
     *out = NULL;
     *out_len = 0;
-    if (!root) return -1;
-    /* set_new steals the value even when it fails, so all three run. */
-    bad = json_object_set_new_nocheck(root, "code", json_integer(code));
-    bad |= json_object_set_new_nocheck(root, "message",
-                                       message ? string_json(message, strlen(message)) : json_null());
-    bad |= json_object_set_new_nocheck(root, "data", data_json(data, data_field));
-    if (!bad && (buf = malloc(cap)) && (n = json_dumpb(root, buf, cap, flags)) >= cap) {
-        char *bigger = realloc(buf, n + 1);
-        cap = n + 1;
-        if (!bigger || json_dumpb(root, bigger, cap, flags) != n) n = 0;
-        buf = bigger ? bigger : buf;
-    }
-    json_decref(root);
-    if (n == 0) {
-        free(buf);
+    if (data && data_field &&
+        !(f = protobuf_c_message_descriptor_get_field_by_name(data->descriptor, data_field)))
+        return -1;
+    tb_lit(&b, "{\"code\":");
+    tb_int(&b, code);
+    tb_lit(&b, ",\"message\":");
+    if (message) tb_string(&b, message, strlen(message));
+    else tb_lit(&b, "null");
+    tb_lit(&b, ",\"data\":");
+    if (!data || (f && oneof_unset(data, f))) tb_lit(&b, "null");
+    else if (f) write_field(&b, data, f);
+    else write_message(&b, data);
+    tb_lit(&b, "}");
+    if (!tb_reserve(&b, 1)) {
+        free(b.p);
         return -1;
     }
-    buf[n] = '\0'; /* not counted in out_len, but handy for logging */
-    *out = buf;
-    *out_len = n;
+    b.p[b.len] = '\0'; /* not counted in out_len, but handy for logging */
+    *out = b.p;
+    *out_len = b.len;
     return 0;
 }
 
