@@ -33,6 +33,7 @@ typedef struct server {
     SSL_CTX *ssl;
     struct addrinfo *addr;
     volatile int stopping;
+    pthread_barrier_t ready;        /* every loop set up: signals may reach them */
     unsigned nthreads;
     server_thread *threads;
 } server;
@@ -110,11 +111,27 @@ static int open_listener(const struct addrinfo *ai)
     return fd;
 }
 
+/* Everything h2o of a loop is made on the loop's own thread: h2o keeps
+ * per-thread state (the socket buffer prototype and its recycling list are
+ * __thread), and a socket made on another thread would keep using that
+ * thread's list from this one - a race that ends in a use-after-free. */
 static void *run_thread(void *arg)
 {
     server_thread *t = arg;
     server *s = t->server;
-    h2o_evloop_t *loop = t->h2o.loop;
+    h2o_evloop_t *loop = h2o_evloop_create();
+    h2o_context_init(&t->h2o, loop, &s->h2o);
+    h2o_multithread_queue_t *q = h2o_multithread_create_queue(loop);
+    h2o_multithread_register_receiver(q, &t->jobs, on_jobs);
+    h2o_multithread_register_receiver(q, &t->wakeup, on_wakeup);
+    t->accept.ctx = &t->h2o;
+    t->accept.hosts = s->h2o.hosts;
+    t->accept.ssl_ctx = s->ssl;
+    t->listener = h2o_evloop_socket_create(loop, t->fd, H2O_SOCKET_FLAG_DONT_READ);
+    t->listener->data = t;
+    h2o_socket_read_start(t->listener, on_accept);
+    pthread_barrier_wait(&s->ready);
+
     while (!s->stopping)
         h2o_evloop_run(loop, INT32_MAX);
     /* Stop taking connections; let calls in flight finish, within a bound. */
@@ -196,30 +213,6 @@ static int resolve(const char *listen, struct addrinfo **out)
     return 0;
 }
 
-static int start_thread(server *s, server_thread *t, const router *router)
-{
-    int fd = open_listener(s->addr);
-    if (fd < 0) {
-        fprintf(stderr, "tokend: cannot listen on %s: %s\n", s->ctx->config->listen,
-                strerror(errno));
-        return -1;
-    }
-    h2o_evloop_t *loop = h2o_evloop_create();
-    h2o_context_init(&t->h2o, loop, &s->h2o);
-    h2o_multithread_queue_t *q = h2o_multithread_create_queue(loop);
-    h2o_multithread_register_receiver(q, &t->jobs, on_jobs);
-    h2o_multithread_register_receiver(q, &t->wakeup, on_wakeup);
-    t->server = s;
-    t->max_conns = (s->ctx->config->max_connections + s->nthreads - 1) / s->nthreads;
-    t->accept.ctx = &t->h2o;
-    t->accept.hosts = s->h2o.hosts;
-    t->accept.ssl_ctx = s->ssl;
-    t->listener = h2o_evloop_socket_create(loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-    t->listener->data = t;
-    h2o_socket_read_start(t->listener, on_accept);
-    return pthread_create(&t->tid, NULL, run_thread, t) == 0 ? 0 : -1;
-}
-
 int server_run(tokend_ctx *ctx, const router *router)
 {
     tokend_config *cfg = ctx->config;
@@ -255,13 +248,28 @@ int server_run(tokend_ctx *ctx, const router *router)
 
     s.nthreads = cfg->threads ? cfg->threads : 1;
     s.threads = calloc(s.nthreads, sizeof *s.threads);
+    /* Every listener first, so a port in use fails before any thread runs. */
     for (unsigned i = 0; i < s.nthreads; i++) {
-        if (start_thread(&s, &s.threads[i], router) != 0) {
-            s.nthreads = i;
-            sig = -1;
-            break;
+        server_thread *t = &s.threads[i];
+        if ((t->fd = open_listener(s.addr)) < 0) {
+            fprintf(stderr, "tokend: cannot listen on %s: %s\n", cfg->listen, strerror(errno));
+            while (i--)
+                close(s.threads[i].fd);
+            freeaddrinfo(s.addr);
+            free(s.threads);
+            return 1;
         }
+        t->server = &s;
+        t->max_conns = (cfg->max_connections + s.nthreads - 1) / s.nthreads;
     }
+    pthread_barrier_init(&s.ready, NULL, s.nthreads + 1);
+    for (unsigned i = 0; i < s.nthreads; i++)
+        if (pthread_create(&s.threads[i].tid, NULL, run_thread, &s.threads[i]) != 0) {
+            fprintf(stderr, "tokend: cannot start an event-loop thread\n");
+            abort();  /* the others wait at the barrier for it */
+        }
+    pthread_barrier_wait(&s.ready);
+    pthread_barrier_destroy(&s.ready);
     pthread_mutex_init(&s.purge_lock, NULL);
     pthread_cond_init(&s.purge_wake, NULL);
     if (sig == 0 && pthread_create(&s.purger, NULL, run_purger, &s) != 0)
@@ -286,6 +294,7 @@ int server_run(tokend_ctx *ctx, const router *router)
         h2o_multithread_send_message(&s.threads[i].wakeup, NULL);
     for (unsigned i = 0; i < s.nthreads; i++)
         pthread_join(s.threads[i].tid, NULL);
+    free(s.threads);
     freeaddrinfo(s.addr);
     return sig < 0 ? 1 : 0;
 }

@@ -14,6 +14,7 @@ typedef struct server_thread {
     h2o_multithread_receiver_t wakeup;  /* shutdown */
     h2o_accept_ctx_t accept;
     h2o_socket_t *listener;
+    int fd;                             /* the listener, opened before the thread */
     unsigned inflight;                  /* calls answered not yet: shutdown waits */
     unsigned conns, max_conns;          /* open connections on this loop */
     pthread_t tid;

@@ -209,12 +209,15 @@ class KillNine(unittest.TestCase):
             kills = 0
             for rnd in range(ROUNDS):
                 stop = threading.Event()
-                threads = [threading.Thread(target=load, args=(srv, admin, ledger, rnd, t, stop))
+                # daemon: a failure below must not leave the process waiting on them
+                threads = [threading.Thread(target=load, args=(srv, admin, ledger, rnd, t, stop),
+                                            daemon=True)
                            for t in range(THREADS)]
                 for t in threads:
                     t.start()
                 time.sleep(random.uniform(*LOAD_SECONDS))
                 if srv.proc.poll() is not None:
+                    stop.set()
                     self.fail("tokend died on its own under load (exit %s): %s" %
                               (srv.proc.returncode, srv.logs()[-3000:]))
                 os.kill(srv.proc.pid, signal.SIGKILL)
