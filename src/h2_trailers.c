@@ -18,10 +18,6 @@
  *      END_STREAM and queue it on the connection's streams-to-proceed list,
  *      exactly where h2o puts a stream whose final DATA frame was queued;
  *      after the next write completes h2o closes and frees it.
- * Whole (a body that fits one DATA frame and both flow-control windows:
- * every unary reply tokend sends): HEADERS (h2o's encoder), DATA and the
- * trailing HEADERS are appended to the write buffer together and the
- * windows consumed as h2o's DATA path would, so the reply is one write.
  * Trailers-Only (body.len == 0): the trailers are appended to the response
  * headers, the HEADERS frame is encoded with h2o's own HPACK encoder into the
  * write buffer, its END_STREAM flag is set, and the stream is finished as
@@ -37,9 +33,7 @@
  *     `stream_id`, `_ostr_final`, `_refs.link`, `_refs.scheduler`,
  *     `send_state`, `_data`;
  *   - h2o_http2_conn_t's `state`, `peer_settings.max_frame_size`,
- *     `_write.buf`, `_write.streams_to_proceed`, `_write.window`,
- *     `_output_header_table`; the stream's `output_window` and the inline
- *     h2o_http2_window_get_window() / h2o_http2_window_consume_window();
+ *     `_write.buf`, `_write.streams_to_proceed`, `_output_header_table`;
  *   - h2o_http2_stream_set_state() (inline), h2o_http2_conn_get_stream()
  *     (inline, through the khash stand-in), h2o_http2_conn_request_write(),
  *     h2o_hpack_flatten_response(), and the scheduler ref's `_self_is_active`;
@@ -228,50 +222,6 @@ static void on_stop(h2o_generator_t *self, h2o_req_t *req)
      * memory is in req->pool, nothing to do */
 }
 
-/* Appends the response HEADERS frame(s) of req, with h2o's own encoder. */
-static void append_response_headers(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
-                                    int end_stream)
-{
-    h2o_timestamp_t ts;
-    h2o_get_timestamp(conn->super.ctx, &req->pool, &ts);
-    size_t at = conn->_write.buf->size;
-    h2o_hpack_flatten_response(&conn->_write.buf, &conn->_output_header_table, stream->stream_id,
-                               conn->peer_settings.max_frame_size, &req->res, &ts, &conn->super.ctx->globalconf->server_name,
-                               SIZE_MAX);
-    uint8_t *frame = (uint8_t *)conn->_write.buf->bytes + at;
-    if (conn->_write.buf->size < at + H2O_HTTP2_FRAME_HEADER_SIZE || frame[3] != H2O_HTTP2_FRAME_TYPE_HEADERS)
-        h2o_fatal("h2_trailers: unexpected output of h2o_hpack_flatten_response");
-    if (end_stream)
-        frame[4] |= H2O_HTTP2_FRAME_FLAG_END_STREAM;
-}
-
-/* A body that fits one DATA frame and both flow-control windows goes out with
- * its headers and trailers in one write: HEADERS, DATA, HEADERS+END_STREAM,
- * the windows consumed as h2o's DATA path would. This is every unary gRPC
- * reply tokend sends; the general path below costs a second write. */
-static int respond_whole(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
-                         struct trailers_generator *gen, h2o_iovec_t body)
-{
-    if (body.len > conn->peer_settings.max_frame_size ||
-        h2o_http2_window_get_window(&stream->output_window) < (ssize_t)body.len ||
-        h2o_http2_window_get_window(&conn->_write.window) < (ssize_t)body.len)
-        return -1;
-    h2o_start_response(req, &gen->super); /* lets header filters run */
-    append_response_headers(conn, stream, req, 0);
-    h2o_iovec_t dst = h2o_buffer_reserve(&conn->_write.buf, H2O_HTTP2_FRAME_HEADER_SIZE + body.len);
-    if (dst.base == NULL)
-        h2o_fatal("no memory");
-    uint8_t *p = put_frame_header((uint8_t *)dst.base, body.len, H2O_HTTP2_FRAME_TYPE_DATA, 0, stream->stream_id);
-    memcpy(p, body.base, body.len);
-    conn->_write.buf->size += H2O_HTTP2_FRAME_HEADER_SIZE + body.len;
-    h2o_http2_window_consume_window(&stream->output_window, body.len);
-    h2o_http2_window_consume_window(&conn->_write.window, body.len);
-    append_trailer_frames(conn, stream->stream_id, gen->block);
-    h2o_http2_stream_set_state(conn, stream, H2O_HTTP2_STREAM_STATE_SEND_BODY);
-    finish_stream(conn, stream);
-    return 0;
-}
-
 static void respond_trailers_only(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
                                   struct trailers_generator *gen, const h2o_header_t *trailers, size_t num_trailers)
 {
@@ -282,7 +232,17 @@ static void respond_trailers_only(h2o_http2_conn_t *conn, h2o_http2_stream_t *st
         h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 1, NULL, value.base, value.len);
     }
     h2o_start_response(req, &gen->super); /* lets header filters run */
-    append_response_headers(conn, stream, req, 1);
+
+    h2o_timestamp_t ts;
+    h2o_get_timestamp(conn->super.ctx, &req->pool, &ts);
+    size_t at = conn->_write.buf->size;
+    h2o_hpack_flatten_response(&conn->_write.buf, &conn->_output_header_table, stream->stream_id,
+                               conn->peer_settings.max_frame_size, &req->res, &ts, &conn->super.ctx->globalconf->server_name,
+                               SIZE_MAX);
+    uint8_t *frame = (uint8_t *)conn->_write.buf->bytes + at;
+    if (conn->_write.buf->size < at + H2O_HTTP2_FRAME_HEADER_SIZE || frame[3] != H2O_HTTP2_FRAME_TYPE_HEADERS)
+        h2o_fatal("h2_trailers: unexpected output of h2o_hpack_flatten_response");
+    frame[4] |= H2O_HTTP2_FRAME_FLAG_END_STREAM;
 
     /* SEND_HEADERS -> SEND_BODY -> END_STREAM, as h2o's own send path does */
     h2o_http2_stream_set_state(conn, stream, H2O_HTTP2_STREAM_STATE_SEND_BODY);
@@ -315,8 +275,6 @@ int h2_trailers_respond(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *tr
         return 0;
     }
 
-    if (respond_whole(conn, stream, req, gen, body) == 0)
-        return 0;
     h2o_iovec_t buf = h2o_strdup(&req->pool, body.base, body.len);
     h2o_start_response(req, &gen->super);
     /* Straight to the stream's final ostream (what h2o_send does when no
