@@ -361,6 +361,13 @@ static int get_by_id(store *s, int db, uint64_t id, const ProtobufCMessageDescri
     return rc;
 }
 
+/* A user record and its key, inside the caller's transaction. */
+static int get_user_txn(store *s, MDB_txn *txn, uint64_t user_id, uint8_t uid[8], store_user **u)
+{
+    put_u64(uid, user_id);
+    return get_msg(s, txn, DB_USERS, uid, 8, &tokend__v1__store__user__descriptor, (void **)u);
+}
+
 int store_app_get(store *s, uint64_t app_id, store_app **out)
 {
     return get_by_id(s, DB_APPS, app_id, &tokend__v1__store__app__descriptor, (void **)out);
@@ -465,8 +472,7 @@ int store_user_rehash(store *s, uint64_t user_id, const char *old_hash, const ch
     int rc = txn_begin(s, 0, &txn);
     if (rc != STORE_OK)
         return rc;
-    put_u64(key, user_id);
-    rc = get_msg(s, txn, DB_USERS, key, 8, &tokend__v1__store__user__descriptor, (void **)&u);
+    rc = get_user_txn(s, txn, user_id, key, &u);
     /* A password changed meanwhile wins over the upgrade of the old one. */
     if (rc == STORE_OK && strcmp(u->password_hash, old_hash) == 0) {
         char *keep = u->password_hash;
@@ -1101,8 +1107,7 @@ int store_user_update(store *s, uint64_t user_id, const char *name, const char *
     int rc = txn_begin(s, 0, &txn);
     if (rc != STORE_OK)
         return rc;
-    put_u64(uid, user_id);
-    rc = get_msg(s, txn, DB_USERS, uid, 8, &tokend__v1__store__user__descriptor, (void **)&u);
+    rc = get_user_txn(s, txn, user_id, uid, &u);
     if (rc == STORE_OK && name &&
         (rc = set_login_index(s, txn, u->app_id, LOGIN_NAME, u->name, name, uid)) == STORE_EXISTS)
         *conflict = "name";
@@ -1135,8 +1140,7 @@ int store_user_set_password(store *s, uint64_t user_id, const char *hash, const 
     int rc = txn_begin(s, 0, &txn);
     if (rc != STORE_OK)
         return rc;
-    put_u64(uid, user_id);
-    rc = get_msg(s, txn, DB_USERS, uid, 8, &tokend__v1__store__user__descriptor, (void **)&u);
+    rc = get_user_txn(s, txn, user_id, uid, &u);
     if (rc == STORE_OK) {
         char *old = u->password_hash;
         u->password_hash = (char *)hash;
@@ -1159,8 +1163,7 @@ int store_user_set_disabled(store *s, uint64_t app_id, uint64_t user_id, int dis
     int rc = txn_begin(s, 0, &txn);
     if (rc != STORE_OK)
         return rc;
-    put_u64(uid, user_id);
-    rc = get_msg(s, txn, DB_USERS, uid, 8, &tokend__v1__store__user__descriptor, (void **)&u);
+    rc = get_user_txn(s, txn, user_id, uid, &u);
     if (rc == STORE_OK && u->app_id != app_id)
         rc = STORE_NOTFOUND;
     if (rc == STORE_OK) {
@@ -1193,8 +1196,7 @@ int store_user_delete(store *s, uint64_t user_id, const store_audit *audit)
     int rc = txn_begin(s, 0, &txn);
     if (rc != STORE_OK)
         return rc;
-    put_u64(uid, user_id);
-    rc = get_msg(s, txn, DB_USERS, uid, 8, &tokend__v1__store__user__descriptor, (void **)&u);
+    rc = get_user_txn(s, txn, user_id, uid, &u);
     if (rc == STORE_OK) {
         device_scan d = {.app_id = u->app_id, .user_id = user_id};
         rc = devices_txn(s, txn, &d);
