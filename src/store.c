@@ -1,26 +1,10 @@
 /* store.c - the LMDB environment under every store_*.c file.
  *
- * Databases (keys are big-endian so scans are ordered):
- *   meta           "key" | "next_app" | "next_user" | "default_app" -> value
- *   apps           app_id(8)                        -> App
- *   users          user_id(8)                       -> User
- *   logins         app_id(8) kind(1) text           -> user_id(8)   unique index
- *   sessions       token hash(32)                   -> Session
- *   user_sessions  user_id(8) token hash(32)        -> ""           for logout-all
- *   store_tokens   store token hash(32)             -> token hash(32)
- *   devices        app_id(8) device_guid            -> Device
- *   user_devices   user_id(8) app_id(8) device_guid -> ""
- *   push_tokens    push token hash(32)              -> app_id(8) device_guid
- *   expiry         expire_ms(8) token hash(32)      -> ""           for the purge
- *   app_users      app_id(8) user_id(8)             -> ""           for listing
- *   admin_tokens   app_id(8) token hash(32)         -> ""           for listing
- *   groups         app_id(8) group_id(8)            -> admin user_id(8)
- *   audit          sequence(8)                      -> AuditEntry
- *
  * This file holds what every topic needs and none owns: opening the
  * environment, growing the map, transactions, id counters, the audit log
  * and prefix scans. The topics live in store_users.c, store_sessions.c and
- * store_devices.c; store_internal.h is what they share.
+ * store_devices.c; store_internal.h is what they share, the databases and
+ * their key layouts included.
  *
  * The environment is opened with MDB_NOTLS so read transactions are not
  * tied to threads (event loops and workers share one handle). */
@@ -204,9 +188,8 @@ int with_audit(store *s, MDB_txn *txn, int rc, const store_audit *audit)
     if (rc != STORE_OK || !audit)
         return rc;
     rc = next_id(s, txn, "next_audit", 1, &seq);
-    put_u64(key, seq);
     if (rc == STORE_OK)
-        rc = put_msg(s, txn, DB_AUDIT, key, 8, &audit->base, MDB_NOOVERWRITE);
+        rc = put_msg(s, txn, DB_AUDIT, key, audit_key(key, seq), &audit->base, MDB_NOOVERWRITE);
     return rc;
 }
 
@@ -298,17 +281,14 @@ const uint8_t *store_token_key(const store *s)
     return s->token_key;
 }
 
-/* One record by its 8-byte id, in a read transaction of its own. */
-int get_by_id(store *s, int db, uint64_t id, const ProtobufCMessageDescriptor *desc,
-              void **out)
+int get_one(store *s, int db, const void *k, size_t klen, const ProtobufCMessageDescriptor *desc,
+            void **out)
 {
     MDB_txn *txn;
-    uint8_t key[8];
     int rc = txn_begin(s, MDB_RDONLY, &txn);
     if (rc != STORE_OK)
         return rc;
-    put_u64(key, id);
-    rc = get_msg(s, txn, db, key, 8, desc, out);
+    rc = get_msg(s, txn, db, k, klen, desc, out);
     txn_abort(s, txn);
     return rc;
 }

@@ -10,16 +10,6 @@
 #include <string.h>
 #include "store_internal.h"
 
-static size_t device_key(uint8_t *key, uint64_t app_id, const char *guid)
-{
-    size_t n = strlen(guid);
-    if (n > STORE_GUID_MAX)
-        n = STORE_GUID_MAX;
-    put_u64(key, app_id);
-    memcpy(key + 8, guid, n);
-    return 8 + n;
-}
-
 /* One more than the highest serial number among the user's devices. */
 static int free_device_sn(store *s, MDB_txn *txn, uint64_t user_id, uint32_t *sn)
 {
@@ -30,13 +20,13 @@ static int free_device_sn(store *s, MDB_txn *txn, uint64_t user_id, uint32_t *sn
     int rc = mdb_cursor_open(txn, s->db[DB_USER_DEVICES], &cur);
     if (rc != MDB_SUCCESS)
         return map_rc(rc);
-    put_u64(prefix, user_id);
-    k.mv_size = 8, k.mv_data = prefix;
+    k.mv_size = user_device_key(prefix, user_id, NULL, 0), k.mv_data = prefix;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
          rc == MDB_SUCCESS && k.mv_size >= 16 && memcmp(k.mv_data, prefix, 8) == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         store_device *d = NULL;
-        if (get_msg(s, txn, DB_DEVICES, (uint8_t *)k.mv_data + 8, k.mv_size - 8,
+        if (get_msg(s, txn, DB_DEVICES, (uint8_t *)k.mv_data + USER_DEVICE_DKEY,
+                    k.mv_size - USER_DEVICE_DKEY,
                     &tokend__v1__store__device__descriptor, (void **)&d) == STORE_OK) {
             if (d->user_id == user_id && d->device_sn > max)
                 max = d->device_sn;
@@ -53,7 +43,7 @@ static int free_device_sn(store *s, MDB_txn *txn, uint64_t user_id, uint32_t *sn
 int move_device(store *s, MDB_txn *txn, store_login *login)
 {
     store_session *ss = login->session;
-    uint8_t dkey[8 + STORE_GUID_MAX], udkey[16 + STORE_GUID_MAX];
+    uint8_t dkey[DEVICE_KEY_MAX], udkey[USER_DEVICE_KEY_MAX];
     size_t dlen = device_key(dkey, ss->app_id, ss->device_guid);
     store_device *old = NULL, dev = TOKEND__V1__STORE__DEVICE__INIT;
     int rc = get_msg(s, txn, DB_DEVICES, dkey, dlen, &tokend__v1__store__device__descriptor,
@@ -67,9 +57,8 @@ int move_device(store *s, MDB_txn *txn, store_login *login)
             rc = del_raw(s, txn, DB_PUSH_TOKENS, old->push_token_hash.data,
                          old->push_token_hash.len);
         if (rc == STORE_OK && old->user_id != ss->user_id) {
-            put_u64(udkey, old->user_id);
-            memcpy(udkey + 8, dkey, dlen);
-            rc = del_raw(s, txn, DB_USER_DEVICES, udkey, 8 + dlen);
+            rc = del_raw(s, txn, DB_USER_DEVICES, udkey,
+                         user_device_key(udkey, old->user_id, dkey, dlen));
         } else if (rc == STORE_OK) {
             dev.device_sn = old->device_sn;
         }
@@ -99,11 +88,9 @@ int move_device(store *s, MDB_txn *txn, store_login *login)
     if (rc == STORE_OK)
         rc = put_raw(s, txn, DB_PUSH_TOKENS, login->push_token_hash, CRYPTO_HASH_BYTES, dkey,
                      dlen, MDB_NOOVERWRITE);
-    if (rc == STORE_OK) {
-        put_u64(udkey, ss->user_id);
-        memcpy(udkey + 8, dkey, dlen);
-        rc = put_raw(s, txn, DB_USER_DEVICES, udkey, 8 + dlen, "", 0, 0);
-    }
+    if (rc == STORE_OK)
+        rc = put_raw(s, txn, DB_USER_DEVICES, udkey,
+                     user_device_key(udkey, ss->user_id, dkey, dlen), "", 0, 0);
     login->device_sn = dev.device_sn;
     return rc;
 }
@@ -111,7 +98,7 @@ int move_device(store *s, MDB_txn *txn, store_login *login)
 int store_device_get(store *s, uint64_t app_id, const char *guid, store_device **out)
 {
     MDB_txn *txn;
-    uint8_t key[8 + STORE_GUID_MAX];
+    uint8_t key[DEVICE_KEY_MAX];
     int rc = txn_begin(s, MDB_RDONLY, &txn);
     if (rc != STORE_OK)
         return rc;
@@ -148,10 +135,10 @@ static int collect_device(store *s, MDB_txn *txn, const uint8_t *key, size_t len
 {
     device_scan *d = arg;
     store_device *dev = NULL;
-    if (len < 16 || get_u64(key + 8) != d->app_id)
+    if (len < 16 || get_u64(key + USER_DEVICE_DKEY) != d->app_id)
         return 0;
-    int rc = get_msg(s, txn, DB_DEVICES, key + 8, len - 8, &tokend__v1__store__device__descriptor,
-                     (void **)&dev);
+    int rc = get_msg(s, txn, DB_DEVICES, key + USER_DEVICE_DKEY, len - USER_DEVICE_DKEY,
+                     &tokend__v1__store__device__descriptor, (void **)&dev);
     if (rc == STORE_NOTFOUND)
         return 0;
     if (rc != STORE_OK)
@@ -208,7 +195,7 @@ int store_devices_list(store *s, uint64_t app_id, uint64_t user_id, store_device
 int forget_device_txn(store *s, MDB_txn *txn, uint64_t app_id, store_device *dev,
                       int forget)
 {
-    uint8_t dkey[8 + STORE_GUID_MAX], udkey[16 + STORE_GUID_MAX];
+    uint8_t dkey[DEVICE_KEY_MAX], udkey[USER_DEVICE_KEY_MAX];
     size_t dlen = device_key(dkey, app_id, dev->device_guid);
     revoke_filter f = {NULL, dev->device_guid, 0};
     int rc = STORE_OK;
@@ -219,11 +206,10 @@ int forget_device_txn(store *s, MDB_txn *txn, uint64_t app_id, store_device *dev
     if (rc != STORE_OK)
         return rc;
     if (forget) {
-        put_u64(udkey, dev->user_id);
-        memcpy(udkey + 8, dkey, dlen);
         rc = del_raw(s, txn, DB_DEVICES, dkey, dlen);
         if (rc == STORE_OK)
-            rc = del_raw(s, txn, DB_USER_DEVICES, udkey, 8 + dlen);
+            rc = del_raw(s, txn, DB_USER_DEVICES, udkey,
+                         user_device_key(udkey, dev->user_id, dkey, dlen));
         return rc;
     }
     dev->push_token_hash.len = 0;
@@ -259,7 +245,7 @@ int store_device_bind(store *s, uint64_t app_id, uint64_t user_id, uint32_t sn,
 {
     MDB_txn *txn;
     device_scan d = {.app_id = app_id, .user_id = user_id, .sn = sn};
-    uint8_t dkey[8 + STORE_GUID_MAX];
+    uint8_t dkey[DEVICE_KEY_MAX];
     int rc = txn_begin(s, 0, &txn);
     if (rc != STORE_OK)
         return rc;

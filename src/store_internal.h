@@ -18,6 +18,24 @@
  * shared library with a function of the same name keeps its own. */
 #pragma GCC visibility push(hidden)
 
+/* The named databases. Keys are big-endian so scans come out in order;
+ * each index's key is made by its builder below and nowhere else.
+ *   meta           "key" | "next_app" | "next_user" | "default_app" -> value
+ *   apps           app_id(8)                        -> App
+ *   users          user_id(8)                       -> User
+ *   logins         app_id(8) kind(1) text           -> user_id(8)   unique index
+ *   sessions       token hash(32)                   -> Session
+ *   user_sessions  user_id(8) token hash(32)        -> ""           for logout-all
+ *   store_tokens   store token hash(32)             -> token hash(32)
+ *   devices        app_id(8) device_guid            -> Device
+ *   user_devices   user_id(8) app_id(8) device_guid -> ""
+ *   push_tokens    push token hash(32)              -> app_id(8) device_guid
+ *   expiry         expire_ms(8) token hash(32)      -> ""           for the purge
+ *   app_users      app_id(8) user_id(8)             -> ""           for listing
+ *   admin_tokens   app_id(8) token hash(32)         -> ""           for listing
+ *   groups         app_id(8) group_id(8)            -> admin user_id(8)
+ *   audit          sequence(8)                      -> AuditEntry
+ * sessions, store_tokens and push_tokens are keyed by the token hash itself. */
 enum { DB_META, DB_APPS, DB_USERS, DB_LOGINS, DB_SESSIONS, DB_USER_SESSIONS, DB_STORE_TOKENS,
        DB_DEVICES, DB_USER_DEVICES, DB_PUSH_TOKENS, DB_EXPIRY, DB_APP_USERS, DB_ADMIN_TOKENS,
        DB_GROUPS, DB_AUDIT, DB_COUNT };
@@ -49,6 +67,106 @@ static inline uint64_t get_u64(const uint8_t *p)
     return v;
 }
 
+/* --- key layouts: one builder per index ------------------------------------ */
+
+static inline size_t app_key(uint8_t key[8], uint64_t app_id)
+{
+    put_u64(key, app_id);
+    return 8;
+}
+
+static inline size_t user_key(uint8_t key[8], uint64_t user_id)
+{
+    put_u64(key, user_id);
+    return 8;
+}
+
+static inline size_t audit_key(uint8_t key[8], uint64_t seq)
+{
+    put_u64(key, seq);
+    return 8;
+}
+
+/* A text longer than the key allows is cut: LMDB keys are at most 511 bytes. */
+static inline size_t login_key(uint8_t key[KEY_MAX], uint64_t app_id, login_kind kind,
+                               const char *text)
+{
+    size_t n = strlen(text);
+    if (n > KEY_MAX - 9)
+        n = KEY_MAX - 9;
+    put_u64(key, app_id);
+    key[8] = (uint8_t)kind;
+    memcpy(key + 9, text, n);
+    return 9 + n;
+}
+
+#define DEVICE_KEY_MAX (8 + STORE_GUID_MAX)
+
+static inline size_t device_key(uint8_t key[DEVICE_KEY_MAX], uint64_t app_id, const char *guid)
+{
+    size_t n = strlen(guid);
+    if (n > STORE_GUID_MAX)
+        n = STORE_GUID_MAX;
+    put_u64(key, app_id);
+    memcpy(key + 8, guid, n);
+    return 8 + n;
+}
+
+/* user_devices: the user, then the device's own key, so the user's devices
+ * are one prefix scan and each entry leads to its device record. With
+ * dlen 0 this is that prefix. */
+#define USER_DEVICE_KEY_MAX (8 + DEVICE_KEY_MAX)
+#define USER_DEVICE_DKEY 8     /* where the device key starts */
+
+static inline size_t user_device_key(uint8_t *key, uint64_t user_id,
+                                     const uint8_t *dkey, size_t dlen)
+{
+    put_u64(key, user_id);
+    if (dlen)
+        memcpy(key + USER_DEVICE_DKEY, dkey, dlen);
+    return USER_DEVICE_DKEY + dlen;
+}
+
+/* A session is listed under its owner: a user's in user_sessions, an admin
+ * token under its app in admin_tokens. Returns the index it belongs in. */
+#define OWNER_KEY_LEN (8 + CRYPTO_HASH_BYTES)
+#define OWNER_KEY_HASH 8       /* where the token hash starts */
+
+static inline int owner_key(uint8_t key[OWNER_KEY_LEN], const store_session *ss,
+                            const uint8_t hash[CRYPTO_HASH_BYTES])
+{
+    put_u64(key, ss->admin ? ss->app_id : ss->user_id);
+    memcpy(key + OWNER_KEY_HASH, hash, CRYPTO_HASH_BYTES);
+    return ss->admin ? DB_ADMIN_TOKENS : DB_USER_SESSIONS;
+}
+
+#define EXPIRY_KEY_LEN (8 + CRYPTO_HASH_BYTES)
+#define EXPIRY_KEY_HASH 8      /* where the token hash starts */
+
+static inline size_t expiry_key(uint8_t key[EXPIRY_KEY_LEN], int64_t expire_ms,
+                                const uint8_t hash[CRYPTO_HASH_BYTES])
+{
+    put_u64(key, (uint64_t)expire_ms);
+    memcpy(key + EXPIRY_KEY_HASH, hash, CRYPTO_HASH_BYTES);
+    return EXPIRY_KEY_LEN;
+}
+
+#define APP_USER_UID 8         /* where the user key starts */
+
+static inline size_t app_user_key(uint8_t key[16], uint64_t app_id, uint64_t user_id)
+{
+    put_u64(key, app_id);
+    put_u64(key + APP_USER_UID, user_id);
+    return 16;
+}
+
+static inline size_t group_key(uint8_t key[16], uint64_t app_id, uint64_t group_id)
+{
+    put_u64(key, app_id);
+    put_u64(key + 8, group_id);
+    return 16;
+}
+
 /* --- transactions (store.c) ------------------------------------------------- */
 
 int map_rc(int rc);
@@ -69,8 +187,9 @@ int put_raw(store *s, MDB_txn *txn, int db, const void *k, size_t klen, const vo
 /* Deleting what is not there is not an error. */
 int del_raw(store *s, MDB_txn *txn, int db, const void *k, size_t klen);
 int get_u64_value(store *s, MDB_txn *txn, int db, const void *k, size_t klen, uint64_t *v);
-int get_by_id(store *s, int db, uint64_t id, const ProtobufCMessageDescriptor *desc,
-              void **out);
+/* One record, in a read transaction of its own. */
+int get_one(store *s, int db, const void *k, size_t klen, const ProtobufCMessageDescriptor *desc,
+            void **out);
 int next_id(store *s, MDB_txn *txn, const char *name, uint64_t first, uint64_t *id);
 int with_audit(store *s, MDB_txn *txn, int rc, const store_audit *audit);
 
@@ -97,9 +216,6 @@ typedef struct {
     uint32_t sn;               /* 0: every device */
     store_device **list;
     size_t n, cap;
-    const uint8_t *found_key;  /* for find_device */
-    size_t found_len;
-    uint8_t key_copy[8 + STORE_GUID_MAX];
 } device_scan;
 
 int move_device(store *s, MDB_txn *txn, store_login *login);

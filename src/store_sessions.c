@@ -15,16 +15,13 @@
 static int put_session(store *s, MDB_txn *txn, const uint8_t hash[CRYPTO_HASH_BYTES],
                        const store_session *ss)
 {
-    uint8_t ikey[8 + CRYPTO_HASH_BYTES];
+    uint8_t okey[OWNER_KEY_LEN], ekey[EXPIRY_KEY_LEN];
     int rc = put_msg(s, txn, DB_SESSIONS, hash, CRYPTO_HASH_BYTES, &ss->base, MDB_NOOVERWRITE);
-    memcpy(ikey + 8, hash, CRYPTO_HASH_BYTES);
-    put_u64(ikey, ss->admin ? ss->app_id : ss->user_id);
+    int owner_db = owner_key(okey, ss, hash);
     if (rc == STORE_OK)
-        rc = put_raw(s, txn, ss->admin ? DB_ADMIN_TOKENS : DB_USER_SESSIONS, ikey, sizeof ikey,
-                     "", 0, 0);
-    put_u64(ikey, (uint64_t)ss->expire_ms);
+        rc = put_raw(s, txn, owner_db, okey, sizeof okey, "", 0, 0);
     if (rc == STORE_OK && ss->expire_ms > 0)
-        rc = put_raw(s, txn, DB_EXPIRY, ikey, sizeof ikey, "", 0, 0);
+        rc = put_raw(s, txn, DB_EXPIRY, ekey, expiry_key(ekey, ss->expire_ms, hash), "", 0, 0);
     return rc;
 }
 
@@ -74,9 +71,9 @@ static int visit_session(store *s, MDB_txn *txn, const uint8_t *key, size_t len,
 {
     session_scan *sc = arg;
     store_session *ss = NULL;
-    if (len != 8 + CRYPTO_HASH_BYTES)
+    if (len != OWNER_KEY_LEN)
         return 0;
-    int rc = get_msg(s, txn, DB_SESSIONS, key + 8, CRYPTO_HASH_BYTES,
+    int rc = get_msg(s, txn, DB_SESSIONS, key + OWNER_KEY_HASH, CRYPTO_HASH_BYTES,
                      &tokend__v1__store__session__descriptor, (void **)&ss);
     if (rc != STORE_OK && rc != STORE_NOTFOUND)
         return rc;
@@ -95,19 +92,17 @@ static int scan_sessions(store *s, MDB_txn *txn, int db, uint64_t id, session_fn
 static int revoke_txn(store *s, MDB_txn *txn, const uint8_t hash[CRYPTO_HASH_BYTES])
 {
     store_session *ss = NULL;
-    uint8_t ikey[8 + CRYPTO_HASH_BYTES];
+    uint8_t okey[OWNER_KEY_LEN], ekey[EXPIRY_KEY_LEN];
     int rc = get_msg(s, txn, DB_SESSIONS, hash, CRYPTO_HASH_BYTES,
                      &tokend__v1__store__session__descriptor, (void **)&ss);
     if (rc != STORE_OK)
         return rc;
     rc = del_raw(s, txn, DB_SESSIONS, hash, CRYPTO_HASH_BYTES);
-    memcpy(ikey + 8, hash, CRYPTO_HASH_BYTES);
-    put_u64(ikey, ss->admin ? ss->app_id : ss->user_id);
+    int owner_db = owner_key(okey, ss, hash);
     if (rc == STORE_OK)
-        rc = del_raw(s, txn, ss->admin ? DB_ADMIN_TOKENS : DB_USER_SESSIONS, ikey, sizeof ikey);
-    put_u64(ikey, (uint64_t)ss->expire_ms);
+        rc = del_raw(s, txn, owner_db, okey, sizeof okey);
     if (rc == STORE_OK && ss->expire_ms > 0)
-        rc = del_raw(s, txn, DB_EXPIRY, ikey, sizeof ikey);
+        rc = del_raw(s, txn, DB_EXPIRY, ekey, expiry_key(ekey, ss->expire_ms, hash));
     if (rc == STORE_OK && ss->store_token_hash.len == CRYPTO_HASH_BYTES)
         rc = del_raw(s, txn, DB_STORE_TOKENS, ss->store_token_hash.data, CRYPTO_HASH_BYTES);
     protobuf_c_message_free_unpacked(&ss->base, NULL);
@@ -119,7 +114,7 @@ static int revoke_matching(store *s, MDB_txn *txn, const uint8_t *key, size_t le
                            const store_session *ss, void *arg)
 {
     revoke_filter *f = arg;
-    const uint8_t *hash = key + 8;
+    const uint8_t *hash = key + OWNER_KEY_HASH;
     int rc;
     if ((f->keep && memcmp(hash, f->keep, CRYPTO_HASH_BYTES) == 0) ||
         (f->only && memcmp(hash, f->only, CRYPTO_HASH_BYTES) != 0))
@@ -176,8 +171,8 @@ static int drop_orphan(store *s, MDB_txn *txn, const uint8_t *key, size_t len, v
     store_device *d = NULL;
     if (len < 16)
         return 0;
-    int rc = get_msg(s, txn, DB_DEVICES, key + 8, len - 8, &tokend__v1__store__device__descriptor,
-                     (void **)&d);
+    int rc = get_msg(s, txn, DB_DEVICES, key + USER_DEVICE_DKEY, len - USER_DEVICE_DKEY,
+                     &tokend__v1__store__device__descriptor, (void **)&d);
     if (rc != STORE_OK)
         return rc == STORE_NOTFOUND ? 0 : rc;
     if (d->push_token_hash.len && d->user_id == get_u64(key) && !has_guid(o->live, d->device_guid)) {
@@ -185,7 +180,8 @@ static int drop_orphan(store *s, MDB_txn *txn, const uint8_t *key, size_t len, v
         d->push_token_hash.len = 0;
         d->push_token_sealed.len = 0;
         if (rc == STORE_OK)
-            rc = put_msg(s, txn, DB_DEVICES, key + 8, len - 8, &d->base, 0);
+            rc = put_msg(s, txn, DB_DEVICES, key + USER_DEVICE_DKEY, len - USER_DEVICE_DKEY,
+                         &d->base, 0);
     }
     protobuf_c_message_free_unpacked(&d->base, NULL);
     return rc;
@@ -292,11 +288,10 @@ int store_admin_token_create(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], st
 {
     MDB_txn *txn;
     uint8_t akey[8];
-    MDB_val k = {8, akey}, v;
+    MDB_val k = {app_key(akey, ss->app_id), akey}, v;
     int rc = txn_begin(s, 0, &txn);
     if (rc != STORE_OK)
         return rc;
-    put_u64(akey, ss->app_id);
     rc = map_rc(mdb_get(txn, s->db[DB_APPS], &k, &v));
     ss->admin = 1;
     if (rc == STORE_OK)
@@ -314,7 +309,7 @@ static int visit_admin(store *s, MDB_txn *txn, const uint8_t *key, size_t len,
 {
     admin_walk *w = arg;
     if (ss)
-        w->fn(key + 8, ss, w->arg);
+        w->fn(key + OWNER_KEY_HASH, ss, w->arg);
     return 0;
 }
 
@@ -345,8 +340,8 @@ int store_purge_expired(store *s, int64_t now_ms, size_t max, size_t *purged)
     if ((rc = map_rc(mdb_cursor_open(txn, s->db[DB_EXPIRY], &cur))) != STORE_OK)
         return txn_end(txn, rc);
     while (*purged < max && (r = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == MDB_SUCCESS &&
-           k.mv_size == 8 + CRYPTO_HASH_BYTES && (int64_t)get_u64(k.mv_data) < now_ms) {
-        memcpy(hash, (uint8_t *)k.mv_data + 8, CRYPTO_HASH_BYTES);
+           k.mv_size == EXPIRY_KEY_LEN && (int64_t)get_u64(k.mv_data) < now_ms) {
+        memcpy(hash, (uint8_t *)k.mv_data + EXPIRY_KEY_HASH, CRYPTO_HASH_BYTES);
         rc = revoke_txn(s, txn, hash);
         if (rc == STORE_NOTFOUND)  /* index without session: drop the index */
             rc = map_rc(mdb_cursor_del(cur, 0));

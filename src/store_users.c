@@ -20,10 +20,8 @@ int store_app_create(store *s, store_app *app)
     if (rc != STORE_OK)
         return rc;
     rc = next_id(s, txn, "next_app", 1000, &app->app_id);
-    if (rc == STORE_OK) {
-        put_u64(key, app->app_id);
-        rc = put_msg(s, txn, DB_APPS, key, 8, &app->base, MDB_NOOVERWRITE);
-    }
+    if (rc == STORE_OK)
+        rc = put_msg(s, txn, DB_APPS, key, app_key(key, app->app_id), &app->base, MDB_NOOVERWRITE);
     /* The first app of a data directory serves requests that name none. */
     if (rc == STORE_OK &&
         get_u64_value(s, txn, DB_META, "default_app", 11, &dflt) == STORE_NOTFOUND)
@@ -34,13 +32,15 @@ int store_app_create(store *s, store_app *app)
 /* A user record and its key, inside the caller's transaction. */
 static int get_user_txn(store *s, MDB_txn *txn, uint64_t user_id, uint8_t uid[8], store_user **u)
 {
-    put_u64(uid, user_id);
-    return get_msg(s, txn, DB_USERS, uid, 8, &tokend__v1__store__user__descriptor, (void **)u);
+    return get_msg(s, txn, DB_USERS, uid, user_key(uid, user_id),
+                   &tokend__v1__store__user__descriptor, (void **)u);
 }
 
 int store_app_get(store *s, uint64_t app_id, store_app **out)
 {
-    return get_by_id(s, DB_APPS, app_id, &tokend__v1__store__app__descriptor, (void **)out);
+    uint8_t key[8];
+    return get_one(s, DB_APPS, key, app_key(key, app_id), &tokend__v1__store__app__descriptor,
+                   (void **)out);
 }
 
 int store_default_app(store *s, uint64_t *app_id)
@@ -52,17 +52,6 @@ int store_default_app(store *s, uint64_t *app_id)
     rc = get_u64_value(s, txn, DB_META, "default_app", 11, app_id);
     txn_abort(s, txn);
     return rc;
-}
-
-static size_t login_key(uint8_t *key, uint64_t app_id, login_kind kind, const char *text)
-{
-    size_t n = strlen(text);
-    if (n > KEY_MAX - 9)
-        n = KEY_MAX - 9;
-    put_u64(key, app_id);
-    key[8] = (uint8_t)kind;
-    memcpy(key + 9, text, n);
-    return 9 + n;
 }
 
 static int index_login(store *s, MDB_txn *txn, uint64_t app_id, login_kind kind,
@@ -79,15 +68,14 @@ int store_user_create(store *s, store_user *user, const char **conflict, const s
 {
     MDB_txn *txn;
     uint8_t uid[8], akey[8];
-    MDB_val k = {8, akey}, v;
+    MDB_val k = {app_key(akey, user->app_id), akey}, v;
     int rc = txn_begin(s, 0, &txn);
     if (rc != STORE_OK)
         return rc;
-    put_u64(akey, user->app_id);
     rc = mdb_get(txn, s->db[DB_APPS], &k, &v) == MDB_SUCCESS ? STORE_OK : STORE_NOTFOUND;
     if (rc == STORE_OK)
         rc = next_id(s, txn, "next_user", 10000, &user->user_id);
-    put_u64(uid, user->user_id);
+    user_key(uid, user->user_id);
     if (rc == STORE_OK && (rc = index_login(s, txn, user->app_id, LOGIN_NAME, user->name, uid)) ==
                               STORE_EXISTS)
         *conflict = "name";
@@ -101,9 +89,8 @@ int store_user_create(store *s, store_user *user, const char **conflict, const s
         rc = put_msg(s, txn, DB_USERS, uid, 8, &user->base, MDB_NOOVERWRITE);
     if (rc == STORE_OK) {
         uint8_t au[16];
-        memcpy(au, akey, 8);
-        memcpy(au + 8, uid, 8);
-        rc = put_raw(s, txn, DB_APP_USERS, au, 16, "", 0, 0);
+        rc = put_raw(s, txn, DB_APP_USERS, au, app_user_key(au, user->app_id, user->user_id), "",
+                     0, 0);
     }
     /* The record names the user made here: its id exists only now. */
     if (rc == STORE_OK && audit) {
@@ -118,7 +105,9 @@ int store_user_create(store *s, store_user *user, const char **conflict, const s
 
 int store_user_get(store *s, uint64_t user_id, store_user **out)
 {
-    return get_by_id(s, DB_USERS, user_id, &tokend__v1__store__user__descriptor, (void **)out);
+    uint8_t key[8];
+    return get_one(s, DB_USERS, key, user_key(key, user_id), &tokend__v1__store__user__descriptor,
+                   (void **)out);
 }
 
 int store_user_lookup(store *s, uint64_t app_id, login_kind kind, const char *text,
@@ -285,11 +274,8 @@ int store_user_delete(store *s, uint64_t user_id, const store_audit *audit)
         rc = del_raw(s, txn, DB_LOGINS, key, login_key(key, u->app_id, LOGIN_EMAIL, u->email));
     if (rc == STORE_OK)
         rc = scan_prefix(s, txn, DB_GROUPS, u->app_id, drop_group, &user_id);
-    if (rc == STORE_OK) {
-        put_u64(au, u->app_id);
-        memcpy(au + 8, uid, 8);
-        rc = del_raw(s, txn, DB_APP_USERS, au, 16);
-    }
+    if (rc == STORE_OK)
+        rc = del_raw(s, txn, DB_APP_USERS, au, app_user_key(au, u->app_id, user_id));
     if (rc == STORE_OK)
         rc = del_raw(s, txn, DB_USERS, uid, 8);
     if (u)
@@ -311,7 +297,7 @@ static int collect_user(store *s, MDB_txn *txn, const uint8_t *key, size_t len, 
         p->skip--;
         return 0;
     }
-    int rc = get_msg(s, txn, DB_USERS, key + 8, 8, &tokend__v1__store__user__descriptor,
+    int rc = get_msg(s, txn, DB_USERS, key + APP_USER_UID, 8, &tokend__v1__store__user__descriptor,
                      (void **)&p->list[p->n]);
     if (rc == STORE_OK)
         p->n++;
@@ -349,10 +335,9 @@ int store_group_set(store *s, uint64_t app_id, uint64_t group_id, uint64_t user_
     int rc = txn_begin(s, 0, &txn);
     if (rc != STORE_OK)
         return rc;
-    put_u64(key, app_id);
-    put_u64(key + 8, group_id);
     put_u64(val, user_id);
-    return txn_end(txn, with_audit(s, txn, put_raw(s, txn, DB_GROUPS, key, 16, val, 8, 0), audit));
+    rc = put_raw(s, txn, DB_GROUPS, key, group_key(key, app_id, group_id), val, 8, 0);
+    return txn_end(txn, with_audit(s, txn, rc, audit));
 }
 
 int store_group_admin(store *s, uint64_t app_id, uint64_t group_id, uint64_t *user_id)
@@ -362,9 +347,7 @@ int store_group_admin(store *s, uint64_t app_id, uint64_t group_id, uint64_t *us
     int rc = txn_begin(s, MDB_RDONLY, &txn);
     if (rc != STORE_OK)
         return rc;
-    put_u64(key, app_id);
-    put_u64(key + 8, group_id);
-    rc = get_u64_value(s, txn, DB_GROUPS, key, 16, user_id);
+    rc = get_u64_value(s, txn, DB_GROUPS, key, group_key(key, app_id, group_id), user_id);
     txn_abort(s, txn);
     return rc;
 }
