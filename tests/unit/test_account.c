@@ -16,53 +16,9 @@
 #include "account.h"
 #include "crypto.h"
 #include "store.h"
+#include "fixture.h"
 
 static const crypto_pwcost LOW = {1, 8u * 1024 * 1024};
-
-typedef struct {
-    char dir[64];
-    store *s;
-    uint64_t app;
-} fixture;
-
-static void rm_dir(const char *dir)
-{
-    char path[128];
-    snprintf(path, sizeof path, "%s/data.mdb", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/lock.mdb", dir);
-    unlink(path);
-    rmdir(dir);
-}
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    char err[256];
-    store_app app = TOKEND__V1__STORE__APP__INIT;
-    if (!f)
-        return -1;
-    strcpy(f->dir, "/tmp/tokend-account-XXXXXX");
-    if (!mkdtemp(f->dir) || store_open(&f->s, f->dir, (size_t)64 << 20, err, sizeof err) != 0) {
-        free(f);
-        return -1;
-    }
-    app.name = "app";
-    if (store_app_create(f->s, &app) != STORE_OK)
-        return -1;
-    f->app = app.app_id;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    store_close(f->s);
-    rm_dir(f->dir);
-    free(f);
-    return 0;
-}
 
 static account_new mk(uint64_t app, const char *name, const char *phone, const char *email,
                         const char *password)
@@ -269,7 +225,7 @@ int main(void)
 {
     if (crypto_init() != 0)
         return 1;
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup_app, fixture_teardown)
     const struct CMUnitTest tests[] = {
         T(test_invalid_name),
         T(test_invalid_phone),

@@ -18,107 +18,7 @@
 
 #include "crypto.h"
 #include "store.h"
-
-#define TEST_MAPSIZE ((size_t)64 << 20)
-
-typedef struct {
-    char dir[64];
-    store *s;
-} fixture;
-
-static void rm_dir(const char *dir)
-{
-    char path[128];
-    snprintf(path, sizeof path, "%s/data.mdb", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/lock.mdb", dir);
-    unlink(path);
-    rmdir(dir);
-}
-
-static store *open_or_fail(const char *dir, size_t mapsize)
-{
-    char err[256] = "";
-    store *s = NULL;
-    int rc = store_open(&s, dir, mapsize, err, sizeof err);
-    if (rc != STORE_OK)
-        print_error("store_open(%s): %s\n", dir, err);
-    assert_int_equal(rc, STORE_OK);
-    assert_non_null(s);
-    return s;
-}
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    if (!f)
-        return -1;
-    strcpy(f->dir, "/tmp/tokend-store-XXXXXX");
-    if (!mkdtemp(f->dir)) {
-        free(f);
-        return -1;
-    }
-    char err[256];
-    if (store_open(&f->s, f->dir, TEST_MAPSIZE, err, sizeof err) != STORE_OK) {
-        fprintf(stderr, "store_open: %s\n", err);
-        rm_dir(f->dir);
-        free(f);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    store_close(f->s);
-    rm_dir(f->dir);
-    free(f);
-    return 0;
-}
-
-/* --- helpers ------------------------------------------------------------- */
-
-static uint64_t make_app(store *s, const char *name)
-{
-    store_app app = TOKEND__V1__STORE__APP__INIT;
-    app.name = (char *)name;
-    app.token_ttl_ms = 3600000;
-    app.open_registration = 1;
-    app.created_ms = 1700000000000;
-    assert_int_equal(store_app_create(s, &app), STORE_OK);
-    assert_true(app.app_id != 0);
-    return app.app_id;
-}
-
-static int try_user(store *s, uint64_t app_id, const char *name, const char *phone,
-                    const char *email, const char *hash, uint64_t *user_id, const char **conflict)
-{
-    store_user u = TOKEND__V1__STORE__USER__INIT;
-    u.app_id = app_id;
-    u.name = (char *)name;
-    u.phone = (char *)(phone ? phone : "");
-    u.email = (char *)(email ? email : "");
-    u.password_hash = (char *)(hash ? hash : "$argon2id$fake");
-    u.created_ms = 1700000000123;
-    *conflict = NULL;
-    int rc = store_user_create(s, &u, conflict, NULL);
-    if (user_id)
-        *user_id = u.user_id;
-    return rc;
-}
-
-static uint64_t make_user(store *s, uint64_t app_id, const char *name, const char *phone,
-                          const char *email)
-{
-    uint64_t id = 0;
-    const char *conflict = NULL;
-    assert_int_equal(try_user(s, app_id, name, phone, email, NULL, &id, &conflict), STORE_OK);
-    assert_null(conflict);
-    assert_true(id != 0);
-    return id;
-}
+#include "fixture.h"
 
 static void assert_lookup(store *s, uint64_t app_id, login_kind kind, const char *key,
                           int want_rc, uint64_t want_id)
@@ -131,56 +31,6 @@ static void assert_lookup(store *s, uint64_t app_id, login_kind kind, const char
     assert_int_equal(rc, want_rc);
     if (want_rc == STORE_OK)
         assert_int_equal(id, want_id);
-}
-
-static void fill_hash(uint8_t h[CRYPTO_HASH_BYTES], uint8_t tag)
-{
-    for (int i = 0; i < CRYPTO_HASH_BYTES; i++)
-        h[i] = (uint8_t)(tag * 31 + i);
-}
-
-/* One login: session hash tagged `tag`, store token tag+100, push token tag+200. */
-static int do_login(store *s, uint64_t app_id, uint64_t user_id, const char *guid, uint8_t tag,
-                    int32_t platform, const char *ua, uint32_t *sn)
-{
-    store_session sess = TOKEND__V1__STORE__SESSION__INIT;
-    store_login login;
-    memset(&login, 0, sizeof login);
-    sess.user_id = user_id;
-    sess.app_id = app_id;
-    sess.device_guid = (char *)(guid ? guid : "");
-    sess.expire_ms = 1700003600000;
-    sess.access_key_secret = "secret";
-    sess.created_ms = 1700000000000 + tag;
-    login.session = &sess;
-    fill_hash(login.session_hash, tag);
-    fill_hash(login.store_token_hash, (uint8_t)(tag + 100));
-    login.with_device = guid != NULL;
-    fill_hash(login.push_token_hash, (uint8_t)(tag + 200));
-    login.platform = platform;
-    login.user_agent = ua;
-    login.device_sn = 0xFFFFFFFF;
-    int rc = store_login_commit(s, &login);
-    if (sn)
-        *sn = login.device_sn;
-    return rc;
-}
-
-static void assert_push(store *s, uint8_t tag, int want_rc, uint64_t want_app,
-                        const char *want_guid)
-{
-    uint8_t h[CRYPTO_HASH_BYTES];
-    uint64_t app = 0;
-    char guid[STORE_GUID_MAX + 1] = "";
-    fill_hash(h, (uint8_t)(tag + 200));
-    int rc = store_push_lookup(s, h, &app, guid, sizeof guid);
-    if (rc != want_rc)
-        print_error("push lookup of login %u: rc %d, want %d\n", tag, rc, want_rc);
-    assert_int_equal(rc, want_rc);
-    if (want_rc == STORE_OK) {
-        assert_int_equal(app, want_app);
-        assert_string_equal(guid, want_guid);
-    }
 }
 
 static void assert_device(store *s, uint64_t app_id, const char *guid, uint64_t user_id,
@@ -703,8 +553,8 @@ static void test_reopen_durability(void **state)
 static void test_token_key_differs_per_directory(void **state)
 {
     fixture *f = *state;
-    char dir[64] = "/tmp/tokend-store-XXXXXX";
-    assert_non_null(mkdtemp(dir));
+    char dir[64];
+    assert_non_null(make_tmp_dir(dir));
     store *other = open_or_fail(dir, TEST_MAPSIZE);
     assert_memory_not_equal(store_token_key(f->s), store_token_key(other), CRYPTO_KEY_BYTES);
     store_close(other);
@@ -783,9 +633,9 @@ static void test_other_process_writes_are_visible(void **state)
 static void test_other_process_grows_map(void **state)
 {
     (void)state;
-    char dir[64] = "/tmp/tokend-store-XXXXXX";
+    char dir[64];
     int status = 0;
-    assert_non_null(mkdtemp(dir));
+    assert_non_null(make_tmp_dir(dir));
     store *s = open_or_fail(dir, (size_t)1 << 20);
     uint64_t app = make_app(s, "app");
 
@@ -838,11 +688,11 @@ static void test_other_process_grows_map(void **state)
 static void test_small_map_grows(void **state)
 {
     (void)state;
-    char dir[64] = "/tmp/tokend-store-XXXXXX";
+    char dir[64];
     static char big[3000];
     char name[32];
     uint64_t first = 0, id = 0;
-    assert_non_null(mkdtemp(dir));
+    assert_non_null(make_tmp_dir(dir));
     store *s = open_or_fail(dir, (size_t)1 << 20);
     uint64_t app = make_app(s, "app");
     memset(big, 'h', sizeof big - 1);
@@ -901,12 +751,12 @@ static void *read_loop(void *p)
 static void test_map_grows_under_concurrent_reads(void **state)
 {
     (void)state;
-    char dir[64] = "/tmp/tokend-store-XXXXXX";
+    char dir[64];
     static char big[3000];
     char name[32];
     pthread_t readers[2];
     reader_arg a = {0};
-    assert_non_null(mkdtemp(dir));
+    assert_non_null(make_tmp_dir(dir));
     a.s = open_or_fail(dir, (size_t)1 << 20);
     a.app = make_app(a.s, "app");
     a.user_id = make_user(a.s, a.app, "reader-target", NULL, NULL);
@@ -940,7 +790,7 @@ int main(void)
     if (crypto_init() != 0)
         return 1;
     const struct CMUnitTest tests[] = {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
         T(test_app_create_default_and_get),
         T(test_user_create_get_lookup),
         T(test_user_without_phone_or_email),
