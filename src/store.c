@@ -49,8 +49,10 @@ const char *store_strerror(int code)
 static int resize(store *s, size_t size)
 {
     MDB_envinfo info;
-    pthread_rwlock_wrlock(&s->resize);
-    int rc = mdb_env_set_mapsize(s->env, size);
+    int rc = pthread_rwlock_wrlock(&s->resize);
+    if (rc != 0)
+        return rc;
+    rc = mdb_env_set_mapsize(s->env, size);
     if (rc == 0 && mdb_env_info(s->env, &info) == 0)
         s->mapsize = info.me_mapsize;
     pthread_rwlock_unlock(&s->resize);
@@ -75,12 +77,16 @@ int txn_begin(store *s, unsigned flags, MDB_txn **txn)
 {
     if (!(flags & MDB_RDONLY))
         grow_if_needed(s);
-    pthread_rwlock_rdlock(&s->resize);
+    /* A lock that cannot be taken (too many readers) is an error, not a
+     * transaction run without it. */
+    if (pthread_rwlock_rdlock(&s->resize) != 0)
+        return STORE_ERR;
     int rc = mdb_txn_begin(s->env, NULL, flags, txn);
     if (rc == MDB_MAP_RESIZED) {
         pthread_rwlock_unlock(&s->resize);
         resize(s, 0);
-        pthread_rwlock_rdlock(&s->resize);
+        if (pthread_rwlock_rdlock(&s->resize) != 0)
+            return STORE_ERR;
         rc = mdb_txn_begin(s->env, NULL, flags, txn);
     }
     if (rc != MDB_SUCCESS)
@@ -215,7 +221,7 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
     int rc, dead = 0;
 
     if (!s || !dir) {
-        snprintf(err, errlen, "out of memory");
+        snprintf(err, errlen, !s ? "out of memory" : "no data directory given");
         free(s);
         return STORE_ERR;
     }
@@ -243,17 +249,31 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
             goto fail;
         }
     }
-    if (open_key(s, txn) != STORE_OK || (rc = mdb_txn_commit(txn)) != 0) {
-        txn = NULL;
-        snprintf(err, errlen, "cannot initialise data directory %s", dir);
+    /* On failure `fail` aborts the transaction: left open, it would hold
+     * the environment's writer lock. A commit ends it either way. */
+    if (open_key(s, txn) != STORE_OK) {
+        snprintf(err, errlen, "cannot initialise data directory %s: its token key is unreadable",
+                 dir);
+        goto fail;
+    }
+    rc = mdb_txn_commit(txn);
+    txn = NULL;
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot initialise data directory %s: %s", dir, mdb_strerror(rc));
         goto fail;
     }
     /* Writer-preferring: a resize must not starve behind a stream of reads. */
     pthread_rwlockattr_t attr;
-    pthread_rwlockattr_init(&attr);
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&s->resize, &attr);
-    pthread_rwlockattr_destroy(&attr);
+    if ((rc = pthread_rwlockattr_init(&attr)) == 0) {
+        rc = pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+        if (rc == 0)
+            rc = pthread_rwlock_init(&s->resize, &attr);
+        pthread_rwlockattr_destroy(&attr);
+    }
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot create the store's lock: %s", strerror(rc));
+        goto fail;
+    }
     mdb_env_info(s->env, &info);
     s->mapsize = info.me_mapsize;
     *out = s;

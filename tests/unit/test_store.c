@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <lmdb.h>
 
 #include "crypto.h"
 #include "store.h"
@@ -572,6 +573,60 @@ static void test_open_errors(void **state)
     assert_non_null(strstr(err, "/nonexistent-tokend/a/b"));
 }
 
+/* Overwrites the data directory's token key with a value of the wrong size,
+ * straight through LMDB, as a damaged or foreign directory would have it. */
+static void spoil_token_key(const char *dir)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta;
+    MDB_val k = {3, "key"}, v = {5, "short"};
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+    assert_int_equal(mdb_env_open(env, dir, MDB_NOTLS, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* An unreadable key fails the open with a sentence, and leaves no write
+ * transaction behind: one left open would hold the writer lock, and the
+ * next writer of the directory would wait forever. The child finds out
+ * under an alarm, so a regression fails instead of hanging. */
+static void test_open_unreadable_key(void **state)
+{
+    (void)state;
+    char dir[64];
+    int status = 0;
+    assert_non_null(make_tmp_dir(dir));
+    store_close(open_or_fail(dir, TEST_MAPSIZE));
+    spoil_token_key(dir);
+
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char err[256] = "";
+        store *s = NULL;
+        alarm(10);
+        if (store_open(&s, dir, TEST_MAPSIZE, err, sizeof err) != STORE_ERR || s)
+            _exit(10);
+        if (!strstr(err, dir) || !strstr(err, "key"))
+            _exit(11);
+        /* The writer lock is free: a second open gets as far as the key again. */
+        if (store_open(&s, dir, TEST_MAPSIZE, err, sizeof err) != STORE_ERR)
+            _exit(12);
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status))
+        fail_msg("store_open on a spoilt key hung or crashed (signal %d)", WTERMSIG(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    rm_dir(dir);
+}
+
 /* --- several processes --------------------------------------------------- */
 
 static void test_other_process_writes_are_visible(void **state)
@@ -809,6 +864,7 @@ int main(void)
         T(test_other_process_writes_are_visible),
         cmocka_unit_test(test_other_process_grows_map),
         cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_open_unreadable_key),
         cmocka_unit_test(test_small_map_grows),
         cmocka_unit_test(test_map_grows_under_concurrent_reads),
 #undef T
