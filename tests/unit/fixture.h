@@ -146,6 +146,20 @@ static inline uint64_t make_user(store *s, uint64_t app_id, const char *name, co
     return id;
 }
 
+/* A login index finds want_id, or answers want_rc. */
+static inline void assert_lookup(store *s, uint64_t app_id, login_kind kind, const char *key,
+                                 int want_rc, uint64_t want_id)
+{
+    uint64_t id = 0xdeadbeef;
+    int rc = store_user_lookup(s, app_id, kind, key, &id);
+    if (rc != want_rc)
+        print_error("lookup app=%llu kind=%c key=%s: rc %d, want %d\n",
+                    (unsigned long long)app_id, (char)kind, key, rc, want_rc);
+    assert_int_equal(rc, want_rc);
+    if (want_rc == STORE_OK)
+        assert_int_equal(id, want_id);
+}
+
 /* A made-up token hash, different for each tag. */
 static inline void fill_hash(uint8_t h[CRYPTO_HASH_BYTES], uint8_t tag)
 {
@@ -156,9 +170,10 @@ static inline void fill_hash(uint8_t h[CRYPTO_HASH_BYTES], uint8_t tag)
 #define TEST_EXPIRE_MS 1700003600000
 
 /* One login: session hash tagged `tag`, store token tag+100, push token
- * tag+200 (a device only with a guid); expires at TEST_EXPIRE_MS. */
-static inline int do_login(store *s, uint64_t app_id, uint64_t user_id, const char *guid,
-                           uint8_t tag, int32_t platform, const char *ua, uint32_t *sn)
+ * tag+200 (a device only with a guid), expiring at expire_ms. */
+static inline int do_login_until(store *s, uint64_t app_id, uint64_t user_id, const char *guid,
+                                 uint8_t tag, int32_t platform, const char *ua, uint32_t *sn,
+                                 int64_t expire_ms)
 {
     store_session sess = TOKEND__V1__STORE__SESSION__INIT;
     store_login login;
@@ -166,7 +181,7 @@ static inline int do_login(store *s, uint64_t app_id, uint64_t user_id, const ch
     sess.user_id = user_id;
     sess.app_id = app_id;
     sess.device_guid = (char *)(guid ? guid : "");
-    sess.expire_ms = TEST_EXPIRE_MS;
+    sess.expire_ms = expire_ms;
     sess.access_key_secret = "secret";
     sess.created_ms = 1700000000000 + tag;
     login.session = &sess;
@@ -181,6 +196,19 @@ static inline int do_login(store *s, uint64_t app_id, uint64_t user_id, const ch
     if (sn)
         *sn = login.device_sn;
     return rc;
+}
+
+static inline int do_login(store *s, uint64_t app_id, uint64_t user_id, const char *guid,
+                           uint8_t tag, int32_t platform, const char *ua, uint32_t *sn)
+{
+    return do_login_until(s, app_id, user_id, guid, tag, platform, ua, sn, TEST_EXPIRE_MS);
+}
+
+/* A login that must succeed, on a device (guid) or not (NULL). */
+static inline void login_ok(store *s, uint64_t app_id, uint64_t user_id, const char *guid,
+                            uint8_t tag)
+{
+    assert_int_equal(do_login(s, app_id, user_id, guid, tag, 1, "ua", NULL), STORE_OK);
 }
 
 /* The push token of login `tag` resolves (or not) to app and guid. */
@@ -212,6 +240,38 @@ static inline int session_exists(store *s, uint8_t tag)
     if (ss)
         protobuf_c_message_free_unpacked(&ss->base, NULL);
     return rc == STORE_OK;
+}
+
+/* What an admin action hands the store to record. */
+static inline store_audit test_audit(uint64_t app_id, const char *action)
+{
+    store_audit e = TOKEND__V1__STORE__AUDIT_ENTRY__INIT;
+    e.time_ms = 1700000000999;
+    e.app_id = app_id;
+    e.actor = "cli";
+    e.action = (char *)action;
+    e.detail = "";
+    return e;
+}
+
+/* The audit log, one "action detail" line an entry, oldest first. */
+typedef struct {
+    size_t n;
+    char line[16][96];
+} audit_log;
+
+static inline void audit_collect(const store_audit *e, void *arg)
+{
+    audit_log *log = arg;
+    if (log->n < 16)
+        snprintf(log->line[log->n], sizeof log->line[0], "%s %s", e->action, e->detail);
+    log->n++;
+}
+
+static inline void read_audit(store *s, audit_log *log)
+{
+    memset(log, 0, sizeof *log);
+    assert_int_equal(store_audit_list(s, audit_collect, log), STORE_OK);
 }
 
 #endif

@@ -21,19 +21,6 @@
 #include "store.h"
 #include "fixture.h"
 
-static void assert_lookup(store *s, uint64_t app_id, login_kind kind, const char *key,
-                          int want_rc, uint64_t want_id)
-{
-    uint64_t id = 0xdeadbeef;
-    int rc = store_user_lookup(s, app_id, kind, key, &id);
-    if (rc != want_rc)
-        print_error("lookup app=%llu kind=%c key=%s: rc %d, want %d\n",
-                    (unsigned long long)app_id, (char)kind, key, rc, want_rc);
-    assert_int_equal(rc, want_rc);
-    if (want_rc == STORE_OK)
-        assert_int_equal(id, want_id);
-}
-
 static void assert_device(store *s, uint64_t app_id, const char *guid, uint64_t user_id,
                           uint32_t sn, uint8_t push_tag)
 {

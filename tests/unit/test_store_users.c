@@ -1,0 +1,331 @@
+/* test_store_users.c - store_users.c against a real LMDB environment:
+ * updating a user's login names, password and disabled flag, deleting a
+ * user with everything that hangs off it, paging the users of an app,
+ * groups, and the audit log that admin changes write. A refused change
+ * must leave nothing behind, its audit record included. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "store.h"
+#include "fixture.h"
+
+/* The user record, which the caller frees. */
+static store_user *user(store *s, uint64_t user_id)
+{
+    store_user *u = NULL;
+    assert_int_equal(store_user_get(s, user_id, &u), STORE_OK);
+    return u;
+}
+
+static void test_user_update(void **state)
+{
+    fixture *f = *state;
+    uint64_t alice = make_user(f->s, f->app, "alice", "+15550100", "alice@example.com");
+    uint64_t bob = make_user(f->s, f->app, "bob", "+15550101", "bob@example.com");
+    const char *conflict = NULL;
+    store_audit a = test_audit(f->app, "update");
+    audit_log log;
+
+    /* A new name, the phone left alone, the email cleared. */
+    assert_int_equal(store_user_update(f->s, alice, "alicia", NULL, "", &conflict, &a), STORE_OK);
+    store_user *u = user(f->s, alice);
+    assert_string_equal(u->name, "alicia");
+    assert_string_equal(u->phone, "+15550100");
+    assert_string_equal(u->email, "");
+    assert_string_equal(u->password_hash, "$argon2id$fake");
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    assert_lookup(f->s, f->app, LOGIN_NAME, "alice", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, f->app, LOGIN_NAME, "alicia", STORE_OK, alice);
+    assert_lookup(f->s, f->app, LOGIN_PHONE, "+15550100", STORE_OK, alice);
+    assert_lookup(f->s, f->app, LOGIN_EMAIL, "alice@example.com", STORE_NOTFOUND, 0);
+    /* The old name is free for someone else. */
+    make_user(f->s, f->app, "alice", NULL, NULL);
+
+    /* Setting what is already there is no conflict with oneself. */
+    assert_int_equal(store_user_update(f->s, bob, "bob", "+15550101", NULL, &conflict, NULL),
+                     STORE_OK);
+    assert_lookup(f->s, f->app, LOGIN_NAME, "bob", STORE_OK, bob);
+
+    /* A taken email refuses the whole change, the new name included. */
+    read_audit(f->s, &log);
+    assert_int_equal(log.n, 1);
+    assert_int_equal(store_user_update(f->s, alice, "al", NULL, "bob@example.com", &conflict, &a),
+                     STORE_EXISTS);
+    assert_string_equal(conflict, "email");
+    assert_lookup(f->s, f->app, LOGIN_NAME, "al", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, f->app, LOGIN_NAME, "alicia", STORE_OK, alice);
+    assert_lookup(f->s, f->app, LOGIN_EMAIL, "bob@example.com", STORE_OK, bob);
+    read_audit(f->s, &log);
+    assert_int_equal(log.n, 1);
+
+    assert_int_equal(store_user_update(f->s, alice, NULL, "+15550101", NULL, &conflict, NULL),
+                     STORE_EXISTS);
+    assert_string_equal(conflict, "phone");
+    assert_int_equal(store_user_update(f->s, bob + 100, "x", NULL, NULL, &conflict, NULL),
+                     STORE_NOTFOUND);
+}
+
+static void test_user_set_password(void **state)
+{
+    fixture *f = *state;
+    uint64_t alice = make_user(f->s, f->app, "alice", NULL, NULL);
+    uint64_t bob = make_user(f->s, f->app, "bob", NULL, NULL);
+    uint8_t keep[CRYPTO_HASH_BYTES];
+    store_audit a = test_audit(f->app, "change_password");
+    audit_log log;
+
+    login_ok(f->s, f->app, alice, "dev-1", 1);
+    login_ok(f->s, f->app, alice, "dev-2", 2);
+    login_ok(f->s, f->app, alice, NULL, 3);
+    login_ok(f->s, f->app, bob, NULL, 4);
+
+    /* The session that changed it stays; every other one ends. */
+    fill_hash(keep, 2);
+    assert_int_equal(store_user_set_password(f->s, alice, "$new", keep, &a), STORE_OK);
+    store_user *u = user(f->s, alice);
+    assert_string_equal(u->password_hash, "$new");
+    assert_string_equal(u->name, "alice");
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    assert_false(session_exists(f->s, 1));
+    assert_false(session_exists(f->s, 3));
+    assert_true(session_exists(f->s, 2));
+    assert_push(f->s, 1, STORE_NOTFOUND, 0, NULL);
+    assert_push(f->s, 2, STORE_OK, f->app, "dev-2");
+    assert_true(session_exists(f->s, 4));
+    read_audit(f->s, &log);
+    assert_int_equal(log.n, 1);
+    assert_string_equal(log.line[0], "change_password ");
+
+    /* Without a session to keep (an admin's change), all end. */
+    assert_int_equal(store_user_set_password(f->s, alice, "$newer", NULL, NULL), STORE_OK);
+    assert_false(session_exists(f->s, 2));
+    assert_int_equal(store_user_set_password(f->s, bob + 100, "$x", NULL, &a), STORE_NOTFOUND);
+    read_audit(f->s, &log);
+    assert_int_equal(log.n, 1);
+}
+
+static void test_user_set_disabled(void **state)
+{
+    fixture *f = *state;
+    uint64_t other = make_app(f->s, "other");
+    uint64_t alice = make_user(f->s, f->app, "alice", NULL, NULL);
+
+    login_ok(f->s, f->app, alice, "dev-1", 1);
+    login_ok(f->s, f->app, alice, NULL, 2);
+
+    /* Only through the user's own app. */
+    assert_int_equal(store_user_set_disabled(f->s, other, alice, 1, NULL), STORE_NOTFOUND);
+    store_user *u = user(f->s, alice);
+    assert_false(u->disabled);
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    assert_true(session_exists(f->s, 1));
+
+    assert_int_equal(store_user_set_disabled(f->s, f->app, alice, 1, NULL), STORE_OK);
+    u = user(f->s, alice);
+    assert_true(u->disabled);
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    assert_false(session_exists(f->s, 1));
+    assert_false(session_exists(f->s, 2));
+    assert_push(f->s, 1, STORE_NOTFOUND, 0, NULL);
+
+    /* Enabling brings back the flag, not the sessions. */
+    assert_int_equal(store_user_set_disabled(f->s, f->app, alice, 0, NULL), STORE_OK);
+    u = user(f->s, alice);
+    assert_false(u->disabled);
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    assert_false(session_exists(f->s, 1));
+}
+
+static void test_user_delete(void **state)
+{
+    fixture *f = *state;
+    uint64_t alice = make_user(f->s, f->app, "alice", "+15550100", "alice@example.com");
+    uint64_t bob = make_user(f->s, f->app, "bob", NULL, NULL);
+    uint64_t admin = 0;
+    store_device *d = NULL;
+    store_user **list = NULL;
+    size_t n = 0;
+    store_audit a = test_audit(f->app, "delete");
+    audit_log log;
+
+    login_ok(f->s, f->app, alice, "dev-1", 1);
+    login_ok(f->s, f->app, alice, NULL, 2);
+    login_ok(f->s, f->app, bob, "dev-2", 3);
+    assert_int_equal(store_group_set(f->s, f->app, 7, alice, NULL), STORE_OK);
+    assert_int_equal(store_group_set(f->s, f->app, 8, bob, NULL), STORE_OK);
+
+    assert_int_equal(store_user_delete(f->s, alice, &a), STORE_OK);
+    assert_int_equal(store_user_get(f->s, alice, &(store_user *){NULL}), STORE_NOTFOUND);
+    assert_lookup(f->s, f->app, LOGIN_NAME, "alice", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, f->app, LOGIN_PHONE, "+15550100", STORE_NOTFOUND, 0);
+    assert_lookup(f->s, f->app, LOGIN_EMAIL, "alice@example.com", STORE_NOTFOUND, 0);
+    assert_false(session_exists(f->s, 1));
+    assert_false(session_exists(f->s, 2));
+    assert_int_equal(store_device_get(f->s, f->app, "dev-1", &d), STORE_NOTFOUND);
+    assert_push(f->s, 1, STORE_NOTFOUND, 0, NULL);
+    assert_int_equal(store_group_admin(f->s, f->app, 7, &admin), STORE_NOTFOUND);
+    assert_int_equal(store_users_list(f->s, f->app, 0, 10, &list, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(list[0]->user_id, bob);
+    store_users_free(list, n);
+    read_audit(f->s, &log);
+    assert_int_equal(log.n, 1);
+    assert_string_equal(log.line[0], "delete ");
+
+    /* bob keeps everything; alice's name, phone and email are free. */
+    assert_true(session_exists(f->s, 3));
+    assert_push(f->s, 3, STORE_OK, f->app, "dev-2");
+    assert_int_equal(store_group_admin(f->s, f->app, 8, &admin), STORE_OK);
+    assert_int_equal(admin, bob);
+    uint64_t again = make_user(f->s, f->app, "alice", "+15550100", "alice@example.com");
+    assert_true(again != alice);
+
+    assert_int_equal(store_user_delete(f->s, alice, &a), STORE_NOTFOUND);
+    read_audit(f->s, &log);
+    assert_int_equal(log.n, 1);
+}
+
+/* The names of a page of the app's users, joined by spaces. */
+static const char *page(store *s, uint64_t app_id, size_t offset, size_t limit)
+{
+    static char buf[128];
+    store_user **list = NULL;
+    size_t n = 99, len = 0;
+    assert_int_equal(store_users_list(s, app_id, offset, limit, &list, &n), STORE_OK);
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(list[i]->app_id, app_id);
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", i ? " " : "", list[i]->name);
+    }
+    store_users_free(list, n);
+    return buf;
+}
+
+static void test_users_list(void **state)
+{
+    fixture *f = *state;
+    uint64_t other = make_app(f->s, "other");
+    const char *names[] = {"u1", "u2", "u3", "u4", "u5"};
+    for (int i = 0; i < 5; i++) {
+        make_user(f->s, f->app, names[i], NULL, NULL);
+        if (i == 2)
+            make_user(f->s, other, "elsewhere", NULL, NULL);
+    }
+
+    /* In the order they were made, paged. */
+    assert_string_equal(page(f->s, f->app, 0, 10), "u1 u2 u3 u4 u5");
+    assert_string_equal(page(f->s, f->app, 0, 2), "u1 u2");
+    assert_string_equal(page(f->s, f->app, 2, 2), "u3 u4");
+    assert_string_equal(page(f->s, f->app, 4, 2), "u5");
+    assert_string_equal(page(f->s, f->app, 5, 2), "");
+    assert_string_equal(page(f->s, f->app, 0, 0), "");
+    assert_string_equal(page(f->s, other, 0, 10), "elsewhere");
+    assert_string_equal(page(f->s, other + 100, 0, 10), "");
+}
+
+static void test_groups(void **state)
+{
+    fixture *f = *state;
+    uint64_t other = make_app(f->s, "other");
+    uint64_t alice = make_user(f->s, f->app, "alice", NULL, NULL);
+    uint64_t bob = make_user(f->s, f->app, "bob", NULL, NULL);
+    uint64_t admin = 0;
+    store_audit a = test_audit(f->app, "group admin");
+    audit_log log;
+
+    assert_int_equal(store_group_admin(f->s, f->app, 7, &admin), STORE_NOTFOUND);
+    assert_int_equal(store_group_set(f->s, f->app, 7, alice, &a), STORE_OK);
+    assert_int_equal(store_group_admin(f->s, f->app, 7, &admin), STORE_OK);
+    assert_int_equal(admin, alice);
+
+    /* A new admin replaces the old one. */
+    assert_int_equal(store_group_set(f->s, f->app, 7, bob, NULL), STORE_OK);
+    assert_int_equal(store_group_admin(f->s, f->app, 7, &admin), STORE_OK);
+    assert_int_equal(admin, bob);
+
+    /* A group is the app's: the same id elsewhere, or another id, is not it. */
+    assert_int_equal(store_group_admin(f->s, other, 7, &admin), STORE_NOTFOUND);
+    assert_int_equal(store_group_admin(f->s, f->app, 8, &admin), STORE_NOTFOUND);
+    read_audit(f->s, &log);
+    assert_int_equal(log.n, 1);
+    assert_string_equal(log.line[0], "group admin ");
+}
+
+typedef struct {
+    size_t n;
+    int64_t time_ms[4];
+    uint64_t app_id[4];
+    char actor[4][16];
+} audit_fields;
+
+static void see_fields(const store_audit *e, void *arg)
+{
+    audit_fields *seen = arg;
+    if (seen->n < 4) {
+        seen->time_ms[seen->n] = e->time_ms;
+        seen->app_id[seen->n] = e->app_id;
+        snprintf(seen->actor[seen->n], sizeof seen->actor[0], "%s", e->actor);
+    }
+    seen->n++;
+}
+
+static void test_audit_list(void **state)
+{
+    fixture *f = *state;
+    store_audit a = test_audit(f->app, "user create");
+    store_user u = TOKEND__V1__STORE__USER__INIT;
+    const char *conflict = NULL;
+    audit_fields seen = {0};
+    audit_log log;
+    char want[64];
+
+    read_audit(f->s, &log);
+    assert_int_equal(log.n, 0);
+
+    /* A created user's record names the id it got. */
+    u.app_id = f->app;
+    u.name = "alice";
+    u.phone = u.email = "";
+    u.password_hash = "$h";
+    assert_int_equal(store_user_create(f->s, &u, &conflict, &a), STORE_OK);
+    uint64_t alice = u.user_id;
+    a.action = "group admin";
+    a.actor = "admin:42";
+    assert_int_equal(store_group_set(f->s, f->app, 7, alice, &a), STORE_OK);
+    /* Refused: no record. */
+    assert_int_equal(store_user_create(f->s, &u, &conflict, &a), STORE_EXISTS);
+
+    read_audit(f->s, &log);
+    assert_int_equal(log.n, 2);
+    snprintf(want, sizeof want, "user create user_id=%llu", (unsigned long long)alice);
+    assert_string_equal(log.line[0], want);
+    assert_string_equal(log.line[1], "group admin ");
+
+    assert_int_equal(store_audit_list(f->s, see_fields, &seen), STORE_OK);
+    assert_int_equal(seen.n, 2);
+    assert_int_equal(seen.time_ms[0], 1700000000999);
+    assert_int_equal(seen.app_id[1], f->app);
+    assert_string_equal(seen.actor[0], "cli");
+    assert_string_equal(seen.actor[1], "admin:42");
+}
+
+int main(void)
+{
+    if (crypto_init() != 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup_app, fixture_teardown)
+        T(test_user_update),
+        T(test_user_set_password),
+        T(test_user_set_disabled),
+        T(test_user_delete),
+        T(test_users_list),
+        T(test_groups),
+        T(test_audit_list),
+#undef T
+    };
+    return cmocka_run_group_tests_name("store_users", tests, NULL, NULL);
+}
