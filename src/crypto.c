@@ -21,10 +21,32 @@ int crypto_password_hash(char *out, const char *password, size_t len, crypto_pwc
     return crypto_pwhash_str(out, password, len, cost.ops, cost.mem);
 }
 
+static _Atomic unsigned long long password_work;
+
+int crypto_password_cost(const char *hash, crypto_pwcost *cost)
+{
+    unsigned m, t, p;
+    const char *params = hash ? strstr(hash, "$m=") : NULL;
+    if (!params || strncmp(hash, "$argon2id$", 10) != 0 ||
+        sscanf(params, "$m=%u,t=%u,p=%u", &m, &t, &p) != 3)
+        return -1;
+    cost->ops = t;
+    cost->mem = (size_t)m * 1024;
+    return 0;
+}
+
+unsigned long long crypto_password_work(void)
+{
+    return password_work;
+}
+
 int crypto_password_verify(const char *hash, const char *password, size_t len)
 {
+    crypto_pwcost cost;
     if (!hash || !password || len > CRYPTO_PASSWORD_MAX)
         return -1;
+    if (crypto_password_cost(hash, &cost) == 0)
+        password_work += cost.ops * (cost.mem / 1024);
     return crypto_pwhash_str_verify(hash, password, len) == 0 ? 0 : -1;
 }
 
@@ -37,12 +59,10 @@ int crypto_password_needs_rehash(const char *hash, crypto_pwcost cost)
 
 int crypto_password_describe(const char *hash, char *out, size_t len)
 {
-    unsigned m, t, p;
-    const char *params = hash ? strstr(hash, "$m=") : NULL;
-    if (!params || strncmp(hash, "$argon2id$", 10) != 0 ||
-        sscanf(params, "$m=%u,t=%u,p=%u", &m, &t, &p) != 3)
+    crypto_pwcost c;
+    if (crypto_password_cost(hash, &c) != 0)
         return -1;
-    snprintf(out, len, "argon2id m=%u t=%u p=%u", m, t, p);
+    snprintf(out, len, "argon2id m=%zu t=%llu p=1", c.mem / 1024, c.ops);
     return 0;
 }
 
@@ -80,9 +100,9 @@ int crypto_token_hash(uint8_t out[CRYPTO_HASH_BYTES], const uint8_t raw[CRYPTO_T
                               CRYPTO_KEY_BYTES);
 }
 
-void crypto_digest(uint8_t out[16], const void *in, size_t len)
+void crypto_digest(uint8_t out[16], const void *in, size_t len, const uint8_t key[CRYPTO_KEY_BYTES])
 {
-    crypto_generichash(out, 16, in, len, NULL, 0);
+    crypto_generichash(out, 16, in, len, key, CRYPTO_KEY_BYTES);
 }
 
 void crypto_random(void *buf, size_t len)

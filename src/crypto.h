@@ -30,6 +30,12 @@ int crypto_password_hash(char *out, const char *password, size_t len, crypto_pwc
 int crypto_password_verify(const char *hash, const char *password, size_t len);
 /* 1 when the hash was made with other parameters than `cost`, 0 if not, -1 if invalid. */
 int crypto_password_needs_rehash(const char *hash, crypto_pwcost cost);
+/* The cost a hash string was made with; -1 unless it is an Argon2id hash. */
+int crypto_password_cost(const char *hash, crypto_pwcost *cost);
+/* Argon2id work done by crypto_password_verify in this process, in
+ * KiB-passes (t x m): what a test counts to compare two paths' hash cost
+ * without timing them. */
+unsigned long long crypto_password_work(void);
 /* Fills `out` with the Argon2id parameters of a hash ("m=19456 t=2"), no secret. */
 int crypto_password_describe(const char *hash, char *out, size_t len);
 
@@ -42,9 +48,9 @@ int crypto_token_hash(uint8_t out[CRYPTO_HASH_BYTES], const uint8_t raw[CRYPTO_T
                       const uint8_t key[CRYPTO_KEY_BYTES]);
 
 void crypto_random(void *buf, size_t len);
-/* A 16-byte unkeyed BLAKE2b digest, for table keys that must not hold the
- * text they stand for. */
-void crypto_digest(uint8_t out[16], const void *in, size_t len);
+/* A 16-byte BLAKE2b digest keyed with `key`, for table keys that must not
+ * hold the text they stand for, nor be chosen by whoever sends that text. */
+void crypto_digest(uint8_t out[16], const void *in, size_t len, const uint8_t key[CRYPTO_KEY_BYTES]);
 /* Random key of `len` bytes as standard base64 into out (outlen >= 4*len/3+4). */
 int crypto_random_base64(char *out, size_t outlen, size_t len);
 /* Sealing (XChaCha20-Poly1305 under a subkey of `key`) for the few secrets

@@ -165,6 +165,31 @@ static void send_grpc(h2o_req_t *req, int form, status_code st, const char *mess
     send_body(req, 200, "application/grpc-web-text+proto", b64, strlen(b64));
 }
 
+/* A JSON reply whose body is one field (response_body) sends the reply's
+ * other non-empty string fields as headers, named after them
+ * (next_page_token: next-page-token), so the body stays the documented
+ * list and nothing of the reply is lost. */
+static void add_leftover_headers(h2o_req_t *req, const ProtobufCMessage *reply,
+                                 const char *data_field)
+{
+    const ProtobufCMessageDescriptor *d = reply->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED ||
+            strcmp(f->name, data_field) == 0)
+            continue;
+        const char *v = *(char *const *)((const char *)reply + f->offset);
+        if (!v || !*v)
+            continue;
+        size_t n = strlen(f->name);
+        char *name = h2o_mem_alloc_pool(&req->pool, n + 1);
+        for (size_t j = 0; j <= n; j++)
+            name[j] = f->name[j] == '_' ? '-' : f->name[j];
+        h2o_add_header_by_str(&req->pool, &req->res.headers, name, n, 1, NULL,
+                              h2o_strdup(&req->pool, v, SIZE_MAX).base, strlen(v));
+    }
+}
+
 /* Answers in the caller's form. `http` overrides the status for failures
  * that only exist in HTTP (404 path, 405, 413, 415); 0 derives it. */
 static void respond(h2o_req_t *req, int form, status_code st, int http, const char *message,
@@ -204,6 +229,8 @@ static void respond(h2o_req_t *req, int form, status_code st, int http, const ch
     }
     char *json = NULL;
     size_t len = 0;
+    if (st == ST_OK && reply && data_field)
+        add_leftover_headers(req, reply, data_field);
     if (transcode_envelope(http, st == ST_OK ? NULL : message, st == ST_OK ? reply : NULL,
                            data_field, &json, &len) != 0) {
         static const char fallback[] = "{\"code\":500,\"message\":\"cannot encode the reply\",\"data\":null}";
@@ -242,10 +269,9 @@ static void on_reply(const ProtobufCMessage *reply, void *data)
     status_code st = reply ? ST_OK : c->status;
     if (st == ST_OK && !reply)
         st = ST_INTERNAL;
-    if (rpc_past_deadline(c)) {
-        st = ST_DEADLINE_EXCEEDED;
-        snprintf(c->message, sizeof c->message, "deadline exceeded");
-    }
+    /* No deadline check here: the handler checked it before its slow work
+     * and before committing; an answer that comes back late still says
+     * what was done (a login that committed must hand out its token). */
     ((server_thread *)c->loop)->inflight--;
     if (wc->req)
         respond(wc->req, wc->form, st, 0, c->message, reply,
@@ -272,14 +298,25 @@ static void copy_header(h2o_req_t *req, const char *name, char *out, size_t outl
     out[n] = '\0';
 }
 
-/* The metadata every form carries the same way: headers or gRPC metadata. */
+/* The metadata every form carries the same way: headers or gRPC metadata.
+ * A header that says who is calling must come once: two app_ids or two
+ * tokens would let a proxy and the server each read a different one. */
 static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, rpc_call *c)
 {
     static const char *const ids[] = {"app_id", "user_id", "group_id"};
+    static const char *const once[] = {"app_id", "user_id", "group_id", "access-token"};
     uint64_t *const outs[] = {&c->app_id, &c->as_user_id, &c->as_group_id};
     h2o_iovec_t tok = header(req, "access-token"), to = header(req, "grpc-timeout");
     int64_t ms;
 
+    for (int i = 0; i < 4; i++) {
+        ssize_t at = h2o_find_header_by_str(&req->headers, once[i], strlen(once[i]), -1);
+        if (at >= 0 && h2o_find_header_by_str(&req->headers, once[i], strlen(once[i]), at) >= 0)
+            return i == 0 ? "more than one app_id header: send it once"
+                 : i == 1 ? "more than one user_id header: send it once"
+                 : i == 2 ? "more than one group_id header: send it once"
+                          : "more than one access-token header: send it once";
+    }
     for (int i = 0; i < 3; i++) {
         h2o_iovec_t v = header(req, ids[i]);
         if (v.len && (grpc_parse_u64(v.base, v.len, outs[i]) != 0 || *outs[i] == 0))

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include "account.h"
 #include "config.h"
+#include "decoy.h"
 #include "router.h"
 #include "rpc.h"
 #include "server.h"
@@ -174,11 +175,9 @@ static int cmd_serve(args *a)
         fprintf(stderr, "tokend: %s\n", err);
         return 1;
     }
-    /* Hash something nobody knows, at the configured cost: logins of
-     * unknown users verify against it and so take as long as real ones. */
-    char dummy[32];
-    crypto_random(dummy, sizeof dummy);
-    if (crypto_password_hash(ctx.dummy_hash, dummy, sizeof dummy, cfg.pwcost) != 0 ||
+    /* Logins of unknown users verify against a decoy of the cost their
+     * account would have, and so take as long as real ones. */
+    if (!(ctx.decoy = decoy_create(ctx.store, cfg.pwcost)) ||
         !(ctx.pool = pool_create(cfg.workers, cfg.queue)) ||
         !(ctx.throttle = throttle_create(cfg.throttle))) {
         fprintf(stderr, "tokend: cannot start the worker pool (out of memory?)\n");
@@ -187,6 +186,7 @@ static int cmd_serve(args *a)
     int rc = server_run(&ctx, router);
     pool_destroy(ctx.pool);
     throttle_free(ctx.throttle);
+    decoy_free(ctx.decoy);
     store_close(ctx.store);
     router_free(router);
     if (cfg.config_file) {

@@ -127,6 +127,7 @@ void rpc_task_start(rpc_task *task, void (*run)(rpc_task *))
 {
     task->run = run;
     if (rpc_offload(task->call, &task->job, task_work, task_finish) != 0) {
+        task->status = ST_UNAVAILABLE;
         if (task->cleanup)
             task->cleanup(task);
         free(task);

@@ -18,6 +18,7 @@
 #define RPC_MESSAGE_MAX 256
 #define RPC_TOKEN_MAX 128
 #define RPC_AGENT_MAX 256
+#define RPC_PLATFORM_MAX 6               /* 1 ios .. 6 web; 0: not said */
 
 typedef struct rpc_call rpc_call;
 struct rpc_call {
@@ -73,7 +74,7 @@ struct rpc_task {
     char message[RPC_MESSAGE_MAX];
     const ProtobufCMessage *reply;
     void (*run)(rpc_task *task);
-    void (*cleanup)(rpc_task *task);
+    void (*cleanup)(rpc_task *task);     /* on the loop, after the answer */
     rpc_call *call;
     store_audit audit;             /* filled by rpc_task_audit */
     char audit_detail[160];
@@ -101,6 +102,9 @@ int rpc_auth_any(rpc_call *call, rpc_auth *auth);
 int rpc_auth_admin(rpc_call *call, rpc_auth *auth);
 /* A user: their own token, or an admin token with a user_id or group_id header. */
 int rpc_auth_user(rpc_call *call, rpc_auth *auth);
+/* The same, but an admin's user_id may name a deleted user: an admin can
+ * always end every session of a user id. */
+int rpc_auth_user_or_gone(rpc_call *call, rpc_auth *auth);
 /* Checks a session already read as an admin session of the call's app. */
 int rpc_auth_admin_session(rpc_call *call, const store_session *ss,
                            const uint8_t hash[CRYPTO_HASH_BYTES], rpc_auth *auth);

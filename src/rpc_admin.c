@@ -146,6 +146,16 @@ RPC_HANDLER(register_user, RegisterRequest, RegisterReply)
                      "registration needs an admin token: this app has no open registration");
             return;
         }
+        /* Anyone may register, but no address fast: every attempt counts
+         * against the address bucket of the login limits. */
+        throttle_ticket ticket;
+        int wait = throttle_take_address(call->ctx->throttle, auth.app_id, call->peer, &ticket);
+        if (wait) {
+            call->retry_after = wait;
+            rpc_fail(call, ST_RESOURCE_EXHAUSTED,
+                     "too many registrations from this address: retry in %d s", wait);
+            return;
+        }
     }
     if (!(t = admin_task_new(call, &auth)))
         return;
@@ -317,46 +327,90 @@ RPC_HANDLER(enable_users, UserIdList, BoolReply)
 
 /* --- reading users ------------------------------------------------------------------ */
 
+/* A page of users: a walk of the app's user index, on the pool (a large
+ * page_num skips many keys). page_token seeks straight to the page. */
+typedef struct {
+    rpc_task task;
+    uint64_t app_id, after;
+    size_t offset, size;
+    Tokend__V1__UserList list;
+    Tokend__V1__UserSummary *rows;
+    char next[24];
+    store_user **users;
+    size_t n;
+} list_task;
+
+static void list_cleanup(rpc_task *task)
+{
+    list_task *t = (list_task *)task;
+    free(t->rows);
+    free(t->list.users);
+    store_users_free(t->users, t->n);
+}
+
+static void run_list_users(rpc_task *task)
+{
+    list_task *t = (list_task *)task;
+    int more = 0;
+    int rc = store_users_list(task->call->ctx->store, t->app_id, t->after, t->offset, t->size,
+                              &t->users, &t->n, &more);
+    if (rpc_task_store(task, rc, "app") != 0)
+        return;
+    t->rows = calloc(t->n + 1, sizeof *t->rows);
+    t->list.users = calloc(t->n + 1, sizeof *t->list.users);
+    if (!t->rows || !t->list.users) {
+        rpc_task_fail(task, ST_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < t->n; i++) {
+        tokend__v1__user_summary__init(&t->rows[i]);
+        t->rows[i].user_id = (int64_t)t->users[i]->user_id;
+        t->rows[i].username = t->users[i]->name;
+        t->rows[i].status = t->users[i]->disabled ? 1 : 0;
+        t->list.users[i] = &t->rows[i];
+    }
+    t->list.n_users = t->n;
+    if (more && t->n)
+        snprintf(t->next, sizeof t->next, "%llu",
+                 (unsigned long long)t->users[t->n - 1]->user_id);
+    t->list.next_page_token = t->next;
+    task->reply = &t->list.base;
+}
+
 RPC_HANDLER(list_users, ListUsersRequest, UserList)
 {
     rpc_call *call = call_data;
     rpc_auth auth;
-    store_user **users;
-    size_t n;
+    list_task *t;
+    uint64_t after = 0;
     int32_t page = req->page_num > 0 ? req->page_num : 1;
     int32_t size = req->page_size > 0 ? req->page_size : 20;
     if (size > PAGE_MAX) {
         rpc_fail(call, ST_INVALID_ARGUMENT, "page_size must be at most %d", PAGE_MAX);
         return;
     }
-    if (rpc_auth_admin(call, &auth) != 0)
-        return;
-    int rc = store_users_list(call->ctx->store, auth.app_id, (size_t)(page - 1) * (size_t)size,
-                              (size_t)size, &users, &n);
-    if (rc != STORE_OK) {
-        rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
-        return;
-    }
-    Tokend__V1__UserList reply = TOKEND__V1__USER_LIST__INIT;
-    Tokend__V1__UserSummary *s = calloc(n + 1, sizeof *s);
-    Tokend__V1__UserSummary **sp = calloc(n + 1, sizeof *sp);
-    if (!s || !sp) {
-        rpc_fail(call, ST_RESOURCE_EXHAUSTED, "out of memory");
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            tokend__v1__user_summary__init(&s[i]);
-            s[i].user_id = (int64_t)users[i]->user_id;
-            s[i].username = users[i]->name;
-            s[i].status = users[i]->disabled ? 1 : 0;
-            sp[i] = &s[i];
+    /* The token is the last user id of the page before: opaque to clients. */
+    if (req->page_token[0]) {
+        char *end;
+        unsigned long long v = strtoull(req->page_token, &end, 10);
+        if (*end || req->page_token[0] < '1' || req->page_token[0] > '9' || v == 0) {
+            rpc_fail(call, ST_INVALID_ARGUMENT,
+                     "page_token is not one this server gave: send the next_page_token of the "
+                     "page before, or leave it out for the first page");
+            return;
         }
-        reply.users = sp;
-        reply.n_users = n;
-        closure(&reply, call);
+        after = v;
+        page = 1;
     }
-    free(s);
-    free(sp);
-    store_users_free(users, n);
+    if (rpc_auth_admin(call, &auth) != 0 || !(t = rpc_task_new(call, sizeof *t)))
+        return;
+    tokend__v1__user_list__init(&t->list);
+    t->app_id = auth.app_id;
+    t->after = after;
+    t->offset = (size_t)(page - 1) * (size_t)size;
+    t->size = (size_t)size;
+    t->task.cleanup = list_cleanup;
+    rpc_task_start(&t->task, run_list_users);
 }
 
 static void run_get_user(rpc_task *task)

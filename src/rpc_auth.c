@@ -103,7 +103,8 @@ int rpc_auth_admin(rpc_call *call, rpc_auth *auth)
     return 0;
 }
 
-int rpc_auth_user(rpc_call *call, rpc_auth *auth)
+/* `gone_ok`: a user_id that names no user at all (deleted) passes. */
+static int auth_user(rpc_call *call, rpc_auth *auth, int gone_ok)
 {
     if (rpc_auth_any(call, auth) != 0)
         return -1;
@@ -131,7 +132,8 @@ int rpc_auth_user(rpc_call *call, rpc_auth *auth)
     }
     store_user *u = NULL;
     int rc = store_user_get(call->ctx->store, auth->user_id, &u);
-    int ok = rc == STORE_OK && u->app_id == auth->app_id;
+    int ok = (rc == STORE_OK && u->app_id == auth->app_id) ||
+             (rc == STORE_NOTFOUND && gone_ok && !call->as_group_id);
     if (u)
         protobuf_c_message_free_unpacked(&u->base, NULL);
     if (!ok) {
@@ -139,6 +141,16 @@ int rpc_auth_user(rpc_call *call, rpc_auth *auth)
         return -1;
     }
     return 0;
+}
+
+int rpc_auth_user(rpc_call *call, rpc_auth *auth)
+{
+    return auth_user(call, auth, 0);
+}
+
+int rpc_auth_user_or_gone(rpc_call *call, rpc_auth *auth)
+{
+    return auth_user(call, auth, 1);
 }
 
 const store_audit *rpc_audit_fill(store_audit *e, char *detail, size_t detail_len,

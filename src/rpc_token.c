@@ -3,11 +3,18 @@
  * session (access token, file-storage credential, connection key) and, for
  * a named device, a push token bound to it.
  *
- * Unknown users are verified against a dummy hash and get the same answer
- * as a wrong password, so neither timing nor text tells them apart. */
+ * Unknown users are verified against a decoy hash of the cost a real
+ * account of that name would have (decoy.c) and get the same answer as a
+ * wrong password, so neither timing nor text tells them apart.
+ *
+ * The account is read once, on the loop, before the throttle (so that
+ * its buckets are the account's, whatever form of name the login used);
+ * the commit re-reads it in its write transaction and refuses if it
+ * changed meanwhile (deleted, disabled, moved, or a new password). */
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
+#include "decoy.h"
 #include "names.h"
 #include "rpc.h"
 #include "rpc_handlers.h"
@@ -16,14 +23,17 @@
 #define BAD_CREDENTIALS "invalid credentials: unknown user or wrong password"
 
 typedef struct {
-    rpc_job job;
+    rpc_task task;
+    throttle *throttle;              /* for the finish: the call may be gone */
+    throttle_ticket ticket;
+    int throttled;                   /* the ticket took attempts */
     uint64_t app_id;
     int64_t ttl_ms;
     int32_t encrypt_type;
-    int by_key;                      /* look the user up by login index */
-    login_kind kind;
-    uint64_t user_id;
-    char key[NAMES_EMAIL_MAX + 2];
+    uint64_t user_id;                /* 0: no such user (the decoy is checked) */
+    char account[NAMES_EMAIL_MAX + 26];  /* who the guess is about: throttle, decoy */
+    int disabled;
+    char hash[CRYPTO_PWHASH_STRBYTES];   /* the hash checked; the commit insists on it */
     char password[CRYPTO_PASSWORD_MAX + 1];
     size_t password_len;
     char device_guid[STORE_GUID_MAX + 1];
@@ -31,16 +41,18 @@ typedef struct {
     char user_agent[RPC_AGENT_MAX];
     int trusted;                     /* an admin token vouches: no password */
     rpc_auth auth;                   /* the admin, when trusted */
-    store_audit audit;
-    char audit_detail[48];
-    throttle_ticket ticket;
-    /* results */
-    status_code status;
-    const char *message;
     Tokend__V1__TokenReply reply;
     char token[CRYPTO_TOKEN_TEXTLEN], store_token[CRYPTO_TOKEN_TEXTLEN];
     char push_token[CRYPTO_TOKEN_TEXTLEN], secret[48], public_key[48];
-} login_job;
+} login_task;
+
+/* What names the account: the request's id, or a classified login name. */
+typedef struct {
+    uint64_t user_id;
+    int by_key;
+    login_kind kind;
+    char key[NAMES_EMAIL_MAX + 2];
+} login_name;
 
 /* Bytes of the per-session connection key for each encrypt_type. */
 static size_t session_key_bytes(int32_t encrypt_type)
@@ -54,216 +66,235 @@ static size_t session_key_bytes(int32_t encrypt_type)
     }
 }
 
-static void fail(login_job *lj, status_code code, const char *message)
+/* The password check, on the pool. Unknown users are checked against the
+ * decoy hash picked at the start, and fail the same way. */
+static int check_password(login_task *lt, tokend_ctx *ctx, char fresh[CRYPTO_PWHASH_STRBYTES])
 {
-    lj->status = code;
-    lj->message = message;
-}
-
-static int check_password(login_job *lj, tokend_ctx *ctx, store_user **user)
-{
-    uint64_t uid = lj->user_id;
-    store_user *u = NULL;
-    int rc = STORE_OK;
-
-    if (lj->by_key)
-        rc = store_user_lookup(ctx->store, lj->app_id, lj->kind, lj->key, &uid);
-    if (rc == STORE_OK && (rc = store_user_get(ctx->store, uid, &u)) == STORE_OK &&
-        u->app_id != lj->app_id) {
-        protobuf_c_message_free_unpacked(&u->base, NULL);
-        u = NULL;
-        rc = STORE_NOTFOUND;
-    }
-    if (rc != STORE_OK && rc != STORE_NOTFOUND) {
-        fail(lj, ST_UNAVAILABLE, store_strerror(rc));
+    fresh[0] = '\0';
+    if (lt->trusted)
+        return 0;
+    if (!lt->user_id && decoy_hash(ctx->decoy, lt->app_id, lt->account, lt->hash) != 0) {
+        rpc_task_fail(&lt->task, ST_UNAVAILABLE, "cannot check the password now, retry");
         return -1;
     }
-    if (lj->trusted && !u) {
-        fail(lj, ST_NOT_FOUND, "unknown user_id");
+    if (crypto_password_verify(lt->hash, lt->password, lt->password_len) != 0 || !lt->user_id) {
+        rpc_task_fail(&lt->task, ST_UNAUTHENTICATED, BAD_CREDENTIALS);
         return -1;
     }
-    if (!lj->trusted && (crypto_password_verify(u ? u->password_hash : ctx->dummy_hash,
-                                                lj->password, lj->password_len) != 0 || !u)) {
-        fail(lj, ST_UNAUTHENTICATED, BAD_CREDENTIALS);
-        goto reject;
+    if (lt->disabled) {
+        rpc_task_fail(&lt->task, ST_PERMISSION_DENIED, "user is disabled");
+        return -1;
     }
-    if (u->disabled) {
-        fail(lj, ST_PERMISSION_DENIED, "user is disabled");
-        goto reject;
-    }
-    /* Upgrade a hash made with an older cost while the password is at hand. */
-    if (!lj->trusted && crypto_password_needs_rehash(u->password_hash, ctx->config->pwcost) == 1) {
-        char fresh[CRYPTO_PWHASH_STRBYTES];
-        if (crypto_password_hash(fresh, lj->password, lj->password_len, ctx->config->pwcost) == 0)
-            store_user_rehash(ctx->store, u->user_id, u->password_hash, fresh);
-    }
-    *user = u;
+    /* Upgrade a hash made with an older cost while the password is at
+     * hand; the login's own commit stores it. */
+    if (crypto_password_needs_rehash(lt->hash, ctx->config->pwcost) == 1 &&
+        crypto_password_hash(fresh, lt->password, lt->password_len, ctx->config->pwcost) != 0)
+        fresh[0] = '\0';
     return 0;
-reject:
-    if (u)
-        protobuf_c_message_free_unpacked(&u->base, NULL);
-    return -1;
 }
 
-static void issue(login_job *lj, tokend_ctx *ctx, const store_user *u, const rpc_call *call)
+static void run_login(rpc_task *task)
 {
+    login_task *lt = (login_task *)task;
+    rpc_call *call = task->call;
+    tokend_ctx *ctx = call->ctx;
     const uint8_t *key = store_token_key(ctx->store);
     uint8_t raw[CRYPTO_TOKEN_BYTES];
-    store_session session = TOKEND__V1__STORE__SESSION__INIT;
-    store_login login = {.session = &session, .platform = lj->platform,
-                         .user_agent = lj->user_agent};
-    /* A token an admin obtained for a user is an admin action. */
-    if (lj->trusted)
-        login.audit = rpc_audit_fill(&lj->audit, lj->audit_detail, sizeof lj->audit_detail,
-                                     &lj->auth, "IssueToken", "user_id=%llu",
-                                     (unsigned long long)u->user_id);
     uint8_t sealed[CRYPTO_TOKEN_TEXTLEN - 1 + CRYPTO_SEAL_OVERHEAD];
-    size_t key_bytes = session_key_bytes(lj->encrypt_type);
-    int rc;
+    char fresh[CRYPTO_PWHASH_STRBYTES];
+    store_session session = TOKEND__V1__STORE__SESSION__INIT;
+    store_login login = {.session = &session, .platform = lt->platform,
+                         .user_agent = lt->user_agent};
+    size_t key_bytes = session_key_bytes(lt->encrypt_type);
 
-    crypto_token_new(raw, lj->token);
+    int checked = check_password(lt, ctx, fresh);
+    crypto_wipe(lt->password, sizeof lt->password);
+    if (checked != 0)
+        return;
+    /* The commit refuses if the account changed since it was read. */
+    login.expect_hash = lt->trusted ? NULL : lt->hash;
+    login.new_hash = fresh[0] ? fresh : NULL;
+    /* A token an admin obtained for a user is an admin action. */
+    if (lt->trusted)
+        login.audit = rpc_task_audit(task, &lt->auth, "IssueToken", "user_id=%llu",
+                                     (unsigned long long)lt->user_id);
+
+    crypto_token_new(raw, lt->token);
     crypto_token_hash(login.session_hash, raw, key);
-    crypto_token_new(raw, lj->store_token);
+    crypto_token_new(raw, lt->store_token);
     crypto_token_hash(login.store_token_hash, raw, key);
-    crypto_random_base64(lj->secret, sizeof lj->secret, 32);
-    lj->public_key[0] = '\0';
+    crypto_random_base64(lt->secret, sizeof lt->secret, 32);
+    lt->public_key[0] = '\0';
     if (key_bytes)
-        crypto_random_base64(lj->public_key, sizeof lj->public_key, key_bytes);
-    lj->push_token[0] = '\0';
-    if (lj->device_guid[0]) {
+        crypto_random_base64(lt->public_key, sizeof lt->public_key, key_bytes);
+    lt->push_token[0] = '\0';
+    if (lt->device_guid[0]) {
         login.with_device = 1;
-        crypto_token_new(raw, lj->push_token);
+        crypto_token_new(raw, lt->push_token);
         crypto_token_hash(login.push_token_hash, raw, key);
-        crypto_seal(sealed, lj->push_token, CRYPTO_TOKEN_TEXTLEN - 1, key);
+        crypto_seal(sealed, lt->push_token, CRYPTO_TOKEN_TEXTLEN - 1, key);
         login.push_token_sealed = sealed;
         login.push_token_sealed_len = sizeof sealed;
     }
     crypto_wipe(raw, sizeof raw);
 
-    session.user_id = u->user_id;
-    session.app_id = lj->app_id;
-    session.device_guid = lj->device_guid;
+    session.user_id = lt->user_id;
+    session.app_id = lt->app_id;
+    session.device_guid = lt->device_guid;
     session.created_ms = rpc_now_ms();
-    session.expire_ms = session.created_ms + lj->ttl_ms;
-    session.access_key_secret = lj->secret;
-    session.encrypt_type = lj->encrypt_type;
-    session.public_key = lj->public_key;
+    session.expire_ms = session.created_ms + lt->ttl_ms;
+    session.access_key_secret = lt->secret;
+    session.encrypt_type = lt->encrypt_type;
+    session.public_key = lt->public_key;
     if (rpc_past_deadline(call)) {
-        fail(lj, ST_DEADLINE_EXCEEDED, "deadline exceeded");
+        rpc_task_fail(task, ST_DEADLINE_EXCEEDED, "deadline exceeded");
         return;
     }
-    if ((rc = store_login_commit(ctx->store, &login)) != STORE_OK) {
-        fail(lj, ST_UNAVAILABLE, store_strerror(rc));
+    int rc = store_login_commit(ctx->store, &login);
+    crypto_wipe(fresh, sizeof fresh);
+    if (rc == STORE_NOTFOUND) {
+        rpc_task_fail(task, lt->trusted ? ST_NOT_FOUND : ST_UNAUTHENTICATED, "%s",
+                      lt->trusted ? "unknown user_id" : BAD_CREDENTIALS);
         return;
     }
-    tokend__v1__token_reply__init(&lj->reply);
-    lj->reply.user_id = (int64_t)u->user_id;
-    lj->reply.token = lj->token;
-    lj->reply.expire = session.expire_ms;
-    lj->reply.store_token = lj->store_token;
-    lj->reply.access_key_secret = lj->secret;
-    lj->reply.encrypt_type = lj->encrypt_type;
-    lj->reply.public_key = lj->public_key;
-    lj->reply.push_token = lj->push_token;
-    lj->status = ST_OK;
-}
-
-static void login_work(pool_job *job)
-{
-    login_job *lj = (login_job *)job;
-    rpc_call *call = lj->job.call;
-    store_user *u = NULL;
-    if (rpc_past_deadline(call)) {
-        fail(lj, ST_DEADLINE_EXCEEDED, "deadline exceeded");
-    } else if (check_password(lj, call->ctx, &u) == 0) {
-        issue(lj, call->ctx, u, call);
-        protobuf_c_message_free_unpacked(&u->base, NULL);
+    if (rc == STORE_CHANGED) {
+        rpc_task_fail(task, ST_UNAUTHENTICATED,
+                      "the account changed during the login (password changed, account "
+                      "disabled or deleted): log in again");
+        return;
     }
-    crypto_wipe(lj->password, sizeof lj->password);
+    if (rc != STORE_OK) {
+        rpc_task_fail(task, ST_UNAVAILABLE, "%s", store_strerror(rc));
+        return;
+    }
+    tokend__v1__token_reply__init(&lt->reply);
+    lt->reply.user_id = (int64_t)lt->user_id;
+    lt->reply.token = lt->token;
+    lt->reply.expire = session.expire_ms;
+    lt->reply.store_token = lt->store_token;
+    lt->reply.access_key_secret = lt->secret;
+    lt->reply.encrypt_type = lt->encrypt_type;
+    lt->reply.public_key = lt->public_key;
+    lt->reply.push_token = lt->push_token;
+    task->reply = &lt->reply.base;
 }
 
-static void login_finish(rpc_job *job)
+/* On the loop, once answered (or refused by a full pool): only a wrong
+ * password keeps its throttle attempt; a right one makes the address known. */
+static void login_cleanup(rpc_task *task)
 {
-    login_job *lj = (login_job *)job;
-    rpc_call *call = job->call;
-    /* Only a wrong password (or unknown user) keeps its throttle attempt. */
-    if (!lj->trusted && lj->status != ST_UNAUTHENTICATED)
-        throttle_refund(call->ctx->throttle, &lj->ticket);
-    if (lj->status == ST_OK)
-        call->closure(&lj->reply.base, call);
+    login_task *lt = (login_task *)task;
+    if (lt->throttled) {
+        if (task->status == ST_OK)
+            throttle_succeeded(lt->throttle, &lt->ticket);
+        else if (task->status != ST_UNAUTHENTICATED)
+            throttle_refund(lt->throttle, &lt->ticket);
+    }
+    crypto_wipe(lt->password, sizeof lt->password);
+    crypto_wipe(lt->hash, sizeof lt->hash);
+}
+
+/* The account key of the throttle: the account a name resolved to, so all
+ * its login forms share one bucket; else the name, so that unknown names
+ * are limited too. */
+static void throttle_account(char *out, size_t outlen, const login_name *n, uint64_t user_id)
+{
+    if (user_id)
+        snprintf(out, outlen, "u:%llu", (unsigned long long)user_id);
+    else if (n->by_key)
+        snprintf(out, outlen, "%c:%s", (char)n->kind, n->key);
     else
-        rpc_fail(call, lj->status, "%s", lj->message);
-    crypto_wipe(lj, sizeof *lj);
-    free(lj);
+        snprintf(out, outlen, "id:%llu", (unsigned long long)n->user_id);
 }
 
-/* Checks what all three logins share and sends the job to the pool. */
-static void login_start(rpc_call *call, login_job *lj, const char *password,
-                        const char *device_guid, int32_t platform, const char *user_agent)
+/* Checks what all three logins share, reads the account (one read
+ * transaction), takes a throttle attempt and sends the task to the pool. */
+static void login_start(rpc_call *call, login_task *lt, const login_name *name,
+                        const char *password, const char *device_guid, int32_t platform,
+                        const char *user_agent)
 {
+    tokend_ctx *ctx = call->ctx;
     store_app *app = NULL;
+    store_user *u = NULL;
+    int device_known = 0, rc;
     size_t pwlen = strlen(password), guidlen = strlen(device_guid);
 
-    if (pwlen == 0 && !lj->trusted) {
+    if (pwlen == 0 && !lt->trusted) {
         rpc_fail(call, ST_INVALID_ARGUMENT, "password is required");
-        goto done;
+        goto refused;
     }
     if (pwlen > CRYPTO_PASSWORD_MAX) {
-        rpc_fail(call, ST_INVALID_ARGUMENT, "password must be at most 1024 bytes");
-        goto done;
+        rpc_fail(call, ST_INVALID_ARGUMENT, "password must be at most %d bytes", CRYPTO_PASSWORD_MAX);
+        goto refused;
     }
-    if (platform < 0 || platform > 6) {
+    if (platform < 0 || platform > RPC_PLATFORM_MAX) {
         rpc_fail(call, ST_INVALID_ARGUMENT,
                  "platform must be 1 ios, 2 android, 3 windows, 4 mac, 5 linux or 6 web");
-        goto done;
+        goto refused;
     }
     if (guidlen > STORE_GUID_MAX) {
-        rpc_fail(call, ST_INVALID_ARGUMENT, "device_guid must be at most 256 bytes");
-        goto done;
+        rpc_fail(call, ST_INVALID_ARGUMENT, "device_guid must be at most %d bytes", STORE_GUID_MAX);
+        goto refused;
     }
     if (rpc_app(call, &app) != 0)
-        goto done;
-    lj->app_id = app->app_id;
-    lj->ttl_ms = app->token_ttl_ms > 0 ? app->token_ttl_ms : DEFAULT_TTL_MS;
-    lj->encrypt_type = app->encrypt_type;
+        goto refused;
+    lt->app_id = app->app_id;
+    lt->ttl_ms = app->token_ttl_ms > 0 ? app->token_ttl_ms : DEFAULT_TTL_MS;
+    lt->encrypt_type = app->encrypt_type;
     protobuf_c_message_free_unpacked(&app->base, NULL);
-    if (!lj->trusted) {
-        char account[sizeof lj->key + 24];
-        if (lj->by_key)
-            snprintf(account, sizeof account, "%c:%s", (char)lj->kind, lj->key);
-        else
-            snprintf(account, sizeof account, "id:%llu", (unsigned long long)lj->user_id);
-        int wait = throttle_take(call->ctx->throttle, lj->app_id, account, call->peer, &lj->ticket);
+
+    rc = store_login_find(ctx->store, lt->app_id, name->by_key ? name->kind : 0, name->key,
+                          name->user_id, device_guid, &u, &device_known);
+    if (rc != STORE_OK && rc != STORE_NOTFOUND) {
+        rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
+        goto refused;
+    }
+    if (lt->trusted && !u) {
+        rpc_fail(call, ST_NOT_FOUND, "unknown user_id");
+        goto refused;
+    }
+    if (u) {
+        lt->user_id = u->user_id;
+        lt->disabled = u->disabled;
+        snprintf(lt->hash, sizeof lt->hash, "%s", u->password_hash);
+        protobuf_c_message_free_unpacked(&u->base, NULL);
+    }
+    if (!lt->trusted) {
+        throttle_account(lt->account, sizeof lt->account, name, lt->user_id);
+        int wait = throttle_take(ctx->throttle, lt->app_id, lt->account, call->peer, device_known,
+                                 &lt->ticket);
         if (wait) {
             call->retry_after = wait;
             rpc_fail(call, ST_RESOURCE_EXHAUSTED,
                      "too many failed logins for this account or address: retry in %d s", wait);
-            goto done;
+            goto refused;
         }
+        lt->throttled = 1;
+        lt->throttle = ctx->throttle;
     }
-    memcpy(lj->password, password, pwlen + 1);
-    lj->password_len = pwlen;
-    memcpy(lj->device_guid, device_guid, guidlen + 1);
-    lj->platform = platform ? platform : call->platform;
-    snprintf(lj->user_agent, sizeof lj->user_agent, "%s", *user_agent ? user_agent : call->user_agent);
-    throttle *th = call->ctx->throttle;  /* a refused offload answers (frees) the call */
-    if (rpc_offload(call, &lj->job, login_work, login_finish) == 0)
-        return;
-    if (!lj->trusted)
-        throttle_refund(th, &lj->ticket);
-done:
-    crypto_wipe(lj, sizeof *lj);
-    free(lj);
+    memcpy(lt->password, password, pwlen + 1);
+    lt->password_len = pwlen;
+    memcpy(lt->device_guid, device_guid, guidlen + 1);
+    lt->platform = platform ? platform : call->platform;
+    snprintf(lt->user_agent, sizeof lt->user_agent, "%s", *user_agent ? user_agent : call->user_agent);
+    lt->task.cleanup = login_cleanup;
+    rpc_task_start(&lt->task, run_login);  /* a full pool answers, refunds and frees */
+    return;
+refused:
+    login_cleanup(&lt->task);
+    free(lt);
 }
 
 /* A login may carry an admin token with a user_id or group_id header: the
  * app's server getting a token for its user, without the password. A user
  * token with those headers is refused; one without them is ignored. */
-static login_job *login_new(rpc_call *call)
+static login_task *login_new(rpc_call *call, login_name *name)
 {
     rpc_auth auth;
-    login_job *lj;
-    if (call->access_token[0] && (call->as_user_id || call->as_group_id)) {
+    login_task *lt;
+    int trusted = call->access_token[0] && (call->as_user_id || call->as_group_id);
+    memset(name, 0, sizeof *name);
+    if (trusted) {
         if (rpc_auth_user(call, &auth) != 0)
             return NULL;
         if (!auth.admin) {
@@ -271,81 +302,82 @@ static login_job *login_new(rpc_call *call)
             return NULL;
         }
     }
-    if (!(lj = calloc(1, sizeof *lj))) {
-        rpc_fail(call, ST_RESOURCE_EXHAUSTED, "out of memory");
+    if (!(lt = rpc_task_new(call, sizeof *lt)))
         return NULL;
-    }
-    if (call->access_token[0] && (call->as_user_id || call->as_group_id)) {
-        lj->trusted = 1;
-        lj->auth = auth;
-        lj->user_id = auth.user_id;
+    if (trusted) {
+        lt->trusted = 1;
+        lt->auth = auth;
+        name->user_id = auth.user_id;
         call->app_id = auth.app_id;
     }
-    return lj;
+    return lt;
 }
 
-/* Classifies `name` into the job's lookup key; 0, or -1 with the call failed. */
-static int set_login_key(rpc_call *call, login_job *lj, const char *field, const char *name,
+/* Classifies `text` into the name's lookup key; 0, or -1 with the call failed. */
+static int set_login_key(rpc_call *call, login_name *n, const char *field, const char *text,
                          int username_only)
 {
     const char *why = NULL;
-    size_t len = strlen(name);
+    size_t len = strlen(text);
     if (len == 0) {
         rpc_fail(call, ST_INVALID_ARGUMENT, "%s is required", field);
         return -1;
     }
-    if (names_classify(name, len, &lj->kind, lj->key, sizeof lj->key, &why) != 0 ||
-        (username_only && lj->kind != LOGIN_NAME)) {
+    if (names_classify(text, len, &n->kind, n->key, sizeof n->key, &why) != 0 ||
+        (username_only && n->kind != LOGIN_NAME)) {
         /* A name no user can have is still just a failed login. */
-        lj->kind = LOGIN_NAME;
-        lj->key[0] = '\0';
+        n->kind = LOGIN_NAME;
+        n->key[0] = '\0';
     }
-    lj->by_key = 1;
+    n->by_key = 1;
     return 0;
 }
 
 RPC_HANDLER(token_by_id, TokenByIdRequest, TokenReply)
 {
     rpc_call *call = call_data;
-    login_job *lj = login_new(call);
-    if (!lj)
+    login_name name;
+    login_task *lt = login_new(call, &name);
+    if (!lt)
         return;
-    if (!lj->trusted) {
+    if (!lt->trusted) {
         if (req->user_id <= 0) {
-            free(lj);
+            free(lt);
             rpc_fail(call, ST_INVALID_ARGUMENT, "user_id is required (a positive integer)");
             return;
         }
-        lj->user_id = (uint64_t)req->user_id;
+        name.user_id = (uint64_t)req->user_id;
     }
-    login_start(call, lj, req->password, req->device_guid, req->platform, req->user_agent);
+    login_start(call, lt, &name, req->password, req->device_guid, req->platform, req->user_agent);
 }
 
 RPC_HANDLER(token_by_login, TokenByLoginRequest, TokenReply)
 {
     rpc_call *call = call_data;
-    login_job *lj = login_new(call);
-    if (!lj)
+    login_name name;
+    login_task *lt = login_new(call, &name);
+    if (!lt)
         return;
-    if (!lj->trusted && set_login_key(call, lj, "login_name", req->login_name, 0) != 0) {
-        free(lj);
+    if (!lt->trusted && set_login_key(call, &name, "login_name", req->login_name, 0) != 0) {
+        free(lt);
         return;
     }
-    login_start(call, lj, req->password, req->device_guid, req->platform, req->user_agent);
+    login_start(call, lt, &name, req->password, req->device_guid, req->platform, req->user_agent);
 }
 
 RPC_HANDLER(token_by_name, TokenByNameRequest, TokenReply)
 {
     rpc_call *call = call_data;
-    login_job *lj = login_new(call);
-    if (!lj)
+    login_name name;
+    login_task *lt = login_new(call, &name);
+    if (!lt)
         return;  /* answered: req may be gone */
     int by_name = req->name[0] != '\0';
     /* The vendor SDK sends "mobile" in place of "name": it may hold a phone. */
-    if (!lj->trusted &&
-        set_login_key(call, lj, "name", by_name ? req->name : req->mobile, by_name) != 0) {
-        free(lj);
+    if (!lt->trusted &&
+        set_login_key(call, &name, "name", by_name ? req->name : req->mobile, by_name) != 0) {
+        free(lt);
         return;
     }
-    login_start(call, lj, req->password, req->device_guid, req->platform, req->user_agent);
+    login_start(call, lt, &name, req->password, req->device_guid, req->platform, req->user_agent);
 }

@@ -2,6 +2,7 @@
  * as a user through the user_id / group_id headers): sign out, list and
  * remove devices, change the password, bind a device token, delete the
  * account. Every change runs on the pool: it writes (and may hash). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "names.h"
@@ -16,6 +17,8 @@ typedef struct {
     char password[CRYPTO_PASSWORD_MAX + 1];
     char device_token[512 + 1];
     char notifier_name[STORE_NAME_MAX + 1];
+    throttle *throttle;           /* set when a password guess was counted */
+    throttle_ticket ticket;
 } user_task;
 
 static user_task *user_task_new(rpc_call *call, const rpc_auth *auth)
@@ -26,11 +29,35 @@ static user_task *user_task_new(rpc_call *call, const rpc_auth *auth)
     return t;
 }
 
+/* On the loop once answered: a wrong password keeps its throttle attempt. */
 static void wipe(rpc_task *task)
 {
     user_task *t = (user_task *)task;
     crypto_wipe(t->old_password, sizeof t->old_password);
     crypto_wipe(t->password, sizeof t->password);
+    if (t->throttle && task->status == ST_OK)
+        throttle_succeeded(t->throttle, &t->ticket);
+    else if (t->throttle && task->status != ST_UNAUTHENTICATED)
+        throttle_refund(t->throttle, &t->ticket);
+}
+
+/* A password check outside login is a guess like a login's: it takes an
+ * attempt from the same buckets (the account's, whatever the form of
+ * login) before anything is hashed. 0, or -1 with the call answered. */
+static int count_guess(rpc_call *call, user_task *t)
+{
+    char account[32];
+    snprintf(account, sizeof account, "u:%llu", (unsigned long long)t->auth.user_id);
+    int wait = throttle_take(call->ctx->throttle, t->auth.app_id, account, call->peer, 0,
+                             &t->ticket);
+    if (wait) {
+        call->retry_after = wait;
+        rpc_fail(call, ST_RESOURCE_EXHAUSTED,
+                 "too many wrong passwords for this account or address: retry in %d s", wait);
+        return -1;
+    }
+    t->throttle = call->ctx->throttle;
+    return 0;
 }
 
 /* An admin's action on behalf of a user goes to the audit log, in the
@@ -98,7 +125,7 @@ RPC_HANDLER(logout_all, Empty, BoolReply)
     rpc_call *call = call_data;
     rpc_auth auth;
     user_task *t;
-    if (rpc_auth_user(call, &auth) == 0 && (t = user_task_new(call, &auth)))
+    if (rpc_auth_user_or_gone(call, &auth) == 0 && (t = user_task_new(call, &auth)))
         rpc_task_start(&t->task, run_logout_all);
 }
 
@@ -235,6 +262,10 @@ RPC_HANDLER(change_password, ChangePasswordRequest, BoolReply)
     }
     if (!(t = user_task_new(call, &auth)))
         return;
+    if (count_guess(call, t) != 0) {
+        free(t);
+        return;
+    }
     strcpy(t->old_password, req->old_password);
     strcpy(t->password, req->new_password);
     t->task.cleanup = wipe;
@@ -318,6 +349,10 @@ RPC_HANDLER(delete_user, DeleteUserRequest, BoolReply)
     }
     if (!(t = user_task_new(call, &auth)))
         return;
+    if (!auth.admin && count_guess(call, t) != 0) {
+        free(t);
+        return;
+    }
     strcpy(t->password, req->password);
     t->task.cleanup = wipe;
     rpc_task_start(&t->task, run_delete_user);

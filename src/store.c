@@ -18,7 +18,7 @@
 static const char *const db_names[DB_COUNT] = {
     "meta", "apps", "users", "logins", "sessions", "user_sessions", "store_tokens",
     "devices", "user_devices", "push_tokens", "expiry", "app_users", "admin_tokens",
-    "groups", "audit"};
+    "groups", "audit", "pwcosts"};
 
 int map_rc(int rc)
 {
@@ -256,6 +256,10 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
                  dir);
         goto fail;
     }
+    if (pwcosts_count_all(s, txn) != STORE_OK) {
+        snprintf(err, errlen, "cannot initialise data directory %s: cannot count hash costs", dir);
+        goto fail;
+    }
     rc = mdb_txn_commit(txn);
     txn = NULL;
     if (rc != 0) {
@@ -315,14 +319,23 @@ int get_one(store *s, int db, const void *k, size_t klen, const ProtobufCMessage
 
 int scan_prefix(store *s, MDB_txn *txn, int db, uint64_t id, scan_fn fn, void *arg)
 {
+    uint8_t prefix[8];
+    put_u64(prefix, id);
+    return scan_from(s, txn, db, prefix, 8, fn, arg);
+}
+
+int scan_from(store *s, MDB_txn *txn, int db, const uint8_t *from, size_t from_len, scan_fn fn,
+              void *arg)
+{
     MDB_cursor *cur;
     uint8_t prefix[8], key[KEY_MAX];
     MDB_val k, v;
     int rc = mdb_cursor_open(txn, s->db[db], &cur);
     if (rc != MDB_SUCCESS)
         return map_rc(rc);
-    put_u64(prefix, id);
-    k.mv_size = 8, k.mv_data = prefix;
+    memcpy(prefix, from, 8);
+    memcpy(key, from, from_len);
+    k.mv_size = from_len, k.mv_data = key;
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     while (rc == MDB_SUCCESS && k.mv_size >= 8 && memcmp(k.mv_data, prefix, 8) == 0) {
         size_t len = k.mv_size;

@@ -25,7 +25,8 @@ enum {
     STORE_ERR = -1,      /* I/O or corruption: see the log */
     STORE_NOTFOUND = -2,
     STORE_EXISTS = -3,   /* a unique name, phone or email is taken */
-    STORE_FULL = -4      /* the map (or the disk) is full */
+    STORE_FULL = -4,     /* the map (or the disk) is full */
+    STORE_CHANGED = -5   /* the record changed since it was read: nothing written */
 };
 
 #define STORE_MAPSIZE_DEFAULT ((size_t)1 << 30)
@@ -54,6 +55,11 @@ typedef struct {
     const char *user_agent;
     uint32_t device_sn;            /* out: the device's number within the user */
     const store_audit *audit;      /* a token issued by an admin, or NULL */
+    /* The user is read again in the commit's transaction: gone, or of
+     * another app, is STORE_NOTFOUND; disabled, or a password hash other
+     * than expect_hash (when not NULL), is STORE_CHANGED. */
+    const char *expect_hash;
+    const char *new_hash;          /* an upgraded hash to store with it, or NULL */
 } store_login;
 
 /* Opens (creating when missing) the environment in `dir`. On failure err
@@ -74,8 +80,14 @@ int store_user_create(store *s, store_user *user, const char **conflict, const s
 int store_user_get(store *s, uint64_t user_id, store_user **out);
 int store_user_lookup(store *s, uint64_t app_id, login_kind kind, const char *key,
                       uint64_t *user_id);
-/* Replaces the password hash if the stored one is still `old_hash`. */
-int store_user_rehash(store *s, uint64_t user_id, const char *old_hash, const char *new_hash);
+/* What a login reads, in one read transaction: the user by login name
+ * (kind != 0) or by user_id, of the app (STORE_NOTFOUND otherwise), and
+ * whether `device_guid` (may be NULL) is a device of that user. */
+int store_login_find(store *s, uint64_t app_id, login_kind kind, const char *key,
+                     uint64_t user_id, const char *device_guid, store_user **user,
+                     int *device_known);
+/* How many accounts have a password hash of each cost, up to max costs. */
+int store_pwcost_mix(store *s, crypto_pwcost *costs, uint64_t *counts, size_t max, size_t *n);
 
 int store_login_commit(store *s, store_login *login);
 int store_session_get(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store_session **out);
@@ -119,8 +131,10 @@ int store_user_set_disabled(store *s, uint64_t app_id, uint64_t user_id, int dis
                             const store_audit *audit);
 /* Removes the user, its indexes, sessions, devices, push tokens and groups. */
 int store_user_delete(store *s, uint64_t user_id, const store_audit *audit);
-int store_users_list(store *s, uint64_t app_id, size_t offset, size_t limit, store_user ***out,
-                     size_t *n);
+/* A page of the app's users in id order: those after user `after` (0: from
+ * the first), less `offset`; *more (may be NULL) says whether any follow. */
+int store_users_list(store *s, uint64_t app_id, uint64_t after, size_t offset, size_t limit,
+                     store_user ***out, size_t *n, int *more);
 void store_users_free(store_user **list, size_t n);
 
 /* --- admin tokens, groups, audit ---------------------------------------------- */

@@ -39,7 +39,10 @@ static int free_device_sn(store *s, MDB_txn *txn, uint64_t user_id, uint32_t *sn
 }
 
 /* Binds the device to the login's user with a new push token; the old push
- * token of the device (whoever owned it) stops resolving at once. */
+ * token of the device (whoever owned it) stops resolving at once. When the
+ * device moves to another user, the previous user's sessions on it end
+ * too: a shared tablet must not keep the last user's live token, which
+ * would no longer be in their device list for a kick to reach. */
 int move_device(store *s, MDB_txn *txn, store_login *login)
 {
     store_session *ss = login->session;
@@ -52,7 +55,11 @@ int move_device(store *s, MDB_txn *txn, store_login *login)
         rc = STORE_OK;
     if (rc != STORE_OK)
         return rc;
-    if (old) {
+    if (old && old->user_id != ss->user_id) {
+        revoke_filter f = {NULL, ss->device_guid, 0, NULL};
+        rc = revoke_user_txn(s, txn, old->user_id, &f);
+    }
+    if (old && rc == STORE_OK) {
         if (old->push_token_hash.len)  /* a kicked device has none */
             rc = del_raw(s, txn, DB_PUSH_TOKENS, old->push_token_hash.data,
                          old->push_token_hash.len);

@@ -35,10 +35,11 @@
  *   admin_tokens   app_id(8) token hash(32)         -> ""           for listing
  *   groups         app_id(8) group_id(8)            -> admin user_id(8)
  *   audit          sequence(8)                      -> AuditEntry
+ *   pwcosts        ops(8) mem(8)                    -> accounts(8)  hash costs in use
  * sessions, store_tokens and push_tokens are keyed by the token hash itself. */
 enum { DB_META, DB_APPS, DB_USERS, DB_LOGINS, DB_SESSIONS, DB_USER_SESSIONS, DB_STORE_TOKENS,
        DB_DEVICES, DB_USER_DEVICES, DB_PUSH_TOKENS, DB_EXPIRY, DB_APP_USERS, DB_ADMIN_TOKENS,
-       DB_GROUPS, DB_AUDIT, DB_COUNT };
+       DB_GROUPS, DB_AUDIT, DB_PWCOSTS, DB_COUNT };
 
 struct store {
     MDB_env *env;
@@ -160,6 +161,13 @@ static inline size_t app_user_key(uint8_t key[16], uint64_t app_id, uint64_t use
     return 16;
 }
 
+static inline size_t pwcost_key(uint8_t key[16], crypto_pwcost cost)
+{
+    put_u64(key, cost.ops);
+    put_u64(key + 8, cost.mem);
+    return 16;
+}
+
 static inline size_t group_key(uint8_t key[16], uint64_t app_id, uint64_t group_id)
 {
     put_u64(key, app_id);
@@ -197,6 +205,21 @@ int with_audit(store *s, MDB_txn *txn, int rc, const store_audit *audit);
  * fn returns non-zero to stop. Keys are copied first, so fn may delete. */
 typedef int (*scan_fn)(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg);
 int scan_prefix(store *s, MDB_txn *txn, int db, uint64_t id, scan_fn fn, void *arg);
+/* The same over the keys with the 8-byte prefix of `from`, from `from` on. */
+int scan_from(store *s, MDB_txn *txn, int db, const uint8_t *from, size_t from_len, scan_fn fn,
+              void *arg);
+
+/* Counts the accounts of each password-hash cost (pwcosts), for the decoy
+ * of unknown names: `delta` (+1, -1) for the cost of `hash`. */
+int pwcost_count(store *s, MDB_txn *txn, const char *hash, int delta);
+/* Counts every account's cost when pwcosts is empty but users are not (a
+ * data directory from before the count). */
+int pwcosts_count_all(store *s, MDB_txn *txn);
+
+/* --- users (store_users.c) ---------------------------------------------------- */
+
+/* Writes u with a new password hash, keeping the count of costs. */
+int set_hash_txn(store *s, MDB_txn *txn, store_user *u, const char *hash);
 
 /* --- sessions (store_sessions.c) -------------------------------------------- */
 

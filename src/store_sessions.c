@@ -25,15 +25,36 @@ static int put_session(store *s, MDB_txn *txn, const uint8_t hash[CRYPTO_HASH_BY
     return rc;
 }
 
+/* The login's user, read again under the writer lock: a disable, delete or
+ * new password that committed while the password was being checked wins. */
+static int recheck_user(store *s, MDB_txn *txn, store_login *login)
+{
+    store_user *u = NULL;
+    uint8_t uid[8];
+    int rc = get_msg(s, txn, DB_USERS, uid, user_key(uid, login->session->user_id),
+                     &tokend__v1__store__user__descriptor, (void **)&u);
+    if (rc == STORE_OK && u->app_id != login->session->app_id)
+        rc = STORE_NOTFOUND;
+    else if (rc == STORE_OK && (u->disabled || (login->expect_hash &&
+                                                strcmp(u->password_hash, login->expect_hash) != 0)))
+        rc = STORE_CHANGED;
+    else if (rc == STORE_OK && login->new_hash)
+        rc = set_hash_txn(s, txn, u, login->new_hash);
+    if (u)
+        protobuf_c_message_free_unpacked(&u->base, NULL);
+    return rc;
+}
+
 int store_login_commit(store *s, store_login *login)
 {
     MDB_txn *txn;
     int rc = txn_begin(s, 0, &txn);
     if (rc != STORE_OK)
         return rc;
+    rc = recheck_user(s, txn, login);
     login->session->store_token_hash.data = login->store_token_hash;
     login->session->store_token_hash.len = CRYPTO_HASH_BYTES;
-    if (login->with_device)
+    if (rc == STORE_OK && login->with_device)
         rc = move_device(s, txn, login);
     login->session->device_sn = login->device_sn;
     if (rc == STORE_OK)
@@ -327,6 +348,28 @@ int store_admin_tokens_list(store *s, uint64_t app_id, store_admin_token_fn fn, 
 
 /* --- purge -------------------------------------------------------------------------- */
 
+/* An expired session ends as a logout does: through its user's index, so a
+ * device left with no live session loses its push token. */
+static int purge_one(store *s, MDB_txn *txn, const uint8_t hash[CRYPTO_HASH_BYTES])
+{
+    store_session *ss = NULL;
+    int rc = get_msg(s, txn, DB_SESSIONS, hash, CRYPTO_HASH_BYTES,
+                     &tokend__v1__store__session__descriptor, (void **)&ss);
+    if (rc != STORE_OK)
+        return rc;
+    if (ss->admin) {
+        rc = revoke_txn(s, txn, hash);
+    } else {
+        revoke_filter f = {NULL, NULL, 0, hash};
+        rc = revoke_user_txn(s, txn, ss->user_id, &f);
+        /* The index entry was gone: the session record must go anyway. */
+        if (rc == STORE_OK && !f.revoked)
+            rc = revoke_txn(s, txn, hash);
+    }
+    protobuf_c_message_free_unpacked(&ss->base, NULL);
+    return rc;
+}
+
 int store_purge_expired(store *s, int64_t now_ms, size_t max, size_t *purged)
 {
     MDB_txn *txn;
@@ -342,7 +385,7 @@ int store_purge_expired(store *s, int64_t now_ms, size_t max, size_t *purged)
     while (*purged < max && (r = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == MDB_SUCCESS &&
            k.mv_size == EXPIRY_KEY_LEN && (int64_t)get_u64(k.mv_data) < now_ms) {
         memcpy(hash, (uint8_t *)k.mv_data + EXPIRY_KEY_HASH, CRYPTO_HASH_BYTES);
-        rc = revoke_txn(s, txn, hash);
+        rc = purge_one(s, txn, hash);
         if (rc == STORE_NOTFOUND)  /* index without session: drop the index */
             rc = map_rc(mdb_cursor_del(cur, 0));
         if (rc != STORE_OK)

@@ -87,6 +87,8 @@ int store_user_create(store *s, store_user *user, const char **conflict, const s
         *conflict = "email";
     if (rc == STORE_OK)
         rc = put_msg(s, txn, DB_USERS, uid, 8, &user->base, MDB_NOOVERWRITE);
+    if (rc == STORE_OK)
+        rc = pwcost_count(s, txn, user->password_hash, +1);
     if (rc == STORE_OK) {
         uint8_t au[16];
         rc = put_raw(s, txn, DB_APP_USERS, au, app_user_key(au, user->app_id, user->user_id), "",
@@ -123,25 +125,120 @@ int store_user_lookup(store *s, uint64_t app_id, login_kind kind, const char *te
     return rc;
 }
 
-int store_user_rehash(store *s, uint64_t user_id, const char *old_hash, const char *new_hash)
+int set_hash_txn(store *s, MDB_txn *txn, store_user *u, const char *hash)
+{
+    uint8_t uid[8];
+    char *old = u->password_hash;
+    int rc = pwcost_count(s, txn, old, -1);
+    u->password_hash = (char *)hash;
+    if (rc == STORE_OK)
+        rc = put_msg(s, txn, DB_USERS, uid, user_key(uid, u->user_id), &u->base, 0);
+    u->password_hash = old;
+    return rc == STORE_OK ? pwcost_count(s, txn, hash, +1) : rc;
+}
+
+int store_login_find(store *s, uint64_t app_id, login_kind kind, const char *text,
+                     uint64_t user_id, const char *device_guid, store_user **user,
+                     int *device_known)
 {
     MDB_txn *txn;
-    store_user *u = NULL;
-    uint8_t key[8];
-    int rc = txn_begin(s, 0, &txn);
+    uint8_t key[KEY_MAX];
+    store_device *dev = NULL;
+    int rc = txn_begin(s, MDB_RDONLY, &txn);
+    *user = NULL;
+    *device_known = 0;
     if (rc != STORE_OK)
         return rc;
-    rc = get_user_txn(s, txn, user_id, key, &u);
-    /* A password changed meanwhile wins over the upgrade of the old one. */
-    if (rc == STORE_OK && strcmp(u->password_hash, old_hash) == 0) {
-        char *keep = u->password_hash;
-        u->password_hash = (char *)new_hash;
-        rc = put_msg(s, txn, DB_USERS, key, 8, &u->base, 0);
-        u->password_hash = keep;
+    if (kind)
+        rc = get_u64_value(s, txn, DB_LOGINS, key, login_key(key, app_id, kind, text), &user_id);
+    if (rc == STORE_OK)
+        rc = get_msg(s, txn, DB_USERS, key, user_key(key, user_id),
+                     &tokend__v1__store__user__descriptor, (void **)user);
+    if (rc == STORE_OK && (*user)->app_id != app_id) {
+        protobuf_c_message_free_unpacked(&(*user)->base, NULL);
+        *user = NULL;
+        rc = STORE_NOTFOUND;
     }
-    if (u)
-        protobuf_c_message_free_unpacked(&u->base, NULL);
-    return txn_end(txn, rc);
+    if (rc == STORE_OK && device_guid && *device_guid &&
+        get_msg(s, txn, DB_DEVICES, key, device_key(key, app_id, device_guid),
+                &tokend__v1__store__device__descriptor, (void **)&dev) == STORE_OK) {
+        *device_known = dev->user_id == user_id;
+        protobuf_c_message_free_unpacked(&dev->base, NULL);
+    }
+    txn_abort(s, txn);
+    return rc;
+}
+
+/* --- the mix of hash costs ---------------------------------------------------- */
+
+int pwcost_count(store *s, MDB_txn *txn, const char *hash, int delta)
+{
+    crypto_pwcost cost;
+    uint8_t key[16];
+    uint64_t n = 0;
+    if (crypto_password_cost(hash, &cost) != 0)
+        return STORE_OK;  /* not an Argon2id hash: nothing a decoy could copy */
+    size_t klen = pwcost_key(key, cost);
+    int rc = get_u64_value(s, txn, DB_PWCOSTS, key, klen, &n);
+    if (rc != STORE_OK && rc != STORE_NOTFOUND)
+        return rc;
+    n = delta < 0 ? (n ? n - 1 : 0) : n + 1;
+    if (!n)
+        return del_raw(s, txn, DB_PWCOSTS, key, klen);
+    uint8_t v[8];
+    put_u64(v, n);
+    return put_raw(s, txn, DB_PWCOSTS, key, klen, v, 8, 0);
+}
+
+int pwcosts_count_all(store *s, MDB_txn *txn)
+{
+    MDB_stat costs, users;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_stat(txn, s->db[DB_PWCOSTS], &costs);
+    if (rc == MDB_SUCCESS)
+        rc = mdb_stat(txn, s->db[DB_USERS], &users);
+    if (rc != MDB_SUCCESS)
+        return map_rc(rc);
+    if (costs.ms_entries || !users.ms_entries)
+        return STORE_OK;
+    if ((rc = mdb_cursor_open(txn, s->db[DB_USERS], &cur)) != MDB_SUCCESS)
+        return map_rc(rc);
+    int r = STORE_OK;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && r == STORE_OK;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        store_user *u = tokend__v1__store__user__unpack(NULL, v.mv_size, v.mv_data);
+        if (u) {
+            r = pwcost_count(s, txn, u->password_hash, +1);
+            protobuf_c_message_free_unpacked(&u->base, NULL);
+        }
+    }
+    mdb_cursor_close(cur);
+    return r != STORE_OK ? r : rc == MDB_NOTFOUND ? STORE_OK : map_rc(rc);
+}
+
+int store_pwcost_mix(store *s, crypto_pwcost *costs, uint64_t *counts, size_t max, size_t *n)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = txn_begin(s, MDB_RDONLY, &txn);
+    *n = 0;
+    if (rc != STORE_OK)
+        return rc;
+    if ((rc = mdb_cursor_open(txn, s->db[DB_PWCOSTS], &cur)) == MDB_SUCCESS) {
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && *n < max;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            if (k.mv_size != 16 || v.mv_size != 8)
+                continue;
+            costs[*n].ops = get_u64(k.mv_data);
+            costs[*n].mem = (size_t)get_u64((uint8_t *)k.mv_data + 8);
+            counts[(*n)++] = get_u64(v.mv_data);
+        }
+        mdb_cursor_close(cur);
+    }
+    txn_abort(s, txn);
+    return rc == MDB_NOTFOUND || rc == MDB_SUCCESS ? STORE_OK : map_rc(rc);
 }
 
 static int set_login_index(store *s, MDB_txn *txn, uint64_t app_id, login_kind kind,
@@ -201,13 +298,10 @@ int store_user_set_password(store *s, uint64_t user_id, const char *hash, const 
     if (rc != STORE_OK)
         return rc;
     rc = get_user_txn(s, txn, user_id, uid, &u);
-    if (rc == STORE_OK) {
-        char *old = u->password_hash;
-        u->password_hash = (char *)hash;
-        rc = put_msg(s, txn, DB_USERS, uid, 8, &u->base, 0);
-        u->password_hash = old;
+    if (rc == STORE_OK)
+        rc = set_hash_txn(s, txn, u, hash);
+    if (u)
         protobuf_c_message_free_unpacked(&u->base, NULL);
-    }
     if (rc == STORE_OK)
         rc = revoke_user_txn(s, txn, user_id, &f);
     return txn_end(txn, with_audit(s, txn, rc, audit));
@@ -278,6 +372,8 @@ int store_user_delete(store *s, uint64_t user_id, const store_audit *audit)
         rc = del_raw(s, txn, DB_APP_USERS, au, app_user_key(au, u->app_id, user_id));
     if (rc == STORE_OK)
         rc = del_raw(s, txn, DB_USERS, uid, 8);
+    if (rc == STORE_OK)
+        rc = pwcost_count(s, txn, u->password_hash, -1);
     if (u)
         protobuf_c_message_free_unpacked(&u->base, NULL);
     return txn_end(txn, with_audit(s, txn, rc, audit));
@@ -286,13 +382,16 @@ int store_user_delete(store *s, uint64_t user_id, const store_audit *audit)
 typedef struct {
     size_t skip, limit, n;
     store_user **list;
+    int more;
 } user_page;
 
 static int collect_user(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg)
 {
     user_page *p = arg;
-    if (p->n >= p->limit)
+    if (p->n >= p->limit) {
+        p->more = 1;
         return 1;
+    }
     if (p->skip) {
         p->skip--;
         return 0;
@@ -304,19 +403,25 @@ static int collect_user(store *s, MDB_txn *txn, const uint8_t *key, size_t len, 
     return rc == STORE_NOTFOUND ? 0 : rc;
 }
 
-int store_users_list(store *s, uint64_t app_id, size_t offset, size_t limit, store_user ***out,
-                     size_t *n)
+int store_users_list(store *s, uint64_t app_id, uint64_t after, size_t offset, size_t limit,
+                     store_user ***out, size_t *n, int *more)
 {
     MDB_txn *txn;
-    user_page p = {offset, limit, 0, calloc(limit ? limit : 1, sizeof(store_user *))};
+    uint8_t from[16];
+    user_page p = {offset, limit, 0, calloc(limit ? limit : 1, sizeof(store_user *)), 0};
     int rc = p.list ? txn_begin(s, MDB_RDONLY, &txn) : STORE_ERR;
     if (rc != STORE_OK) {
         free(p.list);
         return rc;
     }
-    rc = scan_prefix(s, txn, DB_APP_USERS, app_id, collect_user, &p);
+    /* The cursor seeks to the first user after `after`: no walk. */
+    rc = scan_from(s, txn, DB_APP_USERS, from,
+                   after ? app_user_key(from, app_id, after + 1) : app_key(from, app_id),
+                   collect_user, &p);
     txn_abort(s, txn);
     *out = p.list, *n = p.n;
+    if (more)
+        *more = p.more;
     return rc;
 }
 

@@ -1,7 +1,11 @@
-/* throttle.c - a fixed-size, open-addressed table of token buckets behind
- * one mutex (a login costs an Argon2id hash, so this lock is never the
- * bottleneck). When the table is full, the bucket nearest to full - the
- * one that remembers least - is evicted. */
+/* throttle.c - two fixed-size, open-addressed tables behind one mutex (a
+ * guess costs an Argon2id hash, so this lock is never the bottleneck):
+ * token buckets, and the places (account + address) that logged in. When
+ * the bucket table is full, the bucket nearest to full - the one that
+ * remembers least - is evicted; when the known table is full, the oldest
+ * place. Only a right password makes a known place, so guessers cannot
+ * flush the owner's places out. */
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +15,11 @@
 #include "throttle.h"
 
 #define TABLE_SIZE (1u << 16)
+#define KNOWN_SIZE (1u << 14)
 #define PROBES 8
+#define KNOWN_MS ((int64_t)THROTTLE_KNOWN_DAYS * 24 * 3600 * 1000)
+
+enum { ACCOUNT_ADDRESS, ACCOUNT, ADDRESS };
 
 typedef struct {
     uint8_t key[16];
@@ -19,10 +27,17 @@ typedef struct {
     int64_t updated_ms;   /* 0: empty slot */
 } bucket;
 
+typedef struct {
+    uint8_t key[16];
+    int64_t seen_ms;      /* 0: empty slot */
+} place;
+
 struct throttle {
     pthread_mutex_t lock;
     throttle_config cfg;
+    uint8_t key[CRYPTO_KEY_BYTES];
     bucket table[TABLE_SIZE];
+    place known[KNOWN_SIZE];
 };
 
 static int64_t now_ms(void)
@@ -32,15 +47,24 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void set_config(throttle *t, throttle_config cfg)
+{
+    t->cfg = cfg;
+    if (!t->cfg.window_s)
+        t->cfg.window_s = 900;
+}
+
 throttle *throttle_create(throttle_config cfg)
 {
     throttle *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
-    pthread_mutex_init(&t->lock, NULL);
-    t->cfg = cfg;
-    if (!t->cfg.window_s)
-        t->cfg.window_s = 900;
+    if (pthread_mutex_init(&t->lock, NULL) != 0) {
+        free(t);
+        return NULL;
+    }
+    crypto_random(t->key, sizeof t->key);
+    set_config(t, cfg);
     return t;
 }
 
@@ -48,6 +72,7 @@ void throttle_free(throttle *t)
 {
     if (t) {
         pthread_mutex_destroy(&t->lock);
+        crypto_wipe(t->key, sizeof t->key);
         free(t);
     }
 }
@@ -55,23 +80,29 @@ void throttle_free(throttle *t)
 void throttle_configure(throttle *t, throttle_config cfg)
 {
     pthread_mutex_lock(&t->lock);
-    t->cfg = cfg;
-    if (!t->cfg.window_s)
-        t->cfg.window_s = 900;
+    set_config(t, cfg);
     pthread_mutex_unlock(&t->lock);
 }
 
 static unsigned capacity(const throttle *t, int which)
 {
-    return which == 0 ? t->cfg.account : which == 1 ? t->cfg.account * 10 : t->cfg.address;
+    return which == ACCOUNT_ADDRESS ? t->cfg.account
+         : which == ACCOUNT         ? t->cfg.account * 10
+                                    : t->cfg.address;
+}
+
+static uint32_t slot_of(const uint8_t key[16])
+{
+    uint32_t h;
+    memcpy(&h, key, sizeof h);
+    return h;
 }
 
 /* The bucket for key, refilled to now; a new one starts full. */
 static bucket *find(throttle *t, const uint8_t key[16], unsigned cap, int64_t now)
 {
-    uint32_t h;
+    uint32_t h = slot_of(key);
     bucket *victim = NULL;
-    memcpy(&h, key, sizeof h);
     for (unsigned i = 0; i < PROBES; i++) {
         bucket *b = &t->table[(h + i) & (TABLE_SIZE - 1)];
         if (b->updated_ms && memcmp(b->key, key, 16) == 0) {
@@ -91,27 +122,76 @@ static bucket *find(throttle *t, const uint8_t key[16], unsigned cap, int64_t no
     return victim;
 }
 
-static void make_key(uint8_t out[16], int which, uint64_t app_id, const char *account,
-                     const char *address)
+/* The known place for key: found (and still fresh), or NULL. With
+ * `add`, a missing one takes an empty or the oldest slot. */
+static place *find_place(throttle *t, const uint8_t key[16], int64_t now, int add)
 {
-    char buf[600];
-    int n = snprintf(buf, sizeof buf, "%d|%llu|%s|%s", which, (unsigned long long)app_id,
-                     which == 2 ? "" : account, which == 1 ? "" : address);
-    crypto_digest(out, buf, n > 0 && (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+    uint32_t h = slot_of(key);
+    place *victim = NULL;
+    for (unsigned i = 0; i < PROBES; i++) {
+        place *p = &t->known[(h + i) & (KNOWN_SIZE - 1)];
+        if (p->seen_ms && now - p->seen_ms > KNOWN_MS)
+            p->seen_ms = 0;
+        if (p->seen_ms && memcmp(p->key, key, 16) == 0)
+            return p;
+        if (!victim || (victim->seen_ms && p->seen_ms < victim->seen_ms))
+            victim = p;
+    }
+    if (!add)
+        return NULL;
+    memcpy(victim->key, key, 16);
+    return victim;
 }
 
-int throttle_take(throttle *t, uint64_t app_id, const char *account, const char *address,
-                  throttle_ticket *ticket)
+void throttle_address_prefix(char *out, size_t outlen, const char *address)
+{
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, address, &a6) == 1) {
+        static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(a6.s6_addr, v4mapped, 12) == 0) {
+            inet_ntop(AF_INET, a6.s6_addr + 12, out, (socklen_t)outlen);
+            return;
+        }
+        memset(a6.s6_addr + 8, 0, 8);
+        char text[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET6, &a6, text, sizeof text);
+        snprintf(out, outlen, "%s/64", text);
+        return;
+    }
+    snprintf(out, outlen, "%s", address);
+}
+
+static void make_key(throttle *t, uint8_t out[16], int which, uint64_t app_id,
+                     const char *account, const char *address)
+{
+    char buf[640];
+    int n = snprintf(buf, sizeof buf, "%d|%llu|%s|%s", which, (unsigned long long)app_id,
+                     which == ADDRESS ? "" : account, which == ACCOUNT ? "" : address);
+    crypto_digest(out, buf, n > 0 && (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1, t->key);
+}
+
+/* Takes from the buckets in `mask` (1 << ACCOUNT_ADDRESS, ...). */
+static int take(throttle *t, unsigned mask, uint64_t app_id, const char *account,
+                const char *address, int known_device, throttle_ticket *ticket)
 {
     bucket *b[THROTTLE_BUCKETS] = {NULL};
+    char prefix[INET6_ADDRSTRLEN + 4];
     int64_t now = now_ms();
     int wait = 0;
+
+    throttle_address_prefix(prefix, sizeof prefix, address ? address : "");
     for (int i = 0; i < THROTTLE_BUCKETS; i++)
-        make_key(ticket->keys[i], i, app_id, account, address ? address : "");
+        make_key(t, ticket->keys[i], i, app_id, account, prefix);
+    /* The account+address digest names the place; a separate domain byte
+     * keeps it apart from the bucket of the same text. */
+    make_key(t, ticket->known, 9, app_id, account, prefix);
+    memset(ticket->taken, 0, sizeof ticket->taken);
+
     pthread_mutex_lock(&t->lock);
+    int known = known_device || find_place(t, ticket->known, now, 0) != NULL;
     for (int i = 0; i < THROTTLE_BUCKETS; i++) {
         unsigned cap = capacity(t, i);
-        if (!cap)
+        if (!cap || !(mask & 1u << i) || (i == ACCOUNT && known))
             continue;
         b[i] = find(t, ticket->keys[i], cap, now);
         if (b[i]->tokens < 1.0f) {
@@ -123,22 +203,52 @@ int throttle_take(throttle *t, uint64_t app_id, const char *account, const char 
     }
     if (!wait)
         for (int i = 0; i < THROTTLE_BUCKETS; i++)
-            if (b[i])
+            if (b[i]) {
                 b[i]->tokens -= 1.0f;
+                ticket->taken[i] = 1;
+            }
     pthread_mutex_unlock(&t->lock);
     return wait;
+}
+
+int throttle_take(throttle *t, uint64_t app_id, const char *account, const char *address,
+                  int known_device, throttle_ticket *ticket)
+{
+    return take(t, 1u << ACCOUNT_ADDRESS | 1u << ACCOUNT | 1u << ADDRESS, app_id, account, address,
+                known_device, ticket);
+}
+
+int throttle_take_address(throttle *t, uint64_t app_id, const char *address,
+                          throttle_ticket *ticket)
+{
+    return take(t, 1u << ADDRESS, app_id, "", address, 0, ticket);
+}
+
+/* Gives back what the ticket took; the lock is held. */
+static void give_back(throttle *t, const throttle_ticket *ticket, int64_t now)
+{
+    for (int i = 0; i < THROTTLE_BUCKETS; i++) {
+        unsigned cap = capacity(t, i);
+        if (cap && ticket->taken[i]) {
+            bucket *b = find(t, ticket->keys[i], cap, now);
+            b->tokens = b->tokens + 1.0f > (float)cap ? (float)cap : b->tokens + 1.0f;
+        }
+    }
 }
 
 void throttle_refund(throttle *t, const throttle_ticket *ticket)
 {
     int64_t now = now_ms();
     pthread_mutex_lock(&t->lock);
-    for (int i = 0; i < THROTTLE_BUCKETS; i++) {
-        unsigned cap = capacity(t, i);
-        if (cap) {
-            bucket *b = find(t, ticket->keys[i], cap, now);
-            b->tokens = b->tokens + 1.0f > (float)cap ? (float)cap : b->tokens + 1.0f;
-        }
-    }
+    give_back(t, ticket, now);
+    pthread_mutex_unlock(&t->lock);
+}
+
+void throttle_succeeded(throttle *t, const throttle_ticket *ticket)
+{
+    int64_t now = now_ms();
+    pthread_mutex_lock(&t->lock);
+    give_back(t, ticket, now);
+    find_place(t, ticket->known, now, 1)->seen_ms = now;
     pthread_mutex_unlock(&t->lock);
 }

@@ -37,8 +37,8 @@ typedef struct {
     pool *pool;
     throttle *throttle;
     /* Verified against when the user is unknown, so that costs what a
-     * wrong password costs. */
-    char dummy_hash[CRYPTO_PWHASH_STRBYTES];
+     * wrong password of such an account costs. */
+    struct decoy *decoy;
 } tokend_ctx;
 
 #endif

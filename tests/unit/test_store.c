@@ -1,6 +1,6 @@
 /* test_store.c - store.c against a real LMDB environment in a fresh
  * temporary directory per test: apps, users and their unique indexes,
- * rehash, login commits with devices and push tokens, durability across
+ * login commits with devices and push tokens, durability across
  * reopen, and visibility of another process's writes. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -252,49 +252,6 @@ static void test_user_unknown_app(void **state)
     make_user(f->s, app, "alice", "+15550100", "a@example.com");
 }
 
-static void test_user_rehash(void **state)
-{
-    fixture *f = *state;
-    uint64_t app = make_app(f->s, "app");
-    uint64_t id = 0;
-    const char *conflict;
-    store_user *u = NULL;
-
-    assert_int_equal(try_user(f->s, app, "alice", "+15550100", "a@example.com", "$old", &id,
-                              &conflict), STORE_OK);
-
-    /* Stale old hash: the stored one is kept. */
-    store_user_rehash(f->s, id, "$not-the-stored-one", "$evil");
-    assert_int_equal(store_user_get(f->s, id, &u), STORE_OK);
-    assert_string_equal(u->password_hash, "$old");
-    protobuf_c_message_free_unpacked(&u->base, NULL);
-
-    /* Matching old hash: replaced, everything else unchanged. */
-    assert_int_equal(store_user_rehash(f->s, id, "$old", "$new"), STORE_OK);
-    u = NULL;
-    assert_int_equal(store_user_get(f->s, id, &u), STORE_OK);
-    assert_string_equal(u->password_hash, "$new");
-    assert_int_equal(u->user_id, id);
-    assert_int_equal(u->app_id, app);
-    assert_string_equal(u->name, "alice");
-    assert_string_equal(u->phone, "+15550100");
-    assert_string_equal(u->email, "a@example.com");
-    assert_int_equal(u->created_ms, 1700000000123);
-    protobuf_c_message_free_unpacked(&u->base, NULL);
-
-    /* The old hash no longer matches. */
-    store_user_rehash(f->s, id, "$old", "$older");
-    u = NULL;
-    assert_int_equal(store_user_get(f->s, id, &u), STORE_OK);
-    assert_string_equal(u->password_hash, "$new");
-    protobuf_c_message_free_unpacked(&u->base, NULL);
-
-    /* Indexes still point at the user. */
-    assert_lookup(f->s, app, LOGIN_NAME, "alice", STORE_OK, id);
-
-    assert_int_equal(store_user_rehash(f->s, id + 999, "$new", "$x"), STORE_NOTFOUND);
-}
-
 /* --- logins, sessions, devices ------------------------------------------ */
 
 static void test_login_without_device(void **state)
@@ -481,7 +438,7 @@ static void test_reopen_durability(void **state)
     uint64_t app2 = make_app(f->s, "second");
     uint64_t alice = make_user(f->s, app1, "alice", "+15550100", "alice@example.com");
     uint64_t bob = make_user(f->s, app2, "bob", NULL, "bob@example.com");
-    assert_int_equal(store_user_rehash(f->s, alice, "$argon2id$fake", "$rehashed"), STORE_OK);
+    assert_int_equal(store_user_set_password(f->s, alice, "$rehashed", NULL, NULL), STORE_OK);
     assert_int_equal(do_login(f->s, app1, alice, NULL, 1, 0, NULL, NULL), STORE_OK);
     assert_int_equal(do_login(f->s, app1, alice, "dev", 2, 3, "ua/x", &sn), STORE_OK);
 
@@ -841,7 +798,6 @@ int main(void)
         T(test_user_duplicate_email),
         T(test_user_same_name_other_app),
         T(test_user_unknown_app),
-        T(test_user_rehash),
         T(test_login_without_device),
         T(test_login_with_device),
         T(test_device_moves_to_another_user),

@@ -3464,7 +3464,7 @@ const ProtobufCMessageDescriptor tokend__v1__user_id_list__descriptor =
   (ProtobufCMessageInit) tokend__v1__user_id_list__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor tokend__v1__list_users_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor tokend__v1__list_users_request__field_descriptors[3] =
 {
   {
     "page_num",
@@ -3490,15 +3490,28 @@ static const ProtobufCFieldDescriptor tokend__v1__list_users_request__field_desc
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "page_token",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__ListUsersRequest, page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tokend__v1__list_users_request__field_indices_by_name[] = {
   0,   /* field[0] = page_num */
   1,   /* field[1] = page_size */
+  2,   /* field[2] = page_token */
 };
 static const ProtobufCIntRange tokend__v1__list_users_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor tokend__v1__list_users_request__descriptor =
 {
@@ -3508,7 +3521,7 @@ const ProtobufCMessageDescriptor tokend__v1__list_users_request__descriptor =
   "Tokend__V1__ListUsersRequest",
   "tokend.v1",
   sizeof(Tokend__V1__ListUsersRequest),
-  2,
+  3,
   tokend__v1__list_users_request__field_descriptors,
   tokend__v1__list_users_request__field_indices_by_name,
   1,  tokend__v1__list_users_request__number_ranges,
@@ -3579,7 +3592,7 @@ const ProtobufCMessageDescriptor tokend__v1__user_summary__descriptor =
   (ProtobufCMessageInit) tokend__v1__user_summary__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor tokend__v1__user_list__field_descriptors[1] =
+static const ProtobufCFieldDescriptor tokend__v1__user_list__field_descriptors[2] =
 {
   {
     "users",
@@ -3593,14 +3606,27 @@ static const ProtobufCFieldDescriptor tokend__v1__user_list__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "next_page_token",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__UserList, next_page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tokend__v1__user_list__field_indices_by_name[] = {
+  1,   /* field[1] = next_page_token */
   0,   /* field[0] = users */
 };
 static const ProtobufCIntRange tokend__v1__user_list__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor tokend__v1__user_list__descriptor =
 {
@@ -3610,7 +3636,7 @@ const ProtobufCMessageDescriptor tokend__v1__user_list__descriptor =
   "Tokend__V1__UserList",
   "tokend.v1",
   sizeof(Tokend__V1__UserList),
-  1,
+  2,
   tokend__v1__user_list__field_descriptors,
   tokend__v1__user_list__field_indices_by_name,
   1,  tokend__v1__user_list__number_ranges,

@@ -504,17 +504,21 @@ struct  Tokend__V1__ListUsersRequest
 {
   ProtobufCMessage base;
   /*
-   * from 1
+   * from 1 (walks the users before the page: prefer page_token)
    */
   int32_t page_num;
   /*
    * default 20, at most 1000
    */
   int32_t page_size;
+  /*
+   * the next_page_token of the page before; page_num is then ignored
+   */
+  char *page_token;
 };
 #define TOKEND__V1__LIST_USERS_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__list_users_request__descriptor) \
-    , 0, 0 }
+    , 0, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Tokend__V1__UserSummary
@@ -537,10 +541,15 @@ struct  Tokend__V1__UserList
   ProtobufCMessage base;
   size_t n_users;
   Tokend__V1__UserSummary **users;
+  /*
+   * Empty on the last page. JSON: the body is the list, so this comes as
+   * the `next-page-token` header.
+   */
+  char *next_page_token;
 };
 #define TOKEND__V1__USER_LIST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__user_list__descriptor) \
-    , 0,NULL }
+    , 0,NULL, (char *)protobuf_c_empty_string }
 
 
 struct  Tokend__V1__CreateUserRequest
