@@ -594,7 +594,10 @@ class PushTests(Base):
         pb = self.push_targets(b_uid)
         self.assertEqual(pb["push_tokens"], [b["push_token"]])
         self.assertEqual(pb["device_tokens"], [], "A's APNs token must not follow the device")
-        self.assertEqual(self.devices(a["token"]), [], "the device left A's list")
+        self.assertEqual(self.devices(user=a_uid), [], "the device left A's list")
+        # A's session on the device ended with the move (a shared device
+        # keeps no live token of the user before).
+        self.fails(401, "POST", "/token/verify", {"token": a["token"]}, token=ADMIN)
         self.assertEqual([d["user_id"] for d in self.devices(b["token"])], [b_uid])
 
 
