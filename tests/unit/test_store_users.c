@@ -167,7 +167,7 @@ static void test_user_delete(void **state)
     assert_int_equal(store_device_get(f->s, f->app, "dev-1", &d), STORE_NOTFOUND);
     assert_push(f->s, 1, STORE_NOTFOUND, 0, NULL);
     assert_int_equal(store_group_admin(f->s, f->app, 7, &admin), STORE_NOTFOUND);
-    assert_int_equal(store_users_list(f->s, f->app, 0, 10, &list, &n), STORE_OK);
+    assert_int_equal(store_users_list(f->s, f->app, 0, 0, 10, &list, &n, NULL), STORE_OK);
     assert_int_equal(n, 1);
     assert_int_equal(list[0]->user_id, bob);
     store_users_free(list, n);
@@ -194,7 +194,7 @@ static const char *page(store *s, uint64_t app_id, size_t offset, size_t limit)
     static char buf[128];
     store_user **list = NULL;
     size_t n = 99, len = 0;
-    assert_int_equal(store_users_list(s, app_id, offset, limit, &list, &n), STORE_OK);
+    assert_int_equal(store_users_list(s, app_id, 0, offset, limit, &list, &n, NULL), STORE_OK);
     buf[0] = '\0';
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(list[i]->app_id, app_id);
