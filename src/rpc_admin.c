@@ -243,7 +243,7 @@ static void run_set_password(rpc_task *task)
         rpc_task_fail(task, ST_RESOURCE_EXHAUSTED, "cannot hash the password, retry");
         return;
     }
-    rpc_task_store(task, store_user_set_password(ctx->store, t->auth.user_id, hash, NULL,
+    rpc_task_store(task, store_user_set_password(ctx->store, t->auth.user_id, hash, NULL, NULL,
                                                  rpc_task_audit(task, &t->auth, "SetPassword",
                                                                 "user_id=%llu",
                                                                 (unsigned long long)t->auth.user_id)),

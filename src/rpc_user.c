@@ -19,6 +19,7 @@ typedef struct {
     char notifier_name[STORE_NAME_MAX + 1];
     throttle *throttle;           /* set when a password guess was counted */
     throttle_ticket ticket;
+    char checked[CRYPTO_PWHASH_STRBYTES];  /* the hash the password was checked against */
 } user_task;
 
 static user_task *user_task_new(rpc_call *call, const rpc_auth *auth)
@@ -70,7 +71,8 @@ static const store_audit *audit_of(user_task *t, const char *action)
                           (unsigned long long)t->auth.user_id, t->sn);
 }
 
-/* Checks the user's password (Argon2id: on the pool). */
+/* Checks the user's password (Argon2id: on the pool); the hash checked is
+ * kept for the commit, which refuses if it changed meanwhile. */
 static int check_password(user_task *t, const char *password)
 {
     store_user *u = NULL;
@@ -78,6 +80,7 @@ static int check_password(user_task *t, const char *password)
     int rc = store_user_get(ctx->store, t->auth.user_id, &u);
     if (rpc_task_store(&t->task, rc, "user") != 0)
         return -1;
+    snprintf(t->checked, sizeof t->checked, "%s", u->password_hash);
     rc = crypto_password_verify(u->password_hash, password, strlen(password));
     protobuf_c_message_free_unpacked(&u->base, NULL);
     if (rc != 0) {
@@ -85,6 +88,18 @@ static int check_password(user_task *t, const char *password)
         return -1;
     }
     return 0;
+}
+
+/* A user's own change refused at commit: the session or password it was
+ * decided on changed while the password was being checked. */
+static void commit_result(rpc_task *task, int rc)
+{
+    if (rc == STORE_CHANGED)
+        rpc_task_fail(task, ST_UNAUTHENTICATED,
+                      "the account changed meanwhile (signed out, or a new password): "
+                      "nothing was changed; log in again");
+    else
+        rpc_task_store(task, rc, "user");
 }
 
 static void run_logout(rpc_task *task)
@@ -230,8 +245,9 @@ static void run_change_password(rpc_task *task)
         rpc_task_fail(task, ST_RESOURCE_EXHAUSTED, "cannot hash the password, retry");
         return;
     }
-    rpc_task_store(task, store_user_set_password(ctx->store, t->auth.user_id, hash, t->auth.hash, NULL),
-                   "user");
+    store_expect expect = {t->checked, t->auth.hash};
+    commit_result(task, store_user_set_password(ctx->store, t->auth.user_id, hash, t->auth.hash,
+                                                &expect, NULL));
 }
 
 RPC_HANDLER(change_password, ChangePasswordRequest, BoolReply)
@@ -326,10 +342,12 @@ RPC_HANDLER(unbind_device_token, UnbindDeviceTokenRequest, BoolReply)
 static void run_delete_user(rpc_task *task)
 {
     user_task *t = (user_task *)task;
+    store_expect expect = {t->checked, t->auth.hash};
     if (!t->auth.admin && check_password(t, t->password) != 0)
         return;
-    rpc_task_store(task, store_user_delete(task->call->ctx->store, t->auth.user_id,
-                                           audit_of(t, "DeleteUser")), "user");
+    commit_result(task, store_user_delete(task->call->ctx->store, t->auth.user_id,
+                                          t->auth.admin ? NULL : &expect,
+                                          audit_of(t, "DeleteUser")));
 }
 
 RPC_HANDLER(delete_user, DeleteUserRequest, BoolReply)

@@ -119,18 +119,28 @@ int store_device_bind(store *s, uint64_t app_id, uint64_t user_id, uint32_t sn,
                       const char *device_token, const char *notifier_name,
                       const store_audit *audit);
 
+/* What a user's own change (a new password, deleting the account) was
+ * decided on: the password hash it checked and the session that asked
+ * (either may be NULL). If either changed meanwhile, the change is
+ * refused with STORE_CHANGED and nothing is written. */
+typedef struct {
+    const char *hash;
+    const uint8_t *session;
+} store_expect;
+
 /* --- users ------------------------------------------------------------------- */
 /* NULL leaves a field; "" clears phone or email. STORE_EXISTS sets conflict. */
 int store_user_update(store *s, uint64_t user_id, const char *name, const char *phone,
                       const char *email, const char **conflict, const store_audit *audit);
 /* New hash; revokes every session but `keep` (may be NULL). */
 int store_user_set_password(store *s, uint64_t user_id, const char *hash, const uint8_t *keep,
-                            const store_audit *audit);
+                            const store_expect *expect, const store_audit *audit);
 /* Disabling revokes every session. STORE_NOTFOUND if not a user of the app. */
 int store_user_set_disabled(store *s, uint64_t app_id, uint64_t user_id, int disabled,
                             const store_audit *audit);
 /* Removes the user, its indexes, sessions, devices, push tokens and groups. */
-int store_user_delete(store *s, uint64_t user_id, const store_audit *audit);
+int store_user_delete(store *s, uint64_t user_id, const store_expect *expect,
+                      const store_audit *audit);
 /* A page of the app's users in id order: those after user `after` (0: from
  * the first), less `offset`; *more (may be NULL) says whether any follow. */
 int store_users_list(store *s, uint64_t app_id, uint64_t after, size_t offset, size_t limit,

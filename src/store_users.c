@@ -287,8 +287,24 @@ int store_user_update(store *s, uint64_t user_id, const char *name, const char *
     return txn_end(txn, with_audit(s, txn, rc, audit));
 }
 
+/* What a user's own change was decided on, checked again under the writer
+ * lock: the asking session still there, the password checked still the one
+ * stored. A change that raced a logout or another new password is refused. */
+static int check_expect(store *s, MDB_txn *txn, const store_user *u, const store_expect *e)
+{
+    MDB_val k = {CRYPTO_HASH_BYTES, NULL}, v;
+    if (!e)
+        return STORE_OK;
+    if (e->hash && strcmp(u->password_hash, e->hash) != 0)
+        return STORE_CHANGED;
+    k.mv_data = (void *)e->session;
+    if (e->session && mdb_get(txn, s->db[DB_SESSIONS], &k, &v) != MDB_SUCCESS)
+        return STORE_CHANGED;
+    return STORE_OK;
+}
+
 int store_user_set_password(store *s, uint64_t user_id, const char *hash, const uint8_t *keep,
-                            const store_audit *audit)
+                            const store_expect *expect, const store_audit *audit)
 {
     MDB_txn *txn;
     store_user *u = NULL;
@@ -298,6 +314,8 @@ int store_user_set_password(store *s, uint64_t user_id, const char *hash, const 
     if (rc != STORE_OK)
         return rc;
     rc = get_user_txn(s, txn, user_id, uid, &u);
+    if (rc == STORE_OK)
+        rc = check_expect(s, txn, u, expect);
     if (rc == STORE_OK)
         rc = set_hash_txn(s, txn, u, hash);
     if (u)
@@ -341,7 +359,8 @@ static int drop_group(store *s, MDB_txn *txn, const uint8_t *key, size_t len, vo
     return 0;
 }
 
-int store_user_delete(store *s, uint64_t user_id, const store_audit *audit)
+int store_user_delete(store *s, uint64_t user_id, const store_expect *expect,
+                      const store_audit *audit)
 {
     MDB_txn *txn;
     store_user *u = NULL;
@@ -351,6 +370,8 @@ int store_user_delete(store *s, uint64_t user_id, const store_audit *audit)
     if (rc != STORE_OK)
         return rc;
     rc = get_user_txn(s, txn, user_id, uid, &u);
+    if (rc == STORE_OK)
+        rc = check_expect(s, txn, u, expect);
     if (rc == STORE_OK) {
         device_scan d = {.app_id = u->app_id, .user_id = user_id};
         rc = devices_txn(s, txn, &d);

@@ -108,6 +108,51 @@ class InFlightLogin(unittest.TestCase):
         self.assertEqual(r.status, 401, r.body)
         self.assert_no_session(uid)
 
+    # The same class of mistake outside login: a user's own change decided
+    # on a password check must not outlive a sign-out or a new password
+    # that commits while that check runs.
+
+    def own_change_race(self, name, path, body, action):
+        uid = self.new_user(name)
+        # The app's back end gets the user a token: no password, so the
+        # stored (slow) hash is not upgraded to the server's cheap cost.
+        r = self.srv.request("POST", "/token/id", {},
+                             headers={"access-token": self.admin, "user_id": str(uid)})
+        self.assertEqual(r.status, 200, r.body)
+        tok = self.srv.secret(r.json()["data"]["token"])
+        out = []
+        t = threading.Thread(target=lambda: out.append(self.api.call("POST", path, body, token=tok)))
+        t.start()
+        time.sleep(0.05)
+        action(uid)
+        t.join()
+        return uid, out[0]
+
+    def test_change_password_after_sign_out_changes_nothing(self):
+        def sign_out(uid):
+            st, env = self.api.call("POST", "/token/revoke_all", {}, token=self.admin, user=uid)
+            self.assertEqual(st, 200, env)
+        uid, (st, env) = self.own_change_race(
+            "race-chpw", "/user/change_password",
+            {"old_password": PW, "new_password": "the-thiefs-password"}, sign_out)
+        self.assertEqual(st, 401, env)
+        self.assertIn("nothing was changed", env["message"])
+        r = self.srv.request("POST", "/token/id", {"user_id": uid, "password": PW})
+        self.assertEqual(r.status, 200, "the old password must still work: %r" % r.body)
+        self.srv.secret(r.json()["data"]["token"])
+
+    def test_delete_after_new_password_changes_nothing(self):
+        def set_password(uid):
+            st, env = self.api.call("POST", "/user/change_password_admin",
+                                    {"password": "reset-by-admin-9"}, token=self.admin, user=uid)
+            self.assertEqual(st, 200, env)
+        self.srv.secret("reset-by-admin-9")
+        uid, (st, env) = self.own_change_race("race-delete", "/user/delete", {"password": PW},
+                                              set_password)
+        self.assertEqual(st, 401, env)
+        st, env = self.api.call("GET", "/admin/user/get?user_id=%d" % uid, token=self.admin)
+        self.assertEqual(st, 200, "the account must still exist: %r" % env)
+
     def test_disabled_user_token_does_not_verify(self):
         uid = self.new_user("disabled-verify")
         r = self.srv.request("POST", "/token/id", {"user_id": uid, "password": PW})

@@ -85,9 +85,33 @@ static void test_commit_rechecks_the_account(void **state)
     assert_int_equal(store_user_set_disabled(f->s, f->app, id, 0, NULL), STORE_OK);
     /* Another app's login of this id, and a deleted user: not found. */
     assert_int_equal(guarded_login(f->s, other, id, 5, NULL, NULL, NULL), STORE_NOTFOUND);
-    assert_int_equal(store_user_delete(f->s, id, NULL), STORE_OK);
+    assert_int_equal(store_user_delete(f->s, id, NULL, NULL), STORE_OK);
     assert_int_equal(guarded_login(f->s, f->app, id, 6, "dev", NULL, NULL), STORE_NOTFOUND);
     assert_no_session(f->s, 6);
+}
+
+static void test_own_changes_expect_what_they_checked(void **state)
+{
+    fixture *f = *state;
+    uint64_t id = user_with_hash(f->s, f->app, "alice", H(2, 19456));
+    uint8_t asked[CRYPTO_HASH_BYTES];
+    store_expect stale = {H(1, 8), NULL}, gone, ok = {H(2, 19456), NULL};
+
+    assert_int_equal(guarded_login(f->s, f->app, id, 1, NULL, NULL, NULL), STORE_OK);
+    fill_hash(asked, 1);
+    gone = (store_expect){H(2, 19456), asked};
+    /* The hash checked is not the stored one: nothing changes. */
+    assert_int_equal(store_user_set_password(f->s, id, H(3, 8), NULL, &stale, NULL), STORE_CHANGED);
+    assert_int_equal(store_user_delete(f->s, id, &stale, NULL), STORE_CHANGED);
+    assert_hash(f->s, id, H(2, 19456));
+    /* The asking session was signed out meanwhile: nothing changes. */
+    assert_int_equal(store_user_revoke(f->s, id, NULL, NULL, NULL), STORE_OK);
+    assert_int_equal(store_user_set_password(f->s, id, H(3, 8), NULL, &gone, NULL), STORE_CHANGED);
+    assert_int_equal(store_user_delete(f->s, id, &gone, NULL), STORE_CHANGED);
+    assert_hash(f->s, id, H(2, 19456));
+    /* Both as checked: done. */
+    assert_int_equal(store_user_set_password(f->s, id, H(3, 8), NULL, &ok, NULL), STORE_OK);
+    assert_hash(f->s, id, H(3, 8));
 }
 
 static void test_login_find(void **state)
@@ -144,7 +168,7 @@ static void test_cost_mix_follows_every_write(void **state)
     assert_int_equal(mix_count(f->s, low), 2);
     assert_int_equal(mix_count(f->s, mid), 1);
     /* A new password, an upgrade at login and a deletion move the counts. */
-    assert_int_equal(store_user_set_password(f->s, a, H(2, 19456), NULL, NULL), STORE_OK);
+    assert_int_equal(store_user_set_password(f->s, a, H(2, 19456), NULL, NULL, NULL), STORE_OK);
     assert_int_equal(mix_count(f->s, low), 1);
     assert_int_equal(mix_count(f->s, mid), 2);
     uint64_t b = 0;
@@ -152,7 +176,7 @@ static void test_cost_mix_follows_every_write(void **state)
     assert_int_equal(guarded_login(f->s, f->app, b, 1, NULL, H(1, 8), H(2, 19456)), STORE_OK);
     assert_int_equal(mix_count(f->s, low), 0);
     assert_int_equal(mix_count(f->s, mid), 3);
-    assert_int_equal(store_user_delete(f->s, c, NULL), STORE_OK);
+    assert_int_equal(store_user_delete(f->s, c, NULL, NULL), STORE_OK);
     assert_int_equal(mix_count(f->s, mid), 2);
     /* A data directory from before the count is counted when opened. */
     char dir[64];
@@ -367,6 +391,7 @@ int main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup_app, fixture_teardown)
     const struct CMUnitTest tests[] = {
         T(test_commit_rechecks_the_account),
+        T(test_own_changes_expect_what_they_checked),
         T(test_login_find),
         T(test_cost_mix_follows_every_write),
         T(test_decoy_cost_comes_from_the_mix),

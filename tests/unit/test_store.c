@@ -438,7 +438,7 @@ static void test_reopen_durability(void **state)
     uint64_t app2 = make_app(f->s, "second");
     uint64_t alice = make_user(f->s, app1, "alice", "+15550100", "alice@example.com");
     uint64_t bob = make_user(f->s, app2, "bob", NULL, "bob@example.com");
-    assert_int_equal(store_user_set_password(f->s, alice, "$rehashed", NULL, NULL), STORE_OK);
+    assert_int_equal(store_user_set_password(f->s, alice, "$rehashed", NULL, NULL, NULL), STORE_OK);
     assert_int_equal(do_login(f->s, app1, alice, NULL, 1, 0, NULL, NULL), STORE_OK);
     assert_int_equal(do_login(f->s, app1, alice, "dev", 2, 3, "ua/x", &sn), STORE_OK);
 

@@ -84,7 +84,7 @@ static void test_user_set_password(void **state)
 
     /* The session that changed it stays; every other one ends. */
     fill_hash(keep, 2);
-    assert_int_equal(store_user_set_password(f->s, alice, "$new", keep, &a), STORE_OK);
+    assert_int_equal(store_user_set_password(f->s, alice, "$new", keep, NULL, &a), STORE_OK);
     store_user *u = user(f->s, alice);
     assert_string_equal(u->password_hash, "$new");
     assert_string_equal(u->name, "alice");
@@ -100,9 +100,9 @@ static void test_user_set_password(void **state)
     assert_string_equal(log.line[0], "change_password ");
 
     /* Without a session to keep (an admin's change), all end. */
-    assert_int_equal(store_user_set_password(f->s, alice, "$newer", NULL, NULL), STORE_OK);
+    assert_int_equal(store_user_set_password(f->s, alice, "$newer", NULL, NULL, NULL), STORE_OK);
     assert_false(session_exists(f->s, 2));
-    assert_int_equal(store_user_set_password(f->s, bob + 100, "$x", NULL, &a), STORE_NOTFOUND);
+    assert_int_equal(store_user_set_password(f->s, bob + 100, "$x", NULL, NULL, &a), STORE_NOTFOUND);
     read_audit(f->s, &log);
     assert_int_equal(log.n, 1);
 }
@@ -157,7 +157,7 @@ static void test_user_delete(void **state)
     assert_int_equal(store_group_set(f->s, f->app, 7, alice, NULL), STORE_OK);
     assert_int_equal(store_group_set(f->s, f->app, 8, bob, NULL), STORE_OK);
 
-    assert_int_equal(store_user_delete(f->s, alice, &a), STORE_OK);
+    assert_int_equal(store_user_delete(f->s, alice, NULL, &a), STORE_OK);
     assert_int_equal(store_user_get(f->s, alice, &(store_user *){NULL}), STORE_NOTFOUND);
     assert_lookup(f->s, f->app, LOGIN_NAME, "alice", STORE_NOTFOUND, 0);
     assert_lookup(f->s, f->app, LOGIN_PHONE, "+15550100", STORE_NOTFOUND, 0);
@@ -183,7 +183,7 @@ static void test_user_delete(void **state)
     uint64_t again = make_user(f->s, f->app, "alice", "+15550100", "alice@example.com");
     assert_true(again != alice);
 
-    assert_int_equal(store_user_delete(f->s, alice, &a), STORE_NOTFOUND);
+    assert_int_equal(store_user_delete(f->s, alice, NULL, &a), STORE_NOTFOUND);
     read_audit(f->s, &log);
     assert_int_equal(log.n, 1);
 }
