@@ -2,17 +2,20 @@
  *
  * protobuf-c's descriptors carry no options, so the HTTP rules are read
  * from the FileDescriptorSet protoc writes: each MethodOptions keeps the
- * (tokend.v1.http) extension among its unknown fields, which unpack as a
- * tokend.v1.HttpRule. Lookups are linear over a few dozen routes: cheaper
- * than hashing at this size, and done once per request. */
+ * standard (google.api.http) extension among its unknown fields, which
+ * unpack as a google.api.HttpRule (proto/google/api/http.proto). Paths are
+ * literal: a {field} template is refused at start-up rather than served
+ * wrong. Lookups are linear over a few dozen routes: cheaper than hashing
+ * at this size, and done once per request. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "google/protobuf/descriptor.pb-c.h"
-#include "tokend/v1/http.pb-c.h"
+#include "google/api/http.pb-c.h"
 #include "router.h"
 
-#define HTTP_RULE_FIELD 50710
+/* extend google.protobuf.MethodOptions { HttpRule http = 72295728; } */
+#define HTTP_RULE_FIELD 72295728
 
 struct router {
     router_rpc *rpcs;
@@ -21,17 +24,30 @@ struct router {
     size_t nhttps, cap_https;
 };
 
-static int add_http(router *r, size_t rpc, const Tokend__V1__HttpRule *rule)
+static int add_http(router *r, size_t rpc, const Google__Api__HttpRule *rule)
 {
     const char *verb = NULL, *path = NULL;
     switch (rule->pattern_case) {
-    case TOKEND__V1__HTTP_RULE__PATTERN_GET: verb = "GET", path = rule->get; break;
-    case TOKEND__V1__HTTP_RULE__PATTERN_PUT: verb = "PUT", path = rule->put; break;
-    case TOKEND__V1__HTTP_RULE__PATTERN_POST: verb = "POST", path = rule->post; break;
-    case TOKEND__V1__HTTP_RULE__PATTERN_DELETE: verb = "DELETE", path = rule->delete_; break;
+    case GOOGLE__API__HTTP_RULE__PATTERN_GET: verb = "GET", path = rule->get; break;
+    case GOOGLE__API__HTTP_RULE__PATTERN_PUT: verb = "PUT", path = rule->put; break;
+    case GOOGLE__API__HTTP_RULE__PATTERN_POST: verb = "POST", path = rule->post; break;
+    case GOOGLE__API__HTTP_RULE__PATTERN_DELETE: verb = "DELETE", path = rule->delete_; break;
+    case GOOGLE__API__HTTP_RULE__PATTERN_PATCH: verb = "PATCH", path = rule->patch; break;
+    case GOOGLE__API__HTTP_RULE__PATTERN_CUSTOM:
+        /* A custom verb ("HEAD", ...); "*" (any verb) is not served. */
+        if (rule->custom && rule->custom->kind &&
+            strlen(rule->custom->kind) < sizeof r->https[0].verb &&
+            strcmp(rule->custom->kind, "*") != 0)
+            verb = rule->custom->kind, path = rule->custom->path;
+        else
+            return -1;
+        break;
     default: break;
     }
     if (verb && path && *path) {
+        /* Not implemented: path templates, a body bound to one field. */
+        if (strchr(path, '{') || (*rule->body && strcmp(rule->body, "*") != 0))
+            return -1;
         if (r->nhttps == r->cap_https) {
             size_t cap = r->cap_https ? r->cap_https * 2 : 32;
             router_http *n = realloc(r->https, cap * sizeof *n);
@@ -68,12 +84,12 @@ static int add_rules(router *r, size_t rpc, const Google__Protobuf__MethodOption
             skip++;
         if (f->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED || ++skip > f->len)
             return -1;
-        Tokend__V1__HttpRule *rule =
-            tokend__v1__http_rule__unpack(NULL, f->len - skip, f->data + skip);
+        Google__Api__HttpRule *rule =
+            google__api__http_rule__unpack(NULL, f->len - skip, f->data + skip);
         if (!rule)
             return -1;
         int rc = add_http(r, rpc, rule);
-        tokend__v1__http_rule__free_unpacked(rule, NULL);
+        google__api__http_rule__free_unpacked(rule, NULL);
         if (rc != 0)
             return -1;
     }
@@ -141,7 +157,7 @@ int router_create(router **out, ProtobufCService *const *services, const uint8_t
                 goto done;
             for (size_t m = 0; m < fp->service[s]->n_method; m++)
                 if (add_rules(r, first_rpc + m, fp->service[s]->method[m]->options) != 0) {
-                    snprintf(err, errlen, "bad (tokend.v1.http) option on %s", name);
+                    snprintf(err, errlen, "bad (google.api.http) option on %s", name);
                     goto done;
                 }
         }

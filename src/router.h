@@ -1,7 +1,7 @@
 /* router.h - which RPC a request names. Built once at start-up from the
  * descriptor set compiled from proto/ (embedded in the binary): every
  * method is reachable by its gRPC path, and by the HTTP verb and path its
- * (tokend.v1.http) option declares. No path is written in C. */
+ * (google.api.http) option declares. No path is written in C. */
 #ifndef TOKEND_ROUTER_H
 #define TOKEND_ROUTER_H
 
@@ -20,7 +20,7 @@ typedef struct {
 typedef struct {
     const router_rpc *rpc;
     size_t rpc_index;
-    char verb[8];                 /* "GET", "POST", "PUT", "DELETE" */
+    char verb[8];                 /* "GET", "POST", "PUT", "DELETE", "PATCH" */
     char *path;
     int body;                     /* the JSON body binds to the request ("*") */
     char *response_body;          /* NULL, or the reply field that is "data" */

@@ -41,7 +41,7 @@ class Protoset(unittest.TestCase):
         svc = [s for s in files["tokend/v1/tokend.proto"].service if s.name == "Tokend"][0]
         names = {m.name for m in svc.method}
         self.assertTrue({"TokenById", "TokenByLogin", "TokenByName", "Verify"} <= names)
-        # The (tokend.v1.http) option travels with the method (extension 50710).
+        # The (google.api.http) option travels with the method (extension 72295728).
         by_id = [m for m in svc.method if m.name == "TokenById"][0]
         self.assertIn(b"/token/id", by_id.options.SerializeToString())
 
@@ -83,12 +83,12 @@ class Reflection(unittest.TestCase):
 
     def test_several_requests_on_one_stream_are_answered_in_order(self):
         res = self.ask(self.r.ServerReflectionRequest(list_services=""),
-                       self.r.ServerReflectionRequest(file_by_filename="tokend/v1/http.proto"),
+                       self.r.ServerReflectionRequest(file_by_filename="google/api/http.proto"),
                        self.r.ServerReflectionRequest(file_containing_symbol="no.such.Thing"))
         self.assertEqual([x.WhichOneof("message_response") for x in res],
                          ["list_services_response", "file_descriptor_response", "error_response"])
         self.assertEqual(res[2].error_response.error_code, 5)  # NOT_FOUND
-        self.assertEqual(res[1].original_request.file_by_filename, "tokend/v1/http.proto")
+        self.assertEqual(res[1].original_request.file_by_filename, "google/api/http.proto")
 
     def test_a_client_can_call_tokend_from_reflected_descriptors_alone(self):
         (res,) = self.ask(self.r.ServerReflectionRequest(
@@ -114,8 +114,8 @@ HTTP_OF = {0: 200, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429, 9: 400, 12: 5
 
 
 def http_rules(method_proto):
-    """(verb, path) pairs of a method's (tokend.v1.http) option, read from the
-    option's bytes: field 50710 holds a tokend.v1.HttpRule."""
+    """(verb, path) pairs of a method's (google.api.http) option, read from the
+    option's bytes: field 72295728 holds a google.api.HttpRule."""
     def varint(b, i):
         n = shift = 0
         while True:
@@ -132,8 +132,8 @@ def http_rules(method_proto):
             ln, i = varint(b, i)
             val, i = b[i:i + ln], i + ln
             field = key >> 3
-            if field in (2, 3, 4, 5):
-                out.append((["GET", "PUT", "POST", "DELETE"][field - 2], val.decode()))
+            if field in (2, 3, 4, 5, 6):
+                out.append((["GET", "PUT", "POST", "DELETE", "PATCH"][field - 2], val.decode()))
             elif field == 11:
                 extra += rule(val)
         return out + extra
@@ -142,7 +142,7 @@ def http_rules(method_proto):
     while i < len(b):
         key, i = varint(b, i)
         ln, i = varint(b, i)
-        if key >> 3 == 50710:
+        if key >> 3 == 72295728:
             rules += rule(b[i:i + ln])
         i += ln
     return rules

@@ -33,7 +33,8 @@ import harness
 
 REPO = harness.REPO
 PROTO_DIR = os.path.join(REPO, "proto")
-PROTOS = ["tokend/v1/http.proto", "tokend/v1/tokend.proto", "grpc/health/v1/health.proto"]
+PROTOS = ["google/api/http.proto", "google/api/annotations.proto", "tokend/v1/tokend.proto",
+          "grpc/health/v1/health.proto"]
 CALL_BIN = os.environ.get("TOKEND_CALL") or os.path.join(REPO, "build", "tokend-call")
 CHEAP = ("--pwhash-ops", 1, "--pwhash-mem", 8)   # server cost for fast logins
 CHEAP_USER = {"pwhash_ops": 1, "pwhash_mem": 8}  # the same for `user add`
