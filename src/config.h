@@ -1,22 +1,16 @@
-/* config.h - the optional configuration file of `tokend serve --config F`:
- * one "option value" per line, the serve options without their dashes
- * ("throttle-account 20"), '#' starting a comment. Options given on the
- * command line win. SIGHUP re-reads the file and applies what can change
- * without a restart: the throttle limits, max-body and deadline. */
+/* config.h - the reload of the configuration file on SIGHUP. The file's
+ * format and its options are those of options.h (one table for the command
+ * line and the file); the command line wins, at start and at each reload.
+ * A reload makes the reloadable options (the throttle limits, max-body and
+ * deadline) what a restart would make them, and names the others that the
+ * file changed: they need a restart. */
 #ifndef TOKEND_CONFIG_H
 #define TOKEND_CONFIG_H
 
 #include "tokend.h"
 
-/* Appends the file's options to argv as "--name value" pairs, in a new
- * malloc'd array (free() it) that shares argv's strings; *owned lists the
- * strings made here (config_free()). Returns 0, or -1 with err set. */
-int config_read(const char *path, int *argc, char ***argv, char ***owned, char *err,
-                size_t errlen);
-void config_free(char **owned);
-
 /* Re-reads ctx->config->config_file and applies the reloadable options.
- * Returns 0, or -1 (nothing changed) with err set. */
+ * Returns 0, or -1 (nothing changed) with err set to the first error. */
 int config_reload(tokend_ctx *ctx, char *err, size_t errlen);
 
 /* Reloadable settings are read with these from any thread. */

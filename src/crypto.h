@@ -20,7 +20,10 @@ typedef struct {
     size_t mem;              /* bytes (m) */
 } crypto_pwcost;
 
-#define CRYPTO_PWCOST_DEFAULT ((crypto_pwcost){2, 19u * 1024 * 1024})
+#define CRYPTO_PWCOST_DEFAULT_OPS 2      /* OWASP's Argon2id minimum: t=2, m=19 MiB */
+#define CRYPTO_PWCOST_DEFAULT_MEM_MIB 19
+#define CRYPTO_PWCOST_DEFAULT \
+    ((crypto_pwcost){CRYPTO_PWCOST_DEFAULT_OPS, (size_t)CRYPTO_PWCOST_DEFAULT_MEM_MIB << 20})
 
 int crypto_init(void);
 

@@ -10,105 +10,14 @@
 #include "account.h"
 #include "config.h"
 #include "decoy.h"
+#include "options.h"
 #include "router.h"
 #include "rpc.h"
 #include "server.h"
 
-static const char usage[] =
-    "usage: tokend COMMAND [OPTIONS]\n"
-    "  serve --data DIR [--config FILE] [--listen HOST:PORT] [--threads N] [--workers N] [--queue N]\n"
-    "        [--max-body BYTES] [--pwhash-ops N] [--pwhash-mem MIB] [--tls-cert F --tls-key F]\n"
-    "        [--map-size MIB] (initial; the map doubles as it fills)\n"
-    "        [--max-connections N] [--max-streams N] [--request-timeout SECONDS]\n"
-    "        [--deadline SECONDS]  (for calls that set no grpc-timeout)\n"
-    "        [--purge-interval SECONDS] [--throttle-account N] [--throttle-address N]\n"
-    "        [--throttle-window SECONDS]   (failed logins per window; 0 turns a limit off)\n"
-    "  app create --data DIR --name NAME [--ttl SECONDS] [--encrypt-type 0-4] [--open-registration]\n"
-    "  admin-token create --data DIR [--app APP_ID] [--label TEXT]   prints the token once\n"
-    "  admin-token list --data DIR [--app APP_ID]\n"
-    "  admin-token revoke --data DIR --id ID [--app APP_ID]\n"
-    "  audit --data DIR        the admin actions, oldest first\n"
-    "  user add --data DIR [--app APP_ID] --name NAME [--phone P] [--email E]\n"
-    "        [--pwhash-ops N] [--pwhash-mem MIB]     (password on stdin)\n"
-    "  user show --data DIR --user USER_ID\n"
-    "  protoset [FILE]       write the compiled schema (FileDescriptorSet)\n"
-    "  version\n";
-
-typedef struct {
-    int argc;
-    char **argv;
-} args;
-
-/* The value after the first --name, or NULL. Marks every --name pair as
- * used: a later one (from the config file) yields to the first. */
-static const char *opt(args *a, const char *name)
+static void print_error(void *arg, const char *msg)
 {
-    const char *v = NULL;
-    for (int i = 0; i < a->argc; i++) {
-        if (a->argv[i] && strcmp(a->argv[i], name) == 0) {
-            if (i + 1 >= a->argc || !a->argv[i + 1]) {
-                fprintf(stderr, "tokend: %s needs a value\n", name);
-                exit(2);
-            }
-            if (!v)
-                v = a->argv[i + 1];
-            a->argv[i] = a->argv[i + 1] = NULL;
-        }
-    }
-    return v;
-}
-
-static int flag(args *a, const char *name)
-{
-    for (int i = 0; i < a->argc; i++)
-        if (a->argv[i] && strcmp(a->argv[i], name) == 0) {
-            a->argv[i] = NULL;
-            return 1;
-        }
-    return 0;
-}
-
-static void no_leftovers(args *a)
-{
-    for (int i = 0; i < a->argc; i++)
-        if (a->argv[i]) {
-            fprintf(stderr, "tokend: unknown option %s\n%s", a->argv[i], usage);
-            exit(2);
-        }
-}
-
-static unsigned long long num(args *a, const char *name, unsigned long long dflt,
-                              unsigned long long min, unsigned long long max)
-{
-    const char *v = opt(a, name);
-    char *end;
-    if (!v)
-        return dflt;
-    errno = 0;
-    unsigned long long n = strtoull(v, &end, 10);
-    if (errno || *end || end == v || n < min || n > max || v[0] == '-') {
-        fprintf(stderr, "tokend: %s must be a number from %llu to %llu\n", name, min, max);
-        exit(2);
-    }
-    return n;
-}
-
-static const char *need(args *a, const char *name)
-{
-    const char *v = opt(a, name);
-    if (!v) {
-        fprintf(stderr, "tokend: %s is required\n", name);
-        exit(2);
-    }
-    return v;
-}
-
-static crypto_pwcost pwcost(args *a)
-{
-    crypto_pwcost c = CRYPTO_PWCOST_DEFAULT;
-    c.ops = num(a, "--pwhash-ops", c.ops, 1, 100);
-    c.mem = (size_t)num(a, "--pwhash-mem", c.mem >> 20, 1, 4096) << 20;
-    return c;
+    fprintf(stderr, "tokend: %s\n", msg);
 }
 
 static store *open_store_sized(const char *dir, size_t mapsize)
@@ -127,48 +36,16 @@ static store *open_store(const char *dir)
     return open_store_sized(dir, 0);
 }
 
-static int cmd_serve(args *a)
+static int cmd_serve(const option_values *ov)
 {
     tokend_config cfg = {0};
     tokend_ctx ctx = {.config = &cfg};
     router *router;
     char err[256];
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
-    char **owned = NULL;
-    cfg.config_file = opt(a, "--config");
-    if (cfg.config_file) {
-        /* The file's options go after the command line's, which win. */
-        if (config_read(cfg.config_file, &a->argc, &a->argv, &owned, err, sizeof err) != 0) {
-            fprintf(stderr, "tokend: %s\n", err);
-            return 2;
-        }
-    }
-    cfg.data_dir = need(a, "--data");
-    cfg.listen = opt(a, "--listen");
-    if (!cfg.listen)
-        cfg.listen = "127.0.0.1:8080";
-    cfg.threads = (unsigned)num(a, "--threads", cores > 0 ? (unsigned long long)cores : 1, 1, 256);
-    cfg.workers = (unsigned)num(a, "--workers", cores > 0 ? (unsigned long long)cores : 1, 1, 256);
-    cfg.queue = (unsigned)num(a, "--queue", 256, 0, 1000000);
-    cfg.max_body = (size_t)num(a, "--max-body", 64 * 1024, 64, 16 << 20);
-    cfg.pwcost = pwcost(a);
-    cfg.mapsize = (size_t)num(a, "--map-size", 1024, 1, 1u << 20) << 20;
-    cfg.purge_interval = (unsigned)num(a, "--purge-interval", 60, 1, 86400);
-    cfg.max_connections = (unsigned)num(a, "--max-connections", 10000, 1, 1000000);
-    cfg.max_streams = (unsigned)num(a, "--max-streams", 100, 1, 256);
-    cfg.request_timeout = (unsigned)num(a, "--request-timeout", 10, 1, 3600);
-    cfg.deadline = (unsigned)num(a, "--deadline", 30, 1, 3600);
-    cfg.throttle.account = (unsigned)num(a, "--throttle-account", 10, 0, 1000000);
-    cfg.throttle.address = (unsigned)num(a, "--throttle-address", 100, 0, 1000000);
-    cfg.throttle.window_s = (unsigned)num(a, "--throttle-window", 900, 1, 86400);
-    cfg.tls_cert = opt(a, "--tls-cert");
-    cfg.tls_key = opt(a, "--tls-key");
-    no_leftovers(a);
-    if (!cfg.tls_cert != !cfg.tls_key) {
-        fprintf(stderr, "tokend: --tls-cert and --tls-key go together\n");
+    if (options_to_config(ov, &cfg, print_error, NULL) != 0)
         return 2;
-    }
+    cfg.options = ov;
     ctx.store = open_store_sized(cfg.data_dir, cfg.mapsize);
     if (router_create(&router, rpc_services(), tokend_protoset, tokend_protoset_len, err,
                       sizeof err) != 0) {
@@ -189,24 +66,35 @@ static int cmd_serve(args *a)
     decoy_free(ctx.decoy);
     store_close(ctx.store);
     router_free(router);
-    if (cfg.config_file) {
-        config_free(owned);
-        free(a->argv);
-    }
     return rc;
 }
 
-static int cmd_app_create(args *a)
+/* tokend config check FILE: every error with its line, or the effective
+ * configuration the file gives (with the defaults). */
+static int cmd_config_check(const option_values *args)
+{
+    option_values ov = {0};
+    tokend_config cfg = {0};
+    int errors = options_read_file(&ov, args->pos[0], print_error, NULL);
+    if (errors >= 0)
+        errors += options_to_config(&ov, &cfg, print_error, NULL);
+    if (errors == 0)
+        options_print_config(&ov, stdout);
+    else if (errors > 0)
+        fprintf(stderr, "tokend: %s: %d error%s\n", args->pos[0], errors, errors == 1 ? "" : "s");
+    options_free(&ov);
+    return errors == 0 ? 0 : 1;
+}
+
+static int cmd_app_create(const option_values *ov)
 {
     store_app app = TOKEND__V1__STORE__APP__INIT;
-    const char *dir = need(a, "--data");
-    app.name = (char *)need(a, "--name");
-    app.token_ttl_ms = (int64_t)num(a, "--ttl", 7 * 24 * 3600, 1, 10ull * 365 * 24 * 3600) * 1000;
-    app.encrypt_type = (int32_t)num(a, "--encrypt-type", 4, 0, 4);
-    app.open_registration = flag(a, "--open-registration");
+    app.name = (char *)options_text(ov, OPT_NAME);
+    app.token_ttl_ms = (int64_t)options_num(ov, OPT_TTL) * 1000;
+    app.encrypt_type = (int32_t)options_num(ov, OPT_ENCRYPT_TYPE);
+    app.open_registration = ov->v[OPT_OPEN_REGISTRATION].set;
     app.created_ms = rpc_now_ms();
-    no_leftovers(a);
-    store *st = open_store(dir);
+    store *st = open_store(options_text(ov, OPT_DATA));
     int rc = store_app_create(st, &app);
     store_close(st);
     if (rc != STORE_OK) {
@@ -242,7 +130,7 @@ static size_t read_password(char *buf, size_t len)
     if (n && buf[n - 1] == '\n')
         buf[--n] = '\0';
     else if (n == len - 1) {
-        fprintf(stderr, "tokend: password must be at most 1024 bytes\n");
+        fprintf(stderr, "tokend: the password must be at most %d bytes\n", CRYPTO_PASSWORD_MAX);
         exit(2);
     }
     if (n && buf[n - 1] == '\r')
@@ -250,22 +138,21 @@ static size_t read_password(char *buf, size_t len)
     return n;
 }
 
-static int cmd_user_add(args *a)
+static int cmd_user_add(const option_values *ov)
 {
     account_new in = {0};
     char pw[CRYPTO_PASSWORD_MAX + 2], msg[256];
-    const char *dir = need(a, "--data");
     uint64_t uid;
 
-    in.name = need(a, "--name");
-    in.phone = opt(a, "--phone");
-    in.email = opt(a, "--email");
-    crypto_pwcost cost = pwcost(a);
-    in.app_id = num(a, "--app", 0, 1, UINT64_MAX);
-    no_leftovers(a);
+    in.name = options_text(ov, OPT_NAME);
+    in.phone = options_text(ov, OPT_PHONE);
+    in.email = options_text(ov, OPT_EMAIL);
+    crypto_pwcost cost = {options_num(ov, OPT_PWHASH_OPS),
+                          (size_t)options_num(ov, OPT_PWHASH_MEM) << 20};
+    in.app_id = options_num(ov, OPT_APP);
     in.password_len = read_password(pw, sizeof pw);
     in.password = pw;
-    store *st = open_store(dir);
+    store *st = open_store(options_text(ov, OPT_DATA));
     if (!in.app_id && store_default_app(st, &in.app_id) != STORE_OK) {
         fprintf(stderr, "tokend: --app is required (the data directory has no app yet)\n");
         store_close(st);
@@ -282,18 +169,12 @@ static int cmd_user_add(args *a)
     return 0;
 }
 
-static int cmd_user_show(args *a)
+static int cmd_user_show(const option_values *ov)
 {
-    const char *dir = need(a, "--data");
-    uint64_t id = num(a, "--user", 0, 1, UINT64_MAX);
+    uint64_t id = options_num(ov, OPT_USER);
     store_user *u;
     char cost[64] = "?";
-    no_leftovers(a);
-    if (!id) {
-        fprintf(stderr, "tokend: --user is required\n");
-        return 2;
-    }
-    store *st = open_store(dir);
+    store *st = open_store(options_text(ov, OPT_DATA));
     int rc = store_user_get(st, id, &u);
     store_close(st);
     if (rc != STORE_OK) {
@@ -310,9 +191,9 @@ static int cmd_user_show(args *a)
 }
 
 /* The app a command names, or the data directory's default app. */
-static uint64_t app_of(args *a, store *st)
+static uint64_t app_of(const option_values *ov, store *st)
 {
-    uint64_t id = num(a, "--app", 0, 1, UINT64_MAX);
+    uint64_t id = options_num(ov, OPT_APP);
     if (!id && store_default_app(st, &id) != STORE_OK) {
         fprintf(stderr, "tokend: --app is required (the data directory has no app yet)\n");
         exit(2);
@@ -339,20 +220,14 @@ static void token_id(const uint8_t hash[CRYPTO_HASH_BYTES], char id[17])
         sprintf(id + 2 * i, "%02x", hash[i]);
 }
 
-static int cmd_admin_token_create(args *a)
+static int cmd_admin_token_create(const option_values *ov)
 {
-    store *st = open_store(need(a, "--data"));
+    store *st = open_store(options_text(ov, OPT_DATA));
     store_session ss = TOKEND__V1__STORE__SESSION__INIT;
     uint8_t raw[CRYPTO_TOKEN_BYTES], hash[CRYPTO_HASH_BYTES];
     char text[CRYPTO_TOKEN_TEXTLEN], id[17], detail[64];
-    const char *label = opt(a, "--label");
-    ss.app_id = app_of(a, st);
-    no_leftovers(a);
-    if (label && strlen(label) > 128) {
-        fprintf(stderr, "tokend: --label must be at most 128 bytes\n");
-        store_close(st);
-        return 2;
-    }
+    const char *label = options_text(ov, OPT_LABEL);  /* at most TOKEND_MAX_LABEL bytes */
+    ss.app_id = app_of(ov, st);
     ss.label = (char *)(label ? label : "");
     ss.created_ms = rpc_now_ms();
     crypto_token_new(raw, text);
@@ -397,12 +272,11 @@ static void print_admin_token(const uint8_t hash[CRYPTO_HASH_BYTES], const store
     w->found++;
 }
 
-static int cmd_admin_token_list(args *a, int revoke)
+static int admin_token_walk(const option_values *ov, int revoke)
 {
-    store *st = open_store(need(a, "--data"));
-    token_walk w = {revoke ? need(a, "--id") : NULL, {0}, 0};
-    uint64_t app = app_of(a, st);
-    no_leftovers(a);
+    store *st = open_store(options_text(ov, OPT_DATA));
+    token_walk w = {revoke ? options_text(ov, OPT_ID) : NULL, {0}, 0};
+    uint64_t app = app_of(ov, st);
     int rc = store_admin_tokens_list(st, app, print_admin_token, &w);
     if (rc == STORE_OK && revoke && !w.found) {
         fprintf(stderr, "tokend: no admin token %s in app %llu\n", w.want, (unsigned long long)app);
@@ -431,18 +305,27 @@ static void print_audit(const store_audit *e, void *arg)
            e->actor, e->action, e->detail);
 }
 
-static int cmd_audit(args *a)
+static int cmd_admin_token_list(const option_values *ov)
 {
-    store *st = open_store(need(a, "--data"));
-    no_leftovers(a);
+    return admin_token_walk(ov, 0);
+}
+
+static int cmd_admin_token_revoke(const option_values *ov)
+{
+    return admin_token_walk(ov, 1);
+}
+
+static int cmd_audit(const option_values *ov)
+{
+    store *st = open_store(options_text(ov, OPT_DATA));
     int rc = store_audit_list(st, print_audit, NULL);
     store_close(st);
     return rc == STORE_OK ? 0 : 1;
 }
 
-static int cmd_protoset(args *a)
+static int cmd_protoset(const option_values *ov)
 {
-    const char *path = a->argc > 0 ? a->argv[0] : NULL;
+    const char *path = ov->npos > 0 ? ov->pos[0] : NULL;
     FILE *f = path ? fopen(path, "wb") : stdout;
     if (!f || fwrite(tokend_protoset, 1, tokend_protoset_len, f) != tokend_protoset_len ||
         (path && fclose(f) != 0)) {
@@ -452,39 +335,235 @@ static int cmd_protoset(args *a)
     return 0;
 }
 
+static int cmd_version(const option_values *ov)
+{
+    printf("tokend %s\n", TOKEND_VERSION);
+    return 0;
+}
+
+/* --- the commands ------------------------------------------------------ */
+
+typedef struct {
+    const char *name;            /* "admin-token create" */
+    int (*run)(const option_values *ov);
+    const option_id *opts;       /* the options it takes, ending with OPT_COUNT */
+    const option_id *required;   /* those it needs, ending with OPT_COUNT */
+    const char *args;            /* positional arguments: "FILE", "[FILE]" or NULL */
+    int min_args, max_args;
+    const char *summary;         /* one line, for `tokend help` */
+    const char *about;           /* a paragraph, for COMMAND --help */
+    const char *example;
+} command;
+
+#define OPTS(...) ((const option_id[]){__VA_ARGS__, OPT_COUNT})
+#define NONE ((const option_id[]){OPT_COUNT})
+
+static const command commands[] = {
+    {"serve", cmd_serve,
+     OPTS(OPT_DATA, OPT_CONFIG, OPT_LISTEN, OPT_THREADS, OPT_WORKERS, OPT_QUEUE, OPT_MAX_BODY,
+          OPT_PWHASH_OPS, OPT_PWHASH_MEM, OPT_MAP_SIZE, OPT_MAX_CONNECTIONS, OPT_MAX_STREAMS,
+          OPT_REQUEST_TIMEOUT, OPT_DEADLINE, OPT_PURGE_INTERVAL, OPT_THROTTLE_ACCOUNT,
+          OPT_THROTTLE_ADDRESS, OPT_THROTTLE_WINDOW, OPT_TLS_CERT, OPT_TLS_KEY),
+     OPTS(OPT_DATA), NULL, 0, 0, "run the server (JSON, gRPC, gRPC-Web, protobuf on one port)",
+     "Serves the data directory on one port: JSON on the vendor's paths, native gRPC (h2c, or\n"
+     "TLS with --tls-cert/--tls-key), gRPC-Web and binary protobuf. Every option may also stand\n"
+     "in the --config file without its dashes (\"max-body 65536\"); the command line wins.\n"
+     "SIGHUP re-reads the file and applies the options marked so; SIGTERM stops accepting,\n"
+     "lets calls in flight finish (at most 10 s) and exits 0.",
+     "tokend serve --data /var/lib/tokend --listen 127.0.0.1:8080 --config /etc/tokend/tokend.conf"},
+    {"app create", cmd_app_create, OPTS(OPT_DATA, OPT_NAME, OPT_TTL, OPT_ENCRYPT_TYPE,
+                                        OPT_OPEN_REGISTRATION),
+     OPTS(OPT_DATA, OPT_NAME), NULL, 0, 0, "create an app; prints its app_id",
+     "Creates an app in the data directory and prints its app_id. The first app is the one\n"
+     "used when a request names none (no app_id header).",
+     "tokend app create --data /var/lib/tokend --name chat --ttl 86400"},
+    {"user add", cmd_user_add, OPTS(OPT_DATA, OPT_APP, OPT_NAME, OPT_PHONE, OPT_EMAIL,
+                                    OPT_PWHASH_OPS, OPT_PWHASH_MEM),
+     OPTS(OPT_DATA, OPT_NAME), NULL, 0, 0, "add a user (password on stdin); prints its user_id",
+     "Adds a user to an app and prints the user_id. The password is one line on stdin, so it\n"
+     "stays out of argv and the shell's history; on a terminal it is asked for without echo.",
+     "printf '%s\\n' 'a long passphrase' | tokend user add --data /var/lib/tokend --name alice "
+     "--phone +15550100"},
+    {"user show", cmd_user_show, OPTS(OPT_DATA, OPT_USER), OPTS(OPT_DATA, OPT_USER), NULL, 0, 0,
+     "show a user (no secret)",
+     "Prints a user's ids, login names, state and password hash parameters (not the hash).",
+     "tokend user show --data /var/lib/tokend --user 10000"},
+    {"admin-token create", cmd_admin_token_create, OPTS(OPT_DATA, OPT_APP, OPT_LABEL),
+     OPTS(OPT_DATA), NULL, 0, 0, "create an admin token; prints it once",
+     "Creates an admin token of an app, for the platform's services (Verify, store, push) and\n"
+     "the app's back end. The token is printed once on stdout; only its hash is kept.",
+     "tokend admin-token create --data /var/lib/tokend --label chat-service"},
+    {"admin-token list", cmd_admin_token_list, OPTS(OPT_DATA, OPT_APP), OPTS(OPT_DATA), NULL, 0,
+     0, "list an app's admin tokens (ids, not tokens)",
+     "Lists the admin tokens of an app: id, creation time and label.",
+     "tokend admin-token list --data /var/lib/tokend"},
+    {"admin-token revoke", cmd_admin_token_revoke, OPTS(OPT_DATA, OPT_ID, OPT_APP),
+     OPTS(OPT_DATA, OPT_ID), NULL, 0, 0, "revoke an admin token by its id",
+     "Revokes the admin token with this id (as admin-token list shows it) at once.",
+     "tokend admin-token revoke --data /var/lib/tokend --id 3f2a9c1e0b7d4a65"},
+    {"audit", cmd_audit, OPTS(OPT_DATA), OPTS(OPT_DATA), NULL, 0, 0,
+     "print the audit log, oldest first",
+     "Prints the audit log of every admin action (over the API and from this CLI), oldest\n"
+     "first: time in ms, app, actor, action, detail.",
+     "tokend audit --data /var/lib/tokend"},
+    {"config check", cmd_config_check, NONE, NONE, "FILE", 1, 1,
+     "check a config file; print the effective configuration",
+     "Reads a configuration file as `tokend serve --config FILE` would. Prints the effective\n"
+     "configuration (each value with where it comes from: a line or the default), or each\n"
+     "error with its line number and exits 1.",
+     "tokend config check /etc/tokend/tokend.conf"},
+    {"protoset", cmd_protoset, NONE, NONE, "[FILE]", 0, 1,
+     "write the compiled schema (FileDescriptorSet)",
+     "Writes the schema compiled into this binary, a FileDescriptorSet with its imports, to\n"
+     "FILE or stdout: for grpcurl -protoset and other generic gRPC tools.",
+     "tokend protoset tokend.protoset && grpcurl -protoset tokend.protoset list"},
+    {"version", cmd_version, NONE, NONE, NULL, 0, 0, "print the version",
+     "Prints the version of tokend.", "tokend version"},
+};
+static const size_t ncommands = sizeof commands / sizeof commands[0];
+
+static void print_help(const command *c, FILE *out)
+{
+    char syn[64];
+    fprintf(out, "usage: tokend %s", c->name);
+    for (const option_id *o = c->required; *o != OPT_COUNT; o++)
+        fprintf(out, " %s", options_synopsis(*o, syn, sizeof syn));
+    if (c->opts[0] != OPT_COUNT && c->opts[1] != OPT_COUNT)
+        fputs(" [OPTIONS]", out);
+    fprintf(out, "%s%s\n\n%s\n", c->args ? " " : "", c->args ? c->args : "", c->about);
+    fputs("\noptions:\n", out);
+    for (const option_id *o = c->opts; *o != OPT_COUNT; o++) {
+        int req = 0;
+        for (const option_id *q = c->required; *q != OPT_COUNT; q++)
+            req |= *q == *o;
+        options_print_help(*o, req, out);
+    }
+    fprintf(out, "  %-26s %s\n\nexample:\n  %s\n", "--help", "this help", c->example);
+}
+
+static void print_usage(FILE *out)
+{
+    fputs("usage: tokend COMMAND [OPTIONS]\n\ncommands:\n", out);
+    for (size_t i = 0; i < ncommands; i++)
+        fprintf(out, "  %-20s %s\n", commands[i].name, commands[i].summary);
+    fputs("\n`tokend help COMMAND` or `tokend COMMAND --help` describes a command and its options.\n"
+          "example:\n  tokend serve --data /var/lib/tokend --listen 127.0.0.1:8080\n", out);
+}
+
+/* The command named by the words of argv, or NULL; *used: how many words. */
+static const command *find_command(int argc, char **argv, int *used)
+{
+    for (size_t i = 0; i < ncommands; i++) {
+        const char *n = commands[i].name, *sp = strchr(n, ' ');
+        size_t len = sp ? (size_t)(sp - n) : strlen(n);
+        if (argc < 1 || strlen(argv[0]) != len || memcmp(argv[0], n, len) != 0)
+            continue;
+        if (!sp) {
+            *used = 1;
+            return &commands[i];
+        }
+        if (argc >= 2 && strcmp(argv[1], sp + 1) == 0) {
+            *used = 2;
+            return &commands[i];
+        }
+    }
+    return NULL;
+}
+
+/* `tokend user` alone: the commands of the group. Returns how many. */
+static int print_group(const char *group, FILE *out)
+{
+    int n = 0;
+    size_t len = strlen(group);
+    for (size_t i = 0; i < ncommands; i++)
+        if (strncmp(commands[i].name, group, len) == 0 && commands[i].name[len] == ' ') {
+            if (!n++)
+                fprintf(out, "usage: tokend %s SUBCOMMAND [OPTIONS]\n\nsubcommands:\n", group);
+            fprintf(out, "  %-20s %s\n", commands[i].name, commands[i].summary);
+        }
+    if (n)
+        fprintf(out, "\n`tokend %s SUBCOMMAND --help` describes one.\n", group);
+    return n;
+}
+
+static int run(int argc, char **argv)
+{
+    option_values ov = {0};
+    char err[512];
+    int used = 0, help = 0;
+    const char *word = argc > 0 ? argv[0] : "";
+
+    if (strcmp(word, "help") == 0 || strcmp(word, "--help") == 0 || strcmp(word, "-h") == 0) {
+        if (argc < 2) {
+            print_usage(stdout);
+            return 0;
+        }
+        const command *c = find_command(argc - 1, argv + 1, &used);
+        if (c && used == argc - 1) {
+            print_help(c, stdout);
+            return 0;
+        }
+        if (argc == 2 && print_group(argv[1], stdout))
+            return 0;
+        fprintf(stderr, "tokend: no command \"%s%s%s\": `tokend help` lists them\n", argv[1],
+                argc > 2 ? " " : "", argc > 2 ? argv[2] : "");
+        return 2;
+    }
+    if (strcmp(word, "--version") == 0)
+        return cmd_version(&ov);
+    const command *c = find_command(argc, argv, &used);
+    if (!c) {
+        if (argc == 0) {
+            print_usage(stderr);
+            return 2;
+        }
+        if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) &&
+            print_group(argv[0], stdout))
+            return 0;
+        if (argc == 1 && print_group(argv[0], stderr))
+            return 2;
+        fprintf(stderr, "tokend: no command \"%s%s%s\": `tokend help` lists them\n", argv[0],
+                argc > 1 && argv[1][0] != '-' ? " " : "",
+                argc > 1 && argv[1][0] != '-' ? argv[1] : "");
+        return 2;
+    }
+    if (options_parse_args(&ov, c->opts, argc - used, argv + used, &help, err, sizeof err) != 0) {
+        fprintf(stderr, "tokend %s: %s\n(`tokend %s --help` lists the options)\n", c->name, err,
+                c->name);
+        return 2;
+    }
+    if (help) {
+        print_help(c, stdout);
+        return 0;
+    }
+    int rc = 2;
+    if (ov.v[OPT_CONFIG].set &&
+        options_read_file(&ov, ov.v[OPT_CONFIG].text, print_error, NULL) != 0)
+        goto done;
+    for (const option_id *o = c->required; *o != OPT_COUNT; o++)
+        if (!ov.v[*o].set) {
+            fprintf(stderr, "tokend %s: --%s is required: add --%s %s (e.g. --%s %s)\n", c->name,
+                    options[*o].name, options[*o].name, options[*o].metavar, options[*o].name,
+                    options[*o].example);
+            goto done;
+        }
+    if (ov.npos < c->min_args || ov.npos > c->max_args) {
+        fprintf(stderr, "tokend %s: %s\nusage: tokend %s%s%s\n", c->name,
+                ov.npos < c->min_args ? "missing argument" : "too many arguments", c->name,
+                c->args ? " " : "", c->args ? c->args : "");
+        goto done;
+    }
+    rc = c->run(&ov);
+done:
+    options_free(&ov);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (crypto_init() != 0) {
         fprintf(stderr, "tokend: libsodium failed to initialise\n");
         return 1;
     }
-    const char *cmd = argc > 1 ? argv[1] : "";
-    const char *sub = argc > 2 ? argv[2] : "";
-    args a = {argc - 2, argv + 2};
-    args a2 = {argc - 3, argv + 3};
-
-    if (strcmp(cmd, "serve") == 0)
-        return cmd_serve(&a);
-    if (strcmp(cmd, "app") == 0 && strcmp(sub, "create") == 0)
-        return cmd_app_create(&a2);
-    if (strcmp(cmd, "user") == 0 && strcmp(sub, "add") == 0)
-        return cmd_user_add(&a2);
-    if (strcmp(cmd, "user") == 0 && strcmp(sub, "show") == 0)
-        return cmd_user_show(&a2);
-    if (strcmp(cmd, "admin-token") == 0 && strcmp(sub, "create") == 0)
-        return cmd_admin_token_create(&a2);
-    if (strcmp(cmd, "admin-token") == 0 && strcmp(sub, "list") == 0)
-        return cmd_admin_token_list(&a2, 0);
-    if (strcmp(cmd, "admin-token") == 0 && strcmp(sub, "revoke") == 0)
-        return cmd_admin_token_list(&a2, 1);
-    if (strcmp(cmd, "audit") == 0)
-        return cmd_audit(&a);
-    if (strcmp(cmd, "protoset") == 0)
-        return cmd_protoset(&a);
-    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-        printf("tokend %s\n", TOKEND_VERSION);
-        return 0;
-    }
-    fputs(usage, strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ? stdout : stderr);
-    return strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ? 0 : 2;
+    return run(argc - 1, argv + 1);
 }

@@ -23,6 +23,11 @@
 #include "server.h"
 
 #define STOP_GRACE_MS 10000
+/* h2o's own cap on a request body: past our --max-body (413 with the
+ * envelope) it still buffers up to this many times max-body, at least 1 MiB. */
+#define BODY_CAP_FACTOR 16
+#define BODY_CAP_MIN (1u << 20)
+#define PURGE_BATCH 1000          /* expired sessions removed per write transaction */
 
 typedef struct server {
     tokend_ctx *ctx;
@@ -160,10 +165,10 @@ static void *run_purger(void *arg)
         pthread_mutex_unlock(&s->purge_lock);
         size_t purged, total = 0;
         do {
-            if (store_purge_expired(s->ctx->store, rpc_now_ms(), 1000, &purged) != STORE_OK)
+            if (store_purge_expired(s->ctx->store, rpc_now_ms(), PURGE_BATCH, &purged) != STORE_OK)
                 break;
             total += purged;
-        } while (purged == 1000 && !s->stopping);
+        } while (purged == PURGE_BATCH && !s->stopping);
         if (total)
             fprintf(stderr, "tokend: purged %zu expired sessions\n", total);
         pthread_mutex_lock(&s->purge_lock);
@@ -237,7 +242,9 @@ int server_run(tokend_ctx *ctx, const router *router)
     /* Bodies over max_body get our 413 with a JSON envelope. h2o buffers a
      * body before the handler sees it and refuses one only beyond this hard
      * cap (an HTTP/1.1 413 of its own, an HTTP/2 REFUSED_STREAM). */
-    s.h2o.max_request_entity_size = cfg->max_body * 16 > (1u << 20) ? cfg->max_body * 16 : (1u << 20);
+    s.h2o.max_request_entity_size = cfg->max_body * BODY_CAP_FACTOR > BODY_CAP_MIN
+                                         ? cfg->max_body * BODY_CAP_FACTOR
+                                         : BODY_CAP_MIN;
     /* A request must arrive whole within this, however slowly it drips
      * (slowloris); an idle HTTP/2 connection is closed after it. */
     s.h2o.http1.req_timeout = (uint64_t)cfg->request_timeout * 1000;

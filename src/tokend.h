@@ -12,7 +12,10 @@
 
 #define TOKEND_VERSION "0.1.0"
 
+struct option_values;
+
 typedef struct {
+    const struct option_values *options;  /* where each setting came from (options.h) */
     const char *data_dir;
     const char *config_file;     /* --config, re-read on SIGHUP */
     const char *listen;          /* HOST:PORT */
@@ -20,12 +23,12 @@ typedef struct {
     unsigned workers;            /* pool threads for Argon2id and writes */
     unsigned queue;              /* jobs allowed to wait beyond the busy workers */
     size_t max_body;             /* bytes; larger request bodies get 413 */
-    size_t mapsize;
-    unsigned purge_interval;
+    size_t mapsize;              /* bytes of LMDB map at start */
+    unsigned purge_interval;     /* seconds between purges of expired sessions */
     unsigned max_connections;    /* open connections, over all threads */
     unsigned max_streams;        /* concurrent HTTP/2 requests per connection */
     unsigned request_timeout;    /* seconds for a request to arrive; HTTP/2 idle */
-    unsigned deadline;           /* seconds a call may take when it sets none */     /* seconds between purges of expired sessions */
+    unsigned deadline;           /* seconds a call may take when it sets none */
     crypto_pwcost pwcost;
     const char *tls_cert, *tls_key;
     throttle_config throttle;
