@@ -208,6 +208,52 @@ class ConfigCheck(unittest.TestCase):
         self.assertIn("/nonexistent/tokend.conf: cannot read the config file", p.stderr)
 
 
+class Packaging(unittest.TestCase):
+    """packaging/: the man page and the example configuration say what the
+    option table (src/options.c) says."""
+    REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    def serve_options(self):
+        out = tokend("serve", "--help").stdout
+        return [x.split()[0] for x in out.splitlines()
+                if x.startswith("  --") and x.split()[0] != "--help"]
+
+    def test_the_man_page_names_every_command_and_option(self):
+        with open(os.path.join(self.REPO, "packaging", "tokend.8")) as f:
+            page = f.read().replace("\\-", "-")
+        for cmd in COMMANDS:
+            self.assertIn(".B tokend " + cmd.split()[0], page)
+        names = set(self.serve_options())
+        for cmd in COMMANDS:
+            out = tokend(*cmd.split(), "--help").stdout
+            names |= {x.split()[0] for x in out.splitlines() if x.startswith("  --")}
+        names.discard("--help")
+        for opt in sorted(names):
+            self.assertTrue(opt in page, "%s is not in packaging/tokend.8" % opt)
+
+    def test_the_example_configuration_is_good_and_names_every_option(self):
+        path = os.path.join(self.REPO, "packaging", "tokend.conf")
+        p = tokend("config", "check", path)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(path) as f:
+            text = f.read()
+        for opt in self.serve_options():
+            if opt not in ("--data", "--config"):  # the unit gives --data
+                self.assertRegex(text, r"\n#?%s " % opt[2:], opt)
+        # Its commented values are the defaults: uncommented, they check the same.
+        with tempfile.TemporaryDirectory() as d:
+            uncommented = "".join(x[1:] if x.startswith("#") and not x.startswith("# ") and
+                                  x.strip() != "#" else x for x in text.splitlines(True))
+            q = tokend("config", "check", write(d, uncommented))
+            self.assertEqual(q.returncode, 0, q.stderr)
+            for line in q.stdout.splitlines():
+                name = line.split()[0]
+                if name in ("threads", "workers", "tls-cert", "tls-key", "#"):
+                    continue
+                dflt = [x for x in p.stdout.splitlines() if x.startswith(name + " ")][0]
+                self.assertEqual(line.split("#")[0].split(), dflt.split("#")[0].split(), name)
+
+
 class ServeWithConfig(unittest.TestCase):
     def test_serve_refuses_a_bad_file_naming_the_line(self):
         srv = Server()
