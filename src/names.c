@@ -6,31 +6,9 @@
  * digits and a leading '+'. */
 #include <string.h>
 #include "names.h"
+#include "utf8.h"
 
 #define PASSWORD_MIN 8
-
-/* Decodes one UTF-8 sequence; returns its length or 0 when invalid. */
-static size_t utf8_next(const unsigned char *s, size_t len, unsigned *cp)
-{
-    size_t n;
-    unsigned c = s[0], min;
-    if (c < 0x80) { *cp = c; return 1; }
-    if ((c & 0xE0) == 0xC0) n = 2, c &= 0x1F, min = 0x80;
-    else if ((c & 0xF0) == 0xE0) n = 3, c &= 0x0F, min = 0x800;
-    else if ((c & 0xF8) == 0xF0) n = 4, c &= 0x07, min = 0x10000;
-    else return 0;
-    if (n > len)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        c = c << 6 | (s[i] & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-        return 0;
-    *cp = c;
-    return n;
-}
 
 /* Letters of the scripts an IM user base writes names in: Latin, Greek,
  * Cyrillic, Armenian, Hebrew, Arabic, Devanagari, Thai, CJK, kana, Hangul. */
@@ -56,24 +34,12 @@ static int is_blank_or_control(unsigned c)
            c == 0xFEFF;
 }
 
-/* 0 when the whole string is valid UTF-8. */
-static int utf8_check(const char *str)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    size_t len = strlen(str), n;
-    unsigned c;
-    for (size_t i = 0; i < len; i += n)
-        if (!(n = utf8_next(s + i, len - i, &c)))
-            return -1;
-    return 0;
-}
-
 int names_check_username(const char *name, const char **why)
 {
     const unsigned char *s = (const unsigned char *)name;
     size_t len = strlen(name), n;
     int has_letter = 0;
-    unsigned c;
+    uint32_t c;
 
     if (len == 0) { *why = "name is empty"; return -1; }
     if (len > STORE_NAME_MAX) { *why = "name is longer than 128 bytes"; return -1; }
@@ -119,7 +85,7 @@ int names_normalize_email(const char *in, char *out, size_t outlen, const char *
         *why = "email must look like name@example.com";
         return -1;
     }
-    if (utf8_check(in) != 0) {
+    if (!utf8_valid(in)) {
         *why = "email is not valid UTF-8";
         return -1;
     }

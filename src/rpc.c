@@ -7,7 +7,7 @@
 #include <time.h>
 #include "rpc.h"
 #include "rpc_handlers.h"
-#include "transcode.h"
+#include "utf8.h"
 
 static Tokend__V1__Tokend_Service tokend_service = TOKEND__V1__TOKEND__INIT(rpc_);
 
@@ -34,7 +34,7 @@ static void format_message(char *out, size_t len, const char *fmt, va_list ap)
 {
     int n = vsnprintf(out, len, fmt, ap);
     if (n >= 0 && (size_t)n >= len)
-        out[transcode_utf8_prefix(out, strlen(out))] = '\0';
+        out[utf8_prefix(out, strlen(out))] = '\0';
 }
 
 void rpc_fail(rpc_call *call, status_code code, const char *fmt, ...)

@@ -14,6 +14,7 @@
  * keeps the error paths short: on any error, free the root. */
 
 #include "transcode.h"
+#include "utf8.h"
 
 #include <float.h>
 #include <inttypes.h>
@@ -370,27 +371,6 @@ static int bool_from_text(const ProtobufCFieldDescriptor *f, const char *s, size
     return 0;
 }
 
-/* Length of the well-formed UTF-8 sequence at s, or 0 if there is none:
- * no overlong forms, no surrogates, nothing above U+10FFFF. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    uint32_t cp, min;
-    size_t len, i;
-
-    if (s[0] < 0x80) return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) len = 2, cp = s[0] & 0x1f, min = 0x80;
-    else if ((s[0] & 0xf0) == 0xe0) len = 3, cp = s[0] & 0x0f, min = 0x800;
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4) len = 4, cp = s[0] & 0x07, min = 0x10000;
-    else return 0;
-    if (n < len) return 0;
-    for (i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80) return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-    return len;
-}
-
 static char *copy_string(const char *s, size_t n)
 {
     char *c = malloc(n + 1);
@@ -411,7 +391,7 @@ static int string_from_text(const pathstep *at, const char *s, size_t n, fieldva
 
     for (i = 0; i < n; i += len) {
         if (s[i] == '\0') return fail(err, at, "NUL characters are not allowed");
-        if (!(len = utf8_seq((const unsigned char *)s + i, n - i)))
+        if (!(len = utf8_next((const unsigned char *)s + i, n - i, NULL)))
             return fail(err, at, "invalid UTF-8");
     }
     if (!(v->s = copy_string(s, n))) return fail(err, at, "out of memory");
@@ -750,7 +730,7 @@ static json_t *string_json(const char *s, size_t n)
     if (j) return j;
     if (!(p = fixed = malloc(n * 3 + 1))) return NULL;
     for (i = 0; i < n; i += len) {
-        if ((len = utf8_seq((const unsigned char *)s + i, n - i)) && s[i] != '\0') {
+        if ((len = utf8_next((const unsigned char *)s + i, n - i, NULL)) && s[i] != '\0') {
             memcpy(p, s + i, len);
             p += len;
         } else {
@@ -862,7 +842,7 @@ static void tb_string(textbuf *b, const char *s, size_t n)
     for (i = 0; i < n; i += len) {
         unsigned char c = (unsigned char)s[i];
         if (c < 0x20 || c == '"' || c == '\\') break;
-        if (!(len = utf8_seq((const unsigned char *)s + i, n - i))) break;
+        if (!(len = utf8_next((const unsigned char *)s + i, n - i, NULL))) break;
     }
     if (i < n) {
         tb_json(b, string_json(s, n)); /* escapes, or bytes that are not UTF-8 */
@@ -1029,20 +1009,6 @@ int transcode_envelope(int code, const char *message, const ProtobufCMessage *da
     return 0;
 }
 
-size_t transcode_utf8_prefix(const char *s, size_t n)
-{
-    size_t i = 0, len;
-    while (i < n && s[i] && (len = utf8_seq((const unsigned char *)s + i, n - i)))
-        i += len;
-    return i;
-}
-
-static int string_ok(const char *s)
-{
-    size_t n = strlen(s);
-    return transcode_utf8_prefix(s, n) == n;
-}
-
 /* Binary forms skip the JSON parser's checks: a string that is not UTF-8
  * would be stored and later break every strict client that reads it. */
 int transcode_check_strings(const ProtobufCMessage *msg, char *err)
@@ -1068,7 +1034,7 @@ int transcode_check_strings(const ProtobufCMessage *msg, char *err)
             const void *v = ((const void *const *)base)[k];
             if (!v)
                 continue;
-            if (f->type == PROTOBUF_C_TYPE_STRING && !string_ok(v)) {
+            if (f->type == PROTOBUF_C_TYPE_STRING && !utf8_valid(v)) {
                 snprintf(err, TRANSCODE_ERRLEN, "%s: invalid UTF-8", f->name);
                 return -1;
             }

@@ -55,9 +55,6 @@ int transcode_set_field(ProtobufCMessage *msg, const char *name, size_t name_len
 int transcode_envelope(int code, const char *message, const ProtobufCMessage *data,
                        const char *data_field, char **out, size_t *out_len);
 
-/* Length of the longest well-formed UTF-8 prefix of s (stops at NUL). */
-size_t transcode_utf8_prefix(const char *s, size_t n);
-
 /* Checks every string field of a decoded message (nested ones too) is
  * UTF-8, as proto3 requires: protobuf-c's unpack does not. */
 int transcode_check_strings(const ProtobufCMessage *msg, char *err);
