@@ -121,6 +121,36 @@ int crypto_random_base64(char *out, size_t outlen, size_t len)
     return 0;
 }
 
+static int sodium_variant(crypto_base64_variant v)
+{
+    switch (v) {
+    case CRYPTO_BASE64: return sodium_base64_VARIANT_ORIGINAL;
+    case CRYPTO_BASE64_NOPAD: return sodium_base64_VARIANT_ORIGINAL_NO_PADDING;
+    default: return sodium_base64_VARIANT_URLSAFE_NO_PADDING;
+    }
+}
+
+size_t crypto_base64_size(size_t len, crypto_base64_variant v)
+{
+    return sodium_base64_encoded_len(len, sodium_variant(v));
+}
+
+int crypto_base64_encode(char *out, size_t outlen, const void *in, size_t len,
+                         crypto_base64_variant v)
+{
+    if (outlen < crypto_base64_size(len, v))
+        return -1;
+    sodium_bin2base64(out, outlen, in, len, sodium_variant(v));
+    return 0;
+}
+
+int crypto_base64_decode(void *out, size_t outcap, const char *in, size_t len, const char *ignore,
+                         size_t *out_len, crypto_base64_variant v)
+{
+    return sodium_base642bin(out, outcap, in, len, ignore, out_len, NULL, sodium_variant(v)) == 0
+               ? 0 : -1;
+}
+
 int crypto_equal(const void *a, const void *b, size_t len)
 {
     return sodium_memcmp(a, b, len) == 0 ? 0 : -1;

@@ -1,5 +1,5 @@
 /* crypto.h - every use of libsodium in tokend: password hashes (Argon2id),
- * random tokens, keyed token hashes and session keys. Nothing else calls
+ * random tokens, keyed token hashes, session keys and base64. Nothing else calls
  * libsodium, so the choices below are made in one place.
  * Functions return 0 on success and -1 on error, like libsodium's. */
 #ifndef TOKEND_CRYPTO_H
@@ -56,6 +56,23 @@ void crypto_random(void *buf, size_t len);
 void crypto_digest(uint8_t out[16], const void *in, size_t len, const uint8_t key[CRYPTO_KEY_BYTES]);
 /* Random key of `len` bytes as standard base64 into out (outlen >= 4*len/3+4). */
 int crypto_random_base64(char *out, size_t outlen, size_t len);
+/* Base64, for the wire forms (bytes fields in JSON, grpc-web-text) as for
+ * tokens. Decoding is strict: a bad character, stray bits or a wrong length
+ * fail; `ignore` (may be NULL) lists characters skipped anywhere. */
+typedef enum {
+    CRYPTO_BASE64,               /* standard alphabet, padded */
+    CRYPTO_BASE64_NOPAD,         /* standard alphabet, no padding */
+    CRYPTO_BASE64URL_NOPAD       /* URL-safe alphabet, no padding */
+} crypto_base64_variant;
+/* Bytes the text of `len` bytes takes, its NUL included. */
+size_t crypto_base64_size(size_t len, crypto_base64_variant v);
+/* Writes the text of in and a NUL into out (outlen >= crypto_base64_size). */
+int crypto_base64_encode(char *out, size_t outlen, const void *in, size_t len,
+                         crypto_base64_variant v);
+/* Decodes in (len characters) into out (at most outcap bytes); *out_len gets the count. */
+int crypto_base64_decode(void *out, size_t outcap, const char *in, size_t len, const char *ignore,
+                         size_t *out_len, crypto_base64_variant v);
+
 /* Sealing (XChaCha20-Poly1305 under a subkey of `key`) for the few secrets
  * that must come back out, such as push tokens for the push service. */
 #define CRYPTO_SEAL_OVERHEAD 40   /* 24-byte nonce + 16-byte tag */

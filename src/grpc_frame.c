@@ -1,6 +1,6 @@
 /* grpc_frame.c - the pure parts of the wire (see grpc_frame.h). Moved out
  * of http.c unchanged in behaviour so tests/fuzz can reach them. */
-#include <sodium.h>
+#include "crypto.h"
 #include "grpc_frame.h"
 
 void grpc_frame_header(uint8_t out[GRPC_FRAME_HEADER], uint8_t flag, size_t len)
@@ -44,8 +44,7 @@ const char *grpc_frame_unary(const char *body, size_t len, const char **msg, siz
 const char *grpc_web_text_decode(const char *in, size_t len, uint8_t *out, size_t *out_len)
 {
     *out_len = 0;
-    if (sodium_base642bin(out, len + 1, in, len, "\r\n", out_len, NULL,
-                          sodium_base64_VARIANT_ORIGINAL) != 0)
+    if (crypto_base64_decode(out, len + 1, in, len, "\r\n", out_len, CRYPTO_BASE64) != 0)
         return "grpc-web-text body is not valid base64";
     return NULL;
 }

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sodium.h>
 #include "config.h"
+#include "crypto.h"
 #include "grpc_frame.h"
 #include "h2_trailers.h"
 #include "http.h"
@@ -159,9 +159,9 @@ static void send_grpc(h2o_req_t *req, int form, status_code st, const char *mess
         send_body(req, 200, "application/grpc-web+proto", body, body_len);
         return;
     }
-    size_t b64_len = sodium_base64_ENCODED_LEN(body_len, sodium_base64_VARIANT_ORIGINAL);
+    size_t b64_len = crypto_base64_size(body_len, CRYPTO_BASE64);
     char *b64 = h2o_mem_alloc_pool(&req->pool, b64_len);
-    sodium_bin2base64(b64, b64_len, body, body_len, sodium_base64_VARIANT_ORIGINAL);
+    crypto_base64_encode(b64, b64_len, body, body_len, CRYPTO_BASE64);
     send_body(req, 200, "application/grpc-web-text+proto", b64, strlen(b64));
 }
 

@@ -14,6 +14,7 @@
  * keeps the error paths short: on any error, free the root. */
 
 #include "transcode.h"
+#include "crypto.h"
 #include "utf8.h"
 
 #include <float.h>
@@ -27,7 +28,6 @@
 #include <string.h>
 
 #include <jansson.h>
-#include <sodium.h>
 
 /* ---------------------------------------------------------------------------
  * Errors and field paths
@@ -398,13 +398,13 @@ static int string_from_text(const pathstep *at, const char *s, size_t n, fieldva
     return 0;
 }
 
-/* Standard or URL-safe base64, padded or not. libsodium's decoder is
+/* Standard or URL-safe base64, padded or not. crypto.h's decoder is
  * strict (bad characters, stray bits, wrong length all fail); it is given
  * the text without padding, once the padding has been checked here. */
 static int bytes_from_text(const ProtobufCFieldDescriptor *f, const char *s, size_t n, fieldvalue *v,
                            const pathstep *at, char *err)
 {
-    int variant = sodium_base64_VARIANT_ORIGINAL_NO_PADDING;
+    crypto_base64_variant variant = CRYPTO_BASE64_NOPAD;
     size_t pad = 0, cap, len;
     unsigned char *data;
 
@@ -416,10 +416,10 @@ static int bytes_from_text(const ProtobufCFieldDescriptor *f, const char *s, siz
     v->bin.len = 0;
     v->bin.data = NULL;
     if (n == 0) return 0;
-    if (memchr(s, '-', n) || memchr(s, '_', n)) variant = sodium_base64_VARIANT_URLSAFE_NO_PADDING;
+    if (memchr(s, '-', n) || memchr(s, '_', n)) variant = CRYPTO_BASE64URL_NOPAD;
     cap = n / 4 * 3 + 2;
     if (!(data = malloc(cap))) return fail(err, at, "out of memory");
-    if (sodium_base642bin(data, cap, s, n, NULL, &len, NULL, variant) != 0) {
+    if (crypto_base64_decode(data, cap, s, n, NULL, &len, variant) != 0) {
         free(data);
         return type_error(f, at, err);
     }
@@ -858,11 +858,11 @@ static void tb_string(textbuf *b, const char *s, size_t n)
 
 static void tb_bytes(textbuf *b, const ProtobufCBinaryData *bin)
 {
-    size_t cap = sodium_base64_ENCODED_LEN(bin->len, sodium_base64_VARIANT_ORIGINAL);
+    size_t cap = crypto_base64_size(bin->len, CRYPTO_BASE64);
 
     if (!tb_reserve(b, cap + 2)) return;
     b->p[b->len++] = '"';
-    sodium_bin2base64(b->p + b->len, cap, bin->data, bin->len, sodium_base64_VARIANT_ORIGINAL);
+    crypto_base64_encode(b->p + b->len, cap, bin->data, bin->len, CRYPTO_BASE64);
     b->len += cap - 1;
     b->p[b->len++] = '"';
 }

@@ -302,6 +302,39 @@ static void test_equal_and_wipe(void **state)
     assert_memory_equal(a, zero, sizeof a);
 }
 
+/* The base64 the wire forms use: each variant both ways, strict decoding. */
+static void test_base64(void **state)
+{
+    static const uint8_t bin[] = {0xfb, 0xff, 0x01, 0x02};
+    char text[16];
+    uint8_t out[8];
+    size_t n = 0;
+
+    assert_int_equal(crypto_base64_size(sizeof bin, CRYPTO_BASE64), 9);
+    assert_int_equal(crypto_base64_encode(text, sizeof text, bin, sizeof bin, CRYPTO_BASE64), 0);
+    assert_string_equal(text, "+/8BAg==");
+    assert_int_equal(crypto_base64_encode(text, sizeof text, bin, sizeof bin, CRYPTO_BASE64_NOPAD), 0);
+    assert_string_equal(text, "+/8BAg");
+    assert_int_equal(crypto_base64_encode(text, sizeof text, bin, sizeof bin, CRYPTO_BASE64URL_NOPAD), 0);
+    assert_string_equal(text, "-_8BAg");
+    assert_int_equal(crypto_base64_encode(text, 8, bin, sizeof bin, CRYPTO_BASE64), -1); /* no room */
+
+    assert_int_equal(crypto_base64_decode(out, sizeof out, "+/8BAg==", 8, NULL, &n, CRYPTO_BASE64), 0);
+    assert_int_equal(n, sizeof bin);
+    assert_memory_equal(out, bin, sizeof bin);
+    assert_int_equal(crypto_base64_decode(out, sizeof out, "+/8B\r\nAg==", 10, "\r\n", &n,
+                                          CRYPTO_BASE64), 0);
+    assert_int_equal(n, sizeof bin);
+    assert_int_equal(crypto_base64_decode(out, sizeof out, "-_8BAg", 6, NULL, &n,
+                                          CRYPTO_BASE64URL_NOPAD), 0);
+    assert_memory_equal(out, bin, sizeof bin);
+    /* strict: a missing pad, the other alphabet, stray bits, a full buffer */
+    assert_int_equal(crypto_base64_decode(out, sizeof out, "+/8BAg", 6, NULL, &n, CRYPTO_BASE64), -1);
+    assert_int_equal(crypto_base64_decode(out, sizeof out, "-_8BAg", 6, NULL, &n, CRYPTO_BASE64_NOPAD), -1);
+    assert_int_equal(crypto_base64_decode(out, sizeof out, "+/8BAh", 6, NULL, &n, CRYPTO_BASE64_NOPAD), -1);
+    assert_int_equal(crypto_base64_decode(out, 3, "+/8BAg", 6, NULL, &n, CRYPTO_BASE64_NOPAD), -1);
+}
+
 int main(void)
 {
     if (crypto_init() != 0)
@@ -319,6 +352,7 @@ int main(void)
         cmocka_unit_test(test_random_base64),
         cmocka_unit_test(test_random),
         cmocka_unit_test(test_equal_and_wipe),
+        cmocka_unit_test(test_base64),
     };
     return cmocka_run_group_tests_name("crypto", tests, NULL, NULL);
 }
