@@ -1,5 +1,6 @@
 /* grpc_frame.c - the pure parts of the wire (see grpc_frame.h). Moved out
  * of http.c unchanged in behaviour so tests/fuzz can reach them. */
+#include <string.h>
 #include "crypto.h"
 #include "grpc_frame.h"
 
@@ -10,24 +11,35 @@ void grpc_frame_header(uint8_t out[GRPC_FRAME_HEADER], uint8_t flag, size_t len)
     out[3] = (uint8_t)(len >> 8), out[4] = (uint8_t)len;
 }
 
+size_t grpc_frame_write(uint8_t *out, uint8_t flag, const ProtobufCMessage *msg, const void *raw,
+                        size_t len)
+{
+    grpc_frame_header(out, flag, len);
+    if (msg)
+        protobuf_c_message_pack(msg, out + GRPC_FRAME_HEADER);
+    else if (raw && len)
+        memcpy(out + GRPC_FRAME_HEADER, raw, len);
+    return GRPC_FRAME_SIZE(len);
+}
+
 const char *grpc_frame_next(const char *body, size_t len, size_t *off, const char **msg,
                             size_t *msg_len, status_code *st)
 {
     const uint8_t *p = (const uint8_t *)body + *off;
     size_t left = len - *off;
     *st = ST_INVALID_ARGUMENT;
-    if (left < 5)
+    if (left < GRPC_FRAME_HEADER)
         return "gRPC message frame is missing or truncated";
     size_t n = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
     if (p[0] & 1) {
         *st = ST_UNIMPLEMENTED;
         return "compressed gRPC messages are not supported: send with compression off";
     }
-    if (p[0] != 0 || n > left - 5)
+    if (p[0] != 0 || n > left - GRPC_FRAME_HEADER)
         return "gRPC message frame is malformed or truncated";
-    *msg = (const char *)p + 5;
+    *msg = (const char *)p + GRPC_FRAME_HEADER;
     *msg_len = n;
-    *off += 5 + n;
+    *off += GRPC_FRAME_SIZE(n);
     return NULL;
 }
 

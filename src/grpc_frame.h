@@ -1,7 +1,8 @@
 /* grpc_frame.h - the pure parts of the wire: gRPC length-prefixed framing,
  * grpc-web-text base64, grpc-timeout and decimal header values, the
  * percent-encoding of grpc-message, and query strings. Plain pointers and
- * lengths, no h2o, so http.c and the fuzzers (tests/fuzz) share them.
+ * lengths, no h2o, so http.c and the fuzzers (tests/fuzz) share them; the
+ * only file that knows the frame's layout.
  *
  * The functions that can fail return NULL on success, else a sentence for
  * the client (and set *st to the status to answer with). */
@@ -10,12 +11,21 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <protobuf-c/protobuf-c.h>
 #include "status.h"
 
 #define GRPC_FRAME_HEADER 5
+#define GRPC_FRAME_TRAILERS 0x80   /* gRPC-Web: the frame holds the trailers */
+/* Bytes one frame of a len-byte message takes. */
+#define GRPC_FRAME_SIZE(len) ((size_t)(len) + GRPC_FRAME_HEADER)
 
 /* Writes the 5-byte frame header: flag byte, 32-bit big-endian length. */
 void grpc_frame_header(uint8_t out[GRPC_FRAME_HEADER], uint8_t flag, size_t len);
+/* Writes one whole frame into out (GRPC_FRAME_SIZE(len) bytes): the header,
+ * then msg packed (len is then its packed size) or, when msg is NULL, the
+ * len bytes at raw. Returns the frame's length. */
+size_t grpc_frame_write(uint8_t *out, uint8_t flag, const ProtobufCMessage *msg, const void *raw,
+                        size_t len);
 
 /* Takes the next length-prefixed message of body (len bytes) at *off:
  * *msg points into body, *off moves past it. */

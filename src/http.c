@@ -102,19 +102,14 @@ static int is_grpc_web(int form)
     return form == FORM_GRPC_WEB || form == FORM_GRPC_WEB_TEXT;
 }
 
-/* Frames one message as gRPC does: flag byte, 32-bit big-endian length. */
-static uint8_t *grpc_frame(h2o_mem_pool_t *pool, uint8_t flag, const ProtobufCMessage *msg,
-                           const void *raw, size_t len, size_t *out_len)
+/* One gRPC frame (of msg, or of len bytes at raw) in the request's pool. */
+static uint8_t *frame_in_pool(h2o_mem_pool_t *pool, uint8_t flag, const ProtobufCMessage *msg,
+                              const void *raw, size_t len, size_t *out_len)
 {
     if (msg)
         len = protobuf_c_message_get_packed_size(msg);
-    uint8_t *buf = h2o_mem_alloc_pool(pool, len + 5);
-    grpc_frame_header(buf, flag, len);
-    if (msg)
-        protobuf_c_message_pack(msg, buf + 5);
-    else if (raw && len)
-        memcpy(buf + 5, raw, len);
-    *out_len = len + 5;
+    uint8_t *buf = h2o_mem_alloc_pool(pool, GRPC_FRAME_SIZE(len));
+    *out_len = grpc_frame_write(buf, flag, msg, raw, len);
     return buf;
 }
 
@@ -142,13 +137,13 @@ static void send_grpc(h2o_req_t *req, int form, status_code st, const char *mess
             h2o_send_error_503(req, "Service Unavailable", "the HTTP/2 stream is closing", 0);
         return;
     }
-    /* gRPC-Web: the trailers travel as a last frame flagged 0x80. */
+    /* gRPC-Web: the trailers travel as a last frame flagged GRPC_FRAME_TRAILERS. */
     char tbuf[sizeof msg + 64];
     size_t tlen = (size_t)snprintf(tbuf, sizeof tbuf, "grpc-status:%s\r\n", code);
     if (msg_len)
         tlen += (size_t)snprintf(tbuf + tlen, sizeof tbuf - tlen, "grpc-message:%s\r\n", msg);
     size_t tframe_len;
-    uint8_t *tframe = grpc_frame(&req->pool, 0x80, NULL, tbuf, tlen, &tframe_len);
+    uint8_t *tframe = frame_in_pool(&req->pool, GRPC_FRAME_TRAILERS, NULL, tbuf, tlen, &tframe_len);
     size_t body_len = data_len + tframe_len;
     uint8_t *body = h2o_mem_alloc_pool(&req->pool, body_len);
     if (data)
@@ -205,7 +200,7 @@ static void respond(h2o_req_t *req, int form, status_code st, int http, const ch
     if (form == FORM_GRPC || is_grpc_web(form)) {
         h2o_iovec_t frames = {NULL, 0};
         if (st == ST_OK && reply)
-            frames.base = (char *)grpc_frame(&req->pool, 0, reply, NULL, 0, &frames.len);
+            frames.base = (char *)frame_in_pool(&req->pool, 0, reply, NULL, 0, &frames.len);
         send_grpc(req, form, st, message, frames);
         return;
     }
@@ -476,9 +471,9 @@ static void on_stream_reply(const ProtobufCMessage *reply, void *data)
         sc->failed = 1;
         return;
     }
-    size_t n = protobuf_c_message_get_packed_size(reply);
-    if (sc->len + n + 5 > sc->cap) {
-        size_t cap = (sc->len + n + 5) * 2;
+    size_t n = GRPC_FRAME_SIZE(protobuf_c_message_get_packed_size(reply));
+    if (sc->len + n > sc->cap) {
+        size_t cap = (sc->len + n) * 2;
         uint8_t *p = realloc(sc->out, cap);
         if (!p) {
             sc->failed = 1;
@@ -488,10 +483,7 @@ static void on_stream_reply(const ProtobufCMessage *reply, void *data)
         }
         sc->out = p, sc->cap = cap;
     }
-    uint8_t *f = sc->out + sc->len;
-    grpc_frame_header(f, 0, n);
-    protobuf_c_message_pack(reply, f + 5);
-    sc->len += n + 5;
+    sc->len += grpc_frame_write(sc->out + sc->len, 0, reply, NULL, n - GRPC_FRAME_HEADER);
 }
 
 static void serve_stream(http_handler *h, h2o_req_t *req, int form, const router_rpc *rpc)
