@@ -267,7 +267,7 @@ static void on_reply(const ProtobufCMessage *reply, void *data)
     /* No deadline check here: the handler checked it before its slow work
      * and before committing; an answer that comes back late still says
      * what was done (a login that committed must hand out its token). */
-    ((server_thread *)c->loop)->inflight--;
+    c->loop->leave(c->loop);
     if (wc->req)
         respond(wc->req, wc->form, st, 0, c->message, reply,
                 wc->http ? wc->http->response_body : NULL, c->retry_after);
@@ -332,7 +332,7 @@ static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, rpc_c
     ms = (int64_t)config_deadline(cfg) * 1000;
     if (to.len && grpc_parse_timeout(to.base, to.len, &ms) != 0)
         return "grpc-timeout header is malformed";
-    c->deadline_ms = rpc_now_ms() + ms;
+    c->deadline_ms = rpc_clock_ms() + ms;
     struct sockaddr_storage sa;
     socklen_t salen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&sa);
     if (salen)
@@ -500,7 +500,7 @@ static void serve_stream(http_handler *h, h2o_req_t *req, int form, const router
         why = grpc_body(req, form, &body);
     sc.call.ctx = h->ctx;
     sc.call.closure = on_stream_reply;
-    sc.call.loop = req->conn->ctx;
+    sc.call.loop = server_loop_of(req);
     while (!why && off < body.len && !sc.failed) {
         if (++count > STREAM_MESSAGES_MAX) {
             why = "too many messages in one stream (at most 100)";
@@ -626,9 +626,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     wc->guard->call = wc;
     wc->call.ctx = h->ctx;
     wc->call.closure = on_reply;
-    wc->call.post = server_post_job;
-    wc->call.loop = req->conn->ctx;
-    ((server_thread *)wc->call.loop)->inflight++;
+    wc->call.loop = server_loop_of(req);
+    wc->call.loop->enter(wc->call.loop);
     wc->rpc->service->invoke(wc->rpc->service, wc->rpc->method_index, wc->request, on_reply, wc);
     return 0;
 fail:

@@ -47,14 +47,20 @@ void rpc_fail(rpc_call *call, status_code code, const char *fmt, ...)
     call->closure(NULL, call);
 }
 
+/* On the worker, once the work is done: back to the call's event loop. */
+static void post_to_loop(pool_job *job)
+{
+    rpc_call *call = ((rpc_job *)job)->call;
+    call->loop->post(call->loop, job);
+}
+
 int rpc_offload(rpc_call *call, rpc_job *job, void (*work)(pool_job *),
                 void (*finish)(rpc_job *))
 {
     job->call = call;
     job->finish = finish;
     job->base.work = work;
-    job->base.post = call->post;
-    job->base.owner = call;
+    job->base.post = post_to_loop;
     if (pool_submit(call->ctx->pool, &job->base) != 0) {
         call->retry_after = 1;
         rpc_fail(call, ST_UNAVAILABLE, "server busy: too many logins in progress, retry shortly");
@@ -168,12 +174,22 @@ int rpc_app(rpc_call *call, store_app **app)
 
 int rpc_past_deadline(const rpc_call *call)
 {
-    return call->deadline_ms && rpc_now_ms() >= call->deadline_ms;
+    return call->deadline_ms && rpc_clock_ms() >= call->deadline_ms;
+}
+
+static int64_t clock_ms(clockid_t clock)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int64_t rpc_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_ms(CLOCK_REALTIME);
+}
+
+int64_t rpc_clock_ms(void)
+{
+    return clock_ms(CLOCK_MONOTONIC);
 }

@@ -20,6 +20,19 @@
 #define RPC_AGENT_MAX 256
 #define RPC_PLATFORM_MAX 6               /* 1 ios .. 6 web; 0: not said */
 
+/* The event loop a call belongs to, as the rpc layer sees it: where the
+ * call's pool jobs come back to, and a count of the calls in flight (a
+ * stopping loop waits for them). Each loop of the server is one
+ * (server.c); a unit test brings its own. */
+typedef struct rpc_loop rpc_loop;
+struct rpc_loop {
+    /* From a worker thread: runs rpc_job_returned(job) on the loop's thread. */
+    void (*post)(rpc_loop *loop, pool_job *job);
+    /* On the loop's thread: a call starts / a call has been answered. */
+    void (*enter)(rpc_loop *loop);
+    void (*leave)(rpc_loop *loop);
+};
+
 typedef struct rpc_call rpc_call;
 struct rpc_call {
     tokend_ctx *ctx;
@@ -30,15 +43,13 @@ struct rpc_call {
     int32_t platform;
     char user_agent[RPC_AGENT_MAX];
     char peer[64];
-    int64_t deadline_ms;                 /* 0: none */
+    int64_t deadline_ms;                 /* on rpc_clock_ms's clock; 0: none */
     /* the answer */
     status_code status;
     char message[RPC_MESSAGE_MAX];
     int retry_after;                     /* seconds, for UNAVAILABLE / RESOURCE_EXHAUSTED */
     ProtobufCClosure closure;
-    /* how a job comes back to this call's event loop (set by the wire layer) */
-    void (*post)(pool_job *job);
-    void *loop;                          /* the wire layer's event loop, for post */
+    rpc_loop *loop;                      /* the call's event loop (set by the wire layer) */
 };
 
 /* Every service the server exposes, NULL-terminated. */
@@ -59,7 +70,7 @@ struct rpc_job {
 };
 int rpc_offload(rpc_call *call, rpc_job *job, void (*work)(pool_job *),
                 void (*finish)(rpc_job *));
-/* Called by the wire layer on the loop thread when a job comes back. */
+/* Called by the call's rpc_loop on its thread when a job comes back. */
 void rpc_job_returned(pool_job *job);
 
 /* Slow or writing work as one function on the pool: `run` fills the task's
@@ -127,7 +138,12 @@ int rpc_copy_field(rpc_call *call, char *out, size_t outlen, const char *in, con
  * default app. On failure the call has been answered. */
 int rpc_app(rpc_call *call, store_app **app);
 
+/* Wall-clock time, ms since the Unix epoch: for what is stored and shown
+ * (creation times, token expiry), which must mean the same after a restart. */
 int64_t rpc_now_ms(void);
+/* Monotonic time in ms, for deadlines: a clock step cannot cut a call short
+ * or stretch it. Only differences between two readings mean anything. */
+int64_t rpc_clock_ms(void);
 /* 1 once the call's deadline has passed: slow work checks it before
  * starting and before committing, so a call answered DEADLINE_EXCEEDED
  * has changed nothing. */

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,22 @@
 #define BODY_CAP_MIN (1u << 20)
 #define PURGE_BATCH 1000          /* expired sessions removed per write transaction */
 
+/* One event-loop thread. Only this file sees inside: the rest of tokend
+ * knows it as the rpc_loop of the calls it takes. */
+typedef struct server_loop {
+    h2o_context_t h2o;                  /* first: req->conn->ctx points here */
+    rpc_loop rpc;                       /* what calls see: post, enter, leave */
+    h2o_multithread_receiver_t jobs;    /* pool jobs coming back to this loop */
+    h2o_multithread_receiver_t wakeup;  /* shutdown */
+    h2o_accept_ctx_t accept;
+    h2o_socket_t *listener;
+    int fd;                             /* the listener, opened before the thread */
+    unsigned inflight;                  /* calls answered not yet: shutdown waits */
+    unsigned conns, max_conns;          /* open connections on this loop */
+    pthread_t tid;
+    struct server *server;
+} server_loop;
+
 typedef struct server {
     tokend_ctx *ctx;
     pthread_t purger;
@@ -37,10 +54,10 @@ typedef struct server {
     h2o_globalconf_t h2o;
     SSL_CTX *ssl;
     struct addrinfo *addr;
-    volatile int stopping;
+    atomic_int stopping;            /* set once by server_run; read by every loop */
     pthread_barrier_t ready;        /* every loop set up: signals may reach them */
     unsigned nthreads;
-    server_thread *threads;
+    server_loop *threads;
 } server;
 
 typedef struct {
@@ -48,16 +65,36 @@ typedef struct {
     pool_job *job;
 } job_message;
 
-void server_post_job(pool_job *job)
+static server_loop *loop_of(rpc_loop *rl)
 {
-    rpc_call *call = job->owner;
-    server_thread *t = call->loop;
+    return H2O_STRUCT_FROM_MEMBER(server_loop, rpc, rl);
+}
+
+rpc_loop *server_loop_of(h2o_req_t *req)
+{
+    return &((server_loop *)req->conn->ctx)->rpc;
+}
+
+/* Any thread: the job is handed to the loop through h2o's message queue. */
+static void loop_post(rpc_loop *rl, pool_job *job)
+{
+    server_loop *t = loop_of(rl);
     job_message *m = malloc(sizeof *m);
     if (!m)
         abort();  /* a lost job would leave its call unanswered forever */
     memset(&m->super, 0, sizeof m->super);
     m->job = job;
     h2o_multithread_send_message(&t->jobs, &m->super);
+}
+
+static void loop_enter(rpc_loop *rl)
+{
+    loop_of(rl)->inflight++;
+}
+
+static void loop_leave(rpc_loop *rl)
+{
+    loop_of(rl)->inflight--;
 }
 
 static void on_jobs(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
@@ -77,7 +114,7 @@ static void on_wakeup(h2o_multithread_receiver_t *receiver, h2o_linklist_t *mess
 
 static void on_conn_close(void *data)
 {
-    server_thread *t = data;
+    server_loop *t = data;
     t->conns--;
 }
 
@@ -85,7 +122,7 @@ static void on_conn_close(void *data)
  * connections cannot starve the process of descriptors or memory. */
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
-    server_thread *t = listener->data;
+    server_loop *t = listener->data;
     h2o_socket_t *sock;
     if (err || (sock = h2o_evloop_socket_accept(listener)) == NULL)
         return;
@@ -122,7 +159,7 @@ static int open_listener(const struct addrinfo *ai)
  * thread's list from this one - a race that ends in a use-after-free. */
 static void *run_thread(void *arg)
 {
-    server_thread *t = arg;
+    server_loop *t = arg;
     server *s = t->server;
     h2o_evloop_t *loop = h2o_evloop_create();
     h2o_context_init(&t->h2o, loop, &s->h2o);
@@ -137,7 +174,7 @@ static void *run_thread(void *arg)
     h2o_socket_read_start(t->listener, on_accept);
     pthread_barrier_wait(&s->ready);
 
-    while (!s->stopping)
+    while (!atomic_load(&s->stopping))
         h2o_evloop_run(loop, INT32_MAX);
     /* Stop taking connections; let calls in flight finish, within a bound. */
     h2o_socket_read_stop(t->listener);
@@ -155,12 +192,12 @@ static void *run_purger(void *arg)
     server *s = arg;
     unsigned interval = s->ctx->config->purge_interval;
     pthread_mutex_lock(&s->purge_lock);
-    while (!s->stopping) {
+    while (!atomic_load(&s->stopping)) {
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(CLOCK_MONOTONIC, &until);   /* purge_wake waits on this clock */
         until.tv_sec += interval;
         pthread_cond_timedwait(&s->purge_wake, &s->purge_lock, &until);
-        if (s->stopping)
+        if (atomic_load(&s->stopping))
             break;
         pthread_mutex_unlock(&s->purge_lock);
         size_t purged, total = 0;
@@ -168,13 +205,29 @@ static void *run_purger(void *arg)
             if (store_purge_expired(s->ctx->store, rpc_now_ms(), PURGE_BATCH, &purged) != STORE_OK)
                 break;
             total += purged;
-        } while (purged == PURGE_BATCH && !s->stopping);
+        } while (purged == PURGE_BATCH && !atomic_load(&s->stopping));
         if (total)
             fprintf(stderr, "tokend: purged %zu expired sessions\n", total);
         pthread_mutex_lock(&s->purge_lock);
     }
     pthread_mutex_unlock(&s->purge_lock);
     return NULL;
+}
+
+/* The purger's lock and wake-up, the latter on the monotonic clock. */
+static int init_purge_wait(server *s)
+{
+    pthread_condattr_t attr;
+    int rc = pthread_condattr_init(&attr);
+    if (rc == 0) {
+        rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        if (rc == 0)
+            rc = pthread_cond_init(&s->purge_wake, &attr);
+        pthread_condattr_destroy(&attr);
+    }
+    if (rc == 0 && (rc = pthread_mutex_init(&s->purge_lock, NULL)) != 0)
+        pthread_cond_destroy(&s->purge_wake);
+    return rc == 0 ? 0 : -1;
 }
 
 static int setup_tls(server *s, const tokend_config *cfg)
@@ -223,7 +276,7 @@ int server_run(tokend_ctx *ctx, const router *router)
     tokend_config *cfg = ctx->config;
     server s = {.ctx = ctx};
     sigset_t sigs;
-    int sig = 0;
+    int sig = 0, purging = 0;
 
     /* Threads inherit this mask: only sigwait() below sees these signals. */
     sigemptyset(&sigs);
@@ -254,22 +307,28 @@ int server_run(tokend_ctx *ctx, const router *router)
     http_register(h2o_config_register_path(host, "/", 0), ctx, router);
 
     s.nthreads = cfg->threads ? cfg->threads : 1;
-    s.threads = calloc(s.nthreads, sizeof *s.threads);
+    if (!(s.threads = calloc(s.nthreads, sizeof *s.threads)) || init_purge_wait(&s) != 0) {
+        fprintf(stderr, "tokend: cannot set up the event loops (out of memory)\n");
+        free(s.threads);
+        freeaddrinfo(s.addr);
+        return 1;
+    }
     /* Every listener first, so a port in use fails before any thread runs. */
-    for (unsigned i = 0; i < s.nthreads; i++) {
-        server_thread *t = &s.threads[i];
+    unsigned opened;
+    for (opened = 0; opened < s.nthreads; opened++) {
+        server_loop *t = &s.threads[opened];
         if ((t->fd = open_listener(s.addr)) < 0) {
             fprintf(stderr, "tokend: cannot listen on %s: %s\n", cfg->listen, strerror(errno));
-            while (i--)
-                close(s.threads[i].fd);
-            freeaddrinfo(s.addr);
-            free(s.threads);
-            return 1;
+            goto fail;
         }
         t->server = &s;
+        t->rpc = (rpc_loop){loop_post, loop_enter, loop_leave};
         t->max_conns = (cfg->max_connections + s.nthreads - 1) / s.nthreads;
     }
-    pthread_barrier_init(&s.ready, NULL, s.nthreads + 1);
+    if (pthread_barrier_init(&s.ready, NULL, s.nthreads + 1) != 0) {
+        fprintf(stderr, "tokend: cannot set up the event loops (pthread_barrier_init)\n");
+        goto fail;
+    }
     for (unsigned i = 0; i < s.nthreads; i++)
         if (pthread_create(&s.threads[i].tid, NULL, run_thread, &s.threads[i]) != 0) {
             fprintf(stderr, "tokend: cannot start an event-loop thread\n");
@@ -277,10 +336,12 @@ int server_run(tokend_ctx *ctx, const router *router)
         }
     pthread_barrier_wait(&s.ready);
     pthread_barrier_destroy(&s.ready);
-    pthread_mutex_init(&s.purge_lock, NULL);
-    pthread_cond_init(&s.purge_wake, NULL);
-    if (sig == 0 && pthread_create(&s.purger, NULL, run_purger, &s) != 0)
+    if (pthread_create(&s.purger, NULL, run_purger, &s) != 0) {
+        fprintf(stderr, "tokend: cannot start the purge thread\n");
         sig = -1;
+    } else {
+        purging = 1;
+    }
     if (sig == 0) {
         printf("tokend %s listening on %s (%s, %u threads, %u workers)\n", TOKEND_VERSION,
                cfg->listen, s.ssl ? "TLS" : "cleartext HTTP/1.1 + h2c", s.nthreads, cfg->workers);
@@ -292,16 +353,26 @@ int server_run(tokend_ctx *ctx, const router *router)
         }
     }
     pthread_mutex_lock(&s.purge_lock);
-    s.stopping = 1;
+    atomic_store(&s.stopping, 1);
     pthread_cond_signal(&s.purge_wake);
     pthread_mutex_unlock(&s.purge_lock);
-    if (s.purger)
+    if (purging)
         pthread_join(s.purger, NULL);
     for (unsigned i = 0; i < s.nthreads; i++)
         h2o_multithread_send_message(&s.threads[i].wakeup, NULL);
     for (unsigned i = 0; i < s.nthreads; i++)
         pthread_join(s.threads[i].tid, NULL);
+    pthread_cond_destroy(&s.purge_wake);
+    pthread_mutex_destroy(&s.purge_lock);
     free(s.threads);
     freeaddrinfo(s.addr);
     return sig < 0 ? 1 : 0;
+fail:
+    while (opened--)
+        close(s.threads[opened].fd);
+    pthread_cond_destroy(&s.purge_wake);
+    pthread_mutex_destroy(&s.purge_lock);
+    freeaddrinfo(s.addr);
+    free(s.threads);
+    return 1;
 }
