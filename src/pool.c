@@ -43,13 +43,22 @@ pool *pool_create(unsigned threads, unsigned queue_max)
     pool *p = calloc(1, sizeof *p + threads * sizeof(pthread_t));
     if (!p)
         return NULL;
-    pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->ready, NULL);
+    if (pthread_mutex_init(&p->lock, NULL) != 0) {
+        free(p);
+        return NULL;
+    }
+    if (pthread_cond_init(&p->ready, NULL) != 0) {
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+        return NULL;
+    }
     p->queue_max = queue_max;
     for (; p->nthreads < threads; p->nthreads++)
         if (pthread_create(&p->threads[p->nthreads], NULL, worker, p) != 0)
             break;
     if (p->nthreads == 0) {
+        pthread_cond_destroy(&p->ready);
+        pthread_mutex_destroy(&p->lock);
         free(p);
         return NULL;
     }

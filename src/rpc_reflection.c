@@ -110,6 +110,10 @@ void rpc_reflection_server_reflection_info(
     char names[16][128];
     const fdproto *f = NULL;
 
+    if (!blobs || !files || !svcs || !svcp) {
+        rpc_fail(call, ST_RESOURCE_EXHAUSTED, "out of memory");
+        goto done;
+    }
     res.valid_host = req->host;
     res.original_request = (Grpc__Reflection__V1alpha__ServerReflectionRequest *)req;
     switch (req->message_request_case) {
@@ -148,6 +152,7 @@ void rpc_reflection_server_reflection_info(
         res.error_response = &err;
     }
     closure(&res, call);
+done:
     for (size_t i = 0; blobs && i < fdr.n_file_descriptor_proto; i++)
         free(blobs[i].data);
     free(blobs);
