@@ -1,6 +1,9 @@
 /* tokend.h - the configuration and the process-wide context handed to
  * every layer explicitly (no hidden globals): the store, the worker pool
- * and the settings. Shared read-only by all event-loop threads. */
+ * and the settings. Shared by all event-loop and worker threads: the
+ * settings are fixed once serving starts, except those SIGHUP reloads
+ * (throttle limits, max_body, deadline), which config.c writes atomically
+ * and others read through config_max_body() and config_deadline(). */
 #ifndef TOKEND_TOKEND_H
 #define TOKEND_TOKEND_H
 
@@ -22,16 +25,16 @@ typedef struct {
     unsigned threads;            /* event loops */
     unsigned workers;            /* pool threads for Argon2id and writes */
     unsigned queue;              /* jobs allowed to wait beyond the busy workers */
-    size_t max_body;             /* bytes; larger request bodies get 413 */
+    size_t max_body;             /* bytes; larger request bodies get 413 (reloadable) */
     size_t mapsize;              /* bytes of LMDB map at start */
     unsigned purge_interval;     /* seconds between purges of expired sessions */
     unsigned max_connections;    /* open connections, over all threads */
     unsigned max_streams;        /* concurrent HTTP/2 requests per connection */
     unsigned request_timeout;    /* seconds for a request to arrive; HTTP/2 idle */
-    unsigned deadline;           /* seconds a call may take when it sets none */
+    unsigned deadline;           /* seconds a call may take when it sets none (reloadable) */
     crypto_pwcost pwcost;
     const char *tls_cert, *tls_key;
-    throttle_config throttle;
+    throttle_config throttle;    /* reloadable: throttle_configure() applies it */
 } tokend_config;
 
 typedef struct {

@@ -3,9 +3,11 @@
  * The JSON API and the gRPC API share one set of protobuf messages. Rather
  * than a JSON codec per message, this file walks the protobuf-c descriptors,
  * so a new RPC needs no JSON code and the two wire forms cannot drift apart.
- * jansson does the JSON text (parsing, escaping, UTF-8 checks); this file
- * only maps JSON values onto fields and back, with the type and range checks
- * the schema implies.
+ * On the way in, jansson parses the JSON text (and checks its UTF-8) and
+ * this file maps its values onto fields, with the type and range checks the
+ * schema implies. On the way out, this file writes the JSON text itself,
+ * straight from the descriptors, and asks jansson only to escape strings
+ * and format real numbers.
  *
  * Everything built here is owned the way protobuf_c_message_unpack owns it
  * (malloc'd strings, arrays, bytes and submessages), and each allocation is
@@ -712,9 +714,8 @@ int transcode_set_field(ProtobufCMessage *msg, const char *name, size_t name_len
 /* ---------------------------------------------------------------------------
  * Message -> JSON
  *
- * This runs for every JSON response, so it builds the jansson tree once,
- * skips key checks for names that come from the descriptors, and tries to
- * serialise in a single pass.
+ * The values jansson still makes for the writer below: strings that need
+ * escaping (or repair) and real numbers. Nothing else becomes a json_t.
  * ------------------------------------------------------------------------- */
 
 /* A JSON string for text that should be UTF-8 but was never checked (it
