@@ -340,18 +340,6 @@ static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, rpc_c
     return NULL;
 }
 
-typedef struct {
-    ProtobufCMessage *msg;
-    char *err;
-} query_binding;
-
-static int bind_one(void *arg, const char *name, size_t name_len, const char *value,
-                    size_t value_len)
-{
-    query_binding *b = arg;
-    return transcode_set_field(b->msg, name, name_len, value, value_len, b->err) != 0 ? -1 : 0;
-}
-
 /* Binds each name=value of the query string to the request's fields. */
 static int bind_query(h2o_req_t *req, ProtobufCMessage *msg, char *err)
 {
@@ -360,8 +348,7 @@ static int bind_query(h2o_req_t *req, ProtobufCMessage *msg, char *err)
     size_t len = req->path.len - req->query_at - 1;
     char *q = h2o_mem_alloc_pool(&req->pool, len + 1);
     memcpy(q, req->path.base + req->query_at + 1, len);
-    query_binding b = {msg, err};
-    return query_foreach(q, len, bind_one, &b);
+    return transcode_set_query(msg, q, len, err);
 }
 
 static int media_is(h2o_iovec_t ct, const char *type)

@@ -17,6 +17,7 @@
 
 #include "transcode.h"
 #include "crypto.h"
+#include "grpc_frame.h"
 #include "utf8.h"
 
 #include <float.h>
@@ -709,6 +710,24 @@ int transcode_set_field(ProtobufCMessage *msg, const char *name, size_t name_len
         return fail(err, &at, "out of memory");
     }
     return 0;
+}
+
+typedef struct {
+    ProtobufCMessage *msg;
+    char *err;
+} query_binding;
+
+static int bind_one(void *arg, const char *name, size_t name_len, const char *value,
+                    size_t value_len)
+{
+    query_binding *b = arg;
+    return transcode_set_field(b->msg, name, name_len, value, value_len, b->err) != 0 ? -1 : 0;
+}
+
+int transcode_set_query(ProtobufCMessage *msg, char *query, size_t len, char *err)
+{
+    query_binding b = {msg, err};
+    return query_foreach(query, len, bind_one, &b);
 }
 
 /* ---------------------------------------------------------------------------

@@ -44,6 +44,10 @@ int transcode_from_json(const ProtobufCMessageDescriptor *desc, const char *json
 int transcode_set_field(ProtobufCMessage *msg, const char *name, size_t name_len,
                         const char *value, size_t value_len, char *err);
 
+/* Binds each name=value pair of a query string (query, len bytes, without
+ * the '?'; url-decoded in place) with transcode_set_field. */
+int transcode_set_query(ProtobufCMessage *msg, char *query, size_t len, char *err);
+
 /* Writes the JSON envelope of the documented paths:
  * {"code":<code>,"message":<message or null>,"data":<data as JSON or null>}
  * Fields are all emitted in field-number order, defaults included, so

@@ -1,6 +1,7 @@
 /* fixture.h - what the unit tests of the store and its callers share: a
  * real store in a fresh temporary directory per test, and the few records
- * (an app, a user, a login) most tests start from.
+ * (an app, a user, a login) most tests start from; and for tests that
+ * drive handlers, a tokend_ctx around a store (fixture_ctx_open).
  *
  * Kept in one header so each test file says only what it tests; every
  * function is static inline, so a test that does not use one pays nothing
@@ -14,7 +15,9 @@
 #include <unistd.h>
 
 #include "crypto.h"
+#include "decoy.h"
 #include "store.h"
+#include "tokend.h"
 
 #define TEST_MAPSIZE ((size_t)64 << 20)
 
@@ -272,6 +275,62 @@ static inline void read_audit(store *s, audit_log *log)
 {
     memset(log, 0, sizeof *log);
     assert_int_equal(store_audit_list(s, audit_collect, log), STORE_OK);
+}
+
+/* --- a tokend_ctx, for tests that drive handlers ---------------------------- */
+
+#define TEST_PWCOST ((crypto_pwcost){1, 8u * 1024 * 1024})
+
+typedef struct {
+    fixture f;             /* the store, with one app in f.app */
+    tokend_config config;
+    tokend_ctx ctx;
+} fixture_ctx;
+
+/* A store with one app, a pool of `workers` threads and `queue` waiting
+ * places, the default throttle limits, a cheap Argon2id (and decoy). 0 or -1. */
+static inline int fixture_ctx_open(fixture_ctx *fc, unsigned workers, unsigned queue)
+{
+    char err[256];
+    memset(fc, 0, sizeof *fc);
+    if (crypto_init() != 0 || !make_tmp_dir(fc->f.dir))
+        return -1;
+    if (store_open(&fc->f.s, fc->f.dir, TEST_MAPSIZE, err, sizeof err) != STORE_OK) {
+        fprintf(stderr, "store_open: %s\n", err);
+        rm_dir(fc->f.dir);
+        return -1;
+    }
+    fc->config.data_dir = fc->f.dir;
+    fc->config.workers = workers;
+    fc->config.queue = queue;
+    fc->config.max_body = 64 * 1024;
+    fc->config.deadline = 30;
+    fc->config.pwcost = TEST_PWCOST;
+    fc->config.throttle = (throttle_config){10, 100, 900};
+    fc->ctx.config = &fc->config;
+    fc->ctx.store = fc->f.s;
+    fc->ctx.pool = pool_create(workers, queue);
+    fc->ctx.throttle = throttle_create(fc->config.throttle);
+    fc->ctx.decoy = decoy_create(fc->f.s, TEST_PWCOST);
+    if (!fc->ctx.pool || !fc->ctx.throttle || !fc->ctx.decoy ||
+        try_app(fc->f.s, "app", &fc->f.app) != STORE_OK) {
+        pool_destroy(fc->ctx.pool);
+        throttle_free(fc->ctx.throttle);
+        decoy_free(fc->ctx.decoy);
+        store_close(fc->f.s);
+        rm_dir(fc->f.dir);
+        return -1;
+    }
+    return 0;
+}
+
+static inline void fixture_ctx_close(fixture_ctx *fc)
+{
+    pool_destroy(fc->ctx.pool);
+    throttle_free(fc->ctx.throttle);
+    decoy_free(fc->ctx.decoy);
+    store_close(fc->f.s);
+    rm_dir(fc->f.dir);
 }
 
 #endif

@@ -1,0 +1,322 @@
+/* test_handler.c - handlers driven as the wire layer drives them, with no
+ * h2o: a fake event loop (an rpc_loop whose post queues the job for the
+ * test thread), a real worker pool and a real store. Writing handlers
+ * (CreateUser, DisableUsers of rpc_admin.c) run on the pool and answer
+ * through the closure once the test thread has run the loop; refusals
+ * answer at once; a call past its deadline changes nothing; a full pool
+ * answers UNAVAILABLE with a Retry-After. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+
+#include "fixture.h"
+#include "rpc.h"
+#include "tokend/v1/tokend.pb-c.h"
+
+/* --- the fake loop ------------------------------------------------------------ */
+
+typedef struct {
+    rpc_loop base;
+    pthread_mutex_t lock;
+    pthread_cond_t posted;
+    pool_job *queue[8];
+    size_t queued;
+    unsigned posts, inflight;
+    pthread_t thread;          /* the loop's thread: the test's */
+    int posted_from_loop;      /* a post came from the loop's own thread */
+} fake_loop;
+
+static void fake_post(rpc_loop *l, pool_job *job)
+{
+    fake_loop *f = (fake_loop *)l;
+    pthread_mutex_lock(&f->lock);
+    assert_true(f->queued < 8);
+    f->queue[f->queued++] = job;
+    f->posts++;
+    if (pthread_equal(pthread_self(), f->thread))
+        f->posted_from_loop = 1;
+    pthread_cond_signal(&f->posted);
+    pthread_mutex_unlock(&f->lock);
+}
+
+static void fake_enter(rpc_loop *l)
+{
+    ((fake_loop *)l)->inflight++;
+}
+
+static void fake_leave(rpc_loop *l)
+{
+    ((fake_loop *)l)->inflight--;
+}
+
+/* Waits for one job to come back and hands it over on this thread, as a
+ * server loop does. */
+static void fake_run_once(fake_loop *f)
+{
+    pthread_mutex_lock(&f->lock);
+    while (!f->queued)
+        pthread_cond_wait(&f->posted, &f->lock);
+    pool_job *job = f->queue[0];
+    memmove(f->queue, f->queue + 1, --f->queued * sizeof *f->queue);
+    pthread_mutex_unlock(&f->lock);
+    rpc_job_returned(job);
+}
+
+/* --- a call, as the wire layer makes one ------------------------------------------ */
+
+typedef struct {
+    rpc_call call;             /* first: the closure's data is the call */
+    int answered;
+    status_code status;
+    char message[RPC_MESSAGE_MAX];
+    const ProtobufCMessageDescriptor *reply_type;
+    int64_t user_id;
+    char name[64];
+    int value;
+} test_call;
+
+/* The closure: records the answer (the reply dies when this returns). */
+static void on_answer(const ProtobufCMessage *reply, void *data)
+{
+    test_call *tc = data;
+    tc->answered++;
+    tc->status = reply ? ST_OK : tc->call.status;
+    snprintf(tc->message, sizeof tc->message, "%s", reply ? "" : tc->call.message);
+    if (reply) {
+        tc->reply_type = reply->descriptor;
+        if (reply->descriptor == &tokend__v1__user__descriptor) {
+            const Tokend__V1__User *u = (const Tokend__V1__User *)reply;
+            tc->user_id = u->user_id;
+            snprintf(tc->name, sizeof tc->name, "%s", u->name);
+        } else if (reply->descriptor == &tokend__v1__bool_reply__descriptor) {
+            tc->value = ((const Tokend__V1__BoolReply *)reply)->value;
+        }
+    }
+    tc->call.loop->leave(tc->call.loop);
+}
+
+typedef struct {
+    fixture_ctx fc;
+    fake_loop loop;
+    char admin_token[CRYPTO_TOKEN_TEXTLEN];
+} world;
+
+static void call_init(world *w, test_call *tc)
+{
+    memset(tc, 0, sizeof *tc);
+    tc->call.ctx = &w->fc.ctx;
+    tc->call.closure = on_answer;
+    tc->call.loop = &w->loop.base;
+    tc->call.deadline_ms = rpc_clock_ms() + 30000;
+    snprintf(tc->call.access_token, sizeof tc->call.access_token, "%s", w->admin_token);
+    snprintf(tc->call.peer, sizeof tc->call.peer, "127.0.0.1");
+}
+
+/* Starts a call of the Tokend service's `method`, as http.c does. */
+static void invoke(test_call *tc, const char *method, const ProtobufCMessage *req)
+{
+    ProtobufCService *svc = rpc_services()[0];
+    const ProtobufCMethodDescriptor *m =
+        protobuf_c_service_descriptor_get_method_by_name(svc->descriptor, method);
+    assert_non_null(m);
+    tc->call.loop->enter(tc->call.loop);
+    svc->invoke(svc, (unsigned)(m - svc->descriptor->methods), req, on_answer, tc);
+}
+
+static int setup(void **state)
+{
+    world *w = calloc(1, sizeof *w);
+    uint8_t raw[CRYPTO_TOKEN_BYTES], hash[CRYPTO_HASH_BYTES];
+    store_session ss = TOKEND__V1__STORE__SESSION__INIT;
+    if (!w || fixture_ctx_open(&w->fc, 1, 0) != 0)
+        return -1;
+    w->loop.base = (rpc_loop){fake_post, fake_enter, fake_leave};
+    w->loop.thread = pthread_self();
+    if (pthread_mutex_init(&w->loop.lock, NULL) != 0 ||
+        pthread_cond_init(&w->loop.posted, NULL) != 0)
+        return -1;
+    crypto_token_new(raw, w->admin_token);
+    crypto_token_hash(hash, raw, store_token_key(w->fc.ctx.store));
+    ss.app_id = w->fc.f.app;
+    ss.label = "test";
+    if (store_admin_token_create(w->fc.ctx.store, hash, &ss, NULL) != STORE_OK)
+        return -1;
+    *state = w;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    world *w = *state;
+    fixture_ctx_close(&w->fc);
+    pthread_cond_destroy(&w->loop.posted);
+    pthread_mutex_destroy(&w->loop.lock);
+    free(w);
+    return 0;
+}
+
+static void create_user(world *w, test_call *tc, const char *name)
+{
+    Tokend__V1__CreateUserRequest req = TOKEND__V1__CREATE_USER_REQUEST__INIT;
+    req.name = (char *)name;
+    req.password = "correct horse battery";
+    invoke(tc, "CreateUser", &req.base);
+}
+
+/* --- tests ------------------------------------------------------------------------- */
+
+/* The work runs on a worker; the answer comes through the loop's post and
+ * the closure, on the loop's thread. */
+static void test_writing_handler_answers_through_the_loop(void **state)
+{
+    world *w = *state;
+    test_call tc;
+    store_user *u = NULL;
+    call_init(w, &tc);
+    create_user(w, &tc, "alice");
+    assert_int_equal(w->loop.inflight, 1);
+    fake_run_once(&w->loop);
+    assert_int_equal(tc.answered, 1);
+    assert_int_equal(tc.status, ST_OK);
+    assert_ptr_equal(tc.reply_type, &tokend__v1__user__descriptor);
+    assert_string_equal(tc.name, "alice");
+    assert_true(tc.user_id > 0);
+    assert_int_equal(w->loop.posts, 1);
+    assert_false(w->loop.posted_from_loop);   /* posted by the worker */
+    assert_int_equal(w->loop.inflight, 0);
+    assert_int_equal(store_user_get(w->fc.ctx.store, (uint64_t)tc.user_id, &u), STORE_OK);
+    assert_string_equal(u->name, "alice");
+    assert_int_equal(u->app_id, w->fc.f.app);
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+}
+
+/* A second writing handler, on the user the first made: BoolReply true. */
+static void test_disable_users(void **state)
+{
+    world *w = *state;
+    test_call tc;
+    store_user *u = NULL;
+    call_init(w, &tc);
+    create_user(w, &tc, "bob");
+    fake_run_once(&w->loop);
+    assert_int_equal(tc.status, ST_OK);
+    int64_t id = tc.user_id;
+
+    Tokend__V1__UserIdList req = TOKEND__V1__USER_ID_LIST__INIT;
+    req.list = &id;
+    req.n_list = 1;
+    call_init(w, &tc);
+    invoke(&tc, "DisableUsers", &req.base);
+    fake_run_once(&w->loop);
+    assert_int_equal(tc.answered, 1);
+    assert_int_equal(tc.status, ST_OK);
+    assert_ptr_equal(tc.reply_type, &tokend__v1__bool_reply__descriptor);
+    assert_int_equal(tc.value, 1);
+    assert_int_equal(store_user_get(w->fc.ctx.store, (uint64_t)id, &u), STORE_OK);
+    assert_true(u->disabled);
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    assert_int_equal(w->loop.inflight, 0);
+}
+
+/* A refusal is answered at once, on the loop, and nothing goes to the pool. */
+static void test_refusal_answers_at_once(void **state)
+{
+    world *w = *state;
+    test_call tc;
+    call_init(w, &tc);
+    tc.call.access_token[0] = '\0';
+    create_user(w, &tc, "carol");
+    assert_int_equal(tc.answered, 1);
+    assert_int_equal(tc.status, ST_UNAUTHENTICATED);
+    assert_string_equal(tc.message, "access-token header is required");
+    assert_int_equal(w->loop.posts, 0);
+    assert_int_equal(w->loop.inflight, 0);
+}
+
+/* Work that reaches a worker after its deadline is not done. */
+static void test_past_deadline_changes_nothing(void **state)
+{
+    world *w = *state;
+    test_call tc;
+    uint64_t id = 0;
+    call_init(w, &tc);
+    tc.call.deadline_ms = rpc_clock_ms() - 1;
+    create_user(w, &tc, "dave");
+    fake_run_once(&w->loop);
+    assert_int_equal(tc.answered, 1);
+    assert_int_equal(tc.status, ST_DEADLINE_EXCEEDED);
+    assert_int_equal(store_user_lookup(w->fc.ctx.store, w->fc.f.app, LOGIN_NAME, "dave", &id),
+                     STORE_NOTFOUND);
+}
+
+/* --- a full pool ------------------------------------------------------------------------ */
+
+typedef struct {
+    pool_job job;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int started, release;
+} blocker;
+
+static void block_work(pool_job *job)
+{
+    blocker *b = (blocker *)job;
+    pthread_mutex_lock(&b->lock);
+    b->started = 1;
+    pthread_cond_broadcast(&b->cond);
+    while (!b->release)
+        pthread_cond_wait(&b->cond, &b->lock);
+    pthread_mutex_unlock(&b->lock);
+}
+
+static void block_post(pool_job *job)
+{
+}
+
+/* One worker, no queue, the worker busy: the call is refused at once. */
+static void test_full_pool_answers_unavailable(void **state)
+{
+    world *w = *state;
+    blocker b = {.job = {.work = block_work, .post = block_post}};
+    test_call tc;
+    pthread_mutex_init(&b.lock, NULL);
+    pthread_cond_init(&b.cond, NULL);
+    assert_int_equal(pool_submit(w->fc.ctx.pool, &b.job), 0);
+    pthread_mutex_lock(&b.lock);
+    while (!b.started)
+        pthread_cond_wait(&b.cond, &b.lock);
+    pthread_mutex_unlock(&b.lock);
+
+    call_init(w, &tc);
+    create_user(w, &tc, "erin");
+    assert_int_equal(tc.answered, 1);
+    assert_int_equal(tc.status, ST_UNAVAILABLE);
+    assert_int_equal(tc.call.retry_after, 1);
+    assert_int_equal(w->loop.posts, 0);
+
+    pthread_mutex_lock(&b.lock);
+    b.release = 1;
+    pthread_cond_broadcast(&b.cond);
+    pthread_mutex_unlock(&b.lock);
+    pool_destroy(w->fc.ctx.pool);   /* joins the worker: b is done with */
+    w->fc.ctx.pool = NULL;
+    pthread_cond_destroy(&b.cond);
+    pthread_mutex_destroy(&b.lock);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_writing_handler_answers_through_the_loop),
+        T(test_disable_users),
+        T(test_refusal_answers_at_once),
+        T(test_past_deadline_changes_nothing),
+        T(test_full_pool_answers_unavailable),
+    };
+    return cmocka_run_group_tests_name("handler", tests, NULL, NULL);
+}
