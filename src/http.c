@@ -143,7 +143,8 @@ static void send_grpc(h2o_req_t *req, int form, status_code st, const char *mess
     if (msg_len)
         tlen += (size_t)snprintf(tbuf + tlen, sizeof tbuf - tlen, "grpc-message:%s\r\n", msg);
     size_t tframe_len;
-    uint8_t *tframe = frame_in_pool(&req->pool, GRPC_FRAME_TRAILERS, NULL, tbuf, tlen, &tframe_len);
+    uint8_t *tframe =
+        frame_in_pool(&req->pool, GRPC_FRAME_TRAILERS, NULL, tbuf, tlen, &tframe_len);
     size_t body_len = data_len + tframe_len;
     uint8_t *body = h2o_mem_alloc_pool(&req->pool, body_len);
     if (data)
