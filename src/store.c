@@ -40,6 +40,7 @@ const char *store_strerror(int code)
     case STORE_NOTFOUND: return "not found";
     case STORE_EXISTS: return "already exists";
     case STORE_FULL: return "the data store is full";
+    case STORE_UNAVAILABLE: return "cluster database unavailable: writes are refused, reads go on";
     default: return "the data store failed";
     }
 }
@@ -73,7 +74,7 @@ static void grow_if_needed(store *s)
 }
 
 /* Begins a transaction, following a map another process has grown. */
-int txn_begin(store *s, unsigned flags, MDB_txn **txn)
+int local_txn_begin(store *s, unsigned flags, MDB_txn **txn)
 {
     if (!(flags & MDB_RDONLY))
         grow_if_needed(s);
@@ -94,21 +95,44 @@ int txn_begin(store *s, unsigned flags, MDB_txn **txn)
     return map_rc(rc);
 }
 
+int txn_begin(store *s, unsigned flags, MDB_txn **txn)
+{
+    if (s->cluster && !(flags & MDB_RDONLY))
+        return cluster_txn_begin(s, txn);
+    return local_txn_begin(s, flags, txn);
+}
+
 void txn_abort(store *s, MDB_txn *txn)
 {
     mdb_txn_abort(txn);
     pthread_rwlock_unlock(&s->resize);
 }
 
+int local_txn_commit(store *s, MDB_txn *txn)
+{
+    int rc = map_rc(mdb_txn_commit(txn));
+    pthread_rwlock_unlock(&s->resize);
+    return rc;
+}
+
 int txn_end_s(store *s, MDB_txn *txn, int rc)
 {
+    if (s->wtxn && s->wtxn == txn)
+        return cluster_txn_end(s, txn, rc);
     if (rc != STORE_OK) {
         txn_abort(s, txn);
         return rc;
     }
-    rc = map_rc(mdb_txn_commit(txn));
-    pthread_rwlock_unlock(&s->resize);
-    return rc;
+    return local_txn_commit(s, txn);
+}
+
+/* Records a write of the transaction the cluster is told about. */
+static int record(store *s, MDB_txn *txn, int op, int db, const void *k, size_t klen,
+                  const void *v, size_t vlen)
+{
+    if (s->wtxn != txn)
+        return STORE_OK;
+    return wset_add(&s->ws, op, db, k, klen, v, vlen) == 0 ? STORE_OK : STORE_ERR;
 }
 
 int get_msg_with(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
@@ -142,21 +166,33 @@ int put_msg(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
     if (rc != MDB_SUCCESS)
         return map_rc(rc);
     protobuf_c_message_pack(msg, val.mv_data);
-    return STORE_OK;
+    return record(s, txn, flags & MDB_NOOVERWRITE ? WSET_INSERT : WSET_PUT, db, k, klen,
+                  val.mv_data, val.mv_size);
 }
 
 int put_raw(store *s, MDB_txn *txn, int db, const void *k, size_t klen, const void *v,
             size_t vlen, unsigned flags)
 {
     MDB_val key = {klen, (void *)k}, val = {vlen, (void *)v};
-    return map_rc(mdb_put(txn, s->db[db], &key, &val, flags));
+    int rc = map_rc(mdb_put(txn, s->db[db], &key, &val, flags));
+    if (rc != STORE_OK)
+        return rc;
+    return record(s, txn, flags & MDB_NOOVERWRITE ? WSET_INSERT : WSET_PUT, db, k, klen, v, vlen);
 }
 
 int del_raw(store *s, MDB_txn *txn, int db, const void *k, size_t klen)
 {
     MDB_val key = {klen, (void *)k};
     int rc = map_rc(mdb_del(txn, s->db[db], &key, NULL));
-    return rc == STORE_NOTFOUND ? STORE_OK : rc;
+    if (rc == STORE_NOTFOUND)
+        return STORE_OK;  /* nothing to tell the cluster either */
+    return rc == STORE_OK ? record(s, txn, WSET_DEL, db, k, klen, NULL, 0) : rc;
+}
+
+int put_local(store *s, MDB_txn *txn, const char *name, const void *v, size_t vlen)
+{
+    MDB_val key = {strlen(name), (void *)name}, val = {vlen, (void *)v};
+    return map_rc(mdb_put(txn, s->db[DB_META], &key, &val, 0));
 }
 
 int get_u64_value(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
@@ -199,7 +235,7 @@ int with_audit(store *s, MDB_txn *txn, int rc, const store_audit *audit)
     return rc;
 }
 
-static int open_key(store *s, MDB_txn *txn)
+int read_token_key(store *s, MDB_txn *txn)
 {
     MDB_val key = {3, "key"}, val;
     int rc = mdb_get(txn, s->db[DB_META], &key, &val);
@@ -207,6 +243,15 @@ static int open_key(store *s, MDB_txn *txn)
         memcpy(s->token_key, val.mv_data, CRYPTO_KEY_BYTES);
         return STORE_OK;
     }
+    return rc == MDB_SUCCESS ? STORE_ERR : map_rc(rc);
+}
+
+static int open_key(store *s, MDB_txn *txn)
+{
+    MDB_val key = {3, "key"}, val;
+    int rc = mdb_get(txn, s->db[DB_META], &key, &val);
+    if (rc == MDB_SUCCESS && val.mv_size == CRYPTO_KEY_BYTES)
+        return read_token_key(s, txn);
     if (rc != MDB_NOTFOUND)
         return map_rc(rc == MDB_SUCCESS ? MDB_CORRUPTED : rc);
     crypto_random(s->token_key, CRYPTO_KEY_BYTES);
@@ -295,6 +340,8 @@ void store_close(store *s)
 {
     if (!s)
         return;
+    store_cluster_leave(s);
+    wset_free(&s->ws);
     mdb_env_close(s->env);
     pthread_rwlock_destroy(&s->resize);
     free(s);

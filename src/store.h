@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "crypto.h"
+#include "pool.h"
 #include "tokend/v1/store.pb-c.h"
 
 enum {
@@ -26,7 +27,8 @@ enum {
     STORE_NOTFOUND = -2,
     STORE_EXISTS = -3,   /* a unique name, phone or email is taken */
     STORE_FULL = -4,     /* the map (or the disk) is full */
-    STORE_CHANGED = -5   /* the record changed since it was read: nothing written */
+    STORE_CHANGED = -5,  /* the record changed since it was read: nothing written */
+    STORE_UNAVAILABLE = -6 /* cluster mode: PostgreSQL failed; nothing written anywhere */
 };
 
 #define STORE_MAPSIZE_DEFAULT ((size_t)1 << 30)
@@ -163,5 +165,35 @@ int store_audit_list(store *s, store_audit_fn fn, void *arg);
 /* Deletes up to `max` sessions that expired before now_ms, in one write
  * transaction (so a purge never holds the writer lock for long). */
 int store_purge_expired(store *s, int64_t now_ms, size_t max, size_t *purged);
+
+/* --- cluster mode (store_cluster.c) ---------------------------------------------
+ * The store opened on a data directory and a PostgreSQL URL: every write
+ * commits in PostgreSQL first, the directory is this node's replica, kept
+ * current by a feed thread. Reads stay local. */
+enum { STORE_CLUSTER_FEED = 1 };   /* store_cluster_join: run the feed (serve) */
+/* Joins the cluster: checks the schema, bootstraps an empty directory from a
+ * snapshot (the token key with it), refuses a directory of another cluster
+ * or one holding single-node data. On failure err holds a sentence. */
+int store_cluster_join(store *s, const char *url, int flags, char *err, size_t errlen);
+/* `tokend cluster init`: creates or migrates the schema and, into an empty
+ * cluster, copies this directory (so its tokens verify on every node). A
+ * sentence of what was done goes into msg (or of what failed). */
+int store_cluster_init(store *s, const char *url, char *msg, size_t msglen);
+void store_cluster_leave(store *s);
+int store_clustered(const store *s);
+/* A read that found nothing may be a write of another node not applied
+ * here yet. Parks `job` until the feed has applied everything committed
+ * before now (bounded, 1 s), then job->post(job) runs (on the feed's
+ * thread). 0 when parked; -1 when there is nothing to wait for (single
+ * node, or the cluster database is unreachable): answer from what is local. */
+int store_wait_fresh(store *s, pool_job *job);
+typedef struct {
+    int clustered;
+    int database_up;
+    uint64_t applied_seq, latest_seq;
+    int64_t lag_ms;
+    uint64_t polls, wait_polls, waits, bootstraps;
+} store_cluster_info;
+void store_cluster_status(store *s, store_cluster_info *out);
 
 #endif

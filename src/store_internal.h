@@ -13,6 +13,10 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include "store.h"
+#include "wset.h"
+
+struct cluster;
+struct cluster_conn;
 
 /* Shared between the store's files, but not exported from the binary: a
  * shared library with a function of the same name keeps its own. */
@@ -50,6 +54,16 @@ struct store {
     size_t mapsize;
     MDB_dbi db[DB_COUNT];
     uint8_t token_key[CRYPTO_KEY_BYTES];
+    /* Cluster mode (store_cluster.c); NULL: one node. */
+    struct cluster *cluster;
+    /* The write transaction in progress, while it records its writes for
+     * the cluster. One at a time: LMDB has one writer per environment, and
+     * only the thread holding it touches these. */
+    MDB_txn *wtxn;
+    struct cluster_conn *wconn;
+    uint64_t wseq;             /* the cluster's newest change, read under its lock */
+    wset ws;
+    void *snap;                /* the feed's snapshot loader */
 };
 
 #define KEY_MAX 511
@@ -178,7 +192,15 @@ static inline size_t group_key(uint8_t key[16], uint64_t app_id, uint64_t group_
 /* --- transactions (store.c) ------------------------------------------------- */
 
 int map_rc(int rc);
+/* In cluster mode a write transaction is also a transaction in PostgreSQL
+ * holding the cluster's write lock: the local replica is caught up first,
+ * every put and delete is recorded (put_raw, put_msg, del_raw: the only
+ * writers), and txn_end commits the record in PostgreSQL before LMDB. */
 int txn_begin(store *s, unsigned flags, MDB_txn **txn);
+/* A transaction on the local LMDB alone (the feed, snapshots, the
+ * node's own bookkeeping). */
+int local_txn_begin(store *s, unsigned flags, MDB_txn **txn);
+int local_txn_commit(store *s, MDB_txn *txn);
 void txn_abort(store *s, MDB_txn *txn);
 /* Commits when rc is STORE_OK, else aborts; returns the outcome. */
 int txn_end_s(store *s, MDB_txn *txn, int rc);
@@ -195,6 +217,18 @@ int put_raw(store *s, MDB_txn *txn, int db, const void *k, size_t klen, const vo
 /* Deleting what is not there is not an error. */
 int del_raw(store *s, MDB_txn *txn, int db, const void *k, size_t klen);
 int get_u64_value(store *s, MDB_txn *txn, int db, const void *k, size_t klen, uint64_t *v);
+/* A write of this node's own bookkeeping (meta "cluster_seq", "cluster_id"):
+ * never recorded, never replicated. */
+int put_local(store *s, MDB_txn *txn, const char *name, const void *v, size_t vlen);
+
+/* --- cluster mode (store_cluster.c) -------------------------------------------- */
+
+int cluster_txn_begin(store *s, MDB_txn **txn);
+int cluster_txn_end(store *s, MDB_txn *txn, int rc);
+/* Applies one encoded write set to txn, unrecorded (a change of the feed). */
+int apply_wset(store *s, MDB_txn *txn, const uint8_t *ops, size_t len);
+uint64_t local_seq(store *s, MDB_txn *txn);
+int read_token_key(store *s, MDB_txn *txn);
 /* One record, in a read transaction of its own. */
 int get_one(store *s, int db, const void *k, size_t klen, const ProtobufCMessageDescriptor *desc,
             void **out);

@@ -375,7 +375,7 @@ int store_purge_expired(store *s, int64_t now_ms, size_t max, size_t *purged)
     MDB_txn *txn;
     MDB_cursor *cur;
     MDB_val k, v;
-    uint8_t hash[CRYPTO_HASH_BYTES];
+    uint8_t hash[CRYPTO_HASH_BYTES], ekey[EXPIRY_KEY_LEN];
     int rc = txn_begin(s, 0, &txn), r;
     *purged = 0;
     if (rc != STORE_OK)
@@ -384,10 +384,13 @@ int store_purge_expired(store *s, int64_t now_ms, size_t max, size_t *purged)
         return txn_end(txn, rc);
     while (*purged < max && (r = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == MDB_SUCCESS &&
            k.mv_size == EXPIRY_KEY_LEN && (int64_t)get_u64(k.mv_data) < now_ms) {
-        memcpy(hash, (uint8_t *)k.mv_data + EXPIRY_KEY_HASH, CRYPTO_HASH_BYTES);
+        memcpy(ekey, k.mv_data, EXPIRY_KEY_LEN);
+        memcpy(hash, ekey + EXPIRY_KEY_HASH, CRYPTO_HASH_BYTES);
         rc = purge_one(s, txn, hash);
-        if (rc == STORE_NOTFOUND)  /* index without session: drop the index */
-            rc = map_rc(mdb_cursor_del(cur, 0));
+        /* An index entry without its session: drop it, as every write goes,
+         * through del_raw (in cluster mode it is recorded for the others). */
+        if (rc == STORE_NOTFOUND)
+            rc = del_raw(s, txn, DB_EXPIRY, ekey, EXPIRY_KEY_LEN);
         if (rc != STORE_OK)
             break;
         (*purged)++;
