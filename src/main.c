@@ -31,9 +31,24 @@ static store *open_store_sized(const char *dir, size_t mapsize)
     return st;
 }
 
-static store *open_store(const char *dir)
+/* The data directory; with --cluster (or "cluster" in the --config file),
+ * as a replica of the cluster, so what a command writes commits in
+ * PostgreSQL and every node sees it. */
+static store *open_store_cluster(const char *dir, size_t mapsize, const char *url, int flags)
 {
-    return open_store_sized(dir, 0);
+    store *st = open_store_sized(dir, mapsize);
+    char err[512];
+    if (url && store_cluster_join(st, url, flags, err, sizeof err) != STORE_OK) {
+        fprintf(stderr, "tokend: %s\n", err);
+        store_close(st);
+        exit(1);
+    }
+    return st;
+}
+
+static store *open_store_of(const option_values *ov)
+{
+    return open_store_cluster(options_text(ov, OPT_DATA), 0, options_text(ov, OPT_CLUSTER), 0);
 }
 
 static int cmd_serve(const option_values *ov)
@@ -46,7 +61,7 @@ static int cmd_serve(const option_values *ov)
     if (options_to_config(ov, &cfg, print_error, NULL) != 0)
         return 2;
     cfg.options = ov;
-    ctx.store = open_store_sized(cfg.data_dir, cfg.mapsize);
+    ctx.store = open_store_cluster(cfg.data_dir, cfg.mapsize, cfg.cluster_url, STORE_CLUSTER_FEED);
     if (router_create(&router, rpc_services(), tokend_protoset, tokend_protoset_len, err,
                       sizeof err) != 0) {
         fprintf(stderr, "tokend: %s\n", err);
@@ -94,7 +109,7 @@ static int cmd_app_create(const option_values *ov)
     app.encrypt_type = (int32_t)options_num(ov, OPT_ENCRYPT_TYPE);
     app.open_registration = ov->v[OPT_OPEN_REGISTRATION].set;
     app.created_ms = rpc_now_ms();
-    store *st = open_store(options_text(ov, OPT_DATA));
+    store *st = open_store_of(ov);
     int rc = store_app_create(st, &app);
     store_close(st);
     if (rc != STORE_OK) {
@@ -152,7 +167,7 @@ static int cmd_user_add(const option_values *ov)
     in.app_id = options_num(ov, OPT_APP);
     in.password_len = read_password(pw, sizeof pw);
     in.password = pw;
-    store *st = open_store(options_text(ov, OPT_DATA));
+    store *st = open_store_of(ov);
     if (!in.app_id && store_default_app(st, &in.app_id) != STORE_OK) {
         fprintf(stderr, "tokend: --app is required (the data directory has no app yet)\n");
         store_close(st);
@@ -174,7 +189,7 @@ static int cmd_user_show(const option_values *ov)
     uint64_t id = options_num(ov, OPT_USER);
     store_user *u;
     char cost[64] = "?";
-    store *st = open_store(options_text(ov, OPT_DATA));
+    store *st = open_store_of(ov);
     int rc = store_user_get(st, id, &u);
     store_close(st);
     if (rc != STORE_OK) {
@@ -222,7 +237,7 @@ static void token_id(const uint8_t hash[CRYPTO_HASH_BYTES], char id[17])
 
 static int cmd_admin_token_create(const option_values *ov)
 {
-    store *st = open_store(options_text(ov, OPT_DATA));
+    store *st = open_store_of(ov);
     store_session ss = TOKEND__V1__STORE__SESSION__INIT;
     uint8_t raw[CRYPTO_TOKEN_BYTES], hash[CRYPTO_HASH_BYTES];
     char text[CRYPTO_TOKEN_TEXTLEN], id[17], detail[64];
@@ -274,7 +289,7 @@ static void print_admin_token(const uint8_t hash[CRYPTO_HASH_BYTES], const store
 
 static int admin_token_walk(const option_values *ov, int revoke)
 {
-    store *st = open_store(options_text(ov, OPT_DATA));
+    store *st = open_store_of(ov);
     token_walk w = {revoke ? options_text(ov, OPT_ID) : NULL, {0}, 0};
     uint64_t app = app_of(ov, st);
     int rc = store_admin_tokens_list(st, app, print_admin_token, &w);
@@ -317,9 +332,19 @@ static int cmd_admin_token_revoke(const option_values *ov)
 
 static int cmd_audit(const option_values *ov)
 {
-    store *st = open_store(options_text(ov, OPT_DATA));
+    store *st = open_store_of(ov);
     int rc = store_audit_list(st, print_audit, NULL);
     store_close(st);
+    return rc == STORE_OK ? 0 : 1;
+}
+
+static int cmd_cluster_init(const option_values *ov)
+{
+    char msg[512];
+    store *st = open_store_sized(options_text(ov, OPT_DATA), 0);
+    int rc = store_cluster_init(st, options_text(ov, OPT_CLUSTER), msg, sizeof msg);
+    store_close(st);
+    fprintf(rc == STORE_OK ? stdout : stderr, "%s%s\n", rc == STORE_OK ? "" : "tokend: ", msg);
     return rc == STORE_OK ? 0 : 1;
 }
 
@@ -363,49 +388,61 @@ static const command commands[] = {
      OPTS(OPT_DATA, OPT_CONFIG, OPT_LISTEN, OPT_THREADS, OPT_WORKERS, OPT_QUEUE, OPT_MAX_BODY,
           OPT_PWHASH_OPS, OPT_PWHASH_MEM, OPT_MAP_SIZE, OPT_MAX_CONNECTIONS, OPT_MAX_STREAMS,
           OPT_REQUEST_TIMEOUT, OPT_DEADLINE, OPT_PURGE_INTERVAL, OPT_THROTTLE_ACCOUNT,
-          OPT_THROTTLE_ADDRESS, OPT_THROTTLE_WINDOW, OPT_TLS_CERT, OPT_TLS_KEY),
+          OPT_THROTTLE_ADDRESS, OPT_THROTTLE_WINDOW, OPT_TLS_CERT, OPT_TLS_KEY, OPT_CLUSTER),
      OPTS(OPT_DATA), NULL, 0, 0, "run the server (JSON, gRPC, gRPC-Web, protobuf on one port)",
      "Serves the data directory on one port: JSON on the vendor's paths, native gRPC (h2c, or\n"
      "TLS with --tls-cert/--tls-key), gRPC-Web and binary protobuf. Every option may also stand\n"
      "in the --config file without its dashes (\"max-body 65536\"); the command line wins.\n"
      "SIGHUP re-reads the file and applies the options marked so; SIGTERM stops accepting,\n"
-     "lets calls in flight finish (at most 10 s) and exits 0.",
+     "lets calls in flight finish (at most 10 s) and exits 0. With --cluster, writes commit in\n"
+     "PostgreSQL first and the data directory is this node's replica (README: Deployment).",
      "tokend serve --data /var/lib/tokend --listen 127.0.0.1:8080 --config /etc/tokend/tokend.conf"},
     {"app create", cmd_app_create, OPTS(OPT_DATA, OPT_NAME, OPT_TTL, OPT_ENCRYPT_TYPE,
-                                        OPT_OPEN_REGISTRATION),
+                                        OPT_OPEN_REGISTRATION, OPT_CLUSTER, OPT_CONFIG),
      OPTS(OPT_DATA, OPT_NAME), NULL, 0, 0, "create an app; prints its app_id",
      "Creates an app in the data directory and prints its app_id. The first app is the one\n"
      "used when a request names none (no app_id header).",
      "tokend app create --data /var/lib/tokend --name chat --ttl 86400"},
     {"user add", cmd_user_add, OPTS(OPT_DATA, OPT_APP, OPT_NAME, OPT_PHONE, OPT_EMAIL,
-                                    OPT_PWHASH_OPS, OPT_PWHASH_MEM),
+                                    OPT_PWHASH_OPS, OPT_PWHASH_MEM, OPT_CLUSTER, OPT_CONFIG),
      OPTS(OPT_DATA, OPT_NAME), NULL, 0, 0, "add a user (password on stdin); prints its user_id",
      "Adds a user to an app and prints the user_id. The password is one line on stdin, so it\n"
      "stays out of argv and the shell's history; on a terminal it is asked for without echo.",
      "printf '%s\\n' 'a long passphrase' | tokend user add --data /var/lib/tokend --name alice "
      "--phone +15550100"},
-    {"user show", cmd_user_show, OPTS(OPT_DATA, OPT_USER), OPTS(OPT_DATA, OPT_USER), NULL, 0, 0,
+    {"user show", cmd_user_show, OPTS(OPT_DATA, OPT_USER, OPT_CLUSTER, OPT_CONFIG), OPTS(OPT_DATA, OPT_USER), NULL, 0, 0,
      "show a user (no secret)",
      "Prints a user's ids, login names, state and password hash parameters (not the hash).",
      "tokend user show --data /var/lib/tokend --user 10000"},
-    {"admin-token create", cmd_admin_token_create, OPTS(OPT_DATA, OPT_APP, OPT_LABEL),
+    {"admin-token create", cmd_admin_token_create,
+     OPTS(OPT_DATA, OPT_APP, OPT_LABEL, OPT_CLUSTER, OPT_CONFIG),
      OPTS(OPT_DATA), NULL, 0, 0, "create an admin token; prints it once",
      "Creates an admin token of an app, for the platform's services (Verify, store, push) and\n"
      "the app's back end. The token is printed once on stdout; only its hash is kept.",
      "tokend admin-token create --data /var/lib/tokend --label chat-service"},
-    {"admin-token list", cmd_admin_token_list, OPTS(OPT_DATA, OPT_APP), OPTS(OPT_DATA), NULL, 0,
+    {"admin-token list", cmd_admin_token_list, OPTS(OPT_DATA, OPT_APP, OPT_CLUSTER, OPT_CONFIG), OPTS(OPT_DATA), NULL, 0,
      0, "list an app's admin tokens (ids, not tokens)",
      "Lists the admin tokens of an app: id, creation time and label.",
      "tokend admin-token list --data /var/lib/tokend"},
-    {"admin-token revoke", cmd_admin_token_revoke, OPTS(OPT_DATA, OPT_ID, OPT_APP),
+    {"admin-token revoke", cmd_admin_token_revoke,
+     OPTS(OPT_DATA, OPT_ID, OPT_APP, OPT_CLUSTER, OPT_CONFIG),
      OPTS(OPT_DATA, OPT_ID), NULL, 0, 0, "revoke an admin token by its id",
      "Revokes the admin token with this id (as admin-token list shows it) at once.",
      "tokend admin-token revoke --data /var/lib/tokend --id 3f2a9c1e0b7d4a65"},
-    {"audit", cmd_audit, OPTS(OPT_DATA), OPTS(OPT_DATA), NULL, 0, 0,
+    {"audit", cmd_audit, OPTS(OPT_DATA, OPT_CLUSTER, OPT_CONFIG), OPTS(OPT_DATA), NULL, 0, 0,
      "print the audit log, oldest first",
      "Prints the audit log of every admin action (over the API and from this CLI), oldest\n"
      "first: time in ms, app, actor, action, detail.",
      "tokend audit --data /var/lib/tokend"},
+    {"cluster init", cmd_cluster_init, OPTS(OPT_DATA, OPT_CLUSTER, OPT_CONFIG),
+     OPTS(OPT_DATA, OPT_CLUSTER), NULL, 0, 0,
+     "create or upgrade a cluster's schema; copy a data directory into it",
+     "Creates the cluster's tables in PostgreSQL, or upgrades them (versioned migrations; safe\n"
+     "to run again, and from several hosts at once). When the cluster holds no data yet, copies\n"
+     "the data directory into it - users, sessions, devices, admin tokens and the token key -\n"
+     "so every token it issued verifies on every node; the directory becomes the cluster's\n"
+     "first replica. A new node needs no init: it starts from an empty directory.",
+     "tokend cluster init --data /var/lib/tokend --cluster postgresql://tokend@db/tokend"},
     {"config check", cmd_config_check, NONE, NONE, "FILE", 1, 1,
      "check a config file; print the effective configuration",
      "Reads a configuration file as `tokend serve --config FILE` would. Prints the effective\n"

@@ -63,6 +63,9 @@ const option_spec options[OPT_COUNT] = {
                       "/etc/tokend/cert.pem"},
     [OPT_TLS_KEY] = {"tls-key", OPT_TEXT, "FILE", 0, 0, 0, NULL, F,
                      "PEM private key of --tls-cert", "/etc/tokend/key.pem"},
+    [OPT_CLUSTER] = {"cluster", OPT_TEXT, "URL", 0, 0, 0, NULL, F,
+                     "cluster mode: PostgreSQL holds the data, --data is this node's replica",
+                     "postgresql://tokend@db.example/tokend"},
 
     [OPT_APP] = {"app", OPT_NUMBER, "APP_ID", 1, UINT64_MAX, 0, NULL, 0,
                  "the app (default: the data directory's first app)", "1"},
@@ -372,6 +375,7 @@ int options_to_config(const option_values *ov, tokend_config *cfg, option_error_
     cfg->throttle.window_s = (unsigned)options_num(ov, OPT_THROTTLE_WINDOW);
     cfg->tls_cert = options_text(ov, OPT_TLS_CERT);
     cfg->tls_key = options_text(ov, OPT_TLS_KEY);
+    cfg->cluster_url = options_text(ov, OPT_CLUSTER);
     if (!cfg->tls_cert != !cfg->tls_key) {
         const option_value *given = &ov->v[cfg->tls_cert ? OPT_TLS_CERT : OPT_TLS_KEY];
         const char *missing = cfg->tls_cert ? "tls-key" : "tls-cert";

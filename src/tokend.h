@@ -34,6 +34,7 @@ typedef struct {
     unsigned deadline;           /* seconds a call may take when it sets none (reloadable) */
     crypto_pwcost pwcost;
     const char *tls_cert, *tls_key;
+    const char *cluster_url;     /* cluster mode: PostgreSQL's URL, or NULL */
     throttle_config throttle;    /* reloadable: throttle_configure() applies it */
 } tokend_config;
 

@@ -1,0 +1,94 @@
+"""pg_support.py - a throw-away PostgreSQL server for the cluster tests.
+
+    with PgServer() as pg:          # initdb + pg_ctl start on a temp dir
+        url = pg.url                # postgresql:///tokend?host=SOCKETDIR&port=N&user=U
+        pg.stop(); pg.start()       # the database going away and coming back
+
+Debian's server binaries (package postgresql, /usr/lib/postgresql/*/bin) are
+used directly: no cluster of the system's is touched. It listens on a Unix
+socket in its own directory only (no TCP). Run as root (as CI does), initdb
+and the server run as the `postgres` user via runuser, in a directory that
+user owns; as a normal user, they run as that user.
+
+bindir() returns None when the server binaries are missing: callers skip.
+"""
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+
+
+def bindir():
+    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if os.path.exists(os.path.join(d, "initdb")) and os.path.exists(os.path.join(d, "pg_ctl")):
+            return d
+    return None
+
+
+class PgServer:
+    def __init__(self, fsync=False):
+        self.bin = bindir()
+        if not self.bin:
+            raise RuntimeError("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin)")
+        self.root = os.geteuid() == 0
+        self.user = "postgres" if self.root else pwd.getpwuid(os.geteuid()).pw_name
+        self.tmp = tempfile.mkdtemp(prefix="tokend-pg-")
+        os.chmod(self.tmp, 0o755)
+        self.data = os.path.join(self.tmp, "data")
+        self.sock = os.path.join(self.tmp, "sock")
+        os.mkdir(self.sock)
+        self.log = os.path.join(self.tmp, "pg.log")
+        if self.root:
+            pw = pwd.getpwnam(self.user)
+            for p in (self.tmp, self.sock):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+        self.port = 5432  # on a socket of our own directory: no clash with another server
+        self.fsync = fsync
+        self._run(["initdb", "-D", self.data, "-U", self.user, "-A", "trust", "-E", "UTF8",
+                   "--no-instructions"])
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write("listen_addresses = ''\nunix_socket_directories = '%s'\nport = %d\n"
+                    "max_connections = 200\nshared_buffers = 32MB\n" % (self.sock, self.port))
+            if not fsync:
+                f.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
+        self.url = "postgresql:///postgres?host=%s&port=%d&user=%s" % (self.sock, self.port,
+                                                                      self.user)
+        self.start()
+
+    def _run(self, args, check=True):
+        cmd = [os.path.join(self.bin, args[0])] + args[1:]
+        if self.root:
+            cmd = ["runuser", "-u", self.user, "--"] + cmd
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=self.tmp)
+        if check and p.returncode != 0:
+            raise RuntimeError("%s: exit %d: %s %s" % (args[0], p.returncode, p.stdout, p.stderr))
+        return p
+
+    def start(self):
+        self._run(["pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "30", "start"])
+
+    def stop(self, mode="fast"):
+        self._run(["pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", "30", "stop"], check=False)
+
+    def psql(self, sql):
+        cmd = [os.path.join(self.bin, "psql"), "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
+               "-d", self.url, "-c", sql]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError("psql: %s" % p.stderr)
+        return p.stdout.strip()
+
+    def close(self):
+        try:
+            self.stop("immediate")
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
