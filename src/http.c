@@ -526,6 +526,13 @@ static void serve_stream(http_handler *h, h2o_req_t *req, int form, const router
     free(sc.out);
 }
 
+/* The handler once more, with the same request (rpc_wait_fresh). */
+static void invoke_again(rpc_call *c)
+{
+    wire_call *wc = (wire_call *)c;
+    wc->rpc->service->invoke(wc->rpc->service, wc->rpc->method_index, wc->request, on_reply, wc);
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     http_handler *h = (http_handler *)self;
@@ -614,6 +621,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     wc->guard->call = wc;
     wc->call.ctx = h->ctx;
     wc->call.closure = on_reply;
+    wc->call.again = invoke_again;
     wc->call.loop = server_loop_of(req);
     wc->call.loop->enter(wc->call.loop);
     wc->rpc->service->invoke(wc->rpc->service, wc->rpc->method_index, wc->request, on_reply, wc);

@@ -172,6 +172,31 @@ int rpc_app(rpc_call *call, store_app **app)
     return 0;
 }
 
+static void fresh_finish(rpc_job *job)
+{
+    rpc_call *call = job->call;
+    free(job);
+    call->again(call);
+}
+
+int rpc_wait_fresh(rpc_call *call)
+{
+    if (!call->again || call->waited_fresh || !store_clustered(call->ctx->store))
+        return 0;
+    rpc_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return 0;
+    j->call = call;
+    j->finish = fresh_finish;
+    j->base.post = post_to_loop;  /* run by the feed's thread: back to the loop */
+    call->waited_fresh = 1;
+    if (store_wait_fresh(call->ctx->store, &j->base) != 0) {
+        free(j);
+        return 0;
+    }
+    return 1;
+}
+
 int rpc_past_deadline(const rpc_call *call)
 {
     return call->deadline_ms && rpc_clock_ms() >= call->deadline_ms;

@@ -50,6 +50,10 @@ struct rpc_call {
     int retry_after;                     /* seconds, for UNAVAILABLE / RESOURCE_EXHAUSTED */
     ProtobufCClosure closure;
     rpc_loop *loop;                      /* the call's event loop (set by the wire layer) */
+    /* runs the call's handler again, on the loop (set by the wire layer, or
+     * NULL); for rpc_wait_fresh */
+    void (*again)(rpc_call *call);
+    int waited_fresh;
 };
 
 /* Every service the server exposes, NULL-terminated. */
@@ -137,6 +141,17 @@ int rpc_copy_field(rpc_call *call, char *out, size_t outlen, const char *in, con
 /* The app a call acts in: the app_id header, else the data directory's
  * default app. On failure the call has been answered. */
 int rpc_app(rpc_call *call, store_app **app);
+
+/* Cluster mode: a read found nothing (a token, a session, a device), but
+ * another node may have written it a moment ago (a login answered there,
+ * its token verified here at once). Parks the call until this node's feed
+ * has applied every change committed before now, at most 1 s, then runs
+ * the handler again from the start. Returns 1 when parked: the handler
+ * returns at once without answering. 0 (answer from what is local): one
+ * node, the second time for this call, or the cluster database unreachable.
+ * The wait costs PostgreSQL nothing per call: the feed's one poll at a time
+ * serves every parked call (cluster.h). */
+int rpc_wait_fresh(rpc_call *call);
 
 /* Wall-clock time, ms since the Unix epoch: for what is stored and shown
  * (creation times, token expiry), which must mean the same after a restart. */

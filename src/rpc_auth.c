@@ -73,6 +73,8 @@ int rpc_auth_any(rpc_call *call, rpc_auth *auth)
         rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
         return -1;
     }
+    if (!ss && rpc_wait_fresh(call))
+        return -1;  /* parked: the handler runs again once the replica caught up */
     rc = accept_session(call, ss, auth);
     if (ss)
         protobuf_c_message_free_unpacked(&ss->base, NULL);

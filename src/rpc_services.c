@@ -71,6 +71,9 @@ RPC_HANDLER(verify, VerifyRequest, VerifyReply)
         rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
         return;
     }
+    /* Cluster mode: a token another node issued a moment ago. */
+    if ((!ss[0] || (hashes[1] && !ss[1])) && rpc_wait_fresh(call))
+        return;
     if (rpc_auth_admin_session(call, ss[0], mine, &auth) != 0)
         return;
     if (!ss[1] || ss[1]->app_id != auth.app_id) {
@@ -105,9 +108,10 @@ RPC_HANDLER(resolve_store_token, ResolveStoreTokenRequest, ResolveStoreTokenRepl
         rpc_fail(call, ST_INVALID_ARGUMENT, "store_token is required");
         return;
     }
-    int rc = rpc_token_hash(call, req->store_token, hash) == 0
-                 ? store_store_token_get(call->ctx->store, hash, &ss)
-                 : STORE_NOTFOUND;
+    int parsed = rpc_token_hash(call, req->store_token, hash) == 0;
+    int rc = parsed ? store_store_token_get(call->ctx->store, hash, &ss) : STORE_NOTFOUND;
+    if (rc == STORE_NOTFOUND && parsed && rpc_wait_fresh(call))
+        return;
     if (rc != STORE_OK || ss->app_id != auth.app_id) {
         rpc_fail(call, rc == STORE_OK || rc == STORE_NOTFOUND ? ST_UNAUTHENTICATED : ST_UNAVAILABLE,
                  "%s", rc == STORE_OK || rc == STORE_NOTFOUND ? "invalid store_token" : store_strerror(rc));
@@ -140,6 +144,10 @@ RPC_HANDLER(push_targets, PushTargetsRequest, PushTargetsReply)
     int rc = store_devices_list(call->ctx->store, auth.app_id, (uint64_t)req->user_id, &devs, &n);
     if (rc != STORE_OK) {
         rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
+        return;
+    }
+    if (n == 0 && rpc_wait_fresh(call)) {
+        store_devices_free(devs, n);
         return;
     }
     Tokend__V1__PushTargetsReply reply = TOKEND__V1__PUSH_TARGETS_REPLY__INIT;
@@ -195,9 +203,11 @@ RPC_HANDLER(verify_push_token, VerifyPushTokenRequest, VerifyPushTokenReply)
         rpc_fail(call, ST_INVALID_ARGUMENT, "push_token is required");
         return;
     }
-    int rc = rpc_token_hash(call, req->push_token, hash) == 0
-                 ? store_push_lookup(call->ctx->store, hash, &app_id, guid, sizeof guid)
-                 : STORE_NOTFOUND;
+    int parsed = rpc_token_hash(call, req->push_token, hash) == 0;
+    int rc = parsed ? store_push_lookup(call->ctx->store, hash, &app_id, guid, sizeof guid)
+                    : STORE_NOTFOUND;
+    if (rc == STORE_NOTFOUND && parsed && rpc_wait_fresh(call))
+        return;
     if (rc == STORE_OK && app_id == auth.app_id)
         rc = store_device_get(call->ctx->store, app_id, guid, &d);
     else if (rc == STORE_OK)

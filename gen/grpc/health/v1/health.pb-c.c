@@ -97,6 +97,51 @@ void   grpc__health__v1__health_check_response__free_unpacked
   assert(message->base.descriptor == &grpc__health__v1__health_check_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   grpc__health__v1__cluster_health__init
+                     (Grpc__Health__V1__ClusterHealth         *message)
+{
+  static const Grpc__Health__V1__ClusterHealth init_value = GRPC__HEALTH__V1__CLUSTER_HEALTH__INIT;
+  *message = init_value;
+}
+size_t grpc__health__v1__cluster_health__get_packed_size
+                     (const Grpc__Health__V1__ClusterHealth *message)
+{
+  assert(message->base.descriptor == &grpc__health__v1__cluster_health__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t grpc__health__v1__cluster_health__pack
+                     (const Grpc__Health__V1__ClusterHealth *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &grpc__health__v1__cluster_health__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t grpc__health__v1__cluster_health__pack_to_buffer
+                     (const Grpc__Health__V1__ClusterHealth *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &grpc__health__v1__cluster_health__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Grpc__Health__V1__ClusterHealth *
+       grpc__health__v1__cluster_health__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Grpc__Health__V1__ClusterHealth *)
+     protobuf_c_message_unpack (&grpc__health__v1__cluster_health__descriptor,
+                                allocator, len, data);
+}
+void   grpc__health__v1__cluster_health__free_unpacked
+                     (Grpc__Health__V1__ClusterHealth *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &grpc__health__v1__cluster_health__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor grpc__health__v1__health_check_request__field_descriptors[1] =
 {
   {
@@ -167,7 +212,7 @@ const ProtobufCEnumDescriptor grpc__health__v1__health_check_response__serving_s
   grpc__health__v1__health_check_response__serving_status__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCFieldDescriptor grpc__health__v1__health_check_response__field_descriptors[1] =
+static const ProtobufCFieldDescriptor grpc__health__v1__health_check_response__field_descriptors[2] =
 {
   {
     "status",
@@ -181,14 +226,28 @@ static const ProtobufCFieldDescriptor grpc__health__v1__health_check_response__f
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "cluster",
+    1000,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Grpc__Health__V1__HealthCheckResponse, cluster),
+    &grpc__health__v1__cluster_health__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned grpc__health__v1__health_check_response__field_indices_by_name[] = {
+  1,   /* field[1] = cluster */
   0,   /* field[0] = status */
 };
-static const ProtobufCIntRange grpc__health__v1__health_check_response__number_ranges[1 + 1] =
+static const ProtobufCIntRange grpc__health__v1__health_check_response__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 1000, 1 },
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor grpc__health__v1__health_check_response__descriptor =
 {
@@ -198,11 +257,140 @@ const ProtobufCMessageDescriptor grpc__health__v1__health_check_response__descri
   "Grpc__Health__V1__HealthCheckResponse",
   "grpc.health.v1",
   sizeof(Grpc__Health__V1__HealthCheckResponse),
-  1,
+  2,
   grpc__health__v1__health_check_response__field_descriptors,
   grpc__health__v1__health_check_response__field_indices_by_name,
-  1,  grpc__health__v1__health_check_response__number_ranges,
+  2,  grpc__health__v1__health_check_response__number_ranges,
   (ProtobufCMessageInit) grpc__health__v1__health_check_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor grpc__health__v1__cluster_health__field_descriptors[8] =
+{
+  {
+    "database",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Grpc__Health__V1__ClusterHealth, database),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "applied_seq",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Grpc__Health__V1__ClusterHealth, applied_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "latest_seq",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Grpc__Health__V1__ClusterHealth, latest_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "lag_ms",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Grpc__Health__V1__ClusterHealth, lag_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "polls",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Grpc__Health__V1__ClusterHealth, polls),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "miss_polls",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Grpc__Health__V1__ClusterHealth, miss_polls),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "misses",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Grpc__Health__V1__ClusterHealth, misses),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bootstraps",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Grpc__Health__V1__ClusterHealth, bootstraps),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned grpc__health__v1__cluster_health__field_indices_by_name[] = {
+  1,   /* field[1] = applied_seq */
+  7,   /* field[7] = bootstraps */
+  0,   /* field[0] = database */
+  3,   /* field[3] = lag_ms */
+  2,   /* field[2] = latest_seq */
+  5,   /* field[5] = miss_polls */
+  6,   /* field[6] = misses */
+  4,   /* field[4] = polls */
+};
+static const ProtobufCIntRange grpc__health__v1__cluster_health__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 8 }
+};
+const ProtobufCMessageDescriptor grpc__health__v1__cluster_health__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "grpc.health.v1.ClusterHealth",
+  "ClusterHealth",
+  "Grpc__Health__V1__ClusterHealth",
+  "grpc.health.v1",
+  sizeof(Grpc__Health__V1__ClusterHealth),
+  8,
+  grpc__health__v1__cluster_health__field_descriptors,
+  grpc__health__v1__cluster_health__field_indices_by_name,
+  1,  grpc__health__v1__cluster_health__number_ranges,
+  (ProtobufCMessageInit) grpc__health__v1__cluster_health__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCMethodDescriptor grpc__health__v1__health__method_descriptors[2] =

@@ -18,6 +18,7 @@ PROTOBUF_C__BEGIN_DECLS
 
 typedef struct Grpc__Health__V1__HealthCheckRequest Grpc__Health__V1__HealthCheckRequest;
 typedef struct Grpc__Health__V1__HealthCheckResponse Grpc__Health__V1__HealthCheckResponse;
+typedef struct Grpc__Health__V1__ClusterHealth Grpc__Health__V1__ClusterHealth;
 
 
 /* --- enums --- */
@@ -46,10 +47,56 @@ struct  Grpc__Health__V1__HealthCheckResponse
 {
   ProtobufCMessage base;
   Grpc__Health__V1__HealthCheckResponse__ServingStatus status;
+  /*
+   * tokend's addition (clients of the standard service skip it): in cluster
+   * mode, the state of this node's replica, for /healthz readers.
+   */
+  Grpc__Health__V1__ClusterHealth *cluster;
 };
 #define GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&grpc__health__v1__health_check_response__descriptor) \
-    , GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__UNKNOWN }
+    , GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__UNKNOWN, NULL }
+
+
+struct  Grpc__Health__V1__ClusterHealth
+{
+  ProtobufCMessage base;
+  /*
+   * the feed reaches PostgreSQL: writes work (else 503)
+   */
+  protobuf_c_boolean database;
+  /*
+   * the last change applied to this node's LMDB
+   */
+  uint64_t applied_seq;
+  /*
+   * the newest change the feed knows of
+   */
+  uint64_t latest_seq;
+  /*
+   * how long applied_seq has been behind latest_seq (0: caught up)
+   */
+  int64_t lag_ms;
+  /*
+   * polls of the change log
+   */
+  uint64_t polls;
+  /*
+   * of those, made because a read found nothing locally
+   */
+  uint64_t miss_polls;
+  /*
+   * reads that waited for the feed
+   */
+  uint64_t misses;
+  /*
+   * snapshots loaded while running (far behind)
+   */
+  uint64_t bootstraps;
+};
+#define GRPC__HEALTH__V1__CLUSTER_HEALTH__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&grpc__health__v1__cluster_health__descriptor) \
+    , 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 /* Grpc__Health__V1__HealthCheckRequest methods */
@@ -90,6 +137,25 @@ Grpc__Health__V1__HealthCheckResponse *
 void   grpc__health__v1__health_check_response__free_unpacked
                      (Grpc__Health__V1__HealthCheckResponse *message,
                       ProtobufCAllocator *allocator);
+/* Grpc__Health__V1__ClusterHealth methods */
+void   grpc__health__v1__cluster_health__init
+                     (Grpc__Health__V1__ClusterHealth         *message);
+size_t grpc__health__v1__cluster_health__get_packed_size
+                     (const Grpc__Health__V1__ClusterHealth   *message);
+size_t grpc__health__v1__cluster_health__pack
+                     (const Grpc__Health__V1__ClusterHealth   *message,
+                      uint8_t             *out);
+size_t grpc__health__v1__cluster_health__pack_to_buffer
+                     (const Grpc__Health__V1__ClusterHealth   *message,
+                      ProtobufCBuffer     *buffer);
+Grpc__Health__V1__ClusterHealth *
+       grpc__health__v1__cluster_health__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   grpc__health__v1__cluster_health__free_unpacked
+                     (Grpc__Health__V1__ClusterHealth *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Grpc__Health__V1__HealthCheckRequest_Closure)
@@ -97,6 +163,9 @@ typedef void (*Grpc__Health__V1__HealthCheckRequest_Closure)
                   void *closure_data);
 typedef void (*Grpc__Health__V1__HealthCheckResponse_Closure)
                  (const Grpc__Health__V1__HealthCheckResponse *message,
+                  void *closure_data);
+typedef void (*Grpc__Health__V1__ClusterHealth_Closure)
+                 (const Grpc__Health__V1__ClusterHealth *message,
                   void *closure_data);
 
 /* --- services --- */
@@ -137,6 +206,7 @@ void grpc__health__v1__health__watch(ProtobufCService *service,
 extern const ProtobufCMessageDescriptor grpc__health__v1__health_check_request__descriptor;
 extern const ProtobufCMessageDescriptor grpc__health__v1__health_check_response__descriptor;
 extern const ProtobufCEnumDescriptor    grpc__health__v1__health_check_response__serving_status__descriptor;
+extern const ProtobufCMessageDescriptor grpc__health__v1__cluster_health__descriptor;
 extern const ProtobufCServiceDescriptor grpc__health__v1__health__descriptor;
 
 PROTOBUF_C__END_DECLS
