@@ -27,6 +27,7 @@
 #define LOCK_MIGRATE 7385002
 #define FEED_BATCH 500           /* changes per poll (and per local transaction) */
 #define FEED_POLL_MS 1000        /* poll at least this often, NOTIFY or not */
+#define RECONNECT_MS 500        /* the feed's retries while the database is away */
 #define WAIT_MS 1000             /* a parked read waits at most this */
 #define PRUNE_EVERY_MS 60000
 /* A change is pruned once it is older than KEEP_S and not among the
@@ -836,7 +837,7 @@ static void *feed_main(void *arg)
             c->up = 0;
             pthread_mutex_unlock(&c->lock);
             release_waiters(c, 0, 1);
-            feed_sleep(c, NULL, FEED_POLL_MS);
+            feed_sleep(c, NULL, RECONNECT_MS);
             continue;
         }
         pthread_mutex_lock(&c->lock);
