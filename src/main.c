@@ -75,6 +75,8 @@ static int cmd_serve(const option_values *ov)
         fprintf(stderr, "tokend: cannot start the worker pool (out of memory?)\n");
         return 1;
     }
+    if (cfg.cluster_url)  /* every node counts guesses in the same buckets */
+        throttle_share(ctx.throttle, ctx.store, ctx.pool);
     int rc = server_run(&ctx, router);
     pool_destroy(ctx.pool);
     throttle_free(ctx.throttle);

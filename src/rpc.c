@@ -110,9 +110,16 @@ static void task_work(pool_job *job)
 {
     rpc_task *t = (rpc_task *)job;
     /* Work that waited in the queue past its deadline is not done at all. */
+    int wait = 0;
     if (rpc_past_deadline(t->call))
         rpc_task_fail(t, ST_DEADLINE_EXCEEDED, "deadline exceeded");
-    else
+    else if (t->ticket && (wait = throttle_settle(t->call->ctx->throttle, t->ticket)) < 0)
+        rpc_task_fail(t, ST_UNAVAILABLE, "%s", store_strerror(STORE_UNAVAILABLE));
+    else if (wait > 0) {
+        t->call->retry_after = wait;  /* the call is the task's until it goes back */
+        rpc_task_fail(t, ST_RESOURCE_EXHAUSTED,
+                      "too many failed attempts for this account or address: retry in %d s", wait);
+    } else
         t->run(t);
 }
 

@@ -91,6 +91,9 @@ struct rpc_task {
     void (*run)(rpc_task *task);
     void (*cleanup)(rpc_task *task);     /* on the loop, after the answer */
     rpc_call *call;
+    /* A throttle ticket whose take waits for the worker (cluster mode):
+     * settled before run; a wait answers RESOURCE_EXHAUSTED. */
+    throttle_ticket *ticket;
     store_audit audit;             /* filled by rpc_task_audit */
     char audit_detail[160];
 };

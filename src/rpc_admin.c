@@ -31,6 +31,7 @@ typedef struct {
     char user_text[3][NAMES_EMAIL_MAX + 1];
     Tokend__V1__RegisterBatchReply batch;
     Tokend__V1__RegisterRequest **batch_in;
+    throttle_ticket ticket;        /* open registration: settled on the worker (cluster) */
 } admin_task;
 
 static void cleanup(rpc_task *task)
@@ -127,6 +128,8 @@ RPC_HANDLER(register_user, RegisterRequest, RegisterReply)
     rpc_auth auth = {0};
     store_app *app = NULL;
     admin_task *t;
+    throttle_ticket ticket;
+    int ticketed = 0;
     if (!req->username[0] || !req->password[0]) {
         rpc_fail(call, ST_INVALID_ARGUMENT, "%s is required", req->username[0] ? "password" : "username");
         return;
@@ -148,8 +151,8 @@ RPC_HANDLER(register_user, RegisterRequest, RegisterReply)
         }
         /* Anyone may register, but no address fast: every attempt counts
          * against the address bucket of the login limits. */
-        throttle_ticket ticket;
         int wait = throttle_take_address(call->ctx->throttle, auth.app_id, call->peer, &ticket);
+        ticketed = 1;
         if (wait) {
             call->retry_after = wait;
             rpc_fail(call, ST_RESOURCE_EXHAUSTED,
@@ -159,6 +162,10 @@ RPC_HANDLER(register_user, RegisterRequest, RegisterReply)
     }
     if (!(t = admin_task_new(call, &auth)))
         return;
+    if (ticketed) {
+        t->ticket = ticket;
+        t->task.ticket = &t->ticket;  /* cluster mode: the take happens on the worker */
+    }
     if (rpc_copy_field(call, t->name, sizeof t->name, req->username, "username") != 0 ||
         rpc_copy_field(call, t->password, sizeof t->password, req->password, "password") != 0) {
         cleanup(&t->task);

@@ -249,6 +249,10 @@ static void login_start(rpc_call *call, login_task *lt, const login_name *name,
         rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
         goto refused;
     }
+    /* Cluster mode: an account another node made a moment ago. Parked,
+     * the handler runs again from the start: nothing was taken yet. */
+    if (rc == STORE_NOTFOUND && rpc_wait_fresh(call))
+        goto refused;
     if (lt->trusted && !u) {
         rpc_fail(call, ST_NOT_FOUND, "unknown user_id");
         goto refused;
@@ -271,6 +275,7 @@ static void login_start(rpc_call *call, login_task *lt, const login_name *name,
         }
         lt->throttled = 1;
         lt->throttle = ctx->throttle;
+        lt->task.ticket = &lt->ticket;  /* cluster mode: the take happens on the worker */
     }
     memcpy(lt->password, password, pwlen + 1);
     lt->password_len = pwlen;

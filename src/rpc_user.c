@@ -58,6 +58,7 @@ static int count_guess(rpc_call *call, user_task *t)
         return -1;
     }
     t->throttle = call->ctx->throttle;
+    t->task.ticket = &t->ticket;  /* cluster mode: the take happens on the worker */
     return 0;
 }
 

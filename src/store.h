@@ -195,5 +195,11 @@ typedef struct {
     uint64_t polls, wait_polls, waits, bootstraps;
 } store_cluster_info;
 void store_cluster_status(store *s, store_cluster_info *out);
+/* The shared login throttle (throttle.c; cluster.h says how): blocking,
+ * for workers only. STORE_UNAVAILABLE on one node or a database away. */
+int store_throttle_buckets(store *s, size_t n, const uint8_t (*keys)[16], const unsigned *caps,
+                           unsigned window_ms, int give, double *tokens);
+int store_place_known(store *s, const uint8_t key[16], int64_t max_age_ms, int *known);
+int store_place_seen(store *s, const uint8_t key[16]);
 
 #endif

@@ -543,3 +543,26 @@ void store_cluster_status(store *s, store_cluster_info *out)
     out->waits = st.waits;
     out->bootstraps = st.bootstraps;
 }
+
+int store_throttle_buckets(store *s, size_t n, const uint8_t (*keys)[16], const unsigned *caps,
+                           unsigned window_ms, int give, double *tokens)
+{
+    if (!s->cluster || cluster_buckets(s->cluster, n, keys, caps, window_ms, give, tokens) !=
+                           CLUSTER_OK)
+        return STORE_UNAVAILABLE;
+    return STORE_OK;
+}
+
+int store_place_known(store *s, const uint8_t key[16], int64_t max_age_ms, int *known)
+{
+    if (!s->cluster || cluster_place_known(s->cluster, key, max_age_ms, known) != CLUSTER_OK)
+        return STORE_UNAVAILABLE;
+    return STORE_OK;
+}
+
+int store_place_seen(store *s, const uint8_t key[16])
+{
+    if (!s->cluster || cluster_place_seen(s->cluster, key) != CLUSTER_OK)
+        return STORE_UNAVAILABLE;
+    return STORE_OK;
+}

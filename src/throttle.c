@@ -12,6 +12,8 @@
 #include <string.h>
 #include <time.h>
 #include "crypto.h"
+#include "pool.h"
+#include "store.h"
 #include "throttle.h"
 
 #define TABLE_SIZE (1u << 16)
@@ -38,6 +40,8 @@ struct throttle {
     uint8_t key[CRYPTO_KEY_BYTES];
     bucket table[TABLE_SIZE];
     place known[KNOWN_SIZE];
+    store *shared;        /* cluster mode: the buckets are in PostgreSQL */
+    pool *pool;
 };
 
 static int64_t now_ms(void)
@@ -186,6 +190,13 @@ static int take(throttle *t, unsigned mask, uint64_t app_id, const char *account
      * keeps it apart from the bucket of the same text. */
     make_key(t, ticket->known, 9, app_id, account, prefix);
     memset(ticket->taken, 0, sizeof ticket->taken);
+    ticket->deferred = 0;
+    if (t->shared) {
+        ticket->deferred = 1;
+        ticket->mask = mask;
+        ticket->known_device = known_device != 0;
+        return 0;
+    }
 
     pthread_mutex_lock(&t->lock);
     int known = known_device || find_place(t, ticket->known, now, 0) != NULL;
@@ -236,9 +247,121 @@ static void give_back(throttle *t, const throttle_ticket *ticket, int64_t now)
     }
 }
 
+/* --- shared (cluster) mode ------------------------------------------------------ */
+
+void throttle_share(throttle *t, store *s, pool *p)
+{
+    static const char domain[] = "tokend throttle keys v1";
+    pthread_mutex_lock(&t->lock);
+    crypto_digest(t->key, domain, sizeof domain - 1, store_token_key(s));
+    crypto_digest(t->key + 16, domain, sizeof domain - 2, store_token_key(s));
+    t->shared = s;
+    t->pool = p;
+    pthread_mutex_unlock(&t->lock);
+}
+
+int throttle_settle(throttle *t, throttle_ticket *ticket)
+{
+    uint8_t keys[THROTTLE_BUCKETS][16];
+    unsigned caps[THROTTLE_BUCKETS], window;
+    int which[THROTTLE_BUCKETS], n = 0, known = ticket->known_device, wait = 0;
+    double tokens[THROTTLE_BUCKETS];
+    if (!ticket->deferred)
+        return 0;
+    ticket->deferred = 0;
+    if (!known && (ticket->mask & 1u << ACCOUNT) &&
+        store_place_known(t->shared, ticket->known, KNOWN_MS, &known) != STORE_OK)
+        return -1;
+    pthread_mutex_lock(&t->lock);
+    window = t->cfg.window_s;
+    for (int i = 0; i < THROTTLE_BUCKETS; i++) {
+        unsigned cap = capacity(t, i);
+        if (!cap || !(ticket->mask & 1u << i) || (i == ACCOUNT && known))
+            continue;
+        memcpy(keys[n], ticket->keys[i], 16);
+        caps[n] = cap;
+        which[n++] = i;
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (!n)
+        return 0;
+    if (store_throttle_buckets(t->shared, (size_t)n, (const uint8_t(*)[16])keys, caps,
+                               window * 1000, 0, tokens) != STORE_OK)
+        return -1;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 1.0) {
+            double ms = (1.0 - tokens[i]) * window * 1000.0 / caps[i];
+            int s = (int)(ms / 1000.0) + 1;
+            wait = s > wait ? s : wait;
+        }
+    if (!wait)
+        for (int i = 0; i < n; i++)
+            ticket->taken[which[i]] = 1;
+    return wait;
+}
+
+typedef struct {
+    pool_job job;
+    throttle *t;
+    throttle_ticket ticket;
+    int seen;
+} give_job;
+
+static void give_work(pool_job *job)
+{
+    give_job *g = (give_job *)job;
+    uint8_t keys[THROTTLE_BUCKETS][16];
+    unsigned caps[THROTTLE_BUCKETS], window;
+    double tokens[THROTTLE_BUCKETS];
+    size_t n = 0;
+    pthread_mutex_lock(&g->t->lock);
+    window = g->t->cfg.window_s;
+    for (int i = 0; i < THROTTLE_BUCKETS; i++)
+        if (g->ticket.taken[i] && capacity(g->t, i)) {
+            memcpy(keys[n], g->ticket.keys[i], 16);
+            caps[n++] = capacity(g->t, i);
+        }
+    pthread_mutex_unlock(&g->t->lock);
+    if (n)
+        store_throttle_buckets(g->t->shared, n, (const uint8_t(*)[16])keys, caps, window * 1000, 1,
+                               tokens);
+    if (g->seen)
+        store_place_seen(g->t->shared, g->ticket.known);
+}
+
+static void give_done(pool_job *job)
+{
+    free(job);
+}
+
+/* A refund (and a known place) as a job of the pool: a full pool drops it,
+ * which leaves one attempt taken - the tolerance of the shared buckets. */
+static void give_shared(throttle *t, const throttle_ticket *ticket, int seen)
+{
+    int any = seen;
+    for (int i = 0; i < THROTTLE_BUCKETS; i++)
+        any |= ticket->taken[i];
+    if (!any || ticket->deferred)
+        return;
+    give_job *g = calloc(1, sizeof *g);
+    if (!g)
+        return;
+    g->job.work = give_work;
+    g->job.post = give_done;
+    g->t = t;
+    g->ticket = *ticket;
+    g->seen = seen;
+    if (pool_submit(t->pool, &g->job) != 0)
+        free(g);
+}
+
 void throttle_refund(throttle *t, const throttle_ticket *ticket)
 {
     int64_t now = now_ms();
+    if (t->shared) {
+        give_shared(t, ticket, 0);
+        return;
+    }
     pthread_mutex_lock(&t->lock);
     give_back(t, ticket, now);
     pthread_mutex_unlock(&t->lock);
@@ -247,6 +370,10 @@ void throttle_refund(throttle *t, const throttle_ticket *ticket)
 void throttle_succeeded(throttle *t, const throttle_ticket *ticket)
 {
     int64_t now = now_ms();
+    if (t->shared) {
+        give_shared(t, ticket, 1);
+        return;
+    }
     pthread_mutex_lock(&t->lock);
     give_back(t, ticket, now);
     find_place(t, ticket->known, now, 1)->seen_ms = now;

@@ -40,6 +40,9 @@ typedef struct {
     uint8_t keys[THROTTLE_BUCKETS][16];
     uint8_t known[16];                  /* account + address, for throttle_succeeded */
     uint8_t taken[THROTTLE_BUCKETS];    /* which buckets this attempt took from */
+    /* shared (cluster) mode: the take waits for throttle_settle on a worker */
+    uint8_t deferred, known_device;
+    unsigned mask;
 } throttle_ticket;
 
 throttle *throttle_create(throttle_config cfg);
@@ -63,6 +66,21 @@ void throttle_refund(throttle *t, const throttle_ticket *ticket);
 /* The password was right: the attempt is given back and the address
  * becomes known for the account. */
 void throttle_succeeded(throttle *t, const throttle_ticket *ticket);
+
+/* Cluster mode: the buckets and known places live in PostgreSQL (through
+ * the store), shared by every node, so guesses spread over N nodes get the
+ * single-node limits; the keys are digests under a key derived from the
+ * data directory's token key, the same on every node. The network is not
+ * touched on an event loop: throttle_take then only fills the ticket (and
+ * answers 0), and the take itself happens in throttle_settle, on a worker
+ * before any hash is computed (rpc.c does it for a task with a ticket);
+ * refunds and known places go to the worker pool as jobs of their own. */
+struct store;
+struct pool;
+void throttle_share(throttle *t, struct store *s, struct pool *p);
+/* The deferred take of a ticket, on a worker: 0 taken (or nothing to do),
+ * > 0 the seconds to wait (nothing taken), -1 the database is unreachable. */
+int throttle_settle(throttle *t, throttle_ticket *ticket);
 
 /* The part of an address the address bucket counts: an IPv4 address as
  * it is, an IPv6 address cut to its /64 ("2001:db8:1:2::/64"), an IPv4

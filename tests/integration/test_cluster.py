@@ -17,6 +17,7 @@ What it proves, in order (the steps build on each other):
   08 PostgreSQL stopped: verify goes on, logins answer 503; started again:
      logins work, no restart
   09 a fourth node with an empty directory joins and serves every token
+  10 password guesses spread over two nodes get the single-node limit
 Exits 77 (ctest: skipped) when the PostgreSQL server binaries are missing.
 """
 import base64
@@ -309,6 +310,23 @@ class Cluster(unittest.TestCase):
         self.assertGreater(alive, len(self.tokens) // 2)
         h = self.health(n)["cluster"]
         self.assertEqual(h["applied_seq"], h["latest_seq"])
+
+    def test_10_throttle_is_shared(self):
+        """Guesses at one account spread over two nodes get the single-node
+        limit in all: the buckets are rows of PostgreSQL."""
+        pair = []
+        for _ in range(2):
+            n = Server()
+            self.nodes.append(n)
+            n.start("--cluster", self.pg.url, "--workers", "2", "--threads", "1", *CHEAP,
+                    "--throttle-account", "3", "--throttle-address", "1000")
+            pair.append(n)
+        got = [self.login(pair[i % 2], password="wrong guess %d" % i).status for i in range(8)]
+        self.assertEqual(got.count(401), 3, got)
+        self.assertEqual(got.count(429), 5, got)
+        r = self.login(pair[0], password="wrong again")
+        self.assertEqual(r.status, 429)
+        self.assertTrue(r.header("retry-after"), r.headers)
 
 
 if __name__ == "__main__":
