@@ -44,6 +44,7 @@ void rpc_health_check(Grpc__Health__V1__Health_Service *service,
         ch.miss_polls = ci.wait_polls;
         ch.misses = ci.waits;
         ch.bootstraps = ci.bootstraps;
+        reply.replica_case = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__REPLICA_CLUSTER;
         reply.cluster = &ch;
         if (writes)
             up = up && ci.database_up;

@@ -15,7 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import BIN, Server  # noqa: E402
 
 COMMANDS = ["serve", "app create", "user add", "user show", "admin-token create",
-            "admin-token list", "admin-token revoke", "audit", "config check", "protoset",
+            "admin-token list", "admin-token revoke", "audit", "cluster init", "config check",
+            "protoset",
             "version"]
 
 
@@ -248,7 +249,7 @@ class Packaging(unittest.TestCase):
             self.assertEqual(q.returncode, 0, q.stderr)
             for line in q.stdout.splitlines():
                 name = line.split()[0]
-                if name in ("threads", "workers", "tls-cert", "tls-key", "#"):
+                if name in ("threads", "workers", "tls-cert", "tls-key", "cluster", "#"):
                     continue
                 dflt = [x for x in p.stdout.splitlines() if x.startswith(name + " ")][0]
                 self.assertEqual(line.split("#")[0].split(), dflt.split("#")[0].split(), name)

@@ -231,11 +231,11 @@ static const ProtobufCFieldDescriptor grpc__health__v1__health_check_response__f
     1000,
     PROTOBUF_C_LABEL_NONE,
     PROTOBUF_C_TYPE_MESSAGE,
-    0,   /* quantifier_offset */
+    offsetof(Grpc__Health__V1__HealthCheckResponse, replica_case),
     offsetof(Grpc__Health__V1__HealthCheckResponse, cluster),
     &grpc__health__v1__cluster_health__descriptor,
     NULL,
-    0,             /* flags */
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
 };

@@ -43,19 +43,24 @@ struct  Grpc__Health__V1__HealthCheckRequest
     , (char *)protobuf_c_empty_string }
 
 
+typedef enum {
+  GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__REPLICA__NOT_SET = 0,
+  GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__REPLICA_CLUSTER = 1000
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__REPLICA__CASE)
+} Grpc__Health__V1__HealthCheckResponse__ReplicaCase;
+
 struct  Grpc__Health__V1__HealthCheckResponse
 {
   ProtobufCMessage base;
   Grpc__Health__V1__HealthCheckResponse__ServingStatus status;
-  /*
-   * tokend's addition (clients of the standard service skip it): in cluster
-   * mode, the state of this node's replica, for /healthz readers.
-   */
-  Grpc__Health__V1__ClusterHealth *cluster;
+  Grpc__Health__V1__HealthCheckResponse__ReplicaCase replica_case;
+  union {
+    Grpc__Health__V1__ClusterHealth *cluster;
+  };
 };
 #define GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&grpc__health__v1__health_check_response__descriptor) \
-    , GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__UNKNOWN, NULL }
+    , GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__UNKNOWN, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__REPLICA__NOT_SET, {0} }
 
 
 struct  Grpc__Health__V1__ClusterHealth
