@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "config.h"
+#include "log.h"
 #include "options.h"
 
 typedef struct {
@@ -54,15 +55,15 @@ int config_reload(tokend_ctx *ctx, char *err, size_t errlen)
                                   options[i].name);
     options_free(&ov);
     if (r)
-        fprintf(stderr, "tokend: SIGHUP: %s changed in %s: needs a restart to change\n", restart,
-                cfg->config_file);
+        log_event(LOG_WARN, "reload", "SIGHUP: %s changed in %s: needs a restart to change",
+                  restart, cfg->config_file);
     throttle_configure(ctx->throttle, next.throttle);
     cfg->throttle = next.throttle;
     __atomic_store_n(&cfg->max_body, next.max_body, __ATOMIC_RELAXED);
     __atomic_store_n(&cfg->deadline, next.deadline, __ATOMIC_RELAXED);
-    fprintf(stderr,
-            "tokend: SIGHUP: reloaded %s (throttle-account %u, throttle-address %u, "
-            "throttle-window %u, max-body %zu, deadline %u)\n",
+    log_event(LOG_INFO, "reload",
+            "SIGHUP: reloaded %s (throttle-account %u, throttle-address %u, "
+            "throttle-window %u, max-body %zu, deadline %u)",
             cfg->config_file, next.throttle.account, next.throttle.address,
             next.throttle.window_s, next.max_body, next.deadline);
     return 0;

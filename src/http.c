@@ -17,6 +17,7 @@
 #include "grpc_frame.h"
 #include "h2_trailers.h"
 #include "http.h"
+#include "http_obs.h"
 #include "rpc.h"
 #include "server.h"
 #include "transcode.h"
@@ -28,6 +29,7 @@ typedef struct {
     h2o_handler_t super;
     tokend_ctx *ctx;
     const router *router;
+    const metrics_registry *metrics;   /* GET /metrics is served here, or NULL */
 } http_handler;
 
 typedef struct wire_call wire_call;
@@ -43,11 +45,12 @@ struct wire_call {
     const router_rpc *rpc;
     const router_http *http;
     ProtobufCMessage *request;
+    http_obs obs;                  /* metrics, request id, log line (http_obs.h) */
 };
 
 #define CORS_ALLOW_HEADERS                                                                  \
     "content-type,x-grpc-web,x-user-agent,grpc-timeout,access-token,app_id,user_id,group_id,"   \
-    "platform"
+    "platform,x-request-id"
 
 /* --- responses ------------------------------------------------------------ */
 
@@ -150,7 +153,8 @@ static void send_grpc(h2o_req_t *req, int form, status_code st, const char *mess
     if (data)
         memcpy(body, data, data_len);
     memcpy(body + data_len, tframe, tframe_len);
-    add_header_str(req, "access-control-expose-headers", H2O_STRLIT("grpc-status,grpc-message"));
+    add_header_str(req, "access-control-expose-headers",
+                   H2O_STRLIT("grpc-status,grpc-message,x-request-id"));
     if (form == FORM_GRPC_WEB) {
         send_body(req, 200, "application/grpc-web+proto", body, body_len);
         return;
@@ -188,11 +192,18 @@ static void add_leftover_headers(h2o_req_t *req, const ProtobufCMessage *reply,
 
 /* Answers in the caller's form. `http` overrides the status for failures
  * that only exist in HTTP (404 path, 405, 413, 415); 0 derives it. */
-static void respond(h2o_req_t *req, int form, status_code st, int http, const char *message,
-                    const ProtobufCMessage *reply, const char *data_field, int retry_after)
+static const int metric_form[] = {METRIC_JSON, METRIC_PROTOBUF, METRIC_GRPC, METRIC_GRPC_WEB,
+                                  METRIC_GRPC_WEB};
+
+static void respond(http_obs *o, h2o_req_t *req, int form, status_code st, int http,
+                    const char *message, const ProtobufCMessage *reply, const char *data_field,
+                    int retry_after)
 {
     if (!http)
         http = status_http(st);
+    o->form = metric_form[form];
+    o->code = st;
+    o->http_status = form == FORM_GRPC || is_grpc_web(form) ? 200 : http;
     if (retry_after > 0) {
         char ra[12];
         snprintf(ra, sizeof ra, "%d", retry_after);
@@ -202,6 +213,7 @@ static void respond(h2o_req_t *req, int form, status_code st, int http, const ch
         h2o_iovec_t frames = {NULL, 0};
         if (st == ST_OK && reply)
             frames.base = (char *)frame_in_pool(&req->pool, 0, reply, NULL, 0, &frames.len);
+        o->bytes_out = frames.len;
         send_grpc(req, form, st, message, frames);
         return;
     }
@@ -220,6 +232,7 @@ static void respond(h2o_req_t *req, int form, status_code st, int http, const ch
         size_t len = protobuf_c_message_get_packed_size(out);
         uint8_t *buf = h2o_mem_alloc_pool(&req->pool, len + 1);
         protobuf_c_message_pack(out, buf);
+        o->bytes_out = len;
         send_body(req, http, "application/x-protobuf", buf, len);
         return;
     }
@@ -230,9 +243,12 @@ static void respond(h2o_req_t *req, int form, status_code st, int http, const ch
     if (transcode_envelope(http, st == ST_OK ? NULL : message, st == ST_OK ? reply : NULL,
                            data_field, &json, &len) != 0) {
         static const char fallback[] = "{\"code\":500,\"message\":\"cannot encode the reply\",\"data\":null}";
+        o->http_status = 500;
+        o->bytes_out = sizeof fallback - 1;
         send_body(req, 500, "application/json; charset=utf-8", fallback, sizeof fallback - 1);
         return;
     }
+    o->bytes_out = len;
     send_body(req, http, "application/json; charset=utf-8", json, len);
     free(json);
 }
@@ -270,8 +286,11 @@ static void on_reply(const ProtobufCMessage *reply, void *data)
      * what was done (a login that committed must hand out its token). */
     c->loop->leave(c->loop);
     if (wc->req)
-        respond(wc->req, wc->form, st, 0, c->message, reply,
+        respond(&wc->obs, wc->req, wc->form, st, 0, c->message, reply,
                 wc->http ? wc->http->response_body : NULL, c->retry_after);
+    else
+        wc->obs.code = ST_CANCELLED;  /* the client went away */
+    http_obs_end(&wc->obs, wc->req, c, c->loop->metrics);
     free_call(wc);
 }
 
@@ -405,7 +424,7 @@ static const char *grpc_unframe(h2o_req_t *req, int form, h2o_iovec_t *msg, stat
 }
 
 /* Decodes the request message; on failure answers and returns -1. */
-static int decode(http_handler *h, h2o_req_t *req, wire_call *wc)
+static int decode(http_handler *h, h2o_req_t *req, wire_call *wc, http_obs *o)
 {
     const ProtobufCMessageDescriptor *in = wc->rpc->method->input;
     char err[TRANSCODE_ERRLEN];
@@ -433,7 +452,7 @@ static int decode(http_handler *h, h2o_req_t *req, wire_call *wc)
     }
     if (!why)
         return 0;
-    respond(req, wc->form, st, 0, why, NULL, NULL, 0);
+    respond(o, req, wc->form, st, 0, why, NULL, NULL, 0);
     return -1;
 }
 
@@ -474,7 +493,8 @@ static void on_stream_reply(const ProtobufCMessage *reply, void *data)
     sc->len += grpc_frame_write(sc->out + sc->len, 0, reply, NULL, n - GRPC_FRAME_HEADER);
 }
 
-static void serve_stream(http_handler *h, h2o_req_t *req, int form, const router_rpc *rpc)
+static void serve_stream(http_handler *h, h2o_req_t *req, int form, const router_rpc *rpc,
+                         http_obs *o)
 {
     stream_call sc = {{0}};
     h2o_iovec_t body;
@@ -515,11 +535,14 @@ static void serve_stream(http_handler *h, h2o_req_t *req, int form, const router
         }
     }
     if (why) {
-        respond(req, form, st == ST_OK ? ST_INVALID_ARGUMENT : st, 0, why, NULL, NULL, 0);
+        respond(o, req, form, st == ST_OK ? ST_INVALID_ARGUMENT : st, 0, why, NULL, NULL, 0);
     } else {
         char *copy = h2o_mem_alloc_pool(&req->pool, sc.len + 1);
         if (sc.len)
             memcpy(copy, sc.out, sc.len);
+        o->code = sc.failed ? sc.call.status : ST_OK;
+        o->http_status = 200;
+        o->bytes_out = sc.len;
         send_grpc(req, form, sc.failed ? sc.call.status : ST_OK, sc.call.message,
                   h2o_iovec_init(copy, sc.len));
     }
@@ -533,9 +556,10 @@ static void invoke_again(rpc_call *c)
     wc->rpc->service->invoke(wc->rpc->service, wc->rpc->method_index, wc->request, on_reply, wc);
 }
 
-static int on_req(h2o_handler_t *self, h2o_req_t *req)
+/* Answers the request, or starts its call: 1 when a call answers later
+ * (on_reply then ends the observation), 0 when answered here. */
+static int serve(http_handler *h, h2o_req_t *req, http_obs *obs)
 {
-    http_handler *h = (http_handler *)self;
     h2o_iovec_t ct = header(req, "content-type");
     int form = form_of(ct, req->entity.len);
     const char *why;
@@ -547,11 +571,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         add_header_str(req, "access-control-allow-methods", H2O_STRLIT("GET, POST, PUT, DELETE"));
         add_header_str(req, "access-control-allow-headers", H2O_STRLIT(CORS_ALLOW_HEADERS));
         add_header_str(req, "access-control-max-age", H2O_STRLIT("86400"));
+        obs->http_status = 204;
         h2o_send_inline(req, "", 0);
         return 0;
     }
     if (form < 0) {
-        respond(req, FORM_JSON, ST_INVALID_ARGUMENT, 415,
+        respond(obs, req, FORM_JSON, ST_INVALID_ARGUMENT, 415,
                 "Content-Type must be application/json, application/x-protobuf, "
                 "application/grpc or application/grpc-web",
                 NULL, NULL, 0);
@@ -561,13 +586,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (req->entity.len > max_body) {
         char msg[96];
         snprintf(msg, sizeof msg, "request body is larger than %zu bytes", max_body);
-        respond(req, form, ST_RESOURCE_EXHAUSTED, 413, msg, NULL, NULL, 0);
+        respond(obs, req, form, ST_RESOURCE_EXHAUSTED, 413, msg, NULL, NULL, 0);
         return 0;
     }
 
     wire_call *wc = calloc(1, sizeof *wc);
     if (!wc) {
-        respond(req, form, ST_RESOURCE_EXHAUSTED, 503, "out of memory", NULL, NULL, 1);
+        respond(obs, req, form, ST_RESOURCE_EXHAUSTED, 503, "out of memory", NULL, NULL, 1);
         return 0;
     }
     wc->form = form;
@@ -580,40 +605,43 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             router_allowed(h->router, req->path_normalized.base, req->path_normalized.len,
                            allow, sizeof allow);
             add_header(req, H2O_TOKEN_ALLOW, h2o_strdup(&req->pool, allow, strlen(allow)).base);
-            respond(req, form, ST_UNIMPLEMENTED, 405, "method not allowed on this path", NULL, NULL, 0);
+            respond(obs, req, form, ST_UNIMPLEMENTED, 405, "method not allowed on this path", NULL, NULL, 0);
             goto fail;
         }
         if (rc == ROUTER_NO_PATH) {
-            respond(req, form, ST_NOT_FOUND, 404, "no such path", NULL, NULL, 0);
+            respond(obs, req, form, ST_NOT_FOUND, 404, "no such path", NULL, NULL, 0);
             goto fail;
         }
         wc->http = route;
         wc->rpc = route->rpc;
+        obs->rpc = wc->rpc->index;
     } else {
         wc->rpc = router_grpc(h->router, req->path_normalized.base, req->path_normalized.len);
+        if (wc->rpc)
+            obs->rpc = wc->rpc->index;
         if (form == FORM_GRPC && req->version < 0x200) {
-            respond(req, FORM_JSON, ST_INVALID_ARGUMENT, 415,
+            respond(obs, req, FORM_JSON, ST_INVALID_ARGUMENT, 415,
                     "application/grpc needs HTTP/2: use gRPC-Web over HTTP/1.1", NULL, NULL, 0);
             goto fail;
         }
         if (!wc->rpc) {
-            respond(req, form, ST_UNIMPLEMENTED, 0, "unknown service or method", NULL, NULL, 0);
+            respond(obs, req, form, ST_UNIMPLEMENTED, 0, "unknown service or method", NULL, NULL, 0);
             goto fail;
         }
         if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {
-            respond(req, form, ST_UNIMPLEMENTED, 405, "gRPC calls use POST", NULL, NULL, 0);
+            respond(obs, req, form, ST_UNIMPLEMENTED, 405, "gRPC calls use POST", NULL, NULL, 0);
             goto fail;
         }
         if (wc->rpc->streaming) {
-            serve_stream(h, req, form, wc->rpc);
+            serve_stream(h, req, form, wc->rpc, obs);
             goto fail;
         }
     }
     if ((why = read_metadata(h->ctx->config, req, &wc->call)) != NULL) {
-        respond(req, form, ST_INVALID_ARGUMENT, 0, why, NULL, NULL, 0);
+        respond(obs, req, form, ST_INVALID_ARGUMENT, 0, why, NULL, NULL, 0);
         goto fail;
     }
-    if (decode(h, req, wc) != 0)
+    if (decode(h, req, wc, obs) != 0)
         goto fail;
 
     wc->req = req;
@@ -623,18 +651,86 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     wc->call.closure = on_reply;
     wc->call.again = invoke_again;
     wc->call.loop = server_loop_of(req);
+    wc->obs = *obs;
     wc->call.loop->enter(wc->call.loop);
     wc->rpc->service->invoke(wc->rpc->service, wc->rpc->method_index, wc->request, on_reply, wc);
-    return 0;
+    return 1;
 fail:
     free_call(wc);
     return 0;
 }
 
-void http_register(h2o_pathconf_t *pathconf, tokend_ctx *ctx, const router *router)
+static void serve_metrics(http_handler *h, h2o_req_t *req, http_obs *obs)
+{
+    char *text = NULL;
+    size_t len = metrics_render(h->metrics, &text);
+    obs->http_status = text ? 200 : 503;
+    obs->bytes_out = len;
+    if (!text) {
+        send_body(req, 503, "text/plain", "out of memory\n", 14);
+        return;
+    }
+    char *copy = h2o_mem_alloc_pool(&req->pool, len);
+    memcpy(copy, text, len);
+    free(text);
+    send_body(req, 200, "text/plain; version=0.0.4; charset=utf-8", copy, len);
+}
+
+/* --- the handlers h2o calls ---------------------------------------------------- */
+
+static int is_metrics_path(h2o_req_t *req)
+{
+    return h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/metrics"));
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    http_handler *h = (http_handler *)self;
+    metrics_loop *m = server_loop_of(req)->metrics;
+    http_obs obs;
+    http_obs_begin(&obs, req, m, h->router);
+    if (h->metrics && is_metrics_path(req) &&
+        h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
+        serve_metrics(h, req, &obs);
+    } else if (serve(h, req, &obs)) {
+        return 0;  /* on_reply ends it */
+    }
+    http_obs_end(&obs, req, NULL, m);
+    return 0;
+}
+
+/* The --metrics-listen port: /metrics, and 404 for anything else. */
+static int on_metrics_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    http_handler *h = (http_handler *)self;
+    http_obs obs;
+    metrics_loop *m = server_loop_of(req)->metrics;
+    http_obs_begin(&obs, req, m, h->router);
+    if (is_metrics_path(req) && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")))
+        serve_metrics(h, req, &obs);
+    else
+        respond(&obs, req, FORM_JSON, ST_NOT_FOUND, 404, "this port serves only GET /metrics", NULL,
+                NULL, 0);
+    http_obs_end(&obs, req, NULL, m);
+    return 0;
+}
+
+void http_register(h2o_pathconf_t *pathconf, tokend_ctx *ctx, const router *router,
+                   const metrics_registry *metrics)
 {
     http_handler *h = (http_handler *)h2o_create_handler(pathconf, sizeof *h);
     h->super.on_req = on_req;
     h->ctx = ctx;
     h->router = router;
+    h->metrics = metrics;
+}
+
+void http_register_metrics(h2o_pathconf_t *pathconf, tokend_ctx *ctx, const router *router,
+                           const metrics_registry *metrics)
+{
+    http_handler *h = (http_handler *)h2o_create_handler(pathconf, sizeof *h);
+    h->super.on_req = on_metrics_req;
+    h->ctx = ctx;
+    h->router = router;
+    h->metrics = metrics;
 }

@@ -6,9 +6,15 @@
 #define TOKEND_HTTP_H
 
 #include <h2o.h>
+#include "metrics.h"
 #include "router.h"
 #include "tokend.h"
 
-void http_register(h2o_pathconf_t *pathconf, tokend_ctx *ctx, const router *router);
+/* `metrics`: GET /metrics is answered on this port too (no --metrics-listen), or NULL. */
+void http_register(h2o_pathconf_t *pathconf, tokend_ctx *ctx, const router *router,
+                   const metrics_registry *metrics);
+/* The --metrics-listen port's handler: GET /metrics only. */
+void http_register_metrics(h2o_pathconf_t *pathconf, tokend_ctx *ctx, const router *router,
+                           const metrics_registry *metrics);
 
 #endif

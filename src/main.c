@@ -10,6 +10,7 @@
 #include "account.h"
 #include "config.h"
 #include "decoy.h"
+#include "log.h"
 #include "options.h"
 #include "router.h"
 #include "rpc.h"
@@ -77,7 +78,13 @@ static int cmd_serve(const option_values *ov)
     }
     if (cfg.cluster_url)  /* every node counts guesses in the same buckets */
         throttle_share(ctx.throttle, ctx.store, ctx.pool);
+    if (log_start(cfg.log_text ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON, cfg.access_log, err,
+                  sizeof err) != 0) {
+        fprintf(stderr, "tokend: %s\n", err);
+        return 1;
+    }
     int rc = server_run(&ctx, router);
+    log_stop();
     pool_destroy(ctx.pool);
     throttle_free(ctx.throttle);
     decoy_free(ctx.decoy);
@@ -390,7 +397,8 @@ static const command commands[] = {
      OPTS(OPT_DATA, OPT_CONFIG, OPT_LISTEN, OPT_THREADS, OPT_WORKERS, OPT_QUEUE, OPT_MAX_BODY,
           OPT_PWHASH_OPS, OPT_PWHASH_MEM, OPT_MAP_SIZE, OPT_MAX_CONNECTIONS, OPT_MAX_STREAMS,
           OPT_REQUEST_TIMEOUT, OPT_DEADLINE, OPT_PURGE_INTERVAL, OPT_THROTTLE_ACCOUNT,
-          OPT_THROTTLE_ADDRESS, OPT_THROTTLE_WINDOW, OPT_TLS_CERT, OPT_TLS_KEY, OPT_CLUSTER),
+          OPT_THROTTLE_ADDRESS, OPT_THROTTLE_WINDOW, OPT_TLS_CERT, OPT_TLS_KEY, OPT_CLUSTER,
+          OPT_METRICS_LISTEN, OPT_LOG_FORMAT, OPT_ACCESS_LOG),
      OPTS(OPT_DATA), NULL, 0, 0, "run the server (JSON, gRPC, gRPC-Web, protobuf on one port)",
      "Serves the data directory on one port: JSON on the vendor's paths, native gRPC (h2c, or\n"
      "TLS with --tls-cert/--tls-key), gRPC-Web and binary protobuf. Every option may also stand\n"

@@ -67,6 +67,15 @@ const option_spec options[OPT_COUNT] = {
                      "cluster mode: PostgreSQL holds the data, --data is this node's replica",
                      "postgresql://tokend@db.example/tokend"},
 
+    [OPT_METRICS_LISTEN] = {"metrics-listen", OPT_TEXT, "HOST:PORT", 0, 0, 0, NULL, F,
+                            "serve GET /metrics here only (not on --listen): keep it off the "
+                            "internet", "127.0.0.1:9090"},
+    [OPT_LOG_FORMAT] = {"log-format", OPT_TEXT, "json|text", 0, 0, 0, "json", F,
+                        "request lines and server events as JSON lines or as text", "json"},
+    [OPT_ACCESS_LOG] = {"access-log", OPT_TEXT, "off|FILE|stderr", 0, 0, 0, "stderr", F,
+                        "where the line of each request goes (events always go to stderr); "
+                        "SIGHUP reopens a FILE", "/var/log/tokend/access.log"},
+
     [OPT_APP] = {"app", OPT_NUMBER, "APP_ID", 1, UINT64_MAX, 0, NULL, 0,
                  "the app (default: the data directory's first app)", "1"},
     [OPT_NAME] = {"name", OPT_TEXT, "NAME", 0, 0, 0, NULL, 0,
@@ -376,6 +385,22 @@ int options_to_config(const option_values *ov, tokend_config *cfg, option_error_
     cfg->tls_cert = options_text(ov, OPT_TLS_CERT);
     cfg->tls_key = options_text(ov, OPT_TLS_KEY);
     cfg->cluster_url = options_text(ov, OPT_CLUSTER);
+    cfg->metrics_listen = options_text(ov, OPT_METRICS_LISTEN);
+    cfg->access_log = options_text(ov, OPT_ACCESS_LOG);
+    const char *lf = options_text(ov, OPT_LOG_FORMAT);
+    cfg->log_text = strcmp(lf, "text") == 0;
+    if (strcmp(lf, "json") != 0 && strcmp(lf, "text") != 0) {
+        const option_value *given = &ov->v[OPT_LOG_FORMAT];
+        if (given->line)
+            report_line(report, arg, ov->file, given->line,
+                        "bad value \"%s\" for log-format: give json or text (e.g. \"log-format json\")",
+                        lf);
+        else
+            report_line(report, arg, "tokend", 0,
+                        "bad value \"%s\" for --log-format: give json or text (e.g. --log-format json)",
+                        lf);
+        return 1;
+    }
     if (!cfg->tls_cert != !cfg->tls_key) {
         const option_value *given = &ov->v[cfg->tls_cert ? OPT_TLS_CERT : OPT_TLS_KEY];
         const char *missing = cfg->tls_cert ? "tls-key" : "tls-cert";

@@ -8,6 +8,8 @@ struct pool {
     pthread_cond_t ready;
     pool_job *head, *tail;
     unsigned inflight, queue_max, nthreads;  /* inflight: waiting + running */
+    unsigned running;
+    unsigned long long rejected;             /* submissions refused: the queue was full */
     int stopping;
     pthread_t threads[];
 };
@@ -27,9 +29,11 @@ static void *worker(void *arg)
         p->head = job->next;
         if (!p->head)
             p->tail = NULL;
+        p->running++;
         pthread_mutex_unlock(&p->lock);
         job->work(job);
         pthread_mutex_lock(&p->lock);
+        p->running--;
         p->inflight--;
         pthread_mutex_unlock(&p->lock);
         job->post(job);
@@ -71,6 +75,7 @@ int pool_submit(pool *p, pool_job *job)
         return -1;
     pthread_mutex_lock(&p->lock);
     if (p->inflight >= p->nthreads + p->queue_max || p->stopping) {
+        p->rejected++;
         pthread_mutex_unlock(&p->lock);
         return -1;
     }
@@ -84,6 +89,15 @@ int pool_submit(pool *p, pool_job *job)
     pthread_cond_signal(&p->ready);
     pthread_mutex_unlock(&p->lock);
     return 0;
+}
+
+void pool_stats(pool *p, unsigned *queued, unsigned *running, unsigned long long *rejected)
+{
+    pthread_mutex_lock(&p->lock);
+    *running = p->running;
+    *queued = p->inflight - p->running;
+    *rejected = p->rejected;
+    pthread_mutex_unlock(&p->lock);
 }
 
 void pool_destroy(pool *p)

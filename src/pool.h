@@ -19,6 +19,8 @@ struct pool_job {
 pool *pool_create(unsigned threads, unsigned queue_max);
 /* 0, or -1 when the queue is full (the job is not taken). */
 int pool_submit(pool *p, pool_job *job);
+/* For metrics: jobs waiting, jobs running, submissions refused (full). */
+void pool_stats(pool *p, unsigned *queued, unsigned *running, unsigned long long *rejected);
 /* Lets queued jobs finish, then joins the workers. */
 void pool_destroy(pool *p);
 

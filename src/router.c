@@ -120,7 +120,8 @@ static int add_service(router *r, ProtobufCService *svc,
                      sp->method[i]->name);
             return -1;
         }
-        router_rpc *rpc = &r->rpcs[r->nrpcs++];
+        router_rpc *rpc = &r->rpcs[r->nrpcs];
+        rpc->index = r->nrpcs++;
         rpc->service = svc;
         rpc->method = m;
         rpc->method_index = (unsigned)(m - sd->methods);
@@ -188,6 +189,16 @@ void router_free(router *r)
     free(r->https);
     free(r->rpcs);
     free(r);
+}
+
+size_t router_count(const router *r)
+{
+    return r->nrpcs;
+}
+
+const router_rpc *router_at(const router *r, size_t i)
+{
+    return i < r->nrpcs ? &r->rpcs[i] : NULL;
 }
 
 const router_rpc *router_grpc(const router *r, const char *path, size_t len)

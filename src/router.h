@@ -15,6 +15,7 @@ typedef struct {
     const ProtobufCMethodDescriptor *method;
     char grpc_path[128];          /* "/tokend.v1.Tokend/TokenById" */
     int streaming;                /* client or server streaming */
+    size_t index;                 /* 0 .. router_count() - 1: metrics are kept per RPC */
 } router_rpc;
 
 typedef struct {
@@ -40,6 +41,9 @@ const router_rpc *router_grpc(const router *r, const char *path, size_t len);
 /* ROUTER_FOUND, ROUTER_NO_PATH or ROUTER_NO_VERB (path known, verb not). */
 int router_http_find(const router *r, const char *verb, size_t verb_len, const char *path,
                      size_t path_len, const router_http **out);
+/* How many RPCs, and the i-th (metrics name them: router_rpc.index). */
+size_t router_count(const router *r);
+const router_rpc *router_at(const router *r, size_t i);
 /* The verbs a path accepts, for an Allow header ("GET, POST"). */
 void router_allowed(const router *r, const char *path, size_t path_len, char *out, size_t len);
 

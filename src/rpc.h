@@ -31,6 +31,9 @@ struct rpc_loop {
     /* On the loop's thread: a call starts / a call has been answered. */
     void (*enter)(rpc_loop *loop);
     void (*leave)(rpc_loop *loop);
+    /* The loop's counters and access log (metrics.h), written only on the
+     * loop's thread; NULL counts nothing. */
+    struct metrics_loop *metrics;
 };
 
 typedef struct rpc_call rpc_call;
@@ -44,6 +47,9 @@ struct rpc_call {
     char user_agent[RPC_AGENT_MAX];
     char peer[64];
     int64_t deadline_ms;                 /* on rpc_clock_ms's clock; 0: none */
+    /* who the call turned out to be about, for the access log: set by
+     * rpc_auth.c (the caller) and the logins (the user logged in) */
+    uint64_t log_app_id, log_user_id;
     /* the answer */
     status_code status;
     char message[RPC_MESSAGE_MAX];

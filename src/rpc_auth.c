@@ -50,6 +50,8 @@ static int accept_session(rpc_call *call, const store_session *ss, rpc_auth *aut
     }
     auth->app_id = ss->app_id;
     auth->admin = ss->admin;
+    call->log_app_id = ss->app_id;
+    call->log_user_id = ss->admin ? 0 : ss->user_id;
     auth->user_id = ss->admin ? 0 : ss->user_id;
     describe(auth, ss);
     return 0;

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <stdio.h>
 #include "decoy.h"
+#include "metrics.h"
 #include "names.h"
 #include "rpc.h"
 #include "rpc_handlers.h"
@@ -25,8 +26,10 @@
 typedef struct {
     rpc_task task;
     throttle *throttle;              /* for the finish: the call may be gone */
+    metrics_loop *metrics;           /* the loop's counters (NULL: none) */
     throttle_ticket ticket;
     int throttled;                   /* the ticket took attempts */
+    int counted;                     /* a password login that reached the pool (metrics) */
     uint64_t app_id;
     int64_t ttl_ms;
     int32_t encrypt_type;
@@ -167,6 +170,8 @@ static void run_login(rpc_task *task)
         rpc_task_fail(task, ST_UNAVAILABLE, "%s", store_strerror(rc));
         return;
     }
+    call->log_app_id = lt->app_id;
+    call->log_user_id = lt->user_id;
     tokend__v1__token_reply__init(&lt->reply);
     lt->reply.user_id = (int64_t)lt->user_id;
     lt->reply.token = lt->token;
@@ -184,6 +189,12 @@ static void run_login(rpc_task *task)
 static void login_cleanup(rpc_task *task)
 {
     login_task *lt = (login_task *)task;
+    if (lt->metrics && !lt->trusted && lt->counted) {
+        if (task->status == ST_OK)
+            METRIC_ADD(lt->metrics->logins_ok, 1);
+        else
+            METRIC_ADD(lt->metrics->logins_failed, 1);
+    }
     if (lt->throttled) {
         if (task->status == ST_OK)
             throttle_succeeded(lt->throttle, &lt->ticket);
@@ -268,6 +279,8 @@ static void login_start(rpc_call *call, login_task *lt, const login_name *name,
         int wait = throttle_take(ctx->throttle, lt->app_id, lt->account, call->peer, device_known,
                                  &lt->ticket);
         if (wait) {
+            if (call->loop && call->loop->metrics)
+                METRIC_ADD(call->loop->metrics->logins_throttled, 1);
             call->retry_after = wait;
             rpc_fail(call, ST_RESOURCE_EXHAUSTED,
                      "too many failed logins for this account or address: retry in %d s", wait);
@@ -283,6 +296,8 @@ static void login_start(rpc_call *call, login_task *lt, const login_name *name,
     lt->platform = platform ? platform : call->platform;
     snprintf(lt->user_agent, sizeof lt->user_agent, "%s", *user_agent ? user_agent : call->user_agent);
     lt->task.cleanup = login_cleanup;
+    lt->metrics = call->loop ? call->loop->metrics : NULL;
+    lt->counted = 1;
     rpc_task_start(&lt->task, run_login);  /* a full pool answers, refunds and frees */
     return;
 refused:

@@ -20,6 +20,8 @@
 #include <openssl/ssl.h>
 #include "config.h"
 #include "http.h"
+#include "log.h"
+#include "metrics.h"
 #include "rpc.h"
 #include "server.h"
 
@@ -42,6 +44,10 @@ typedef struct server_loop {
     int fd;                             /* the listener, opened before the thread */
     unsigned inflight;                  /* calls answered not yet: shutdown waits */
     unsigned conns, max_conns;          /* open connections on this loop */
+    metrics_loop *metrics;              /* this loop's counters and access log ring */
+    h2o_accept_ctx_t metrics_accept;    /* loop 0, with --metrics-listen */
+    h2o_socket_t *metrics_listener;
+    int metrics_fd;                     /* -1: none on this loop */
     pthread_t tid;
     struct server *server;
 } server_loop;
@@ -52,6 +58,8 @@ typedef struct server {
     pthread_mutex_t purge_lock;
     pthread_cond_t purge_wake;
     h2o_globalconf_t h2o;
+    h2o_globalconf_t metrics_conf;  /* the --metrics-listen port's one path */
+    metrics_registry registry;
     SSL_CTX *ssl;
     struct addrinfo *addr;
     atomic_int stopping;            /* set once by server_run; read by every loop */
@@ -90,11 +98,13 @@ static void loop_post(rpc_loop *rl, pool_job *job)
 static void loop_enter(rpc_loop *rl)
 {
     loop_of(rl)->inflight++;
+    METRIC_ADD(loop_of(rl)->metrics->calls, 1);
 }
 
 static void loop_leave(rpc_loop *rl)
 {
     loop_of(rl)->inflight--;
+    METRIC_ADD(loop_of(rl)->metrics->calls, -1);
 }
 
 static void on_jobs(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
@@ -116,6 +126,7 @@ static void on_conn_close(void *data)
 {
     server_loop *t = data;
     t->conns--;
+    METRIC_ADD(t->metrics->conns, -1);
 }
 
 /* Beyond max_conns a new connection is closed at once: a flood of idle
@@ -131,9 +142,20 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         return;
     }
     t->conns++;
+    METRIC_ADD(t->metrics->conns, 1);
     sock->on_close.cb = on_conn_close;
     sock->on_close.data = t;
     h2o_accept(&t->accept, sock);
+}
+
+/* The metrics port: few connections (a scraper), not counted as clients'. */
+static void on_metrics_accept(h2o_socket_t *listener, const char *err)
+{
+    server_loop *t = listener->data;
+    h2o_socket_t *sock;
+    if (err || (sock = h2o_evloop_socket_accept(listener)) == NULL)
+        return;
+    h2o_accept(&t->metrics_accept, sock);
 }
 
 static int open_listener(const struct addrinfo *ai)
@@ -172,6 +194,20 @@ static void *run_thread(void *arg)
     t->listener = h2o_evloop_socket_create(loop, t->fd, H2O_SOCKET_FLAG_DONT_READ);
     t->listener->data = t;
     h2o_socket_read_start(t->listener, on_accept);
+    if (t->metrics_fd >= 0) {
+        /* The metrics port's paths live in a globalconf of their own. */
+        for (h2o_hostconf_t **hc = s->metrics_conf.hosts; *hc; hc++) {
+            for (size_t i = 0; i < (*hc)->paths.size; i++)
+                h2o_context_init_pathconf_context(&t->h2o, &(*hc)->paths.entries[i]);
+            h2o_context_init_pathconf_context(&t->h2o, &(*hc)->fallback_path);
+        }
+        t->metrics_accept.ctx = &t->h2o;
+        t->metrics_accept.hosts = s->metrics_conf.hosts;
+        t->metrics_listener = h2o_evloop_socket_create(loop, t->metrics_fd,
+                                                       H2O_SOCKET_FLAG_DONT_READ);
+        t->metrics_listener->data = t;
+        h2o_socket_read_start(t->metrics_listener, on_metrics_accept);
+    }
     pthread_barrier_wait(&s->ready);
 
     while (!atomic_load(&s->stopping))
@@ -179,6 +215,10 @@ static void *run_thread(void *arg)
     /* Stop taking connections; let calls in flight finish, within a bound. */
     h2o_socket_read_stop(t->listener);
     h2o_socket_close(t->listener);
+    if (t->metrics_listener) {
+        h2o_socket_read_stop(t->metrics_listener);
+        h2o_socket_close(t->metrics_listener);
+    }
     for (int waited = 0; t->inflight && waited < STOP_GRACE_MS; waited += 50)
         h2o_evloop_run(loop, 50);
     return NULL;
@@ -207,7 +247,7 @@ static void *run_purger(void *arg)
             total += purged;
         } while (purged == PURGE_BATCH && !atomic_load(&s->stopping));
         if (total)
-            fprintf(stderr, "tokend: purged %zu expired sessions\n", total);
+            log_event(LOG_INFO, "purge", "purged %zu expired sessions", total);
         pthread_mutex_lock(&s->purge_lock);
     }
     pthread_mutex_unlock(&s->purge_lock);
@@ -247,14 +287,14 @@ static int setup_tls(server *s, const tokend_config *cfg)
     return 0;
 }
 
-static int resolve(const char *listen, struct addrinfo **out)
+static int resolve(const char *listen, struct addrinfo **out, const char *option)
 {
     char host[256];
     const char *colon = strrchr(listen, ':');
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     if (!colon || (size_t)(colon - listen) >= sizeof host) {
-        fprintf(stderr, "tokend: --listen wants HOST:PORT, got \"%s\"\n", listen);
+        fprintf(stderr, "tokend: --%s wants HOST:PORT, got \"%s\"\n", option, listen);
         return -1;
     }
     memcpy(host, listen, (size_t)(colon - listen));
@@ -286,7 +326,7 @@ int server_run(tokend_ctx *ctx, const router *router)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (resolve(cfg->listen, &s.addr) != 0)
+    if (resolve(cfg->listen, &s.addr, "listen") != 0)
         return 1;
     if (cfg->tls_cert && setup_tls(&s, cfg) != 0)
         return 1;
@@ -304,14 +344,54 @@ int server_run(tokend_ctx *ctx, const router *router)
     s.h2o.http2.idle_timeout = (uint64_t)cfg->request_timeout * 1000;
     s.h2o.http2.max_concurrent_requests_per_connection = cfg->max_streams;
     h2o_hostconf_t *host = h2o_config_register_host(&s.h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
-    http_register(h2o_config_register_path(host, "/", 0), ctx, router);
-
     s.nthreads = cfg->threads ? cfg->threads : 1;
-    if (!(s.threads = calloc(s.nthreads, sizeof *s.threads)) || init_purge_wait(&s) != 0) {
+    s.registry = (metrics_registry){ctx, router, NULL, s.nthreads, rpc_now_ms()};
+    if (!(s.threads = calloc(s.nthreads, sizeof *s.threads)) ||
+        !(s.registry.loops = calloc(s.nthreads, sizeof *s.registry.loops)) ||
+        init_purge_wait(&s) != 0) {
         fprintf(stderr, "tokend: cannot set up the event loops (out of memory)\n");
         free(s.threads);
+        free(s.registry.loops);
         freeaddrinfo(s.addr);
         return 1;
+    }
+    /* Each loop's counters, access log ring and request-id prefix (random
+     * per process, then the loop's number: ids stay unique across restarts). */
+    uint8_t rnd[4];
+    crypto_random(rnd, sizeof rnd);
+    for (unsigned i = 0; i < s.nthreads; i++) {
+        metrics_loop *m = metrics_loop_new(router_count(router));
+        if (!m) {
+            fprintf(stderr, "tokend: cannot set up the event loops (out of memory)\n");
+            abort();
+        }
+        m->log = log_access_enabled() ? log_ring_new() : NULL;
+        snprintf(m->request_id_prefix, sizeof m->request_id_prefix, "%02x%02x%02x%02x-%u-", rnd[0],
+                 rnd[1], rnd[2], rnd[3], i);
+        s.threads[i].metrics = m;
+        s.threads[i].metrics_fd = -1;
+        s.registry.loops[i] = m;
+    }
+    http_register(h2o_config_register_path(host, "/", 0), ctx, router,
+                  cfg->metrics_listen ? NULL : &s.registry);
+    if (cfg->metrics_listen) {
+        struct addrinfo *maddr;
+        h2o_config_init(&s.metrics_conf);
+        s.metrics_conf.server_name = s.h2o.server_name;
+        s.metrics_conf.http1.req_timeout = s.h2o.http1.req_timeout;
+        s.metrics_conf.http2.idle_timeout = s.h2o.http2.idle_timeout;
+        h2o_hostconf_t *mhost = h2o_config_register_host(
+            &s.metrics_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+        http_register_metrics(h2o_config_register_path(mhost, "/", 0), ctx, router, &s.registry);
+        if (resolve(cfg->metrics_listen, &maddr, "metrics-listen") != 0)
+            return 1;
+        s.threads[0].metrics_fd = open_listener(maddr);
+        freeaddrinfo(maddr);
+        if (s.threads[0].metrics_fd < 0) {
+            fprintf(stderr, "tokend: cannot listen on %s (--metrics-listen): %s\n",
+                    cfg->metrics_listen, strerror(errno));
+            return 1;
+        }
     }
     /* Every listener first, so a port in use fails before any thread runs. */
     unsigned opened;
@@ -322,7 +402,7 @@ int server_run(tokend_ctx *ctx, const router *router)
             goto fail;
         }
         t->server = &s;
-        t->rpc = (rpc_loop){loop_post, loop_enter, loop_leave};
+        t->rpc = (rpc_loop){loop_post, loop_enter, loop_leave, t->metrics};
         t->max_conns = (cfg->max_connections + s.nthreads - 1) / s.nthreads;
     }
     if (pthread_barrier_init(&s.ready, NULL, s.nthreads + 1) != 0) {
@@ -346,11 +426,19 @@ int server_run(tokend_ctx *ctx, const router *router)
         printf("tokend %s listening on %s (%s, %u threads, %u workers)\n", TOKEND_VERSION,
                cfg->listen, s.ssl ? "TLS" : "cleartext HTTP/1.1 + h2c", s.nthreads, cfg->workers);
         fflush(stdout);
+        log_event(LOG_INFO, "start", "tokend %s serving %s on %s%s%s (%u threads, %u workers)",
+                  TOKEND_VERSION, cfg->data_dir, cfg->listen,
+                  cfg->metrics_listen ? ", metrics on " : "",
+                  cfg->metrics_listen ? cfg->metrics_listen : "", s.nthreads, cfg->workers);
         while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP) {
             char err[256];
+            log_reopen();
             if (config_reload(ctx, err, sizeof err) != 0)
-                fprintf(stderr, "tokend: SIGHUP: %s; the running configuration stays\n", err);
+                log_event(LOG_ERROR, "reload", "SIGHUP: %s; the running configuration stays", err);
         }
+        log_event(LOG_INFO, "drain",
+                  "%s: no new connections; finishing the calls in flight (at most %d s)",
+                  sig == SIGINT ? "SIGINT" : "SIGTERM", STOP_GRACE_MS / 1000);
     }
     pthread_mutex_lock(&s.purge_lock);
     atomic_store(&s.stopping, 1);
@@ -364,12 +452,21 @@ int server_run(tokend_ctx *ctx, const router *router)
         pthread_join(s.threads[i].tid, NULL);
     pthread_cond_destroy(&s.purge_wake);
     pthread_mutex_destroy(&s.purge_lock);
+    unsigned left = 0;
+    for (unsigned i = 0; i < s.nthreads; i++)
+        left += s.threads[i].inflight;
+    log_event(left ? LOG_WARN : LOG_INFO, "stop", "stopped%s", left ? " with calls unanswered after the grace time" : "");
+    for (unsigned i = 0; i < s.nthreads; i++)
+        metrics_loop_free(s.threads[i].metrics);
+    free(s.registry.loops);
     free(s.threads);
     freeaddrinfo(s.addr);
     return sig < 0 ? 1 : 0;
 fail:
     while (opened--)
         close(s.threads[opened].fd);
+    if (s.threads[0].metrics_fd >= 0)
+        close(s.threads[0].metrics_fd);
     pthread_cond_destroy(&s.purge_wake);
     pthread_mutex_destroy(&s.purge_lock);
     freeaddrinfo(s.addr);

@@ -13,12 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include "log.h"
 #include "store_internal.h"
 
 static const char *const db_names[DB_COUNT] = {
     "meta", "apps", "users", "logins", "sessions", "user_sessions", "store_tokens",
     "devices", "user_devices", "push_tokens", "expiry", "app_users", "admin_tokens",
-    "groups", "audit", "pwcosts"};
+    "groups", "audit", "pwcosts", "counts"};
 
 int map_rc(int rc)
 {
@@ -26,9 +28,19 @@ int map_rc(int rc)
     case MDB_SUCCESS: return STORE_OK;
     case MDB_NOTFOUND: return STORE_NOTFOUND;
     case MDB_KEYEXIST: return STORE_EXISTS;
-    case MDB_MAP_FULL: case ENOSPC: return STORE_FULL;
+    case MDB_MAP_FULL: case ENOSPC: {
+        /* At most one line a second: a full disk fails every write. */
+        static _Atomic long long last;
+        long long now = (long long)time(NULL);
+        if (now != last) {
+            last = now;
+            log_event(LOG_ERROR, "disk_full", "store: %s: writes fail until there is room",
+                      rc == ENOSPC ? "the disk is full" : "the LMDB map is full");
+        }
+        return STORE_FULL;
+    }
     default:
-        fprintf(stderr, "tokend: store: %s\n", mdb_strerror(rc));
+        log_event(LOG_ERROR, "store", "store: %s", mdb_strerror(rc));
         return STORE_ERR;
     }
 }
@@ -70,7 +82,7 @@ static void grow_if_needed(store *s)
         return;
     size_t used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
     if (used > info.me_mapsize / 4 * 3 && resize(s, info.me_mapsize * 2) == 0)
-        fprintf(stderr, "tokend: store: map grown to %zu MiB\n", s->mapsize >> 20);
+        log_event(LOG_INFO, "map_growth", "store: map grown to %zu MiB", s->mapsize >> 20);
 }
 
 /* Begins a transaction, following a map another process has grown. */
@@ -145,7 +157,7 @@ int get_msg_with(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
         return map_rc(rc);
     *out = protobuf_c_message_unpack(desc, alloc, val.mv_size, val.mv_data);
     if (!*out) {
-        fprintf(stderr, "tokend: store: undecodable record in %s\n", db_names[db]);
+        log_event(LOG_ERROR, "store", "store: undecodable record in %s", db_names[db]);
         return STORE_ERR;
     }
     return STORE_OK;
@@ -301,6 +313,10 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
                  dir);
         goto fail;
     }
+    if (counts_count_all(s, txn) != STORE_OK) {
+        snprintf(err, errlen, "cannot initialise data directory %s: cannot count users", dir);
+        goto fail;
+    }
     if (pwcosts_count_all(s, txn) != STORE_OK) {
         snprintf(err, errlen, "cannot initialise data directory %s: cannot count hash costs", dir);
         goto fail;
@@ -425,4 +441,124 @@ int store_audit_list(store *s, store_audit_fn fn, void *arg)
     }
     txn_abort(s, txn);
     return rc;
+}
+
+/* --- counts for metrics ------------------------------------------------------ */
+
+static size_t count_key(uint8_t key[9], uint64_t app_id, char kind)
+{
+    put_u64(key, app_id);
+    key[8] = (uint8_t)kind;
+    return 9;
+}
+
+int count_add(store *s, MDB_txn *txn, uint64_t app_id, char kind, int delta)
+{
+    uint8_t key[9], buf[8];
+    uint64_t n = 0;
+    size_t klen = count_key(key, app_id, kind);
+    int rc = get_u64_value(s, txn, DB_COUNTS, key, klen, &n);
+    if (rc != STORE_OK && rc != STORE_NOTFOUND)
+        return rc;
+    n = delta < 0 && n < (uint64_t)-delta ? 0 : n + (uint64_t)(int64_t)delta;
+    put_u64(buf, n);
+    return put_raw(s, txn, DB_COUNTS, key, klen, buf, 8, 0);
+}
+
+int counts_count_all(store *s, MDB_txn *txn)
+{
+    MDB_val mk = {13, "counts_filled"}, mv, k, v;
+    MDB_cursor *cur;
+    int rc = mdb_get(txn, s->db[DB_META], &mk, &mv);
+    if (rc != MDB_NOTFOUND)
+        return map_rc(rc);
+    int r = STORE_OK;
+    if ((rc = mdb_cursor_open(txn, s->db[DB_USERS], &cur)) != MDB_SUCCESS)
+        return map_rc(rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && r == STORE_OK;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        store_user *u = tokend__v1__store__user__unpack(NULL, v.mv_size, v.mv_data);
+        if (u) {
+            r = count_add(s, txn, u->app_id, 'u', +1);
+            protobuf_c_message_free_unpacked(&u->base, NULL);
+        }
+    }
+    mdb_cursor_close(cur);
+    if (r != STORE_OK || (rc != MDB_NOTFOUND && rc != MDB_SUCCESS))
+        return r != STORE_OK ? r : map_rc(rc);
+    if ((rc = mdb_cursor_open(txn, s->db[DB_SESSIONS], &cur)) != MDB_SUCCESS)
+        return map_rc(rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && r == STORE_OK;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        store_session *ss = tokend__v1__store__session__unpack(NULL, v.mv_size, v.mv_data);
+        if (ss) {
+            r = count_add(s, txn, ss->app_id, ss->admin ? 'a' : 's', +1);
+            protobuf_c_message_free_unpacked(&ss->base, NULL);
+        }
+    }
+    mdb_cursor_close(cur);
+    if (r != STORE_OK || (rc != MDB_NOTFOUND && rc != MDB_SUCCESS))
+        return r != STORE_OK ? r : map_rc(rc);
+    return put_raw(s, txn, DB_META, "counts_filled", 13, "1", 1, 0);
+}
+
+int store_app_counts(store *s, store_count_fn fn, void *arg)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    uint64_t app = 0, c[3] = {0};
+    int have = 0, r;
+    int rc = txn_begin(s, MDB_RDONLY, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    if ((rc = map_rc(mdb_cursor_open(txn, s->db[DB_COUNTS], &cur))) == STORE_OK) {
+        for (r = mdb_cursor_get(cur, &k, &v, MDB_FIRST); r == MDB_SUCCESS;
+             r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            if (k.mv_size != 9 || v.mv_size != 8)
+                continue;
+            uint64_t id = get_u64(k.mv_data);
+            if (have && id != app) {
+                fn(app, c[0], c[1], c[2], arg);
+                memset(c, 0, sizeof c);
+            }
+            app = id, have = 1;
+            char kind = ((char *)k.mv_data)[8];
+            c[kind == 'u' ? 0 : kind == 's' ? 1 : 2] = get_u64(v.mv_data);
+        }
+        if (have)
+            fn(app, c[0], c[1], c[2], arg);
+        mdb_cursor_close(cur);
+    }
+    txn_abort(s, txn);
+    return rc;
+}
+
+typedef struct {
+    unsigned n;
+} reader_count;
+
+static int count_reader(const char *msg, void *ctx)
+{
+    reader_count *rc = ctx;
+    /* One line per slot in use after a header line; "(no active readers)" alone. */
+    if (strstr(msg, "pid") == NULL && strstr(msg, "no active") == NULL)
+        rc->n++;
+    return 0;
+}
+
+int store_stats_get(store *s, store_stats *out)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    reader_count readers = {0};
+    memset(out, 0, sizeof *out);
+    if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0)
+        return STORE_ERR;
+    out->map_size = info.me_mapsize;
+    out->map_used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
+    out->readers_max = info.me_maxreaders;
+    mdb_reader_list(s->env, count_reader, &readers);
+    out->readers_used = readers.n;
+    return STORE_OK;
 }

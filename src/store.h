@@ -162,6 +162,18 @@ int store_group_admin(store *s, uint64_t app_id, uint64_t group_id, uint64_t *us
 typedef void (*store_audit_fn)(const store_audit *entry, void *arg);
 int store_audit_list(store *s, store_audit_fn fn, void *arg);
 
+/* --- for metrics: cheap, no scan ------------------------------------------------- */
+typedef struct {
+    size_t map_size, map_used;         /* bytes */
+    unsigned readers_used, readers_max; /* LMDB reader slots (all processes) */
+} store_stats;
+int store_stats_get(store *s, store_stats *out);
+/* Calls fn for each app with its users, sessions and admin tokens, read from
+ * counters every write keeps (one short cursor over a few keys per app). */
+typedef void (*store_count_fn)(uint64_t app_id, uint64_t users, uint64_t sessions,
+                               uint64_t admin_tokens, void *arg);
+int store_app_counts(store *s, store_count_fn fn, void *arg);
+
 /* Deletes up to `max` sessions that expired before now_ms, in one write
  * transaction (so a purge never holds the writer lock for long). */
 int store_purge_expired(store *s, int64_t now_ms, size_t max, size_t *purged);

@@ -40,10 +40,13 @@ struct cluster_conn;
  *   groups         app_id(8) group_id(8)            -> admin user_id(8)
  *   audit          sequence(8)                      -> AuditEntry
  *   pwcosts        ops(8) mem(8)                    -> accounts(8)  hash costs in use
+ *   counts         app_id(8) kind(1)                -> count(8)     users 'u', sessions 's',
+ *                                                                  admin tokens 'a' per app,
+ *                                                                  kept by the writes (metrics)
  * sessions, store_tokens and push_tokens are keyed by the token hash itself. */
 enum { DB_META, DB_APPS, DB_USERS, DB_LOGINS, DB_SESSIONS, DB_USER_SESSIONS, DB_STORE_TOKENS,
        DB_DEVICES, DB_USER_DEVICES, DB_PUSH_TOKENS, DB_EXPIRY, DB_APP_USERS, DB_ADMIN_TOKENS,
-       DB_GROUPS, DB_AUDIT, DB_PWCOSTS, DB_COUNT };
+       DB_GROUPS, DB_AUDIT, DB_PWCOSTS, DB_COUNTS, DB_COUNT };
 
 struct store {
     MDB_env *env;
@@ -249,6 +252,12 @@ int pwcost_count(store *s, MDB_txn *txn, const char *hash, int delta);
 /* Counts every account's cost when pwcosts is empty but users are not (a
  * data directory from before the count). */
 int pwcosts_count_all(store *s, MDB_txn *txn);
+
+/* Keeps the per-app count of users ('u'), sessions ('s') and admin tokens
+ * ('a') that metrics read without scanning: `delta` +1 or -1. */
+int count_add(store *s, MDB_txn *txn, uint64_t app_id, char kind, int delta);
+/* Counts everything once for a data directory from before the counts. */
+int counts_count_all(store *s, MDB_txn *txn);
 
 /* --- users (store_users.c) ---------------------------------------------------- */
 

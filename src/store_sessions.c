@@ -22,6 +22,8 @@ static int put_session(store *s, MDB_txn *txn, const uint8_t hash[CRYPTO_HASH_BY
         rc = put_raw(s, txn, owner_db, okey, sizeof okey, "", 0, 0);
     if (rc == STORE_OK && ss->expire_ms > 0)
         rc = put_raw(s, txn, DB_EXPIRY, ekey, expiry_key(ekey, ss->expire_ms, hash), "", 0, 0);
+    if (rc == STORE_OK)
+        rc = count_add(s, txn, ss->app_id, ss->admin ? 'a' : 's', +1);
     return rc;
 }
 
@@ -126,6 +128,8 @@ static int revoke_txn(store *s, MDB_txn *txn, const uint8_t hash[CRYPTO_HASH_BYT
         rc = del_raw(s, txn, DB_EXPIRY, ekey, expiry_key(ekey, ss->expire_ms, hash));
     if (rc == STORE_OK && ss->store_token_hash.len == CRYPTO_HASH_BYTES)
         rc = del_raw(s, txn, DB_STORE_TOKENS, ss->store_token_hash.data, CRYPTO_HASH_BYTES);
+    if (rc == STORE_OK)
+        rc = count_add(s, txn, ss->app_id, ss->admin ? 'a' : 's', -1);
     protobuf_c_message_free_unpacked(&ss->base, NULL);
     return rc;
 }

@@ -94,6 +94,8 @@ int store_user_create(store *s, store_user *user, const char **conflict, const s
         rc = put_raw(s, txn, DB_APP_USERS, au, app_user_key(au, user->app_id, user->user_id), "",
                      0, 0);
     }
+    if (rc == STORE_OK)
+        rc = count_add(s, txn, user->app_id, 'u', +1);
     /* The record names the user made here: its id exists only now. */
     if (rc == STORE_OK && audit) {
         store_audit named = *audit;
@@ -391,6 +393,8 @@ int store_user_delete(store *s, uint64_t user_id, const store_expect *expect,
         rc = scan_prefix(s, txn, DB_GROUPS, u->app_id, drop_group, &user_id);
     if (rc == STORE_OK)
         rc = del_raw(s, txn, DB_APP_USERS, au, app_user_key(au, u->app_id, user_id));
+    if (rc == STORE_OK)
+        rc = count_add(s, txn, u->app_id, 'u', -1);
     if (rc == STORE_OK)
         rc = del_raw(s, txn, DB_USERS, uid, 8);
     if (rc == STORE_OK)

@@ -35,6 +35,9 @@ typedef struct {
     crypto_pwcost pwcost;
     const char *tls_cert, *tls_key;
     const char *cluster_url;     /* cluster mode: PostgreSQL's URL, or NULL */
+    const char *metrics_listen;  /* HOST:PORT for GET /metrics, or NULL: on `listen` */
+    const char *access_log;      /* "off", "stderr" or a file */
+    int log_text;                /* --log-format text (else JSON lines) */
     throttle_config throttle;    /* reloadable: throttle_configure() applies it */
 } tokend_config;
 

@@ -109,7 +109,7 @@ class Base:
         self.assertEqual(r.header("content-type"), GRPC_WEB, r.headers)
         self.assertEqual(r.header("access-control-allow-origin"), "*", r.headers)
         self.assertEqual(set(r.header("access-control-expose-headers", "").split(",")),
-                         {"grpc-status", "grpc-message"}, r.headers)
+                         {"grpc-status", "grpc-message", "x-request-id"}, r.headers)
         return r
 
     def assert_grpc_web_error(self, r, code, message):

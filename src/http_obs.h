@@ -1,0 +1,37 @@
+/* http_obs.h - what the HTTP layer observes of each request, kept apart
+ * from http.c's request handling: its start, its request id (taken from
+ * x-request-id, or made, and sent back), and at its end the loop's
+ * counters (metrics.h) and its access log line (log.h). */
+#ifndef TOKEND_HTTP_OBS_H
+#define TOKEND_HTTP_OBS_H
+
+#include <stdint.h>
+#include <h2o.h>
+#include "metrics.h"
+#include "rpc.h"
+
+#define HTTP_REQUEST_ID_MAX 64
+
+typedef struct {
+    int64_t start_ns;          /* CLOCK_MONOTONIC */
+    const struct router *router;
+    size_t rpc;                /* router index; SIZE_MAX: no RPC */
+    int form;                  /* METRIC_JSON ... */
+    status_code code;
+    int http_status;
+    size_t bytes_out;
+    char request_id[HTTP_REQUEST_ID_MAX + 1];
+    /* copied for the log line, as a deferred call may outlive its request */
+    char method[8];
+    char path[160];
+    size_t path_len, bytes_in;
+} http_obs;
+
+/* At the start of on_req: the time, the request id (also added to the
+ * reply's headers: x-request-id, which gRPC clients see as initial metadata). */
+void http_obs_begin(http_obs *o, h2o_req_t *req, metrics_loop *m, const struct router *router);
+/* Once answered: counts it in m and writes its log line. req is NULL when
+ * the client has gone; call (may be NULL) says who it was about. */
+void http_obs_end(http_obs *o, h2o_req_t *req, const rpc_call *call, metrics_loop *m);
+
+#endif

@@ -1,0 +1,216 @@
+"""test_logs.py - the access log and server events (issue 11), over real sockets.
+
+One JSON line per request (or text with --log-format text) with its request
+id, RPC, protocol, status, duration, sizes, client, app and user; events at
+levels; --access-log FILE (reopened on SIGHUP) and off; no password, token
+or push token in any line (the harness checks every secret it was given);
+and a log nobody reads does not stall the server: lines are dropped and
+counted instead.
+"""
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+import wire_support as ws  # noqa: E402
+
+CHEAP = ws.CHEAP
+
+
+def wait_for(pred, timeout=5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+def read(path):
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        return f.read()
+
+
+def json_lines(text):
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            out.append(json.loads(line))  # every JSON line parses
+    return out
+
+
+class JsonLog(unittest.TestCase):
+    def test_request_lines_and_events(self):
+        with harness.Server() as srv:
+            app = srv.create_app("demo")
+            uid = srv.add_user("alice", "alice-password-1", **ws.CHEAP_USER)
+            admin = ws.admin_token(srv)
+            srv.start(*CHEAP)
+            r = srv.request("POST", "/token/login", {"login_name": "alice",
+                                                     "password": "alice-password-1",
+                                                     "device_guid": "phone-1"},
+                            headers={"x-request-id": "login-1"})
+            self.assertEqual(r.status, 200, r)
+            d = r.json()["data"]
+            for k in ("token", "push_token", "store_token", "access_key_secret"):
+                srv.secret(d[k])
+            r = srv.request("POST", "/token/verify", {"token": d["token"]},
+                            headers={"access-token": admin, "x-request-id": "verify-1"})
+            self.assertEqual(r.status, 200, r)
+            r = srv.request("POST", "/push/verify", {"push_token": d["push_token"]},
+                            headers={"access-token": admin})
+            self.assertEqual(r.status, 200, r)
+            r = srv.request("POST", "/token/login", {"login_name": "alice", "password": "wrong-pw"},
+                            headers={"x-request-id": "login-2"})
+            srv.secret("wrong-pw")
+            self.assertEqual(r.status, 401)
+            r = srv.request("GET", "/user/list?page_num=1&secret=hunter2", headers={
+                "access-token": admin, "x-request-id": "list-1"})
+            self.assertEqual(r.status, 200, r)
+            srv.secret("hunter2")  # a query string is never logged
+            self.assertEqual(srv.request("GET", "/nope", http2=True,
+                                         headers={"x-request-id": "h2-404"}).status, 404)
+            pb = ws.protos()
+            ws.curl_grpc(srv.port, "/tokend.v1.Tokend/Verify",
+                         ws.frame(pb.tokend.VerifyRequest(token=d["token"]).SerializeToString()),
+                         headers={"access-token": admin, "x-request-id": "grpc-1"})
+            os.kill(srv.proc.pid, signal.SIGHUP)  # no --config: an error event, the server stays
+            self.assertTrue(wait_for(lambda: sum(1 for l in json_lines(srv.logs())
+                                                 if l.get("type") == "request") >= 7 and
+                                     "reload" in srv.logs()))
+            srv.stop()   # checks that no secret reached the logs
+            lines = json_lines(srv.logs())
+            req = {l["request_id"]: l for l in lines if l.get("type") == "request"}
+            login = req["login-1"]
+            self.assertEqual(login["rpc"], "tokend.v1.Tokend/TokenByLogin")
+            self.assertEqual(login["path"], "/token/login")
+            self.assertEqual(login["method"], "POST")
+            self.assertEqual(login["protocol"], "json")
+            self.assertEqual(login["status"], 200)
+            self.assertEqual(login["code"], "OK")
+            self.assertEqual(login["client"], "127.0.0.1")
+            self.assertEqual(login["app_id"], app)
+            self.assertEqual(login["user_id"], uid)
+            self.assertGreater(login["bytes_in"], 0)
+            self.assertGreater(login["bytes_out"], 0)
+            self.assertGreater(login["duration_ms"], 0)
+            self.assertRegex(login["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+            self.assertEqual(req["login-2"]["status"], 401)
+            self.assertEqual(req["login-2"]["code"], "UNAUTHENTICATED")
+            self.assertNotIn("user_id", req["login-2"])   # not known: the guess is not told
+            self.assertEqual(req["verify-1"]["rpc"], "tokend.v1.Tokend/Verify")
+            self.assertEqual(req["verify-1"]["app_id"], app)
+            self.assertEqual(req["list-1"]["path"], "/user/list")
+            self.assertEqual(req["h2-404"]["status"], 404)
+            self.assertNotIn("rpc", req["h2-404"])
+            self.assertEqual(req["grpc-1"]["protocol"], "grpc")
+            self.assertEqual(req["grpc-1"]["code"], "OK")
+            events = [l for l in lines if l.get("type") == "event"]
+            kinds = [(e["level"], e["event"]) for e in events]
+            self.assertIn(("info", "start"), kinds)
+            self.assertIn(("error", "reload"), kinds)
+            self.assertIn(("info", "drain"), kinds)
+            made = [l["request_id"] for l in lines if l.get("type") == "request" and
+                    l.get("path") == "/push/verify"]
+            self.assertEqual(len(made), 1)
+            self.assertTrue(made[0])   # an id was made for it
+
+    def test_text_format_and_a_file(self):
+        with harness.Server() as srv:
+            srv.create_app("demo")
+            path = os.path.join(srv.tmp, "access.log")
+            srv.start("--log-format", "text", "--access-log", path)
+            srv.request("GET", "/healthz", headers={"x-request-id": "first"})
+            self.assertTrue(wait_for(lambda: "first" in read(path)))
+            line = [l for l in read(path).splitlines() if " first " in l][0]
+            self.assertRegex(line, r'^\S+Z request first 127\.0\.0\.1 "GET /healthz" '
+                                   r'grpc\.health\.v1\.Health/Check json 200 OK [\d.]+ms in=0 '
+                                   r'out=\d+ app=0 user=0$')
+            self.assertNotIn("first", srv.logs())   # request lines go to the file only
+            self.assertRegex(srv.logs(), r"\S+Z info start: tokend: tokend ")
+            # logrotate: move the file, SIGHUP, new lines in a new file
+            os.rename(path, path + ".1")
+            os.kill(srv.proc.pid, signal.SIGHUP)
+            time.sleep(0.2)
+            srv.request("GET", "/healthz", headers={"x-request-id": "second"})
+            self.assertTrue(wait_for(lambda: "second" in read(path)))
+            self.assertNotIn("second", read(path + ".1"))
+
+    def test_off(self):
+        with harness.Server() as srv:
+            srv.create_app("demo")
+            srv.start("--access-log", "off")
+            srv.request("GET", "/healthz", headers={"x-request-id": "quiet"})
+            srv.stop()
+            self.assertNotIn("quiet", srv.logs())
+            self.assertIn('"event":"drain"', srv.logs())
+
+    def test_bad_options(self):
+        with harness.Server() as srv:
+            srv.create_app("demo")
+            p = srv.cli("serve", "--data", srv.data, "--log-format", "xml", check=False)
+            self.assertEqual(p.returncode, 2)
+            self.assertIn("give json or text", p.stderr)
+            p = srv.cli("serve", "--data", srv.data, "--listen", "127.0.0.1:%d" % harness.free_port(),
+                        "--access-log", "/proc/no/such/dir/log", check=False)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("cannot open the access log", p.stderr)
+
+
+class StalledLog(unittest.TestCase):
+    def test_a_log_nobody_reads_drops_lines_not_requests(self):
+        """stderr is a pipe nobody reads: once it and the ring are full, the
+        writer thread is stuck in write(2), and the loops must go on."""
+        srv = harness.Server()
+        try:
+            srv.create_app("demo")
+            port = harness.free_port()
+            proc = subprocess.Popen([harness.BIN, "serve", "--data", srv.data, "--listen",
+                                     "127.0.0.1:%d" % port, "--threads", "1"],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE)
+            try:
+                conn = None
+                deadline = time.monotonic() + 15
+                while conn is None:
+                    try:
+                        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                        c.request("GET", "/healthz")
+                        c.getresponse().read()
+                        conn = c
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
+                t0 = time.monotonic()
+                for i in range(4000):
+                    conn.request("GET", "/healthz", headers={"x-request-id": "r%05d-" % i + "p" * 50})
+                    r = conn.getresponse()
+                    r.read()
+                    self.assertEqual(r.status, 200)
+                elapsed = time.monotonic() - t0
+                conn.request("GET", "/metrics")
+                body = conn.getresponse().read().decode()
+                dropped = [float(l.split()[1]) for l in body.splitlines()
+                           if l.startswith("tokend_log_lines_dropped_total ")]
+                self.assertTrue(dropped and dropped[0] > 0, body[-2000:])
+                self.assertLess(elapsed, 30)
+                conn.close()
+            finally:
+                proc.kill()
+                proc.wait()
+                proc.stderr.close()
+        finally:
+            srv.close()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
