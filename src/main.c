@@ -357,6 +357,37 @@ static int cmd_cluster_init(const option_values *ov)
     return rc == STORE_OK ? 0 : 1;
 }
 
+static int cmd_backup(const option_values *ov)
+{
+    char err[512];
+    const char *out = options_text(ov, OPT_OUT);
+    store *st = open_store_sized(options_text(ov, OPT_DATA), 0);
+    int rc = store_backup(st, out, err, sizeof err);
+    store_close(st);
+    if (rc != STORE_OK) {
+        fprintf(stderr, "tokend: %s\n", err);
+        return 1;
+    }
+    fprintf(stderr, "backup of %s written to %s: it holds the token-hash key, guard it as the "
+            "data directory\n", options_text(ov, OPT_DATA), out);
+    return 0;
+}
+
+static int cmd_restore(const option_values *ov)
+{
+    char err[512];
+    const char *dir = options_text(ov, OPT_DATA), *from = options_text(ov, OPT_FROM);
+    if (store_restore(from, dir, ov->v[OPT_FORCE].set, err, sizeof err) != STORE_OK) {
+        fprintf(stderr, "tokend: %s\n", err);
+        return 1;
+    }
+    /* Opened once: the restored environment must be usable as it stands. */
+    store *st = open_store_sized(dir, 0);
+    store_close(st);
+    fprintf(stderr, "restored %s into %s\n", from, dir);
+    return 0;
+}
+
 static int cmd_protoset(const option_values *ov)
 {
     const char *path = ov->npos > 0 ? ov->pos[0] : NULL;
@@ -453,6 +484,20 @@ static const command commands[] = {
      "so every token it issued verifies on every node; the directory becomes the cluster's\n"
      "first replica. A new node needs no init: it starts from an empty directory.",
      "tokend cluster init --data /var/lib/tokend --cluster postgresql://tokend@db/tokend"},
+    {"backup", cmd_backup, OPTS(OPT_DATA, OPT_OUT), OPTS(OPT_DATA, OPT_OUT), NULL, 0, 0,
+     "write a consistent, compacted copy of the data to a file (while serving)",
+     "Copies the data directory's LMDB environment into FILE in one read transaction: a\n"
+     "consistent snapshot of the last commit, compacted, taken while a server runs and writes.\n"
+     "FILE must not exist; it is written beside as FILE.partial, synced, then renamed. It holds\n"
+     "the key of the token hashes: keep it as guarded as the data directory.",
+     "tokend backup --data /var/lib/tokend --out /var/backups/tokend-$(date +%F).mdb"},
+    {"restore", cmd_restore, OPTS(OPT_DATA, OPT_FROM, OPT_FORCE), OPTS(OPT_DATA, OPT_FROM), NULL,
+     0, 0, "put a backup in place as a data directory (not one in use)",
+     "Makes DIR the data directory of the backup FILE. Refused when a server or a command has\n"
+     "DIR open (even with --force: stop it first), when FILE is not a tokend backup, and when\n"
+     "DIR holds anything, unless --force. Sessions come back as they were at the backup:\n"
+     "tokens revoked since work again until they expire.",
+     "tokend restore --from /var/backups/tokend-2026-11-30.mdb --data /var/lib/tokend-restored"},
     {"config check", cmd_config_check, NONE, NONE, "FILE", 1, 1,
      "check a config file; print the effective configuration",
      "Reads a configuration file as `tokend serve --config FILE` would. Prints the effective\n"

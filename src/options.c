@@ -98,6 +98,12 @@ const option_spec options[OPT_COUNT] = {
                    "what the token is for, shown by admin-token list", "chat-service"},
     [OPT_ID] = {"id", OPT_TEXT, "ID", 0, 0, 0, NULL, 0,
                 "the admin token's id, as admin-token list shows it", "3f2a9c1e0b7d4a65"},
+    [OPT_OUT] = {"out", OPT_TEXT, "FILE", 0, 0, 0, NULL, 0,
+                 "the backup file to write (must not exist)", "/var/backups/tokend-2026-11-30.mdb"},
+    [OPT_FROM] = {"from", OPT_TEXT, "FILE", 0, 0, 0, NULL, 0, "the backup file to restore",
+                  "/var/backups/tokend-2026-11-30.mdb"},
+    [OPT_FORCE] = {"force", OPT_FLAG, NULL, 0, 0, 0, NULL, 0,
+                   "replace the data of a non-empty directory (never of one in use)", NULL},
 };
 
 #undef F

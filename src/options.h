@@ -46,7 +46,7 @@ typedef enum {
     OPT_LOG_FORMAT, OPT_ACCESS_LOG,
     /* the administration commands */
     OPT_APP, OPT_NAME, OPT_TTL, OPT_ENCRYPT_TYPE, OPT_OPEN_REGISTRATION, OPT_PHONE, OPT_EMAIL,
-    OPT_USER, OPT_LABEL, OPT_ID,
+    OPT_USER, OPT_LABEL, OPT_ID, OPT_OUT, OPT_FROM, OPT_FORCE,
     OPT_COUNT
 } option_id;
 

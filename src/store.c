@@ -8,7 +8,10 @@
  *
  * The environment is opened with MDB_NOTLS so read transactions are not
  * tied to threads (event loops and workers share one handle). */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -561,4 +564,198 @@ int store_stats_get(store *s, store_stats *out)
     mdb_reader_list(s->env, count_reader, &readers);
     out->readers_used = readers.n;
     return STORE_OK;
+}
+
+/* --- backups ---------------------------------------------------------------------- */
+
+static int sync_dir_of(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+int store_backup(store *s, const char *out, char *err, size_t errlen)
+{
+    char tmp[4096];
+    struct stat st;
+    if (stat(out, &st) == 0) {
+        snprintf(err, errlen, "%s exists: remove it or give another --out", out);
+        return STORE_EXISTS;
+    }
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.partial", out) >= sizeof tmp) {
+        snprintf(err, errlen, "the path %s is too long", out);
+        return STORE_ERR;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+        return STORE_ERR;
+    }
+    /* The copy runs in one read transaction of its own: a snapshot of the
+     * last commit, while the server's writers go on. */
+    if (pthread_rwlock_rdlock(&s->resize) != 0) {
+        close(fd);
+        unlink(tmp);
+        snprintf(err, errlen, "cannot lock the store");
+        return STORE_ERR;
+    }
+    int rc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
+    pthread_rwlock_unlock(&s->resize);
+    if (rc == 0 && fsync(fd) != 0)
+        rc = errno;
+    if (close(fd) != 0 && rc == 0)
+        rc = errno;
+    if (rc == 0 && rename(tmp, out) != 0)
+        rc = errno;
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot write the backup %s: %s", out, mdb_strerror(rc));
+        unlink(tmp);
+        return rc == ENOSPC ? STORE_FULL : STORE_ERR;
+    }
+    sync_dir_of(out);
+    return STORE_OK;
+}
+
+/* A tokend backup: an LMDB file whose meta database holds the token key. */
+static int check_backup(const char *from, char *err, size_t errlen)
+{
+    MDB_env *env;
+    MDB_txn *txn = NULL;
+    MDB_dbi meta;
+    MDB_val k = {3, "key"}, v;
+    int rc = mdb_env_create(&env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(env, DB_COUNT);
+    if (rc == 0)
+        rc = mdb_env_open(env, from, MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0600);
+    if (rc == 0)
+        rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "meta", 0, &meta);
+    if (rc == 0)
+        rc = mdb_get(txn, meta, &k, &v);
+    if (rc == 0 && v.mv_size != CRYPTO_KEY_BYTES)
+        rc = MDB_CORRUPTED;
+    if (txn)
+        mdb_txn_abort(txn);
+    mdb_env_close(env);
+    if (rc != 0)
+        snprintf(err, errlen, "%s is not a tokend backup (%s)", from, mdb_strerror(rc));
+    return rc == 0 ? 0 : -1;
+}
+
+static int copy_file(const char *from, const char *to, char *err, size_t errlen)
+{
+    char buf[1 << 16];
+    int in = open(from, O_RDONLY | O_CLOEXEC), out = -1, rc = -1;
+    if (in < 0 || (out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0) {
+        snprintf(err, errlen, "cannot copy %s to %s: %s", from, to, strerror(errno));
+        goto done;
+    }
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            goto io;
+        if (n == 0)
+            break;
+        for (ssize_t off = 0; off < n;) {
+            ssize_t w = write(out, buf + off, (size_t)(n - off));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0)
+                goto io;
+            off += w;
+        }
+    }
+    if (fsync(out) != 0)
+        goto io;
+    rc = 0;
+    goto done;
+io:
+    snprintf(err, errlen, "cannot copy %s to %s: %s", from, to, strerror(errno));
+done:
+    if (in >= 0)
+        close(in);
+    if (out >= 0 && close(out) != 0 && rc == 0) {
+        snprintf(err, errlen, "cannot copy %s to %s: %s", from, to, strerror(errno));
+        rc = -1;
+    }
+    return rc;
+}
+
+int store_restore(const char *from, const char *dir, int force, char *err, size_t errlen)
+{
+    char lock[4096], data[4096], tmp[4096];
+    if ((size_t)snprintf(lock, sizeof lock, "%s/lock.mdb", dir) >= sizeof lock ||
+        (size_t)snprintf(data, sizeof data, "%s/data.mdb", dir) >= sizeof data ||
+        (size_t)snprintf(tmp, sizeof tmp, "%s/data.mdb.restoring", dir) >= sizeof tmp) {
+        snprintf(err, errlen, "the path %s is too long", dir);
+        return STORE_ERR;
+    }
+    if (check_backup(from, err, errlen) != 0)
+        return STORE_ERR;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create data directory %s: %s", dir, strerror(errno));
+        return STORE_ERR;
+    }
+    /* Every process with the environment open holds a shared lock on byte 0
+     * of lock.mdb (LMDB's own); an exclusive one is ours only if none does,
+     * and keeps a starting server waiting until the restore is done. */
+    int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lfd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", lock, strerror(errno));
+        return STORE_ERR;
+    }
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    if (fcntl(lfd, F_SETLK, &fl) != 0) {
+        struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+        long pid = fcntl(lfd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK ? (long)who.l_pid : 0;
+        snprintf(err, errlen,
+                 "%s is in use (process %ld has it open: a server or a command): stop it first; "
+                 "--force does not override this", dir, pid);
+        close(lfd);
+        return STORE_EXISTS;
+    }
+    int rc = STORE_OK;
+    DIR *d = opendir(dir);
+    int others = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "lock.mdb"))
+            others++;
+    if (d)
+        closedir(d);
+    if (others && !force) {
+        snprintf(err, errlen, "%s is not empty: restore into a new directory, or give --force "
+                 "to replace its data", dir);
+        rc = STORE_EXISTS;
+    } else if (copy_file(from, tmp, err, errlen) != 0) {
+        unlink(tmp);
+        rc = STORE_ERR;
+    } else if (rename(tmp, data) != 0) {
+        snprintf(err, errlen, "cannot put %s in place: %s", data, strerror(errno));
+        unlink(tmp);
+        rc = STORE_ERR;
+    } else {
+        /* The old reader table means nothing for the new data: the next
+         * opener makes a fresh lock file. */
+        unlink(lock);
+        sync_dir_of(data);
+    }
+    close(lfd);  /* releases the lock */
+    return rc;
 }

@@ -162,6 +162,18 @@ int store_group_admin(store *s, uint64_t app_id, uint64_t group_id, uint64_t *us
 typedef void (*store_audit_fn)(const store_audit *entry, void *arg);
 int store_audit_list(store *s, store_audit_fn fn, void *arg);
 
+/* --- backups ------------------------------------------------------------------------ */
+/* A consistent, compacted copy of the environment (one read transaction:
+ * writers go on) into the file `out`, which must not exist: written to
+ * out.partial, synced, then renamed. */
+int store_backup(store *s, const char *out, char *err, size_t errlen);
+/* Puts the backup `from` in place as the environment of `dir` (made if
+ * missing). Refused when a process has `dir` open (the server or a
+ * command: LMDB holds a lock on its lock file while the environment is
+ * open, and this takes it exclusively for the whole restore), when `from`
+ * is not a tokend backup, and when `dir` holds anything unless `force`. */
+int store_restore(const char *from, const char *dir, int force, char *err, size_t errlen);
+
 /* --- for metrics: cheap, no scan ------------------------------------------------- */
 typedef struct {
     size_t map_size, map_used;         /* bytes */
