@@ -15,8 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import BIN, Server  # noqa: E402
 
 COMMANDS = ["serve", "app create", "user add", "user show", "admin-token create",
-            "admin-token list", "admin-token revoke", "audit", "cluster init", "config check",
-            "protoset",
+            "admin-token list", "admin-token revoke", "audit", "cluster init", "backup",
+            "restore", "config check", "protoset",
             "version"]
 
 
