@@ -194,3 +194,9 @@ int crypto_unseal(void *out, const uint8_t *in, size_t len, const uint8_t key[CR
     sodium_memzero(sub, sizeof sub);
     return rc == 0 ? 0 : -1;
 }
+
+int crypto_kx_keypair(uint8_t pub[CRYPTO_KX_PUBLIC_BYTES], uint8_t secret[CRYPTO_KX_SECRET_BYTES])
+{
+    /* crypto_box's keys are X25519 (crypto_scalarmult_base of the secret). */
+    return crypto_box_keypair(pub, secret);
+}

@@ -80,6 +80,11 @@ int crypto_seal(uint8_t *out, const void *in, size_t len, const uint8_t key[CRYP
 /* out gets len - CRYPTO_SEAL_OVERHEAD bytes; -1 if forged or damaged. */
 int crypto_unseal(void *out, const uint8_t *in, size_t len, const uint8_t key[CRYPTO_KEY_BYTES]);
 
+/* An X25519 key pair (an app's: the public half goes to clients). */
+#define CRYPTO_KX_PUBLIC_BYTES 32
+#define CRYPTO_KX_SECRET_BYTES 32
+int crypto_kx_keypair(uint8_t pub[CRYPTO_KX_PUBLIC_BYTES], uint8_t secret[CRYPTO_KX_SECRET_BYTES]);
+
 /* Zeroes memory the compiler may not optimise away (passwords, keys). */
 void crypto_wipe(void *buf, size_t len);
 /* Constant-time equality of two byte strings of the same length: 0 if equal. */

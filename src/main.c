@@ -254,6 +254,7 @@ static int cmd_admin_token_create(const option_values *ov)
     ss.app_id = app_of(ov, st);
     ss.label = (char *)(label ? label : "");
     ss.created_ms = rpc_now_ms();
+    ss.key_id = store_token_key_id(st);
     crypto_token_new(raw, text);
     crypto_token_hash(hash, raw, store_token_key(st));
     store_audit entry;
@@ -357,6 +358,32 @@ static int cmd_cluster_init(const option_values *ov)
     return rc == STORE_OK ? 0 : 1;
 }
 
+static int cmd_app_rotate_key(const option_values *ov)
+{
+    store *st = open_store_of(ov);
+    uint64_t app = app_of(ov, st);
+    uint32_t token_id = 0, pair_id = 0;
+    int rc = store_rotate_token_key(st, &token_id);
+    if (rc == STORE_FULL) {
+        fprintf(stderr, "tokend: %d token-hash keys are all still used by sessions: wait for "
+                "them to expire (or revoke them; admin tokens never expire) and rotate again\n",
+                STORE_KEYS_MAX);
+        store_close(st);
+        return 1;
+    }
+    if (rc == STORE_OK)
+        rc = store_app_rotate_key(st, app, &pair_id);
+    store_close(st);
+    if (rc != STORE_OK) {
+        fprintf(stderr, "tokend: cannot rotate the keys: %s\n",
+                rc == STORE_NOTFOUND ? "unknown app" : store_strerror(rc));
+        return 1;
+    }
+    printf("token-hash key %u, app %llu key pair %u\n", token_id, (unsigned long long)app,
+           pair_id);
+    return 0;
+}
+
 static int cmd_backup(const option_values *ov)
 {
     char err[512];
@@ -444,6 +471,14 @@ static const command commands[] = {
      "Creates an app in the data directory and prints its app_id. The first app is the one\n"
      "used when a request names none (no app_id header).",
      "tokend app create --data /var/lib/tokend --name chat --ttl 86400"},
+    {"app rotate-key", cmd_app_rotate_key, OPTS(OPT_DATA, OPT_APP, OPT_CLUSTER, OPT_CONFIG), OPTS(OPT_DATA), NULL, 0, 0,
+     "new token-hash key and app key pair; old sessions keep theirs",
+     "Adds a token-hash key to the data directory (new tokens are hashed and push tokens\n"
+     "sealed with it at once, in a running server too; tokens of older keys keep working until\n"
+     "they expire, and a key no session uses is retired at the next purge; at most 4 keys)\n"
+     "and a key pair to the app (logins of encrypt_type 4 hand out its public half at once;\n"
+     "older sessions keep the public key they were given). Clients see no other change.",
+     "tokend app rotate-key --data /var/lib/tokend --app 1000"},
     {"user add", cmd_user_add, OPTS(OPT_DATA, OPT_APP, OPT_NAME, OPT_PHONE, OPT_EMAIL,
                                     OPT_PWHASH_OPS, OPT_PWHASH_MEM, OPT_CLUSTER, OPT_CONFIG),
      OPTS(OPT_DATA, OPT_NAME), NULL, 0, 0, "add a user (password on stdin); prints its user_id",

@@ -278,6 +278,10 @@ size_t metrics_render(const metrics_registry *reg, char **out)
         head(&o, "tokend_lmdb_readers_max", "gauge", "LMDB reader slots.");
         put(&o, "tokend_lmdb_readers_max %u\n", st.readers_max);
     }
+    store_keys_refresh(ctx->store);
+    head(&o, "tokend_token_hash_keys", "gauge",
+         "Token-hash keys in the ring: the newest and the older ones sessions still use.");
+    put(&o, "tokend_token_hash_keys %zu\n", store_keys(ctx->store)->n);
     render_apps(reg, &o);
     render_process(reg, &o);
 

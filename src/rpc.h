@@ -132,8 +132,20 @@ int rpc_auth_user_or_gone(rpc_call *call, rpc_auth *auth);
 /* Checks a session already read as an admin session of the call's app. */
 int rpc_auth_admin_session(rpc_call *call, const store_session *ss,
                            const uint8_t hash[CRYPTO_HASH_BYTES], rpc_auth *auth);
-/* Hashes a token's text with the store's key; -1 if it cannot be a token. */
+/* Hashes a token's text with the store's newest key; -1 if it cannot be a token. */
 int rpc_token_hash(rpc_call *call, const char *text, uint8_t hash[CRYPTO_HASH_BYTES]);
+/* A token not found under the newest key (its hash `tried`, may be NULL):
+ * tries the older keys of the ring, newest first, re-read in case another
+ * process rotated. `find` returns a STORE_* code; on STORE_OK `hash` is
+ * the hash that found it. So a token of the current key costs one hash,
+ * as before any rotation. */
+typedef int (*rpc_token_find_fn)(rpc_call *call, const uint8_t hash[CRYPTO_HASH_BYTES], void *arg);
+int rpc_token_find_older(rpc_call *call, const char *text, const uint8_t tried[CRYPTO_HASH_BYTES],
+                         uint8_t hash[CRYPTO_HASH_BYTES], rpc_token_find_fn find, void *arg);
+/* The same for a session: STORE_OK with *out NULL when none has the token. */
+int rpc_session_older(rpc_call *call, const char *text, const uint8_t tried[CRYPTO_HASH_BYTES],
+                      uint8_t hash[CRYPTO_HASH_BYTES], store_session **out,
+                      ProtobufCAllocator *alloc);
 /* Fills an audit record of an admin's action (who, what, when), for the
  * store call that makes the change to append in the same transaction. */
 const store_audit *rpc_audit_fill(store_audit *e, char *detail, size_t detail_len,

@@ -17,6 +17,53 @@ int rpc_token_hash(rpc_call *call, const char *text, uint8_t hash[CRYPTO_HASH_BY
     return 0;
 }
 
+/* After a miss under the newest key: the ring as it is now (another
+ * process may have rotated it), each key but the one tried. Only tokens
+ * of an older key, or no token at all, come here. */
+int rpc_token_find_older(rpc_call *call, const char *text, const uint8_t tried[CRYPTO_HASH_BYTES],
+                         uint8_t hash[CRYPTO_HASH_BYTES], rpc_token_find_fn find, void *arg)
+{
+    uint8_t raw[CRYPTO_TOKEN_BYTES], h[CRYPTO_HASH_BYTES];
+    store *st = call->ctx->store;
+    int rc = STORE_NOTFOUND;
+    if (crypto_token_parse(raw, text, strlen(text)) != 0)
+        return STORE_NOTFOUND;
+    store_keys_refresh(st);
+    const store_keyring *r = store_keys(st);
+    for (size_t i = 0; i < r->n && rc == STORE_NOTFOUND; i++) {
+        crypto_token_hash(h, raw, r->keys[i].key);
+        if (tried && memcmp(h, tried, CRYPTO_HASH_BYTES) == 0)
+            continue;
+        if ((rc = find(call, h, arg)) == STORE_OK)
+            memcpy(hash, h, CRYPTO_HASH_BYTES);
+    }
+    crypto_wipe(raw, sizeof raw);
+    return rc;
+}
+
+typedef struct {
+    store_session **out;
+    ProtobufCAllocator *alloc;
+} session_find;
+
+static int find_session(rpc_call *call, const uint8_t hash[CRYPTO_HASH_BYTES], void *arg)
+{
+    session_find *f = arg;
+    const uint8_t *h = hash;
+    int rc = store_sessions_get(call->ctx->store, 1, &h, f->out, f->alloc);
+    return rc == STORE_OK && !*f->out ? STORE_NOTFOUND : rc;
+}
+
+int rpc_session_older(rpc_call *call, const char *text, const uint8_t tried[CRYPTO_HASH_BYTES],
+                      uint8_t hash[CRYPTO_HASH_BYTES], store_session **out,
+                      ProtobufCAllocator *alloc)
+{
+    session_find f = {out, alloc};
+    *out = NULL;
+    int rc = rpc_token_find_older(call, text, tried, hash, find_session, &f);
+    return rc == STORE_NOTFOUND ? STORE_OK : rc;
+}
+
 static void describe(rpc_auth *auth, const store_session *ss)
 {
     static const char hex[] = "0123456789abcdef";
@@ -71,6 +118,8 @@ int rpc_auth_any(rpc_call *call, rpc_auth *auth)
         return -1;
     }
     int rc = store_sessions_get(call->ctx->store, 1, &h, &ss, NULL);
+    if (rc == STORE_OK && !ss)  /* a token of an older key? */
+        rc = rpc_session_older(call, call->access_token, auth->hash, auth->hash, &ss, NULL);
     if (rc != STORE_OK) {
         rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
         return -1;

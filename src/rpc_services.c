@@ -67,6 +67,11 @@ RPC_HANDLER(verify, VerifyRequest, VerifyReply)
     if (rpc_token_hash(call, req->token, theirs) != 0)
         hashes[1] = NULL;
     int rc = store_sessions_get(call->ctx->store, 2, hashes, ss, &alloc);
+    /* Tokens of an older key (after a rotation) cost more; others nothing. */
+    if (rc == STORE_OK && !ss[0])
+        rc = rpc_session_older(call, call->access_token, mine, mine, &ss[0], &alloc);
+    if (rc == STORE_OK && !ss[1] && hashes[1])
+        rc = rpc_session_older(call, req->token, theirs, theirs, &ss[1], &alloc);
     if (rc != STORE_OK) {
         rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
         return;
@@ -96,6 +101,23 @@ RPC_HANDLER(verify, VerifyRequest, VerifyReply)
     closure(&reply, call);
 }
 
+static int find_store_token(rpc_call *call, const uint8_t hash[CRYPTO_HASH_BYTES], void *arg)
+{
+    return store_store_token_get(call->ctx->store, hash, (store_session **)arg);
+}
+
+typedef struct {
+    uint64_t *app_id;
+    char *guid;
+    size_t guid_len;
+} push_find;
+
+static int find_push(rpc_call *call, const uint8_t hash[CRYPTO_HASH_BYTES], void *arg)
+{
+    push_find *p = arg;
+    return store_push_lookup(call->ctx->store, hash, p->app_id, p->guid, p->guid_len);
+}
+
 RPC_HANDLER(resolve_store_token, ResolveStoreTokenRequest, ResolveStoreTokenReply)
 {
     rpc_call *call = call_data;
@@ -110,6 +132,8 @@ RPC_HANDLER(resolve_store_token, ResolveStoreTokenRequest, ResolveStoreTokenRepl
     }
     int parsed = rpc_token_hash(call, req->store_token, hash) == 0;
     int rc = parsed ? store_store_token_get(call->ctx->store, hash, &ss) : STORE_NOTFOUND;
+    if (rc == STORE_NOTFOUND && parsed)  /* a token of an older key? */
+        rc = rpc_token_find_older(call, req->store_token, hash, hash, find_store_token, &ss);
     if (rc == STORE_NOTFOUND && parsed && rpc_wait_fresh(call))
         return;
     if (rc != STORE_OK || ss->app_id != auth.app_id) {
@@ -161,9 +185,10 @@ RPC_HANDLER(push_targets, PushTargetsRequest, PushTargetsReply)
     }
     for (size_t i = 0; i < n; i++) {
         const store_device *d = devs[i];
-        if (d->push_token_sealed.len == CRYPTO_TOKEN_TEXTLEN - 1 + CRYPTO_SEAL_OVERHEAD &&
-            crypto_unseal(text[i], d->push_token_sealed.data, d->push_token_sealed.len,
-                          store_token_key(call->ctx->store)) == 0) {
+        /* sealed with the key of its login (retired keys: no longer readable) */
+        const uint8_t *key = store_token_key_of(call->ctx->store, d->push_key_id);
+        if (key && d->push_token_sealed.len == CRYPTO_TOKEN_TEXTLEN - 1 + CRYPTO_SEAL_OVERHEAD &&
+            crypto_unseal(text[i], d->push_token_sealed.data, d->push_token_sealed.len, key) == 0) {
             text[i][CRYPTO_TOKEN_TEXTLEN - 1] = '\0';
             push[reply.n_push_tokens++] = text[i];
         }
@@ -206,6 +231,9 @@ RPC_HANDLER(verify_push_token, VerifyPushTokenRequest, VerifyPushTokenReply)
     int parsed = rpc_token_hash(call, req->push_token, hash) == 0;
     int rc = parsed ? store_push_lookup(call->ctx->store, hash, &app_id, guid, sizeof guid)
                     : STORE_NOTFOUND;
+    push_find pf = {&app_id, guid, sizeof guid};
+    if (rc == STORE_NOTFOUND && parsed)  /* a token of an older key? */
+        rc = rpc_token_find_older(call, req->push_token, hash, hash, find_push, &pf);
     if (rc == STORE_NOTFOUND && parsed && rpc_wait_fresh(call))
         return;
     if (rc == STORE_OK && app_id == auth.app_id)

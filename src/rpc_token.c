@@ -47,6 +47,8 @@ typedef struct {
     Tokend__V1__TokenReply reply;
     char token[CRYPTO_TOKEN_TEXTLEN], store_token[CRYPTO_TOKEN_TEXTLEN];
     char push_token[CRYPTO_TOKEN_TEXTLEN], secret[48], public_key[48];
+    char app_public[48];             /* the app's newest key pair, base64 ("" : none) */
+    uint32_t app_key_id;
 } login_task;
 
 /* What names the account: the request's id, or a classified login name. */
@@ -101,7 +103,6 @@ static void run_login(rpc_task *task)
     login_task *lt = (login_task *)task;
     rpc_call *call = task->call;
     tokend_ctx *ctx = call->ctx;
-    const uint8_t *key = store_token_key(ctx->store);
     uint8_t raw[CRYPTO_TOKEN_BYTES];
     uint8_t sealed[CRYPTO_TOKEN_TEXTLEN - 1 + CRYPTO_SEAL_OVERHEAD];
     char fresh[CRYPTO_PWHASH_STRBYTES];
@@ -117,6 +118,12 @@ static void run_login(rpc_task *task)
     /* The commit refuses if the account changed since it was read. */
     login.expect_hash = lt->trusted ? NULL : lt->hash;
     login.new_hash = fresh[0] ? fresh : NULL;
+    /* The newest token-hash key, as it is now (`app rotate-key` may have
+     * added one from another process): new sessions use it at once. */
+    store_keys_refresh(ctx->store);
+    const store_keyring *ring = store_keys(ctx->store);
+    const uint8_t *key = ring->keys[0].key;
+    session.key_id = ring->keys[0].id;
     /* A token an admin obtained for a user is an admin action. */
     if (lt->trusted)
         login.audit = rpc_task_audit(task, &lt->auth, "IssueToken", "user_id=%llu",
@@ -128,8 +135,14 @@ static void run_login(rpc_task *task)
     crypto_token_hash(login.store_token_hash, raw, key);
     crypto_random_base64(lt->secret, sizeof lt->secret, 32);
     lt->public_key[0] = '\0';
-    if (key_bytes)
+    if (lt->encrypt_type == TOKEND__V1__ENCRYPT_TYPE__ENCRYPT_XCHACHA20_POLY1305 &&
+        lt->app_public[0]) {
+        /* the app's key pair: its public half, and which pair it is */
+        memcpy(lt->public_key, lt->app_public, sizeof lt->public_key);
+        session.app_key_id = lt->app_key_id;
+    } else if (key_bytes) {
         crypto_random_base64(lt->public_key, sizeof lt->public_key, key_bytes);
+    }
     lt->push_token[0] = '\0';
     if (lt->device_guid[0]) {
         login.with_device = 1;
@@ -252,6 +265,14 @@ static void login_start(rpc_call *call, login_task *lt, const login_name *name,
     lt->app_id = app->app_id;
     lt->ttl_ms = app->token_ttl_ms > 0 ? app->token_ttl_ms : DEFAULT_TTL_MS;
     lt->encrypt_type = app->encrypt_type;
+    if (app->n_keys) {
+        const Tokend__V1__Store__AppKey *k = app->keys[app->n_keys - 1];
+        if (crypto_base64_encode(lt->app_public, sizeof lt->app_public, k->public_key.data,
+                                 k->public_key.len, CRYPTO_BASE64) == 0)
+            lt->app_key_id = k->key_id;
+        else
+            lt->app_public[0] = '\0';
+    }
     protobuf_c_message_free_unpacked(&app->base, NULL);
 
     rc = store_login_find(ctx->store, lt->app_id, name->by_key ? name->kind : 0, name->key,

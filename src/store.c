@@ -10,6 +10,7 @@
  * tied to threads (event loops and workers share one handle). */
 #include <dirent.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -250,27 +251,204 @@ int with_audit(store *s, MDB_txn *txn, int rc, const store_audit *audit)
     return rc;
 }
 
-int read_token_key(store *s, MDB_txn *txn)
+/* --- the token-hash key ring -------------------------------------------------------
+ * meta "key" is the first key (id 0), as data directories always had it;
+ * meta "keyring" is the ring once rotated: n x (id(4) key(32)), newest first. */
+
+#define RING_ENTRY (4 + CRYPTO_KEY_BYTES)
+
+static int read_ring(store *s, MDB_txn *txn, store_keyring *r)
 {
-    MDB_val key = {3, "key"}, val;
-    int rc = mdb_get(txn, s->db[DB_META], &key, &val);
-    if (rc == MDB_SUCCESS && val.mv_size == CRYPTO_KEY_BYTES) {
-        memcpy(s->token_key, val.mv_data, CRYPTO_KEY_BYTES);
+    MDB_val k = {7, "keyring"}, v;
+    memset(r, 0, sizeof *r);
+    int rc = mdb_get(txn, s->db[DB_META], &k, &v);
+    if (rc == MDB_SUCCESS) {
+        if (v.mv_size == 0 || v.mv_size % RING_ENTRY || v.mv_size / RING_ENTRY > STORE_KEYS_MAX)
+            return map_rc(MDB_CORRUPTED);
+        r->n = v.mv_size / RING_ENTRY;
+        for (size_t i = 0; i < r->n; i++) {
+            const uint8_t *e = (const uint8_t *)v.mv_data + i * RING_ENTRY;
+            r->keys[i].id = (uint32_t)e[0] << 24 | (uint32_t)e[1] << 16 | (uint32_t)e[2] << 8 | e[3];
+            memcpy(r->keys[i].key, e + 4, CRYPTO_KEY_BYTES);
+        }
         return STORE_OK;
     }
-    return rc == MDB_SUCCESS ? STORE_ERR : map_rc(rc);
+    if (rc != MDB_NOTFOUND)
+        return map_rc(rc);
+    k.mv_size = 3, k.mv_data = "key";
+    rc = mdb_get(txn, s->db[DB_META], &k, &v);
+    if (rc != MDB_SUCCESS)
+        return map_rc(rc);
+    if (v.mv_size != CRYPTO_KEY_BYTES)
+        return map_rc(MDB_CORRUPTED);
+    r->n = 1;
+    memcpy(r->keys[0].key, v.mv_data, CRYPTO_KEY_BYTES);
+    return STORE_OK;
+}
+
+static int write_ring(store *s, MDB_txn *txn, const store_keyring *r)
+{
+    uint8_t buf[STORE_KEYS_MAX * RING_ENTRY];
+    size_t n = r->n < STORE_KEYS_MAX ? r->n : STORE_KEYS_MAX;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *e = buf + i * RING_ENTRY;
+        e[0] = (uint8_t)(r->keys[i].id >> 24), e[1] = (uint8_t)(r->keys[i].id >> 16);
+        e[2] = (uint8_t)(r->keys[i].id >> 8), e[3] = (uint8_t)r->keys[i].id;
+        memcpy(e + 4, r->keys[i].key, CRYPTO_KEY_BYTES);
+    }
+    int rc = put_raw(s, txn, DB_META, "keyring", 7, buf, n * RING_ENTRY, 0);
+    crypto_wipe(buf, sizeof buf);
+    return rc;
+}
+
+/* Makes r the ring readers see, unless it is the same. 1 if it changed. */
+static int publish_ring(store *s, const store_keyring *r)
+{
+    const store_keyring *cur = atomic_load(&s->ring);
+    if (cur && cur->n == r->n && memcmp(cur->keys, r->keys, r->n * sizeof r->keys[0]) == 0)
+        return 0;
+    pthread_mutex_lock(&s->ring_lock);
+    store_keyring *copy = NULL;
+    if (s->nrings < sizeof s->rings / sizeof s->rings[0] && (copy = malloc(sizeof *copy))) {
+        *copy = *r;
+        s->rings[s->nrings++] = copy;
+        atomic_store(&s->ring, copy);
+    }
+    pthread_mutex_unlock(&s->ring_lock);
+    return copy ? 1 : 0;
+}
+
+/* The ring as the environment holds it now, published (the cluster's
+ * snapshot loader calls it after replacing meta). */
+int read_token_key(store *s, MDB_txn *txn)
+{
+    store_keyring r;
+    int rc = read_ring(s, txn, &r);
+    if (rc == STORE_OK && !atomic_load(&s->ring) && !publish_ring(s, &r))
+        rc = STORE_ERR;
+    else if (rc == STORE_OK)
+        publish_ring(s, &r);
+    crypto_wipe(&r, sizeof r);
+    return rc;
 }
 
 static int open_key(store *s, MDB_txn *txn)
 {
-    MDB_val key = {3, "key"}, val;
-    int rc = mdb_get(txn, s->db[DB_META], &key, &val);
-    if (rc == MDB_SUCCESS && val.mv_size == CRYPTO_KEY_BYTES)
-        return read_token_key(s, txn);
-    if (rc != MDB_NOTFOUND)
-        return map_rc(rc == MDB_SUCCESS ? MDB_CORRUPTED : rc);
-    crypto_random(s->token_key, CRYPTO_KEY_BYTES);
-    return put_raw(s, txn, DB_META, "key", 3, s->token_key, CRYPTO_KEY_BYTES, 0);
+    store_keyring r;
+    int rc = read_ring(s, txn, &r);
+    if (rc == STORE_NOTFOUND) {
+        r.n = 1;
+        r.keys[0].id = 0;
+        crypto_random(r.keys[0].key, CRYPTO_KEY_BYTES);
+        rc = put_raw(s, txn, DB_META, "key", 3, r.keys[0].key, CRYPTO_KEY_BYTES, 0);
+    }
+    if (rc == STORE_OK && !publish_ring(s, &r))
+        rc = STORE_ERR;
+    crypto_wipe(&r, sizeof r);
+    return rc;
+}
+
+const store_keyring *store_keys(store *s)
+{
+    return atomic_load_explicit(&s->ring, memory_order_acquire);
+}
+
+const uint8_t *store_token_key(const store *s)
+{
+    return atomic_load_explicit(&((store *)s)->ring, memory_order_acquire)->keys[0].key;
+}
+
+uint32_t store_token_key_id(const store *s)
+{
+    return atomic_load_explicit(&((store *)s)->ring, memory_order_acquire)->keys[0].id;
+}
+
+const uint8_t *store_token_key_of(const store *s, uint32_t id)
+{
+    const store_keyring *r = atomic_load_explicit(&((store *)s)->ring, memory_order_acquire);
+    for (size_t i = 0; i < r->n; i++)
+        if (r->keys[i].id == id)
+            return r->keys[i].key;
+    return NULL;
+}
+
+int store_keys_refresh(store *s)
+{
+    MDB_txn *txn;
+    store_keyring r;
+    int rc = txn_begin(s, MDB_RDONLY, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    rc = read_ring(s, txn, &r);
+    txn_abort(s, txn);
+    if (rc == STORE_OK)
+        rc = publish_ring(s, &r);
+    crypto_wipe(&r, sizeof r);
+    return rc;
+}
+
+static uint64_t key_sessions(store *s, MDB_txn *txn, uint32_t id)
+{
+    uint8_t key[9];
+    uint64_t n = 0;
+    put_u64(key, id);
+    key[8] = 'k';
+    return get_u64_value(s, txn, DB_COUNTS, key, 9, &n) == STORE_OK ? n : 0;
+}
+
+/* Drops from r the keys but the newest that no session uses. */
+static int retire_in(store *s, MDB_txn *txn, store_keyring *r)
+{
+    size_t kept = 1;
+    for (size_t i = 1; i < r->n; i++)
+        if (key_sessions(s, txn, r->keys[i].id) > 0)
+            r->keys[kept++] = r->keys[i];
+    int changed = kept != r->n;
+    r->n = kept;
+    return changed;
+}
+
+int keys_retire(store *s, MDB_txn *txn)
+{
+    store_keyring r;
+    int rc = read_ring(s, txn, &r);
+    if (rc == STORE_OK && r.n > 1 && retire_in(s, txn, &r)) {
+        rc = write_ring(s, txn, &r);
+        if (rc == STORE_OK)
+            log_event(LOG_INFO, "key_retired", "store: token-hash keys in use: %zu (newest id %u)",
+                      r.n, r.keys[0].id);
+    }
+    crypto_wipe(&r, sizeof r);
+    return rc;
+}
+
+int store_rotate_token_key(store *s, uint32_t *new_id)
+{
+    MDB_txn *txn;
+    store_keyring r;
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    rc = read_ring(s, txn, &r);
+    if (rc == STORE_OK && r.n == STORE_KEYS_MAX)
+        retire_in(s, txn, &r);
+    if (rc == STORE_OK && r.n == STORE_KEYS_MAX)
+        rc = STORE_FULL;
+    if (rc == STORE_OK) {
+        uint32_t id = 0;
+        for (size_t i = 0; i < r.n; i++)
+            id = r.keys[i].id > id ? r.keys[i].id : id;
+        memmove(&r.keys[1], &r.keys[0], r.n * sizeof r.keys[0]);
+        r.n++;
+        r.keys[0].id = *new_id = id + 1;
+        crypto_random(r.keys[0].key, CRYPTO_KEY_BYTES);
+        rc = write_ring(s, txn, &r);
+    }
+    rc = txn_end(txn, rc);
+    if (rc == STORE_OK)
+        publish_ring(s, &r);
+    crypto_wipe(&r, sizeof r);
+    return rc;
 }
 
 int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t errlen)
@@ -282,6 +460,11 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
 
     if (!s || !dir) {
         snprintf(err, errlen, !s ? "out of memory" : "no data directory given");
+        free(s);
+        return STORE_ERR;
+    }
+    if (pthread_mutex_init(&s->ring_lock, NULL) != 0) {
+        snprintf(err, errlen, "cannot create the store's lock");
         free(s);
         return STORE_ERR;
     }
@@ -320,6 +503,11 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
         snprintf(err, errlen, "cannot initialise data directory %s: cannot count users", dir);
         goto fail;
     }
+    if (apps_ensure_keys(s, txn) != STORE_OK) {
+        snprintf(err, errlen, "cannot initialise data directory %s: cannot make the apps' keys",
+                 dir);
+        goto fail;
+    }
     if (pwcosts_count_all(s, txn) != STORE_OK) {
         snprintf(err, errlen, "cannot initialise data directory %s: cannot count hash costs", dir);
         goto fail;
@@ -351,6 +539,9 @@ fail:
         mdb_txn_abort(txn);
     if (s->env)
         mdb_env_close(s->env);
+    for (size_t i = 0; i < s->nrings; i++)
+        free(s->rings[i]);
+    pthread_mutex_destroy(&s->ring_lock);
     free(s);
     return STORE_ERR;
 }
@@ -363,12 +554,12 @@ void store_close(store *s)
     wset_free(&s->ws);
     mdb_env_close(s->env);
     pthread_rwlock_destroy(&s->resize);
+    for (size_t i = 0; i < s->nrings; i++) {
+        crypto_wipe(s->rings[i], sizeof *s->rings[i]);
+        free(s->rings[i]);
+    }
+    pthread_mutex_destroy(&s->ring_lock);
     free(s);
-}
-
-const uint8_t *store_token_key(const store *s)
-{
-    return s->token_key;
 }
 
 int get_one(store *s, int db, const void *k, size_t klen, const ProtobufCMessageDescriptor *desc,
@@ -496,6 +687,8 @@ int counts_count_all(store *s, MDB_txn *txn)
         store_session *ss = tokend__v1__store__session__unpack(NULL, v.mv_size, v.mv_data);
         if (ss) {
             r = count_add(s, txn, ss->app_id, ss->admin ? 'a' : 's', +1);
+            if (r == STORE_OK)
+                r = count_add(s, txn, ss->key_id, 'k', +1);
             protobuf_c_message_free_unpacked(&ss->base, NULL);
         }
     }
@@ -518,7 +711,7 @@ int store_app_counts(store *s, store_count_fn fn, void *arg)
     if ((rc = map_rc(mdb_cursor_open(txn, s->db[DB_COUNTS], &cur))) == STORE_OK) {
         for (r = mdb_cursor_get(cur, &k, &v, MDB_FIRST); r == MDB_SUCCESS;
              r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            if (k.mv_size != 9 || v.mv_size != 8)
+            if (k.mv_size != 9 || v.mv_size != 8 || ((char *)k.mv_data)[8] == 'k')
                 continue;
             uint64_t id = get_u64(k.mv_data);
             if (have && id != app) {

@@ -68,8 +68,33 @@ typedef struct {
  * holds a sentence for the operator. */
 int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t errlen);
 void store_close(store *s);
-/* The data directory's secret key for token hashes, made at first open. */
+/* The data directory's token-hash keys, newest first: tokens are hashed
+ * (and push tokens sealed) with keys[0]; lookups of older tokens try the
+ * others. A key leaves the ring once no session uses it (at the purge);
+ * `tokend app rotate-key` adds one. The ring is a snapshot: it never
+ * changes under the caller. */
+#define STORE_KEYS_MAX 4
+typedef struct {
+    uint32_t id;
+    uint8_t key[CRYPTO_KEY_BYTES];
+} store_key;
+typedef struct {
+    size_t n;
+    store_key keys[STORE_KEYS_MAX];
+} store_keyring;
+const store_keyring *store_keys(store *s);
+/* The newest key (keys[0]), its id, and the key of an id (NULL: retired). */
 const uint8_t *store_token_key(const store *s);
+uint32_t store_token_key_id(const store *s);
+const uint8_t *store_token_key_of(const store *s, uint32_t id);
+/* Re-reads the ring another process may have rotated: 1 if it changed. */
+int store_keys_refresh(store *s);
+/* A new token-hash key, newest at once; keys no session uses are retired
+ * first. STORE_FULL when STORE_KEYS_MAX keys are all still in use. */
+int store_rotate_token_key(store *s, uint32_t *new_id);
+/* A new key pair for the app (X25519, the private half sealed under the
+ * newest token-hash key); the app keeps its newest 4. Sets *new_id. */
+int store_app_rotate_key(store *s, uint64_t app_id, uint32_t *new_id);
 const char *store_strerror(int code);
 
 int store_app_create(store *s, store_app *app);              /* sets app->app_id */

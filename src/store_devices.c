@@ -78,6 +78,7 @@ int move_device(store *s, MDB_txn *txn, store_login *login)
     dev.push_token_hash.len = CRYPTO_HASH_BYTES;
     dev.push_token_sealed.data = login->push_token_sealed;
     dev.push_token_sealed.len = login->push_token_sealed_len;
+    dev.push_key_id = login->session->key_id;
     /* A device token bound by the same user stays; another user's goes. */
     if (old && old->user_id == ss->user_id) {
         dev.device_token = old->device_token;

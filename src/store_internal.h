@@ -56,7 +56,6 @@ struct store {
     pthread_rwlock_t resize;
     size_t mapsize;
     MDB_dbi db[DB_COUNT];
-    uint8_t token_key[CRYPTO_KEY_BYTES];
     /* Cluster mode (store_cluster.c); NULL: one node. */
     struct cluster *cluster;
     /* The write transaction in progress, while it records its writes for
@@ -67,6 +66,13 @@ struct store {
     uint64_t wseq;             /* the cluster's newest change, read under its lock */
     wset ws;
     void *snap;                /* the feed's snapshot loader */
+    /* The token-hash key ring: a snapshot replaced whole (under ring_lock)
+     * when it changes; replaced ones are kept until store_close, as a
+     * reader may still hold one (rotations are rare). */
+    const store_keyring *_Atomic ring;
+    pthread_mutex_t ring_lock;
+    store_keyring *rings[64];
+    size_t nrings;
 };
 
 #define KEY_MAX 511
@@ -256,6 +262,12 @@ int pwcosts_count_all(store *s, MDB_txn *txn);
 /* Keeps the per-app count of users ('u'), sessions ('s') and admin tokens
  * ('a') that metrics read without scanning: `delta` +1 or -1. */
 int count_add(store *s, MDB_txn *txn, uint64_t app_id, char kind, int delta);
+/* Sessions per token-hash key: count_add(s, txn, key_id, 'k', ...). Retires
+ * the keys (but the newest) no session uses any more. */
+int keys_retire(store *s, MDB_txn *txn);
+/* Gives every app without a key pair its first. */
+int apps_ensure_keys(store *s, MDB_txn *txn);
+int app_key_add(store *s, store_app *app, uint32_t *new_id);
 /* Counts everything once for a data directory from before the counts. */
 int counts_count_all(store *s, MDB_txn *txn);
 

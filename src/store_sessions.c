@@ -24,6 +24,8 @@ static int put_session(store *s, MDB_txn *txn, const uint8_t hash[CRYPTO_HASH_BY
         rc = put_raw(s, txn, DB_EXPIRY, ekey, expiry_key(ekey, ss->expire_ms, hash), "", 0, 0);
     if (rc == STORE_OK)
         rc = count_add(s, txn, ss->app_id, ss->admin ? 'a' : 's', +1);
+    if (rc == STORE_OK)
+        rc = count_add(s, txn, ss->key_id, 'k', +1);
     return rc;
 }
 
@@ -130,6 +132,8 @@ static int revoke_txn(store *s, MDB_txn *txn, const uint8_t hash[CRYPTO_HASH_BYT
         rc = del_raw(s, txn, DB_STORE_TOKENS, ss->store_token_hash.data, CRYPTO_HASH_BYTES);
     if (rc == STORE_OK)
         rc = count_add(s, txn, ss->app_id, ss->admin ? 'a' : 's', -1);
+    if (rc == STORE_OK)
+        rc = count_add(s, txn, ss->key_id, 'k', -1);
     protobuf_c_message_free_unpacked(&ss->base, NULL);
     return rc;
 }
@@ -400,5 +404,8 @@ int store_purge_expired(store *s, int64_t now_ms, size_t max, size_t *purged)
         (*purged)++;
     }
     mdb_cursor_close(cur);
+    /* A token-hash key no session uses any more leaves the ring. */
+    if (rc == STORE_OK)
+        rc = keys_retire(s, txn);
     return txn_end(txn, rc);
 }

@@ -20,12 +20,116 @@ int store_app_create(store *s, store_app *app)
     if (rc != STORE_OK)
         return rc;
     rc = next_id(s, txn, "next_app", 1000, &app->app_id);
+    uint32_t kid;
+    if (rc == STORE_OK && app->n_keys == 0)
+        rc = app_key_add(s, app, &kid);
     if (rc == STORE_OK)
         rc = put_msg(s, txn, DB_APPS, key, app_key(key, app->app_id), &app->base, MDB_NOOVERWRITE);
     /* The first app of a data directory serves requests that name none. */
     if (rc == STORE_OK &&
         get_u64_value(s, txn, DB_META, "default_app", 11, &dflt) == STORE_NOTFOUND)
         rc = put_raw(s, txn, DB_META, "default_app", 11, key, 8, 0);
+    /* The pair made here was the store's to allocate: the caller's app
+     * goes back as it came. */
+    for (size_t i = 0; i < app->n_keys; i++)
+        protobuf_c_message_free_unpacked(&app->keys[i]->base, NULL);
+    free(app->keys);
+    app->keys = NULL;
+    app->n_keys = 0;
+    return txn_end(txn, rc);
+}
+
+/* --- the apps' key pairs ------------------------------------------------------------ */
+
+#define APP_KEYS_MAX 4
+
+/* Adds a new X25519 pair to app (in memory, newest last), dropping the
+ * oldest beyond APP_KEYS_MAX. The new entry's buffers are malloc'd and
+ * owned by the app message from then on. */
+int app_key_add(store *s, store_app *app, uint32_t *new_id)
+{
+    uint8_t pub[CRYPTO_KX_PUBLIC_BYTES], secret[CRYPTO_KX_SECRET_BYTES];
+    Tokend__V1__Store__AppKey *k = calloc(1, sizeof *k);
+    uint8_t *pubcopy = malloc(sizeof pub), *sealed = malloc(sizeof secret + CRYPTO_SEAL_OVERHEAD);
+    Tokend__V1__Store__AppKey **keys = realloc(app->keys, (app->n_keys + 1) * sizeof *keys);
+    if (keys)
+        app->keys = keys;
+    if (!k || !pubcopy || !sealed || !keys || crypto_kx_keypair(pub, secret) != 0) {
+        free(k), free(pubcopy), free(sealed);
+        return STORE_ERR;
+    }
+    tokend__v1__store__app_key__init(k);
+    uint32_t id = 0;
+    for (size_t i = 0; i < app->n_keys; i++)
+        id = app->keys[i]->key_id > id ? app->keys[i]->key_id : id;
+    k->key_id = *new_id = id + 1;
+    memcpy(pubcopy, pub, sizeof pub);
+    k->public_key.data = pubcopy, k->public_key.len = sizeof pub;
+    crypto_seal(sealed, secret, sizeof secret, store_token_key(s));
+    crypto_wipe(secret, sizeof secret);
+    k->private_sealed.data = sealed, k->private_sealed.len = sizeof secret + CRYPTO_SEAL_OVERHEAD;
+    k->sealed_with = store_token_key_id(s);
+    k->created_ms = app->created_ms;
+    app->keys[app->n_keys++] = k;
+    while (app->n_keys > APP_KEYS_MAX) {
+        protobuf_c_message_free_unpacked(&app->keys[0]->base, NULL);
+        memmove(&app->keys[0], &app->keys[1], (app->n_keys - 1) * sizeof app->keys[0]);
+        app->n_keys--;
+    }
+    return STORE_OK;
+}
+
+int apps_ensure_keys(store *s, MDB_txn *txn)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    uint64_t ids[64];
+    size_t n = 0;
+    int rc = mdb_cursor_open(txn, s->db[DB_APPS], &cur), r = STORE_OK;
+    if (rc != MDB_SUCCESS)
+        return map_rc(rc);
+    /* The apps without a pair (from before pairs), a few at a time. */
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && n < 64;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        store_app *app = tokend__v1__store__app__unpack(NULL, v.mv_size, v.mv_data);
+        if (app && app->n_keys == 0)
+            ids[n++] = app->app_id;
+        if (app)
+            protobuf_c_message_free_unpacked(&app->base, NULL);
+    }
+    mdb_cursor_close(cur);
+    for (size_t i = 0; i < n && r == STORE_OK; i++) {
+        store_app *app = NULL;
+        uint8_t key[8];
+        uint32_t id;
+        r = get_msg(s, txn, DB_APPS, key, app_key(key, ids[i]), &tokend__v1__store__app__descriptor,
+                    (void **)&app);
+        if (r == STORE_OK)
+            r = app_key_add(s, app, &id);
+        if (r == STORE_OK)
+            r = put_msg(s, txn, DB_APPS, key, 8, &app->base, 0);
+        if (app)
+            protobuf_c_message_free_unpacked(&app->base, NULL);
+    }
+    return r;
+}
+
+int store_app_rotate_key(store *s, uint64_t app_id, uint32_t *new_id)
+{
+    MDB_txn *txn;
+    store_app *app = NULL;
+    uint8_t key[8];
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    rc = get_msg(s, txn, DB_APPS, key, app_key(key, app_id), &tokend__v1__store__app__descriptor,
+                 (void **)&app);
+    if (rc == STORE_OK)
+        rc = app_key_add(s, app, new_id);
+    if (rc == STORE_OK)
+        rc = put_msg(s, txn, DB_APPS, key, 8, &app->base, 0);
+    if (app)
+        protobuf_c_message_free_unpacked(&app->base, NULL);
     return txn_end(txn, rc);
 }
 

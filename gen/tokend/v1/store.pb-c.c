@@ -52,6 +52,51 @@ void   tokend__v1__store__app__free_unpacked
   assert(message->base.descriptor == &tokend__v1__store__app__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   tokend__v1__store__app_key__init
+                     (Tokend__V1__Store__AppKey         *message)
+{
+  static const Tokend__V1__Store__AppKey init_value = TOKEND__V1__STORE__APP_KEY__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__store__app_key__get_packed_size
+                     (const Tokend__V1__Store__AppKey *message)
+{
+  assert(message->base.descriptor == &tokend__v1__store__app_key__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__store__app_key__pack
+                     (const Tokend__V1__Store__AppKey *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__store__app_key__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__store__app_key__pack_to_buffer
+                     (const Tokend__V1__Store__AppKey *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__store__app_key__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__Store__AppKey *
+       tokend__v1__store__app_key__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__Store__AppKey *)
+     protobuf_c_message_unpack (&tokend__v1__store__app_key__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__store__app_key__free_unpacked
+                     (Tokend__V1__Store__AppKey *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__store__app_key__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   tokend__v1__store__user__init
                      (Tokend__V1__Store__User         *message)
 {
@@ -232,7 +277,7 @@ void   tokend__v1__store__audit_entry__free_unpacked
   assert(message->base.descriptor == &tokend__v1__store__audit_entry__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor tokend__v1__store__app__field_descriptors[6] =
+static const ProtobufCFieldDescriptor tokend__v1__store__app__field_descriptors[7] =
 {
   {
     "app_id",
@@ -306,11 +351,24 @@ static const ProtobufCFieldDescriptor tokend__v1__store__app__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "keys",
+    7,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Tokend__V1__Store__App, n_keys),
+    offsetof(Tokend__V1__Store__App, keys),
+    &tokend__v1__store__app_key__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tokend__v1__store__app__field_indices_by_name[] = {
   0,   /* field[0] = app_id */
   5,   /* field[5] = created_ms */
   3,   /* field[3] = encrypt_type */
+  6,   /* field[6] = keys */
   1,   /* field[1] = name */
   4,   /* field[4] = open_registration */
   2,   /* field[2] = token_ttl_ms */
@@ -318,7 +376,7 @@ static const unsigned tokend__v1__store__app__field_indices_by_name[] = {
 static const ProtobufCIntRange tokend__v1__store__app__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor tokend__v1__store__app__descriptor =
 {
@@ -328,11 +386,101 @@ const ProtobufCMessageDescriptor tokend__v1__store__app__descriptor =
   "Tokend__V1__Store__App",
   "tokend.v1.store",
   sizeof(Tokend__V1__Store__App),
-  6,
+  7,
   tokend__v1__store__app__field_descriptors,
   tokend__v1__store__app__field_indices_by_name,
   1,  tokend__v1__store__app__number_ranges,
   (ProtobufCMessageInit) tokend__v1__store__app__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__store__app_key__field_descriptors[5] =
+{
+  {
+    "key_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__AppKey, key_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "public_key",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__AppKey, public_key),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "private_sealed",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__AppKey, private_sealed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "sealed_with",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__AppKey, sealed_with),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "created_ms",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__AppKey, created_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__store__app_key__field_indices_by_name[] = {
+  4,   /* field[4] = created_ms */
+  0,   /* field[0] = key_id */
+  2,   /* field[2] = private_sealed */
+  1,   /* field[1] = public_key */
+  3,   /* field[3] = sealed_with */
+};
+static const ProtobufCIntRange tokend__v1__store__app_key__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor tokend__v1__store__app_key__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.store.AppKey",
+  "AppKey",
+  "Tokend__V1__Store__AppKey",
+  "tokend.v1.store",
+  sizeof(Tokend__V1__Store__AppKey),
+  5,
+  tokend__v1__store__app_key__field_descriptors,
+  tokend__v1__store__app_key__field_indices_by_name,
+  1,  tokend__v1__store__app_key__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__store__app_key__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor tokend__v1__store__user__field_descriptors[8] =
@@ -464,7 +612,7 @@ const ProtobufCMessageDescriptor tokend__v1__store__user__descriptor =
   (ProtobufCMessageInit) tokend__v1__store__user__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor tokend__v1__store__session__field_descriptors[12] =
+static const ProtobufCFieldDescriptor tokend__v1__store__session__field_descriptors[14] =
 {
   {
     "user_id",
@@ -610,16 +758,42 @@ static const ProtobufCFieldDescriptor tokend__v1__store__session__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "key_id",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__Session, key_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "app_key_id",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__Session, app_key_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tokend__v1__store__session__field_indices_by_name[] = {
   5,   /* field[5] = access_key_secret */
   8,   /* field[8] = admin */
   1,   /* field[1] = app_id */
+  13,   /* field[13] = app_key_id */
   9,   /* field[9] = created_ms */
   2,   /* field[2] = device_guid */
   10,   /* field[10] = device_sn */
   6,   /* field[6] = encrypt_type */
   3,   /* field[3] = expire_ms */
+  12,   /* field[12] = key_id */
   11,   /* field[11] = label */
   7,   /* field[7] = public_key */
   4,   /* field[4] = store_token_hash */
@@ -628,7 +802,7 @@ static const unsigned tokend__v1__store__session__field_indices_by_name[] = {
 static const ProtobufCIntRange tokend__v1__store__session__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 14 }
 };
 const ProtobufCMessageDescriptor tokend__v1__store__session__descriptor =
 {
@@ -638,14 +812,14 @@ const ProtobufCMessageDescriptor tokend__v1__store__session__descriptor =
   "Tokend__V1__Store__Session",
   "tokend.v1.store",
   sizeof(Tokend__V1__Store__Session),
-  12,
+  14,
   tokend__v1__store__session__field_descriptors,
   tokend__v1__store__session__field_indices_by_name,
   1,  tokend__v1__store__session__number_ranges,
   (ProtobufCMessageInit) tokend__v1__store__session__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor tokend__v1__store__device__field_descriptors[10] =
+static const ProtobufCFieldDescriptor tokend__v1__store__device__field_descriptors[11] =
 {
   {
     "user_id",
@@ -767,6 +941,18 @@ static const ProtobufCFieldDescriptor tokend__v1__store__device__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "push_key_id",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__Device, push_key_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tokend__v1__store__device__field_indices_by_name[] = {
   9,   /* field[9] = device_guid */
@@ -774,6 +960,7 @@ static const unsigned tokend__v1__store__device__field_indices_by_name[] = {
   7,   /* field[7] = device_token */
   8,   /* field[8] = notifier_name */
   3,   /* field[3] = platform */
+  10,   /* field[10] = push_key_id */
   1,   /* field[1] = push_token_hash */
   6,   /* field[6] = push_token_sealed */
   5,   /* field[5] = updated_ms */
@@ -783,7 +970,7 @@ static const unsigned tokend__v1__store__device__field_indices_by_name[] = {
 static const ProtobufCIntRange tokend__v1__store__device__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor tokend__v1__store__device__descriptor =
 {
@@ -793,7 +980,7 @@ const ProtobufCMessageDescriptor tokend__v1__store__device__descriptor =
   "Tokend__V1__Store__Device",
   "tokend.v1.store",
   sizeof(Tokend__V1__Store__Device),
-  10,
+  11,
   tokend__v1__store__device__field_descriptors,
   tokend__v1__store__device__field_indices_by_name,
   1,  tokend__v1__store__device__number_ranges,

@@ -16,6 +16,7 @@ PROTOBUF_C__BEGIN_DECLS
 
 
 typedef struct Tokend__V1__Store__App Tokend__V1__Store__App;
+typedef struct Tokend__V1__Store__AppKey Tokend__V1__Store__AppKey;
 typedef struct Tokend__V1__Store__User Tokend__V1__Store__User;
 typedef struct Tokend__V1__Store__Session Tokend__V1__Store__Session;
 typedef struct Tokend__V1__Store__Device Tokend__V1__Store__Device;
@@ -36,10 +37,34 @@ struct  Tokend__V1__Store__App
   int32_t encrypt_type;
   protobuf_c_boolean open_registration;
   int64_t created_ms;
+  /*
+   * The app's X25519 key pairs, oldest first (at most 4): logins of
+   * encrypt_type 4 hand out the newest public half; `tokend app rotate-key`
+   * adds one.
+   */
+  size_t n_keys;
+  Tokend__V1__Store__AppKey **keys;
 };
 #define TOKEND__V1__STORE__APP__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__store__app__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
+    , 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0,NULL }
+
+
+struct  Tokend__V1__Store__AppKey
+{
+  ProtobufCMessage base;
+  uint32_t key_id;
+  ProtobufCBinaryData public_key;
+  /*
+   * sealed under the data directory's key sealed_with
+   */
+  ProtobufCBinaryData private_sealed;
+  uint32_t sealed_with;
+  int64_t created_ms;
+};
+#define TOKEND__V1__STORE__APP_KEY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__store__app_key__descriptor) \
+    , 0, {0,NULL}, {0,NULL}, 0, 0 }
 
 
 struct  Tokend__V1__Store__User
@@ -86,10 +111,18 @@ struct  Tokend__V1__Store__Session
    * admin tokens: what the operator called it
    */
   char *label;
+  /*
+   * the token-hash key its tokens are hashed with (0: the first)
+   */
+  uint32_t key_id;
+  /*
+   * encrypt_type 4: the app key pair public_key is from
+   */
+  uint32_t app_key_id;
 };
 #define TOKEND__V1__STORE__SESSION__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__store__session__descriptor) \
-    , 0, 0, (char *)protobuf_c_empty_string, 0, {0,NULL}, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string }
+    , 0, 0, (char *)protobuf_c_empty_string, 0, {0,NULL}, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 struct  Tokend__V1__Store__Device
@@ -112,10 +145,14 @@ struct  Tokend__V1__Store__Device
   char *device_token;
   char *notifier_name;
   char *device_guid;
+  /*
+   * the token-hash key of the push token's hash and seal
+   */
+  uint32_t push_key_id;
 };
 #define TOKEND__V1__STORE__DEVICE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__store__device__descriptor) \
-    , 0, {0,NULL}, 0, 0, (char *)protobuf_c_empty_string, 0, {0,NULL}, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , 0, {0,NULL}, 0, 0, (char *)protobuf_c_empty_string, 0, {0,NULL}, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Tokend__V1__Store__AuditEntry
@@ -159,6 +196,25 @@ Tokend__V1__Store__App *
                       const uint8_t       *data);
 void   tokend__v1__store__app__free_unpacked
                      (Tokend__V1__Store__App *message,
+                      ProtobufCAllocator *allocator);
+/* Tokend__V1__Store__AppKey methods */
+void   tokend__v1__store__app_key__init
+                     (Tokend__V1__Store__AppKey         *message);
+size_t tokend__v1__store__app_key__get_packed_size
+                     (const Tokend__V1__Store__AppKey   *message);
+size_t tokend__v1__store__app_key__pack
+                     (const Tokend__V1__Store__AppKey   *message,
+                      uint8_t             *out);
+size_t tokend__v1__store__app_key__pack_to_buffer
+                     (const Tokend__V1__Store__AppKey   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__Store__AppKey *
+       tokend__v1__store__app_key__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__store__app_key__free_unpacked
+                     (Tokend__V1__Store__AppKey *message,
                       ProtobufCAllocator *allocator);
 /* Tokend__V1__Store__User methods */
 void   tokend__v1__store__user__init
@@ -241,6 +297,9 @@ void   tokend__v1__store__audit_entry__free_unpacked
 typedef void (*Tokend__V1__Store__App_Closure)
                  (const Tokend__V1__Store__App *message,
                   void *closure_data);
+typedef void (*Tokend__V1__Store__AppKey_Closure)
+                 (const Tokend__V1__Store__AppKey *message,
+                  void *closure_data);
 typedef void (*Tokend__V1__Store__User_Closure)
                  (const Tokend__V1__Store__User *message,
                   void *closure_data);
@@ -260,6 +319,7 @@ typedef void (*Tokend__V1__Store__AuditEntry_Closure)
 /* --- descriptors --- */
 
 extern const ProtobufCMessageDescriptor tokend__v1__store__app__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__store__app_key__descriptor;
 extern const ProtobufCMessageDescriptor tokend__v1__store__user__descriptor;
 extern const ProtobufCMessageDescriptor tokend__v1__store__session__descriptor;
 extern const ProtobufCMessageDescriptor tokend__v1__store__device__descriptor;
