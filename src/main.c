@@ -62,6 +62,13 @@ static int cmd_serve(const option_values *ov)
     if (options_to_config(ov, &cfg, print_error, NULL) != 0)
         return 2;
     cfg.options = ov;
+    /* The log first: a log that cannot be opened refuses the start before
+     * anything else is made. */
+    if (log_start(cfg.log_text ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON, cfg.access_log, err,
+                  sizeof err) != 0) {
+        fprintf(stderr, "tokend: %s\n", err);
+        return 1;
+    }
     ctx.store = open_store_cluster(cfg.data_dir, cfg.mapsize, cfg.cluster_url, STORE_CLUSTER_FEED);
     if (router_create(&router, rpc_services(), tokend_protoset, tokend_protoset_len, err,
                       sizeof err) != 0) {
@@ -78,11 +85,6 @@ static int cmd_serve(const option_values *ov)
     }
     if (cfg.cluster_url)  /* every node counts guesses in the same buckets */
         throttle_share(ctx.throttle, ctx.store, ctx.pool);
-    if (log_start(cfg.log_text ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON, cfg.access_log, err,
-                  sizeof err) != 0) {
-        fprintf(stderr, "tokend: %s\n", err);
-        return 1;
-    }
     int rc = server_run(&ctx, router);
     log_stop();
     pool_destroy(ctx.pool);

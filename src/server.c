@@ -326,8 +326,15 @@ int server_run(tokend_ctx *ctx, const router *router)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* Every address is resolved before anything is made, so a refused
+     * start has nothing to take apart. */
+    struct addrinfo *maddr = NULL;
     if (resolve(cfg->listen, &s.addr, "listen") != 0)
         return 1;
+    if (cfg->metrics_listen && resolve(cfg->metrics_listen, &maddr, "metrics-listen") != 0) {
+        freeaddrinfo(s.addr);
+        return 1;
+    }
     if (cfg->tls_cert && setup_tls(&s, cfg) != 0)
         return 1;
     h2o_config_init(&s.h2o);
@@ -375,7 +382,6 @@ int server_run(tokend_ctx *ctx, const router *router)
     http_register(h2o_config_register_path(host, "/", 0), ctx, router,
                   cfg->metrics_listen ? NULL : &s.registry);
     if (cfg->metrics_listen) {
-        struct addrinfo *maddr;
         h2o_config_init(&s.metrics_conf);
         s.metrics_conf.server_name = s.h2o.server_name;
         s.metrics_conf.http1.req_timeout = s.h2o.http1.req_timeout;
@@ -383,8 +389,6 @@ int server_run(tokend_ctx *ctx, const router *router)
         h2o_hostconf_t *mhost = h2o_config_register_host(
             &s.metrics_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
         http_register_metrics(h2o_config_register_path(mhost, "/", 0), ctx, router, &s.registry);
-        if (resolve(cfg->metrics_listen, &maddr, "metrics-listen") != 0)
-            return 1;
         s.threads[0].metrics_fd = open_listener(maddr);
         freeaddrinfo(maddr);
         if (s.threads[0].metrics_fd < 0) {
