@@ -131,6 +131,33 @@ def main():
         fail("echo after cancellations")
     print("ok  20 deadline-cancelled large calls, channel still fine")
 
+    # 6b. the same on fresh channels, after some small calls, with deadlines of
+    #     1 to 5 ms: the calls cancelled while the client is busy reading a
+    #     large reply are the ones gRPC core may reset before their HEADERS
+    #     went out (an RST_STREAM for an idle stream: h2o answers GOAWAY), so
+    #     a server that writes a large reply in one go breaks the channel here
+    for rnd in range(6):
+        c2 = grpc.secure_channel(target, creds, options=opts + [("grpc.ssl_target_name_override", "localhost")]) \
+            if mode == "TLS" else grpc.insecure_channel(target, options=opts)
+        echo2 = c2.unary_unary("/echo.Echo/Echo", request_serializer=ident, response_deserializer=ident)
+        big2 = c2.unary_unary("/echo.Echo/Big", request_serializer=ident, response_deserializer=ident)
+        for i in range(20):
+            if echo2(b"w%d" % i, timeout=5) != b"w%d" % i:
+                fail("cancel storm %d: echo %d" % (rnd, i))
+        for i in range(20):
+            try:
+                big2(b"3000000", timeout=0.001 * (1 + (rnd + i) % 5))
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    fail("cancel storm %d, call %d: %s %r" % (rnd, i, e.code(), e.details()))
+        try:
+            if echo2(b"after", timeout=5) != b"after":
+                fail("cancel storm %d: echo after" % rnd)
+        except grpc.RpcError as e:
+            fail("cancel storm %d: echo after the cancels: %s %r" % (rnd, e.code(), e.details()))
+        c2.close()
+    print("ok  6 fresh channels x (20 calls, 20 large calls cancelled after 1-5 ms), channels still fine")
+
     # 7. informational: plain h2o with an empty body sends HEADERS(grpc-status)
     #    + empty DATA(END_STREAM) - how does grpcio read that?
     inline = ch.unary_unary("/inline-grpc-error", request_serializer=ident, response_deserializer=ident)

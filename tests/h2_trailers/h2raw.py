@@ -189,6 +189,58 @@ def big_payload(n):
     return bytes((i * 7) % 251 for i in range(n))
 
 
+def large_reply_keeps_connection_responsive():
+    """A client that allows 16 MiB frames and a 2 GiB window asks for 8 MB,
+    pings mid-body, then resets the stream: the body must come in h2o-sized
+    DATA frames (not one 8 MB frame written in one go, which holds every other
+    frame - PING ACK, SETTINGS ACK, other replies - behind it), the PING must
+    be answered before the body ends, and the connection goes on after the
+    reset. 8 MB is more than the kernel can buffer (tcp_wmem max 4 MiB), so
+    the body cannot be all written before the server reads the PING."""
+    c = Conn({4: 0x7FFFFFFF, 5: 0xFFFFFF}, rcvbuf=16384)
+    c.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7FFFFFFF - 65535)))
+    c.request(1, b"/echo.Echo/Big", grpc_msg(b"8000000"))
+    got, biggest, pinged, ping_acked = 0, 0, False, False
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        f = c.read_frame(timeout=2)
+        if f is None:
+            break
+        if f[0] == GOAWAY:
+            fail("large reply: GOAWAY %r" % (f[3],))
+        if f[0] == PING and f[1] & ACK and f[3] == b"midbody!":
+            ping_acked = True
+            if got >= 8000005:
+                fail("large reply: PING answered only after the whole 8 MB body")
+            c.send(frame(RST_STREAM, 0, 1, struct.pack(">I", 8)))
+            c.request(3, b"/echo.Echo/Echo", grpc_msg(b"after reset"))
+            check_response(c.stream_frames(3), grpc_msg(b"after reset"), [(b"grpc-status", b"0")],
+                           "echo after a reset large reply")
+            break
+        if f[2] == 1 and f[0] == DATA:
+            got += len(f[3])
+            biggest = max(biggest, len(f[3]))
+            if not pinged:
+                c.send(frame(PING, 0, 0, b"midbody!"))
+                pinged = True
+        if f[2] == 1 and f[1] & END_STREAM:
+            fail("large reply: body ended (%d bytes, biggest DATA frame %d) before the PING was answered"
+                 % (got, biggest))
+    if not ping_acked:
+        fail("large reply: no PING ACK (%d bytes read)" % got)
+    if biggest > 81920:
+        fail("large reply: a %d-byte DATA frame; h2o writes at most 80 KiB at a time" % biggest)
+    # what was written before the reset still arrives (up to the kernel's
+    # buffers), then the connection is idle and fine
+    for f in iter(lambda: c.read_frame(timeout=0.5), None):
+        if f[0] == GOAWAY:
+            fail("large reply: GOAWAY after reset %r" % (f[3],))
+    c.request(5, b"/echo.Echo/Echo", grpc_msg(b"later"))
+    check_response(c.stream_frames(5), grpc_msg(b"later"), [(b"grpc-status", b"0")], "echo after the drain")
+    c.close()
+    return got, biggest
+
+
 def alive():
     c = Conn()
     c.request(1, b"/echo.Echo/Echo", grpc_msg(b"alive?"))
@@ -300,6 +352,12 @@ def main():
     time.sleep(0.2)
     alive()
     print("ok  200 connections dropped with responses in flight, server alive")
+
+    # h. a large reply to a client with 16 MiB frames and huge windows, PING and reset mid-body
+    got, biggest = large_reply_keeps_connection_responsive()
+    print("ok  8 MB reply, 16 MiB frames allowed: DATA frames <= %d bytes, PING answered after %d bytes, "
+          "reset mid-body, connection fine" % (biggest, got))
+    alive()
     print("PASS h2raw.py")
 
 
