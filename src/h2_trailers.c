@@ -18,6 +18,16 @@
  *      END_STREAM and queue it on the connection's streams-to-proceed list,
  *      exactly where h2o puts a stream whose final DATA frame was queued;
  *      after the next write completes h2o closes and frees it.
+ * Whole (a small body: at most WHOLE_MAX bytes and no more than h2o's own
+ * DATA path would put in one frame of the next write; every unary reply
+ * tokend sends): HEADERS (h2o's encoder), DATA and the trailing HEADERS are
+ * appended to the write buffer together and the windows consumed as h2o's
+ * DATA path would, so the reply is one socket write. A larger body takes
+ * the path above: written whole, a 3 MB body (gRPC core allows 4 MiB frames
+ * and grows its windows) was one 3 MB write that held every other frame of
+ * the connection behind it, and gRPC core, stalled reading it, reset calls
+ * whose HEADERS it had not sent yet - an RST_STREAM on an idle stream, which
+ * h2o answers with GOAWAY(PROTOCOL_ERROR): the channel broke.
  * Trailers-Only (body.len == 0): the trailers are appended to the response
  * headers, the HEADERS frame is encoded with h2o's own HPACK encoder into the
  * write buffer, its END_STREAM flag is set, and the stream is finished as
@@ -32,8 +42,11 @@
  *   - h2o_http2_stream_t embeds the h2o_req_t (member `req`), its `state`,
  *     `stream_id`, `_ostr_final`, `_refs.link`, `_refs.scheduler`,
  *     `send_state`, `_data`;
- *   - h2o_http2_conn_t's `state`, `peer_settings.max_frame_size`,
- *     `_write.buf`, `_write.streams_to_proceed`, `_output_header_table`;
+ *   - h2o_http2_conn_t's `state`, `sock`, `peer_settings.max_frame_size`,
+ *     `_write.buf`, `_write.streams_to_proceed`, `_write.window`,
+ *     `_output_header_table`; the stream's `output_window` and the inline
+ *     h2o_http2_window_get_window() / h2o_http2_window_consume_window() /
+ *     h2o_http2_conn_get_buffer_window();
  *   - h2o_http2_stream_set_state() (inline), h2o_http2_conn_get_stream()
  *     (inline, through the khash stand-in), h2o_http2_conn_request_write(),
  *     h2o_hpack_flatten_response(), and the scheduler ref's `_self_is_active`;
@@ -60,6 +73,7 @@
 #endif
 
 #define MAX_TRAILER_FIELD_LEN (64 * 1024) /* per name or value; gRPC trailers are tiny */
+#define WHOLE_MAX 16384                    /* largest body sent with its headers and trailers in one write */
 
 struct trailers_generator {
     h2o_generator_t super;
@@ -222,6 +236,56 @@ static void on_stop(h2o_generator_t *self, h2o_req_t *req)
      * memory is in req->pool, nothing to do */
 }
 
+/* Appends the response HEADERS frame(s) of req, with h2o's own encoder. */
+static void append_response_headers(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
+                                    int end_stream)
+{
+    h2o_timestamp_t ts;
+    h2o_get_timestamp(conn->super.ctx, &req->pool, &ts);
+    size_t at = conn->_write.buf->size;
+    h2o_hpack_flatten_response(&conn->_write.buf, &conn->_output_header_table, stream->stream_id,
+                               conn->peer_settings.max_frame_size, &req->res, &ts, &conn->super.ctx->globalconf->server_name,
+                               SIZE_MAX);
+    uint8_t *frame = (uint8_t *)conn->_write.buf->bytes + at;
+    if (conn->_write.buf->size < at + H2O_HTTP2_FRAME_HEADER_SIZE || frame[3] != H2O_HTTP2_FRAME_TYPE_HEADERS)
+        h2o_fatal("h2_trailers: unexpected output of h2o_hpack_flatten_response");
+    if (end_stream)
+        frame[4] |= H2O_HTTP2_FRAME_FLAG_END_STREAM;
+}
+
+/* A small body goes out with its headers and trailers in one write:
+ * HEADERS, DATA, HEADERS+END_STREAM, the windows consumed as h2o's DATA path
+ * would. "Small": at most WHOLE_MAX, and no more than h2o itself would send
+ * as one DATA frame of the next write (its calc_max_payload_size: the peer's
+ * max frame size, the stream window, and the connection's buffer window -
+ * room left in the write buffer, trimmed to the TCP congestion window when
+ * latency optimisation is on, and the connection window). So the write is
+ * never larger than one h2o makes, and frames of other streams, PING and
+ * SETTINGS ACKs wait behind at most 16 KiB of it. */
+static int respond_whole(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
+                         struct trailers_generator *gen, h2o_iovec_t body)
+{
+    if (body.len > WHOLE_MAX || body.len > conn->peer_settings.max_frame_size || conn->sock == NULL ||
+        h2o_http2_window_get_window(&stream->output_window) < (ssize_t)body.len ||
+        h2o_http2_conn_get_buffer_window(conn) < (ssize_t)body.len)
+        return -1;
+    h2o_start_response(req, &gen->super); /* lets header filters run */
+    append_response_headers(conn, stream, req, 0);
+    h2o_iovec_t dst = h2o_buffer_reserve(&conn->_write.buf, H2O_HTTP2_FRAME_HEADER_SIZE + body.len);
+    if (dst.base == NULL)
+        h2o_fatal("no memory");
+    uint8_t *p = put_frame_header((uint8_t *)dst.base, body.len, H2O_HTTP2_FRAME_TYPE_DATA, 0, stream->stream_id);
+    memcpy(p, body.base, body.len);
+    conn->_write.buf->size += H2O_HTTP2_FRAME_HEADER_SIZE + body.len;
+    h2o_http2_window_consume_window(&stream->output_window, body.len);
+    h2o_http2_window_consume_window(&conn->_write.window, body.len);
+    stream->req.bytes_sent += body.len;
+    append_trailer_frames(conn, stream->stream_id, gen->block);
+    h2o_http2_stream_set_state(conn, stream, H2O_HTTP2_STREAM_STATE_SEND_BODY);
+    finish_stream(conn, stream);
+    return 0;
+}
+
 static void respond_trailers_only(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
                                   struct trailers_generator *gen, const h2o_header_t *trailers, size_t num_trailers)
 {
@@ -232,17 +296,7 @@ static void respond_trailers_only(h2o_http2_conn_t *conn, h2o_http2_stream_t *st
         h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 1, NULL, value.base, value.len);
     }
     h2o_start_response(req, &gen->super); /* lets header filters run */
-
-    h2o_timestamp_t ts;
-    h2o_get_timestamp(conn->super.ctx, &req->pool, &ts);
-    size_t at = conn->_write.buf->size;
-    h2o_hpack_flatten_response(&conn->_write.buf, &conn->_output_header_table, stream->stream_id,
-                               conn->peer_settings.max_frame_size, &req->res, &ts, &conn->super.ctx->globalconf->server_name,
-                               SIZE_MAX);
-    uint8_t *frame = (uint8_t *)conn->_write.buf->bytes + at;
-    if (conn->_write.buf->size < at + H2O_HTTP2_FRAME_HEADER_SIZE || frame[3] != H2O_HTTP2_FRAME_TYPE_HEADERS)
-        h2o_fatal("h2_trailers: unexpected output of h2o_hpack_flatten_response");
-    frame[4] |= H2O_HTTP2_FRAME_FLAG_END_STREAM;
+    append_response_headers(conn, stream, req, 1);
 
     /* SEND_HEADERS -> SEND_BODY -> END_STREAM, as h2o's own send path does */
     h2o_http2_stream_set_state(conn, stream, H2O_HTTP2_STREAM_STATE_SEND_BODY);
@@ -275,6 +329,8 @@ int h2_trailers_respond(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *tr
         return 0;
     }
 
+    if (respond_whole(conn, stream, req, gen, body) == 0)
+        return 0;
     h2o_iovec_t buf = h2o_strdup(&req->pool, body.base, body.len);
     h2o_start_response(req, &gen->super);
     /* Straight to the stream's final ostream (what h2o_send does when no

@@ -189,6 +189,48 @@ def big_payload(n):
     return bytes((i * 7) % 251 for i in range(n))
 
 
+def data_segs_in(sock):
+    """data-carrying TCP segments received on sock (Linux tcp_info
+    tcpi_data_segs_in, offset 152), or None if the kernel does not say"""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+    return struct.unpack_from("=I", info, 152)[0] if len(info) >= 156 else None
+
+
+def drain(c, quiet=0.05):
+    """reads and drops whatever the server still sends"""
+    while c.read_frame(timeout=quiet) is not None:
+        pass
+
+
+def one_write_replies(n):
+    """each small reply (HEADERS, DATA, HEADERS+END_STREAM) must reach the
+    client in one data segment: the server wrote it in one go. Loopback's MTU
+    is 64 KiB, so the segment count is the write count."""
+    c = Conn()
+    c.request(1, b"/echo.Echo/Echo", grpc_msg(b"warm-up"))
+    c.stream_frames(1)
+    drain(c)
+    seg_counts = []
+    for i in range(n):
+        sid = 3 + 2 * i
+        before = data_segs_in(c.s)
+        if before is None:
+            print("skip one-write check: no tcpi_data_segs_in")
+            return
+        c.request(sid, b"/echo.Echo/Echo" if i % 2 == 0 else b"/echo.Echo/FailAfterMsg", grpc_msg(b"m%d" % i))
+        fr = c.stream_frames(sid)
+        want = [(b"grpc-status", b"0")] if i % 2 == 0 else \
+            [(b"grpc-status", b"9"), (b"grpc-message", b"failed after a message")]
+        check_response(fr, grpc_msg(b"m%d" % i), want, "one-write %d" % i)
+        if [f[0] for f in fr] != [HEADERS, DATA, HEADERS]:
+            fail("one-write %d: frames %s" % (i, [NAMES[f[0]] for f in fr]))
+        drain(c)
+        seg_counts.append(data_segs_in(c.s) - before)
+    c.close()
+    if any(k != 1 for k in seg_counts):
+        fail("small replies should arrive in one data segment each (one write), got %s" % seg_counts)
+
+
 def large_reply_keeps_connection_responsive():
     """A client that allows 16 MiB frames and a 2 GiB window asks for 8 MB,
     pings mid-body, then resets the stream: the body must come in h2o-sized
@@ -353,7 +395,11 @@ def main():
     alive()
     print("ok  200 connections dropped with responses in flight, server alive")
 
-    # h. a large reply to a client with 16 MiB frames and huge windows, PING and reset mid-body
+    # h. a small reply is one write: HEADERS, DATA, HEADERS(END_STREAM) in one segment
+    one_write_replies(20)
+    print("ok  20 small replies, each HEADERS+DATA+HEADERS(END_STREAM) in one TCP segment (one write)")
+
+    # i. a large reply to a client with 16 MiB frames and huge windows, PING and reset mid-body
     got, biggest = large_reply_keeps_connection_responsive()
     print("ok  8 MB reply, 16 MiB frames allowed: DATA frames <= %d bytes, PING answered after %d bytes, "
           "reset mid-body, connection fine" % (biggest, got))
