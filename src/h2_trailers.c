@@ -47,6 +47,9 @@
  *     `_output_header_table`; the stream's `output_window` and the inline
  *     h2o_http2_window_get_window() / h2o_http2_window_consume_window() /
  *     h2o_http2_conn_get_buffer_window();
+ *   - the connection's frame reader `_read_expect`, `_headers_unparsed` and
+ *     `pull_stream_ids.max_open` (to drop gRPC core's RST_STREAM on idle
+ *     streams, see tolerate_idle_rst());
  *   - h2o_http2_stream_set_state() (inline), h2o_http2_conn_get_stream()
  *     (inline, through the khash stand-in), h2o_http2_conn_request_write(),
  *     h2o_hpack_flatten_response(), and the scheduler ref's `_self_is_active`;
@@ -212,6 +215,52 @@ static void finish_stream(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream)
     h2o_http2_conn_request_write(conn);
 }
 
+/* ---- gRPC core's RST_STREAM on idle streams -------------------------------- */
+
+/* gRPC core (seen with grpcio 1.51 / core 29, Debian 12; grpc/grpc#19655,
+ * #38758) gives a call its stream id before writing its HEADERS; when the call
+ * is cancelled (deadline) before that write happened - the client was busy
+ * reading a large reply - it still sends RST_STREAM for the id: a reset of an
+ * idle stream. h2o 2.2 answers that with GOAWAY(PROTOCOL_ERROR) as RFC 7540
+ * 6.4 says, which fails every call on the channel. We drop such a frame
+ * instead (the stream never existed for us, so there is nothing to reset):
+ * the connection's frame reader is wrapped, and the wrapper passes every
+ * other frame to h2o's. h2o's reader is learnt from a connection known to be
+ * past its preface (a reply on stream 3 or later) and not inside a header
+ * block (no HEADERS/CONTINUATION pending, i.e. `_headers_unparsed` NULL: h2o
+ * sets its CONTINUATION reader only together with that buffer). h2o puts its
+ * own reader back directly after a CONTINUATION sequence; the next reply on
+ * that connection wraps it again. */
+typedef ssize_t (*read_expect_cb)(h2o_http2_conn_t *conn, const uint8_t *src, size_t len, const char **err_desc);
+static read_expect_cb h2o_expect_default; /* learnt once, the same in every thread (atomic access) */
+
+static ssize_t expect_default_tolerating_idle_rst(h2o_http2_conn_t *conn, const uint8_t *src, size_t len,
+                                                  const char **err_desc)
+{
+    if (len >= H2O_HTTP2_FRAME_HEADER_SIZE + 4 && src[3] == H2O_HTTP2_FRAME_TYPE_RST_STREAM && src[0] == 0 && src[1] == 0 &&
+        src[2] == 4) {
+        uint32_t id = ((uint32_t)(src[5] & 0x7f) << 24) | (uint32_t)src[6] << 16 | (uint32_t)src[7] << 8 | src[8];
+        if (id % 2 == 1 && id > conn->pull_stream_ids.max_open)
+            return H2O_HTTP2_FRAME_HEADER_SIZE + 4; /* consumed, ignored */
+    }
+    return __atomic_load_n(&h2o_expect_default, __ATOMIC_RELAXED)(conn, src, len, err_desc);
+}
+
+static void tolerate_idle_rst(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream)
+{
+    read_expect_cb cur = conn->_read_expect, def = __atomic_load_n(&h2o_expect_default, __ATOMIC_RELAXED);
+    if (cur == expect_default_tolerating_idle_rst || conn->_headers_unparsed != NULL)
+        return;
+    if (def == NULL) {
+        if (stream->stream_id < 3)
+            return; /* stream 1 may be an HTTP/1.1 upgrade answered before the preface was read */
+        __atomic_store_n(&h2o_expect_default, cur, __ATOMIC_RELAXED);
+        def = cur;
+    }
+    if (cur == def)
+        conn->_read_expect = expect_default_tolerating_idle_rst;
+}
+
 static void on_proceed(h2o_generator_t *_self, h2o_req_t *req)
 {
     struct trailers_generator *self = (struct trailers_generator *)_self;
@@ -312,6 +361,7 @@ int h2_trailers_respond(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *tr
     if (conn->state == H2O_HTTP2_CONN_STATE_IS_CLOSING || stream->state != H2O_HTTP2_STREAM_STATE_SEND_HEADERS ||
         req->_generator != NULL || h2o_linklist_is_linked(&stream->_refs.link))
         return -1;
+    tolerate_idle_rst(conn, stream);
 
     struct trailers_generator *gen = h2o_mem_alloc_pool(&req->pool, sizeof(*gen));
     gen->super.proceed = on_proceed;

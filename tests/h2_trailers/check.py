@@ -134,11 +134,10 @@ def main():
     # 6b. the same on fresh channels, after some small calls, with deadlines of
     #     1 to 5 ms. gRPC core sometimes resets a call it cancelled before its
     #     HEADERS went out (it was busy reading a large reply): an RST_STREAM
-    #     on an idle stream, which h2o 2.2 answers with GOAWAY(PROTOCOL_ERROR),
-    #     so a few channels break here whatever the server does (about 1 round
-    #     in 40). A server that holds the connection behind a large write (the
-    #     reverted one-write attempt sent a 3 MB reply as one write) makes the
-    #     client stall long enough for most rounds to break: allow 5 of 20.
+    #     on an idle stream, which h2o 2.2 alone answers with GOAWAY (about 1
+    #     round in 40 broke so); the shim drops those frames. A server that
+    #     holds the connection behind a large write (the reverted one-write
+    #     attempt sent a 3 MB reply as one write) made most rounds break.
     broken = []
     for rnd in range(20):
         c2 = grpc.secure_channel(target, creds, options=opts + [("grpc.ssl_target_name_override", "localhost")]) \
@@ -162,10 +161,9 @@ def main():
                 fail("cancel storm %d: %s %r" % (rnd, e.code(), e.details()))
             broken.append(rnd)
         c2.close()
-    if len(broken) > 5:
+    if broken:
         fail("cancel storm: %d of 20 channels broke (rounds %s)" % (len(broken), broken))
-    print("ok  20 fresh channels x (20 calls, 20 large calls cancelled after 1-5 ms): %d broke (at most 5 allowed)"
-          % len(broken))
+    print("ok  20 fresh channels x (20 calls, 20 large calls cancelled after 1-5 ms), channels still fine")
 
     # 7. informational: plain h2o with an empty body sends HEADERS(grpc-status)
     #    + empty DATA(END_STREAM) - how does grpcio read that?

@@ -403,6 +403,22 @@ def main():
     got, biggest = large_reply_keeps_connection_responsive()
     print("ok  8 MB reply, 16 MiB frames allowed: DATA frames <= %d bytes, PING answered after %d bytes, "
           "reset mid-body, connection fine" % (biggest, got))
+
+    # j. gRPC core resets calls it cancelled before their HEADERS went out:
+    #    RST_STREAM on idle streams. Once a reply went out on stream 3 or later
+    #    the shim drops those frames instead of h2o's GOAWAY(PROTOCOL_ERROR)
+    c = Conn()
+    for sid in (1, 3):
+        c.request(sid, b"/echo.Echo/Echo", grpc_msg(b"before"))
+        check_response(c.stream_frames(sid), grpc_msg(b"before"), [(b"grpc-status", b"0")], "before idle resets")
+    c.send(frame(RST_STREAM, 0, 7, struct.pack(">I", 8)) + frame(RST_STREAM, 0, 9, struct.pack(">I", 8)))
+    c.request(5, b"/echo.Echo/Echo", grpc_msg(b"after idle resets"))
+    check_response(c.stream_frames(5), grpc_msg(b"after idle resets"), [(b"grpc-status", b"0")], "after idle resets")
+    c.request(11, b"/echo.Echo/Deferred", grpc_msg(b"later"))
+    c.send(frame(RST_STREAM, 0, 13, struct.pack(">I", 8)))  # while stream 11 waits for its timer
+    check_response(c.stream_frames(11), grpc_msg(b"later"), [(b"grpc-status", b"0")], "deferred after idle reset")
+    c.close()
+    print("ok  RST_STREAM on idle streams (gRPC core, cancelled before HEADERS) ignored, connection fine")
     alive()
     print("PASS h2raw.py")
 
