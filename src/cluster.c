@@ -31,8 +31,11 @@
 #define WAIT_MS 1000             /* a parked read waits at most this */
 #define PRUNE_EVERY_MS 60000
 /* A change is pruned once it is older than KEEP_S and not among the
- * newest KEEP_ROWS (env TOKEND_CLUSTER_KEEP="rows,seconds" for tests): a node
- * down for longer than that bootstraps from a snapshot instead. */
+ * newest KEEP_ROWS: a node down for longer than that bootstraps from a
+ * snapshot instead. For tests only, the environment variable
+ * TOKEND_CLUSTER_KEEP="rows,seconds[,every_ms]" sets both bounds and how
+ * often the feed prunes (every_ms, also the delay of the first prune);
+ * it is read when a node starts and is not an option on purpose. */
 #define KEEP_ROWS 10000
 #define KEEP_S (24 * 3600)
 
@@ -64,7 +67,7 @@ struct cluster {
     uint64_t applied, latest;
     int64_t behind_since_ms;
     uint64_t polls, wait_polls, waits, bootstraps;
-    long keep_rows, keep_s;
+    long keep_rows, keep_s, prune_every_ms;
 };
 
 static int64_t mono_ms(void)
@@ -178,9 +181,20 @@ int cluster_open(cluster **out, const char *url, char *err, size_t errlen)
     c->wake_fd = -1;
     c->keep_rows = KEEP_ROWS;
     c->keep_s = KEEP_S;
+    c->prune_every_ms = PRUNE_EVERY_MS;
     const char *keep = getenv("TOKEND_CLUSTER_KEEP");
-    if (keep)
-        sscanf(keep, "%ld,%ld", &c->keep_rows, &c->keep_s);
+    if (keep && *keep) {
+        long rows = -1, secs = -1, every = -1;
+        int n = sscanf(keep, "%ld,%ld,%ld", &rows, &secs, &every);
+        if (n >= 2 && rows >= 0 && secs >= 0 && (n < 3 || every > 0)) {
+            c->keep_rows = rows, c->keep_s = secs;
+            if (n == 3)
+                c->prune_every_ms = every;
+        } else {
+            fprintf(stderr, "tokend: cluster: ignoring TOKEND_CLUSTER_KEEP=\"%s\": give "
+                            "rows,seconds[,every_ms]\n", keep);
+        }
+    }
     PGconn *pg = connect_pg(url, err, errlen);
     cluster_conn *cc = pg ? calloc(1, sizeof *cc) : NULL;
     if (!cc) {
@@ -621,35 +635,80 @@ int cluster_write_fetch(cluster_conn *cc, uint64_t after, uint64_t upto, cluster
     return CLUSTER_OK;
 }
 
+/* One round trip: the write and the COMMIT go out together in libpq's
+ * pipeline mode (PostgreSQL 14+ libpq), then one Sync. All or nothing is
+ * kept by the server: once a statement of a pipeline fails, the ones after
+ * it up to the Sync are skipped (PGRES_PIPELINE_ABORTED), so a failed write
+ * is never committed, and a COMMIT that fails (a deferred check, the
+ * connection lost) rolls the write back. Only a COMMIT that answered
+ * "COMMIT" counts as committed. */
 int cluster_write_commit(cluster_conn *cc, const uint8_t *ops, size_t len, uint64_t *seq)
 {
     const char *params[1] = {(const char *)ops};
     int lens[1] = {(int)len}, fmts[1] = {1};
-    int rc = CLUSTER_DOWN;
-    PGresult *r = PQexecParams(cc->pg, "SELECT tokend.write($1::bytea)", 1, NULL, params, lens,
-                               fmts, 1);
-    if (ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 1 && PQgetlength(r, 0, 0) == 8) {
-        *seq = be64(PQgetvalue(r, 0, 0));
-        rc = CLUSTER_OK;
-    } else {
-        const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-        if (state && strcmp(state, "23505") == 0)
-            rc = CLUSTER_EXISTS;
-        else
-            fprintf(stderr, "tokend: cluster: write: %s", PQerrorMessage(cc->pg));
+    int rc = CLUSTER_DOWN, wrote = 0, committed = 0, exists = 0;
+    PGconn *pg = cc->pg;
+    if (!PQenterPipelineMode(pg)) {
+        fprintf(stderr, "tokend: cluster: write: cannot enter pipeline mode: %s",
+                PQerrorMessage(pg));
+        goto out;
     }
-    PQclear(r);
-    if (rc == CLUSTER_OK) {
-        r = PQexec(cc->pg, "COMMIT");
-        /* COMMIT of a failed transaction answers ROLLBACK, not an error. */
-        if (!ok(r, PGRES_COMMAND_OK) || strcmp(PQcmdStatus(r), "COMMIT") != 0) {
-            fprintf(stderr, "tokend: cluster: commit: %s", PQerrorMessage(cc->pg));
-            rc = CLUSTER_DOWN;
+    int sent = PQsendQueryParams(pg, "SELECT tokend.write($1::bytea)", 1, NULL, params, lens,
+                                 fmts, 1) &&
+               PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) &&
+               PQpipelineSync(pg);
+    if (sent) {
+        /* The write's result, the end of it (NULL), COMMIT's, NULL, the Sync. */
+        for (int step = 0; step < 3; step++) {
+            PGresult *r = PQgetResult(pg);
+            if (!r) {
+                sent = 0;  /* the connection broke */
+                break;
+            }
+            ExecStatusType st = PQresultStatus(r);
+            if (step == 0 && st == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+                PQgetlength(r, 0, 0) == 8) {
+                *seq = be64(PQgetvalue(r, 0, 0));
+                wrote = 1;
+            } else if (step == 0 && st == PGRES_FATAL_ERROR) {
+                const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+                exists = state && strcmp(state, "23505") == 0;
+                if (!exists)
+                    fprintf(stderr, "tokend: cluster: write: %s", PQresultErrorMessage(r));
+            } else if (step == 1 && st == PGRES_COMMAND_OK) {
+                /* COMMIT of a failed transaction answers ROLLBACK, not an error. */
+                committed = strcmp(PQcmdStatus(r), "COMMIT") == 0;
+            } else if (step == 1 && st == PGRES_FATAL_ERROR) {
+                fprintf(stderr, "tokend: cluster: commit: %s", PQresultErrorMessage(r));
+            }
+            int sync = st == PGRES_PIPELINE_SYNC;
+            PQclear(r);
+            if (sync)
+                break;
+            if (step < 2 && (r = PQgetResult(pg)) != NULL) {  /* each query's end */
+                PQclear(r);
+                sent = 0;
+                break;
+            }
         }
-        PQclear(r);
     }
-    if (PQtransactionStatus(cc->pg) != PQTRANS_IDLE)
-        exec_ok(cc->pg, "ROLLBACK");
+    if (!sent)
+        fprintf(stderr, "tokend: cluster: write: %s", PQerrorMessage(pg));
+    /* Leave pipeline mode only on a drained connection; a broken one is
+     * dropped by conn_put anyway. */
+    if (!sent || !PQexitPipelineMode(pg)) {
+        PQfinish(pg);
+        cc->pg = NULL;
+        free(cc);
+        return exists ? CLUSTER_EXISTS : CLUSTER_DOWN;
+    }
+    if (wrote && committed)
+        rc = CLUSTER_OK;
+    else if (exists)
+        rc = CLUSTER_EXISTS;
+out:
+    if (PQtransactionStatus(pg) != PQTRANS_IDLE)
+        exec_ok(pg, "ROLLBACK");
     conn_put(cc);
     return rc;
 }
@@ -822,7 +881,7 @@ static void *feed_main(void *arg)
 {
     cluster *c = arg;
     PGconn *pg = NULL;
-    int64_t next_prune = mono_ms() + 5000;
+    int64_t next_prune = mono_ms() + (c->prune_every_ms < 5000 ? c->prune_every_ms : 5000);
     for (;;) {
         pthread_mutex_lock(&c->lock);
         int stop = c->stopping;
@@ -877,7 +936,7 @@ static void *feed_main(void *arg)
             continue;
         if (mono_ms() >= next_prune) {
             prune(c, pg);
-            next_prune = mono_ms() + PRUNE_EVERY_MS;
+            next_prune = mono_ms() + c->prune_every_ms;
         }
         pthread_mutex_lock(&c->lock);
         int waiting = c->waiters && c->waiters->need > gen;
@@ -900,6 +959,10 @@ int cluster_feed_start(cluster *c, const cluster_feed_hooks *h, const cluster_sn
     if ((c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
         return CLUSTER_DOWN;
     c->up = 1;  /* cluster_open just connected; the feed says otherwise soon */
+    if (c->keep_rows != KEEP_ROWS || c->keep_s != KEEP_S || c->prune_every_ms != PRUNE_EVERY_MS)
+        fprintf(stderr, "tokend: cluster: TOKEND_CLUSTER_KEEP (a test knob): this node prunes "
+                        "the change log to the newest %ld changes or %ld s, every %ld ms\n",
+                c->keep_rows, c->keep_s, c->prune_every_ms);
     if (pthread_create(&c->feed, NULL, feed_main, c) != 0)
         return CLUSTER_DOWN;
     c->feed_running = 1;

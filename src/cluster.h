@@ -18,7 +18,10 @@
  *   schema_version(version, applied_at)
  * A write: BEGIN; pg_advisory_xact_lock (one lock for the whole cluster);
  * catch up; tokend.write(ops) applies the set to kv, appends it to changes
- * under seq = last_seq + 1 and NOTIFYs tokend_changes; COMMIT. */
+ * under seq = last_seq + 1 and NOTIFYs tokend_changes; COMMIT. Two round
+ * trips when the replica is current: BEGIN + lock + newest seq in one
+ * simple query, then the write and the COMMIT pipelined (libpq pipeline
+ * mode) with one Sync. */
 #ifndef TOKEND_CLUSTER_H
 #define TOKEND_CLUSTER_H
 
@@ -86,8 +89,12 @@ int cluster_write_begin(cluster *c, cluster_conn **conn, uint64_t *last_seq);
 typedef int (*cluster_change_fn)(void *arg, uint64_t seq, const uint8_t *ops, size_t len);
 int cluster_write_fetch(cluster_conn *conn, uint64_t after, uint64_t upto, cluster_change_fn fn,
                         void *arg);
-/* Writes the set as the next change and commits; *seq is its number.
- * CLUSTER_EXISTS: an INSERT's key is taken (rolled back). */
+/* Writes the set as the next change and commits, in one round trip (the
+ * two statements pipelined); *seq is its number. CLUSTER_EXISTS: an
+ * INSERT's key is taken (rolled back). Anything but CLUSTER_OK: nothing
+ * of the write is committed (the COMMIT runs only after the write did,
+ * and a failed COMMIT rolls it back), except when the connection broke
+ * after the COMMIT left: then the feed finds the change if it landed. */
 int cluster_write_commit(cluster_conn *conn, const uint8_t *ops, size_t len, uint64_t *seq);
 /* Rolls back (releasing the lock) and returns the connection. */
 void cluster_write_abort(cluster_conn *conn);

@@ -70,6 +70,15 @@ static int cmd_serve(const option_values *ov)
         return 1;
     }
     ctx.store = open_store_cluster(cfg.data_dir, cfg.mapsize, cfg.cluster_url, STORE_CLUSTER_FEED);
+    char replica[64];
+    uint64_t seq;
+    if (!cfg.cluster_url && store_replica_of(ctx.store, replica, sizeof replica, &seq)) {
+        fprintf(stderr, "tokend: %s is a replica of cluster %s (at change %llu): serve it with "
+                "--cluster URL; alone it would take writes no other node sees\n", cfg.data_dir,
+                replica, (unsigned long long)seq);
+        store_close(ctx.store);
+        return 1;
+    }
     if (router_create(&router, rpc_services(), tokend_protoset, tokend_protoset_len, err,
                       sizeof err) != 0) {
         fprintf(stderr, "tokend: %s\n", err);
@@ -390,7 +399,10 @@ static int cmd_backup(const option_values *ov)
 {
     char err[512];
     const char *out = options_text(ov, OPT_OUT);
+    char replica[64];
+    uint64_t seq = 0;
     store *st = open_store_sized(options_text(ov, OPT_DATA), 0);
+    int is_replica = store_replica_of(st, replica, sizeof replica, &seq);
     int rc = store_backup(st, out, err, sizeof err);
     store_close(st);
     if (rc != STORE_OK) {
@@ -399,6 +411,11 @@ static int cmd_backup(const option_values *ov)
     }
     fprintf(stderr, "backup of %s written to %s: it holds the token-hash key, guard it as the "
             "data directory\n", options_text(ov, OPT_DATA), out);
+    if (is_replica)
+        fprintf(stderr, "%s is a replica of cluster %s at change %llu: PostgreSQL is the system "
+                "of record (back it up with pg_dump); this file restores a node that catches "
+                "up from the cluster when it starts\n", options_text(ov, OPT_DATA), replica,
+                (unsigned long long)seq);
     return 0;
 }
 
@@ -412,8 +429,27 @@ static int cmd_restore(const option_values *ov)
     }
     /* Opened once: the restored environment must be usable as it stands. */
     store *st = open_store_sized(dir, 0);
+    char replica[64];
+    uint64_t seq = 0;
+    int is_replica = store_replica_of(st, replica, sizeof replica, &seq), rc = 0;
+    if (is_replica && ov->v[OPT_DETACH].set && store_replica_detach(st) != STORE_OK) {
+        fprintf(stderr, "tokend: restored %s into %s, but cannot detach it from its cluster\n",
+                from, dir);
+        rc = 1;
+    }
     store_close(st);
+    if (rc)
+        return rc;
     fprintf(stderr, "restored %s into %s\n", from, dir);
+    if (is_replica && ov->v[OPT_DETACH].set)
+        fprintf(stderr, "detached from cluster %s (it was at change %llu): single-node data now; "
+                "`tokend cluster init` copies it into a new, empty cluster\n", replica,
+                (unsigned long long)seq);
+    else if (is_replica)
+        fprintf(stderr, "a replica of cluster %s at change %llu: start it with --cluster URL "
+                "and it catches up from the change log (or reloads a snapshot when the log no "
+                "longer reaches back that far, or when the database is older than it); "
+                "without --cluster it serves nothing\n", replica, (unsigned long long)seq);
     return 0;
 }
 
@@ -528,12 +564,16 @@ static const command commands[] = {
      "FILE must not exist; it is written beside as FILE.partial, synced, then renamed. It holds\n"
      "the key of the token hashes: keep it as guarded as the data directory.",
      "tokend backup --data /var/lib/tokend --out /var/backups/tokend-$(date +%F).mdb"},
-    {"restore", cmd_restore, OPTS(OPT_DATA, OPT_FROM, OPT_FORCE), OPTS(OPT_DATA, OPT_FROM), NULL,
+    {"restore", cmd_restore, OPTS(OPT_DATA, OPT_FROM, OPT_FORCE, OPT_DETACH),
+     OPTS(OPT_DATA, OPT_FROM), NULL,
      0, 0, "put a backup in place as a data directory (not one in use)",
      "Makes DIR the data directory of the backup FILE. Refused when a server or a command has\n"
      "DIR open (even with --force: stop it first), when FILE is not a tokend backup, and when\n"
      "DIR holds anything, unless --force. Sessions come back as they were at the backup:\n"
-     "tokens revoked since work again until they expire.",
+     "tokens revoked since work again until they expire. The backup of a cluster node is a\n"
+     "replica: restored, it catches up from the cluster when started with --cluster (so what\n"
+     "was revoked since stays revoked); --detach makes it single-node data instead, to seed a\n"
+     "new cluster with `cluster init` when PostgreSQL and its dumps are lost.",
      "tokend restore --from /var/backups/tokend-2026-11-30.mdb --data /var/lib/tokend-restored"},
     {"config check", cmd_config_check, NONE, NONE, "FILE", 1, 1,
      "check a config file; print the effective configuration",

@@ -104,6 +104,9 @@ const option_spec options[OPT_COUNT] = {
                   "/var/backups/tokend-2026-11-30.mdb"},
     [OPT_FORCE] = {"force", OPT_FLAG, NULL, 0, 0, 0, NULL, 0,
                    "replace the data of a non-empty directory (never of one in use)", NULL},
+    [OPT_DETACH] = {"detach", OPT_FLAG, NULL, 0, 0, 0, NULL, 0,
+                    "restore a cluster node's backup as single-node data (to seed a new "
+                    "cluster with `cluster init`)", NULL},
 };
 
 #undef F

@@ -57,6 +57,9 @@ const char *store_strerror(int code)
     case STORE_EXISTS: return "already exists";
     case STORE_FULL: return "the data store is full";
     case STORE_UNAVAILABLE: return "cluster database unavailable: writes are refused, reads go on";
+    case STORE_REPLICA: return "the data directory is a replica of a cluster: give --cluster URL "
+                               "(or `cluster` in the --config file) so that the change commits "
+                               "in PostgreSQL";
     default: return "the data store failed";
     }
 }
@@ -113,8 +116,12 @@ int local_txn_begin(store *s, unsigned flags, MDB_txn **txn)
 
 int txn_begin(store *s, unsigned flags, MDB_txn **txn)
 {
-    if (s->cluster && !(flags & MDB_RDONLY))
-        return cluster_txn_begin(s, txn);
+    if (!(flags & MDB_RDONLY)) {
+        if (s->cluster)
+            return cluster_txn_begin(s, txn);
+        if (s->replica)
+            return STORE_REPLICA;
+    }
     return local_txn_begin(s, flags, txn);
 }
 
@@ -508,6 +515,8 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
                  dir);
         goto fail;
     }
+    MDB_val idk = {10, "cluster_id"}, idv;
+    s->replica = mdb_get(txn, s->db[DB_META], &idk, &idv) == MDB_SUCCESS;
     if (pwcosts_count_all(s, txn) != STORE_OK) {
         snprintf(err, errlen, "cannot initialise data directory %s: cannot count hash costs", dir);
         goto fail;

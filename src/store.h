@@ -28,7 +28,8 @@ enum {
     STORE_EXISTS = -3,   /* a unique name, phone or email is taken */
     STORE_FULL = -4,     /* the map (or the disk) is full */
     STORE_CHANGED = -5,  /* the record changed since it was read: nothing written */
-    STORE_UNAVAILABLE = -6 /* cluster mode: PostgreSQL failed; nothing written anywhere */
+    STORE_UNAVAILABLE = -6, /* cluster mode: PostgreSQL failed; nothing written anywhere */
+    STORE_REPLICA = -7   /* a replica of a cluster opened without --cluster: no write */
 };
 
 #define STORE_MAPSIZE_DEFAULT ((size_t)1 << 30)
@@ -230,6 +231,12 @@ int store_cluster_join(store *s, const char *url, int flags, char *err, size_t e
 int store_cluster_init(store *s, const char *url, char *msg, size_t msglen);
 void store_cluster_leave(store *s);
 int store_clustered(const store *s);
+/* 1 if the data directory is a replica of a cluster (whether joined or
+ * not): its cluster id and the last change it applied. */
+int store_replica_of(store *s, char *id, size_t idlen, uint64_t *seq);
+/* Makes a replica single-node data again (forgets its cluster id and
+ * sequence): for a restored backup that is to seed a new cluster. */
+int store_replica_detach(store *s);
 /* A read that found nothing may be a write of another node not applied
  * here yet. Parks `job` until the feed has applied everything committed
  * before now (bounded, 1 s), then job->post(job) runs (on the feed's

@@ -26,6 +26,7 @@
 #define SEQ_KEY "cluster_seq"
 #define ID_KEY "cluster_id"
 #define ID_MAX 64
+#define RC_BEHIND 100   /* txn_begin_once: the changes needed were pruned */
 
 uint64_t local_seq(store *s, MDB_txn *txn)
 {
@@ -105,7 +106,26 @@ static int catch_up_one(void *arg, uint64_t seq, const uint8_t *ops, size_t len)
 
 /* --- the write transaction -------------------------------------------------------- */
 
+static int resync(store *s);
+static int txn_begin_once(store *s, MDB_txn **txn);
+
 int cluster_txn_begin(store *s, MDB_txn **txn)
+{
+    for (int attempt = 0;; attempt++) {
+        int rc = txn_begin_once(s, txn);
+        /* The changes this replica needs were pruned from the log (a CLI on a
+         * directory left alone for long, or a node whose feed is behind):
+         * reload a snapshot, then try once more. */
+        if (rc != RC_BEHIND || attempt > 0)
+            return rc == RC_BEHIND ? STORE_UNAVAILABLE : rc;
+        fprintf(stderr, "tokend: cluster: this replica is behind the change log's horizon: "
+                        "loading a snapshot before the write\n");
+        if (resync(s) != STORE_OK)
+            return STORE_UNAVAILABLE;
+    }
+}
+
+static int txn_begin_once(store *s, MDB_txn **txn)
 {
     struct cluster_conn *cc;
     uint64_t last;
@@ -119,12 +139,14 @@ int cluster_txn_begin(store *s, MDB_txn **txn)
     catch_up c = {s, *txn, local_seq(s, *txn)};
     if (last < c.seq) {
         fprintf(stderr, "tokend: cluster: this replica has applied change %llu but the cluster's "
-                "newest is %llu: was the database replaced? Writes are refused\n",
+                "newest is %llu: was the database restored? Writes are refused; restart this "
+                "node: it then reloads the database's snapshot\n",
                 (unsigned long long)c.seq, (unsigned long long)last);
         rc = STORE_ERR;
     } else if (last > c.seq) {
         int r = cluster_write_fetch(cc, c.seq, last, catch_up_one, &c);
-        rc = r == CLUSTER_OK ? STORE_OK : r == CLUSTER_STOP ? STORE_ERR : STORE_UNAVAILABLE;
+        rc = r == CLUSTER_OK ? STORE_OK : r == CLUSTER_STOP ? STORE_ERR
+           : r == CLUSTER_BEHIND ? RC_BEHIND : STORE_UNAVAILABLE;
     }
     if (rc != STORE_OK) {
         txn_abort(s, *txn);
@@ -222,13 +244,27 @@ typedef struct {
     char id[ID_MAX];
     uint64_t seq;
     size_t rows;
+    int force;      /* replace even a replica that is ahead (the database was restored) */
+    int skip;       /* the replica already has this snapshot's changes: keep it */
 } snap_ctx;
 
 static int snap_begin(void *arg, const char *id, uint64_t seq)
 {
     snap_ctx *c = arg;
+    c->skip = 0;
     if (local_txn_begin(c->s, 0, &c->txn) != STORE_OK)
         return -1;
+    /* Two loaders may race (the feed and a write of this node, or a command
+     * on the same directory): LMDB serialises them, and the later one must
+     * not take the replica back to an older change. */
+    char mine[ID_MAX];
+    local_id(c->s, c->txn, mine);
+    if (!c->force && strcmp(mine, id) == 0 && local_seq(c->s, c->txn) >= seq) {
+        txn_abort(c->s, c->txn);
+        c->txn = NULL;
+        c->skip = 1;
+        return 0;
+    }
     for (int i = 0; i < DB_COUNT; i++)
         if (mdb_drop(c->txn, c->s->db[i], 0) != MDB_SUCCESS) {
             txn_abort(c->s, c->txn);
@@ -246,6 +282,8 @@ static int snap_row(void *arg, int db, const uint8_t *key, size_t klen, const ui
 {
     snap_ctx *c = arg;
     apply_ctx a = {c->s, c->txn};
+    if (c->skip)
+        return 0;
     c->rows++;
     return apply_op(&a, WSET_PUT, db, key, klen, val, vlen) == STORE_OK ? 0 : -1;
 }
@@ -253,6 +291,8 @@ static int snap_row(void *arg, int db, const uint8_t *key, size_t klen, const ui
 static int snap_end(void *arg, int ok)
 {
     snap_ctx *c = arg;
+    if (c->skip)
+        return ok ? 0 : -1;
     if (!c->txn)
         return -1;
     int rc = ok ? set_seq(c->s, c->txn, c->seq) : STORE_ERR;
@@ -296,6 +336,25 @@ static snap_ctx *snap_hooks(store *s, cluster_snapshot_hooks *h)
     return c;
 }
 
+/* Replaces the replica with a snapshot now, on a connection of the pool
+ * (the write path's; the feed uses its own). force: even if it is ahead. */
+static int load_snapshot(store *s, cluster *cl, int force)
+{
+    cluster_snapshot_hooks h;
+    snap_ctx *sc = snap_hooks(s, &h);
+    if (!sc)
+        return STORE_ERR;
+    sc->force = force;
+    int rc = cluster_snapshot(cl, &h) == CLUSTER_OK ? STORE_OK : STORE_UNAVAILABLE;
+    free(sc);
+    return rc;
+}
+
+static int resync(store *s)
+{
+    return load_snapshot(s, s->cluster, 0);
+}
+
 static int join(store *s, cluster *cl, int feed, char *err, size_t errlen)
 {
     char id[ID_MAX], mine[ID_MAX];
@@ -314,6 +373,7 @@ static int join(store *s, cluster *cl, int feed, char *err, size_t errlen)
     }
     local_id(s, txn, mine);
     data = holds_data(s, txn);
+    uint64_t seq = local_seq(s, txn);
     txn_abort(s, txn);
     if (mine[0] && strcmp(mine, id) != 0) {
         snprintf(err, errlen, "the data directory is a replica of another cluster (%s, this "
@@ -340,6 +400,20 @@ static int join(store *s, cluster *cl, int feed, char *err, size_t errlen)
         free(sc);
         snprintf(err, errlen, "cannot load the cluster's snapshot");
         return STORE_UNAVAILABLE;
+    }
+    /* A replica ahead of its database: the database was restored from a
+     * dump (or failed over and lost commits). PostgreSQL is the system of
+     * record: the replica is replaced by what it holds. */
+    if (mine[0] && seq > last) {
+        fprintf(stderr, "tokend: cluster: this replica has applied change %llu but the cluster's "
+                "newest is %llu (was the database restored?): the database is the system of "
+                "record, loading its snapshot\n", (unsigned long long)seq,
+                (unsigned long long)last);
+        if (load_snapshot(s, cl, 1) != STORE_OK) {
+            free(sc);
+            snprintf(err, errlen, "cannot load the cluster's snapshot");
+            return STORE_UNAVAILABLE;
+        }
     }
     s->cluster = cl;
     if (feed) {
@@ -519,6 +593,37 @@ void store_cluster_leave(store *s)
 int store_clustered(const store *s)
 {
     return s->cluster != NULL;
+}
+
+int store_replica_of(store *s, char *id, size_t idlen, uint64_t *seq)
+{
+    MDB_txn *txn;
+    char mine[ID_MAX];
+    if (local_txn_begin(s, MDB_RDONLY, &txn) != STORE_OK)
+        return 0;
+    local_id(s, txn, mine);
+    *seq = local_seq(s, txn);
+    txn_abort(s, txn);
+    snprintf(id, idlen, "%s", mine);
+    return mine[0] != '\0';
+}
+
+int store_replica_detach(store *s)
+{
+    MDB_txn *txn;
+    MDB_val k1 = {strlen(SEQ_KEY), SEQ_KEY}, k2 = {strlen(ID_KEY), ID_KEY};
+    int rc = local_txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    int a = mdb_del(txn, s->db[DB_META], &k1, NULL), b = mdb_del(txn, s->db[DB_META], &k2, NULL);
+    if ((a != MDB_SUCCESS && a != MDB_NOTFOUND) || (b != MDB_SUCCESS && b != MDB_NOTFOUND)) {
+        txn_abort(s, txn);
+        return STORE_ERR;
+    }
+    rc = local_txn_commit(s, txn);
+    if (rc == STORE_OK)
+        s->replica = 0;
+    return rc;
 }
 
 int store_wait_fresh(store *s, pool_job *job)

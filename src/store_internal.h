@@ -58,6 +58,9 @@ struct store {
     MDB_dbi db[DB_COUNT];
     /* Cluster mode (store_cluster.c); NULL: one node. */
     struct cluster *cluster;
+    /* The directory is a replica of a cluster (meta "cluster_id"): without
+     * `cluster` (no --cluster), its writes are refused (STORE_REPLICA). */
+    int replica;
     /* The write transaction in progress, while it records its writes for
      * the cluster. One at a time: LMDB has one writer per environment, and
      * only the thread holding it touches these. */
