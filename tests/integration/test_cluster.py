@@ -65,13 +65,16 @@ class Cluster(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        failed = []
         for n in cls.nodes:
             try:
-                n.stop()
-            except Exception as e:  # noqa: BLE001 - report, go on closing
-                print("stop:", e, file=sys.stderr)
+                n.stop()   # a sanitizer report or a leak of tokend's fails here
+            except Exception as e:  # noqa: BLE001 - go on closing, then fail
+                failed.append(e)
             n.close()
         cls.pg.close()
+        if failed:
+            raise failed[0]
 
     # --- helpers ----------------------------------------------------------------
 
