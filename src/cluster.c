@@ -853,28 +853,41 @@ static PGconn *feed_connect(cluster *c)
     return pg;
 }
 
-/* Waits for a NOTIFY, a waiter, or the timeout; drains both. */
+/* Takes the notifications libpq holds already; how many there were. */
+static int take_notifies(cluster *c, PGconn *pg)
+{
+    PGnotify *nt;
+    int n = 0;
+    while ((nt = PQnotifies(pg)) != NULL) {
+        uint64_t seq = strtoull(nt->extra, NULL, 10);
+        pthread_mutex_lock(&c->lock);
+        if (seq > c->latest)
+            c->latest = seq;
+        if (c->latest > c->applied && !c->behind_since_ms)
+            c->behind_since_ms = mono_ms();
+        pthread_mutex_unlock(&c->lock);
+        PQfreemem(nt);
+        n++;
+    }
+    return n;
+}
+
+/* Waits for a NOTIFY, a waiter, or the timeout; drains both. A NOTIFY
+ * that came in while the last poll's query was being answered is already
+ * in libpq's queue, not on the socket: then it does not wait at all (else
+ * that change would wait for the next timeout, up to a second). */
 static void feed_sleep(cluster *c, PGconn *pg, int timeout_ms)
 {
+    if (pg && take_notifies(c, pg))
+        timeout_ms = 0;
     struct pollfd fds[2] = {{c->wake_fd, POLLIN, 0}, {pg ? PQsocket(pg) : -1, POLLIN, 0}};
     if (poll(fds, pg ? 2 : 1, timeout_ms) > 0 && (fds[0].revents & POLLIN)) {
         uint64_t n;
         if (read(c->wake_fd, &n, sizeof n) < 0 && errno != EAGAIN)
             perror("tokend: cluster: wake");
     }
-    if (pg && PQconsumeInput(pg)) {
-        PGnotify *nt;
-        while ((nt = PQnotifies(pg)) != NULL) {
-            uint64_t seq = strtoull(nt->extra, NULL, 10);
-            pthread_mutex_lock(&c->lock);
-            if (seq > c->latest)
-                c->latest = seq;
-            if (c->latest > c->applied && !c->behind_since_ms)
-                c->behind_since_ms = mono_ms();
-            pthread_mutex_unlock(&c->lock);
-            PQfreemem(nt);
-        }
-    }
+    if (pg && PQconsumeInput(pg))
+        take_notifies(c, pg);
 }
 
 static void *feed_main(void *arg)
