@@ -77,6 +77,7 @@ static int cmd_serve(const option_values *ov)
                 "--cluster URL; alone it would take writes no other node sees\n", cfg.data_dir,
                 replica, (unsigned long long)seq);
         store_close(ctx.store);
+        log_stop();
         return 1;
     }
     if (router_create(&router, rpc_services(), tokend_protoset, tokend_protoset_len, err,

@@ -228,7 +228,11 @@ class Cluster(unittest.TestCase):
               "PostgreSQL (%.1f reads per poll, %.0f polls/s)" %
               (total, took, misses, polls, misses / max(polls, 1), polls / took), file=sys.stderr)
         self.assertEqual(misses, total)
-        self.assertLess(polls, misses / 4)
+        # A query per token would be polls == misses. Under ASan (tools/test's
+        # second stage) the handler is slow and the poll is not, so each poll
+        # finds fewer reads parked: 4.9 to 15 per poll measured there, 87 in a
+        # Release build.
+        self.assertLess(polls, misses / (2 if os.environ.get("ASAN_OPTIONS") else 4))
 
     def test_07_kill_9_under_login_load(self):
         victim = self.nodes[1]
