@@ -8,6 +8,9 @@
  * A call outlives its request when the client goes away during slow work:
  * a guard in the request's memory pool tells the call, and the answer is
  * then dropped instead of written to freed memory. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +40,11 @@ typedef struct {
     wire_call *call;
 } guard;
 
+/* The request message is decoded into the call's own arena (requests are
+ * small); what does not fit goes to the heap, and the arena's free sends
+ * only those pointers on to free(). */
+#define CALL_ARENA 1024
+
 struct wire_call {
     rpc_call call;                 /* first: handlers get &wc->call */
     h2o_req_t *req;                /* NULL once the client has gone */
@@ -46,6 +54,10 @@ struct wire_call {
     const router_http *http;
     ProtobufCMessage *request;
     http_obs obs;                  /* metrics, request id, log line (http_obs.h) */
+    ProtobufCAllocator alloc;      /* over arena, for request */
+    wire_call *next_free;
+    size_t arena_used;
+    _Alignas(16) uint8_t arena[CALL_ARENA];
 };
 
 #define CORS_ALLOW_HEADERS                                                                  \
@@ -121,7 +133,12 @@ static void send_grpc(h2o_req_t *req, int form, status_code st, const char *mess
                       h2o_iovec_t frames)
 {
     char code[12], msg[RPC_MESSAGE_MAX * 3 + 1];
-    size_t code_len = (size_t)snprintf(code, sizeof code, "%d", (int)st);
+    /* statuses are 0..16: two digits at most, no snprintf */
+    unsigned sc = (unsigned)st < 100 ? (unsigned)st : 2;
+    size_t code_len = sc >= 10 ? 2 : 1;
+    code[0] = (char)(sc >= 10 ? '0' + sc / 10 : '0' + sc);
+    code[1] = (char)('0' + sc % 10);
+    code[code_len] = '\0';
     size_t msg_len = grpc_percent_encode(msg, st == ST_OK || !message ? "" : message, sizeof msg);
     size_t data_len = frames.len;
     uint8_t *data = (uint8_t *)frames.base;
@@ -236,12 +253,13 @@ static void respond(http_obs *o, h2o_req_t *req, int form, status_code st, int h
         send_body(req, http, "application/x-protobuf", buf, len);
         return;
     }
-    char *json = NULL;
+    char *json = NULL, small[1024];
     size_t len = 0;
     if (st == ST_OK && reply && data_field)
         add_leftover_headers(req, reply, data_field);
-    if (transcode_envelope(http, st == ST_OK ? NULL : message, st == ST_OK ? reply : NULL,
-                           data_field, &json, &len) != 0) {
+    /* Most replies fit the stack buffer; h2o_send_inline copies it out. */
+    if (transcode_envelope_buf(http, st == ST_OK ? NULL : message, st == ST_OK ? reply : NULL,
+                               data_field, small, sizeof small, &json, &len) != 0) {
         static const char fallback[] = "{\"code\":500,\"message\":\"cannot encode the reply\",\"data\":null}";
         o->http_status = 500;
         o->bytes_out = sizeof fallback - 1;
@@ -250,10 +268,50 @@ static void respond(http_obs *o, h2o_req_t *req, int form, status_code st, int h
     }
     o->bytes_out = len;
     send_body(req, http, "application/json; charset=utf-8", json, len);
-    free(json);
+    if (json != small)
+        free(json);
 }
 
 /* --- the call's life ------------------------------------------------------- */
+
+static void *arena_alloc(void *data, size_t size)
+{
+    wire_call *wc = data;
+    size_t n = (size + 15) & ~(size_t)15;
+    if (n > CALL_ARENA - wc->arena_used)
+        return malloc(size);
+    void *p = wc->arena + wc->arena_used;
+    wc->arena_used += n;
+    return p;
+}
+
+static void arena_free(void *data, void *p)
+{
+    wire_call *wc = data;
+    if ((uint8_t *)p < wc->arena || (uint8_t *)p >= wc->arena + CALL_ARENA)
+        free(p);
+}
+
+/* Calls are made and ended on their loop's thread: each thread keeps the
+ * ones it ended for the next requests, so a call costs no malloc. */
+#define SPARE_CALLS_MAX 256
+static __thread wire_call *spare_calls;
+static __thread unsigned spare_count;
+
+static wire_call *new_call(void)
+{
+    wire_call *wc = spare_calls;
+    if (wc) {
+        spare_calls = wc->next_free;
+        spare_count--;
+    } else if (!(wc = malloc(sizeof *wc))) {
+        return NULL;
+    }
+    /* All but the arena, which is handed out from its start. */
+    memset(wc, 0, offsetof(wire_call, arena));
+    wc->alloc = (ProtobufCAllocator){arena_alloc, arena_free, wc};
+    return wc;
+}
 
 static void on_guard_dispose(void *p)
 {
@@ -269,8 +327,18 @@ static void free_call(wire_call *wc)
     if (wc->guard)
         wc->guard->call = NULL;
     if (wc->request)
-        protobuf_c_message_free_unpacked(wc->request, NULL);
-    free(wc);
+        protobuf_c_message_free_unpacked(wc->request, &wc->alloc);
+    /* The caller's token and what the request held must not linger. */
+    crypto_wipe(wc->call.access_token, sizeof wc->call.access_token);
+    if (wc->arena_used)
+        crypto_wipe(wc->arena, wc->arena_used);
+    if (spare_count >= SPARE_CALLS_MAX) {
+        free(wc);
+        return;
+    }
+    wc->next_free = spare_calls;
+    spare_calls = wc;
+    spare_count++;
 }
 
 /* The closure every handler answers through, exactly once. */
@@ -296,56 +364,118 @@ static void on_reply(const ProtobufCMessage *reply, void *data)
 
 /* --- reading the request ----------------------------------------------------- */
 
-static h2o_iovec_t header(h2o_req_t *req, const char *name)
+/* The request headers tokend reads, found in one pass over the list. */
+enum { H_APP_ID, H_USER_ID, H_GROUP_ID, H_ACCESS_TOKEN, H_CONTENT_TYPE, H_GRPC_TIMEOUT,
+       H_USER_AGENT, H_PLATFORM, H_COUNT };
+
+typedef struct {
+    h2o_iovec_t v[H_COUNT];      /* the first of each; len 0 when absent */
+    unsigned twice;              /* bit per header that came more than once */
+} req_headers;
+
+static int header_of(const h2o_iovec_t *n)
 {
-    ssize_t i = h2o_find_header_by_str(&req->headers, name, strlen(name), -1);
-    return i < 0 ? h2o_iovec_init(NULL, 0) : req->headers.entries[i].value;
+#define IS(lit) (n->len == sizeof lit - 1 && memcmp(n->base, lit, sizeof lit - 1) == 0)
+    switch (n->len) {
+    case 6: return IS("app_id") ? H_APP_ID : -1;
+    case 7: return IS("user_id") ? H_USER_ID : -1;
+    case 8: return IS("group_id") ? H_GROUP_ID : IS("platform") ? H_PLATFORM : -1;
+    case 10: return IS("user-agent") ? H_USER_AGENT : -1;
+    case 12:
+        return IS("access-token") ? H_ACCESS_TOKEN
+             : IS("content-type") ? H_CONTENT_TYPE
+             : IS("grpc-timeout") ? H_GRPC_TIMEOUT : -1;
+    default: return -1;
+    }
+#undef IS
+}
+
+/* h2o hands over header names in lower case (HTTP/1.1's too). */
+static void read_headers(h2o_req_t *req, req_headers *h)
+{
+    unsigned seen = 0;
+    memset(h, 0, sizeof *h);
+    for (size_t i = 0; i < req->headers.size; i++) {
+        const h2o_header_t *e = &req->headers.entries[i];
+        int k = header_of(e->name);
+        if (k < 0)
+            continue;
+        if (seen & (1u << k)) {
+            h->twice |= 1u << k;
+            continue;
+        }
+        seen |= 1u << k;
+        h->v[k] = e->value;
+    }
 }
 
 /* Copies a header as printable ASCII ('?' for other bytes): it is stored
  * and sent back in proto3 strings, which must be UTF-8. */
-static void copy_header(h2o_req_t *req, const char *name, char *out, size_t outlen)
+static void copy_header(h2o_iovec_t v, char *out, size_t outlen)
 {
-    h2o_iovec_t v = header(req, name);
     size_t n = v.len < outlen - 1 ? v.len : outlen - 1;
     for (size_t i = 0; i < n; i++)
         out[i] = v.base[i] >= 0x20 && v.base[i] <= 0x7E ? v.base[i] : '?';
     out[n] = '\0';
 }
 
+/* The peer's address as text: IPv4 by hand (h2o's way is a sprintf, a
+ * tenth of a Verify), anything else through h2o. */
+static void peer_text(h2o_req_t *req, char out[64])
+{
+    struct sockaddr_storage sa;
+    socklen_t salen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&sa);
+    if (!salen)
+        return;
+    if (sa.ss_family != AF_INET) {
+        h2o_socket_getnumerichost((struct sockaddr *)&sa, salen, out);
+        return;
+    }
+    uint32_t a = ntohl(((struct sockaddr_in *)&sa)->sin_addr.s_addr);
+    char *p = out;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        unsigned b = (a >> shift) & 255;
+        if (b >= 100)
+            *p++ = (char)('0' + b / 100);
+        if (b >= 10)
+            *p++ = (char)('0' + b / 10 % 10);
+        *p++ = (char)('0' + b % 10);
+        *p++ = shift ? '.' : '\0';
+    }
+}
+
 /* The metadata every form carries the same way: headers or gRPC metadata.
  * A header that says who is calling must come once: two app_ids or two
  * tokens would let a proxy and the server each read a different one. */
-static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, rpc_call *c)
+static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, const req_headers *h,
+                                 rpc_call *c)
 {
-    static const char *const ids[] = {"app_id", "user_id", "group_id"};
-    static const char *const once[] = {"app_id", "user_id", "group_id", "access-token"};
+    static const char *const twice[] = {
+        "more than one app_id header: send it once", "more than one user_id header: send it once",
+        "more than one group_id header: send it once",
+        "more than one access-token header: send it once"};
+    static const char *const malformed[] = {"app_id header must be a positive integer",
+                                            "user_id header must be a positive integer",
+                                            "group_id header must be a positive integer"};
     uint64_t *const outs[] = {&c->app_id, &c->as_user_id, &c->as_group_id};
-    h2o_iovec_t tok = header(req, "access-token"), to = header(req, "grpc-timeout");
+    h2o_iovec_t tok = h->v[H_ACCESS_TOKEN], to = h->v[H_GRPC_TIMEOUT];
     int64_t ms;
 
-    for (int i = 0; i < 4; i++) {
-        ssize_t at = h2o_find_header_by_str(&req->headers, once[i], strlen(once[i]), -1);
-        if (at >= 0 && h2o_find_header_by_str(&req->headers, once[i], strlen(once[i]), at) >= 0)
-            return i == 0 ? "more than one app_id header: send it once"
-                 : i == 1 ? "more than one user_id header: send it once"
-                 : i == 2 ? "more than one group_id header: send it once"
-                          : "more than one access-token header: send it once";
-    }
-    for (int i = 0; i < 3; i++) {
-        h2o_iovec_t v = header(req, ids[i]);
+    for (int i = H_APP_ID; i <= H_ACCESS_TOKEN; i++)
+        if (h->twice & (1u << i))
+            return twice[i];
+    for (int i = H_APP_ID; i <= H_GROUP_ID; i++) {
+        h2o_iovec_t v = h->v[i];
         if (v.len && (grpc_parse_u64(v.base, v.len, outs[i]) != 0 || *outs[i] == 0))
-            return ids[i][0] == 'a' ? "app_id header must be a positive integer"
-                   : ids[i][0] == 'u' ? "user_id header must be a positive integer"
-                                      : "group_id header must be a positive integer";
+            return malformed[i];
     }
     if (tok.len >= sizeof c->access_token)
         tok.len = sizeof c->access_token - 1;  /* too long to be a token: fails verify */
     if (tok.len)
         memcpy(c->access_token, tok.base, tok.len);
     c->access_token[tok.len] = '\0';
-    copy_header(req, "user-agent", c->user_agent, sizeof c->user_agent);
-    h2o_iovec_t platform = header(req, "platform");
+    copy_header(h->v[H_USER_AGENT], c->user_agent, sizeof c->user_agent);
+    h2o_iovec_t platform = h->v[H_PLATFORM];
     uint64_t p;
     if (platform.len && grpc_parse_u64(platform.base, platform.len, &p) == 0 && p <= 6)
         c->platform = (int32_t)p;
@@ -353,10 +483,7 @@ static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, rpc_c
     if (to.len && grpc_parse_timeout(to.base, to.len, &ms) != 0)
         return "grpc-timeout header is malformed";
     c->deadline_ms = rpc_clock_ms() + ms;
-    struct sockaddr_storage sa;
-    socklen_t salen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&sa);
-    if (salen)
-        h2o_socket_getnumerichost((struct sockaddr *)&sa, salen, c->peer);
+    peer_text(req, c->peer);
     return NULL;
 }
 
@@ -433,14 +560,20 @@ static int decode(http_handler *h, h2o_req_t *req, wire_call *wc, http_obs *o)
 
     if (wc->form == FORM_JSON) {
         h2o_iovec_t body = wc->http->body ? req->entity : h2o_iovec_init(NULL, 0);
-        if (transcode_from_json(in, body.base, body.len, &wc->request, err) != 0 ||
-            bind_query(req, wc->request, err) != 0)
+        /* A flat object of plain strings (Verify's body) without jansson. */
+        int rc = req->query_at != SIZE_MAX ? 1  /* the query binding frees with free() */
+                 : transcode_from_json_flat(in, body.base, body.len, &wc->alloc, &wc->request);
+        if (rc > 0)
+            rc = transcode_from_json(in, body.base, body.len, &wc->request, err);
+        if (rc != 0 || bind_query(req, wc->request, err) != 0)
             why = err;
     } else {
         h2o_iovec_t msg = req->entity;
         if (wc->form != FORM_PROTO)
             why = grpc_unframe(req, wc->form, &msg, &st);
-        if (!why && !(wc->request = protobuf_c_message_unpack(in, NULL, msg.len,
+        /* The query binding frees what it replaces with free(): no arena then. */
+        ProtobufCAllocator *al = req->query_at == SIZE_MAX ? &wc->alloc : NULL;
+        if (!why && !(wc->request = protobuf_c_message_unpack(in, al, msg.len,
                                                                (const uint8_t *)msg.base))) {
             snprintf(err, sizeof err, "body is not a valid %s message", in->name);
             why = err;
@@ -501,7 +634,9 @@ static void serve_stream(http_handler *h, h2o_req_t *req, int form, const router
     const char *msg;
     size_t off = 0, msg_len;
     status_code st = ST_OK;
-    const char *why = read_metadata(h->ctx->config, req, &sc.call);
+    req_headers hdrs;
+    read_headers(req, &hdrs);
+    const char *why = read_metadata(h->ctx->config, req, &hdrs, &sc.call);
     int count = 0;
 
     if (!why)
@@ -560,8 +695,9 @@ static void invoke_again(rpc_call *c)
  * (on_reply then ends the observation), 0 when answered here. */
 static int serve(http_handler *h, h2o_req_t *req, http_obs *obs)
 {
-    h2o_iovec_t ct = header(req, "content-type");
-    int form = form_of(ct, req->entity.len);
+    req_headers hdrs;
+    read_headers(req, &hdrs);
+    int form = form_of(hdrs.v[H_CONTENT_TYPE], req->entity.len);
     const char *why;
 
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS"))) {
@@ -590,7 +726,7 @@ static int serve(http_handler *h, h2o_req_t *req, http_obs *obs)
         return 0;
     }
 
-    wire_call *wc = calloc(1, sizeof *wc);
+    wire_call *wc = new_call();
     if (!wc) {
         respond(obs, req, form, ST_RESOURCE_EXHAUSTED, 503, "out of memory", NULL, NULL, 1);
         return 0;
@@ -637,7 +773,7 @@ static int serve(http_handler *h, h2o_req_t *req, http_obs *obs)
             goto fail;
         }
     }
-    if ((why = read_metadata(h->ctx->config, req, &wc->call)) != NULL) {
+    if ((why = read_metadata(h->ctx->config, req, &hdrs, &wc->call)) != NULL) {
         respond(obs, req, form, ST_INVALID_ARGUMENT, 0, why, NULL, NULL, 0);
         goto fail;
     }

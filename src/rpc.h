@@ -132,6 +132,20 @@ int rpc_auth_user_or_gone(rpc_call *call, rpc_auth *auth);
 /* Checks a session already read as an admin session of the call's app. */
 int rpc_auth_admin_session(rpc_call *call, const store_session *ss,
                            const uint8_t hash[CRYPTO_HASH_BYTES], rpc_auth *auth);
+/* This thread's cache of checked admin tokens (rpc_auth.c). find: the
+ * entry of the call's access-token, or NULL. accept: with the admin
+ * generation read in the call's transaction, 1 (auth filled), 0 (stale:
+ * dropped; check the token afresh) or -1 (expired, or not of the call's
+ * app_id: the call has been answered). put: after a full check that found
+ * an admin session, with the generation read in the same transaction. */
+typedef struct rpc_admin_entry rpc_admin_entry;
+const rpc_admin_entry *rpc_admin_cache_find(const rpc_call *call);
+int rpc_admin_cache_accept(rpc_call *call, const rpc_admin_entry *e, uint64_t gen,
+                           rpc_auth *auth);
+void rpc_admin_cache_put(const rpc_call *call, const rpc_auth *auth, int64_t expire_ms,
+                         uint64_t gen);
+/* Empties this thread's cache (tests). */
+void rpc_admin_cache_clear(void);
 /* Hashes a token's text with the store's newest key; -1 if it cannot be a token. */
 int rpc_token_hash(rpc_call *call, const char *text, uint8_t hash[CRYPTO_HASH_BYTES]);
 /* A token not found under the newest key (its hash `tried`, may be NULL):

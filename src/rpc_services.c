@@ -2,8 +2,10 @@
  * admin token of the app: Verify (the hot path), ResolveStoreToken,
  * PushTargets and VerifyPushToken. All are reads, answered on the event
  * loop without a pool hop. Verify reads the caller's and the checked
- * token's sessions in one LMDB read transaction and decodes them into a
- * stack arena, so it allocates nothing on the heap. */
+ * token's sessions in one LMDB read transaction (the thread's kept one) and
+ * decodes them into a stack arena, so it allocates nothing on the heap; a
+ * caller's admin token checked before is not hashed or read again
+ * (rpc_auth.c's cache). */
 #include <stdlib.h>
 #include <string.h>
 #include "rpc.h"
@@ -52,13 +54,21 @@ RPC_HANDLER(verify, VerifyRequest, VerifyReply)
 {
     rpc_call *call = call_data;
     uint8_t mine[CRYPTO_HASH_BYTES], theirs[CRYPTO_HASH_BYTES];
-    const uint8_t *hashes[2] = {mine, theirs};
+    const uint8_t *hashes[2] = {NULL, theirs};
     store_session *ss[2];
     arena a = {0};
     ProtobufCAllocator alloc = {arena_alloc, arena_free, &a};
     rpc_auth auth;
+    uint64_t gen;
 
-    if (caller_hash(call, mine) != 0)
+    if (!call->access_token[0]) {
+        rpc_fail(call, ST_UNAUTHENTICATED, "access-token header (an admin token) is required");
+        return;
+    }
+    /* The caller's admin token, checked before by this thread: reused if no
+     * admin token has ended since (the generation, read with the session). */
+    const rpc_admin_entry *cached = rpc_admin_cache_find(call);
+    if (!cached && caller_hash(call, mine) != 0)
         return;
     if (!req->token[0]) {
         rpc_fail(call, ST_INVALID_ARGUMENT, "token is required");
@@ -66,21 +76,37 @@ RPC_HANDLER(verify, VerifyRequest, VerifyReply)
     }
     if (rpc_token_hash(call, req->token, theirs) != 0)
         hashes[1] = NULL;
-    int rc = store_sessions_get(call->ctx->store, 2, hashes, ss, &alloc);
-    /* Tokens of an older key (after a rotation) cost more; others nothing. */
-    if (rc == STORE_OK && !ss[0])
-        rc = rpc_session_older(call, call->access_token, mine, mine, &ss[0], &alloc);
-    if (rc == STORE_OK && !ss[1] && hashes[1])
-        rc = rpc_session_older(call, req->token, theirs, theirs, &ss[1], &alloc);
-    if (rc != STORE_OK) {
-        rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
-        return;
+    for (;;) {
+        hashes[0] = cached ? NULL : mine;
+        a.used = 0;
+        int rc = store_sessions_get_gen(call->ctx->store, &gen, 2, hashes, ss, &alloc);
+        /* Tokens of an older key (after a rotation) cost more; others nothing. */
+        if (rc == STORE_OK && !cached && !ss[0])
+            rc = rpc_session_older(call, call->access_token, mine, mine, &ss[0], &alloc);
+        if (rc == STORE_OK && !ss[1] && hashes[1])
+            rc = rpc_session_older(call, req->token, theirs, theirs, &ss[1], &alloc);
+        if (rc != STORE_OK) {
+            rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
+            return;
+        }
+        if (!cached)
+            break;
+        if ((rc = rpc_admin_cache_accept(call, cached, gen, &auth)) < 0)
+            return;
+        if (rc > 0)
+            break;
+        cached = NULL;  /* an admin token ended since: check this one afresh */
+        if (caller_hash(call, mine) != 0)
+            return;
     }
     /* Cluster mode: a token another node issued a moment ago. */
-    if ((!ss[0] || (hashes[1] && !ss[1])) && rpc_wait_fresh(call))
+    if (((!cached && !ss[0]) || (hashes[1] && !ss[1])) && rpc_wait_fresh(call))
         return;
-    if (rpc_auth_admin_session(call, ss[0], mine, &auth) != 0)
-        return;
+    if (!cached) {
+        if (rpc_auth_admin_session(call, ss[0], mine, &auth) != 0)
+            return;
+        rpc_admin_cache_put(call, &auth, ss[0]->expire_ms, gen);
+    }
     if (!ss[1] || ss[1]->app_id != auth.app_id) {
         rpc_fail(call, ST_UNAUTHENTICATED, "invalid token");
         return;

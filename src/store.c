@@ -92,22 +92,129 @@ static void grow_if_needed(store *s)
         log_event(LOG_INFO, "map_growth", "store: map grown to %zu MiB", s->mapsize >> 20);
 }
 
+/* --- read transactions kept per thread ---------------------------------------
+ * A read transaction costs an allocation and a search of the reader table
+ * when created; renewing a reset one costs neither. So each thread keeps one
+ * per store it reads (up to READ_SLOTS stores at once; more are served by
+ * plain transactions): renewed by txn_begin, reset by txn_abort / txn_end.
+ * A reset transaction pins no pages and holds no lock of ours (the resize
+ * lock is held only while it is renewed), so it delays neither writers nor
+ * a map resize; its reader slot stays taken (one per thread; maxreaders
+ * is 1024). The environment is MDB_NOTLS, so the slot belongs to the
+ * transaction, not the thread, and another thread may free it: store_close
+ * frees the kept transactions of every thread, a thread's exit its own. */
+struct read_slot {
+    store *s;                  /* the owner of txn; NULL: free (under slots_lock) */
+    uint64_t serial;           /* s->serial while registered; read by the owner thread */
+    MDB_txn *txn;              /* reset, or renewed while busy */
+    int busy;
+    struct read_slot *next;    /* in s->readers (under slots_lock) */
+};
+
+#define READ_SLOTS 2
+static __thread struct read_slot my_slots[READ_SLOTS];
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t slots_key;
+static pthread_once_t slots_once = PTHREAD_ONCE_INIT;
+static _Atomic uint64_t next_serial = 1;
+
+static void unlink_slot(struct read_slot *sl)
+{
+    for (struct read_slot **p = &sl->s->readers; *p; p = &(*p)->next)
+        if (*p == sl) {
+            *p = sl->next;
+            break;
+        }
+    if (sl->txn)
+        mdb_txn_abort(sl->txn);
+    sl->s = NULL;
+    sl->txn = NULL;
+    sl->serial = 0;
+}
+
+/* A thread ends: its kept transactions go (their stores are still open, or
+ * store_close would have taken them). */
+static void slots_exit(void *arg)
+{
+    struct read_slot *slots = arg;
+    pthread_mutex_lock(&slots_lock);
+    for (int i = 0; i < READ_SLOTS; i++)
+        if (slots[i].s)
+            unlink_slot(&slots[i]);
+    pthread_mutex_unlock(&slots_lock);
+}
+
+static void slots_init(void)
+{
+    if (pthread_key_create(&slots_key, slots_exit) != 0)
+        slots_key = (pthread_key_t)-1;
+}
+
+/* The calling thread's slot for s, registering one if there is room; NULL
+ * when all are taken by other open stores. */
+static struct read_slot *my_slot(store *s)
+{
+    for (int i = 0; i < READ_SLOTS; i++)
+        if (my_slots[i].serial == s->serial)
+            return &my_slots[i];
+    struct read_slot *sl = NULL;
+    pthread_once(&slots_once, slots_init);
+    if (slots_key == (pthread_key_t)-1)
+        return NULL;
+    pthread_mutex_lock(&slots_lock);
+    for (int i = 0; i < READ_SLOTS && !sl; i++)
+        if (!my_slots[i].s)
+            sl = &my_slots[i];
+    if (sl && pthread_setspecific(slots_key, my_slots) == 0) {
+        *sl = (struct read_slot){s, s->serial, NULL, 0, s->readers};
+        s->readers = sl;
+    } else {
+        sl = NULL;
+    }
+    pthread_mutex_unlock(&slots_lock);
+    return sl;
+}
+
+/* The calling thread's kept transaction if txn is it. */
+static struct read_slot *kept(store *s, MDB_txn *txn)
+{
+    for (int i = 0; i < READ_SLOTS; i++)
+        if (my_slots[i].txn == txn && my_slots[i].busy && my_slots[i].serial == s->serial)
+            return &my_slots[i];
+    return NULL;
+}
+
+static int begin_or_renew(store *s, unsigned flags, MDB_txn **txn, struct read_slot *sl)
+{
+    if (!sl)
+        return mdb_txn_begin(s->env, NULL, flags, txn);
+    int rc = sl->txn ? mdb_txn_renew(sl->txn) : mdb_txn_begin(s->env, NULL, flags, &sl->txn);
+    if (rc == MDB_SUCCESS) {
+        sl->busy = 1;
+        *txn = sl->txn;
+    }
+    return rc;
+}
+
 /* Begins a transaction, following a map another process has grown. */
 int local_txn_begin(store *s, unsigned flags, MDB_txn **txn)
 {
+    struct read_slot *sl = NULL;
     if (!(flags & MDB_RDONLY))
         grow_if_needed(s);
+    else if ((sl = my_slot(s)) != NULL && sl->busy)
+        sl = NULL;  /* the kept one is open: a second read gets its own */
     /* A lock that cannot be taken (too many readers) is an error, not a
      * transaction run without it. */
     if (pthread_rwlock_rdlock(&s->resize) != 0)
         return STORE_ERR;
-    int rc = mdb_txn_begin(s->env, NULL, flags, txn);
+    int rc = begin_or_renew(s, flags, txn, sl);
     if (rc == MDB_MAP_RESIZED) {
         pthread_rwlock_unlock(&s->resize);
         resize(s, 0);
         if (pthread_rwlock_rdlock(&s->resize) != 0)
             return STORE_ERR;
-        rc = mdb_txn_begin(s->env, NULL, flags, txn);
+        rc = begin_or_renew(s, flags, txn, sl);
     }
     if (rc != MDB_SUCCESS)
         pthread_rwlock_unlock(&s->resize);
@@ -127,7 +234,13 @@ int txn_begin(store *s, unsigned flags, MDB_txn **txn)
 
 void txn_abort(store *s, MDB_txn *txn)
 {
-    mdb_txn_abort(txn);
+    struct read_slot *sl = kept(s, txn);
+    if (sl) {
+        mdb_txn_reset(txn);
+        sl->busy = 0;
+    } else {
+        mdb_txn_abort(txn);
+    }
     pthread_rwlock_unlock(&s->resize);
 }
 
@@ -142,7 +255,7 @@ int txn_end_s(store *s, MDB_txn *txn, int rc)
 {
     if (s->wtxn && s->wtxn == txn)
         return cluster_txn_end(s, txn, rc);
-    if (rc != STORE_OK) {
+    if (rc != STORE_OK || kept(s, txn)) {   /* a read has nothing to commit */
         txn_abort(s, txn);
         return rc;
     }
@@ -158,6 +271,110 @@ static int record(store *s, MDB_txn *txn, int op, int db, const void *k, size_t 
     return wset_add(&s->ws, op, db, k, klen, v, vlen) == 0 ? STORE_OK : STORE_ERR;
 }
 
+/* --- a faster decoder for flat records ------------------------------------------
+ * protobuf-c's unpack scans a message twice and is most of a Verify's read.
+ * A record whose type has only plain proto3 scalars, strings and bytes (a
+ * session) is decoded here in one pass into the caller's allocator, giving
+ * the message protobuf-c would; anything this does not expect - a field
+ * number the type does not have, a field twice, another wire type, a
+ * truncated value - is left to protobuf-c, which knows every case. */
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int flat_type(const ProtobufCMessageDescriptor *desc)
+{
+    for (unsigned i = 0; i < desc->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &desc->fields[i];
+        if (f->label != PROTOBUF_C_LABEL_NONE || (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) ||
+            f->id > 63)
+            return 0;
+        switch (f->type) {
+        case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_UINT32:
+        case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_BOOL: case PROTOBUF_C_TYPE_ENUM:
+        case PROTOBUF_C_TYPE_STRING: case PROTOBUF_C_TYPE_BYTES:
+            break;
+        default:
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* NULL: not decoded here (protobuf-c decides). */
+static ProtobufCMessage *flat_unpack(const ProtobufCMessageDescriptor *desc,
+                                     ProtobufCAllocator *a, size_t len, const uint8_t *data)
+{
+    const uint8_t *p = data, *end = data + len;
+    uint64_t seen = 0;
+    ProtobufCMessage *m = a->alloc(a->allocator_data, desc->sizeof_message);
+    if (!m)
+        return NULL;
+    protobuf_c_message_init(desc, m);
+    while (p < end) {
+        uint64_t tag, v;
+        if (read_varint(&p, end, &tag) != 0 || (tag >> 3) > 63)
+            goto other;
+        unsigned id = (unsigned)(tag >> 3);
+        /* Fields are in number order: numbered 1.. without gaps, id is at id - 1. */
+        const ProtobufCFieldDescriptor *f =
+            id && id <= desc->n_fields && desc->fields[id - 1].id == id
+                ? &desc->fields[id - 1] : protobuf_c_message_descriptor_get_field(desc, id);
+        if (!f || (seen & (1ull << f->id)))
+            goto other;
+        seen |= 1ull << f->id;
+        char *slot = (char *)m + f->offset;
+        int text = f->type == PROTOBUF_C_TYPE_STRING, bytes = f->type == PROTOBUF_C_TYPE_BYTES;
+        if ((tag & 7) != (text || bytes ? 2u : 0u) || read_varint(&p, end, &v) != 0)
+            goto other;
+        if (text || bytes) {
+            if (v > (uint64_t)(end - p))
+                goto other;
+            uint8_t *c = NULL;
+            if (text || v) {
+                if (!(c = a->alloc(a->allocator_data, (size_t)v + text)))
+                    goto other;
+                memcpy(c, p, (size_t)v);
+            }
+            if (text) {
+                c[v] = '\0';
+                *(char **)slot = (char *)c;
+            } else {
+                ((ProtobufCBinaryData *)slot)->data = c;
+                ((ProtobufCBinaryData *)slot)->len = (size_t)v;
+            }
+            p += v;
+            continue;
+        }
+        switch (f->type) {
+        case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_UINT64:
+            memcpy(slot, &v, 8);
+            break;
+        case PROTOBUF_C_TYPE_BOOL:
+            *(protobuf_c_boolean *)slot = v != 0;
+            break;
+        default: {  /* int32, uint32, enum: the low 32 bits */
+            uint32_t w = (uint32_t)v;
+            memcpy(slot, &w, 4);
+        }
+        }
+    }
+    return m;
+other:
+    protobuf_c_message_free_unpacked(m, a);
+    return NULL;
+}
+
 int get_msg_with(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
                  const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
                  void **out)
@@ -166,7 +383,12 @@ int get_msg_with(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
     int rc = mdb_get(txn, s->db[db], &key, &val);
     if (rc != MDB_SUCCESS)
         return map_rc(rc);
-    *out = protobuf_c_message_unpack(desc, alloc, val.mv_size, val.mv_data);
+    /* The hot path's reads come with an arena: those take the fast way. */
+    static __thread const ProtobufCMessageDescriptor *flat_desc;  /* checked flat before */
+    int flat = alloc && (desc == flat_desc || (flat_type(desc) && (flat_desc = desc)));
+    *out = flat ? flat_unpack(desc, alloc, val.mv_size, val.mv_data) : NULL;
+    if (!*out)
+        *out = protobuf_c_message_unpack(desc, alloc, val.mv_size, val.mv_data);
     if (!*out) {
         log_event(LOG_ERROR, "store", "store: undecodable record in %s", db_names[db]);
         return STORE_ERR;
@@ -541,6 +763,7 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
     }
     mdb_env_info(s->env, &info);
     s->mapsize = info.me_mapsize;
+    s->serial = next_serial++;
     *out = s;
     return STORE_OK;
 fail:
@@ -561,6 +784,12 @@ void store_close(store *s)
         return;
     store_cluster_leave(s);
     wset_free(&s->ws);
+    /* Every thread's kept transaction of this store (none is in use: a
+     * store is closed once nothing uses it). */
+    pthread_mutex_lock(&slots_lock);
+    while (s->readers)
+        unlink_slot(s->readers);
+    pthread_mutex_unlock(&slots_lock);
     mdb_env_close(s->env);
     pthread_rwlock_destroy(&s->resize);
     for (size_t i = 0; i < s->nrings; i++) {
@@ -569,6 +798,11 @@ void store_close(store *s)
     }
     pthread_mutex_destroy(&s->ring_lock);
     free(s);
+}
+
+uint64_t store_serial(const store *s)
+{
+    return s->serial;
 }
 
 int get_one(store *s, int db, const void *k, size_t klen, const ProtobufCMessageDescriptor *desc,

@@ -96,6 +96,9 @@ int store_rotate_token_key(store *s, uint32_t *new_id);
 /* A new key pair for the app (X25519, the private half sealed under the
  * newest token-hash key); the app keeps its newest 4. Sets *new_id. */
 int store_app_rotate_key(store *s, uint64_t app_id, uint32_t *new_id);
+/* A number no other store this process opened has: what a cache of one
+ * store's records is keyed by, so two data directories never mix. */
+uint64_t store_serial(const store *s);
 const char *store_strerror(int code);
 
 int store_app_create(store *s, store_app *app);              /* sets app->app_id */
@@ -133,6 +136,13 @@ int store_user_revoke(store *s, uint64_t user_id, const uint8_t *keep, size_t *r
  * not found. `alloc` (may be NULL) lets the caller decode into an arena. */
 int store_sessions_get(store *s, size_t n, const uint8_t *const *hashes,
                        store_session **out, ProtobufCAllocator *alloc);
+/* The same, with the admin-token generation read in the same transaction
+ * (*admin_gen): it moves in the transaction that ends any admin token
+ * (revocation, expiry), whichever process writes it. A check of an admin
+ * token made at generation g still holds while the generation is g. */
+int store_sessions_get_gen(store *s, uint64_t *admin_gen, size_t n,
+                           const uint8_t *const *hashes, store_session **out,
+                           ProtobufCAllocator *alloc);
 int store_store_token_get(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store_session **out);
 
 /* --- devices (device_guid filled in each record) -------------------------- */

@@ -24,7 +24,7 @@ struct cluster_conn;
 
 /* The named databases. Keys are big-endian so scans come out in order;
  * each index's key is made by its builder below and nowhere else.
- *   meta           "key" | "next_app" | "next_user" | "default_app" -> value
+ *   meta           "key" | "next_app" | "next_user" | "default_app" | "admin_gen" -> value
  *   apps           app_id(8)                        -> App
  *   users          user_id(8)                       -> User
  *   logins         app_id(8) kind(1) text           -> user_id(8)   unique index
@@ -76,9 +76,13 @@ struct store {
     pthread_mutex_t ring_lock;
     store_keyring *rings[64];
     size_t nrings;
+    uint64_t serial;           /* unique among the stores this process opened */
+    struct read_slot *readers; /* each thread's kept read transaction (store.c) */
 };
 
 #define KEY_MAX 511
+/* meta: the admin-token generation, moved by each admin token's end. */
+#define ADMIN_GEN_KEY "admin_gen"
 
 static inline void put_u64(uint8_t *p, uint64_t v)
 {
@@ -208,6 +212,10 @@ int map_rc(int rc);
  * holding the cluster's write lock: the local replica is caught up first,
  * every put and delete is recorded (put_raw, put_msg, del_raw: the only
  * writers), and txn_end commits the record in PostgreSQL before LMDB. */
+/* A read transaction (MDB_RDONLY) is the calling thread's kept one, renewed
+ * (mdb_txn_renew) rather than created, and reset rather than freed by
+ * txn_abort / txn_end: no allocation and no reader-table search per read.
+ * A thread that already has its kept one open gets a fresh one. */
 int txn_begin(store *s, unsigned flags, MDB_txn **txn);
 /* A transaction on the local LMDB alone (the feed, snapshots, the
  * node's own bookkeeping). */

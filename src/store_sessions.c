@@ -134,6 +134,10 @@ static int revoke_txn(store *s, MDB_txn *txn, const uint8_t hash[CRYPTO_HASH_BYT
         rc = count_add(s, txn, ss->app_id, ss->admin ? 'a' : 's', -1);
     if (rc == STORE_OK)
         rc = count_add(s, txn, ss->key_id, 'k', -1);
+    /* Caches of admin checks (rpc_auth.c) see the generation move. */
+    uint64_t gen;
+    if (rc == STORE_OK && ss->admin)
+        rc = next_id(s, txn, ADMIN_GEN_KEY, 1, &gen);
     protobuf_c_message_free_unpacked(&ss->base, NULL);
     return rc;
 }
@@ -276,11 +280,35 @@ int store_user_revoke(store *s, uint64_t user_id, const uint8_t *keep, size_t *r
 int store_sessions_get(store *s, size_t n, const uint8_t *const *hashes,
                        store_session **out, ProtobufCAllocator *alloc)
 {
+    return store_sessions_get_gen(s, NULL, n, hashes, out, alloc);
+}
+
+int store_sessions_get_gen(store *s, uint64_t *admin_gen, size_t n,
+                           const uint8_t *const *hashes, store_session **out,
+                           ProtobufCAllocator *alloc)
+{
     MDB_txn *txn;
     int rc = txn_begin(s, MDB_RDONLY, &txn);
     if (rc != STORE_OK)
         return rc;
-    for (size_t i = 0; i < n; i++) {
+    if (admin_gen) {
+        /* The same snapshot as this thread's last read has the same
+         * generation: under reads alone it is read once. */
+        static __thread struct { uint64_t serial; size_t txnid; uint64_t gen; } last;
+        size_t id = mdb_txn_id(txn);
+        if (last.serial == s->serial && last.txnid == id) {
+            *admin_gen = last.gen;
+        } else {
+            rc = get_u64_value(s, txn, DB_META, ADMIN_GEN_KEY, sizeof ADMIN_GEN_KEY - 1, admin_gen);
+            if (rc == STORE_NOTFOUND)
+                *admin_gen = 0, rc = STORE_OK;
+            if (rc == STORE_OK)
+                last.serial = s->serial, last.txnid = id, last.gen = *admin_gen;
+        }
+        for (size_t i = 0; rc != STORE_OK && i < n; i++)
+            out[i] = NULL;
+    }
+    for (size_t i = 0; rc == STORE_OK && i < n; i++) {
         out[i] = NULL;
         if (!hashes[i])
             continue;

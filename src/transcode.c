@@ -678,6 +678,95 @@ int transcode_from_json(const ProtobufCMessageDescriptor *desc, const char *json
     return rc;
 }
 
+/* The flat fast path: see transcode.h. Whatever it does not take whole
+ * goes to the full parser, so it needs no error messages of its own. */
+static size_t skip_ws(const char *s, size_t i, size_t len)
+{
+    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
+    return i;
+}
+
+/* A plain string at s[i] (after its opening quote): the index of its
+ * closing quote, or 0 for anything else (escapes, controls, non-ASCII). */
+static size_t plain_string_end(const char *s, size_t i, size_t len)
+{
+    for (; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"') return i;
+        if (c < 0x20 || c > 0x7E || c == '\\') return 0;
+    }
+    return 0;
+}
+
+int transcode_from_json_flat(const ProtobufCMessageDescriptor *desc, const char *json, size_t len,
+                             ProtobufCAllocator *alloc, ProtobufCMessage **out)
+{
+    const ProtobufCFieldDescriptor *fs[8];
+    size_t vs[8], vl[8], n = 0, i;
+    uint64_t seen = 0;
+
+    *out = NULL;
+    if (len == 0 || desc->n_fields > 64) return 1;
+    i = skip_ws(json, 0, len);
+    if (i >= len || json[i++] != '{') return 1;
+    i = skip_ws(json, i, len);
+    if (i < len && json[i] == '}') {
+        i++;
+    } else {
+        for (;;) {
+            size_t k, ke, ve;
+            const ProtobufCFieldDescriptor *f = NULL;
+            unsigned j;
+            if (n == 8 || i >= len || json[i] != '"') return 1;
+            k = i + 1;
+            if (!(ke = plain_string_end(json, k, len))) return 1;
+            for (j = 0; j < desc->n_fields; j++) {
+                const char *name = desc->fields[j].name;
+                if (name[0] == json[k] && strncmp(name, json + k, ke - k) == 0 &&
+                    name[ke - k] == '\0') {
+                    f = &desc->fields[j];
+                    break;
+                }
+            }
+            if (!f || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED ||
+                (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) || (seen & (1ull << j)))
+                return 1;
+            seen |= 1ull << j;
+            i = skip_ws(json, ke + 1, len);
+            if (i >= len || json[i++] != ':') return 1;
+            i = skip_ws(json, i, len);
+            if (i >= len || json[i] != '"') return 1;
+            if (!(ve = plain_string_end(json, i + 1, len))) return 1;
+            fs[n] = f, vs[n] = i + 1, vl[n] = ve - i - 1, n++;
+            i = skip_ws(json, ve + 1, len);
+            if (i >= len) return 1;
+            if (json[i] == '}') {
+                i++;
+                break;
+            }
+            if (json[i++] != ',') return 1;
+            i = skip_ws(json, i, len);
+        }
+    }
+    if (skip_ws(json, i, len) != len) return 1;
+
+    ProtobufCMessage *msg = alloc->alloc(alloc->allocator_data, desc->sizeof_message);
+    if (!msg) return 1;
+    protobuf_c_message_init(desc, msg);
+    for (i = 0; i < n; i++) {
+        char *v = alloc->alloc(alloc->allocator_data, vl[i] + 1);
+        if (!v) {
+            protobuf_c_message_free_unpacked(msg, alloc);
+            return 1;
+        }
+        memcpy(v, json + vs[i], vl[i]);
+        v[vl[i]] = '\0';
+        *(char **)((char *)msg + fs[i]->offset) = v;
+    }
+    *out = msg;
+    return 0;
+}
+
 /* ---------------------------------------------------------------------------
  * Query string -> field
  * ------------------------------------------------------------------------- */
@@ -788,9 +877,19 @@ typedef struct {
     char *p;
     size_t len, cap;
     bool bad; /* out of memory, or a value that cannot be written */
+    char *fixed; /* the caller's buffer p starts in (not to be freed), or NULL */
 } textbuf;
 
-static bool tb_reserve(textbuf *b, size_t n)
+static bool tb_grow(textbuf *b, size_t n);
+
+/* Inline: the writer reserves a few bytes per token, nearly always there. */
+static inline bool tb_reserve(textbuf *b, size_t n)
+{
+    if (b->len + n <= b->cap && !b->bad) return true;
+    return tb_grow(b, n);
+}
+
+static bool tb_grow(textbuf *b, size_t n)
 {
     size_t cap;
     char *p;
@@ -799,16 +898,17 @@ static bool tb_reserve(textbuf *b, size_t n)
     if (b->len + n <= b->cap) return true;
     for (cap = b->cap ? b->cap : 512; cap < b->len + n; cap *= 2)
         ;
-    if (!(p = realloc(b->p, cap))) {
+    if (!(p = realloc(b->p == b->fixed ? NULL : b->p, cap))) {
         b->bad = true;
         return false;
     }
+    if (b->p && b->p == b->fixed) memcpy(p, b->p, b->len);
     b->p = p;
     b->cap = cap;
     return true;
 }
 
-static void tb_put(textbuf *b, const char *s, size_t n)
+static inline void tb_put(textbuf *b, const char *s, size_t n)
 {
     if (tb_reserve(b, n)) {
         memcpy(b->p + b->len, s, n);
@@ -861,8 +961,9 @@ static void tb_string(textbuf *b, const char *s, size_t n)
 
     for (i = 0; i < n; i += len) {
         unsigned char c = (unsigned char)s[i];
+        len = 1;
         if (c < 0x20 || c == '"' || c == '\\') break;
-        if (!(len = utf8_next((const unsigned char *)s + i, n - i, NULL))) break;
+        if (c >= 0x80 && !(len = utf8_next((const unsigned char *)s + i, n - i, NULL))) break;
     }
     if (i < n) {
         tb_json(b, string_json(s, n)); /* escapes, or bytes that are not UTF-8 */
@@ -1001,7 +1102,14 @@ static void write_message(textbuf *b, const ProtobufCMessage *msg)
 int transcode_envelope(int code, const char *message, const ProtobufCMessage *data,
                        const char *data_field, char **out, size_t *out_len)
 {
-    textbuf b = {0};
+    return transcode_envelope_buf(code, message, data, data_field, NULL, 0, out, out_len);
+}
+
+int transcode_envelope_buf(int code, const char *message, const ProtobufCMessage *data,
+                           const char *data_field, char *buf, size_t cap, char **out,
+                           size_t *out_len)
+{
+    textbuf b = {buf, 0, buf ? cap : 0, false, buf};
     const ProtobufCFieldDescriptor *f = NULL;
 
     *out = NULL;
@@ -1020,7 +1128,7 @@ int transcode_envelope(int code, const char *message, const ProtobufCMessage *da
     else write_message(&b, data);
     tb_lit(&b, "}");
     if (!tb_reserve(&b, 1)) {
-        free(b.p);
+        if (b.p != b.fixed) free(b.p);
         return -1;
     }
     b.p[b.len] = '\0'; /* not counted in out_len, but handy for logging */

@@ -35,6 +35,16 @@
 int transcode_from_json(const ProtobufCMessageDescriptor *desc, const char *json, size_t len,
                         ProtobufCMessage **out, char *err);
 
+/* The common case without jansson: a body that is one flat object whose
+ * keys are all singular string fields of `desc`, each once, and whose
+ * values are strings of printable ASCII without escapes (Verify's
+ * {"token":"..."}). Gives the message transcode_from_json would, allocated
+ * through `alloc` (free with protobuf_c_message_free_unpacked(msg, alloc)):
+ * 0. Anything else, including every error, returns 1 without output: the
+ * caller then uses transcode_from_json, which says what is wrong. */
+int transcode_from_json_flat(const ProtobufCMessageDescriptor *desc, const char *json, size_t len,
+                             ProtobufCAllocator *alloc, ProtobufCMessage **out);
+
 /* Sets one top-level field of `msg` (allocated as above) from a text value,
  * as an HTTP query parameter binds it: scalars parse from their text form
  * (the same rules as a JSON string value; bool is "true" or "false"); a
@@ -58,6 +68,11 @@ int transcode_set_query(ProtobufCMessage *msg, char *query, size_t len, char *er
  * response_body. Returns a malloc'd buffer (free()) and its length. */
 int transcode_envelope(int code, const char *message, const ProtobufCMessage *data,
                        const char *data_field, char **out, size_t *out_len);
+/* The same, written into buf (cap bytes) when it fits: *out is then buf,
+ * else a malloc'd buffer the caller frees. */
+int transcode_envelope_buf(int code, const char *message, const ProtobufCMessage *data,
+                           const char *data_field, char *buf, size_t cap, char **out,
+                           size_t *out_len);
 
 /* Checks every string field of a decoded message (nested ones too) is
  * UTF-8, as proto3 requires: protobuf-c's unpack does not. */

@@ -12,6 +12,11 @@ size_t utf8_prefix(const char *s, size_t n)
 
 int utf8_valid(const char *s)
 {
-    size_t n = strlen(s);
-    return utf8_prefix(s, n) == n;
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p && *p < 0x80)   /* ASCII, nearly every string: one pass */
+        p++;
+    if (!*p)
+        return 1;
+    size_t n = strlen((const char *)p);
+    return utf8_prefix((const char *)p, n) == n;
 }

@@ -308,6 +308,121 @@ static void test_full_pool_answers_unavailable(void **state)
     pthread_mutex_destroy(&b.lock);
 }
 
+/* --- Verify and the cache of checked admin tokens ------------------------------------ */
+
+/* A new admin token of the fixture's app: its text, and its hash in hash. */
+static void new_admin(world *w, char text[CRYPTO_TOKEN_TEXTLEN], uint8_t hash[CRYPTO_HASH_BYTES])
+{
+    uint8_t raw[CRYPTO_TOKEN_BYTES];
+    store_session ss = TOKEND__V1__STORE__SESSION__INIT;
+    crypto_token_new(raw, text);
+    crypto_token_hash(hash, raw, store_token_key(w->fc.ctx.store));
+    ss.app_id = w->fc.f.app;
+    ss.label = "verify";
+    assert_int_equal(store_admin_token_create(w->fc.ctx.store, hash, &ss, NULL), STORE_OK);
+}
+
+static status_code verify(world *w, const char *caller, const char *token)
+{
+    test_call tc;
+    Tokend__V1__VerifyRequest req = TOKEND__V1__VERIFY_REQUEST__INIT;
+    call_init(w, &tc);
+    snprintf(tc.call.access_token, sizeof tc.call.access_token, "%s", caller);
+    req.token = (char *)token;
+    invoke(&tc, "Verify", &req.base);
+    assert_int_equal(tc.answered, 1);   /* Verify answers on the loop, at once */
+    return tc.status;
+}
+
+static int cached(world *w, const char *caller)
+{
+    test_call tc;
+    call_init(w, &tc);
+    snprintf(tc.call.access_token, sizeof tc.call.access_token, "%s", caller);
+    return rpc_admin_cache_find(&tc.call) != NULL;
+}
+
+/* A checked admin token is reused until any admin token ends; its own
+ * revocation (by any writer: here the store, as the CLI would) refuses it
+ * at the next call, cached or not. */
+static void test_admin_cache_revocation(void **state)
+{
+    world *w = *state;
+    char target[CRYPTO_TOKEN_TEXTLEN], other[CRYPTO_TOKEN_TEXTLEN];
+    uint8_t target_hash[CRYPTO_HASH_BYTES], other_hash[CRYPTO_HASH_BYTES], mine[CRYPTO_HASH_BYTES];
+    uint8_t raw[CRYPTO_TOKEN_BYTES];
+    uint64_t gen0, gen1;
+
+    rpc_admin_cache_clear();
+    new_admin(w, target, target_hash);
+    new_admin(w, other, other_hash);
+    assert_int_equal(crypto_token_parse(raw, w->admin_token, strlen(w->admin_token)), 0);
+    crypto_token_hash(mine, raw, store_token_key(w->fc.ctx.store));
+
+    assert_false(cached(w, w->admin_token));
+    assert_int_equal(verify(w, w->admin_token, target), ST_OK);
+    assert_true(cached(w, w->admin_token));
+    assert_int_equal(verify(w, w->admin_token, target), ST_OK);
+
+    /* Another admin token ends: the generation moves, the entry is dropped
+     * and the caller checked afresh (still good, so cached again). */
+    assert_int_equal(store_sessions_get_gen(w->fc.ctx.store, &gen0, 0, NULL, NULL, NULL), STORE_OK);
+    assert_int_equal(store_session_revoke(w->fc.ctx.store, other_hash, NULL), STORE_OK);
+    assert_int_equal(store_sessions_get_gen(w->fc.ctx.store, &gen1, 0, NULL, NULL, NULL), STORE_OK);
+    assert_true(gen1 != gen0);
+    assert_int_equal(verify(w, w->admin_token, target), ST_OK);
+    assert_true(cached(w, w->admin_token));
+
+    /* The caller's own token is revoked: refused at once, and forgotten. */
+    assert_int_equal(store_session_revoke(w->fc.ctx.store, mine, NULL), STORE_OK);
+    assert_int_equal(verify(w, w->admin_token, target), ST_UNAUTHENTICATED);
+    assert_false(cached(w, w->admin_token));
+    assert_int_equal(verify(w, w->admin_token, target), ST_UNAUTHENTICATED);
+}
+
+/* The cache keeps the per-call checks: another app_id is refused; a user's
+ * logout does not move the admin generation; a token of another store (a
+ * second data directory in the same process) never matches. */
+static void test_admin_cache_checks_each_call(void **state)
+{
+    world *w = *state;
+    char target[CRYPTO_TOKEN_TEXTLEN];
+    uint8_t target_hash[CRYPTO_HASH_BYTES];
+    uint64_t gen0, gen1;
+    test_call tc;
+    Tokend__V1__VerifyRequest req = TOKEND__V1__VERIFY_REQUEST__INIT;
+
+    rpc_admin_cache_clear();
+    new_admin(w, target, target_hash);
+    assert_int_equal(verify(w, w->admin_token, target), ST_OK);
+    assert_true(cached(w, w->admin_token));
+
+    call_init(w, &tc);
+    tc.call.app_id = w->fc.f.app + 1;
+    req.token = target;
+    invoke(&tc, "Verify", &req.base);
+    assert_int_equal(tc.status, ST_UNAUTHENTICATED);
+    assert_non_null(strstr(tc.message, "app_id"));
+
+    /* A user session's end leaves the generation alone. */
+    uint64_t uid = make_user(w->fc.ctx.store, w->fc.f.app, "gen-user", NULL, NULL);
+    uint8_t h[CRYPTO_HASH_BYTES];
+    login_ok(w->fc.ctx.store, w->fc.f.app, uid, "dev-1", 7);
+    fill_hash(h, 7);
+    assert_int_equal(store_sessions_get_gen(w->fc.ctx.store, &gen0, 0, NULL, NULL, NULL), STORE_OK);
+    assert_int_equal(store_session_revoke(w->fc.ctx.store, h, NULL), STORE_OK);
+    assert_int_equal(store_sessions_get_gen(w->fc.ctx.store, &gen1, 0, NULL, NULL, NULL), STORE_OK);
+    assert_true(gen0 == gen1);
+
+    /* Another store: the cached entry is not its. */
+    fixture_ctx other;
+    assert_int_equal(fixture_ctx_open(&other, 1, 0), 0);
+    call_init(w, &tc);
+    tc.call.ctx = &other.ctx;
+    assert_null(rpc_admin_cache_find(&tc.call));
+    fixture_ctx_close(&other);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -317,6 +432,8 @@ int main(void)
         T(test_refusal_answers_at_once),
         T(test_past_deadline_changes_nothing),
         T(test_full_pool_answers_unavailable),
+        T(test_admin_cache_revocation),
+        T(test_admin_cache_checks_each_call),
     };
     return cmocka_run_group_tests_name("handler", tests, NULL, NULL);
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <pthread.h>
 
 #include "store.h"
 #include "fixture.h"
@@ -158,6 +159,122 @@ static void test_sessions_get(void **state)
     assert_int_equal(store_sessions_get(f->s, 1, &hashes[3], out, NULL), STORE_OK);
     assert_int_equal(out[0]->user_id, bob);
     protobuf_c_message_free_unpacked(&out[0]->base, NULL);
+}
+
+/* The hot path's decoder (records read with an allocator) gives what
+ * protobuf-c gives: the two decodings pack to the same bytes. */
+static void test_sessions_get_fast_decode(void **state)
+{
+    fixture *f = *state;
+    uint64_t alice = make_user(f->s, f->app, "alice", NULL, NULL);
+    uint8_t h[CRYPTO_HASH_BYTES], a[512], b[512];
+    const uint8_t *hashes[1] = {h};
+    store_session *fast = NULL, *slow = NULL;
+    ProtobufCAllocator alloc = {count_alloc, count_free, NULL};
+
+    login_ok(f->s, f->app, alice, "a-device-guid", 3);
+    fill_hash(h, 3);
+    assert_int_equal(store_sessions_get(f->s, 1, hashes, &fast, &alloc), STORE_OK);
+    assert_int_equal(store_sessions_get(f->s, 1, hashes, &slow, NULL), STORE_OK);
+    size_t na = protobuf_c_message_get_packed_size(&fast->base);
+    size_t nb = protobuf_c_message_get_packed_size(&slow->base);
+    assert_int_equal(na, nb);
+    assert_true(na <= sizeof a);
+    protobuf_c_message_pack(&fast->base, a);
+    protobuf_c_message_pack(&slow->base, b);
+    assert_memory_equal(a, b, na);
+    assert_int_equal(fast->store_token_hash.len, CRYPTO_HASH_BYTES);
+    assert_string_equal(fast->access_key_secret, "secret");
+    protobuf_c_message_free_unpacked(&fast->base, &alloc);
+    protobuf_c_message_free_unpacked(&slow->base, NULL);
+}
+
+/* Each thread's read transaction is kept and renewed: a read sees what
+ * committed since the thread's last read; threads that come and go give
+ * their reader slots back (more of them than LMDB has slots); a store
+ * closed while another thread keeps a transaction of it frees that too. */
+typedef struct {
+    store *s;
+    const uint8_t *hash;
+    int found;
+} reader_arg;
+
+static void *read_once(void *p)
+{
+    reader_arg *r = p;
+    store_session *ss = NULL;
+    const uint8_t *hashes[1] = {r->hash};
+    r->found = store_sessions_get(r->s, 1, hashes, &ss, NULL) == STORE_OK && ss;
+    if (ss)
+        protobuf_c_message_free_unpacked(&ss->base, NULL);
+    return NULL;
+}
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int step;
+    reader_arg r;
+} stepper;
+
+/* Reads, waits for step 2 (the main thread closes that store and opens
+ * another), reads the other store, exits. */
+static void *read_across_close(void *p)
+{
+    stepper *st = p;
+    read_once(&st->r);
+    pthread_mutex_lock(&st->lock);
+    st->step = 1;
+    pthread_cond_broadcast(&st->cond);
+    while (st->step != 2)
+        pthread_cond_wait(&st->cond, &st->lock);
+    pthread_mutex_unlock(&st->lock);
+    read_once(&st->r);
+    return NULL;
+}
+
+static void test_read_txn_reuse(void **state)
+{
+    fixture *f = *state;
+    uint64_t alice = make_user(f->s, f->app, "alice", NULL, NULL);
+    uint8_t h[CRYPTO_HASH_BYTES];
+    reader_arg r = {f->s, h, 0};
+
+    fill_hash(h, 5);
+    read_once(&r);
+    assert_false(r.found);
+    login_ok(f->s, f->app, alice, NULL, 5);
+    read_once(&r);                  /* the renewed transaction sees the login */
+    assert_true(r.found);
+    assert_int_equal(store_session_revoke(f->s, h, NULL), STORE_OK);
+    read_once(&r);
+    assert_false(r.found);
+
+    login_ok(f->s, f->app, alice, NULL, 5);
+    for (int i = 0; i < 1100; i++) {   /* maxreaders is 1024 */
+        pthread_t t;
+        r.found = 0;
+        assert_int_equal(pthread_create(&t, NULL, read_once, &r), 0);
+        pthread_join(t, NULL);
+        assert_true(r.found);
+    }
+
+    stepper st = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, {f->s, h, 0}};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, read_across_close, &st), 0);
+    pthread_mutex_lock(&st.lock);
+    while (st.step != 1)
+        pthread_cond_wait(&st.cond, &st.lock);
+    assert_true(st.r.found);
+    store_close(f->s);              /* frees the reader's kept transaction */
+    f->s = open_or_fail(f->dir, TEST_MAPSIZE);
+    st.r.s = f->s;
+    st.r.found = 0;
+    st.step = 2;
+    pthread_cond_broadcast(&st.cond);
+    pthread_mutex_unlock(&st.lock);
+    pthread_join(t, NULL);
+    assert_true(st.r.found);        /* the same data, through the new handle */
 }
 
 static void test_store_token_get(void **state)
@@ -323,6 +440,8 @@ int main(void)
         T(test_session_revoke),
         T(test_user_revoke),
         T(test_sessions_get),
+        T(test_sessions_get_fast_decode),
+        T(test_read_txn_reuse),
         T(test_store_token_get),
         T(test_push_lookup),
         T(test_admin_tokens),

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "transcode.h"
+#include "tokend/v1/tokend.pb-c.h"
 #include "transcode_test.pb-c.h"
 
 #define ALL (&tokend__test__all__descriptor)
@@ -996,6 +997,61 @@ static void test_set_field_errors(void **state)
     protobuf_c_message_free_unpacked(m, NULL);
 }
 
+static void *flat_alloc(void *d, size_t n) { (void)d; return malloc(n); }
+static void flat_free(void *d, void *p) { (void)d; free(p); }
+static ProtobufCAllocator protobuf_c__allocator_for_tests = {flat_alloc, flat_free, NULL};
+
+/* The flat fast path takes only what it can decode exactly as the full
+ * parser does (the same message, byte for byte), and hands back all else. */
+static void test_from_json_flat(void **state)
+{
+    static const struct {
+        const char *json;
+        int flat;
+    } cases[] = {
+        {"{\"token\":\"abc\"}", 0},
+        {" \t{ \"token\" :\n\"abc-_.~ x\" }\r\n", 0},
+        {"{}", 0},
+        {"{\"token\":\"\"}", 0},
+        {"{\"token\":\"a\\u0062c\"}", 1},         /* an escape */
+        {"{\"token\":\"abc\",\"token\":\"x\"}", 1}, /* twice: the full parser refuses */
+        {"{\"other\":\"x\"}", 1},                  /* unknown: the full parser ignores it */
+        {"{\"token\":1}", 1},
+        {"{\"token\":null}", 1},
+        {"{\"token\":\"abc\"} x", 1},
+        {"{\"token\":\"abc\",}", 1},
+        {"{\"token\":\"\xc3\xa9\"}", 1},            /* not ASCII */
+        {"{\"token\":\"abc\"", 1},
+        {"[\"token\"]", 1},
+        {"", 1},
+    };
+    const ProtobufCMessageDescriptor *d = &tokend__v1__verify_request__descriptor;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ProtobufCMessage *fast = NULL, *full = NULL;
+        char err[TRANSCODE_ERRLEN];
+        size_t len = strlen(cases[i].json);
+        int rc = transcode_from_json_flat(d, cases[i].json, len, &protobuf_c__allocator_for_tests,
+                                          &fast);
+        if (rc != cases[i].flat)
+            fail_msg("%s: flat %d, want %d", cases[i].json, rc, cases[i].flat);
+        if (rc != 0) {
+            assert_null(fast);
+            continue;
+        }
+        assert_int_equal(transcode_from_json(d, cases[i].json, len, &full, err), 0);
+        size_t n = protobuf_c_message_get_packed_size(fast);
+        assert_int_equal(n, protobuf_c_message_get_packed_size(full));
+        uint8_t *a = malloc(n + 1), *b = malloc(n + 1);
+        protobuf_c_message_pack(fast, a);
+        protobuf_c_message_pack(full, b);
+        assert_memory_equal(a, b, n);
+        free(a);
+        free(b);
+        protobuf_c_message_free_unpacked(fast, &protobuf_c__allocator_for_tests);
+        protobuf_c_message_free_unpacked(full, NULL);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1031,6 +1087,7 @@ int main(void)
         cmocka_unit_test(test_set_field_scalars),
         cmocka_unit_test(test_set_field_repeated_and_oneof),
         cmocka_unit_test(test_set_field_errors),
+        cmocka_unit_test(test_from_json_flat),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
