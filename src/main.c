@@ -95,6 +95,7 @@ static int cmd_serve(const option_values *ov)
     }
     if (cfg.cluster_url)  /* every node counts guesses in the same buckets */
         throttle_share(ctx.throttle, ctx.store, ctx.pool);
+    pool_set_slow_queue(ctx.pool, cfg.login_queue);
     int rc = server_run(&ctx, router);
     log_stop();
     pool_destroy(ctx.pool);
@@ -491,7 +492,8 @@ typedef struct {
 
 static const command commands[] = {
     {"serve", cmd_serve,
-     OPTS(OPT_DATA, OPT_CONFIG, OPT_LISTEN, OPT_THREADS, OPT_WORKERS, OPT_QUEUE, OPT_MAX_BODY,
+     OPTS(OPT_DATA, OPT_CONFIG, OPT_LISTEN, OPT_THREADS, OPT_WORKERS, OPT_QUEUE, OPT_LOGIN_QUEUE,
+          OPT_MAX_BODY,
           OPT_PWHASH_OPS, OPT_PWHASH_MEM, OPT_MAP_SIZE, OPT_MAX_CONNECTIONS, OPT_MAX_STREAMS,
           OPT_REQUEST_TIMEOUT, OPT_DEADLINE, OPT_PURGE_INTERVAL, OPT_THROTTLE_ACCOUNT,
           OPT_THROTTLE_ADDRESS, OPT_THROTTLE_WINDOW, OPT_TLS_CERT, OPT_TLS_KEY, OPT_CLUSTER,

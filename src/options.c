@@ -24,6 +24,10 @@ const option_spec options[OPT_COUNT] = {
                      "worker threads for Argon2id and writes", "2"},
     [OPT_QUEUE] = {"queue", OPT_NUMBER, "N", 0, TOKEND_MAX_QUEUE, TOKEND_DEFAULT_QUEUE, NULL, F,
                    "jobs that may wait for a busy worker (beyond them: 503)", "256"},
+    [OPT_LOGIN_QUEUE] = {"login-queue", OPT_NUMBER, "N", 0, TOKEND_MAX_LOGIN_QUEUE,
+                         TOKEND_DEFAULT_LOGIN_QUEUE, NULL, F,
+                         "password checks that may wait per busy worker (beyond them: 503 at "
+                         "once); an accepted login waits for at most N others per worker", "1"},
     [OPT_MAX_BODY] = {"max-body", OPT_NUMBER, "BYTES", TOKEND_MIN_BODY, TOKEND_MAX_BODY,
                       TOKEND_DEFAULT_BODY, NULL, F | R,
                       "largest request body (larger: 413)", "65536"},
@@ -379,6 +383,7 @@ int options_to_config(const option_values *ov, tokend_config *cfg, option_error_
     cfg->threads = (unsigned)options_num(ov, OPT_THREADS);
     cfg->workers = (unsigned)options_num(ov, OPT_WORKERS);
     cfg->queue = (unsigned)options_num(ov, OPT_QUEUE);
+    cfg->login_queue = (unsigned)options_num(ov, OPT_LOGIN_QUEUE);
     cfg->max_body = (size_t)options_num(ov, OPT_MAX_BODY);
     cfg->pwcost.ops = options_num(ov, OPT_PWHASH_OPS);
     cfg->pwcost.mem = (size_t)options_num(ov, OPT_PWHASH_MEM) << 20;

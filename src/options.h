@@ -16,6 +16,8 @@
 #define TOKEND_MAX_THREADS 256            /* event loops; also worker threads */
 #define TOKEND_MAX_QUEUE 1000000          /* jobs waiting for a worker */
 #define TOKEND_DEFAULT_QUEUE 256
+#define TOKEND_MAX_LOGIN_QUEUE 1000       /* password checks waiting, per worker */
+#define TOKEND_DEFAULT_LOGIN_QUEUE 1
 #define TOKEND_MIN_BODY 64                /* bytes */
 #define TOKEND_MAX_BODY (16u << 20)       /* h2o itself refuses 16 x max-body */
 #define TOKEND_DEFAULT_BODY (64u << 10)
@@ -39,7 +41,8 @@
 
 typedef enum {
     /* tokend serve (all but --config may also stand in the config file) */
-    OPT_DATA, OPT_CONFIG, OPT_LISTEN, OPT_THREADS, OPT_WORKERS, OPT_QUEUE, OPT_MAX_BODY,
+    OPT_DATA, OPT_CONFIG, OPT_LISTEN, OPT_THREADS, OPT_WORKERS, OPT_QUEUE, OPT_LOGIN_QUEUE,
+    OPT_MAX_BODY,
     OPT_PWHASH_OPS, OPT_PWHASH_MEM, OPT_MAP_SIZE, OPT_MAX_CONNECTIONS, OPT_MAX_STREAMS,
     OPT_REQUEST_TIMEOUT, OPT_DEADLINE, OPT_PURGE_INTERVAL, OPT_THROTTLE_ACCOUNT,
     OPT_THROTTLE_ADDRESS, OPT_THROTTLE_WINDOW, OPT_TLS_CERT, OPT_TLS_KEY, OPT_CLUSTER, OPT_METRICS_LISTEN,

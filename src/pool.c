@@ -1,6 +1,11 @@
 /* pool.c - a fixed set of worker threads over one bounded FIFO. */
+#define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "pool.h"
 
 struct pool {
@@ -10,13 +15,25 @@ struct pool {
     unsigned inflight, queue_max, nthreads;  /* inflight: waiting + running */
     unsigned running;
     unsigned long long rejected;             /* submissions refused: the queue was full */
+    unsigned slow_inflight;                  /* of those, pool_submit_slow's */
+    unsigned slow_queue;                     /* of those, waiting per worker */
     int stopping;
     pthread_t threads[];
 };
 
+/* Below the event loops: CPU-bound batch work, niced (per thread on
+ * Linux). Best effort: a refusal leaves the thread as it was. */
+static void lower_priority(void)
+{
+    struct sched_param sp = {0};
+    pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), POOL_NICE);
+}
+
 static void *worker(void *arg)
 {
     pool *p = arg;
+    lower_priority();
     for (;;) {
         pthread_mutex_lock(&p->lock);
         while (!p->head && !p->stopping)
@@ -35,6 +52,8 @@ static void *worker(void *arg)
         pthread_mutex_lock(&p->lock);
         p->running--;
         p->inflight--;
+        if (job->slow)
+            p->slow_inflight--;
         pthread_mutex_unlock(&p->lock);
         job->post(job);
     }
@@ -57,6 +76,7 @@ pool *pool_create(unsigned threads, unsigned queue_max)
         return NULL;
     }
     p->queue_max = queue_max;
+    p->slow_queue = 1;
     for (; p->nthreads < threads; p->nthreads++)
         if (pthread_create(&p->threads[p->nthreads], NULL, worker, p) != 0)
             break;
@@ -69,23 +89,26 @@ pool *pool_create(unsigned threads, unsigned queue_max)
     return p;
 }
 
-int pool_submit(pool *p, pool_job *job)
+static int submit(pool *p, pool_job *job, int slow)
 {
     if (!p || !job || !job->work || !job->post)
         return -1;
     pthread_mutex_lock(&p->lock);
-    if (p->inflight >= p->nthreads + p->queue_max || p->stopping) {
+    if (p->inflight >= p->nthreads + p->queue_max || p->stopping ||
+        (slow && p->slow_inflight >= pool_slow_max(p))) {
         p->rejected++;
         pthread_mutex_unlock(&p->lock);
         return -1;
     }
     job->next = NULL;
+    job->slow = slow;
     if (p->tail)
         p->tail->next = job;
     else
         p->head = job;
     p->tail = job;
     p->inflight++;
+    p->slow_inflight += slow != 0;
     pthread_cond_signal(&p->ready);
     pthread_mutex_unlock(&p->lock);
     return 0;
@@ -98,6 +121,28 @@ void pool_stats(pool *p, unsigned *queued, unsigned *running, unsigned long long
     *queued = p->inflight - p->running;
     *rejected = p->rejected;
     pthread_mutex_unlock(&p->lock);
+}
+
+int pool_submit(pool *p, pool_job *job)
+{
+    return submit(p, job, 0);
+}
+
+int pool_submit_slow(pool *p, pool_job *job)
+{
+    return submit(p, job, 1);
+}
+
+void pool_set_slow_queue(pool *p, unsigned per_worker)
+{
+    pthread_mutex_lock(&p->lock);
+    p->slow_queue = per_worker;
+    pthread_mutex_unlock(&p->lock);
+}
+
+unsigned pool_slow_max(const pool *p)
+{
+    return p->nthreads * (1 + p->slow_queue);
 }
 
 void pool_destroy(pool *p)

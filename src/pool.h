@@ -1,9 +1,16 @@
 /* pool.h - the bounded worker pool for slow work (Argon2id, write
  * transactions), so an event loop never blocks. A full queue refuses new
  * work at once: the caller answers "retry later" rather than letting
- * requests pile up without bound. */
+ * requests pile up without bound.
+ *
+ * Workers run at a lower priority than the event loops (SCHED_BATCH,
+ * nice POOL_NICE): on a core shared with a loop, a stream of password
+ * hashes takes what the loop leaves, so answering requests never waits
+ * behind hashing. */
 #ifndef TOKEND_POOL_H
 #define TOKEND_POOL_H
+
+#define POOL_NICE 10               /* a nice-0 loop gets ~90% of a shared core */
 
 typedef struct pool pool;
 typedef struct pool_job pool_job;
@@ -13,6 +20,7 @@ struct pool_job {
     void (*post)(pool_job *job);   /* runs on the worker after work: hands the job back */
     void *owner;                   /* the submitter's context, for post */
     pool_job *next;
+    int slow;                      /* set by pool_submit_slow */
 };
 
 /* `threads` workers; at most `queue_max` jobs waiting beyond those running. */
@@ -21,6 +29,15 @@ pool *pool_create(unsigned threads, unsigned queue_max);
 int pool_submit(pool *p, pool_job *job);
 /* For metrics: jobs waiting, jobs running, submissions refused (full). */
 void pool_stats(pool *p, unsigned *queued, unsigned *running, unsigned long long *rejected);
+/* The same for a job that takes a worker for long (a password hash): at
+ * most pool_slow_max() of those are in the pool at once, so an accepted one
+ * waits for a bounded number of others instead of a whole queue of them;
+ * the rest are refused at once (-1). */
+int pool_submit_slow(pool *p, pool_job *job);
+/* workers x (1 + per_worker): each worker's current one and per_worker
+ * waiting (default per_worker: 1). */
+void pool_set_slow_queue(pool *p, unsigned per_worker);
+unsigned pool_slow_max(const pool *p);
 /* Lets queued jobs finish, then joins the workers. */
 void pool_destroy(pool *p);
 

@@ -61,7 +61,7 @@ int rpc_offload(rpc_call *call, rpc_job *job, void (*work)(pool_job *),
     job->finish = finish;
     job->base.work = work;
     job->base.post = post_to_loop;
-    if (pool_submit(call->ctx->pool, &job->base) != 0) {
+    if ((job->slow ? pool_submit_slow : pool_submit)(call->ctx->pool, &job->base) != 0) {
         call->retry_after = 1;
         rpc_fail(call, ST_UNAVAILABLE, "server busy: too many logins in progress, retry shortly");
         return -1;

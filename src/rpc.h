@@ -77,6 +77,7 @@ struct rpc_job {
     pool_job base;
     rpc_call *call;
     void (*finish)(rpc_job *job);
+    int slow;                      /* a password hash: pool_submit_slow's bound */
 };
 int rpc_offload(rpc_call *call, rpc_job *job, void (*work)(pool_job *),
                 void (*finish)(rpc_job *));

@@ -319,6 +319,9 @@ static void login_start(rpc_call *call, login_task *lt, const login_name *name,
     lt->task.cleanup = login_cleanup;
     lt->metrics = call->loop ? call->loop->metrics : NULL;
     lt->counted = 1;
+    /* A password check waits behind at most one other per worker, or is
+     * refused at once: a login storm gets quick 503s, not a long queue. */
+    lt->task.job.slow = !lt->trusted;
     rpc_task_start(&lt->task, run_login);  /* a full pool answers, refunds and frees */
     return;
 refused:

@@ -25,6 +25,7 @@ typedef struct {
     unsigned threads;            /* event loops */
     unsigned workers;            /* pool threads for Argon2id and writes */
     unsigned queue;              /* jobs allowed to wait beyond the busy workers */
+    unsigned login_queue;        /* password checks allowed to wait, per worker */
     size_t max_body;             /* bytes; larger request bodies get 413 (reloadable) */
     size_t mapsize;              /* bytes of LMDB map at start */
     unsigned purge_interval;     /* seconds between purges of expired sessions */

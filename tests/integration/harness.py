@@ -143,6 +143,10 @@ class Server:
         # it off, so repeated bad logins from 127.0.0.1 test what they mean to.
         if not any(a.startswith("--throttle") for a in serve_args):
             serve_args = ["--throttle-account", "0", "--throttle-address", "0"] + serve_args
+        # Password checks beyond one waiting per worker are refused by default
+        # (503 at once); tests not about that let bursts of logins wait.
+        if "--login-queue" not in serve_args:
+            serve_args = ["--login-queue", "64"] + serve_args
         self.port = free_port()
         self._out = open(self.log_out, "ab")
         self._err = open(self.log_err, "ab")

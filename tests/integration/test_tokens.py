@@ -738,6 +738,34 @@ class Load(Base):
         r = self.post("/token/id", {"user_id": U["slow"], "password": PW_SLOW}, srv=srv)
         self.assert_token_reply(r, U["slow"], srv=srv)
 
+    def test_login_queue_refuses_at_once(self):
+        # --login-queue 0: a password check never waits for a busy worker;
+        # the queue for other jobs (8) does not let logins pile up in it.
+        srv = harness.Server()
+        srv.create_app("lq")
+        uid = srv.add_user("lquser", PW_SLOW, pwhash_ops=4, pwhash_mem=64)
+        try:
+            srv.start("--workers", 1, "--queue", 8, "--login-queue", 0, *SLOW_COST)
+            body = {"user_id": uid, "password": PW_SLOW}
+
+            def login(i):
+                t0 = time.monotonic()
+                r = srv.request("POST", "/token/id", body, http2=i % 2 == 1)
+                return r, time.monotonic() - t0
+            results = run_concurrently(login, 6)
+            ok = [t for r, t in results if r.status == 200]
+            refused = [t for r, t in results if r.status == 503]
+            self.assertEqual(len(ok) + len(refused), 6, [r.status for r, _ in results])
+            self.assertGreaterEqual(len(ok), 1)
+            self.assertGreaterEqual(len(refused), 3, "1 worker, no login queue, 6 at once")
+            # refused at once, not after a hash
+            self.assertLess(sorted(refused)[len(refused) // 2], min(ok))
+            for r, _ in results:
+                if r.status == 503:
+                    self.assertIsNotNone(r.header("retry-after"))
+        finally:
+            srv.stop()
+
 
 NGHTTP = shutil.which("nghttp")
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""tools/bench/cluster.py [SECONDS] - the cluster row of tokend's benchmark.
+"""tools/benchmark/cluster.py [SECONDS] - the cluster row of tokend's benchmark.
 
 Starts a throw-away PostgreSQL (tests/integration/pg_support.py, fsync ON as
 in production) and measures, against the same binary run single-node:
@@ -141,7 +141,7 @@ def main():
         stop_load.set()
         for t in loaders:
             t.join()
-        print("## Cluster mode (tools/bench/cluster.py %d; PostgreSQL %s on a Unix socket, fsync on)"
+        print("## Cluster mode (tools/benchmark/cluster.py %d; PostgreSQL %s on a Unix socket, fsync on)"
               % (SECS, os.path.basename(os.path.dirname(pg.bin))))
         print()
         print("| case | server CPU per Verify | Verify/s (shared cores) | logins/s, whole cluster |")
