@@ -4,6 +4,8 @@
  * kept in the store only as a BLAKE2b hash keyed with the data directory's
  * secret key: a copy of the database gives no usable token, and a lookup
  * by hash leaks nothing about other tokens through timing. */
+#include <crypt.h>
+#include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
 #include <sodium.h>
@@ -14,10 +16,72 @@ int crypto_init(void)
     return sodium_init() < 0 ? -1 : 0;
 }
 
+/* --- bcrypt, for imported accounts (libxcrypt's crypt_rn) ---------------------
+ * "$2b$" or "$2y$", a two-digit cost, "$", 53 characters of bcrypt's base64. */
+#define BCRYPT_LEN 60
+
+static int bcrypt_cost(const char *hash)
+{
+    static const char abc[] =
+        "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    if (!hash || strlen(hash) != BCRYPT_LEN || hash[0] != '$' || hash[1] != '2' ||
+        (hash[2] != 'b' && hash[2] != 'y') || hash[3] != '$' || hash[4] < '0' || hash[4] > '3' ||
+        hash[5] < '0' || hash[5] > '9' || hash[6] != '$' || strspn(hash + 7, abc) != 53)
+        return -1;
+    int cost = (hash[4] - '0') * 10 + hash[5] - '0';
+    return cost >= 4 && cost <= 31 ? cost : -1;
+}
+
+/* 0 when password matches the bcrypt hash. crypt_rn's work area is 32 KiB:
+ * on the heap, not a worker's stack. */
+static int bcrypt_verify(const char *hash, const char *password, size_t len)
+{
+    struct crypt_data *cd;
+    char pw[CRYPTO_PASSWORD_MAX + 1];
+    int rc = -1;
+    if (memchr(password, '\0', len) || !(cd = calloc(1, sizeof *cd)))
+        return -1;   /* bcrypt reads a C string: a NUL would cut the password */
+    memcpy(pw, password, len);
+    pw[len] = '\0';
+    const char *out = crypt_rn(pw, hash, cd, sizeof *cd);
+    if (out && strlen(out) == BCRYPT_LEN)
+        rc = crypto_equal(out, hash, BCRYPT_LEN);
+    sodium_memzero(pw, sizeof pw);
+    sodium_memzero(cd, sizeof *cd);
+    free(cd);
+    return rc;
+}
+
+static int bcrypt_hash(char *out, const char *password, size_t len, unsigned cost)
+{
+    char setting[CRYPT_GENSALT_OUTPUT_SIZE], pw[CRYPTO_PASSWORD_MAX + 1], rnd[16];
+    struct crypt_data *cd;
+    int rc = -1;
+    if (memchr(password, '\0', len) || !(cd = calloc(1, sizeof *cd)))
+        return -1;
+    randombytes_buf(rnd, sizeof rnd);
+    memcpy(pw, password, len);
+    pw[len] = '\0';
+    const char *h = NULL;
+    if (crypt_gensalt_rn("$2b$", cost, rnd, sizeof rnd, setting, sizeof setting))
+        h = crypt_rn(pw, setting, cd, sizeof *cd);
+    if (h && bcrypt_cost(h) == (int)cost && strlen(h) < CRYPTO_PWHASH_STRBYTES) {
+        strcpy(out, h);
+        rc = 0;
+    }
+    sodium_memzero(pw, sizeof pw);
+    sodium_memzero(cd, sizeof *cd);
+    free(cd);
+    return rc;
+}
+
 int crypto_password_hash(char *out, const char *password, size_t len, crypto_pwcost cost)
 {
     if (!out || !password || len > CRYPTO_PASSWORD_MAX)
         return -1;
+    if (cost.mem == 0)
+        return cost.ops >= 4 && cost.ops <= 31 ? bcrypt_hash(out, password, len, (unsigned)cost.ops)
+                                               : -1;
     return crypto_pwhash_str(out, password, len, cost.ops, cost.mem);
 }
 
@@ -26,6 +90,12 @@ static _Atomic unsigned long long password_work;
 int crypto_password_cost(const char *hash, crypto_pwcost *cost)
 {
     unsigned m, t, p;
+    int b = bcrypt_cost(hash);
+    if (b >= 0) {
+        cost->ops = (unsigned)b;
+        cost->mem = 0;
+        return 0;
+    }
     const char *params = hash ? strstr(hash, "$m=") : NULL;
     if (!params || strncmp(hash, "$argon2id$", 10) != 0 ||
         sscanf(params, "$m=%u,t=%u,p=%u", &m, &t, &p) != 3)
@@ -33,6 +103,19 @@ int crypto_password_cost(const char *hash, crypto_pwcost *cost)
     cost->ops = t;
     cost->mem = (size_t)m * 1024;
     return 0;
+}
+
+int crypto_password_hash_valid(const char *hash)
+{
+    crypto_pwcost c;
+    if (!hash || crypto_password_cost(hash, &c) != 0)
+        return 0;
+    if (c.mem == 0)
+        return 1;
+    /* libsodium answers -1 for a string it cannot parse as Argon2id. */
+    return strlen(hash) < CRYPTO_PWHASH_STRBYTES && c.ops >= crypto_pwhash_OPSLIMIT_MIN &&
+           c.mem >= crypto_pwhash_MEMLIMIT_MIN &&
+           crypto_pwhash_str_needs_rehash(hash, c.ops, c.mem) == 0;
 }
 
 unsigned long long crypto_password_work(void)
@@ -45,6 +128,8 @@ int crypto_password_verify(const char *hash, const char *password, size_t len)
     crypto_pwcost cost;
     if (!hash || !password || len > CRYPTO_PASSWORD_MAX)
         return -1;
+    if (bcrypt_cost(hash) >= 0)
+        return bcrypt_verify(hash, password, len);
     if (crypto_password_cost(hash, &cost) == 0)
         password_work += cost.ops * (cost.mem / 1024);
     return crypto_pwhash_str_verify(hash, password, len) == 0 ? 0 : -1;
@@ -54,6 +139,8 @@ int crypto_password_needs_rehash(const char *hash, crypto_pwcost cost)
 {
     if (!hash)
         return -1;
+    if (bcrypt_cost(hash) >= 0)
+        return cost.mem == 0 && (int)cost.ops == bcrypt_cost(hash) ? 0 : 1;
     return crypto_pwhash_str_needs_rehash(hash, cost.ops, cost.mem);
 }
 
@@ -62,7 +149,10 @@ int crypto_password_describe(const char *hash, char *out, size_t len)
     crypto_pwcost c;
     if (crypto_password_cost(hash, &c) != 0)
         return -1;
-    snprintf(out, len, "argon2id m=%zu t=%llu p=1", c.mem / 1024, c.ops);
+    if (c.mem == 0)
+        snprintf(out, len, "bcrypt cost=%llu (Argon2id at the next login)", c.ops);
+    else
+        snprintf(out, len, "argon2id m=%zu t=%llu p=1", c.mem / 1024, c.ops);
     return 0;
 }
 

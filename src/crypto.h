@@ -15,9 +15,11 @@
 #define CRYPTO_PWHASH_STRBYTES 128  /* crypto_pwhash_STRBYTES */
 #define CRYPTO_PASSWORD_MAX 1024
 
+/* A hash's cost. Argon2id: passes and bytes. bcrypt (imported accounts,
+ * upgraded to Argon2id at their next login): mem 0, ops the log2 rounds. */
 typedef struct {
-    unsigned long long ops;  /* Argon2id passes (t) */
-    size_t mem;              /* bytes (m) */
+    unsigned long long ops;  /* Argon2id passes (t); bcrypt: the cost (log2 rounds) */
+    size_t mem;              /* bytes (m); 0 for bcrypt */
 } crypto_pwcost;
 
 #define CRYPTO_PWCOST_DEFAULT_OPS 2      /* OWASP's Argon2id minimum: t=2, m=19 MiB */
@@ -27,19 +29,27 @@ typedef struct {
 
 int crypto_init(void);
 
-/* Argon2id hash string of a password (out: CRYPTO_PWHASH_STRBYTES). */
+/* Argon2id hash string of a password (out: CRYPTO_PWHASH_STRBYTES); a bcrypt
+ * one ($2b$) for a bcrypt cost (mem 0): only decoys of bcrypt accounts. */
 int crypto_password_hash(char *out, const char *password, size_t len, crypto_pwcost cost);
-/* 0 when the password matches the hash string, -1 otherwise. */
+/* 0 when the password matches the hash string, -1 otherwise. The hash is
+ * Argon2id, or bcrypt ($2b$ or $2y$) as an import may have kept it. */
 int crypto_password_verify(const char *hash, const char *password, size_t len);
-/* 1 when the hash was made with other parameters than `cost`, 0 if not, -1 if invalid. */
+/* 1 when the hash was made with other parameters than `cost` (a bcrypt hash
+ * always: it is upgraded to Argon2id), 0 if not, -1 if invalid. */
 int crypto_password_needs_rehash(const char *hash, crypto_pwcost cost);
-/* The cost a hash string was made with; -1 unless it is an Argon2id hash. */
+/* The cost a hash string was made with; -1 unless it is an Argon2id or a
+ * bcrypt ($2b$, $2y$) hash. */
 int crypto_password_cost(const char *hash, crypto_pwcost *cost);
 /* Argon2id work done by crypto_password_verify in this process, in
  * KiB-passes (t x m): what a test counts to compare two paths' hash cost
  * without timing them. */
 unsigned long long crypto_password_work(void);
-/* Fills `out` with the Argon2id parameters of a hash ("m=19456 t=2"), no secret. */
+/* 1 when `hash` is a well-formed password hash this build verifies
+ * (Argon2id, bcrypt $2b$ / $2y$): what an import may keep as it is. */
+int crypto_password_hash_valid(const char *hash);
+/* Fills `out` with the parameters of a hash ("argon2id m=19456 t=2 p=1",
+ * "bcrypt cost=12"), no secret. */
 int crypto_password_describe(const char *hash, char *out, size_t len);
 
 /* A new random token: raw bytes and their base64url text. */

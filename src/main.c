@@ -11,6 +11,7 @@
 #include "config.h"
 #include "decoy.h"
 #include "log.h"
+#include "import.h"
 #include "options.h"
 #include "router.h"
 #include "rpc.h"
@@ -204,6 +205,44 @@ static int cmd_user_add(const option_values *ov)
     }
     printf("%llu\n", (unsigned long long)uid);
     return 0;
+}
+
+static int cmd_user_import(const option_values *ov)
+{
+    import_options o = {0};
+    import_result r;
+    const char *on_error = options_text(ov, OPT_ON_ERROR);
+    const char *path = ov->npos > 0 ? ov->pos[0] : NULL;
+    if (on_error && strcmp(on_error, "stop") != 0 && strcmp(on_error, "skip") != 0) {
+        fprintf(stderr, "tokend: --on-error must be stop or skip\n");
+        return 2;
+    }
+    FILE *in = path && strcmp(path, "-") != 0 ? fopen(path, "r") : stdin;
+    if (!in) {
+        fprintf(stderr, "tokend: cannot read %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    o.skip_bad = on_error && strcmp(on_error, "skip") == 0;
+    o.cost = (crypto_pwcost){options_num(ov, OPT_PWHASH_OPS),
+                             (size_t)options_num(ov, OPT_PWHASH_MEM) << 20};
+    o.progress = isatty(STDERR_FILENO) ? stderr : NULL;
+    store *st = open_store_of(ov);
+    o.app_id = options_num(ov, OPT_APP);
+    if (!o.app_id && store_default_app(st, &o.app_id) != STORE_OK) {
+        fprintf(stderr, "tokend: --app is required (the data directory has no app yet)\n");
+        store_close(st);
+        return 2;
+    }
+    int rc = import_users(st, &o, in, stderr, &r);
+    store_close(st);
+    if (in != stdin)
+        fclose(in);
+    printf("imported %llu users from %llu lines; %llu left out\n", r.imported, r.lines, r.skipped);
+    if (r.stopped || rc != 0)
+        printf("stopped: lines 1 to %llu are written (whole batches); fix the line reported and "
+               "resume from line %llu (tail -n +%llu FILE), or run again with --on-error skip\n",
+               r.committed_line, r.committed_line + 1, r.committed_line + 1);
+    return rc != 0 || r.stopped || r.skipped ? 1 : 0;
 }
 
 static int cmd_user_show(const option_values *ov)
@@ -527,6 +566,17 @@ static const command commands[] = {
      "stays out of argv and the shell's history; on a terminal it is asked for without echo.",
      "printf '%s\\n' 'a long passphrase' | tokend user add --data /var/lib/tokend --name alice "
      "--phone +15550100"},
+    {"user import", cmd_user_import,
+     OPTS(OPT_DATA, OPT_APP, OPT_ON_ERROR, OPT_PWHASH_OPS, OPT_PWHASH_MEM, OPT_CLUSTER, OPT_CONFIG),
+     OPTS(OPT_DATA), "[FILE]", 0, 1, "add users from JSON lines (FILE or stdin)",
+     "Adds users from JSON lines, one user a line: {\"name\": ..., \"phone\": ..., \"email\": ...,\n"
+     "\"password\": ...} or, instead of the password, \"password_hash\": an Argon2id string\n"
+     "(kept as it is) or a bcrypt one ($2b$, $2y$: kept, and made Argon2id at the user's next\n"
+     "login). Passwords are hashed on every core. Each batch of 1000 lines is one transaction:\n"
+     "after a crash the data holds whole batches, and running the file again with\n"
+     "--on-error skip passes over the users already there. Bad lines are reported with their\n"
+     "number; exit 1 if any line was left out. A progress line shows on a terminal.",
+     "tokend user import --data /var/lib/tokend --on-error skip users.jsonl"},
     {"user show", cmd_user_show, OPTS(OPT_DATA, OPT_USER, OPT_CLUSTER, OPT_CONFIG), OPTS(OPT_DATA, OPT_USER), NULL, 0, 0,
      "show a user (no secret)",
      "Prints a user's ids, login names, state and password hash parameters (not the hash).",

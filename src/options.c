@@ -111,6 +111,9 @@ const option_spec options[OPT_COUNT] = {
     [OPT_DETACH] = {"detach", OPT_FLAG, NULL, 0, 0, 0, NULL, 0,
                     "restore a cluster node's backup as single-node data (to seed a new "
                     "cluster with `cluster init`)", NULL},
+    [OPT_ON_ERROR] = {"on-error", OPT_TEXT, "stop|skip", 0, 0, 0, "stop", 0,
+                      "a bad line (reported with its number either way): stop before its batch, "
+                      "or skip it and go on", "skip"},
 };
 
 #undef F

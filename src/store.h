@@ -109,6 +109,15 @@ int store_default_app(store *s, uint64_t *app_id);
  * STORE_EXISTS, *conflict names the field ("name", "phone", "email"). */
 int store_user_create(store *s, store_user *user, const char **conflict, const store_audit *audit);
 int store_user_get(store *s, uint64_t user_id, store_user **out);
+/* Creates n users of one app in one write transaction (an import's batch:
+ * all of it is written or none). Each user's outcome in rc[i]: STORE_OK
+ * (user_id set) or STORE_EXISTS (conflict[i] names the field: taken
+ * before, or by an earlier user of the batch; nothing of that user is
+ * written). Returns STORE_OK once the batch committed, STORE_EXISTS when
+ * `all_or_nothing` and a user conflicted (nothing written), STORE_NOTFOUND
+ * for an unknown app, or another error with nothing written. */
+int store_users_import(store *s, uint64_t app_id, store_user *const *users, size_t n,
+                       int all_or_nothing, int *rc, const char **conflict);
 int store_user_lookup(store *s, uint64_t app_id, login_kind kind, const char *key,
                       uint64_t *user_id);
 /* What a login reads, in one read transaction: the user by login name

@@ -40,6 +40,7 @@ struct cluster_conn;
  *   groups         app_id(8) group_id(8)            -> admin user_id(8)
  *   audit          sequence(8)                      -> AuditEntry
  *   pwcosts        ops(8) mem(8)                    -> accounts(8)  hash costs in use
+ *                  (bcrypt: ops the cost, mem 0)
  *   counts         app_id(8) kind(1)                -> count(8)     users 'u', sessions 's',
  *                                                                  admin tokens 'a' per app,
  *                                                                  kept by the writes (metrics)

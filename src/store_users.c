@@ -211,6 +211,59 @@ int store_user_create(store *s, store_user *user, const char **conflict, const s
     return txn_end(txn, rc);
 }
 
+static int login_taken(store *s, MDB_txn *txn, uint64_t app_id, login_kind kind, const char *text)
+{
+    uint8_t key[KEY_MAX];
+    MDB_val k, v;
+    if (!text || !*text)
+        return 0;
+    k.mv_size = login_key(key, app_id, kind, text);
+    k.mv_data = key;
+    return mdb_get(txn, s->db[DB_LOGINS], &k, &v) == MDB_SUCCESS;
+}
+
+int store_users_import(store *s, uint64_t app_id, store_user *const *users, size_t n,
+                       int all_or_nothing, int *rcs, const char **conflict)
+{
+    int conflicts = 0;
+    MDB_txn *txn;
+    uint8_t akey[8];
+    MDB_val k = {app_key(akey, app_id), akey}, v;
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    rc = mdb_get(txn, s->db[DB_APPS], &k, &v) == MDB_SUCCESS ? STORE_OK : STORE_NOTFOUND;
+    for (size_t i = 0; rc == STORE_OK && i < n; i++) {
+        store_user *u = users[i];
+        uint8_t uid[8], au[16];
+        u->app_id = app_id;
+        conflict[i] = login_taken(s, txn, app_id, LOGIN_NAME, u->name)    ? "name"
+                    : login_taken(s, txn, app_id, LOGIN_PHONE, u->phone)  ? "phone"
+                    : login_taken(s, txn, app_id, LOGIN_EMAIL, u->email)  ? "email" : NULL;
+        if ((rcs[i] = conflict[i] ? STORE_EXISTS : STORE_OK) != STORE_OK) {
+            conflicts++;
+            continue;   /* checked first: nothing of it is written */
+        }
+        rc = next_id(s, txn, "next_user", 10000, &u->user_id);
+        user_key(uid, u->user_id);
+        if (rc == STORE_OK)
+            rc = index_login(s, txn, app_id, LOGIN_NAME, u->name, uid);
+        if (rc == STORE_OK)
+            rc = index_login(s, txn, app_id, LOGIN_PHONE, u->phone, uid);
+        if (rc == STORE_OK)
+            rc = index_login(s, txn, app_id, LOGIN_EMAIL, u->email, uid);
+        if (rc == STORE_OK)
+            rc = put_msg(s, txn, DB_USERS, uid, 8, &u->base, MDB_NOOVERWRITE);
+        if (rc == STORE_OK)
+            rc = pwcost_count(s, txn, u->password_hash, +1);
+        if (rc == STORE_OK)
+            rc = put_raw(s, txn, DB_APP_USERS, au, app_user_key(au, app_id, u->user_id), "", 0, 0);
+    }
+    if (rc == STORE_OK && conflicts && all_or_nothing)
+        rc = STORE_EXISTS;
+    return txn_end(txn, rc);
+}
+
 int store_user_get(store *s, uint64_t user_id, store_user **out)
 {
     uint8_t key[8];
@@ -283,7 +336,7 @@ int pwcost_count(store *s, MDB_txn *txn, const char *hash, int delta)
     uint8_t key[16];
     uint64_t n = 0;
     if (crypto_password_cost(hash, &cost) != 0)
-        return STORE_OK;  /* not an Argon2id hash: nothing a decoy could copy */
+        return STORE_OK;  /* no hash this build verifies: nothing a decoy could copy */
     size_t klen = pwcost_key(key, cost);
     int rc = get_u64_value(s, txn, DB_PWCOSTS, key, klen, &n);
     if (rc != STORE_OK && rc != STORE_NOTFOUND)

@@ -14,7 +14,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import BIN, Server  # noqa: E402
 
-COMMANDS = ["serve", "app create", "app rotate-key", "user add", "user show",
+COMMANDS = ["serve", "app create", "app rotate-key", "user add", "user import", "user show",
             "admin-token create", "admin-token list", "admin-token revoke", "audit",
             "cluster init", "backup", "restore", "config check", "protoset",
             "version"]

@@ -366,6 +366,36 @@ static void test_token_parse_matches_base64(void **state)
     }
 }
 
+/* bcrypt ($2b$, $2y$) for imported accounts: verified, its cost read (mem
+ * 0), always due for an Argon2id rehash, and made for decoys of that cost. */
+static void test_bcrypt(void **state)
+{
+    char h[CRYPTO_PWHASH_STRBYTES], y[CRYPTO_PWHASH_STRBYTES];
+    crypto_pwcost c;
+    (void)state;
+    assert_int_equal(crypto_password_hash(h, "bcrypt secret", 13, (crypto_pwcost){5, 0}), 0);
+    assert_memory_equal(h, "$2b$05$", 7);
+    assert_int_equal(strlen(h), 60);
+    assert_true(crypto_password_hash_valid(h));
+    assert_int_equal(crypto_password_verify(h, "bcrypt secret", 13), 0);
+    assert_int_equal(crypto_password_verify(h, "bcrypt secreT", 13), -1);
+    assert_int_equal(crypto_password_verify(h, "bcrypt secret\0x", 15), -1);
+    strcpy(y, h);
+    y[2] = 'y';                               /* $2y$: the same algorithm */
+    assert_int_equal(crypto_password_verify(y, "bcrypt secret", 13), 0);
+    assert_int_equal(crypto_password_cost(h, &c), 0);
+    assert_int_equal(c.ops, 5);
+    assert_int_equal(c.mem, 0);
+    assert_int_equal(crypto_password_needs_rehash(h, CRYPTO_PWCOST_DEFAULT), 1);
+    y[2] = 'a';                               /* $2a$ is not taken */
+    assert_false(crypto_password_hash_valid(y));
+    assert_int_equal(crypto_password_verify(y, "bcrypt secret", 13), -1);
+    h[59] = '\0';
+    assert_false(crypto_password_hash_valid(h));
+    assert_false(crypto_password_hash_valid("$argon2id$v=19$m=8,t=1,p=1$bad"));
+    assert_int_equal(crypto_password_hash(h, "x", 1, (crypto_pwcost){3, 0}), -1);
+}
+
 int main(void)
 {
     if (crypto_init() != 0)
@@ -379,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_token_new_and_parse),
         cmocka_unit_test(test_token_parse_rejects),
         cmocka_unit_test(test_token_parse_matches_base64),
+        cmocka_unit_test(test_bcrypt),
         cmocka_unit_test(test_token_parse_rejects_non_ascii),
         cmocka_unit_test(test_token_hash),
         cmocka_unit_test(test_random_base64),

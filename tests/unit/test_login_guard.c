@@ -238,6 +238,55 @@ static void test_decoy_cost_comes_from_the_mix(void **state)
     decoy_free(d);
 }
 
+/* Imported bcrypt accounts count in the mix at their bcrypt cost (mem 0),
+ * so an unknown name is checked against a bcrypt decoy as often as a real
+ * name is a bcrypt account: neither time nor answer tells them apart. */
+static void test_bcrypt_accounts_get_bcrypt_decoys(void **state)
+{
+    fixture *f = *state;
+    crypto_pwcost bc = {5, 0};
+    char h[CRYPTO_PWHASH_STRBYTES], name[32], hash[CRYPTO_PWHASH_STRBYTES];
+    crypto_pwcost c;
+    assert_int_equal(crypto_password_hash(h, "pw-pw-pw-pw", 11, bc), 0);
+    store_user *u = NULL;
+    store_user *users[2];
+    store_user a = TOKEND__V1__STORE__USER__INIT, b = TOKEND__V1__STORE__USER__INIT;
+    int rcs[2];
+    const char *conflict[2];
+    a.name = "imported-a", a.phone = "", a.email = "", a.password_hash = h;
+    b.name = "imported-b", b.phone = "", b.email = "", b.password_hash = h;
+    users[0] = &a, users[1] = &b;
+    assert_int_equal(store_users_import(f->s, f->app, users, 2, 1, rcs, conflict), STORE_OK);
+    assert_int_equal(rcs[0], STORE_OK);
+    assert_int_equal(mix_count(f->s, bc), 2);
+    /* all or nothing: a taken name writes none of the batch */
+    store_user c2 = a;
+    c2.name = "imported-c";
+    users[0] = &c2, users[1] = &a;
+    assert_int_equal(store_users_import(f->s, f->app, users, 2, 1, rcs, conflict), STORE_EXISTS);
+    assert_int_equal(rcs[1], STORE_EXISTS);
+    assert_string_equal(conflict[1], "name");
+    uint64_t id;
+    assert_int_equal(store_user_lookup(f->s, f->app, LOGIN_NAME, "imported-c", &id), STORE_NOTFOUND);
+    /* skip: the others are written */
+    assert_int_equal(store_users_import(f->s, f->app, users, 2, 0, rcs, conflict), STORE_OK);
+    assert_int_equal(store_user_lookup(f->s, f->app, LOGIN_NAME, "imported-c", &id), STORE_OK);
+    assert_int_equal(store_user_get(f->s, id, &u), STORE_OK);
+    assert_string_equal(u->password_hash, h);
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    assert_int_equal(mix_count(f->s, bc), 3);
+
+    decoy *d = decoy_create(f->s, (crypto_pwcost){1, 8 * 1024});
+    assert_non_null(d);
+    snprintf(name, sizeof name, "n:ghost");
+    assert_int_equal(decoy_cost(d, f->app, name, &c), 0);
+    assert_true(c.ops == 5 && c.mem == 0);
+    assert_int_equal(decoy_hash(d, f->app, name, hash), 0);
+    assert_memory_equal(hash, "$2b$05$", 7);
+    assert_int_equal(crypto_password_verify(hash, "guess", 5), -1);
+    decoy_free(d);
+}
+
 static void test_device_move_ends_the_previous_users_sessions(void **state)
 {
     fixture *f = *state;
@@ -395,6 +444,7 @@ int main(void)
         T(test_login_find),
         T(test_cost_mix_follows_every_write),
         T(test_decoy_cost_comes_from_the_mix),
+        T(test_bcrypt_accounts_get_bcrypt_decoys),
         T(test_device_move_ends_the_previous_users_sessions),
         T(test_purge_ends_the_push_token),
         T(test_user_list_cursor),

@@ -277,6 +277,51 @@ void   tokend__v1__store__audit_entry__free_unpacked
   assert(message->base.descriptor == &tokend__v1__store__audit_entry__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   tokend__v1__store__imported_user__init
+                     (Tokend__V1__Store__ImportedUser         *message)
+{
+  static const Tokend__V1__Store__ImportedUser init_value = TOKEND__V1__STORE__IMPORTED_USER__INIT;
+  *message = init_value;
+}
+size_t tokend__v1__store__imported_user__get_packed_size
+                     (const Tokend__V1__Store__ImportedUser *message)
+{
+  assert(message->base.descriptor == &tokend__v1__store__imported_user__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t tokend__v1__store__imported_user__pack
+                     (const Tokend__V1__Store__ImportedUser *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &tokend__v1__store__imported_user__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t tokend__v1__store__imported_user__pack_to_buffer
+                     (const Tokend__V1__Store__ImportedUser *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &tokend__v1__store__imported_user__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Tokend__V1__Store__ImportedUser *
+       tokend__v1__store__imported_user__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Tokend__V1__Store__ImportedUser *)
+     protobuf_c_message_unpack (&tokend__v1__store__imported_user__descriptor,
+                                allocator, len, data);
+}
+void   tokend__v1__store__imported_user__free_unpacked
+                     (Tokend__V1__Store__ImportedUser *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &tokend__v1__store__imported_user__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor tokend__v1__store__app__field_descriptors[7] =
 {
   {
@@ -1075,5 +1120,95 @@ const ProtobufCMessageDescriptor tokend__v1__store__audit_entry__descriptor =
   tokend__v1__store__audit_entry__field_indices_by_name,
   1,  tokend__v1__store__audit_entry__number_ranges,
   (ProtobufCMessageInit) tokend__v1__store__audit_entry__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor tokend__v1__store__imported_user__field_descriptors[5] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__ImportedUser, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "phone",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__ImportedUser, phone),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "email",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__ImportedUser, email),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "password",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__ImportedUser, password),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "password_hash",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__ImportedUser, password_hash),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned tokend__v1__store__imported_user__field_indices_by_name[] = {
+  2,   /* field[2] = email */
+  0,   /* field[0] = name */
+  3,   /* field[3] = password */
+  4,   /* field[4] = password_hash */
+  1,   /* field[1] = phone */
+};
+static const ProtobufCIntRange tokend__v1__store__imported_user__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor tokend__v1__store__imported_user__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "tokend.v1.store.ImportedUser",
+  "ImportedUser",
+  "Tokend__V1__Store__ImportedUser",
+  "tokend.v1.store",
+  sizeof(Tokend__V1__Store__ImportedUser),
+  5,
+  tokend__v1__store__imported_user__field_descriptors,
+  tokend__v1__store__imported_user__field_indices_by_name,
+  1,  tokend__v1__store__imported_user__number_ranges,
+  (ProtobufCMessageInit) tokend__v1__store__imported_user__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -21,6 +21,7 @@ typedef struct Tokend__V1__Store__User Tokend__V1__Store__User;
 typedef struct Tokend__V1__Store__Session Tokend__V1__Store__Session;
 typedef struct Tokend__V1__Store__Device Tokend__V1__Store__Device;
 typedef struct Tokend__V1__Store__AuditEntry Tokend__V1__Store__AuditEntry;
+typedef struct Tokend__V1__Store__ImportedUser Tokend__V1__Store__ImportedUser;
 
 
 /* --- enums --- */
@@ -82,9 +83,12 @@ struct  Tokend__V1__Store__User
    */
   char *email;
   /*
-   * crypto_pwhash_str (Argon2id) string
+   * crypto_pwhash_str (Argon2id) string, or an imported
    */
   char *password_hash;
+  /*
+   * bcrypt one ($2b$/$2y$) until its next login
+   */
   protobuf_c_boolean disabled;
   int64_t created_ms;
 };
@@ -176,6 +180,30 @@ struct  Tokend__V1__Store__AuditEntry
 #define TOKEND__V1__STORE__AUDIT_ENTRY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__store__audit_entry__descriptor) \
     , 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * Not stored: one line of `tokend user import` (JSON, through transcode.c),
+ * the fields of user creation with either a password or a hash to keep.
+ */
+struct  Tokend__V1__Store__ImportedUser
+{
+  ProtobufCMessage base;
+  char *name;
+  char *phone;
+  char *email;
+  /*
+   * hashed with the data directory's Argon2id cost
+   */
+  char *password;
+  /*
+   * "$argon2id$..." kept; "$2b$"/"$2y$" bcrypt kept, upgraded at login
+   */
+  char *password_hash;
+};
+#define TOKEND__V1__STORE__IMPORTED_USER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__store__imported_user__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /* Tokend__V1__Store__App methods */
@@ -292,6 +320,25 @@ Tokend__V1__Store__AuditEntry *
 void   tokend__v1__store__audit_entry__free_unpacked
                      (Tokend__V1__Store__AuditEntry *message,
                       ProtobufCAllocator *allocator);
+/* Tokend__V1__Store__ImportedUser methods */
+void   tokend__v1__store__imported_user__init
+                     (Tokend__V1__Store__ImportedUser         *message);
+size_t tokend__v1__store__imported_user__get_packed_size
+                     (const Tokend__V1__Store__ImportedUser   *message);
+size_t tokend__v1__store__imported_user__pack
+                     (const Tokend__V1__Store__ImportedUser   *message,
+                      uint8_t             *out);
+size_t tokend__v1__store__imported_user__pack_to_buffer
+                     (const Tokend__V1__Store__ImportedUser   *message,
+                      ProtobufCBuffer     *buffer);
+Tokend__V1__Store__ImportedUser *
+       tokend__v1__store__imported_user__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   tokend__v1__store__imported_user__free_unpacked
+                     (Tokend__V1__Store__ImportedUser *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Tokend__V1__Store__App_Closure)
@@ -312,6 +359,9 @@ typedef void (*Tokend__V1__Store__Device_Closure)
 typedef void (*Tokend__V1__Store__AuditEntry_Closure)
                  (const Tokend__V1__Store__AuditEntry *message,
                   void *closure_data);
+typedef void (*Tokend__V1__Store__ImportedUser_Closure)
+                 (const Tokend__V1__Store__ImportedUser *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -324,6 +374,7 @@ extern const ProtobufCMessageDescriptor tokend__v1__store__user__descriptor;
 extern const ProtobufCMessageDescriptor tokend__v1__store__session__descriptor;
 extern const ProtobufCMessageDescriptor tokend__v1__store__device__descriptor;
 extern const ProtobufCMessageDescriptor tokend__v1__store__audit_entry__descriptor;
+extern const ProtobufCMessageDescriptor tokend__v1__store__imported_user__descriptor;
 
 PROTOBUF_C__END_DECLS
 
