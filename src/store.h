@@ -153,6 +153,11 @@ int store_sessions_get_gen(store *s, uint64_t *admin_gen, size_t n,
                            const uint8_t *const *hashes, store_session **out,
                            ProtobufCAllocator *alloc);
 int store_store_token_get(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store_session **out);
+/* For the scale benchmark only (tools/benchmark/bulk_sessions.c): n
+ * sessions (no device) with their indexes and store tokens, in one write
+ * transaction, as n logins would leave them. */
+int store_sessions_bulk(store *s, size_t n, const uint8_t (*hashes)[CRYPTO_HASH_BYTES],
+                        const uint8_t (*store_hashes)[CRYPTO_HASH_BYTES], store_session *const *ss);
 
 /* --- devices (device_guid filled in each record) -------------------------- */
 int store_devices_list(store *s, uint64_t app_id, uint64_t user_id, store_device ***out,

@@ -323,6 +323,24 @@ int store_sessions_get_gen(store *s, uint64_t *admin_gen, size_t n,
     return rc;
 }
 
+int store_sessions_bulk(store *s, size_t n, const uint8_t (*hashes)[CRYPTO_HASH_BYTES],
+                        const uint8_t (*store_hashes)[CRYPTO_HASH_BYTES], store_session *const *ss)
+{
+    MDB_txn *txn;
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    for (size_t i = 0; rc == STORE_OK && i < n; i++) {
+        ss[i]->store_token_hash.data = (uint8_t *)store_hashes[i];
+        ss[i]->store_token_hash.len = CRYPTO_HASH_BYTES;
+        rc = put_session(s, txn, hashes[i], ss[i]);
+        if (rc == STORE_OK)
+            rc = put_raw(s, txn, DB_STORE_TOKENS, store_hashes[i], CRYPTO_HASH_BYTES, hashes[i],
+                         CRYPTO_HASH_BYTES, MDB_NOOVERWRITE);
+    }
+    return txn_end(txn, rc);
+}
+
 int store_store_token_get(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store_session **out)
 {
     MDB_txn *txn;

@@ -4,6 +4,7 @@
  * the server's CPU right before the login row, so the two are comparable.
  *
  * usage: pwfloor SECONDS [OPS MEM_MIB]   prints: <verifies/s> <verifies> <seconds>
+ *        pwfloor hash PASSWORD [OPS MEM_MIB]   prints an Argon2id hash (tools/bench scale)
  * build: gcc -O2 pwfloor.c -lsodium -o pwfloor                              */
 #include <sodium.h>
 #include <stdio.h>
@@ -22,6 +23,14 @@ int main(int argc, char **argv)
 {
     char hash[crypto_pwhash_STRBYTES];
     const char *pw = "bench-password-1";
+    if (argc >= 3 && strcmp(argv[1], "hash") == 0) {
+        unsigned long long o = argc > 3 ? strtoull(argv[3], NULL, 10) : 2;
+        size_t m = (argc > 4 ? strtoull(argv[4], NULL, 10) : 19) << 20;
+        if (sodium_init() < 0 || crypto_pwhash_str(hash, argv[2], strlen(argv[2]), o, m) != 0)
+            return 1;
+        puts(hash);
+        return 0;
+    }
     double secs = argc > 1 ? atof(argv[1]) : 3;
     unsigned long long ops = argc > 2 ? strtoull(argv[2], NULL, 10) : 2;
     size_t mem = (argc > 3 ? strtoull(argv[3], NULL, 10) : 19) << 20;
