@@ -9,6 +9,7 @@
  * a guard in the request's memory pool tells the call, and the answer is
  * then dropped instead of written to freed memory. */
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -297,6 +298,24 @@ static void arena_free(void *data, void *p)
 #define SPARE_CALLS_MAX 256
 static __thread wire_call *spare_calls;
 static __thread unsigned spare_count;
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+
+/* A loop's thread ends: its spare calls go with it. */
+static void free_spares(void *unused)
+{
+    while (spare_calls) {
+        wire_call *wc = spare_calls;
+        spare_calls = wc->next_free;
+        free(wc);
+    }
+    spare_count = 0;
+}
+
+static void spare_init(void)
+{
+    pthread_key_create(&spare_key, free_spares);
+}
 
 static wire_call *new_call(void)
 {
@@ -335,6 +354,10 @@ static void free_call(wire_call *wc)
     if (spare_count >= SPARE_CALLS_MAX) {
         free(wc);
         return;
+    }
+    if (!spare_calls) {   /* the thread's first spare: free them when it ends */
+        pthread_once(&spare_once, spare_init);
+        pthread_setspecific(spare_key, &spare_calls);
     }
     wc->next_free = spare_calls;
     spare_calls = wc;
