@@ -258,6 +258,8 @@ int store_users_import(store *s, uint64_t app_id, store_user *const *users, size
             rc = pwcost_count(s, txn, u->password_hash, +1);
         if (rc == STORE_OK)
             rc = put_raw(s, txn, DB_APP_USERS, au, app_user_key(au, app_id, u->user_id), "", 0, 0);
+        if (rc == STORE_OK)
+            rc = count_add(s, txn, app_id, 'u', +1);
     }
     if (rc == STORE_OK && conflicts && all_or_nothing)
         rc = STORE_EXISTS;

@@ -78,6 +78,7 @@ int main(int argc, char **argv)
             crypto_random_base64(secret[i], sizeof secret[i], 32);
             sess[i].access_key_secret = secret[i];
             sess[i].public_key = "";
+            sess[i].key_id = store_token_key_id(s);
             ss[i] = &sess[i];
         }
         int rc = store_sessions_bulk(s, n, (const uint8_t(*)[CRYPTO_HASH_BYTES])hashes,
