@@ -79,6 +79,15 @@ static void put_esc(out *o, const char *s, size_t n)
     static const char hex[] = "0123456789abcdef";
     for (size_t i = 0; i < n && o->p < o->end; i++) {
         unsigned char c = (unsigned char)s[i];
+        size_t j = i;   /* a run of bytes that need no escape: one copy */
+        while (j < n && s[j] != '"' && s[j] != '\\' && (unsigned char)s[j] >= 0x20 &&
+               (unsigned char)s[j] < 0x7f)
+            j++;
+        if (j > i) {
+            put_n(o, s + i, j - i);
+            i = j - 1;
+            continue;
+        }
         if (c == '"' || c == '\\') {
             char e[2] = {'\\', (char)c};
             put_n(o, e, 2);
@@ -91,27 +100,47 @@ static void put_esc(out *o, const char *s, size_t n)
     }
 }
 
-/* 2026-11-25T13:12:00.123Z */
+/* 2026-11-25T13:12:00.123Z. The seconds are formatted once a second per
+ * thread (strftime is a tenth of a Verify); the milliseconds by hand. */
 static void put_time(out *o)
 {
+    static __thread time_t sec = -1;
+    static __thread char b[32];
+    static __thread size_t n;
     struct timespec ts;
-    struct tm tm;
-    char b[40];
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm);
-    n += (size_t)snprintf(b + n, sizeof b - n, ".%03ldZ", ts.tv_nsec / 1000000);
+    if (ts.tv_sec != sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        n = strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm);
+        sec = ts.tv_sec;
+    }
+    unsigned ms = (unsigned)(ts.tv_nsec / 1000000);
+    char f[5] = {'.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10),
+                 'Z'};
     put_n(o, b, n);
+    put_n(o, f, sizeof f);
+}
+
+/* ms with 3 decimals, as "%.3f" of ns / 1e6 writes it (no snprintf). */
+static void put_ms3(out *o, uint64_t ns)
+{
+    uint64_t us = (ns + 500) / 1000;
+    unsigned frac = (unsigned)(us % 1000);
+    char f[4] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10),
+                 (char)('0' + frac % 10)};
+    put_u(o, us / 1000);
+    put_n(o, f, sizeof f);
 }
 
 static void put_field(out *o, const char *name, const char *v, size_t n, int *first)
 {
-    put_s(o, *first ? "{\"" : ",\"");
+    put_n(o, *first ? "{\"" : ",\"", 2);
     *first = 0;
     put_s(o, name);
-    put_s(o, "\":\"");
+    put_n(o, "\":\"", 3);
     put_esc(o, v, n);
-    put_s(o, "\"");
+    put_n(o, "\"", 1);
 }
 
 static void put_num(out *o, const char *name, uint64_t v)
@@ -125,8 +154,6 @@ static void put_num(out *o, const char *name, uint64_t v)
 static size_t format_request(char *buf, size_t len, const log_request *r)
 {
     out o = {buf, buf + len - 1};
-    char dur[32];
-    snprintf(dur, sizeof dur, "%.3f", (double)r->duration_ns / 1e6);
     if (L.format == LOG_FORMAT_JSON) {
         int first = 1;
         char t[40];
@@ -147,7 +174,7 @@ static size_t format_request(char *buf, size_t len, const log_request *r)
         if (r->code)
             put_field(&o, "code", r->code, strlen(r->code), &first);
         put_s(&o, ",\"duration_ms\":");
-        put_s(&o, dur);
+        put_ms3(&o, r->duration_ns);
         put_num(&o, "bytes_in", r->bytes_in);
         put_num(&o, "bytes_out", r->bytes_out);
         if (r->client && *r->client)
@@ -178,7 +205,7 @@ static size_t format_request(char *buf, size_t len, const log_request *r)
         put_s(&o, " ");
         put_s(&o, r->code ? r->code : "-");
         put_s(&o, " ");
-        put_s(&o, dur);
+        put_ms3(&o, r->duration_ns);
         put_s(&o, "ms in=");
         put_u(&o, r->bytes_in);
         put_s(&o, " out=");
