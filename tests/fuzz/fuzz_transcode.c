@@ -6,6 +6,9 @@
  *      transcode_envelope of the result (whole, and with one field as
  *      "data"); the envelope's "data" must parse back into the same type
  *      and give the same envelope again (the mapping is a fixed point).
+ *      The fast path for flat bodies (transcode_from_json_flat, Verify's)
+ *      must agree: whatever it takes, the full parser takes too and gives
+ *      the same message (the same bytes packed).
  *   1  the rest is a query string: split and url-decoded as http.c's
  *      bind_query does (query_foreach), each pair bound with
  *      transcode_set_field onto an empty message, then the envelope.
@@ -89,6 +92,20 @@ static void round_trip(const ProtobufCMessageDescriptor *d, const ProtobufCMessa
     free(env2);
 }
 
+static void *heap_alloc(void *data, size_t size)
+{
+    (void)data;
+    return malloc(size);
+}
+
+static void heap_free(void *data, void *p)
+{
+    (void)data;
+    free(p);
+}
+
+static ProtobufCAllocator heap = {heap_alloc, heap_free, NULL};
+
 typedef struct {
     ProtobufCMessage *msg;
     char err[TRANSCODE_ERRLEN];
@@ -122,11 +139,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ProtobufCMessage *msg = NULL;
 
     if (!(data[0] & 0x80)) {
+        ProtobufCMessage *flat = NULL;
+        int flat_rc = transcode_from_json_flat(d, body, len, &heap, &flat);
         if (transcode_from_json(d, body, len, &msg, err) != 0) {
             check_err(err, "transcode_from_json");
             if (msg)
                 abort();  /* no message on failure */
+            if (flat_rc == 0) {
+                fprintf(stderr, "the flat fast path took a body the full parser refuses: %s\n", err);
+                abort();
+            }
             return 0;
+        }
+        if (flat_rc == 0) {
+            size_t n1 = protobuf_c_message_get_packed_size(msg);
+            size_t n2 = protobuf_c_message_get_packed_size(flat);
+            uint8_t *b1 = malloc(n1 + 1), *b2 = malloc(n2 + 1);
+            if (!b1 || !b2)
+                abort();
+            protobuf_c_message_pack(msg, b1);
+            protobuf_c_message_pack(flat, b2);
+            if (n1 != n2 || memcmp(b1, b2, n1) != 0) {
+                fprintf(stderr, "the flat fast path and the full parser disagree on %s\n", d->name);
+                abort();
+            }
+            free(b1);
+            free(b2);
+            protobuf_c_message_free_unpacked(flat, &heap);
         }
         if (!msg || msg->descriptor != d || !protobuf_c_message_check(msg))
             abort();
