@@ -92,3 +92,20 @@ class PgServer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def close_all(nodes, pgs):
+    """Stops every tokend node, then every PostgreSQL: all of them, whatever
+    fails on the way; then raises the first failure (a sanitizer report or a
+    leak of tokend's, found when a node stops)."""
+    failed = []
+    for n in nodes:
+        try:
+            n.stop()
+        except Exception as e:  # noqa: BLE001 - go on closing, then fail
+            failed.append(e)
+        n.close()
+    for pg in pgs:
+        pg.close()
+    if failed:
+        raise failed[0]

@@ -64,17 +64,7 @@ class ClusterOps(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        failed = []
-        for n in cls.nodes:
-            try:
-                n.stop()   # a sanitizer report or a leak of tokend's fails here
-            except Exception as e:  # noqa: BLE001 - go on closing, then fail
-                failed.append(e)
-            n.close()
-        for pg in [cls.pg] + cls.extra:
-            pg.close()
-        if failed:
-            raise failed[0]
+        pg_support.close_all(cls.nodes, [cls.pg] + cls.extra)
 
     # --- helpers ----------------------------------------------------------------
 

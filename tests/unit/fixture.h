@@ -173,10 +173,11 @@ static inline void fill_hash(uint8_t h[CRYPTO_HASH_BYTES], uint8_t tag)
 #define TEST_EXPIRE_MS 1700003600000
 
 /* One login: session hash tagged `tag`, store token tag+100, push token
- * tag+200 (a device only with a guid), expiring at expire_ms. */
-static inline int do_login_until(store *s, uint64_t app_id, uint64_t user_id, const char *guid,
-                                 uint8_t tag, int32_t platform, const char *ua, uint32_t *sn,
-                                 int64_t expire_ms)
+ * tag+200 (a device only with a guid), expiring at expire_ms; the commit
+ * expects the stored hash `expect` and stores `fresh` (either may be NULL). */
+static inline int do_login_checked(store *s, uint64_t app_id, uint64_t user_id, const char *guid,
+                                   uint8_t tag, int32_t platform, const char *ua, uint32_t *sn,
+                                   int64_t expire_ms, const char *expect, const char *fresh)
 {
     store_session sess = TOKEND__V1__STORE__SESSION__INIT;
     store_login login;
@@ -195,10 +196,20 @@ static inline int do_login_until(store *s, uint64_t app_id, uint64_t user_id, co
     login.platform = platform;
     login.user_agent = ua;
     login.device_sn = 0xFFFFFFFF;
+    login.expect_hash = expect;
+    login.new_hash = fresh;
     int rc = store_login_commit(s, &login);
     if (sn)
         *sn = login.device_sn;
     return rc;
+}
+
+static inline int do_login_until(store *s, uint64_t app_id, uint64_t user_id, const char *guid,
+                                 uint8_t tag, int32_t platform, const char *ua, uint32_t *sn,
+                                 int64_t expire_ms)
+{
+    return do_login_checked(s, app_id, user_id, guid, tag, platform, ua, sn, expire_ms, NULL,
+                            NULL);
 }
 
 static inline int do_login(store *s, uint64_t app_id, uint64_t user_id, const char *guid,

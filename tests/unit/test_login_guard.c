@@ -26,22 +26,8 @@ static uint64_t user_with_hash(store *s, uint64_t app, const char *name, const c
 static int guarded_login(store *s, uint64_t app, uint64_t user, uint8_t tag, const char *guid,
                          const char *expect, const char *fresh)
 {
-    store_session sess = TOKEND__V1__STORE__SESSION__INIT;
-    store_login login;
-    memset(&login, 0, sizeof login);
-    sess.user_id = user;
-    sess.app_id = app;
-    sess.device_guid = (char *)(guid ? guid : "");
-    sess.expire_ms = TEST_EXPIRE_MS;
-    sess.access_key_secret = "secret";
-    login.session = &sess;
-    fill_hash(login.session_hash, tag);
-    fill_hash(login.store_token_hash, (uint8_t)(tag + 100));
-    fill_hash(login.push_token_hash, (uint8_t)(tag + 200));
-    login.with_device = guid != NULL;
-    login.expect_hash = expect;
-    login.new_hash = fresh;
-    return store_login_commit(s, &login);
+    return do_login_checked(s, app, user, guid, tag, 0, NULL, NULL, TEST_EXPIRE_MS, expect,
+                            fresh);
 }
 
 static void assert_hash(store *s, uint64_t user, const char *want)
