@@ -19,7 +19,7 @@
 #include "config.h"
 #include "crypto.h"
 #include "grpc_frame.h"
-#include "h2_trailers.h"
+#include "h2_reply.h"
 #include "http.h"
 #include "http_obs.h"
 #include "rpc.h"
@@ -110,7 +110,8 @@ static void send_body(h2o_req_t *req, int status, const char *content_type, cons
     add_header(req, H2O_TOKEN_CONTENT_TYPE, content_type);
     /* Credentials travel in headers, never cookies: any origin may call. */
     add_header(req, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, "*");
-    h2o_send_inline(req, body, len);
+    if (h2_reply_send(req, h2o_iovec_init(body, len), NULL, 0) != 0)
+        h2o_send_inline(req, body, len);
 }
 
 static int is_grpc_web(int form)
@@ -154,7 +155,7 @@ static void send_grpc(h2o_req_t *req, int form, status_code st, const char *mess
             {&message_name, NULL, h2o_strdup(&req->pool, msg, msg_len)},
         };
         add_header(req, H2O_TOKEN_CONTENT_TYPE, "application/grpc");
-        if (h2_trailers_respond(req, h2o_iovec_init(data, data_len), trailers, msg_len ? 2 : 1) != 0)
+        if (h2_reply_send(req, h2o_iovec_init(data, data_len), trailers, msg_len ? 2 : 1) != 0)
             h2o_send_error_503(req, "Service Unavailable", "the HTTP/2 stream is closing", 0);
         return;
     }

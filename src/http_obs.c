@@ -1,6 +1,7 @@
 /* http_obs.c - request ids, metrics and access log lines for http.c. */
 #include <string.h>
 #include <time.h>
+#include "h2_reply.h"
 #include "http_obs.h"
 #include "log.h"
 #include "router.h"
@@ -63,9 +64,9 @@ void http_obs_begin(http_obs *o, h2o_req_t *req, metrics_loop *m, const struct r
         o->request_id[0] = '\0';
     }
     size_t idlen = strlen(o->request_id);
+    static const h2o_iovec_t request_id_name = {H2O_STRLIT("x-request-id")};
     if (idlen)
-        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
-                              h2o_strdup(&req->pool, o->request_id, idlen).base, idlen);
+        h2_reply_add_unindexed(req, &request_id_name, h2o_strdup(&req->pool, o->request_id, idlen));
     if (log_access_enabled()) {
         size_t n = req->method.len < sizeof o->method - 1 ? req->method.len : sizeof o->method - 1;
         memcpy(o->method, req->method.base, n);

@@ -21,7 +21,7 @@
  * Lookup must use the same hash and probe sequence as the library's klib
  * (0.2.8: hash(k) = (uint32)(k>>33 ^ k ^ k<<11), probe i += ++step, masked by
  * n_buckets-1, a power of two). A mismatch could only make a lookup miss,
- * never read out of bounds; h2_trailers.c checks a lookup at run time and
+ * never read out of bounds; h2_reply.c checks a lookup at run time and
  * refuses to proceed (falls back) if it misses.
  *
  * Include <h2o.h> and <h2o/http2.h> before <h2o/http2_internal.h>, and put

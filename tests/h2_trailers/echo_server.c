@@ -1,4 +1,4 @@
-/* echo_server.c - a tiny libh2o (evloop) server proving src/h2_trailers.c.
+/* echo_server.c - a tiny libh2o (evloop) server proving src/h2_reply.c.
  *
  *   echo_server PORT [CERT KEY]      (with CERT/KEY: TLS, ALPN h2)
  *
@@ -33,7 +33,7 @@
 #include <h2o.h>
 #include <h2o/http2.h>
 
-#include "h2_trailers.h"
+#include "h2_reply.h"
 
 static h2o_globalconf_t config;
 static h2o_context_t ctx;
@@ -88,7 +88,7 @@ static h2o_iovec_t grpc_unframe(h2o_iovec_t entity)
 static int respond(h2o_req_t *req, h2o_iovec_t body, h2o_header_t *trailers, size_t n)
 {
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/grpc"));
-    if (h2_trailers_respond(req, body, trailers, n) != 0) {
+    if (h2_reply_send(req, body, trailers, n) != 0) {
         req->res.headers = (h2o_headers_t){NULL};
         h2o_send_error_generic(req, 505, "HTTP Version Not Supported", "gRPC needs HTTP/2\n", 0);
     }

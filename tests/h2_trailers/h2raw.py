@@ -10,7 +10,7 @@ import struct
 import sys
 import time
 
-PORT = int(sys.argv[1])
+PORT = int(sys.argv[1]) if __name__ == "__main__" else None  # importable: Conn(port=...)
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
 END_STREAM, END_HEADERS, ACK = 1, 4, 1
@@ -88,12 +88,12 @@ def grpc_msg(b):
 
 
 class Conn:
-    def __init__(self, settings=None, rcvbuf=None):
+    def __init__(self, settings=None, rcvbuf=None, port=None):
         self.s = socket.socket()
         if rcvbuf:
             self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.s.settimeout(5)
-        self.s.connect(("127.0.0.1", PORT))
+        self.s.connect(("127.0.0.1", port or PORT))
         self.buf = b""
         payload = b"".join(struct.pack(">HI", k, v) for k, v in (settings or {}).items())
         self.s.sendall(PREFACE + frame(SETTINGS, 0, 0, payload))

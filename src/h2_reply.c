@@ -1,12 +1,16 @@
-/* h2_trailers.c - HTTP/2 response trailers for native gRPC on libh2o 2.2.5.
+/* h2_reply.c - the HTTP/2 replies tokend writes itself on libh2o 2.2.5:
+ * gRPC's trailers, small replies in one socket write, and headers unique to
+ * one reply kept out of the HPACK table.
  *
  * Why this exists: libh2o 2.2.5 (Debian 12) can only end an HTTP/2 response
  * with a DATA frame; it has no public API for trailers. Native gRPC needs
  * grpc-status / grpc-message in a trailing HEADERS frame with END_STREAM.
+ * And h2o indexes every response header it encodes, which makes a unique
+ * x-request-id cost more than a Verify (see append_response_headers).
  * tokend uses the distribution's library, so this file adds the minimum on
  * top of it instead of replacing h2o.
  *
- * How (normal response, body.len > 0):
+ * How (gRPC, a large body):
  *   1. h2o_start_response() with our generator, then the body goes to the
  *      stream's final ostream with H2O_SEND_STATE_IN_PROGRESS. h2o writes the
  *      response HEADERS and the DATA frames itself (frame size, stream and
@@ -20,10 +24,11 @@
  *      after the next write completes h2o closes and frees it.
  * Whole (a small body: at most WHOLE_MAX bytes and no more than h2o's own
  * DATA path would put in one frame of the next write; every unary reply
- * tokend sends): HEADERS (h2o's encoder), DATA and the trailing HEADERS are
- * appended to the write buffer together and the windows consumed as h2o's
- * DATA path would, so the reply is one socket write. A larger body takes
- * the path above: written whole, a 3 MB body (gRPC core allows 4 MiB frames
+ * tokend sends, gRPC or not): HEADERS (h2o's encoder), DATA and, for gRPC,
+ * the trailing HEADERS are appended to the write buffer together and the
+ * windows consumed as h2o's DATA path would, so the reply is one socket
+ * write. A larger gRPC body takes the path above (a larger plain one is left
+ * to h2o_send): written whole, a 3 MB body (gRPC core allows 4 MiB frames
  * and grows its windows) was one 3 MB write that held every other frame of
  * the connection behind it, and gRPC core, stalled reading it, reset calls
  * whose HEADERS it had not sent yet - an RST_STREAM on an idle stream, which
@@ -34,8 +39,9 @@
  * above. (h2o's own empty final send would add an empty DATA frame with
  * END_STREAM instead, which is not the gRPC Trailers-Only form.)
  *
- * Trailers are encoded as HPACK "literal header field without indexing - new
- * name", so the connection's HPACK dynamic table is neither used nor changed.
+ * Trailers, and the headers added with h2_reply_add_unindexed, are encoded
+ * as HPACK "literal header field without indexing - new name", so the
+ * connection's HPACK dynamic table is neither used nor changed by them.
  *
  * Internals relied on (all from <h2o/http2_internal.h> of 2.2.5; the
  * khash-based inline lookup needs src/compat/khash.h on the include path):
@@ -67,12 +73,12 @@
 #include <h2o/http2.h>
 #include <h2o/http2_internal.h>
 
-#include "h2_trailers.h"
+#include "h2_reply.h"
 
 /* The internals above are those of 2.2.x; another version must be re-checked
  * against this file (and src/compat/khash.h) before it is allowed here. */
 #if H2O_VERSION_MAJOR != 2 || H2O_VERSION_MINOR != 2
-#error "h2_trailers.c relies on libh2o 2.2.x internals"
+#error "h2_reply.c relies on libh2o 2.2.x internals"
 #endif
 
 #define MAX_TRAILER_FIELD_LEN (64 * 1024) /* per name or value; gRPC trailers are tiny */
@@ -285,58 +291,141 @@ static void on_stop(h2o_generator_t *self, h2o_req_t *req)
      * memory is in req->pool, nothing to do */
 }
 
-/* Appends the response HEADERS frame(s) of req, with h2o's own encoder. */
+/* ---- headers encoded without indexing -------------------------------------- */
+
+void h2_reply_add_unindexed(h2o_req_t *req, const h2o_iovec_t *name, h2o_iovec_t value)
+{
+    h2o_vector_reserve(&req->pool, &req->res.headers, req->res.headers.size + 1);
+    h2o_header_t *slot = req->res.headers.entries + req->res.headers.size++;
+    slot->name = (h2o_iovec_t *)name;
+    slot->value = value;
+    /* The mark: h2o's own headers never have orig_name == name->base (it
+     * copies orig_name), and HTTP/1 writes orig_name, i.e. the same bytes. */
+    slot->orig_name = name->base;
+}
+
+static int is_unindexed(const h2o_header_t *h)
+{
+    return h->orig_name != NULL && h->orig_name == h->name->base;
+}
+
+#define UNINDEXED_MAX 4
+#define HEADERS_MAX 32
+
+/* Appends the response HEADERS frame(s) of req with h2o's own encoder, and
+ * the headers marked by h2_reply_add_unindexed as literals without indexing
+ * (RFC 7541 6.2.2) at the end of the block. Why: h2o 2.2 adds every header
+ * it encodes to the connection's HPACK table (at most 32 entries), and looks
+ * each header up in that table by a linear scan. A value unique to every
+ * reply (x-request-id) filled the table with entries never used again, so
+ * every header of every reply scanned 32 of them and each reply evicted and
+ * freed one: ~5k instructions a reply, more than Verify's own work. The
+ * literals leave the table to the headers that repeat. They are added only
+ * when the block surely fits one frame; otherwise h2o encodes them too. */
 static void append_response_headers(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
-                                    int end_stream)
+                                    size_t content_length, int end_stream)
 {
     h2o_timestamp_t ts;
     h2o_get_timestamp(conn->super.ctx, &req->pool, &ts);
+    h2o_res_t res = req->res;
+    h2o_header_t indexed[HEADERS_MAX];
+    const h2o_header_t *unindexed[UNINDEXED_MAX];
+    size_t nu = 0, literal_bytes = 0;
+    const h2o_iovec_t *server = &conn->super.ctx->globalconf->server_name;
+    if (res.headers.size <= HEADERS_MAX) {
+        size_t ni = 0, block = 64 + server->len; /* status, date, content-length, server's name */
+        for (size_t i = 0; i != res.headers.size; ++i) {
+            const h2o_header_t *h = res.headers.entries + i;
+            block += h->name->len + h->value.len + 12;
+            if (is_unindexed(h) && nu != UNINDEXED_MAX && h->name->len < 127 && h->value.len < 127) {
+                unindexed[nu++] = h;
+                literal_bytes += 3 + h->name->len + h->value.len;
+            } else {
+                indexed[ni++] = *h;
+            }
+        }
+        if (nu != 0 && block <= conn->peer_settings.max_frame_size) {
+            res.headers.entries = indexed;
+            res.headers.size = ni;
+        } else {
+            nu = 0;
+        }
+    }
     size_t at = conn->_write.buf->size;
     h2o_hpack_flatten_response(&conn->_write.buf, &conn->_output_header_table, stream->stream_id,
-                               conn->peer_settings.max_frame_size, &req->res, &ts, &conn->super.ctx->globalconf->server_name,
-                               SIZE_MAX);
+                               conn->peer_settings.max_frame_size, &res, &ts, server, content_length);
     uint8_t *frame = (uint8_t *)conn->_write.buf->bytes + at;
     if (conn->_write.buf->size < at + H2O_HTTP2_FRAME_HEADER_SIZE || frame[3] != H2O_HTTP2_FRAME_TYPE_HEADERS)
-        h2o_fatal("h2_trailers: unexpected output of h2o_hpack_flatten_response");
+        h2o_fatal("h2_reply: unexpected output of h2o_hpack_flatten_response");
+    if (nu != 0) {
+        size_t len = conn->_write.buf->size - at - H2O_HTTP2_FRAME_HEADER_SIZE;
+        if (!(frame[4] & H2O_HTTP2_FRAME_FLAG_END_HEADERS) || len + literal_bytes > conn->peer_settings.max_frame_size)
+            h2o_fatal("h2_reply: the header block outgrew its estimate");
+        uint8_t *p = (uint8_t *)h2o_buffer_reserve(&conn->_write.buf, literal_bytes).base;
+        if (p == NULL)
+            h2o_fatal("no memory");
+        frame = (uint8_t *)conn->_write.buf->bytes + at; /* the reserve may have moved the buffer */
+        for (size_t i = 0; i != nu; ++i) {
+            const h2o_header_t *h = unindexed[i];
+            *p++ = 0x00;
+            *p++ = (uint8_t)h->name->len;
+            memcpy(p, h->name->base, h->name->len);
+            p += h->name->len;
+            *p++ = (uint8_t)h->value.len;
+            memcpy(p, h->value.base, h->value.len);
+            p += h->value.len;
+        }
+        conn->_write.buf->size += literal_bytes;
+        len += literal_bytes;
+        frame[0] = (uint8_t)(len >> 16);
+        frame[1] = (uint8_t)(len >> 8);
+        frame[2] = (uint8_t)len;
+    }
     if (end_stream)
         frame[4] |= H2O_HTTP2_FRAME_FLAG_END_STREAM;
 }
 
-/* A small body goes out with its headers and trailers in one write:
- * HEADERS, DATA, HEADERS+END_STREAM, the windows consumed as h2o's DATA path
- * would. "Small": at most WHOLE_MAX, and no more than h2o itself would send
- * as one DATA frame of the next write (its calc_max_payload_size: the peer's
- * max frame size, the stream window, and the connection's buffer window -
- * room left in the write buffer, trimmed to the TCP congestion window when
- * latency optimisation is on, and the connection window). So the write is
- * never larger than one h2o makes, and frames of other streams, PING and
- * SETTINGS ACKs wait behind at most 16 KiB of it. */
+/* A small body goes out with its headers (and trailers) in one write:
+ * HEADERS, DATA, [HEADERS+END_STREAM], the windows consumed as h2o's DATA
+ * path would. "Small": at most WHOLE_MAX, and no more than h2o itself would
+ * send as one DATA frame of the next write (its calc_max_payload_size: the
+ * peer's max frame size, the stream window, and the connection's buffer
+ * window - room left in the write buffer, trimmed to the TCP congestion
+ * window when latency optimisation is on, and the connection window). So the
+ * write is never larger than one h2o makes, and frames of other streams,
+ * PING and SETTINGS ACKs wait behind at most 16 KiB of it. gen == NULL: no
+ * trailers, END_STREAM goes on the DATA frame. */
 static int respond_whole(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
-                         struct trailers_generator *gen, h2o_iovec_t body)
+                         struct trailers_generator *gen, h2o_iovec_t body, h2o_generator_t *plain)
 {
     if (body.len > WHOLE_MAX || body.len > conn->peer_settings.max_frame_size || conn->sock == NULL ||
         h2o_http2_window_get_window(&stream->output_window) < (ssize_t)body.len ||
         h2o_http2_conn_get_buffer_window(conn) < (ssize_t)body.len)
         return -1;
-    h2o_start_response(req, &gen->super); /* lets header filters run */
-    append_response_headers(conn, stream, req, 0);
+    h2o_start_response(req, gen ? &gen->super : plain); /* lets header filters run */
+    append_response_headers(conn, stream, req, gen ? SIZE_MAX : body.len, 0);
     h2o_iovec_t dst = h2o_buffer_reserve(&conn->_write.buf, H2O_HTTP2_FRAME_HEADER_SIZE + body.len);
     if (dst.base == NULL)
         h2o_fatal("no memory");
-    uint8_t *p = put_frame_header((uint8_t *)dst.base, body.len, H2O_HTTP2_FRAME_TYPE_DATA, 0, stream->stream_id);
+    uint8_t *p = put_frame_header((uint8_t *)dst.base, body.len, H2O_HTTP2_FRAME_TYPE_DATA,
+                                  gen ? 0 : H2O_HTTP2_FRAME_FLAG_END_STREAM, stream->stream_id);
     memcpy(p, body.base, body.len);
     conn->_write.buf->size += H2O_HTTP2_FRAME_HEADER_SIZE + body.len;
     h2o_http2_window_consume_window(&stream->output_window, body.len);
     h2o_http2_window_consume_window(&conn->_write.window, body.len);
     stream->req.bytes_sent += body.len;
-    append_trailer_frames(conn, stream->stream_id, gen->block);
+    if (gen)
+        append_trailer_frames(conn, stream->stream_id, gen->block);
     h2o_http2_stream_set_state(conn, stream, H2O_HTTP2_STREAM_STATE_SEND_BODY);
     finish_stream(conn, stream);
     return 0;
 }
 
-static void respond_trailers_only(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
-                                  struct trailers_generator *gen, const h2o_header_t *trailers, size_t num_trailers)
+/* One HEADERS frame with END_STREAM: gRPC's Trailers-Only (the trailers
+ * appended to the response headers), or a reply without a body. */
+static void respond_headers_only(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
+                                 h2o_generator_t *gen, const h2o_header_t *trailers, size_t num_trailers,
+                                 size_t content_length)
 {
     for (size_t i = 0; i != num_trailers; ++i) {
         h2o_iovec_t name = h2o_strdup(&req->pool, trailers[i].name->base, trailers[i].name->len);
@@ -344,16 +433,21 @@ static void respond_trailers_only(h2o_http2_conn_t *conn, h2o_http2_stream_t *st
         h2o_iovec_t value = h2o_strdup(&req->pool, trailers[i].value.base, trailers[i].value.len);
         h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 1, NULL, value.base, value.len);
     }
-    h2o_start_response(req, &gen->super); /* lets header filters run */
-    append_response_headers(conn, stream, req, 1);
+    h2o_start_response(req, gen); /* lets header filters run */
+    append_response_headers(conn, stream, req, content_length, 1);
 
     /* SEND_HEADERS -> SEND_BODY -> END_STREAM, as h2o's own send path does */
     h2o_http2_stream_set_state(conn, stream, H2O_HTTP2_STREAM_STATE_SEND_BODY);
     finish_stream(conn, stream);
 }
 
-int h2_trailers_respond(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers, size_t num_trailers)
+static void on_plain_stop(h2o_generator_t *self, h2o_req_t *req)
 {
+}
+
+int h2_reply_send(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers, size_t num_trailers)
+{
+    static h2o_generator_t plain = {NULL, on_plain_stop};
     h2o_http2_stream_t *stream = stream_of(req);
     if (stream == NULL)
         return -1;
@@ -361,8 +455,17 @@ int h2_trailers_respond(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *tr
     if (conn->state == H2O_HTTP2_CONN_STATE_IS_CLOSING || stream->state != H2O_HTTP2_STREAM_STATE_SEND_HEADERS ||
         req->_generator != NULL || h2o_linklist_is_linked(&stream->_refs.link))
         return -1;
-    tolerate_idle_rst(conn, stream);
 
+    if (trailers == NULL) {
+        req->res.content_length = body.len;
+        if (body.len == 0) {
+            respond_headers_only(conn, stream, req, &plain, NULL, 0, 0);
+            return 0;
+        }
+        return respond_whole(conn, stream, req, NULL, body, &plain);
+    }
+
+    tolerate_idle_rst(conn, stream);
     struct trailers_generator *gen = h2o_mem_alloc_pool(&req->pool, sizeof(*gen));
     gen->super.proceed = on_proceed;
     gen->super.stop = on_stop;
@@ -375,11 +478,11 @@ int h2_trailers_respond(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *tr
     req->res.content_length = SIZE_MAX;
 
     if (body.len == 0) {
-        respond_trailers_only(conn, stream, req, gen, trailers, num_trailers);
+        respond_headers_only(conn, stream, req, &gen->super, trailers, num_trailers, SIZE_MAX);
         return 0;
     }
 
-    if (respond_whole(conn, stream, req, gen, body) == 0)
+    if (respond_whole(conn, stream, req, gen, body, NULL) == 0)
         return 0;
     h2o_iovec_t buf = h2o_strdup(&req->pool, body.base, body.len);
     h2o_start_response(req, &gen->super);

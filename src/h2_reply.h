@@ -1,0 +1,48 @@
+/* h2_reply.h - HTTP/2 replies written by tokend on libh2o 2.2.5: gRPC
+ * trailers, small replies in one socket write, per-reply headers kept out of
+ * the HPACK table.
+ *
+ * libh2o 2.2.5 (the version Debian 12 ships) has no public API for sending
+ * trailers, yet a gRPC response must end with grpc-status / grpc-message in a
+ * trailing HEADERS frame. h2_reply.c adds exactly that, using the library's
+ * own HTTP/2 stream machinery for the response headers and body; see there
+ * for the internals it relies on.
+ */
+#ifndef TOKEND_H2_REPLY_H
+#define TOKEND_H2_REPLY_H
+
+#include <h2o.h>
+
+/* With trailers (gRPC): responds to an HTTP/2 request with status 200, the
+ * headers already in req->res.headers (the caller adds content-type:
+ * application/grpc etc.; req->res.status and content_length are
+ * overwritten), then `body`, then a trailing HEADERS frame carrying
+ * `trailers` and END_STREAM. body.len == 0 sends a gRPC "Trailers-Only"
+ * response instead: one HEADERS frame with END_STREAM holding the response
+ * headers followed by `trailers`.
+ *
+ * Without (trailers == NULL): a plain reply, req->res.status and the headers
+ * in req->res.headers, content-length body.len, body, END_STREAM; sent in one
+ * write when small, else -1 (the caller uses h2o_send).
+ *
+ * Trailer names are sent lower-cased; values must not contain NUL, CR or LF
+ * (grpc-message must already be percent-encoded). `body` and `trailers` are
+ * copied, so they may live on the caller's stack.
+ *
+ * Call it on the loop thread, once, before any other response was started:
+ * from the handler or later (e.g. when a worker's result comes back), as long
+ * as req is still alive - a peer reset disposes of a not-yet-answered req, so
+ * deferred callers must watch req->pool (h2o_mem_alloc_shared + dispose).
+ * Returns 0 when the response has been handed to h2o (from then on the
+ * request is h2o's, as with h2o_send), or -1 with nothing sent when it is not
+ * possible: not HTTP/2, response already started, connection closing, or
+ * invalid trailers. The caller then falls back (e.g. h2o_send_error_*). */
+int h2_reply_send(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers, size_t num_trailers);
+
+/* Adds a response header whose value is unique to this reply (a request id).
+ * h2_reply_send encodes it without indexing; h2o's own paths (HTTP/1.1, a
+ * large body) send it like any other header. `name` must be lower-case and
+ * outlive the request (a static). */
+void h2_reply_add_unindexed(h2o_req_t *req, const h2o_iovec_t *name, h2o_iovec_t value);
+
+#endif
