@@ -3,6 +3,7 @@
 #include <string.h>
 #include "crypto.h"
 #include "grpc_frame.h"
+#include "pb.h"
 
 void grpc_frame_header(uint8_t out[GRPC_FRAME_HEADER], uint8_t flag, size_t len)
 {
@@ -16,7 +17,7 @@ size_t grpc_frame_write(uint8_t *out, uint8_t flag, const ProtobufCMessage *msg,
 {
     grpc_frame_header(out, flag, len);
     if (msg)
-        protobuf_c_message_pack(msg, out + GRPC_FRAME_HEADER);
+        pb_pack(msg, out + GRPC_FRAME_HEADER);
     else if (raw && len)
         memcpy(out + GRPC_FRAME_HEADER, raw, len);
     return GRPC_FRAME_SIZE(len);

@@ -22,6 +22,7 @@
 #include "h2_reply.h"
 #include "http.h"
 #include "http_obs.h"
+#include "pb.h"
 #include "rpc.h"
 #include "server.h"
 #include "transcode.h"
@@ -124,7 +125,7 @@ static uint8_t *frame_in_pool(h2o_mem_pool_t *pool, uint8_t flag, const Protobuf
                               const void *raw, size_t len, size_t *out_len)
 {
     if (msg)
-        len = protobuf_c_message_get_packed_size(msg);
+        len = pb_size(msg);
     uint8_t *buf = h2o_mem_alloc_pool(pool, GRPC_FRAME_SIZE(len));
     *out_len = grpc_frame_write(buf, flag, msg, raw, len);
     return buf;
@@ -248,9 +249,9 @@ static void respond(http_obs *o, h2o_req_t *req, int form, status_code st, int h
             add_header_str(req, "grpc-status", h2o_strdup(&req->pool, code, strlen(code)).base,
                            strlen(code));
         }
-        size_t len = protobuf_c_message_get_packed_size(out);
+        size_t len = pb_size(out);
         uint8_t *buf = h2o_mem_alloc_pool(&req->pool, len + 1);
-        protobuf_c_message_pack(out, buf);
+        pb_pack(out, buf);
         o->bytes_out = len;
         send_body(req, http, "application/x-protobuf", buf, len);
         return;
@@ -597,8 +598,7 @@ static int decode(http_handler *h, h2o_req_t *req, wire_call *wc, http_obs *o)
             why = grpc_unframe(req, wc->form, &msg, &st);
         /* The query binding frees what it replaces with free(): no arena then. */
         ProtobufCAllocator *al = req->query_at == SIZE_MAX ? &wc->alloc : NULL;
-        if (!why && !(wc->request = protobuf_c_message_unpack(in, al, msg.len,
-                                                               (const uint8_t *)msg.base))) {
+        if (!why && !(wc->request = pb_unpack(in, al, msg.len, (const uint8_t *)msg.base))) {
             snprintf(err, sizeof err, "body is not a valid %s message", in->name);
             why = err;
         }
@@ -635,7 +635,7 @@ static void on_stream_reply(const ProtobufCMessage *reply, void *data)
         sc->failed = 1;
         return;
     }
-    size_t n = GRPC_FRAME_SIZE(protobuf_c_message_get_packed_size(reply));
+    size_t n = GRPC_FRAME_SIZE(pb_size(reply));
     if (sc->len + n > sc->cap) {
         size_t cap = (sc->len + n) * 2;
         uint8_t *p = realloc(sc->out, cap);

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include "log.h"
+#include "pb.h"
 #include "store_internal.h"
 
 static const char *const db_names[DB_COUNT] = {
@@ -271,110 +272,6 @@ static int record(store *s, MDB_txn *txn, int op, int db, const void *k, size_t 
     return wset_add(&s->ws, op, db, k, klen, v, vlen) == 0 ? STORE_OK : STORE_ERR;
 }
 
-/* --- a faster decoder for flat records ------------------------------------------
- * protobuf-c's unpack scans a message twice and is most of a Verify's read.
- * A record whose type has only plain proto3 scalars, strings and bytes (a
- * session) is decoded here in one pass into the caller's allocator, giving
- * the message protobuf-c would; anything this does not expect - a field
- * number the type does not have, a field twice, another wire type, a
- * truncated value - is left to protobuf-c, which knows every case. */
-static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
-        uint8_t b = *(*p)++;
-        x |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *v = x;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-static int flat_type(const ProtobufCMessageDescriptor *desc)
-{
-    for (unsigned i = 0; i < desc->n_fields; i++) {
-        const ProtobufCFieldDescriptor *f = &desc->fields[i];
-        if (f->label != PROTOBUF_C_LABEL_NONE || (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) ||
-            f->id > 63)
-            return 0;
-        switch (f->type) {
-        case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_UINT32:
-        case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_BOOL: case PROTOBUF_C_TYPE_ENUM:
-        case PROTOBUF_C_TYPE_STRING: case PROTOBUF_C_TYPE_BYTES:
-            break;
-        default:
-            return 0;
-        }
-    }
-    return 1;
-}
-
-/* NULL: not decoded here (protobuf-c decides). */
-static ProtobufCMessage *flat_unpack(const ProtobufCMessageDescriptor *desc,
-                                     ProtobufCAllocator *a, size_t len, const uint8_t *data)
-{
-    const uint8_t *p = data, *end = data + len;
-    uint64_t seen = 0;
-    ProtobufCMessage *m = a->alloc(a->allocator_data, desc->sizeof_message);
-    if (!m)
-        return NULL;
-    protobuf_c_message_init(desc, m);
-    while (p < end) {
-        uint64_t tag, v;
-        if (read_varint(&p, end, &tag) != 0 || (tag >> 3) > 63)
-            goto other;
-        unsigned id = (unsigned)(tag >> 3);
-        /* Fields are in number order: numbered 1.. without gaps, id is at id - 1. */
-        const ProtobufCFieldDescriptor *f =
-            id && id <= desc->n_fields && desc->fields[id - 1].id == id
-                ? &desc->fields[id - 1] : protobuf_c_message_descriptor_get_field(desc, id);
-        if (!f || (seen & (1ull << f->id)))
-            goto other;
-        seen |= 1ull << f->id;
-        char *slot = (char *)m + f->offset;
-        int text = f->type == PROTOBUF_C_TYPE_STRING, bytes = f->type == PROTOBUF_C_TYPE_BYTES;
-        if ((tag & 7) != (text || bytes ? 2u : 0u) || read_varint(&p, end, &v) != 0)
-            goto other;
-        if (text || bytes) {
-            if (v > (uint64_t)(end - p))
-                goto other;
-            uint8_t *c = NULL;
-            if (text || v) {
-                if (!(c = a->alloc(a->allocator_data, (size_t)v + text)))
-                    goto other;
-                memcpy(c, p, (size_t)v);
-            }
-            if (text) {
-                c[v] = '\0';
-                *(char **)slot = (char *)c;
-            } else {
-                ((ProtobufCBinaryData *)slot)->data = c;
-                ((ProtobufCBinaryData *)slot)->len = (size_t)v;
-            }
-            p += v;
-            continue;
-        }
-        switch (f->type) {
-        case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_UINT64:
-            memcpy(slot, &v, 8);
-            break;
-        case PROTOBUF_C_TYPE_BOOL:
-            *(protobuf_c_boolean *)slot = v != 0;
-            break;
-        default: {  /* int32, uint32, enum: the low 32 bits */
-            uint32_t w = (uint32_t)v;
-            memcpy(slot, &w, 4);
-        }
-        }
-    }
-    return m;
-other:
-    protobuf_c_message_free_unpacked(m, a);
-    return NULL;
-}
-
 int get_msg_with(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
                  const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
                  void **out)
@@ -383,12 +280,7 @@ int get_msg_with(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
     int rc = mdb_get(txn, s->db[db], &key, &val);
     if (rc != MDB_SUCCESS)
         return map_rc(rc);
-    /* The hot path's reads come with an arena: those take the fast way. */
-    static __thread const ProtobufCMessageDescriptor *flat_desc;  /* checked flat before */
-    int flat = alloc && (desc == flat_desc || (flat_type(desc) && (flat_desc = desc)));
-    *out = flat ? flat_unpack(desc, alloc, val.mv_size, val.mv_data) : NULL;
-    if (!*out)
-        *out = protobuf_c_message_unpack(desc, alloc, val.mv_size, val.mv_data);
+    *out = pb_unpack(desc, alloc, val.mv_size, val.mv_data);
     if (!*out) {
         log_event(LOG_ERROR, "store", "store: undecodable record in %s", db_names[db]);
         return STORE_ERR;
@@ -406,11 +298,11 @@ int get_msg(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
 int put_msg(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
             const ProtobufCMessage *msg, unsigned flags)
 {
-    MDB_val key = {klen, (void *)k}, val = {protobuf_c_message_get_packed_size(msg), NULL};
+    MDB_val key = {klen, (void *)k}, val = {pb_size(msg), NULL};
     int rc = mdb_put(txn, s->db[db], &key, &val, flags | MDB_RESERVE);
     if (rc != MDB_SUCCESS)
         return map_rc(rc);
-    protobuf_c_message_pack(msg, val.mv_data);
+    pb_pack(msg, val.mv_data);
     return record(s, txn, flags & MDB_NOOVERWRITE ? WSET_INSERT : WSET_PUT, db, k, klen,
                   val.mv_data, val.mv_size);
 }

@@ -9,6 +9,10 @@
  * get_packed_size bytes (an exact-size heap buffer, so ASan sees any
  * overrun), the packed bytes unpack again and pack to the same bytes, and
  * the JSON envelope (transcode_envelope, as http.c answers) is written.
+ * pb.c, what tokend really decodes and packs with, must agree: pb_unpack
+ * (into an arena, its fast way for flat types) refuses what protobuf-c
+ * refuses and otherwise gives a message that packs to the same bytes, and
+ * pb_size / pb_pack give protobuf-c's bytes exactly.
  *
  * One exception, a protobuf-c 1.4.1 leniency: a tag whose field number is
  * 0 written as an over-long varint (0x81 0x00 ...) unpacks as an unknown
@@ -20,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "fuzz_messages.h"
+#include "pb.h"
 #include "transcode.h"
 
 static const ProtobufCMessageDescriptor *types[FUZZ_MESSAGES_MAX];
@@ -71,6 +76,56 @@ static int has_field_zero(const ProtobufCMessage *m)
     return 0;
 }
 
+static struct {
+    size_t used;
+    _Alignas(16) uint8_t buf[1 << 20];
+} arena;
+
+static void *arena_alloc(void *d, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    if (n > sizeof arena.buf - arena.used)
+        return NULL;
+    arena.used += n;
+    return arena.buf + arena.used - n;
+}
+
+static void arena_free(void *d, void *p)
+{
+}
+
+/* pb.c against protobuf-c on the same input (m: protobuf-c's result). */
+static void check_pb(const ProtobufCMessageDescriptor *d, const ProtobufCMessage *m,
+                     const uint8_t *in, size_t n)
+{
+    ProtobufCAllocator alloc = {arena_alloc, arena_free, NULL};
+    arena.used = 0;
+    ProtobufCMessage *fast = pb_unpack(d, &alloc, n, in);
+    if ((fast == NULL) != (m == NULL)) {
+        fprintf(stderr, "%s: pb_unpack %s what protobuf-c %s\n", d->name,
+                fast ? "accepts" : "refuses", m ? "accepts" : "refuses");
+        abort();
+    }
+    if (!m)
+        return;
+    size_t la, lb;
+    uint8_t *a = pack(fast, &la), *b = pack(m, &lb);
+    if (la != lb || memcmp(a, b, la) != 0) {
+        fprintf(stderr, "%s: pb_unpack decoded another message\n", d->name);
+        abort();
+    }
+    uint8_t *c = malloc(lb ? lb : 1);
+    if (!c)
+        abort();
+    if (pb_size(m) != lb || pb_pack(m, c) != lb || memcmp(c, b, lb) != 0) {
+        fprintf(stderr, "%s: pb_pack differs from protobuf_c_message_pack\n", d->name);
+        abort();
+    }
+    free(a);
+    free(b);
+    free(c);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!n_types)
@@ -79,6 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     const ProtobufCMessageDescriptor *d = types[data[0] % n_types];
     ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, size - 1, data + 1);
+    check_pb(d, m, data + 1, size - 1);
     if (!m)
         return 0;
     if (m->descriptor != d || !protobuf_c_message_check(m)) {

@@ -1,0 +1,34 @@
+/* pb.h - protobuf wire encoding and decoding, with a one-pass path for flat
+ * messages.
+ *
+ * protobuf-c walks a message's descriptor twice to pack it (size, then
+ * bytes) and scans the input twice to unpack it; on Verify that was a tenth
+ * of the call. Most of tokend's messages are flat: proto3 scalars, strings
+ * and bytes, field numbers below 64, nothing repeated, nested or in a
+ * oneof (a session record, Verify's request and reply). Those are packed
+ * and unpacked here in one pass, to exactly the bytes and the message
+ * protobuf-c gives (tests/unit/test_pb.c and fuzz_protobuf compare them);
+ * everything else goes to protobuf-c. */
+#ifndef TOKEND_PB_H
+#define TOKEND_PB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <protobuf-c/protobuf-c.h>
+
+/* Whether pb_* take desc's messages the fast way. */
+int pb_is_flat(const ProtobufCMessageDescriptor *desc);
+
+/* protobuf_c_message_get_packed_size and protobuf_c_message_pack. */
+size_t pb_size(const ProtobufCMessage *m);
+size_t pb_pack(const ProtobufCMessage *m, uint8_t *out);
+
+/* protobuf_c_message_unpack. The fast way needs an allocator (the callers'
+ * arenas); with alloc NULL it is protobuf-c's. Anything the fast way does
+ * not expect (an unknown field number, a field twice, another wire type, a
+ * truncated value) is left to protobuf-c, which knows every case. Free the
+ * message with protobuf_c_message_free_unpacked, as always. */
+ProtobufCMessage *pb_unpack(const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
+                            size_t len, const uint8_t *data);
+
+#endif
