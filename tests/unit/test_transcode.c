@@ -5,6 +5,7 @@
  * under ASan also checks that the transcoder allocates the way
  * protobuf-c expects. */
 
+#include <inttypes.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,8 +16,10 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "transcode.h"
+#include "utf8.h"
 #include "tokend/v1/tokend.pb-c.h"
 #include "transcode_test.pb-c.h"
 
@@ -849,6 +852,331 @@ static void test_envelope_large(void **state)
     protobuf_c_message_free_unpacked(&a->base, NULL);
 }
 
+/* ---- the writer, pinned to its output ----------------------------------- */
+
+/* Messages with every kind of value the writer meets, built by hand (so
+ * also values no JSON body can give: invalid UTF-8, unknown enum numbers,
+ * NaN), each with the exact envelope the writer gave for it before its
+ * fast paths: a change to the writer must not change a byte of these. */
+typedef struct {
+    int code;
+    const char *message;
+    const ProtobufCMessage *data;
+    const char *field;
+    const char *want;
+} golden;
+
+static char golden_str[] = "ctl\x01\x1f\x7f q\" bs\\ sl/ \b\f\n\r\t caf\xc3\xa9 \xe2\x98\x83 \xf0\x9f\x98\x80"
+                           " bad\xff\xc0\xaf\xed\xa0\x80 \xf4\x90\x80\x80 cut\xe2\x98";
+static char golden_nick[] = "p\"q";
+static char golden_s1[] = "", golden_s2[] = "x\ny\\", golden_s3[] = "\xe2\x98\x83 long enough to pass eight";
+static char *golden_rstr[] = {golden_s1, golden_s2, golden_s3};
+static int32_t golden_ri32[] = {0, -1, 9, 10, 99, 100, 101, 999, 1000, INT32_MAX, INT32_MIN};
+static int64_t golden_ri64[] = {INT64_MIN, -1000000000000000000, -999999999999999999, 9999999999,
+                                10000000000, 123456789012345678, 999999999999999999,
+                                1000000000000000000, INT64_MAX};
+static uint8_t golden_bin[] = {0, 1, 2, 0xfb, 0xff};
+static ProtobufCBinaryData golden_rby[] = {{0, NULL}, {3, (uint8_t *)"abc"}};
+static Tokend__Test__Color golden_rcolor[] = {TOKEND__TEST__COLOR__RED, 42, TOKEND__TEST__COLOR__INFRARED};
+static double golden_rdb[] = {0.1, 1e300, 5e-324, -2.5};
+static protobuf_c_boolean golden_rb[] = {1, 0};
+
+static void golden_all(All *a, Tokend__Test__Profile *p, Tokend__Test__Profile *child,
+                       Tokend__Test__Profile **rprof)
+{
+    tokend__test__all__init(a);
+    tokend__test__profile__init(p);
+    tokend__test__profile__init(child);
+    p->age = -7;
+    p->nick = golden_nick;
+    p->child = child;
+    rprof[0] = child;
+    rprof[1] = p;
+    a->i32 = INT32_MIN;
+    a->s32 = INT32_MAX;
+    a->sf32 = -1;
+    a->i64 = INT64_MIN;
+    a->u64 = UINT64_MAX;
+    a->s64 = INT64_MAX;
+    a->f64 = (uint64_t)INT64_MAX + 1;
+    a->sf64 = -1234567890123;
+    a->u32 = UINT32_MAX;
+    a->f32 = 1000000000;
+    a->fl = 1.5f;
+    a->db = -0.1;
+    a->b = 1;
+    a->str = golden_str;
+    a->by.data = golden_bin;
+    a->by.len = sizeof golden_bin;
+    a->color = TOKEND__TEST__COLOR__BLUE;
+    a->profile = p;
+    a->n_ri32 = sizeof golden_ri32 / sizeof *golden_ri32;
+    a->ri32 = golden_ri32;
+    a->n_rstr = 3;
+    a->rstr = golden_rstr;
+    a->n_rprof = 2;
+    a->rprof = rprof;
+    a->n_ri64 = sizeof golden_ri64 / sizeof *golden_ri64;
+    a->ri64 = golden_ri64;
+    a->n_rby = 2;
+    a->rby = golden_rby;
+    a->n_rcolor = 3;
+    a->rcolor = golden_rcolor;
+    a->n_rdb = sizeof golden_rdb / sizeof *golden_rdb;
+    a->rdb = golden_rdb;
+    a->n_rb = 2;
+    a->rb = golden_rb;
+    a->choice_case = TOKEND__TEST__ALL__CHOICE_O_PROF;
+    a->o_prof = child;
+}
+
+static void golden_check(const golden *g, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *out = NULL, small[64];
+        size_t len = 0;
+        /* transcode_envelope_buf with a buffer too small for any of them:
+         * the growing path, then the fixed buffer. */
+        assert_int_equal(transcode_envelope(g[i].code, g[i].message, g[i].data, g[i].field, &out, &len), 0);
+        if (len != strlen(g[i].want) || memcmp(out, g[i].want, len) != 0)
+            fail_msg("case %zu:\n got %s\nwant %s", i, out, g[i].want);
+        free(out);
+        assert_int_equal(transcode_envelope_buf(g[i].code, g[i].message, g[i].data, g[i].field,
+                                                small, sizeof small, &out, &len), 0);
+        assert_int_equal(len, strlen(g[i].want));
+        assert_memory_equal(out, g[i].want, len);
+        assert_true(len < sizeof small ? out == small : out != small);
+        if (out != small)
+            free(out);
+    }
+}
+
+static void test_writer_golden(void **state)
+{
+    All a, plain = TOKEND__TEST__ALL__INIT, ostr = TOKEND__TEST__ALL__INIT;
+    Tokend__Test__Profile p, child, *rprof[2];
+    Tokend__Test__Ordered ord = TOKEND__TEST__ORDERED__INIT;
+    Tokend__V1__VerifyReply vr = TOKEND__V1__VERIFY_REPLY__INIT;
+    Opt opt;
+    static char quote[] = "\"", key[] = "alrFSbKHapgpKAlIjLrlji3g3nmW9rb5GybLkRAqnGo=";
+
+    golden_all(&a, &p, &child, rprof);
+    plain.choice_case = TOKEND__TEST__ALL__CHOICE_O_INT;
+    plain.o_int = INT64_MIN;
+    ostr.choice_case = TOKEND__TEST__ALL__CHOICE_O_STR;
+    ostr.o_str = quote;
+    ostr.color = 42;
+    ord.alpha = NULL;
+    ord.zulu = quote;
+    opt_init(&opt);
+    opt.has_count = 1;
+    opt.count = -5;
+    opt.sub = &child;
+    vr.user_id = 10000;
+    vr.app_id = 1000;
+    vr.expire = 1796666292143;
+    vr.encrypt_type = 4;
+    vr.public_key = key;
+
+    const golden g[] = {
+        {200, NULL, &a.base, NULL,
+         "{\"code\":200,\"message\":null,\"data\":{\"i32\":-2147483648,\"s32\":2147483647,\"sf"
+         "32\":-1,\"i64\":-9223372036854775808,\"u64\":\"18446744073709551615\",\"s64\":922337"
+         "2036854775807,\"f64\":\"9223372036854775808\",\"sf64\":-1234567890123,\"u32\":429496"
+         "7295,\"f32\":1000000000,\"fl\":1.5,\"db\":-0.10000000000000001,\"b\":true,\"str\":\""
+         "ctl\\u0001\\u001F\x7f q\\\" bs\\\\ sl/ \\b\\f\\n\\r\\t caf\xc3\xa9 \xe2\x98\x83 \xf0"
+         "\x9f\x98\x80 bad\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf"
+         "\xbd \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd cut\xef\xbf\xbd\xef\xbf\xbd\","
+         "\"by\":\"AAEC+/8=\",\"color\":\"BLUE\",\"profile\":{\"age\":-7,\"nick\":\"p\\\"q\","
+         "\"child\":{\"age\":0,\"nick\":\"\",\"child\":null}},\"ri32\":[0,-1,9,10,99,100,101,9"
+         "99,1000,2147483647,-2147483648],\"rstr\":[\"\",\"x\\ny\\\\\",\"\xe2\x98\x83 long eno"
+         "ugh to pass eight\"],\"rprof\":[{\"age\":0,\"nick\":\"\",\"child\":null},{\"age\":-7"
+         ",\"nick\":\"p\\\"q\",\"child\":{\"age\":0,\"nick\":\"\",\"child\":null}}],\"ri64\":["
+         "-9223372036854775808,-1000000000000000000,-999999999999999999,9999999999,10000000000"
+         ",123456789012345678,999999999999999999,1000000000000000000,9223372036854775807],\"rb"
+         "y\":[\"\",\"YWJj\"],\"rcolor\":[\"RED\",42,\"INFRARED\"],\"rdb\":[0.1000000000000000"
+         "1,1.0000000000000001e300,4.9406564584124654e-324,-2.5],\"rb\":[true,false],\"o_prof"
+         "\":{\"age\":0,\"nick\":\"\",\"child\":null}}}"},
+        {200, NULL, &plain.base, NULL,
+         "{\"code\":200,\"message\":null,\"data\":{\"i32\":0,\"s32\":0,\"sf32\":0,\"i64\":0,\""
+         "u64\":0,\"s64\":0,\"f64\":0,\"sf64\":0,\"u32\":0,\"f32\":0,\"fl\":0.0,\"db\":0.0,\"b"
+         "\":false,\"str\":\"\",\"by\":\"\",\"color\":\"COLOR_UNSPECIFIED\",\"profile\":null,"
+         "\"ri32\":[],\"rstr\":[],\"rprof\":[],\"ri64\":[],\"rby\":[],\"rcolor\":[],\"rdb\":[]"
+         ",\"rb\":[],\"o_int\":-9223372036854775808}}"},
+        {0, NULL, &ostr.base, NULL,
+         "{\"code\":0,\"message\":null,\"data\":{\"i32\":0,\"s32\":0,\"sf32\":0,\"i64\":0,\"u6"
+         "4\":0,\"s64\":0,\"f64\":0,\"sf64\":0,\"u32\":0,\"f32\":0,\"fl\":0.0,\"db\":0.0,\"b\""
+         ":false,\"str\":\"\",\"by\":\"\",\"color\":42,\"profile\":null,\"ri32\":[],\"rstr\":["
+         "],\"rprof\":[],\"ri64\":[],\"rby\":[],\"rcolor\":[],\"rdb\":[],\"rb\":[],\"o_str\":"
+         "\"\\\"\"}}"},
+        {-2147483647 - 1, NULL, &ord.base, NULL,
+         "{\"code\":-2147483648,\"message\":null,\"data\":{\"alpha\":null,\"mike\":\"\",\"zulu"
+         "\":\"\\\"\"}}"},
+        {2147483647, NULL, &opt.base, NULL,
+         "{\"code\":2147483647,\"message\":null,\"data\":{\"count\":-5,\"label\":null,\"blob\""
+         ":null,\"sub\":{\"age\":0,\"nick\":\"\",\"child\":null}}}"},
+        {200, NULL, &vr.base, NULL,
+         "{\"code\":200,\"message\":null,\"data\":{\"user_id\":10000,\"app_id\":1000,\"device_"
+         "guid\":\"\",\"device_sn\":0,\"expire\":1796666292143,\"admin\":false,\"encrypt_type"
+         "\":4,\"public_key\":\"alrFSbKHapgpKAlIjLrlji3g3nmW9rb5GybLkRAqnGo=\"}}"},
+        {404, golden_str, NULL, NULL,
+         "{\"code\":404,\"message\":\"ctl\\u0001\\u001F\x7f q\\\" bs\\\\ sl/ \\b\\f\\n\\r\\t c"
+         "af\xc3\xa9 \xe2\x98\x83 \xf0\x9f\x98\x80 bad\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef"
+         "\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd cu"
+         "t\xef\xbf\xbd\xef\xbf\xbd\",\"data\":null}"},
+        {400, "plain words", NULL, "rstr", "{\"code\":400,\"message\":\"plain words\",\"data\":null}"},
+        {200, NULL, &a.base, "rstr",
+         "{\"code\":200,\"message\":null,\"data\":[\"\",\"x\\ny\\\\\",\"\xe2\x98\x83 long enou"
+         "gh to pass eight\"]}"},
+        {200, NULL, &a.base, "ri64",
+         "{\"code\":200,\"message\":null,\"data\":[-9223372036854775808,-1000000000000000000,-"
+         "999999999999999999,9999999999,10000000000,123456789012345678,999999999999999999,1000"
+         "000000000000000,9223372036854775807]}"},
+        {200, NULL, &a.base, "rprof",
+         "{\"code\":200,\"message\":null,\"data\":[{\"age\":0,\"nick\":\"\",\"child\":null},{"
+         "\"age\":-7,\"nick\":\"p\\\"q\",\"child\":{\"age\":0,\"nick\":\"\",\"child\":null}}]}"},
+        {200, NULL, &a.base, "o_prof",
+         "{\"code\":200,\"message\":null,\"data\":{\"age\":0,\"nick\":\"\",\"child\":null}}"},
+        {200, NULL, &a.base, "o_str", "{\"code\":200,\"message\":null,\"data\":null}"},
+        {200, NULL, &a.base, "rcolor",
+         "{\"code\":200,\"message\":null,\"data\":[\"RED\",42,\"INFRARED\"]}"},
+        {200, NULL, &a.base, "u64",
+         "{\"code\":200,\"message\":null,\"data\":\"18446744073709551615\"}"},
+        {200, NULL, &a.base, "str",
+         "{\"code\":200,\"message\":null,\"data\":\"ctl\\u0001\\u001F\x7f q\\\" bs\\\\ sl/ \\b"
+         "\\f\\n\\r\\t caf\xc3\xa9 \xe2\x98\x83 \xf0\x9f\x98\x80 bad\xef\xbf\xbd\xef\xbf\xbd"
+         "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd\xef\xbf"
+         "\xbd\xef\xbf\xbd cut\xef\xbf\xbd\xef\xbf\xbd\"}"},
+        {200, NULL, &opt.base, "count", "{\"code\":200,\"message\":null,\"data\":-5}"},
+        {200, NULL, &opt.base, "blob", "{\"code\":200,\"message\":null,\"data\":null}"},
+        {200, NULL, &opt.base, "label", "{\"code\":200,\"message\":null,\"data\":null}"},
+        {200, NULL, &ord.base, "alpha", "{\"code\":200,\"message\":null,\"data\":null}"},
+        {200, NULL, &plain.base, "rprof", "{\"code\":200,\"message\":null,\"data\":[]}"},
+    };
+    golden_check(g, sizeof g / sizeof *g);
+}
+
+/* What jansson writes for the string s (n bytes), once bytes that are not
+ * UTF-8 are mended to U+FFFD: what the writer gave before it escaped
+ * strings itself, and must still give. */
+static char *jansson_string(const char *s, size_t n)
+{
+    json_t *j = json_stringn(s, n);
+    char *out;
+    size_t len;
+
+    if (!j) {
+        char *fixed = malloc(3 * n + 1), *p = fixed;
+        for (size_t i = 0, k; i < n; i += k) {
+            if ((k = utf8_next((const unsigned char *)s + i, n - i, NULL))) {
+                memcpy(p, s + i, k);
+                p += k;
+            } else {
+                memcpy(p, "\xef\xbf\xbd", 3);
+                p += 3;
+                k = 1;
+            }
+        }
+        j = json_stringn(fixed, (size_t)(p - fixed));
+        free(fixed);
+    }
+    assert_non_null(j);
+    len = json_dumpb(j, NULL, 0, JSON_ENCODE_ANY | JSON_COMPACT);
+    out = malloc(len + 1);
+    assert_int_equal(json_dumpb(j, out, len, JSON_ENCODE_ANY | JSON_COMPACT), len);
+    out[len] = '\0';
+    json_decref(j);
+    return out;
+}
+
+static void assert_message_written(const char *s)
+{
+    char *want = jansson_string(s, strlen(s)), *out, *env = malloc(strlen(want) + 64);
+    size_t len;
+
+    assert_int_equal(transcode_envelope(1, s, NULL, NULL, &out, &len), 0);
+    sprintf(env, "{\"code\":1,\"message\":%s,\"data\":null}", want);
+    if (strcmp(out, env) != 0)
+        fail_msg("got  %s\nwant %s", out, env);
+    free(want);
+    free(out);
+    free(env);
+}
+
+/* Every byte value in every position of an 8-byte word (the writer looks
+ * at strings a word at a time), then random strings of the bytes that
+ * matter: quotes, backslashes, controls, DEL, and the pieces of good and
+ * bad UTF-8 sequences. */
+static void test_string_escaping(void **state)
+{
+    static const unsigned char alphabet[] = {'a', 'Z', ' ', '/', '"', '\\', 0x01, 0x08, 0x09, 0x0a,
+                                             0x0c, 0x0d, 0x1f, 0x7f, 0x80, 0xbf, 0xc0, 0xc2, 0xdf,
+                                             0xe0, 0xe2, 0x98, 0x83, 0xed, 0xa0, 0x9f, 0xf0, 0xf4,
+                                             0x90, 0xf5, 0xff};
+    char s[64];
+    uint64_t x = 0x9e3779b97f4a7c15;
+
+    for (unsigned c = 1; c < 256; c++) {
+        for (size_t at = 0; at < 17; at++) {
+            memset(s, 'x', at);
+            s[at] = (char)c;
+            strcpy(s + at + 1, "-tail-of-the-string");
+            assert_message_written(s);
+        }
+    }
+    for (int round = 0; round < 20000; round++) {
+        size_t n;
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        n = x % 40;
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            s[i] = (char)alphabet[x % sizeof alphabet];
+        }
+        s[n] = '\0';
+        assert_message_written(s);
+    }
+}
+
+/* Integers as snprintf writes them, around every power of ten and at
+ * random; a uint64 beyond INT64_MAX is a decimal string. */
+static void test_integer_output(void **state)
+{
+    All a = TOKEND__TEST__ALL__INIT;
+    char want[32];
+    uint64_t x = 0x2545f4914f6cdd1d;
+
+    for (int k = 0; k < 2000; k++) {
+        uint64_t u;
+        if (k < 20 * 3) {
+            u = 1;
+            for (int e = 0; e < k / 3; e++) u *= 10;
+            u += (uint64_t)(k % 3) - 1;
+        } else {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            u = x >> (x % 64);
+        }
+        a.u64 = u;
+        snprintf(want, sizeof want, u > INT64_MAX ? "\"%" PRIu64 "\"" : "%" PRIu64, u);
+        assert_data(&a.base, "u64", want);
+        a.i64 = (int64_t)u;
+        snprintf(want, sizeof want, "%" PRId64, (int64_t)u);
+        assert_data(&a.base, "i64", want);
+        a.i64 = -(int64_t)(u >> 1);
+        snprintf(want, sizeof want, "%" PRId64, a.i64);
+        assert_data(&a.base, "i64", want);
+        a.i32 = (int32_t)u;
+        snprintf(want, sizeof want, "%" PRId32, a.i32);
+        assert_data(&a.base, "i32", want);
+        a.u32 = (uint32_t)u;
+        snprintf(want, sizeof want, "%" PRIu32, a.u32);
+        assert_data(&a.base, "u32", want);
+    }
+    a.i64 = INT64_MIN;
+    assert_data(&a.base, "i64", "-9223372036854775808");
+    a.u64 = 0;
+    assert_data(&a.base, "u64", "0");
+}
+
 /* ---- query strings ------------------------------------------------------- */
 
 static void set_ok(ProtobufCMessage *m, const char *name, const char *value)
@@ -1084,6 +1412,9 @@ int main(void)
         cmocka_unit_test(test_envelope),
         cmocka_unit_test(test_envelope_from_struct),
         cmocka_unit_test(test_envelope_large),
+        cmocka_unit_test(test_writer_golden),
+        cmocka_unit_test(test_string_escaping),
+        cmocka_unit_test(test_integer_output),
         cmocka_unit_test(test_set_field_scalars),
         cmocka_unit_test(test_set_field_repeated_and_oneof),
         cmocka_unit_test(test_set_field_errors),
