@@ -6,8 +6,8 @@
  * On the way in, jansson parses the JSON text (and checks its UTF-8) and
  * this file maps its values onto fields, with the type and range checks the
  * schema implies. On the way out, this file writes the JSON text itself,
- * straight from the descriptors, and asks jansson only to escape strings
- * and format real numbers.
+ * straight from the descriptors, and asks jansson only to format real
+ * numbers.
  *
  * Everything built here is owned the way protobuf_c_message_unpack owns it
  * (malloc'd strings, arrays, bytes and submessages), and each allocation is
@@ -23,7 +23,9 @@
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -678,6 +680,132 @@ int transcode_from_json(const ProtobufCMessageDescriptor *desc, const char *json
     return rc;
 }
 
+/* ---------------------------------------------------------------------------
+ * Plans: what the fast paths need of a message type
+ *
+ * The JSON key of each field (`,"name":`, ready to copy) and how the field
+ * is written depend only on the descriptor, so they are worked out once per
+ * message type, on first use, and kept for the life of the process
+ * (descriptors are static). Plans hang off a small chained hash table:
+ * readers walk it without a lock, as a plan is published whole (release
+ * store, under the lock that serializes writers) and never changed after.
+ * ------------------------------------------------------------------------- */
+
+enum {
+    FIELD_PLAIN,    /* always written */
+    FIELD_NULLABLE, /* has_ flag: null when unset */
+    FIELD_ONEOF,    /* written only when it is the member set */
+    FIELD_REPEATED, /* an array */
+};
+
+typedef struct {
+    const ProtobufCFieldDescriptor *f;
+    unsigned how;     /* FIELD_... */
+    unsigned key_len; /* ,"name": */
+    const char *key;  /* readable up to key_len rounded up to 16: copied 16 at a time */
+} field_plan;
+
+typedef struct message_plan {
+    const ProtobufCMessageDescriptor *desc;
+    const struct message_plan *next; /* in its bucket */
+    field_plan fields[];             /* desc->n_fields of them; then the keys */
+} message_plan;
+
+#define PLAN_BUCKETS 256
+
+static _Atomic(const message_plan *) plan_buckets[PLAN_BUCKETS];
+static pthread_mutex_t plan_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static size_t key_room(size_t key_len)
+{
+    return (key_len + 15) & ~(size_t)15;
+}
+
+static const message_plan *plan_new(const ProtobufCMessageDescriptor *d, const message_plan *next)
+{
+    size_t keys = 0, i;
+    message_plan *m;
+    char *k;
+
+    for (i = 0; i < d->n_fields; i++) keys += key_room(strlen(d->fields[i].name) + 4);
+    if (!(m = calloc(1, sizeof *m + d->n_fields * sizeof m->fields[0] + keys))) return NULL;
+    m->desc = d;
+    m->next = next;
+    k = (char *)&m->fields[d->n_fields];
+    for (i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        field_plan *fp = &m->fields[i];
+        size_t n = strlen(f->name);
+
+        fp->f = f;
+        /* Strings and messages show presence by their pointer; the other
+         * optional fields (proto2 and proto3 `optional`) by a has_ flag. */
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) fp->how = FIELD_REPEATED;
+        else if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) fp->how = FIELD_ONEOF;
+        else if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_STRING &&
+                 f->type != PROTOBUF_C_TYPE_MESSAGE)
+            fp->how = FIELD_NULLABLE;
+        else fp->how = FIELD_PLAIN;
+        /* Field names are identifiers (protoc checks): nothing to escape. */
+        fp->key = k;
+        fp->key_len = (unsigned)n + 4;
+        k[0] = ',';
+        k[1] = '"';
+        memcpy(k + 2, f->name, n);
+        k[n + 2] = '"';
+        k[n + 3] = ':';
+        k += key_room(n + 4);
+    }
+    return m;
+}
+
+/* The plan of d, made on first use; NULL only when out of memory. */
+static const message_plan *plan_of(const ProtobufCMessageDescriptor *d)
+{
+    _Atomic(const message_plan *) *bucket =
+        &plan_buckets[(uint64_t)(uintptr_t)d * UINT64_C(0x9e3779b97f4a7c15) >> 56];
+    const message_plan *m;
+
+    for (m = atomic_load_explicit(bucket, memory_order_acquire); m; m = m->next)
+        if (m->desc == d) return m;
+    pthread_mutex_lock(&plan_lock);
+    for (m = atomic_load_explicit(bucket, memory_order_relaxed); m; m = m->next)
+        if (m->desc == d) break;
+    if (!m && (m = plan_new(d, atomic_load_explicit(bucket, memory_order_relaxed))))
+        atomic_store_explicit(bucket, m, memory_order_release);
+    pthread_mutex_unlock(&plan_lock);
+    return m;
+}
+
+/* What JSON strings carry as it is: 0x20 to 0x7F but '"' and '\\'. */
+static const unsigned char plain_byte[256] = {[0x20 ... 0x21] = 1, [0x23 ... 0x5b] = 1,
+                                              [0x5d ... 0x7f] = 1};
+
+/* Eight plain bytes at s? A byte's high bit comes up in one of the terms
+ * below exactly when it is below 0x20, a quote, a backslash or above 0x7F
+ * (a subtraction can borrow from a byte only past a lower byte that came
+ * up itself). */
+static inline bool plain_word(const char *s)
+{
+    const uint64_t ones = UINT64_C(0x0101010101010101), highs = ones << 7;
+    uint64_t w;
+
+    memcpy(&w, s, 8);
+    return !(((w - ones * 0x20) | ((w ^ ones * '"') - ones) | ((w ^ ones * '\\') - ones) | w) & highs);
+}
+
+/* The length of the run of plain bytes at s (n bytes): a word at a time,
+ * the last few bytes as the last word (which overlaps the one before). */
+static size_t plain_prefix(const char *s, size_t n)
+{
+    size_t i = 0;
+
+    while (i + 8 <= n && plain_word(s + i)) i += 8;
+    if (i + 8 > n && n >= 8 && plain_word(s + n - 8)) return n;
+    while (i < n && plain_byte[(unsigned char)s[i]]) i++;
+    return i;
+}
+
 /* The flat fast path: see transcode.h. Whatever it does not take whole
  * goes to the full parser, so it needs no error messages of its own. */
 static size_t skip_ws(const char *s, size_t i, size_t len)
@@ -690,12 +818,8 @@ static size_t skip_ws(const char *s, size_t i, size_t len)
  * closing quote, or 0 for anything else (escapes, controls, non-ASCII). */
 static size_t plain_string_end(const char *s, size_t i, size_t len)
 {
-    for (; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"') return i;
-        if (c < 0x20 || c > 0x7E || c == '\\') return 0;
-    }
-    return 0;
+    i += plain_prefix(s + i, len - i);
+    return i < len && s[i] == '"' ? i : 0;
 }
 
 int transcode_from_json_flat(const ProtobufCMessageDescriptor *desc, const char *json, size_t len,
@@ -704,9 +828,10 @@ int transcode_from_json_flat(const ProtobufCMessageDescriptor *desc, const char 
     const ProtobufCFieldDescriptor *fs[8];
     size_t vs[8], vl[8], n = 0, i;
     uint64_t seen = 0;
+    const message_plan *plan;
 
     *out = NULL;
-    if (len == 0 || desc->n_fields > 64) return 1;
+    if (len == 0 || desc->n_fields > 64 || !(plan = plan_of(desc))) return 1;
     i = skip_ws(json, 0, len);
     if (i >= len || json[i++] != '{') return 1;
     i = skip_ws(json, i, len);
@@ -715,21 +840,20 @@ int transcode_from_json_flat(const ProtobufCMessageDescriptor *desc, const char 
     } else {
         for (;;) {
             size_t k, ke, ve;
-            const ProtobufCFieldDescriptor *f = NULL;
+            const field_plan *fp = NULL;
             unsigned j;
             if (n == 8 || i >= len || json[i] != '"') return 1;
             k = i + 1;
             if (!(ke = plain_string_end(json, k, len))) return 1;
             for (j = 0; j < desc->n_fields; j++) {
-                const char *name = desc->fields[j].name;
-                if (name[0] == json[k] && strncmp(name, json + k, ke - k) == 0 &&
-                    name[ke - k] == '\0') {
-                    f = &desc->fields[j];
+                const field_plan *p = &plan->fields[j];
+                if (p->key_len - 4 == ke - k && memcmp(p->key + 2, json + k, ke - k) == 0) {
+                    fp = p;
                     break;
                 }
             }
-            if (!f || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED ||
-                (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) || (seen & (1ull << j)))
+            if (!fp || fp->how != FIELD_PLAIN || fp->f->type != PROTOBUF_C_TYPE_STRING ||
+                (seen & (1ull << j)))
                 return 1;
             seen |= 1ull << j;
             i = skip_ws(json, ke + 1, len);
@@ -737,7 +861,7 @@ int transcode_from_json_flat(const ProtobufCMessageDescriptor *desc, const char 
             i = skip_ws(json, i, len);
             if (i >= len || json[i] != '"') return 1;
             if (!(ve = plain_string_end(json, i + 1, len))) return 1;
-            fs[n] = f, vs[n] = i + 1, vl[n] = ve - i - 1, n++;
+            fs[n] = fp->f, vs[n] = i + 1, vl[n] = ve - i - 1, n++;
             i = skip_ws(json, ve + 1, len);
             if (i >= len) return 1;
             if (json[i] == '}') {
@@ -822,55 +946,12 @@ int transcode_set_query(ProtobufCMessage *msg, char *query, size_t len, char *er
 /* ---------------------------------------------------------------------------
  * Message -> JSON
  *
- * The values jansson still makes for the writer below: strings that need
- * escaping (or repair) and real numbers. Nothing else becomes a json_t.
- * ------------------------------------------------------------------------- */
-
-/* A JSON string for text that should be UTF-8 but was never checked (it
- * may come from a binary protobuf or from code echoing client input). One
- * bad byte must not cost the client the whole response, so bad bytes
- * become U+FFFD instead. */
-static json_t *string_json(const char *s, size_t n)
-{
-    json_t *j = json_stringn(s, n);
-    char *fixed, *p;
-    size_t i, len;
-
-    if (j) return j;
-    if (!(p = fixed = malloc(n * 3 + 1))) return NULL;
-    for (i = 0; i < n; i += len) {
-        if ((len = utf8_next((const unsigned char *)s + i, n - i, NULL)) && s[i] != '\0') {
-            memcpy(p, s + i, len);
-            p += len;
-        } else {
-            memcpy(p, "\xef\xbf\xbd", 3);
-            p += 3;
-            len = 1;
-        }
-    }
-    j = json_stringn_nocheck(fixed, (size_t)(p - fixed));
-    free(fixed);
-    return j;
-}
-
-/* JSON numbers cannot carry NaN or the infinities; proto3 JSON spells them
- * as strings. */
-static json_t *real_json(double d)
-{
-    if (isnan(d)) return json_string_nocheck("NaN");
-    if (isinf(d)) return json_string_nocheck(d > 0 ? "Infinity" : "-Infinity");
-    return json_real(d);
-}
-
-/* ---------------------------------------------------------------------------
- * Output: messages as JSON text
- *
- * Written straight into one growing buffer, walking the descriptors: a tree
- * of json_t values (a malloc and a hash insert per field) cost more than the
- * rest of a Verify call. jansson still writes what needs care - escaped
- * strings and real numbers - and plain strings (valid UTF-8, nothing to
- * escape: nearly all of them) are copied as they are, which is exactly the
- * text jansson would produce for them.
+ * Written straight into one growing buffer, walking the plans: a tree of
+ * json_t values (a malloc and a hash insert per field) cost more than the
+ * rest of a Verify call. Keys are copied from the plan, integers and
+ * strings written here; jansson only formats real numbers. The output is
+ * byte for byte what jansson's json_dumpb gave for the same values (see
+ * test_transcode's golden envelopes).
  * ------------------------------------------------------------------------- */
 
 typedef struct {
@@ -918,23 +999,59 @@ static inline void tb_put(textbuf *b, const char *s, size_t n)
 
 #define tb_lit(b, s) tb_put((b), (s), sizeof(s) - 1)
 
+static inline void tb_key(textbuf *b, const field_plan *fp)
+{
+    if (tb_reserve(b, key_room(fp->key_len))) {
+        char *p = b->p + b->len;
+        memcpy(p, fp->key, 16);
+        for (size_t k = 16; k < fp->key_len; k += 16) memcpy(p + k, fp->key + k, 16);
+        b->len += fp->key_len;
+    }
+}
+
+/* The number of decimal digits of v: log10 from the bit length (1233/4096
+ * is just over log10 2), then one comparison to round it. */
+static unsigned decimal_len(uint64_t v)
+{
+    static const uint64_t pow10[20] = {0, /* so that 0 has one digit */
+        UINT64_C(10), UINT64_C(100), UINT64_C(1000), UINT64_C(10000), UINT64_C(100000),
+        UINT64_C(1000000), UINT64_C(10000000), UINT64_C(100000000), UINT64_C(1000000000),
+        UINT64_C(10000000000), UINT64_C(100000000000), UINT64_C(1000000000000),
+        UINT64_C(10000000000000), UINT64_C(100000000000000), UINT64_C(1000000000000000),
+        UINT64_C(10000000000000000), UINT64_C(100000000000000000),
+        UINT64_C(1000000000000000000), UINT64_C(10000000000000000000)};
+    unsigned t = (unsigned)(64 - __builtin_clzll(v | 1)) * 1233 >> 12;
+
+    return t + (v >= pow10[t]);
+}
+
+/* v in decimal at p (room for 20), two digits per division; its length. */
+static size_t put_uint(char *p, uint64_t v)
+{
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233"
+                                "34353637383940414243444546474849505152535455565758596061626364656667"
+                                "6869707172737475767778798081828384858687888990919293949596979899";
+    size_t n = decimal_len(v), i = n;
+
+    for (; v >= 100; v /= 100) {
+        i -= 2;
+        memcpy(p + i, pairs + v % 100 * 2, 2);
+    }
+    if (v >= 10) memcpy(p, pairs + v * 2, 2);
+    else p[0] = (char)('0' + v);
+    return n;
+}
+
 static void tb_uint(textbuf *b, uint64_t v)
 {
-    char t[24], *e = t + sizeof t, *q = e;
-
-    do *--q = (char)('0' + v % 10);
-    while (v /= 10);
-    tb_put(b, q, (size_t)(e - q));
+    if (tb_reserve(b, 20)) b->len += put_uint(b->p + b->len, v);
 }
 
 static void tb_int(textbuf *b, int64_t v)
 {
-    if (v < 0) {
-        tb_lit(b, "-");
-        tb_uint(b, (uint64_t)0 - (uint64_t)v);
-    } else {
-        tb_uint(b, (uint64_t)v);
-    }
+    if (!tb_reserve(b, 21)) return;
+    if (v < 0) b->p[b->len++] = '-';
+    b->len += put_uint(b->p + b->len, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
 }
 
 /* The text of a jansson value (which it takes), as json_dumpb writes it. */
@@ -955,26 +1072,76 @@ static void tb_json(textbuf *b, json_t *j)
     json_decref(j);
 }
 
+/* JSON numbers cannot carry NaN or the infinities; proto3 JSON spells them
+ * as strings. */
+static void tb_real(textbuf *b, double d)
+{
+    if (isnan(d)) tb_lit(b, "\"NaN\"");
+    else if (isinf(d)) tb_put(b, d > 0 ? "\"Infinity\"" : "\"-Infinity\"", d > 0 ? 10 : 11);
+    else tb_json(b, json_real(d));
+}
+
+/* The rest of a string that is not all plain, from s[i]: escapes as
+ * jansson writes them, and U+FFFD for each byte that does not begin a
+ * well-formed UTF-8 sequence. The text may come from a binary protobuf or
+ * from code echoing client input, and one bad byte must not cost the
+ * client the whole reply. */
+static char *put_escaped(char *p, const char *s, size_t i, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = 1, run;
+
+        if (c >= 0x80) {
+            if ((len = utf8_next((const unsigned char *)s + i, n - i, NULL))) {
+                memcpy(p, s + i, len);
+                p += len;
+            } else {
+                memcpy(p, "\xef\xbf\xbd", 3);
+                p += 3;
+                len = 1;
+            }
+        } else {
+            *p++ = '\\';
+            switch (c) {
+            case '"': *p++ = '"'; break;
+            case '\\': *p++ = '\\'; break;
+            case '\b': *p++ = 'b'; break;
+            case '\f': *p++ = 'f'; break;
+            case '\n': *p++ = 'n'; break;
+            case '\r': *p++ = 'r'; break;
+            case '\t': *p++ = 't'; break;
+            default:
+                memcpy(p, "u00", 3);
+                p[3] = hex[c >> 4];
+                p[4] = hex[c & 15];
+                p += 5;
+            }
+        }
+        i += len;
+        run = plain_prefix(s + i, n - i);
+        memcpy(p, s + i, run);
+        p += run;
+        i += run;
+    }
+    return p;
+}
+
 static void tb_string(textbuf *b, const char *s, size_t n)
 {
-    size_t i, len;
+    size_t plain = plain_prefix(s, n);
+    char *p;
 
-    for (i = 0; i < n; i += len) {
-        unsigned char c = (unsigned char)s[i];
-        len = 1;
-        if (c < 0x20 || c == '"' || c == '\\') break;
-        if (c >= 0x80 && !(len = utf8_next((const unsigned char *)s + i, n - i, NULL))) break;
-    }
-    if (i < n) {
-        tb_json(b, string_json(s, n)); /* escapes, or bytes that are not UTF-8 */
-        return;
-    }
-    if (tb_reserve(b, n + 2)) {
-        b->p[b->len++] = '"';
-        memcpy(b->p + b->len, s, n);
-        b->len += n;
-        b->p[b->len++] = '"';
-    }
+    /* Nothing to escape (nearly every string), or at most 6 bytes each. */
+    if (!tb_reserve(b, (plain == n ? n : plain + 6 * (n - plain)) + 2)) return;
+    p = b->p + b->len;
+    *p++ = '"';
+    memcpy(p, s, plain);
+    p = put_escaped(p + plain, s, plain, n);
+    *p++ = '"';
+    b->len = (size_t)(p - b->p);
 }
 
 static void tb_bytes(textbuf *b, const ProtobufCBinaryData *bin)
@@ -1009,8 +1176,8 @@ static void write_value(textbuf *b, const ProtobufCFieldDescriptor *f, const voi
         if (u > INT64_MAX) tb_lit(b, "\"");
         return;
     }
-    case PROTOBUF_C_TYPE_FLOAT: tb_json(b, real_json(*(const float *)slot)); return;
-    case PROTOBUF_C_TYPE_DOUBLE: tb_json(b, real_json(*(const double *)slot)); return;
+    case PROTOBUF_C_TYPE_FLOAT: tb_real(b, *(const float *)slot); return;
+    case PROTOBUF_C_TYPE_DOUBLE: tb_real(b, *(const double *)slot); return;
     case PROTOBUF_C_TYPE_BOOL:
         if (*(const protobuf_c_boolean *)slot) tb_lit(b, "true");
         else tb_lit(b, "false");
@@ -1040,14 +1207,20 @@ static void write_value(textbuf *b, const ProtobufCFieldDescriptor *f, const voi
     b->bad = true;
 }
 
+static bool oneof_unset(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
+{
+    return *(const uint32_t *)((const char *)msg + f->quantifier_offset) != f->id;
+}
+
 /* One field's JSON value. Unset fields with presence (a proto2 or proto3
  * `optional` scalar, an absent submessage) are null: the name is still
  * there, and null reads back as "leave at default". */
-static void write_field(textbuf *b, const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
+static void write_field(textbuf *b, const ProtobufCMessage *msg, const field_plan *fp)
 {
+    const ProtobufCFieldDescriptor *f = fp->f;
     const char *base = (const char *)msg;
 
-    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+    if (fp->how == FIELD_REPEATED) {
         size_t n = *(const size_t *)(base + f->quantifier_offset), i;
         const char *arr = *(char *const *)(base + f->offset);
         size_t size = value_size(f->type);
@@ -1060,43 +1233,40 @@ static void write_field(textbuf *b, const ProtobufCMessage *msg, const ProtobufC
         tb_lit(b, "]");
         return;
     }
-    if (f->label == PROTOBUF_C_LABEL_OPTIONAL && !(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
-        f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE &&
-        !*(const protobuf_c_boolean *)(base + f->quantifier_offset)) {
+    if (fp->how == FIELD_NULLABLE && !*(const protobuf_c_boolean *)(base + f->quantifier_offset)) {
         tb_lit(b, "null");
         return;
     }
     write_value(b, f, base + f->offset);
 }
 
-static bool oneof_unset(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
-{
-    return (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
-           *(const uint32_t *)((const char *)msg + f->quantifier_offset) != f->id;
-}
-
 /* Every field in descriptor (field number) order, except the oneof members
- * that are not the one set. Field names come from the schema: identifiers,
- * nothing to escape. */
+ * that are not the one set. */
 static void write_message(textbuf *b, const ProtobufCMessage *msg)
 {
-    const ProtobufCMessageDescriptor *desc = msg->descriptor;
-    bool first = true;
+    const message_plan *plan = plan_of(msg->descriptor);
+    size_t start = b->len;
     unsigned i;
 
-    tb_lit(b, "{");
-    for (i = 0; i < desc->n_fields; i++) {
-        const ProtobufCFieldDescriptor *f = &desc->fields[i];
-
-        if (oneof_unset(msg, f)) continue;
-        if (!first) tb_lit(b, ",");
-        first = false;
-        tb_lit(b, "\"");
-        tb_put(b, f->name, strlen(f->name));
-        tb_lit(b, "\":");
-        write_field(b, msg, f);
+    if (!plan) {
+        b->bad = true;
+        return;
     }
-    tb_lit(b, "}");
+    /* Each key comes with its comma; the first comma becomes the '{'. */
+    for (i = 0; i < msg->descriptor->n_fields; i++) {
+        const field_plan *fp = &plan->fields[i];
+
+        if (fp->how == FIELD_ONEOF && oneof_unset(msg, fp->f)) continue;
+        tb_key(b, fp);
+        if (fp->how == FIELD_PLAIN) write_value(b, fp->f, (const char *)msg + fp->f->offset);
+        else write_field(b, msg, fp);
+    }
+    if (b->len == start) {
+        tb_lit(b, "{}");
+    } else if (!b->bad) {
+        b->p[start] = '{';
+        tb_lit(b, "}");
+    }
 }
 
 int transcode_envelope(int code, const char *message, const ProtobufCMessage *data,
@@ -1110,21 +1280,28 @@ int transcode_envelope_buf(int code, const char *message, const ProtobufCMessage
                            size_t *out_len)
 {
     textbuf b = {buf, 0, buf ? cap : 0, false, buf};
-    const ProtobufCFieldDescriptor *f = NULL;
+    const field_plan *fp = NULL;
 
     *out = NULL;
     *out_len = 0;
-    if (data && data_field &&
-        !(f = protobuf_c_message_descriptor_get_field_by_name(data->descriptor, data_field)))
-        return -1;
+    if (data && data_field) {
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field_by_name(data->descriptor, data_field);
+        const message_plan *plan = f ? plan_of(data->descriptor) : NULL;
+        if (!plan) return -1;
+        fp = &plan->fields[f - data->descriptor->fields];
+    }
     tb_lit(&b, "{\"code\":");
     tb_int(&b, code);
-    tb_lit(&b, ",\"message\":");
-    if (message) tb_string(&b, message, strlen(message));
-    else tb_lit(&b, "null");
-    tb_lit(&b, ",\"data\":");
-    if (!data || (f && oneof_unset(data, f))) tb_lit(&b, "null");
-    else if (f) write_field(&b, data, f);
+    if (message) {
+        tb_lit(&b, ",\"message\":");
+        tb_string(&b, message, strlen(message));
+        tb_lit(&b, ",\"data\":");
+    } else {
+        tb_lit(&b, ",\"message\":null,\"data\":");
+    }
+    if (!data || (fp && fp->how == FIELD_ONEOF && oneof_unset(data, fp->f))) tb_lit(&b, "null");
+    else if (fp) write_field(&b, data, fp);
     else write_message(&b, data);
     tb_lit(&b, "}");
     if (!tb_reserve(&b, 1)) {

@@ -1,6 +1,6 @@
 /* transcode.h - JSON <-> protobuf-c messages, driven only by the protobuf-c
  * descriptors, so every RPC gets the same JSON mapping with no per-message
- * code. jansson does the JSON text underneath.
+ * code. jansson parses the JSON text; the writer is this file's own.
  *
  * Mapping: JSON keys are the schema's field names; int32/uint32/sint/fixed
  * as JSON numbers; 64-bit integers are numbers in output and number or
@@ -37,8 +37,8 @@ int transcode_from_json(const ProtobufCMessageDescriptor *desc, const char *json
 
 /* The common case without jansson: a body that is one flat object whose
  * keys are all singular string fields of `desc`, each once, and whose
- * values are strings of printable ASCII without escapes (Verify's
- * {"token":"..."}). Gives the message transcode_from_json would, allocated
+ * values are strings of ASCII without escapes or control characters
+ * (Verify's {"token":"..."}). Gives the message transcode_from_json would, allocated
  * through `alloc` (free with protobuf_c_message_free_unpacked(msg, alloc)):
  * 0. Anything else, including every error, returns 1 without output: the
  * caller then uses transcode_from_json, which says what is wrong. */

@@ -1349,6 +1349,13 @@ static void test_from_json_flat(void **state)
         {"{\"token\":\"abc\"} x", 1},
         {"{\"token\":\"abc\",}", 1},
         {"{\"token\":\"\xc3\xa9\"}", 1},            /* not ASCII */
+        {"{\"token\":\"0123456789abcdef\x7f\"}", 0}, /* DEL needs no escape */
+        /* past the first eight bytes: an escape, a control, not ASCII */
+        {"{\"token\":\"0123456789abcde\\u0066\"}", 1},
+        {"{\"token\":\"0123456789abcdef\x1f\"}", 1},
+        {"{\"token\":\"0123456789\xc3\xa9\"}", 1},
+        {"{\"tokenx\":\"a\",\"token\":\"b\"}", 1},
+        {"{\"toke\":\"a\"}", 1},
         {"{\"token\":\"abc\"", 1},
         {"[\"token\"]", 1},
         {"", 1},
