@@ -300,6 +300,7 @@ static void arena_free(void *data, void *p)
 #define SPARE_CALLS_MAX 256
 static __thread wire_call *spare_calls;
 static __thread unsigned spare_count;
+static __thread int spares_freed_at_exit;   /* spare_key is set for this thread */
 static pthread_key_t spare_key;
 static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
 
@@ -328,9 +329,11 @@ static wire_call *new_call(void)
     } else if (!(wc = malloc(sizeof *wc))) {
         return NULL;
     }
-    /* All but the arena, which is handed out from its start. */
-    memset(wc, 0, offsetof(wire_call, arena));
+    /* All up to obs, which serve() copies in whole before the call can
+     * read it; the arena is handed out from its start. */
+    memset(wc, 0, offsetof(wire_call, obs));
     wc->alloc = (ProtobufCAllocator){arena_alloc, arena_free, wc};
+    wc->arena_used = 0;
     return wc;
 }
 
@@ -357,9 +360,10 @@ static void free_call(wire_call *wc)
         free(wc);
         return;
     }
-    if (!spare_calls) {   /* the thread's first spare: free them when it ends */
+    if (!spares_freed_at_exit) {   /* the thread's first spare: free them when it ends */
         pthread_once(&spare_once, spare_init);
         pthread_setspecific(spare_key, &spare_calls);
+        spares_freed_at_exit = 1;
     }
     wc->next_free = spare_calls;
     spare_calls = wc;

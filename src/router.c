@@ -5,8 +5,8 @@
  * standard (google.api.http) extension among its unknown fields, which
  * unpack as a google.api.HttpRule (proto/google/api/http.proto). Paths are
  * literal: a {field} template is refused at start-up rather than served
- * wrong. Lookups are linear over a few dozen routes: cheaper than hashing
- * at this size, and done once per request. */
+ * wrong. Lookups are linear over a few dozen routes, comparing lengths
+ * first: cheaper than hashing at this size, and done once per request. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +59,9 @@ static int add_http(router *r, size_t rpc, const Google__Api__HttpRule *rule)
         memset(h, 0, sizeof *h);
         h->rpc_index = rpc;
         strcpy(h->verb, verb);
+        h->verb_len = strlen(verb);
         h->path = strdup(path);
+        h->path_len = strlen(path);
         h->body = strcmp(rule->body, "*") == 0;
         h->response_body = *rule->response_body ? strdup(rule->response_body) : NULL;
     }
@@ -127,6 +129,7 @@ static int add_service(router *r, ProtobufCService *svc,
         rpc->method_index = (unsigned)(m - sd->methods);
         rpc->streaming = sp->method[i]->server_streaming || sp->method[i]->client_streaming;
         snprintf(rpc->grpc_path, sizeof rpc->grpc_path, "/%s/%s", sd->name, m->name);
+        rpc->grpc_path_len = strlen(rpc->grpc_path);
     }
     return 0;
 }
@@ -204,14 +207,14 @@ const router_rpc *router_at(const router *r, size_t i)
 const router_rpc *router_grpc(const router *r, const char *path, size_t len)
 {
     for (size_t i = 0; i < r->nrpcs; i++)
-        if (strlen(r->rpcs[i].grpc_path) == len && memcmp(r->rpcs[i].grpc_path, path, len) == 0)
+        if (r->rpcs[i].grpc_path_len == len && memcmp(r->rpcs[i].grpc_path, path, len) == 0)
             return &r->rpcs[i];
     return NULL;
 }
 
 static int path_is(const router_http *h, const char *path, size_t len)
 {
-    return strlen(h->path) == len && memcmp(h->path, path, len) == 0;
+    return h->path_len == len && memcmp(h->path, path, len) == 0;
 }
 
 int router_http_find(const router *r, const char *verb, size_t verb_len, const char *path,
@@ -223,7 +226,7 @@ int router_http_find(const router *r, const char *verb, size_t verb_len, const c
         if (!path_is(h, path, path_len))
             continue;
         rc = ROUTER_NO_VERB;
-        if (strlen(h->verb) == verb_len && memcmp(h->verb, verb, verb_len) == 0) {
+        if (h->verb_len == verb_len && memcmp(h->verb, verb, verb_len) == 0) {
             *out = h;
             return ROUTER_FOUND;
         }

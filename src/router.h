@@ -14,6 +14,7 @@ typedef struct {
     unsigned method_index;
     const ProtobufCMethodDescriptor *method;
     char grpc_path[128];          /* "/tokend.v1.Tokend/TokenById" */
+    size_t grpc_path_len;
     int streaming;                /* client or server streaming */
     size_t index;                 /* 0 .. router_count() - 1: metrics are kept per RPC */
 } router_rpc;
@@ -22,7 +23,9 @@ typedef struct {
     const router_rpc *rpc;
     size_t rpc_index;
     char verb[8];                 /* "GET", "POST", "PUT", "DELETE", "PATCH" */
+    size_t verb_len;
     char *path;
+    size_t path_len;
     int body;                     /* the JSON body binds to the request ("*") */
     char *response_body;          /* NULL, or the reply field that is "data" */
 } router_http;
