@@ -395,7 +395,7 @@ static void on_reply(const ProtobufCMessage *reply, void *data)
 
 /* The request headers tokend reads, found in one pass over the list. */
 enum { H_APP_ID, H_USER_ID, H_GROUP_ID, H_ACCESS_TOKEN, H_CONTENT_TYPE, H_GRPC_TIMEOUT,
-       H_USER_AGENT, H_PLATFORM, H_COUNT };
+       H_USER_AGENT, H_PLATFORM, H_REQUEST_ID, H_COUNT };
 
 typedef struct {
     h2o_iovec_t v[H_COUNT];      /* the first of each; len 0 when absent */
@@ -413,7 +413,8 @@ static int header_of(const h2o_iovec_t *n)
     case 12:
         return IS("access-token") ? H_ACCESS_TOKEN
              : IS("content-type") ? H_CONTENT_TYPE
-             : IS("grpc-timeout") ? H_GRPC_TIMEOUT : -1;
+             : IS("grpc-timeout") ? H_GRPC_TIMEOUT
+             : IS("x-request-id") ? H_REQUEST_ID : -1;
     default: return -1;
     }
 #undef IS
@@ -654,17 +655,15 @@ static void on_stream_reply(const ProtobufCMessage *reply, void *data)
     sc->len += grpc_frame_write(sc->out + sc->len, 0, reply, NULL, n - GRPC_FRAME_HEADER);
 }
 
-static void serve_stream(http_handler *h, h2o_req_t *req, int form, const router_rpc *rpc,
-                         http_obs *o)
+static void serve_stream(http_handler *h, h2o_req_t *req, const req_headers *hdrs, int form,
+                         const router_rpc *rpc, http_obs *o)
 {
     stream_call sc = {{0}};
     h2o_iovec_t body;
     const char *msg;
     size_t off = 0, msg_len;
     status_code st = ST_OK;
-    req_headers hdrs;
-    read_headers(req, &hdrs);
-    const char *why = read_metadata(h->ctx->config, req, &hdrs, &sc.call);
+    const char *why = read_metadata(h->ctx->config, req, hdrs, &sc.call);
     int count = 0;
 
     if (!why)
@@ -721,11 +720,9 @@ static void invoke_again(rpc_call *c)
 
 /* Answers the request, or starts its call: 1 when a call answers later
  * (on_reply then ends the observation), 0 when answered here. */
-static int serve(http_handler *h, h2o_req_t *req, http_obs *obs)
+static int serve(http_handler *h, h2o_req_t *req, const req_headers *hdrs, http_obs *obs)
 {
-    req_headers hdrs;
-    read_headers(req, &hdrs);
-    int form = form_of(hdrs.v[H_CONTENT_TYPE], req->entity.len);
+    int form = form_of(hdrs->v[H_CONTENT_TYPE], req->entity.len);
     const char *why;
 
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS"))) {
@@ -797,11 +794,11 @@ static int serve(http_handler *h, h2o_req_t *req, http_obs *obs)
             goto fail;
         }
         if (wc->rpc->streaming) {
-            serve_stream(h, req, form, wc->rpc, obs);
+            serve_stream(h, req, hdrs, form, wc->rpc, obs);
             goto fail;
         }
     }
-    if ((why = read_metadata(h->ctx->config, req, &hdrs, &wc->call)) != NULL) {
+    if ((why = read_metadata(h->ctx->config, req, hdrs, &wc->call)) != NULL) {
         respond(obs, req, form, ST_INVALID_ARGUMENT, 0, why, NULL, NULL, 0);
         goto fail;
     }
@@ -852,11 +849,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     http_handler *h = (http_handler *)self;
     metrics_loop *m = server_loop_of(req)->metrics;
     http_obs obs;
-    http_obs_begin(&obs, req, m, h->router);
+    req_headers hdrs;
+    read_headers(req, &hdrs);
+    http_obs_begin(&obs, req, hdrs.v[H_REQUEST_ID], m, h->router);
     if (h->metrics && is_metrics_path(req) &&
         h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
         serve_metrics(h, req, &obs);
-    } else if (serve(h, req, &obs)) {
+    } else if (serve(h, req, &hdrs, &obs)) {
         return 0;  /* on_reply ends it */
     }
     http_obs_end(&obs, req, NULL, m);
@@ -869,7 +868,9 @@ static int on_metrics_req(h2o_handler_t *self, h2o_req_t *req)
     http_handler *h = (http_handler *)self;
     http_obs obs;
     metrics_loop *m = server_loop_of(req)->metrics;
-    http_obs_begin(&obs, req, m, h->router);
+    req_headers hdrs;
+    read_headers(req, &hdrs);
+    http_obs_begin(&obs, req, hdrs.v[H_REQUEST_ID], m, h->router);
     if (is_metrics_path(req) && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")))
         serve_metrics(h, req, &obs);
     else

@@ -43,7 +43,8 @@ static void make_id(char *out, metrics_loop *m)
     memcpy(out + n, b + i, (size_t)(17 - i));
 }
 
-void http_obs_begin(http_obs *o, h2o_req_t *req, metrics_loop *m, const struct router *router)
+void http_obs_begin(http_obs *o, h2o_req_t *req, h2o_iovec_t client_id, metrics_loop *m,
+                    const struct router *router)
 {
     o->start_ns = now_ns();
     o->router = router;
@@ -54,10 +55,9 @@ void http_obs_begin(http_obs *o, h2o_req_t *req, metrics_loop *m, const struct r
     o->bytes_out = 0;
     o->path_len = 0;
     o->bytes_in = req->entity.len;
-    ssize_t at = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
-    if (at >= 0 && valid_id(req->headers.entries[at].value.base, req->headers.entries[at].value.len)) {
-        memcpy(o->request_id, req->headers.entries[at].value.base, req->headers.entries[at].value.len);
-        o->request_id[req->headers.entries[at].value.len] = '\0';
+    if (valid_id(client_id.base, client_id.len)) {
+        memcpy(o->request_id, client_id.base, client_id.len);
+        o->request_id[client_id.len] = '\0';
     } else if (m) {
         make_id(o->request_id, m);
     } else {

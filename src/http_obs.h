@@ -28,8 +28,11 @@ typedef struct {
 } http_obs;
 
 /* At the start of on_req: the time, the request id (also added to the
- * reply's headers: x-request-id, which gRPC clients see as initial metadata). */
-void http_obs_begin(http_obs *o, h2o_req_t *req, metrics_loop *m, const struct router *router);
+ * reply's headers: x-request-id, which gRPC clients see as initial metadata).
+ * client_id is the request's first x-request-id header (len 0: none),
+ * found by http.c's one pass over the headers. */
+void http_obs_begin(http_obs *o, h2o_req_t *req, h2o_iovec_t client_id, metrics_loop *m,
+                    const struct router *router);
 /* Once answered: counts it in m and writes its log line. req is NULL when
  * the client has gone; call (may be NULL) says who it was about. */
 void http_obs_end(http_obs *o, h2o_req_t *req, const rpc_call *call, metrics_loop *m);
