@@ -701,8 +701,8 @@ enum {
 typedef struct {
     const ProtobufCFieldDescriptor *f;
     unsigned how;     /* FIELD_... */
-    unsigned key_len; /* ,"name": */
-    const char *key;  /* readable up to key_len rounded up to 16: copied 16 at a time */
+    unsigned key_len; /* ,"name": (the name is key_len - 4 bytes at key + 2) */
+    const char *key;  /* readable up to key_room(key_len): copied 16 bytes at a time */
 } field_plan;
 
 typedef struct message_plan {
@@ -999,19 +999,23 @@ static inline void tb_put(textbuf *b, const char *s, size_t n)
 
 #define tb_lit(b, s) tb_put((b), (s), sizeof(s) - 1)
 
-static inline void tb_key(textbuf *b, const field_plan *fp)
+/* The longest text write_value writes without a check: an int64
+ * ("-9223372036854775808") or a uint64 in quotes. Its callers reserve it. */
+#define SCALAR_MAX 22
+
+/* A field's key, in room the caller reserved (key_room). */
+static inline void put_key(textbuf *b, const field_plan *fp)
 {
-    if (tb_reserve(b, key_room(fp->key_len))) {
-        char *p = b->p + b->len;
-        memcpy(p, fp->key, 16);
-        for (size_t k = 16; k < fp->key_len; k += 16) memcpy(p + k, fp->key + k, 16);
-        b->len += fp->key_len;
-    }
+    char *p = b->p + b->len;
+
+    memcpy(p, fp->key, 16);
+    for (size_t k = 16; k < fp->key_len; k += 16) memcpy(p + k, fp->key + k, 16);
+    b->len += fp->key_len;
 }
 
 /* The number of decimal digits of v: log10 from the bit length (1233/4096
  * is just over log10 2), then one comparison to round it. */
-static unsigned decimal_len(uint64_t v)
+static inline unsigned decimal_len(uint64_t v)
 {
     static const uint64_t pow10[20] = {0, /* so that 0 has one digit */
         UINT64_C(10), UINT64_C(100), UINT64_C(1000), UINT64_C(10000), UINT64_C(100000),
@@ -1026,7 +1030,7 @@ static unsigned decimal_len(uint64_t v)
 }
 
 /* v in decimal at p (room for 20), two digits per division; its length. */
-static size_t put_uint(char *p, uint64_t v)
+static inline size_t put_uint(char *p, uint64_t v)
 {
     static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233"
                                 "34353637383940414243444546474849505152535455565758596061626364656667"
@@ -1042,14 +1046,14 @@ static size_t put_uint(char *p, uint64_t v)
     return n;
 }
 
-static void tb_uint(textbuf *b, uint64_t v)
+/* Integers, in room the caller reserved (SCALAR_MAX). */
+static inline void tb_uint(textbuf *b, uint64_t v)
 {
-    if (tb_reserve(b, 20)) b->len += put_uint(b->p + b->len, v);
+    b->len += put_uint(b->p + b->len, v);
 }
 
-static void tb_int(textbuf *b, int64_t v)
+static inline void tb_int(textbuf *b, int64_t v)
 {
-    if (!tb_reserve(b, 21)) return;
     if (v < 0) b->p[b->len++] = '-';
     b->len += put_uint(b->p + b->len, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
 }
@@ -1157,6 +1161,8 @@ static void tb_bytes(textbuf *b, const ProtobufCBinaryData *bin)
 
 static void write_message(textbuf *b, const ProtobufCMessage *msg);
 
+/* One value. Integers and bools go straight into the SCALAR_MAX bytes the
+ * caller reserved; the rest reserve their own room. */
 static void write_value(textbuf *b, const ProtobufCFieldDescriptor *f, const void *slot)
 {
     switch (f->type) {
@@ -1171,16 +1177,25 @@ static void write_value(textbuf *b, const ProtobufCFieldDescriptor *f, const voi
     case PROTOBUF_C_TYPE_UINT64:
     case PROTOBUF_C_TYPE_FIXED64: {
         uint64_t u = *(const uint64_t *)slot;
-        if (u > INT64_MAX) tb_lit(b, "\""); /* beyond json_int_t: a decimal string */
-        tb_uint(b, u);
-        if (u > INT64_MAX) tb_lit(b, "\"");
+        if (u <= INT64_MAX) {
+            tb_uint(b, u);
+        } else { /* beyond json_int_t: a decimal string */
+            b->p[b->len++] = '"';
+            tb_uint(b, u);
+            b->p[b->len++] = '"';
+        }
         return;
     }
     case PROTOBUF_C_TYPE_FLOAT: tb_real(b, *(const float *)slot); return;
     case PROTOBUF_C_TYPE_DOUBLE: tb_real(b, *(const double *)slot); return;
     case PROTOBUF_C_TYPE_BOOL:
-        if (*(const protobuf_c_boolean *)slot) tb_lit(b, "true");
-        else tb_lit(b, "false");
+        if (*(const protobuf_c_boolean *)slot) {
+            memcpy(b->p + b->len, "true", 4);
+            b->len += 4;
+        } else {
+            memcpy(b->p + b->len, "false", 5);
+            b->len += 5;
+        }
         return;
     case PROTOBUF_C_TYPE_ENUM: {
         int32_t e = *(const int32_t *)slot;
@@ -1226,8 +1241,8 @@ static void write_field(textbuf *b, const ProtobufCMessage *msg, const field_pla
         size_t size = value_size(f->type);
 
         tb_lit(b, "[");
-        for (i = 0; i < n; i++) {
-            if (i) tb_lit(b, ",");
+        for (i = 0; i < n && tb_reserve(b, 1 + SCALAR_MAX); i++) {
+            if (i) b->p[b->len++] = ',';
             write_value(b, f, arr + i * size);
         }
         tb_lit(b, "]");
@@ -1237,7 +1252,7 @@ static void write_field(textbuf *b, const ProtobufCMessage *msg, const field_pla
         tb_lit(b, "null");
         return;
     }
-    write_value(b, f, base + f->offset);
+    if (tb_reserve(b, SCALAR_MAX)) write_value(b, f, base + f->offset);
 }
 
 /* Every field in descriptor (field number) order, except the oneof members
@@ -1257,7 +1272,8 @@ static void write_message(textbuf *b, const ProtobufCMessage *msg)
         const field_plan *fp = &plan->fields[i];
 
         if (fp->how == FIELD_ONEOF && oneof_unset(msg, fp->f)) continue;
-        tb_key(b, fp);
+        if (!tb_reserve(b, key_room(fp->key_len) + SCALAR_MAX)) break;
+        put_key(b, fp);
         if (fp->how == FIELD_PLAIN) write_value(b, fp->f, (const char *)msg + fp->f->offset);
         else write_field(b, msg, fp);
     }
@@ -1292,7 +1308,7 @@ int transcode_envelope_buf(int code, const char *message, const ProtobufCMessage
         fp = &plan->fields[f - data->descriptor->fields];
     }
     tb_lit(&b, "{\"code\":");
-    tb_int(&b, code);
+    if (tb_reserve(&b, SCALAR_MAX)) tb_int(&b, code);
     if (message) {
         tb_lit(&b, ",\"message\":");
         tb_string(&b, message, strlen(message));
