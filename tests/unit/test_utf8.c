@@ -74,6 +74,27 @@ static void test_valid(void **state)
     assert_int_equal(utf8_valid("\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82"), 1);
     assert_int_equal(utf8_valid("bad \xed\xa0\x80 surrogate"), 0);
     assert_int_equal(utf8_valid("cut at the end \xe4\xb8"), 0);
+
+    /* ASCII is passed over a word at a time: a bad byte or a character
+     * anywhere, in any position of a word, at any length. */
+    char s[32];
+    for (size_t n = 1; n < 24; n++) {
+        for (size_t at = 0; at < n; at++) {
+            memset(s, 'a', n);
+            s[n] = '\0';
+            assert_int_equal(utf8_valid(s), 1);
+            s[at] = '\xff';
+            assert_int_equal(utf8_valid(s), 0);
+            s[at] = '\x80';
+            assert_int_equal(utf8_valid(s), 0);
+            if (at + 1 < n) {
+                memcpy(s + at, "\xc3\xa9", 2);
+                assert_int_equal(utf8_valid(s), 1);
+                s[at + 1] = 'a';
+                assert_int_equal(utf8_valid(s), 0);
+            }
+        }
+    }
 }
 
 int main(void)
