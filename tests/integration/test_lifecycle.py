@@ -404,6 +404,15 @@ class DeviceTests(Base):
         self.assertEqual(self.devices(user=uid), want, "admin token + user_id header")
         self.assertEqual(self.assert_valid(both["token"])["device_sn"], 3)
 
+    def test_header_user_agent_kept_printable(self):
+        # Bytes that are not printable ASCII become '?', wherever they fall
+        # (h2o itself refuses the other controls and DEL in a header).
+        uid, _, pw = self.new_user("devua")
+        ua = "Mozilla/5.0 (X11; Linux x86_64) \ttab caf\xe9 \xff\xfe and the rest~"
+        d = self.login(uid, pw, guid=unique("g-ua"), headers={"User-Agent": ua})
+        want = "Mozilla/5.0 (X11; Linux x86_64) ?tab caf? ?? and the rest~"
+        self.assertEqual([x["user_agent"] for x in self.devices(d["token"])], [want])
+
     def test_list_needs_a_token(self):
         self.fails(401, "GET", "/user/device/list")
 
