@@ -2,9 +2,9 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdlib.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 #include "pool.h"
 
@@ -17,23 +17,66 @@ struct pool {
     unsigned long long rejected;             /* submissions refused: the queue was full */
     unsigned slow_inflight;                  /* of those, pool_submit_slow's */
     unsigned slow_queue;                     /* of those, waiting per worker */
+    unsigned resting;                        /* workers yielding their core (see run_slow) */
     int stopping;
     pthread_t threads[];
 };
 
-/* Below the event loops: CPU-bound batch work, niced (per thread on
- * Linux). Best effort: a refusal leaves the thread as it was. */
-static void lower_priority(void)
+/* CPU-bound batch work: no wakeup preemption of the loops, the same
+ * weight (see pool.h). Best effort: a refusal leaves the thread as it was. */
+static void as_batch(void)
 {
     struct sched_param sp = {0};
     pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
-    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), POOL_NICE);
+}
+
+static uint64_t clock_ns(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* CPU time of all the workers together. */
+static uint64_t workers_cpu_ns(pool *p)
+{
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < p->nthreads; i++) {
+        clockid_t id;
+        if (pthread_getcpuclockid(p->threads[i], &id) == 0)
+            sum += clock_ns(id);
+    }
+    return sum;
+}
+
+/* Runs a slow job; returns how long its worker should rest after it.
+ * Whether hashing took a core the loops wanted is seen in the job's own
+ * numbers: the worker got less than POOL_SHARED_CPU percent of a CPU (it
+ * shared one) while the process's other threads - the loops, not the
+ * workers - were busy more than POOL_BUSY_LOOPS percent of the time. Then the worker rests long
+ * enough that it hashes at most POOL_CONTENDED_DUTY percent of the time;
+ * a hash it does start runs at the loops' weight, so it still ends in
+ * about twice its own time. */
+static uint64_t run_slow(pool *p, pool_job *job)
+{
+    uint64_t t0 = clock_ns(CLOCK_MONOTONIC), c0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    uint64_t p0 = clock_ns(CLOCK_PROCESS_CPUTIME_ID), w0 = workers_cpu_ns(p);
+    job->work(job);
+    uint64_t wall = clock_ns(CLOCK_MONOTONIC) - t0, mine = clock_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
+    uint64_t workers = workers_cpu_ns(p) - w0, process = clock_ns(CLOCK_PROCESS_CPUTIME_ID) - p0;
+    uint64_t others = process > workers ? process - workers : 0;
+    if (wall == 0 || mine * 100 >= wall * POOL_SHARED_CPU || others * 100 < wall * POOL_BUSY_LOOPS)
+        return 0;
+    pthread_mutex_lock(&p->lock);
+    p->resting++;
+    pthread_mutex_unlock(&p->lock);
+    return wall * (100 - POOL_CONTENDED_DUTY) / POOL_CONTENDED_DUTY;
 }
 
 static void *worker(void *arg)
 {
     pool *p = arg;
-    lower_priority();
+    as_batch();
     for (;;) {
         pthread_mutex_lock(&p->lock);
         while (!p->head && !p->stopping)
@@ -48,14 +91,26 @@ static void *worker(void *arg)
             p->tail = NULL;
         p->running++;
         pthread_mutex_unlock(&p->lock);
-        job->work(job);
+        uint64_t rest = 0;
+        if (job->slow)
+            rest = run_slow(p, job);
+        else
+            job->work(job);
         pthread_mutex_lock(&p->lock);
         p->running--;
         p->inflight--;
         if (job->slow)
             p->slow_inflight--;
         pthread_mutex_unlock(&p->lock);
-        job->post(job);
+        job->post(job);   /* the job may be gone after this */
+        if (rest) {
+            struct timespec ts = {(time_t)(rest / 1000000000u), (long)(rest % 1000000000u)};
+            while (nanosleep(&ts, &ts) != 0)
+                ;
+            pthread_mutex_lock(&p->lock);
+            p->resting--;
+            pthread_mutex_unlock(&p->lock);
+        }
     }
 }
 
@@ -94,8 +149,12 @@ static int submit(pool *p, pool_job *job, int slow)
     if (!p || !job || !job->work || !job->post)
         return -1;
     pthread_mutex_lock(&p->lock);
+    /* While a worker rests, a slow job is taken only if a worker can start
+     * it now: waiting behind a rest would add the rest to its time. */
+    unsigned slow_max = p->resting ? (p->nthreads > p->resting ? p->nthreads - p->resting : 0)
+                                   : pool_slow_max(p);
     if (p->inflight >= p->nthreads + p->queue_max || p->stopping ||
-        (slow && p->slow_inflight >= pool_slow_max(p))) {
+        (slow && (p->slow_inflight >= slow_max || (p->resting && p->inflight >= slow_max)))) {
         p->rejected++;
         pthread_mutex_unlock(&p->lock);
         return -1;

@@ -3,14 +3,20 @@
  * work at once: the caller answers "retry later" rather than letting
  * requests pile up without bound.
  *
- * Workers run at a lower priority than the event loops (SCHED_BATCH,
- * nice POOL_NICE): on a core shared with a loop, a stream of password
- * hashes takes what the loop leaves, so answering requests never waits
- * behind hashing. */
+ * Workers run as batch threads (SCHED_BATCH: they never preempt a loop
+ * on wakeup) at the loops' weight, so a password check ends in about its
+ * own time even on a busy machine. What keeps a stream of them from
+ * starving the loops on a shared core is rest: a worker whose hash shared
+ * its CPU while the loops were busy rests until it has hashed at most
+ * POOL_CONTENDED_DUTY percent of the time, and meanwhile password checks
+ * that no worker can start at once are refused (pool_submit_slow). On an
+ * idle machine, or with a core of their own, workers never rest. */
 #ifndef TOKEND_POOL_H
 #define TOKEND_POOL_H
 
-#define POOL_NICE 10               /* a nice-0 loop gets ~90% of a shared core */
+#define POOL_SHARED_CPU 75         /* % of a CPU below which a hash shared its core */
+#define POOL_BUSY_LOOPS 25         /* % of the time the loops must be busy for it to matter */
+#define POOL_CONTENDED_DUTY 20     /* % of the time a worker hashes while contended */
 
 typedef struct pool pool;
 typedef struct pool_job pool_job;
@@ -32,7 +38,8 @@ void pool_stats(pool *p, unsigned *queued, unsigned *running, unsigned long long
 /* The same for a job that takes a worker for long (a password hash): at
  * most pool_slow_max() of those are in the pool at once, so an accepted one
  * waits for a bounded number of others instead of a whole queue of them;
- * the rest are refused at once (-1). */
+ * the rest are refused at once (-1). While workers rest (see above), only
+ * as many as the other workers can start at once. */
 int pool_submit_slow(pool *p, pool_job *job);
 /* workers x (1 + per_worker): each worker's current one and per_worker
  * waiting (default per_worker: 1). */

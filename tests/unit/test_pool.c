@@ -1,7 +1,10 @@
 /* test_pool.c - pool.c: work runs on worker threads and is posted back, a
- * full pool refuses at once, and pool_destroy lets queued jobs finish.
+ * full pool refuses at once, pool_destroy lets queued jobs finish, and a
+ * worker whose slow job shared a core with a busy thread of the process
+ * rests (and slow jobs are refused meanwhile), but not on an idle core.
  * Jobs that must block wait on a gate the test opens. Every wait has a
  * deadline so a broken pool fails the test instead of hanging it. */
+#define _GNU_SOURCE
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -9,6 +12,8 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <string.h>
 #include <time.h>
@@ -299,6 +304,97 @@ static void test_destroy_finishes_queued_jobs(void **state)
     harness_free(&h);
 }
 
+/* --- resting under contention ------------------------------------------------ */
+
+static atomic_int spin_stop;
+
+static void *spinner(void *arg)
+{
+    (void)arg;
+    while (!atomic_load_explicit(&spin_stop, memory_order_relaxed))
+        ;
+    return NULL;
+}
+
+static uint64_t cpu_ns(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* A "password hash": 40 ms of the worker's own CPU. */
+static void burn_work(pool_job *pj)
+{
+    test_job *j = (test_job *)pj;
+    uint64_t c0 = cpu_ns(CLOCK_THREAD_CPUTIME_ID);
+    while (cpu_ns(CLOCK_THREAD_CPUTIME_ID) - c0 < 40000000u)
+        ;
+    j->work_ran = 1;
+}
+
+/* One slow job on a pool of one worker, everything on one CPU, with or
+ * without a busy thread beside it; then how soon a second is accepted (ms),
+ * or -1 if not within 5 s; *refused: whether it was refused at first. */
+static int second_slow_job_after(int busy, int *refused)
+{
+    static harness h;
+    static test_job first, second;
+    cpu_set_t one, saved;
+    sched_getaffinity(0, sizeof saved, &saved);
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0); /* threads made now inherit it */
+    pthread_t spin;
+    atomic_store(&spin_stop, 0);
+    if (busy)
+        assert_int_equal(pthread_create(&spin, NULL, spinner, NULL), 0);
+    harness_init(&h);
+    pool *p = pool_create(1, 4);
+    assert_non_null(p);
+    job_init(&first, &h, 1, 0);
+    job_init(&second, &h, 2, 0);
+    first.job.work = second.job.work = burn_work;
+    assert_int_equal(pool_submit_slow(p, &first.job), 0);
+    assert_int_equal(wait_for(&h, &h.posted, 1), 0);
+    uint64_t t0 = cpu_ns(CLOCK_MONOTONIC);
+    *refused = pool_submit_slow(p, &second.job) != 0;
+    int ms = *refused ? -1 : 0;
+    while (ms < 0 && cpu_ns(CLOCK_MONOTONIC) - t0 < 5000000000u) {
+        usleep(5000);
+        if (pool_submit_slow(p, &second.job) == 0)
+            ms = (int)((cpu_ns(CLOCK_MONOTONIC) - t0) / 1000000u);
+    }
+    if (ms >= 0)
+        assert_int_equal(wait_for(&h, &h.posted, 2), 0);
+    atomic_store(&spin_stop, 1);
+    if (busy)
+        pthread_join(spin, NULL);
+    pool_destroy(p);
+    harness_free(&h);
+    sched_setaffinity(0, sizeof saved, &saved);
+    return ms;
+}
+
+static void test_rests_when_sharing_a_busy_core(void **state)
+{
+    (void)state;
+    int refused;
+    int ms = second_slow_job_after(1, &refused);
+    /* the job got about half the CPU for ~80 ms: a rest of ~4 times that */
+    assert_true(refused);
+    assert_true(ms >= 150);
+    assert_true(ms >= 0 && ms < 5000);
+}
+
+static void test_no_rest_on_an_idle_core(void **state)
+{
+    (void)state;
+    int refused;
+    assert_int_equal(second_slow_job_after(0, &refused), 0);
+    assert_false(refused);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -308,6 +404,8 @@ int main(void)
         cmocka_unit_test(test_full_pool_refuses),
         cmocka_unit_test(test_queue_bound),
         cmocka_unit_test(test_destroy_finishes_queued_jobs),
+        cmocka_unit_test(test_rests_when_sharing_a_busy_core),
+        cmocka_unit_test(test_no_rest_on_an_idle_core),
     };
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
 }
