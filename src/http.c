@@ -8,9 +8,7 @@
  * A call outlives its request when the client goes away during slow work:
  * a guard in the request's memory pool tells the call, and the answer is
  * then dropped instead of written to freed memory. */
-#include <arpa/inet.h>
 #include <pthread.h>
-#include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -449,31 +447,6 @@ static void copy_header(h2o_iovec_t v, char *out, size_t outlen)
     out[n] = '\0';
 }
 
-/* The peer's address as text: IPv4 by hand (h2o's way is a sprintf, a
- * tenth of a Verify), anything else through h2o. */
-static void peer_text(h2o_req_t *req, char out[64])
-{
-    struct sockaddr_storage sa;
-    socklen_t salen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&sa);
-    if (!salen)
-        return;
-    if (sa.ss_family != AF_INET) {
-        h2o_socket_getnumerichost((struct sockaddr *)&sa, salen, out);
-        return;
-    }
-    uint32_t a = ntohl(((struct sockaddr_in *)&sa)->sin_addr.s_addr);
-    char *p = out;
-    for (int shift = 24; shift >= 0; shift -= 8) {
-        unsigned b = (a >> shift) & 255;
-        if (b >= 100)
-            *p++ = (char)('0' + b / 100);
-        if (b >= 10)
-            *p++ = (char)('0' + b / 10 % 10);
-        *p++ = (char)('0' + b % 10);
-        *p++ = shift ? '.' : '\0';
-    }
-}
-
 /* The metadata every form carries the same way: headers or gRPC metadata.
  * A header that says who is calling must come once: two app_ids or two
  * tokens would let a proxy and the server each read a different one. */
@@ -513,7 +486,7 @@ static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, const
     if (to.len && grpc_parse_timeout(to.base, to.len, &ms) != 0)
         return "grpc-timeout header is malformed";
     c->deadline_ms = rpc_clock_ms() + ms;
-    peer_text(req, c->peer);
+    memcpy(c->peer, http_obs_peer(req->conn), sizeof c->peer);
     return NULL;
 }
 

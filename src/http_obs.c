@@ -1,4 +1,7 @@
 /* http_obs.c - request ids, metrics and access log lines for http.c. */
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <string.h>
 #include <time.h>
 #include "h2_reply.h"
@@ -88,15 +91,6 @@ void http_obs_end(http_obs *o, h2o_req_t *req, const rpc_call *call, metrics_loo
     if (!m->log || !log_access_enabled())
         return;
     const router_rpc *rpc = o->rpc == SIZE_MAX ? NULL : router_at(o->router, o->rpc);
-    char peer[64] = "";
-    if (call && call->peer[0]) {
-        memcpy(peer, call->peer, sizeof peer);
-    } else if (req) {
-        struct sockaddr_storage sa;
-        socklen_t salen = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&sa);
-        if (salen)
-            h2o_socket_getnumerichost((struct sockaddr *)&sa, salen, peer);
-    }
     log_request line = {
         .request_id = o->request_id[0] ? o->request_id : NULL,
         .method = o->method,
@@ -109,10 +103,59 @@ void http_obs_end(http_obs *o, h2o_req_t *req, const rpc_call *call, metrics_loo
         .duration_ns = ns,
         .bytes_in = o->bytes_in,
         .bytes_out = o->bytes_out,
-        .client = peer,
+        .client = req ? http_obs_peer(req->conn) : call ? call->peer : NULL,
         .app_id = call ? (call->log_app_id ? call->log_app_id : call->app_id) : 0,
         .user_id = call ? call->log_user_id : 0,
     };
     if (log_access(m->log, &line) != 0)
         METRIC_ADD(m->log_dropped, 1);
+}
+
+/* A connection's peer never changes, and making its text each request was
+ * a tenth of the log line: each thread keeps the last few connections'
+ * text, by h2o's connection id (unique in the process, from 1). */
+#define PEER_SLOTS 64
+static __thread struct {
+    uint64_t id;
+    char text[64];
+} peers[PEER_SLOTS];
+
+/* IPv4 by hand (h2o's way is a sprintf), anything else through h2o. */
+static void peer_text(h2o_conn_t *conn, char out[64])
+{
+    struct sockaddr_storage sa;
+    socklen_t salen = conn->callbacks->get_peername(conn, (struct sockaddr *)&sa);
+    out[0] = '\0';
+    if (!salen)
+        return;
+    if (sa.ss_family != AF_INET) {
+        char host[NI_MAXHOST];
+        if (h2o_socket_getnumerichost((struct sockaddr *)&sa, salen, host) != SIZE_MAX) {
+            size_t n = strnlen(host, 63);
+            memcpy(out, host, n);
+            out[n] = '\0';
+        }
+        return;
+    }
+    uint32_t a = ntohl(((struct sockaddr_in *)&sa)->sin_addr.s_addr);
+    char *p = out;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        unsigned b = (a >> shift) & 255;
+        if (b >= 100)
+            *p++ = (char)('0' + b / 100);
+        if (b >= 10)
+            *p++ = (char)('0' + b / 10 % 10);
+        *p++ = (char)('0' + b % 10);
+        *p++ = shift ? '.' : '\0';
+    }
+}
+
+const char *http_obs_peer(h2o_conn_t *conn)
+{
+    __typeof__(peers[0]) *slot = &peers[conn->id % PEER_SLOTS];
+    if (slot->id != conn->id || !conn->id) {
+        peer_text(conn, slot->text);
+        slot->id = conn->id;
+    }
+    return slot->text;
 }

@@ -37,4 +37,8 @@ void http_obs_begin(http_obs *o, h2o_req_t *req, h2o_iovec_t client_id, metrics_
  * the client has gone; call (may be NULL) says who it was about. */
 void http_obs_end(http_obs *o, h2o_req_t *req, const rpc_call *call, metrics_loop *m);
 
+/* The connection's peer address as text ("" if unknown), 64 bytes with
+ * its NUL; valid until the thread's next call. */
+const char *http_obs_peer(h2o_conn_t *conn);
+
 #endif
