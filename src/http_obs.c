@@ -50,6 +50,7 @@ void http_obs_begin(http_obs *o, h2o_req_t *req, h2o_iovec_t client_id, metrics_
                     const struct router *router)
 {
     o->start_ns = now_ns();
+    o->loop = req->conn->ctx->loop;
     o->router = router;
     o->rpc = SIZE_MAX;
     o->form = METRIC_JSON;
@@ -66,14 +67,14 @@ void http_obs_begin(http_obs *o, h2o_req_t *req, h2o_iovec_t client_id, metrics_
     } else {
         o->request_id[0] = '\0';
     }
-    size_t idlen = strlen(o->request_id);
+    size_t idlen = o->request_id_len = strlen(o->request_id);
     static const h2o_iovec_t request_id_name = {H2O_STRLIT("x-request-id")};
     if (idlen)
         h2_reply_add_unindexed(req, &request_id_name, h2o_strdup(&req->pool, o->request_id, idlen));
     if (log_access_enabled()) {
         size_t n = req->method.len < sizeof o->method - 1 ? req->method.len : sizeof o->method - 1;
         memcpy(o->method, req->method.base, n);
-        o->method[n] = '\0';
+        o->method_len = n;
         /* the path without its query string: a query may carry what is not ours to log */
         size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
         o->path_len = plen < sizeof o->path ? plen : sizeof o->path;
@@ -92,9 +93,12 @@ void http_obs_end(http_obs *o, h2o_req_t *req, const rpc_call *call, metrics_loo
         return;
     const router_rpc *rpc = o->rpc == SIZE_MAX ? NULL : router_at(o->router, o->rpc);
     log_request line = {
+        .time_ms = h2o_now(o->loop),
         .request_id = o->request_id[0] ? o->request_id : NULL,
         .method = o->method,
         .path = o->path,
+        .request_id_len = o->request_id_len,
+        .method_len = o->method_len,
         .path_len = o->path_len,
         .rpc = rpc ? rpc->grpc_path + 1 : NULL,
         .protocol = metric_form_names[o->form],

@@ -14,6 +14,7 @@
 
 typedef struct {
     int64_t start_ns;          /* CLOCK_MONOTONIC */
+    h2o_loop_t *loop;          /* its wall clock, read once an iteration, times the log line */
     const struct router *router;
     size_t rpc;                /* router index; SIZE_MAX: no RPC */
     int form;                  /* METRIC_JSON ... */
@@ -24,7 +25,7 @@ typedef struct {
     /* copied for the log line, as a deferred call may outlive its request */
     char method[8];
     char path[160];
-    size_t path_len, bytes_in;
+    size_t request_id_len, method_len, path_len, bytes_in;
 } http_obs;
 
 /* At the start of on_req: the time, the request id (also added to the

@@ -42,12 +42,15 @@ void log_event(log_level level, const char *event, const char *fmt, ...)
 typedef struct log_ring log_ring;
 log_ring *log_ring_new(void);
 
-/* One request's line. Strings may be NULL (left out). */
+/* One request's line. Strings may be NULL (left out). What came from the
+ * client (id, method, path) is escaped; names of ours are copied as they
+ * are. */
 typedef struct {
+    uint64_t time_ms;          /* wall clock, ms since the epoch */
     const char *request_id;
     const char *method;
     const char *path;          /* without the query string */
-    size_t path_len;
+    size_t request_id_len, method_len, path_len;
     const char *rpc;           /* "tokend.v1.Tokend/Verify", or NULL */
     const char *protocol;      /* json, protobuf, grpc, grpc-web */
     int status;                /* HTTP status */
