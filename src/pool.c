@@ -17,7 +17,8 @@ struct pool {
     unsigned long long rejected;             /* submissions refused: the queue was full */
     unsigned slow_inflight;                  /* of those, pool_submit_slow's */
     unsigned slow_queue;                     /* of those, waiting per worker */
-    unsigned resting;                        /* workers yielding their core (see run_slow) */
+    unsigned resting;                        /* workers owing a rest (see run_slow, next_job) */
+    unsigned contended;                      /* workers whose last slow job was contended */
     int stopping;
     pthread_t threads[];
 };
@@ -53,10 +54,10 @@ static uint64_t workers_cpu_ns(pool *p)
  * Whether hashing took a core the loops wanted is seen in the job's own
  * numbers: the worker got less than POOL_SHARED_CPU percent of a CPU (it
  * shared one) while the process's other threads - the loops, not the
- * workers - were busy more than POOL_BUSY_LOOPS percent of the time. Then the worker rests long
- * enough that it hashes at most POOL_CONTENDED_DUTY percent of the time;
- * a hash it does start runs at the loops' weight, so it still ends in
- * about twice its own time. */
+ * workers - were busy more than POOL_BUSY_LOOPS percent of the time. Then
+ * the worker rests long enough that it hashes at most POOL_CONTENDED_DUTY
+ * percent of the time; a hash it does start runs at the loops' weight, so
+ * it still ends in about twice its own time. */
 static uint64_t run_slow(pool *p, pool_job *job)
 {
     uint64_t t0 = clock_ns(CLOCK_MONOTONIC), c0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
@@ -67,29 +68,48 @@ static uint64_t run_slow(pool *p, pool_job *job)
     uint64_t others = process > workers ? process - workers : 0;
     if (wall == 0 || mine * 100 >= wall * POOL_SHARED_CPU || others * 100 < wall * POOL_BUSY_LOOPS)
         return 0;
-    pthread_mutex_lock(&p->lock);
-    p->resting++;
-    pthread_mutex_unlock(&p->lock);
     return wall * (100 - POOL_CONTENDED_DUTY) / POOL_CONTENDED_DUTY;
+}
+
+/* The next job, or NULL when the pool stops. A worker that owes a rest
+ * (rest_until) takes no new slow work meanwhile (pool_submit_slow refuses
+ * it), but still runs what arrives: the jobs accepted before it began to
+ * rest, and short ones (writes) that must not wait behind a rest. The lock
+ * is held. */
+static pool_job *next_job(pool *p, uint64_t *rest_until)
+{
+    while (!p->head && !p->stopping) {
+        if (!*rest_until) {
+            pthread_cond_wait(&p->ready, &p->lock);
+            continue;
+        }
+        if (clock_ns(CLOCK_MONOTONIC) >= *rest_until) {
+            *rest_until = 0;
+            p->resting--;
+            continue;
+        }
+        struct timespec until = {(time_t)(*rest_until / 1000000000u), (long)(*rest_until % 1000000000u)};
+        pthread_cond_timedwait(&p->ready, &p->lock, &until);
+    }
+    pool_job *job = p->head;
+    if (job) {
+        p->head = job->next;
+        if (!p->head)
+            p->tail = NULL;
+        p->running++;
+    }
+    return job;
 }
 
 static void *worker(void *arg)
 {
     pool *p = arg;
+    uint64_t rest_until = 0;
+    int contended = 0;
     as_batch();
-    for (;;) {
-        pthread_mutex_lock(&p->lock);
-        while (!p->head && !p->stopping)
-            pthread_cond_wait(&p->ready, &p->lock);
-        pool_job *job = p->head;
-        if (!job) {
-            pthread_mutex_unlock(&p->lock);
-            return NULL;
-        }
-        p->head = job->next;
-        if (!p->head)
-            p->tail = NULL;
-        p->running++;
+    pthread_mutex_lock(&p->lock);
+    pool_job *job;
+    while ((job = next_job(p, &rest_until)) != NULL) {
         pthread_mutex_unlock(&p->lock);
         uint64_t rest = 0;
         if (job->slow)
@@ -99,19 +119,22 @@ static void *worker(void *arg)
         pthread_mutex_lock(&p->lock);
         p->running--;
         p->inflight--;
-        if (job->slow)
+        if (job->slow) {
             p->slow_inflight--;
+            p->contended += (rest != 0) - contended;
+            contended = rest != 0;
+        }
+        if (rest) {
+            uint64_t now = clock_ns(CLOCK_MONOTONIC);
+            p->resting += rest_until == 0;
+            rest_until = (rest_until > now ? rest_until : now) + rest;
+        }
         pthread_mutex_unlock(&p->lock);
         job->post(job);   /* the job may be gone after this */
-        if (rest) {
-            struct timespec ts = {(time_t)(rest / 1000000000u), (long)(rest % 1000000000u)};
-            while (nanosleep(&ts, &ts) != 0)
-                ;
-            pthread_mutex_lock(&p->lock);
-            p->resting--;
-            pthread_mutex_unlock(&p->lock);
-        }
+        pthread_mutex_lock(&p->lock);
     }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
 }
 
 pool *pool_create(unsigned threads, unsigned queue_max)
@@ -125,7 +148,15 @@ pool *pool_create(unsigned threads, unsigned queue_max)
         free(p);
         return NULL;
     }
-    if (pthread_cond_init(&p->ready, NULL) != 0) {
+    pthread_condattr_t attr;
+    int rc = pthread_condattr_init(&attr);
+    if (rc == 0) {
+        rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* next_job's rest deadline */
+        if (rc == 0)
+            rc = pthread_cond_init(&p->ready, &attr);
+        pthread_condattr_destroy(&attr);
+    }
+    if (rc != 0) {
         pthread_mutex_destroy(&p->lock);
         free(p);
         return NULL;
@@ -149,12 +180,12 @@ static int submit(pool *p, pool_job *job, int slow)
     if (!p || !job || !job->work || !job->post)
         return -1;
     pthread_mutex_lock(&p->lock);
-    /* While a worker rests, a slow job is taken only if a worker can start
-     * it now: waiting behind a rest would add the rest to its time. */
-    unsigned slow_max = p->resting ? (p->nthreads > p->resting ? p->nthreads - p->resting : 0)
-                                   : pool_slow_max(p);
+    /* While hashing is contended, a slow job is taken only if a worker that
+     * does not rest can start it now: waiting behind another hash, or a
+     * rest, would add their time to its own. */
+    unsigned now_max = p->nthreads > p->resting ? p->nthreads - p->resting : 0;
     if (p->inflight >= p->nthreads + p->queue_max || p->stopping ||
-        (slow && (p->slow_inflight >= slow_max || (p->resting && p->inflight >= slow_max)))) {
+        (slow && (p->slow_inflight >= pool_slow_max(p) || (p->contended && p->inflight >= now_max)))) {
         p->rejected++;
         pthread_mutex_unlock(&p->lock);
         return -1;
