@@ -5,6 +5,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include "pool.h"
 
@@ -19,6 +22,8 @@ struct pool {
     unsigned slow_queue;                     /* of those, waiting per worker */
     unsigned resting;                        /* workers owing a rest (see run_slow, next_job) */
     unsigned contended;                      /* workers whose last slow job was contended */
+    int watched[POOL_WATCH_MAX];             /* the loops' /proc schedstat files (pool_watch) */
+    unsigned nwatched;
     int stopping;
     pthread_t threads[];
 };
@@ -38,37 +43,51 @@ static uint64_t clock_ns(clockid_t id)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* CPU time of all the workers together. */
-static uint64_t workers_cpu_ns(pool *p)
+/* What the watched threads (the loops) have spent on a CPU and waiting
+ * for one while runnable: the first two fields of their
+ * /proc/self/task/TID/schedstat. Returns how many were read. */
+static unsigned loops_sched(pool *p, uint64_t run[], uint64_t wait[])
 {
-    uint64_t sum = 0;
-    for (unsigned i = 0; i < p->nthreads; i++) {
-        clockid_t id;
-        if (pthread_getcpuclockid(p->threads[i], &id) == 0)
-            sum += clock_ns(id);
+    unsigned n = 0;
+    for (unsigned i = 0; i < p->nwatched; i++) {
+        char b[96];
+        unsigned long long r, w;
+        ssize_t len = pread(p->watched[i], b, sizeof b - 1, 0);
+        run[i] = wait[i] = 0;
+        if (len <= 0)
+            continue;
+        b[len] = '\0';
+        if (sscanf(b, "%llu %llu", &r, &w) == 2)
+            run[i] = r, wait[i] = w, n++;
     }
-    return sum;
+    return n;
 }
 
 /* Runs a slow job; returns how long its worker should rest after it.
- * Whether hashing took a core the loops wanted is seen in the job's own
+ * Whether hashing took a core a loop wanted is seen in the job's own
  * numbers: the worker got less than POOL_SHARED_CPU percent of a CPU (it
- * shared one) while the process's other threads - the loops, not the
- * workers - were busy more than POOL_BUSY_LOOPS percent of the time. Then
- * the worker rests long enough that it hashes at most POOL_CONTENDED_DUTY
- * percent of the time; a hash it does start runs at the loops' weight, so
- * it still ends in about twice its own time. */
+ * shared one) while a loop ran at least POOL_BUSY_LOOP percent of the time
+ * and waited for a CPU at least POOL_STARVED_LOOP percent: it had work
+ * and the hash took CPU from it. (A loop that is mostly idle may still
+ * wait a moment for a CPU when it wakes, but it loses no throughput.) Then the worker rests
+ * long enough that it hashes at most POOL_CONTENDED_DUTY percent of the
+ * time; a hash it does start runs at the loops' weight, so it still ends
+ * in about twice its own time. */
 static uint64_t run_slow(pool *p, pool_job *job)
 {
+    uint64_t run0[POOL_WATCH_MAX], wait0[POOL_WATCH_MAX], run1[POOL_WATCH_MAX], wait1[POOL_WATCH_MAX];
     uint64_t t0 = clock_ns(CLOCK_MONOTONIC), c0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
-    uint64_t p0 = clock_ns(CLOCK_PROCESS_CPUTIME_ID), w0 = workers_cpu_ns(p);
+    unsigned n = loops_sched(p, run0, wait0);
     job->work(job);
     uint64_t wall = clock_ns(CLOCK_MONOTONIC) - t0, mine = clock_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
-    uint64_t workers = workers_cpu_ns(p) - w0, process = clock_ns(CLOCK_PROCESS_CPUTIME_ID) - p0;
-    uint64_t others = process > workers ? process - workers : 0;
-    if (wall == 0 || mine * 100 >= wall * POOL_SHARED_CPU || others * 100 < wall * POOL_BUSY_LOOPS)
+    if (n == 0 || wall == 0 || mine * 100 >= wall * POOL_SHARED_CPU || loops_sched(p, run1, wait1) != n)
         return 0;
-    return wall * (100 - POOL_CONTENDED_DUTY) / POOL_CONTENDED_DUTY;
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t waited = wait1[i] - wait0[i], ran = run1[i] - run0[i];
+        if (ran * 100 >= wall * POOL_BUSY_LOOP && waited * 100 >= wall * POOL_STARVED_LOOP)
+            return wall * (100 - POOL_CONTENDED_DUTY) / POOL_CONTENDED_DUTY;
+    }
+    return 0;
 }
 
 /* The next job, or NULL when the pool stops. A worker that owes a rest
@@ -235,6 +254,24 @@ unsigned pool_slow_max(const pool *p)
     return p->nthreads * (1 + p->slow_queue);
 }
 
+int pool_watch(pool *p)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/schedstat", (long)syscall(SYS_gettid));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    pthread_mutex_lock(&p->lock);
+    if (p->nwatched == POOL_WATCH_MAX) {
+        pthread_mutex_unlock(&p->lock);
+        close(fd);
+        return -1;
+    }
+    p->watched[p->nwatched++] = fd;
+    pthread_mutex_unlock(&p->lock);
+    return 0;
+}
+
 void pool_destroy(pool *p)
 {
     if (!p)
@@ -247,5 +284,7 @@ void pool_destroy(pool *p)
         pthread_join(p->threads[i], NULL);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->ready);
+    for (unsigned i = 0; i < p->nwatched; i++)
+        close(p->watched[i]);
     free(p);
 }

@@ -7,15 +7,18 @@
  * on wakeup) at the loops' weight, so a password check ends in about its
  * own time even on a busy machine. What keeps a stream of them from
  * starving the loops on a shared core is rest: a worker whose hash shared
- * its CPU while the loops were busy rests until it has hashed at most
- * POOL_CONTENDED_DUTY percent of the time, and meanwhile password checks
- * that no worker can start at once are refused (pool_submit_slow). On an
- * idle machine, or with a core of their own, workers never rest. */
+ * its CPU while the loops (pool_watch) waited for one rests until it has
+ * hashed at most POOL_CONTENDED_DUTY percent of the time, and meanwhile
+ * password checks that no worker can start at once are refused
+ * (pool_submit_slow). On an idle machine, with loops that are mostly idle,
+ * or with a core of their own, workers never rest. */
 #ifndef TOKEND_POOL_H
 #define TOKEND_POOL_H
 
 #define POOL_SHARED_CPU 75         /* % of a CPU below which a hash shared its core */
-#define POOL_BUSY_LOOPS 25         /* % of the time the loops must be busy for it to matter */
+#define POOL_BUSY_LOOP 25          /* % of the time a loop ran meanwhile, */
+#define POOL_STARVED_LOOP 20       /* and % of the time it waited for one */
+#define POOL_WATCH_MAX 64
 #define POOL_CONTENDED_DUTY 20     /* % of the time a worker hashes while contended */
 
 typedef struct pool pool;
@@ -45,6 +48,9 @@ int pool_submit_slow(pool *p, pool_job *job);
  * waiting (default per_worker: 1). */
 void pool_set_slow_queue(pool *p, unsigned per_worker);
 unsigned pool_slow_max(const pool *p);
+/* Called by a thread the workers must not starve (an event loop): its
+ * waits for a CPU are what makes them rest. 0, or -1 (not watched). */
+int pool_watch(pool *p);
 /* Lets queued jobs finish, then joins the workers. */
 void pool_destroy(pool *p);
 

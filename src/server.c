@@ -184,6 +184,7 @@ static void *run_thread(void *arg)
     server_loop *t = arg;
     server *s = t->server;
     h2o_evloop_t *loop = h2o_evloop_create();
+    pool_watch(s->ctx->pool); /* hashing must not starve this loop (pool.h) */
     h2o_context_init(&t->h2o, loop, &s->h2o);
     h2o_multithread_queue_t *q = h2o_multithread_create_queue(loop);
     h2o_multithread_register_receiver(q, &t->jobs, on_jobs);

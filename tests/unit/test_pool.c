@@ -306,11 +306,13 @@ static void test_destroy_finishes_queued_jobs(void **state)
 
 /* --- resting under contention ------------------------------------------------ */
 
-static atomic_int spin_stop;
+static atomic_int spin_stop, spin_watched;
 
+/* A busy event loop: watched by the pool, never sleeping. */
 static void *spinner(void *arg)
 {
-    (void)arg;
+    assert_int_equal(pool_watch(arg), 0);
+    atomic_store(&spin_watched, 1);
     while (!atomic_load_explicit(&spin_stop, memory_order_relaxed))
         ;
     return NULL;
@@ -334,7 +336,7 @@ static void burn_work(pool_job *pj)
 }
 
 /* One slow job on a pool of one worker, everything on one CPU, with or
- * without a busy thread beside it; then how soon a second is accepted (ms),
+ * without a busy watched thread beside it (an idle one is always watched); then how soon a second is accepted (ms),
  * or -1 if not within 5 s; *refused: whether it was refused at first. */
 static int second_slow_job_after(int busy, int *refused)
 {
@@ -347,11 +349,16 @@ static int second_slow_job_after(int busy, int *refused)
     assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0); /* threads made now inherit it */
     pthread_t spin;
     atomic_store(&spin_stop, 0);
-    if (busy)
-        assert_int_equal(pthread_create(&spin, NULL, spinner, NULL), 0);
+    atomic_store(&spin_watched, 0);
     harness_init(&h);
     pool *p = pool_create(1, 4);
     assert_non_null(p);
+    assert_int_equal(pool_watch(p), 0); /* this thread: a loop that waits */
+    if (busy) {
+        assert_int_equal(pthread_create(&spin, NULL, spinner, p), 0);
+        while (!atomic_load(&spin_watched))
+            usleep(1000);
+    }
     job_init(&first, &h, 1, 0);
     job_init(&second, &h, 2, 0);
     first.job.work = second.job.work = burn_work;
