@@ -108,34 +108,19 @@ static uint8_t *hpack_put_len7(uint8_t *p, size_t v)
     return p;
 }
 
-static int field_ok(const h2o_header_t *h)
-{
-    if (h->name == NULL || h->name->len == 0 || h->name->len > MAX_TRAILER_FIELD_LEN || h->value.len > MAX_TRAILER_FIELD_LEN)
-        return 0;
-    if (h->name->base[0] == ':')
-        return 0;
-    for (size_t i = 0; i != h->name->len; ++i) {
-        unsigned char c = (unsigned char)h->name->base[i];
-        if (c <= 0x20 || c >= 0x7f || c == ':')
-            return 0;
-    }
-    for (size_t i = 0; i != h->value.len; ++i) {
-        char c = h->value.base[i];
-        if (c == '\0' || c == '\r' || c == '\n')
-            return 0;
-    }
-    return 1;
-}
-
 /* Literal header fields without indexing, new name (RFC 7541 6.2.2), no
- * Huffman coding. Returns {NULL, 0} if a field is invalid. */
+ * Huffman coding: names lower-cased, each byte checked as it is copied.
+ * Returns {NULL, 0} if a field is invalid (an empty or pseudo-header name,
+ * a byte outside a token in a name, NUL, CR or LF in a value). */
 static h2o_iovec_t encode_trailers(h2o_mem_pool_t *pool, const h2o_header_t *trailers, size_t n)
 {
     size_t cap = 0;
     for (size_t i = 0; i != n; ++i) {
-        if (!field_ok(trailers + i))
+        const h2o_header_t *h = trailers + i;
+        if (h->name == NULL || h->name->len == 0 || h->name->len > MAX_TRAILER_FIELD_LEN ||
+            h->value.len > MAX_TRAILER_FIELD_LEN)
             return h2o_iovec_init(NULL, 0);
-        cap += 1 + 4 + trailers[i].name->len + 4 + trailers[i].value.len; /* lengths < 64K need at most 4 bytes */
+        cap += 1 + 4 + h->name->len + 4 + h->value.len; /* lengths < 64K need at most 4 bytes */
     }
     uint8_t *buf = h2o_mem_alloc_pool(pool, cap + 1), *p = buf;
     for (size_t i = 0; i != n; ++i) {
@@ -143,12 +128,18 @@ static h2o_iovec_t encode_trailers(h2o_mem_pool_t *pool, const h2o_header_t *tra
         *p++ = 0x00;
         p = hpack_put_len7(p, h->name->len);
         for (size_t j = 0; j != h->name->len; ++j) {
-            char c = h->name->base[j];
+            unsigned char c = (unsigned char)h->name->base[j];
+            if (c <= 0x20 || c >= 0x7f || c == ':')
+                return h2o_iovec_init(NULL, 0);
             *p++ = (uint8_t)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
         }
         p = hpack_put_len7(p, h->value.len);
-        memcpy(p, h->value.base, h->value.len);
-        p += h->value.len;
+        for (size_t j = 0; j != h->value.len; ++j) {
+            char c = h->value.base[j];
+            if (c == '\0' || c == '\r' || c == '\n')
+                return h2o_iovec_init(NULL, 0);
+            *p++ = (uint8_t)c;
+        }
     }
     return h2o_iovec_init(buf, (size_t)(p - buf));
 }

@@ -119,11 +119,21 @@ static int is_grpc_web(int form)
 }
 
 /* One gRPC frame (of msg, or of len bytes at raw) in the request's pool. */
+#define FRAME_GUESS 512  /* a reply this small is packed in one pass (pb_pack_into) */
+
 static uint8_t *frame_in_pool(h2o_mem_pool_t *pool, uint8_t flag, const ProtobufCMessage *msg,
                               const void *raw, size_t len, size_t *out_len)
 {
-    if (msg)
+    if (msg) {
+        uint8_t *buf = h2o_mem_alloc_pool(pool, GRPC_FRAME_SIZE(FRAME_GUESS));
+        size_t n = pb_pack_into(msg, buf + GRPC_FRAME_HEADER, FRAME_GUESS);
+        if (n != SIZE_MAX) {
+            grpc_frame_header(buf, flag, n);
+            *out_len = GRPC_FRAME_SIZE(n);
+            return buf;
+        }
         len = pb_size(msg);
+    }
     uint8_t *buf = h2o_mem_alloc_pool(pool, GRPC_FRAME_SIZE(len));
     *out_len = grpc_frame_write(buf, flag, msg, raw, len);
     return buf;
@@ -149,9 +159,9 @@ static void send_grpc(h2o_req_t *req, int form, status_code st, const char *mess
     if (form == FORM_GRPC) {
         static h2o_iovec_t status_name = {H2O_STRLIT("grpc-status")};
         static h2o_iovec_t message_name = {H2O_STRLIT("grpc-message")};
-        h2o_header_t trailers[2] = {
-            {&status_name, NULL, h2o_strdup(&req->pool, code, code_len)},
-            {&message_name, NULL, h2o_strdup(&req->pool, msg, msg_len)},
+        h2o_header_t trailers[2] = {  /* h2_reply_send copies them */
+            {&status_name, NULL, h2o_iovec_init(code, code_len)},
+            {&message_name, NULL, h2o_iovec_init(msg, msg_len)},
         };
         add_header(req, H2O_TOKEN_CONTENT_TYPE, "application/grpc");
         if (h2_reply_send(req, h2o_iovec_init(data, data_len), trailers, msg_len ? 2 : 1) != 0)

@@ -1,5 +1,6 @@
 /* pb.c - protobuf-c's pack and unpack, with a one-pass path for flat
  * messages (see pb.h for why). */
+#include <stdint.h>
 #include <string.h>
 #include "pb.h"
 
@@ -125,10 +126,9 @@ size_t pb_size(const ProtobufCMessage *m)
     return n;
 }
 
-size_t pb_pack(const ProtobufCMessage *m, uint8_t *out)
+/* SIZE_MAX when the bytes would pass cap (what was written is then garbage). */
+static size_t pack_flat(const ProtobufCMessage *m, uint8_t *out, size_t cap)
 {
-    if (!flat_message(m))
-        return protobuf_c_message_pack(m, out);
     const ProtobufCMessageDescriptor *d = m->descriptor;
     uint8_t *p = out;
     for (unsigned i = 0; i < d->n_fields; i++) {
@@ -137,6 +137,9 @@ size_t pb_pack(const ProtobufCMessage *m, uint8_t *out)
         const uint8_t *bytes;
         if (!field_value(m, f, &v, &bytes))
             continue;
+        /* a tag (ids < 64: 2 bytes at most), a varint (10), the bytes */
+        if (cap - (size_t)(p - out) < 12 + (bytes ? v : 0))
+            return SIZE_MAX;
         p = put_varint(p, (uint64_t)f->id << 3 | (bytes ? 2u : 0u));
         p = put_varint(p, v);
         if (bytes) {
@@ -145,6 +148,18 @@ size_t pb_pack(const ProtobufCMessage *m, uint8_t *out)
         }
     }
     return (size_t)(p - out);
+}
+
+size_t pb_pack(const ProtobufCMessage *m, uint8_t *out)
+{
+    if (!flat_message(m))
+        return protobuf_c_message_pack(m, out);
+    return pack_flat(m, out, SIZE_MAX);
+}
+
+size_t pb_pack_into(const ProtobufCMessage *m, uint8_t *out, size_t cap)
+{
+    return flat_message(m) ? pack_flat(m, out, cap) : SIZE_MAX;
 }
 
 /* --- unpacking ------------------------------------------------------------------ */

@@ -22,6 +22,9 @@ int pb_is_flat(const ProtobufCMessageDescriptor *desc);
 /* protobuf_c_message_get_packed_size and protobuf_c_message_pack. */
 size_t pb_size(const ProtobufCMessage *m);
 size_t pb_pack(const ProtobufCMessage *m, uint8_t *out);
+/* One pass for a flat message into cap bytes: its size, or SIZE_MAX when it
+ * does not fit or is not flat (then use pb_size and pb_pack). */
+size_t pb_pack_into(const ProtobufCMessage *m, uint8_t *out, size_t cap);
 
 /* protobuf_c_message_unpack. The fast way needs an allocator (the callers'
  * arenas); with alloc NULL it is protobuf-c's. Anything the fast way does

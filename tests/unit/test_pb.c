@@ -144,6 +144,16 @@ static void test_pack_and_unpack_like_protobuf_c(void **state)
             assert_int_equal(pb_size(m), n);
             assert_int_equal(pb_pack(m, got), n);
             assert_memory_equal(got, want, n);
+            /* one pass into a bounded buffer: the same bytes when they fit */
+            size_t cap = rnd(n + 16), w = pb_pack_into(m, got, cap);
+            if (!pb_is_flat(d))
+                assert_int_equal(w, SIZE_MAX);
+            else if (n > cap)
+                assert_int_equal(w, SIZE_MAX);
+            else if (w != SIZE_MAX) /* it may refuse a near fit (it reserves 12 bytes a field) */
+                assert_memory_equal(got, want, w), assert_int_equal(w, n);
+            if (pb_is_flat(d))
+                assert_int_equal(pb_pack_into(m, got, n + 12 * d->n_fields), n);
             same_decoding(d, want, n);
             /* damage: a byte changed, cut short, or a byte added */
             for (int k = 0; k < 4 && n; k++) {
