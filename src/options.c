@@ -27,7 +27,8 @@ const option_spec options[OPT_COUNT] = {
     [OPT_LOGIN_QUEUE] = {"login-queue", OPT_NUMBER, "N", 0, TOKEND_MAX_LOGIN_QUEUE,
                          TOKEND_DEFAULT_LOGIN_QUEUE, NULL, F,
                          "password checks that may wait per busy worker (beyond them: 503 at "
-                         "once); an accepted login waits for at most N others per worker", "1"},
+                         "once); an accepted login waits for at most N others per worker; one "
+                         "fewer while hashing takes CPU from busy event loops", "1"},
     [OPT_MAX_BODY] = {"max-body", OPT_NUMBER, "BYTES", TOKEND_MIN_BODY, TOKEND_MAX_BODY,
                       TOKEND_DEFAULT_BODY, NULL, F | R,
                       "largest request body (larger: 413)", "65536"},

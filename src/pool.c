@@ -199,12 +199,16 @@ static int submit(pool *p, pool_job *job, int slow)
     if (!p || !job || !job->work || !job->post)
         return -1;
     pthread_mutex_lock(&p->lock);
-    /* While hashing is contended, a slow job is taken only if a worker that
-     * does not rest can start it now: waiting behind another hash, or a
-     * rest, would add their time to its own. */
-    unsigned now_max = p->nthreads > p->resting ? p->nthreads - p->resting : 0;
-    if (p->inflight >= p->nthreads + p->queue_max || p->stopping ||
-        (slow && (p->slow_inflight >= pool_slow_max(p) || (p->contended && p->inflight >= now_max)))) {
+    /* While hashing is contended, each worker has one waiting place fewer:
+     * by default none, so a slow job is taken only if a worker that does
+     * not rest can start it now (waiting behind another hash would add its
+     * time to this one's). A longer --login-queue says waiting is wanted. */
+    unsigned can_start = p->nthreads > p->resting ? p->nthreads - p->resting : 0;
+    unsigned waiting = p->contended && p->slow_queue ? p->slow_queue - 1 : p->slow_queue;
+    int full = slow && (p->slow_inflight >= pool_slow_max(p) ||
+                        (p->contended && (p->slow_inflight >= can_start + p->nthreads * waiting ||
+                                          (waiting == 0 && p->inflight >= can_start))));
+    if (p->inflight >= p->nthreads + p->queue_max || p->stopping || full) {
         p->rejected++;
         pthread_mutex_unlock(&p->lock);
         return -1;

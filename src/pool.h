@@ -9,9 +9,10 @@
  * starving the loops on a shared core is rest: a worker whose hash shared
  * its CPU while the loops (pool_watch) waited for one rests until it has
  * hashed at most POOL_CONTENDED_DUTY percent of the time, and meanwhile
- * password checks that no worker can start at once are refused
- * (pool_submit_slow). On an idle machine, with loops that are mostly idle,
- * or with a core of their own, workers never rest. */
+ * each worker has one waiting place fewer for password checks (by default
+ * none: a check no worker can start at once is refused; pool_submit_slow).
+ * On an idle machine, with loops that are mostly idle, or with a core of
+ * their own, workers never rest. */
 #ifndef TOKEND_POOL_H
 #define TOKEND_POOL_H
 
@@ -41,8 +42,8 @@ void pool_stats(pool *p, unsigned *queued, unsigned *running, unsigned long long
 /* The same for a job that takes a worker for long (a password hash): at
  * most pool_slow_max() of those are in the pool at once, so an accepted one
  * waits for a bounded number of others instead of a whole queue of them;
- * the rest are refused at once (-1). While workers rest (see above), only
- * as many as the other workers can start at once. */
+ * the rest are refused at once (-1). While hashing is contended (see
+ * above), one waiting place fewer per worker. */
 int pool_submit_slow(pool *p, pool_job *job);
 /* workers x (1 + per_worker): each worker's current one and per_worker
  * waiting (default per_worker: 1). */

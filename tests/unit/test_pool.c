@@ -338,7 +338,7 @@ static void burn_work(pool_job *pj)
 /* One slow job on a pool of one worker, everything on one CPU, with or
  * without a busy watched thread beside it (an idle one is always watched); then how soon a second is accepted (ms),
  * or -1 if not within 5 s; *refused: whether it was refused at first. */
-static int second_slow_job_after(int busy, int *refused)
+static int second_slow_job_after(int busy, unsigned queue, int *refused)
 {
     static harness h;
     static test_job first, second;
@@ -353,6 +353,7 @@ static int second_slow_job_after(int busy, int *refused)
     harness_init(&h);
     pool *p = pool_create(1, 4);
     assert_non_null(p);
+    pool_set_slow_queue(p, queue);
     assert_int_equal(pool_watch(p), 0); /* this thread: a loop that waits */
     if (busy) {
         assert_int_equal(pthread_create(&spin, NULL, spinner, p), 0);
@@ -396,7 +397,7 @@ static void test_rests_when_sharing_a_busy_core(void **state)
 {
     (void)state;
     int refused;
-    int ms = second_slow_job_after(1, &refused);
+    int ms = second_slow_job_after(1, 1, &refused);
     /* the job got about half the CPU for ~80 ms: a rest of ~4 times that */
     assert_true(refused);
     assert_true(ms >= 150);
@@ -407,7 +408,17 @@ static void test_no_rest_on_an_idle_core(void **state)
 {
     (void)state;
     int refused;
-    assert_int_equal(second_slow_job_after(0, &refused), 0);
+    assert_int_equal(second_slow_job_after(0, 1, &refused), 0);
+    assert_false(refused);
+}
+
+/* A longer queue (--login-queue 2) says waiting is wanted: contended, a
+ * worker keeps one waiting place of two, so the second job is taken. */
+static void test_contended_keeps_a_longer_queue(void **state)
+{
+    (void)state;
+    int refused;
+    assert_int_equal(second_slow_job_after(1, 2, &refused), 0);
     assert_false(refused);
 }
 
@@ -422,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_destroy_finishes_queued_jobs),
         cmocka_unit_test(test_rests_when_sharing_a_busy_core),
         cmocka_unit_test(test_no_rest_on_an_idle_core),
+        cmocka_unit_test(test_contended_keeps_a_longer_queue),
     };
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
 }
