@@ -5,6 +5,7 @@
  * secret key: a copy of the database gives no usable token, and a lookup
  * by hash leaks nothing about other tokens through timing. */
 #include <crypt.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -256,11 +257,86 @@ int crypto_token_parse(uint8_t raw[CRYPTO_TOKEN_BYTES], const char *text, size_t
     return 0;
 }
 
+/* Keyed BLAKE2b absorbs the key as a whole first block, so a 32-byte token
+ * costs two compressions, the first the same for every token of a key
+ * (a tenth of a Verify). Each thread keeps the state after that block for
+ * the key it saw last and starts each token from a copy: one compression,
+ * the same hash. libsodium offers no call that stops after the key block,
+ * so the state is built through its layout (libsodium 1.0.18's
+ * blake2b_state, as its header documents it): the chain value and counter
+ * after a 129-byte update - which compresses exactly the key block - with
+ * an empty buffer. A self-check against crypto_generichash on a probe
+ * token, when a thread takes a key, turns the shortcut off for good if the
+ * library ever lays its state out otherwise. */
+typedef struct {
+    uint64_t h[8], t[2], f[2];
+    uint8_t buf[2 * 128];
+    size_t buflen;
+    uint8_t last_node;
+} blake2b_layout;
+
+static atomic_int keyed_shortcut_off;
+
+static int keyed_state(crypto_generichash_blake2b_state *out, const uint8_t key[CRYPTO_KEY_BYTES])
+{
+    _Static_assert(sizeof(blake2b_layout) <= sizeof(crypto_generichash_blake2b_state),
+                   "libsodium's BLAKE2b state is smaller than its documented layout");
+    static const uint8_t pad[129];
+    crypto_generichash_blake2b_state after;
+    if (crypto_generichash_blake2b_init(out, key, CRYPTO_KEY_BYTES, CRYPTO_HASH_BYTES) != 0)
+        return -1;
+    memcpy(&after, out, sizeof after);
+    if (crypto_generichash_blake2b_update(&after, pad, sizeof pad) != 0)
+        return -1;
+    blake2b_layout *o = (blake2b_layout *)(void *)out, *a = (blake2b_layout *)(void *)&after;
+    memcpy(o->h, a->h, sizeof o->h);
+    memcpy(o->t, a->t, sizeof o->t);
+    memset(o->buf, 0, sizeof o->buf);
+    o->buflen = 0;
+    sodium_memzero(&after, sizeof after);
+    return 0;
+}
+
+static int hash_from(const crypto_generichash_blake2b_state *keyed, uint8_t out[CRYPTO_HASH_BYTES],
+                     const uint8_t raw[CRYPTO_TOKEN_BYTES])
+{
+    crypto_generichash_blake2b_state st;
+    memcpy(&st, keyed, sizeof st);
+    int rc = crypto_generichash_blake2b_update(&st, raw, CRYPTO_TOKEN_BYTES) != 0 ||
+             crypto_generichash_blake2b_final(&st, out, CRYPTO_HASH_BYTES) != 0 ? -1 : 0;
+    sodium_memzero(&st, sizeof st);
+    return rc;
+}
+
 int crypto_token_hash(uint8_t out[CRYPTO_HASH_BYTES], const uint8_t raw[CRYPTO_TOKEN_BYTES],
                       const uint8_t key[CRYPTO_KEY_BYTES])
 {
-    return crypto_generichash(out, CRYPTO_HASH_BYTES, raw, CRYPTO_TOKEN_BYTES, key,
-                              CRYPTO_KEY_BYTES);
+    static __thread crypto_generichash_blake2b_state keyed;
+    static __thread uint8_t keyed_key[CRYPTO_KEY_BYTES];
+    static __thread int keyed_set;
+    if (atomic_load_explicit(&keyed_shortcut_off, memory_order_relaxed))
+        return crypto_generichash(out, CRYPTO_HASH_BYTES, raw, CRYPTO_TOKEN_BYTES, key,
+                                  CRYPTO_KEY_BYTES);
+    if (!keyed_set || memcmp(keyed_key, key, CRYPTO_KEY_BYTES) != 0) {
+        static const uint8_t probe[CRYPTO_TOKEN_BYTES] = {1, 2, 3};
+        uint8_t want[CRYPTO_HASH_BYTES], got[CRYPTO_HASH_BYTES];
+        keyed_set = 0;
+        if (keyed_state(&keyed, key) != 0 || hash_from(&keyed, got, probe) != 0 ||
+            crypto_generichash(want, sizeof want, probe, sizeof probe, key, CRYPTO_KEY_BYTES) != 0 ||
+            sodium_memcmp(got, want, sizeof want) != 0) {
+            atomic_store(&keyed_shortcut_off, 1);
+            return crypto_generichash(out, CRYPTO_HASH_BYTES, raw, CRYPTO_TOKEN_BYTES, key,
+                                      CRYPTO_KEY_BYTES);
+        }
+        memcpy(keyed_key, key, CRYPTO_KEY_BYTES);
+        keyed_set = 1;
+    }
+    return hash_from(&keyed, out, raw);
+}
+
+int crypto_token_hash_fast(void)
+{
+    return !atomic_load(&keyed_shortcut_off);
 }
 
 void crypto_digest(uint8_t out[16], const void *in, size_t len, const uint8_t key[CRYPTO_KEY_BYTES])

@@ -59,6 +59,8 @@ int crypto_token_parse(uint8_t raw[CRYPTO_TOKEN_BYTES], const char *text, size_t
 /* Keyed BLAKE2b of a token: what the store keeps instead of the token. */
 int crypto_token_hash(uint8_t out[CRYPTO_HASH_BYTES], const uint8_t raw[CRYPTO_TOKEN_BYTES],
                       const uint8_t key[CRYPTO_KEY_BYTES]);
+/* 1 while crypto_token_hash takes its one-compression way (see crypto.c). */
+int crypto_token_hash_fast(void);
 
 void crypto_random(void *buf, size_t len);
 /* A 16-byte BLAKE2b digest keyed with `key`, for table keys that must not
