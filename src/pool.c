@@ -4,10 +4,10 @@
 #include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <time.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 #include "pool.h"
 
@@ -48,8 +48,8 @@ static uint64_t clock_ns(clockid_t id)
  * /proc/self/task/TID/schedstat. Returns how many were read. */
 static unsigned loops_sched(pool *p, uint64_t run[], uint64_t wait[])
 {
-    unsigned n = 0;
-    for (unsigned i = 0; i < p->nwatched; i++) {
+    unsigned n = 0, nwatched = __atomic_load_n(&p->nwatched, __ATOMIC_ACQUIRE);
+    for (unsigned i = 0; i < nwatched; i++) {
         char b[96];
         unsigned long long r, w;
         ssize_t len = pread(p->watched[i], b, sizeof b - 1, 0);
@@ -69,10 +69,10 @@ static unsigned loops_sched(pool *p, uint64_t run[], uint64_t wait[])
  * shared one) while a loop ran at least POOL_BUSY_LOOP percent of the time
  * and waited for a CPU at least POOL_STARVED_LOOP percent: it had work
  * and the hash took CPU from it. (A loop that is mostly idle may still
- * wait a moment for a CPU when it wakes, but it loses no throughput.) Then the worker rests
- * long enough that it hashes at most POOL_CONTENDED_DUTY percent of the
- * time; a hash it does start runs at the loops' weight, so it still ends
- * in about twice its own time. */
+ * wait a moment for a CPU when it wakes, but it loses no throughput.)
+ * Then the worker rests long enough that it hashes at most
+ * POOL_CONTENDED_DUTY percent of the time; a hash it does start runs at
+ * the loops' weight, so it still ends in about twice its own time. */
 static uint64_t run_slow(pool *p, pool_job *job)
 {
     uint64_t run0[POOL_WATCH_MAX], wait0[POOL_WATCH_MAX], run1[POOL_WATCH_MAX], wait1[POOL_WATCH_MAX];
@@ -140,8 +140,13 @@ static void *worker(void *arg)
         p->inflight--;
         if (job->slow) {
             p->slow_inflight--;
-            p->contended += (rest != 0) - contended;
-            contended = rest != 0;
+            if ((rest != 0) != contended) {
+                contended = rest != 0;
+                if (contended)
+                    p->contended++;
+                else
+                    p->contended--;
+            }
         }
         if (rest) {
             uint64_t now = clock_ns(CLOCK_MONOTONIC);
@@ -271,7 +276,8 @@ int pool_watch(pool *p)
         close(fd);
         return -1;
     }
-    p->watched[p->nwatched++] = fd;
+    p->watched[p->nwatched] = fd;
+    __atomic_store_n(&p->nwatched, p->nwatched + 1, __ATOMIC_RELEASE); /* workers read it unlocked */
     pthread_mutex_unlock(&p->lock);
     return 0;
 }
