@@ -48,7 +48,8 @@ typedef struct {
 struct wire_call {
     rpc_call call;                 /* first: handlers get &wc->call */
     h2o_req_t *req;                /* NULL once the client has gone */
-    guard *guard;
+    guard *guard;                  /* only for a call that outlives on_req */
+    int *answered;                 /* on_req's flag while it runs invoke */
     int form;
     const router_rpc *rpc;
     const router_http *http;
@@ -383,6 +384,8 @@ static void on_reply(const ProtobufCMessage *reply, void *data)
 {
     wire_call *wc = data;
     rpc_call *c = &wc->call;
+    if (wc->answered)
+        *wc->answered = 1;
     status_code st = reply ? ST_OK : c->status;
     if (st == ST_OK && !reply)
         st = ST_INTERNAL;
@@ -789,15 +792,25 @@ static int serve(http_handler *h, h2o_req_t *req, const req_headers *hdrs, http_
         goto fail;
 
     wc->req = req;
-    wc->guard = h2o_mem_alloc_shared(&req->pool, sizeof *wc->guard, on_guard_dispose);
-    wc->guard->call = wc;
     wc->call.ctx = h->ctx;
     wc->call.closure = on_reply;
     wc->call.again = invoke_again;
     wc->call.loop = server_loop_of(req);
     wc->obs = *obs;
     wc->call.loop->enter(wc->call.loop);
+    /* Most calls (Verify) answer before invoke returns, and the request
+     * cannot go away while this handler runs: only a call still open
+     * afterwards, which must learn if the client leaves, gets a guard (an
+     * allocation and a free a request). wc is not touched after on_reply,
+     * so it is tracked by a flag in the loop's own memory. */
+    int answered = 0;
+    wc->answered = &answered;
     wc->rpc->service->invoke(wc->rpc->service, wc->rpc->method_index, wc->request, on_reply, wc);
+    if (!answered) {
+        wc->answered = NULL;
+        wc->guard = h2o_mem_alloc_shared(&req->pool, sizeof *wc->guard, on_guard_dispose);
+        wc->guard->call = wc;
+    }
     return 1;
 fail:
     free_call(wc);

@@ -166,6 +166,10 @@ size_t pb_pack_into(const ProtobufCMessage *m, uint8_t *out, size_t cap)
 
 static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {
+    if (*p < end && **p < 0x80) {   /* most keys and many values: one byte */
+        *v = *(*p)++;
+        return 0;
+    }
     uint64_t x = 0;
     for (int shift = 0; shift < 64 && *p < end; shift += 7) {
         uint8_t b = *(*p)++;

@@ -67,12 +67,15 @@ const char *store_strerror(int code)
 
 /* Sets the map size (0: adopt what another process set) with no
  * transaction of this process active. */
+static void end_kept_reads(store *s);
+
 static int resize(store *s, size_t size)
 {
     MDB_envinfo info;
     int rc = pthread_rwlock_wrlock(&s->resize);
     if (rc != 0)
         return rc;
+    end_kept_reads(s);
     rc = mdb_env_set_mapsize(s->env, size);
     if (rc == 0 && mdb_env_info(s->env, &info) == 0)
         s->mapsize = info.me_mapsize;
@@ -103,12 +106,24 @@ static void grow_if_needed(store *s)
  * a map resize; its reader slot stays taken (one per thread; maxreaders
  * is 1024). The environment is MDB_NOTLS, so the slot belongs to the
  * transaction, not the thread, and another thread may free it: store_close
- * frees the kept transactions of every thread, a thread's exit its own. */
+ * frees the kept transactions of every thread, a thread's exit its own.
+ *
+ * An event loop's thread goes further (store_reads_keep): its transaction
+ * is not reset after a read but parked, still open, and the next read
+ * takes it as it is if no write has committed since (the snapshot is then
+ * the newest; a renewal and a reset are ~500 instructions of a ~16k
+ * Verify). A parked transaction pins the pages of its snapshot, so it must
+ * not outlive the next commit by long: the loop calls store_read_tick at
+ * least every STORE_READ_TICK_MS while one is parked, and a map resize ends
+ * every parked transaction first (under the resize lock, which a parked
+ * transaction does not hold). */
 struct read_slot {
     store *s;                  /* the owner of txn; NULL: free (under slots_lock) */
     uint64_t serial;           /* s->serial while registered; read by the owner thread */
-    MDB_txn *txn;              /* reset, or renewed while busy */
+    MDB_txn *txn;              /* reset, or renewed while busy or parked */
     int busy;
+    _Atomic int parked;        /* open, not in use; changed under the resize lock
+                                  (by the owner, or a resize), read anywhere */
     struct read_slot *next;    /* in s->readers (under slots_lock) */
 };
 
@@ -118,6 +133,7 @@ static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_key_t slots_key;
 static pthread_once_t slots_once = PTHREAD_ONCE_INIT;
 static _Atomic uint64_t next_serial = 1;
+static __thread int keep_reads;      /* this thread parks its transactions */
 
 static void unlink_slot(struct read_slot *sl)
 {
@@ -131,6 +147,7 @@ static void unlink_slot(struct read_slot *sl)
     sl->s = NULL;
     sl->txn = NULL;
     sl->serial = 0;
+    sl->parked = 0;
 }
 
 /* A thread ends: its kept transactions go (their stores are still open, or
@@ -151,14 +168,22 @@ static void slots_init(void)
         slots_key = (pthread_key_t)-1;
 }
 
-/* The calling thread's slot for s, registering one if there is room; NULL
- * when all are taken by other open stores. */
-static struct read_slot *my_slot(store *s)
+/* The calling thread's slot for s, if it has one. */
+static struct read_slot *slot_of(store *s)
 {
     for (int i = 0; i < READ_SLOTS; i++)
         if (my_slots[i].serial == s->serial)
             return &my_slots[i];
-    struct read_slot *sl = NULL;
+    return NULL;
+}
+
+/* The calling thread's slot for s, registering one if there is room; NULL
+ * when all are taken by other open stores. */
+static struct read_slot *my_slot(store *s)
+{
+    struct read_slot *sl = slot_of(s);
+    if (sl)
+        return sl;
     pthread_once(&slots_once, slots_init);
     if (slots_key == (pthread_key_t)-1)
         return NULL;
@@ -167,7 +192,12 @@ static struct read_slot *my_slot(store *s)
         if (!my_slots[i].s)
             sl = &my_slots[i];
     if (sl && pthread_setspecific(slots_key, my_slots) == 0) {
-        *sl = (struct read_slot){s, s->serial, NULL, 0, s->readers};
+        sl->s = s;
+        sl->serial = s->serial;
+        sl->txn = NULL;
+        sl->busy = 0;
+        sl->parked = 0;
+        sl->next = s->readers;
         s->readers = sl;
     } else {
         sl = NULL;
@@ -185,10 +215,34 @@ static struct read_slot *kept(store *s, MDB_txn *txn)
     return NULL;
 }
 
+/* Whether a write has committed since txn's snapshot (meta pages, no lock:
+ * a commit seen early only costs a renewal). */
+static int stale(store *s, MDB_txn *txn)
+{
+    MDB_envinfo info;
+    return mdb_env_info(s->env, &info) != 0 || info.me_last_txnid != mdb_txn_id(txn);
+}
+
+/* With the resize lock held. */
+static void unpark(struct read_slot *sl)
+{
+    mdb_txn_reset(sl->txn);
+    sl->parked = 0;
+}
+
 static int begin_or_renew(store *s, unsigned flags, MDB_txn **txn, struct read_slot *sl)
 {
     if (!sl)
         return mdb_txn_begin(s->env, NULL, flags, txn);
+    if (sl->parked) {
+        if (!stale(s, sl->txn)) {
+            sl->parked = 0;
+            sl->busy = 1;
+            *txn = sl->txn;
+            return MDB_SUCCESS;
+        }
+        unpark(sl);
+    }
     int rc = sl->txn ? mdb_txn_renew(sl->txn) : mdb_txn_begin(s->env, NULL, flags, &sl->txn);
     if (rc == MDB_SUCCESS) {
         sl->busy = 1;
@@ -222,6 +276,43 @@ int local_txn_begin(store *s, unsigned flags, MDB_txn **txn)
     return map_rc(rc);
 }
 
+/* Under the write lock of s->resize: no read of this process is under way. */
+static void end_kept_reads(store *s)
+{
+    pthread_mutex_lock(&slots_lock);
+    for (struct read_slot *sl = s->readers; sl; sl = sl->next)
+        if (sl->parked)
+            unpark(sl);
+    pthread_mutex_unlock(&slots_lock);
+}
+
+void store_reads_keep(int on)
+{
+    keep_reads = on;
+    for (int i = 0; !on && i < READ_SLOTS; i++)
+        if (my_slots[i].s && my_slots[i].parked && pthread_rwlock_rdlock(&my_slots[i].s->resize) == 0) {
+            if (my_slots[i].parked)
+                unpark(&my_slots[i]);
+            pthread_rwlock_unlock(&my_slots[i].s->resize);
+        }
+}
+
+int store_reads_parked(store *s)
+{
+    struct read_slot *sl = slot_of(s);
+    return sl && sl->parked;
+}
+
+void store_read_tick(store *s)
+{
+    struct read_slot *sl = slot_of(s);
+    if (!sl || !sl->parked || pthread_rwlock_rdlock(&s->resize) != 0)
+        return;
+    if (sl->parked && stale(s, sl->txn))
+        unpark(sl);
+    pthread_rwlock_unlock(&s->resize);
+}
+
 int txn_begin(store *s, unsigned flags, MDB_txn **txn)
 {
     if (!(flags & MDB_RDONLY)) {
@@ -237,9 +328,13 @@ void txn_abort(store *s, MDB_txn *txn)
 {
     struct read_slot *sl = kept(s, txn);
     if (sl) {
-        mdb_txn_reset(txn);
+        if (keep_reads)
+            sl->parked = 1;
+        else
+            mdb_txn_reset(txn);
         sl->busy = 0;
     } else {
+
         mdb_txn_abort(txn);
     }
     pthread_rwlock_unlock(&s->resize);

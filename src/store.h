@@ -69,6 +69,15 @@ typedef struct {
  * holds a sentence for the operator. */
 int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t errlen);
 void store_close(store *s);
+/* For event loops (on: 1): after a read, the calling thread's read transaction is
+ * kept open while no write commits, so the next read skips renewing it.
+ * Such a thread calls store_read_tick(s) at least every
+ * STORE_READ_TICK_MS while store_reads_parked(s): a transaction older than
+ * the newest commit is then ended, so it pins old pages only that long. */
+#define STORE_READ_TICK_MS 100
+void store_reads_keep(int on);
+int store_reads_parked(store *s);
+void store_read_tick(store *s);
 /* The data directory's token-hash keys, newest first: tokens are hashed
  * (and push tokens sealed) with keys[0]; lookups of older tokens try the
  * others. A key leaves the ring once no session uses it (at the purge);

@@ -215,7 +215,8 @@ int map_rc(int rc);
  * writers), and txn_end commits the record in PostgreSQL before LMDB. */
 /* A read transaction (MDB_RDONLY) is the calling thread's kept one, renewed
  * (mdb_txn_renew) rather than created, and reset rather than freed by
- * txn_abort / txn_end: no allocation and no reader-table search per read.
+ * txn_abort / txn_end: no allocation and no reader-table search per read
+ * (parked instead, still open, on a thread that called store_reads_keep).
  * A thread that already has its kept one open gets a fresh one. */
 int txn_begin(store *s, unsigned flags, MDB_txn **txn);
 /* A transaction on the local LMDB alone (the feed, snapshots, the

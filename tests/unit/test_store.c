@@ -19,6 +19,7 @@
 
 #include "crypto.h"
 #include "store.h"
+#include "store_internal.h"
 #include "fixture.h"
 
 static void assert_device(store *s, uint64_t app_id, const char *guid, uint64_t user_id,
@@ -680,6 +681,66 @@ static void test_other_process_grows_map(void **state)
     rm_dir(dir);
 }
 
+/* --- read transactions kept open (event loops) ---------------------------- */
+
+/* mdb_reader_list prints a header, then "pid thread txnid" a slot; a reset
+ * transaction's txnid is "-". Counts the slots that pin a snapshot. */
+static int count_pinning(const char *msg, void *ctx)
+{
+    char txnid[32];
+    if (strstr(msg, "pid") == NULL && sscanf(msg, "%*d %*x %31s", txnid) == 1 && strcmp(txnid, "-") != 0)
+        ++*(int *)ctx;
+    return 0;
+}
+
+static int pinning_readers(store *s)
+{
+    int n = 0;
+    mdb_reader_list(s->env, count_pinning, &n);
+    return n;
+}
+
+/* A parked read transaction is taken again only while no write has
+ * committed: every read still sees every commit. A tick ends it once a
+ * commit has made it old, so it pins old pages no longer than that. */
+static void test_kept_reads_see_every_commit(void **state)
+{
+    (void)state;
+    char dir[64];
+    assert_non_null(make_tmp_dir(dir));
+    store *s = open_or_fail(dir, (size_t)1 << 20);
+    uint64_t app = make_app(s, "app");
+    uint64_t first = make_user(s, app, "first", NULL, NULL);
+    store_reads_keep(1);
+    assert_lookup(s, app, LOGIN_NAME, "first", STORE_OK, first);
+    assert_true(store_reads_parked(s));
+    assert_int_equal(pinning_readers(s), 1);
+    store_read_tick(s);                       /* the newest snapshot: kept */
+    assert_true(store_reads_parked(s));
+    assert_lookup(s, app, LOGIN_NAME, "second", STORE_NOTFOUND, 0);
+
+    uint64_t second = make_user(s, app, "second", NULL, NULL);
+    assert_lookup(s, app, LOGIN_NAME, "second", STORE_OK, second);
+    assert_lookup(s, app, LOGIN_NAME, "first", STORE_OK, first);
+
+    make_user(s, app, "third", NULL, NULL);   /* the parked one is now old */
+    assert_true(store_reads_parked(s));
+    store_read_tick(s);
+    assert_false(store_reads_parked(s));
+    assert_int_equal(pinning_readers(s), 0);
+
+    /* Turning it off ends a parked one at once. */
+    assert_lookup(s, app, LOGIN_NAME, "third", STORE_OK, second + 1);
+    assert_true(store_reads_parked(s));
+    store_reads_keep(0);
+    assert_false(store_reads_parked(s));
+    assert_int_equal(pinning_readers(s), 0);
+    assert_lookup(s, app, LOGIN_NAME, "first", STORE_OK, first);
+    assert_false(store_reads_parked(s));
+    store_close(s);
+    rm_dir(dir);
+}
+
 /* --- map growth ------------------------------------------------------------ */
 
 /* A store opened with a small map grows it before it fills: writes far
@@ -723,6 +784,7 @@ typedef struct {
     store *s;
     uint64_t app, user_id;
     int stop;                     /* atomic */
+    int keep;                     /* park read transactions, as event loops do */
     long reads, errors;
 } reader_arg;
 
@@ -731,7 +793,10 @@ static void *read_loop(void *p)
     reader_arg *a = p;
     uint8_t h[CRYPTO_HASH_BYTES];
     fill_hash(h, 1);
-    while (!__atomic_load_n(&a->stop, __ATOMIC_RELAXED)) {
+    store_reads_keep(a->keep);
+    for (long n = 0; !__atomic_load_n(&a->stop, __ATOMIC_RELAXED); n++) {
+        if (a->keep && n % 8 == 0)
+            store_read_tick(a->s);
         store_session *ss = NULL;
         uint64_t id = 0;
         int rc = store_session_get(a->s, h, &ss);
@@ -747,9 +812,8 @@ static void *read_loop(void *p)
     return NULL;
 }
 
-static void test_map_grows_under_concurrent_reads(void **state)
+static void map_grows_under_reads(int keep)
 {
-    (void)state;
     char dir[64];
     static char big[3000];
     char name[32];
@@ -757,6 +821,7 @@ static void test_map_grows_under_concurrent_reads(void **state)
     reader_arg a = {0};
     assert_non_null(make_tmp_dir(dir));
     a.s = open_or_fail(dir, (size_t)1 << 20);
+    a.keep = keep;
     a.app = make_app(a.s, "app");
     a.user_id = make_user(a.s, a.app, "reader-target", NULL, NULL);
     assert_int_equal(do_login(a.s, a.app, a.user_id, NULL, 1, 0, NULL, NULL), STORE_OK);
@@ -782,6 +847,21 @@ static void test_map_grows_under_concurrent_reads(void **state)
     assert_lookup(a.s, a.app, LOGIN_NAME, "user599", STORE_OK, last);
     store_close(a.s);
     rm_dir(dir);
+}
+
+static void test_map_grows_under_concurrent_reads(void **state)
+{
+    (void)state;
+    map_grows_under_reads(0);
+}
+
+/* The same with the readers' transactions parked between reads: a resize
+ * ends them first (LMDB resizes only with no transaction of the process
+ * open), and the readers go on. */
+static void test_map_grows_under_kept_reads(void **state)
+{
+    (void)state;
+    map_grows_under_reads(1);
 }
 
 int main(void)
@@ -810,6 +890,8 @@ int main(void)
         cmocka_unit_test(test_open_unreadable_key),
         cmocka_unit_test(test_small_map_grows),
         cmocka_unit_test(test_map_grows_under_concurrent_reads),
+        cmocka_unit_test(test_map_grows_under_kept_reads),
+        cmocka_unit_test(test_kept_reads_see_every_commit),
 #undef T
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
