@@ -114,14 +114,16 @@ static void grow_if_needed(store *s)
  * the newest; a renewal and a reset are ~500 instructions of a ~16k
  * Verify). A parked transaction pins the pages of its snapshot, so it must
  * not outlive the next commit by long: the loop calls store_read_tick at
- * least every STORE_READ_TICK_MS while one is parked, and a map resize ends
- * every parked transaction first (under the resize lock, which a parked
- * transaction does not hold). */
+ * least every STORE_READ_TICK_MS while one is parked, which ends it if it is
+ * old or was not used since the last tick (an idle loop then sleeps holding
+ * nothing), and a map resize ends every parked transaction first (under
+ * the resize lock, which a parked transaction does not hold). */
 struct read_slot {
     store *s;                  /* the owner of txn; NULL: free (under slots_lock) */
     uint64_t serial;           /* s->serial while registered; read by the owner thread */
     MDB_txn *txn;              /* reset, or renewed while busy or parked */
     int busy;
+    int read_since_tick;       /* the owner's */
     _Atomic int parked;        /* open, not in use; changed under the resize lock
                                   (by the owner, or a resize), read anywhere */
     struct read_slot *next;    /* in s->readers (under slots_lock) */
@@ -234,6 +236,7 @@ static int begin_or_renew(store *s, unsigned flags, MDB_txn **txn, struct read_s
 {
     if (!sl)
         return mdb_txn_begin(s->env, NULL, flags, txn);
+    sl->read_since_tick = 1;
     if (sl->parked) {
         if (!stale(s, sl->txn)) {
             sl->parked = 0;
@@ -308,8 +311,9 @@ void store_read_tick(store *s)
     struct read_slot *sl = slot_of(s);
     if (!sl || !sl->parked || pthread_rwlock_rdlock(&s->resize) != 0)
         return;
-    if (sl->parked && stale(s, sl->txn))
+    if (sl->parked && (!sl->read_since_tick || stale(s, sl->txn)))
         unpark(sl);
+    sl->read_since_tick = 0;
     pthread_rwlock_unlock(&s->resize);
 }
 

@@ -73,7 +73,8 @@ void store_close(store *s);
  * kept open while no write commits, so the next read skips renewing it.
  * Such a thread calls store_read_tick(s) at least every
  * STORE_READ_TICK_MS while store_reads_parked(s): a transaction older than
- * the newest commit is then ended, so it pins old pages only that long. */
+ * the newest commit, or not used since the last tick, is then ended, so it
+ * pins old pages only that long and an idle loop holds none. */
 #define STORE_READ_TICK_MS 100
 void store_reads_keep(int on);
 int store_reads_parked(store *s);

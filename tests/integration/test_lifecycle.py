@@ -23,6 +23,7 @@ import itertools
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -41,6 +42,7 @@ VERIFY_FIELDS = {"user_id", "app_id", "device_guid", "device_sn", "expire", "adm
                  "encrypt_type", "public_key"}
 USER_FIELDS = {"user_id", "app_id", "name", "phone", "email", "disabled", "created"}
 
+MDB_STAT = shutil.which("mdb_stat") or "/usr/bin/mdb_stat"
 SRV = None
 API = None
 APP = APP2 = OPEN_APP = None     # default app, another app, an open-registration app
@@ -274,6 +276,27 @@ class VerifyTests(Base):
         SRV.cli("admin-token", "revoke", "--data", SRV.data, "--app", APP, "--id", ids[0])
         st, env = self.verify(login["token"], admin=tok)
         self.assertEqual(st, 401, env)
+
+    def test_idle_server_pins_no_old_snapshot(self):
+        """Event loops keep their LMDB read transaction open between reads
+        while nothing commits (src/store.c). After a write, and on an idle
+        loop, it must end within a few ticks: a transaction left open pins
+        its snapshot, and the file would grow with every later write."""
+        uid, _, pw = self.new_user("verify-idle")
+        login = self.login(uid, pw)
+        for _ in range(3):
+            self.assert_valid(login["token"], uid)
+        self.login(uid, pw)  # a write commits after those reads
+        pinned, out, deadline = None, "", time.time() + 3
+        while pinned != [] and time.time() < deadline:
+            time.sleep(0.1)
+            # mdb_stat -r exits 1 after printing the table (lmdb-utils 0.9.24)
+            out = subprocess.run([MDB_STAT, "-r", SRV.data], capture_output=True, text=True).stdout
+            self.assertIn("Reader Table Status", out)
+            # "pid thread txnid" per reader slot; a slot not in a transaction shows "-"
+            pinned = [line for line in out.splitlines()
+                      if re.fullmatch(r"\s*\d+\s+[0-9a-f]+\s+\d+\s*", line)]
+        self.assertEqual(pinned, [], out)
 
     def test_admin_token_with_a_long_label_verifies(self):
         """The label is the operator's free text: whatever length the CLI

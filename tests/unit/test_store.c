@@ -702,7 +702,8 @@ static int pinning_readers(store *s)
 
 /* A parked read transaction is taken again only while no write has
  * committed: every read still sees every commit. A tick ends it once a
- * commit has made it old, so it pins old pages no longer than that. */
+ * commit has made it old, or when it went unused a whole tick, so it pins
+ * old pages no longer than that and an idle loop holds none. */
 static void test_kept_reads_see_every_commit(void **state)
 {
     (void)state;
@@ -715,9 +716,14 @@ static void test_kept_reads_see_every_commit(void **state)
     assert_lookup(s, app, LOGIN_NAME, "first", STORE_OK, first);
     assert_true(store_reads_parked(s));
     assert_int_equal(pinning_readers(s), 1);
-    store_read_tick(s);                       /* the newest snapshot: kept */
+    store_read_tick(s);                       /* the newest snapshot, used: kept */
     assert_true(store_reads_parked(s));
     assert_lookup(s, app, LOGIN_NAME, "second", STORE_NOTFOUND, 0);
+    store_read_tick(s);
+    assert_true(store_reads_parked(s));
+    store_read_tick(s);                       /* not used since the last tick: ended */
+    assert_false(store_reads_parked(s));
+    assert_int_equal(pinning_readers(s), 0);
 
     uint64_t second = make_user(s, app, "second", NULL, NULL);
     assert_lookup(s, app, LOGIN_NAME, "second", STORE_OK, second);
