@@ -1,14 +1,13 @@
 /* h2_reply.c - the HTTP/2 replies tokend writes itself on libh2o 2.2.5:
- * gRPC's trailers, small replies in one socket write, and headers unique to
- * one reply kept out of the HPACK table.
+ * gRPC's trailers, small replies in one socket write, and response header
+ * blocks that leave the connection's HPACK table alone.
  *
  * Why this exists: libh2o 2.2.5 (Debian 12) can only end an HTTP/2 response
  * with a DATA frame; it has no public API for trailers. Native gRPC needs
  * grpc-status / grpc-message in a trailing HEADERS frame with END_STREAM.
- * And h2o indexes every response header it encodes, which makes a unique
- * x-request-id cost more than a Verify (see append_response_headers).
- * tokend uses the distribution's library, so this file adds the minimum on
- * top of it instead of replacing h2o.
+ * And h2o's HPACK encoder costs more than a small reply is worth (see
+ * "Response headers" below). tokend uses the distribution's library, so this
+ * file adds the minimum on top of it instead of replacing h2o.
  *
  * How (gRPC, a large body):
  *   1. h2o_start_response() with our generator, then the body goes to the
@@ -24,24 +23,37 @@
  *      after the next write completes h2o closes and frees it.
  * Whole (a small body: at most WHOLE_MAX bytes and no more than h2o's own
  * DATA path would put in one frame of the next write; every unary reply
- * tokend sends, gRPC or not): HEADERS (h2o's encoder), DATA and, for gRPC,
- * the trailing HEADERS are appended to the write buffer together and the
- * windows consumed as h2o's DATA path would, so the reply is one socket
- * write. A larger gRPC body takes the path above (a larger plain one is left
- * to h2o_send): written whole, a 3 MB body (gRPC core allows 4 MiB frames
- * and grows its windows) was one 3 MB write that held every other frame of
- * the connection behind it, and gRPC core, stalled reading it, reset calls
- * whose HEADERS it had not sent yet - an RST_STREAM on an idle stream, which
- * h2o answers with GOAWAY(PROTOCOL_ERROR): the channel broke.
+ * tokend sends, gRPC or not): HEADERS, DATA and, for gRPC, the trailing
+ * HEADERS are appended to the write buffer together and the windows
+ * consumed as h2o's DATA path would, so the reply is one socket write. A
+ * larger gRPC body takes the path above (a larger plain one is left to
+ * h2o_send): written whole, a 3 MB body (gRPC core allows 4 MiB frames and
+ * grows its windows) was one 3 MB write that held every other frame of the
+ * connection behind it, and gRPC core, stalled reading it, reset calls whose
+ * HEADERS it had not sent yet - an RST_STREAM on an idle stream, which h2o
+ * answers with GOAWAY(PROTOCOL_ERROR): the channel broke.
  * Trailers-Only (body.len == 0): the trailers are appended to the response
- * headers, the HEADERS frame is encoded with h2o's own HPACK encoder into the
- * write buffer, its END_STREAM flag is set, and the stream is finished as
- * above. (h2o's own empty final send would add an empty DATA frame with
- * END_STREAM instead, which is not the gRPC Trailers-Only form.)
+ * headers, the HEADERS frame carrying them gets END_STREAM, and the stream
+ * is finished as above. (h2o's own empty final send would add an empty DATA
+ * frame with END_STREAM instead, which is not the gRPC Trailers-Only form.)
  *
- * Trailers, and the headers added with h2_reply_add_unindexed, are encoded
- * as HPACK "literal header field without indexing - new name", so the
- * connection's HPACK dynamic table is neither used nor changed by them.
+ * Response headers (Whole and Trailers-Only): encoded here, not by h2o.
+ * h2o 2.2 adds every header it encodes to the connection's HPACK table (32
+ * entries at most), looks every header up in that table by a linear scan,
+ * and allocates and frees an entry whenever one is added and evicted. A
+ * small reply's headers are few and short: indexing saved 55-75 bytes of a
+ * 300-400 byte reply on the wire, and cost 550-650 instructions of a
+ * 16.5k-instruction Verify (~5k more while a value unique to each reply,
+ * x-request-id, still went through it and churned the table). So every field goes out as a literal without
+ * indexing, the name as a static-table index where it has one, no Huffman:
+ * the table is neither read nor changed, and the block is a few copies.
+ * The fields are those h2o sends - :status, server, date (h2o's cached
+ * string), the reply's headers, content-length - and header filters still
+ * run first (h2o_start_response). A block that might not fit BLOCK_MAX or
+ * one frame is left to h2o's encoder (it also splits into CONTINUATIONs).
+ * A value's NUL, CR and LF go out as spaces (h2o sends them as they are).
+ * Trailers are literals without indexing too (new name, lower-cased,
+ * checked).
  *
  * Internals relied on (all from <h2o/http2_internal.h> of 2.2.5; the
  * khash-based inline lookup needs src/compat/khash.h on the include path):
@@ -59,6 +71,10 @@
  *   - h2o_http2_stream_set_state() (inline), h2o_http2_conn_get_stream()
  *     (inline, through the khash stand-in), h2o_http2_conn_request_write(),
  *     h2o_hpack_flatten_response(), and the scheduler ref's `_self_is_active`;
+ *   - h2o__tokens (a name is a token iff it points into it, as
+ *     h2o_iovec_is_token() tests) with each token's static-table index and
+ *     dont_compress flag, and the context's `_timestamp_cache.value` (the
+ *     date string h2o_get_timestamp() keeps fresh);
  *   - the library calling generator->proceed() only from its write-complete
  *     handler, after unlinking the stream, and never for a stream that was
  *     reset (a reset or a closing connection closes the stream instead; the
@@ -282,96 +298,202 @@ static void on_stop(h2o_generator_t *self, h2o_req_t *req)
      * memory is in req->pool, nothing to do */
 }
 
-/* ---- headers encoded without indexing -------------------------------------- */
+/* ---- the response header block ------------------------------------------- */
 
 void h2_reply_add_unindexed(h2o_req_t *req, const h2o_iovec_t *name, h2o_iovec_t value)
 {
+    /* h2o_add_header_by_str would copy `name` into the pool; it is static */
     h2o_vector_reserve(&req->pool, &req->res.headers, req->res.headers.size + 1);
     h2o_header_t *slot = req->res.headers.entries + req->res.headers.size++;
     slot->name = (h2o_iovec_t *)name;
+    slot->orig_name = NULL;
     slot->value = value;
-    /* The mark: h2o's own headers never have orig_name == name->base (it
-     * copies orig_name), and HTTP/1 writes orig_name, i.e. the same bytes. */
-    slot->orig_name = name->base;
 }
 
-static int is_unindexed(const h2o_header_t *h)
+#define BLOCK_MAX 4096           /* a larger response header block is left to h2o's encoder */
+#define STATUS_DATE_MAX (5 + 32) /* bytes :status and date take at most */
+#define CONTENT_LENGTH_MAX 23    /* and content-length */
+
+/* literal without indexing (0x00) or never indexed (0x10), name from the
+ * static table: index with a 4-bit prefix (RFC 7541 5.1, 6.2.2, 6.2.3) */
+static uint8_t *put_name_index(uint8_t *p, uint8_t first, unsigned idx)
 {
-    return h->orig_name != NULL && h->orig_name == h->name->base;
+    if (idx < 15) {
+        *p++ = (uint8_t)(first | idx);
+    } else {
+        *p++ = (uint8_t)(first | 15);
+        *p++ = (uint8_t)(idx - 15); /* the static table has 61 entries */
+    }
+    return p;
 }
 
-#define UNINDEXED_MAX 4
-#define HEADERS_MAX 32
+/* Copies n bytes (a name or a value) and tells whether any of them is a
+ * control character (below 0x20; HTAB, allowed in a value, is a rare false
+ * alarm). Word at a time, overlapping at the ends instead of a byte loop or
+ * a call to memcpy; the test per word is exact: ((w - 0x20..) & ~w) has a
+ * high bit set iff some byte of w is below 0x20. */
+static inline __attribute__((always_inline)) int copy_field(uint8_t *dst, const char *src, size_t n)
+{
+    if (n >= 8) {
+        uint64_t ctl = 0, w;
+        for (size_t i = 0;; i += 8) {
+            if (i > n - 8)
+                i = n - 8;
+            memcpy(&w, src + i, 8);
+            memcpy(dst + i, &w, 8);
+            ctl |= (w - 0x2020202020202020ull) & ~w;
+            if (i == n - 8)
+                return (ctl & 0x8080808080808080ull) != 0;
+        }
+    }
+    if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, src, 4);
+        memcpy(&b, src + n - 4, 4);
+        memcpy(dst, &a, 4);
+        memcpy(dst + n - 4, &b, 4);
+        return ((((a - 0x20202020u) & ~a) | ((b - 0x20202020u) & ~b)) & 0x80808080u) != 0;
+    }
+    if (n == 0)
+        return 0;
+    uint8_t c0 = (uint8_t)src[0], c1 = (uint8_t)src[n / 2], c2 = (uint8_t)src[n - 1];
+    dst[0] = c0, dst[n / 2] = c1, dst[n - 1] = c2;
+    return c0 < 0x20 || c1 < 0x20 || c2 < 0x20;
+}
 
-/* Appends the response HEADERS frame(s) of req with h2o's own encoder, and
- * the headers marked by h2_reply_add_unindexed as literals without indexing
- * (RFC 7541 6.2.2) at the end of the block. Why: h2o 2.2 adds every header
- * it encodes to the connection's HPACK table (at most 32 entries), and looks
- * each header up in that table by a linear scan. A value unique to every
- * reply (x-request-id) filled the table with entries never used again, so
- * every header of every reply scanned 32 of them and each reply evicted and
- * freed one: ~5k instructions a reply, more than Verify's own work. The
- * literals leave the table to the headers that repeat. They are added only
- * when the block surely fits one frame; otherwise h2o encodes them too. */
+/* A value goes out with NUL, CR and LF replaced by SP, as RFC 9110 5.5
+ * allows a recipient to: none may reach the peer (RFC 9113 8.2.1), nor an
+ * HTTP/1.1 hop behind it. h2o does not check. */
+static uint8_t *put_value(uint8_t *p, const char *v, size_t n)
+{
+    p = hpack_put_len7(p, n);
+    if (copy_field(p, v, n)) {
+        for (size_t i = 0; i != n; ++i)
+            if (p[i] == '\0' || p[i] == '\r' || p[i] == '\n')
+                p[i] = ' ';
+    }
+    return p + n;
+}
+
+/* A string copied as it is: a header name (from tokend's code) or the
+ * configured server name, trusted as h2o trusts them. */
+static uint8_t *put_trusted(uint8_t *p, const h2o_iovec_t *s)
+{
+    p = hpack_put_len7(p, s->len);
+    copy_field(p, s->base, s->len);
+    return p + s->len;
+}
+
+/* the token h2o interned `name` as, or NULL (h2o_iovec_is_token, inlined) */
+static const h2o_token_t *token_of(const h2o_iovec_t *name)
+{
+    uintptr_t at = (uintptr_t)name - (uintptr_t)h2o__tokens;
+    return at < sizeof(h2o__tokens) ? (const h2o_token_t *)name : NULL;
+}
+
+static uint8_t *put_status(uint8_t *p, int status)
+{
+    switch (status) {
+    case 200: *p++ = 0x80 | 8; break; /* indexed, static table */
+    case 204: *p++ = 0x80 | 9; break;
+    case 206: *p++ = 0x80 | 10; break;
+    case 304: *p++ = 0x80 | 11; break;
+    case 400: *p++ = 0x80 | 12; break;
+    case 404: *p++ = 0x80 | 13; break;
+    case 500: *p++ = 0x80 | 14; break;
+    default: /* literal without indexing, name :status (8) */
+        *p++ = 8;
+        *p++ = 3;
+        *p++ = (uint8_t)('0' + status / 100);
+        *p++ = (uint8_t)('0' + status / 10 % 10);
+        *p++ = (uint8_t)('0' + status % 10);
+    }
+    return p;
+}
+
+/* Appends one HEADERS frame (END_HEADERS, and END_STREAM if asked) with the
+ * response header block of req: the fields h2o_hpack_flatten_response sends,
+ * in its order (:status, server, date, req->res.headers, content-length),
+ * each a literal without indexing (never indexed where h2o's token says
+ * "don't compress": cookies), no Huffman. Returns -1, with nothing written,
+ * when the block might not fit BLOCK_MAX or the peer's frame size. */
+static int put_response_headers(h2o_http2_conn_t *conn, uint32_t stream_id, const h2o_res_t *res,
+                                size_t content_length, int end_stream)
+{
+    const h2o_iovec_t *server = &conn->super.ctx->globalconf->server_name;
+    size_t budget = conn->peer_settings.max_frame_size < BLOCK_MAX ? conn->peer_settings.max_frame_size : BLOCK_MAX;
+    if (res->status < 100 || res->status > 999 || server->len + 5 + STATUS_DATE_MAX + CONTENT_LENGTH_MAX > budget)
+        return -1;
+    h2o_iovec_t dst = h2o_buffer_reserve(&conn->_write.buf, H2O_HTTP2_FRAME_HEADER_SIZE + budget);
+    if (dst.base == NULL)
+        h2o_fatal("no memory");
+    uint8_t *frame = (uint8_t *)dst.base, *p = frame + H2O_HTTP2_FRAME_HEADER_SIZE;
+    const uint8_t *end = p + budget - CONTENT_LENGTH_MAX; /* up to where res.headers may go */
+
+    p = put_status(p, res->status);
+    if (server->len != 0) {
+        p = put_name_index(p, 0x00, 54); /* server */
+        p = put_trusted(p, server);
+    }
+    h2o_get_timestamp(conn->super.ctx, NULL, NULL); /* refreshes the cached date; no reference taken */
+    p = put_name_index(p, 0x00, 33);                 /* date */
+    *p++ = H2O_TIMESTR_RFC1123_LEN;
+    memcpy(p, conn->super.ctx->_timestamp_cache.value->rfc1123, H2O_TIMESTR_RFC1123_LEN);
+    p += H2O_TIMESTR_RFC1123_LEN;
+    for (size_t i = 0; i != res->headers.size; ++i) {
+        const h2o_header_t *h = res->headers.entries + i;
+        /* 1 + 3 + name + 3 + value at most: lengths <= BLOCK_MAX take <= 3 bytes */
+        if (h->name->len + h->value.len + 7 > (size_t)(end - p))
+            return -1;
+        const h2o_token_t *token = token_of(h->name);
+        uint8_t first = token != NULL && token->dont_compress ? 0x10 : 0x00;
+        if (token != NULL && token->http2_static_table_name_index != 0) {
+            p = put_name_index(p, first, (unsigned)token->http2_static_table_name_index);
+        } else {
+            *p++ = first;
+            p = put_trusted(p, h->name);
+        }
+        p = put_value(p, h->value.base, h->value.len);
+    }
+    if (content_length != SIZE_MAX) {
+        static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                    "8081828384858687888990919293949596979899";
+        char digits[40], *d = digits + 20; /* 20 readable bytes after any d */
+        for (; content_length >= 100; content_length /= 100)
+            memcpy(d -= 2, pairs + content_length % 100 * 2, 2);
+        if (content_length >= 10)
+            memcpy(d -= 2, pairs + content_length * 2, 2);
+        else
+            *--d = (char)('0' + content_length);
+        p = put_name_index(p, 0x00, 28); /* content-length */
+        *p++ = (uint8_t)(digits + 20 - d);
+        memcpy(p, d, 20); /* a fixed size: no call; the bytes past the digits are left unused */
+        p += digits + 20 - d;
+    }
+    size_t len = (size_t)(p - frame) - H2O_HTTP2_FRAME_HEADER_SIZE;
+    put_frame_header(frame, len, H2O_HTTP2_FRAME_TYPE_HEADERS,
+                     H2O_HTTP2_FRAME_FLAG_END_HEADERS | (end_stream ? H2O_HTTP2_FRAME_FLAG_END_STREAM : 0), stream_id);
+    conn->_write.buf->size += H2O_HTTP2_FRAME_HEADER_SIZE + len;
+    return 0;
+}
+
+/* The response HEADERS of req: ours when they fit BLOCK_MAX and one frame,
+ * else h2o's encoder's (which splits into CONTINUATION frames, and indexes). */
 static void append_response_headers(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
                                     size_t content_length, int end_stream)
 {
+    if (put_response_headers(conn, stream->stream_id, &req->res, content_length, end_stream) == 0)
+        return;
     h2o_timestamp_t ts;
     h2o_get_timestamp(conn->super.ctx, &req->pool, &ts);
-    h2o_res_t res = req->res;
-    h2o_header_t indexed[HEADERS_MAX];
-    const h2o_header_t *unindexed[UNINDEXED_MAX];
-    size_t nu = 0, literal_bytes = 0;
-    const h2o_iovec_t *server = &conn->super.ctx->globalconf->server_name;
-    if (res.headers.size <= HEADERS_MAX) {
-        size_t ni = 0, block = 64 + server->len; /* status, date, content-length, server's name */
-        for (size_t i = 0; i != res.headers.size; ++i) {
-            const h2o_header_t *h = res.headers.entries + i;
-            block += h->name->len + h->value.len + 12;
-            if (is_unindexed(h) && nu != UNINDEXED_MAX && h->name->len < 127 && h->value.len < 127) {
-                unindexed[nu++] = h;
-                literal_bytes += 3 + h->name->len + h->value.len;
-            } else {
-                indexed[ni++] = *h;
-            }
-        }
-        if (nu != 0 && block <= conn->peer_settings.max_frame_size) {
-            res.headers.entries = indexed;
-            res.headers.size = ni;
-        } else {
-            nu = 0;
-        }
-    }
     size_t at = conn->_write.buf->size;
     h2o_hpack_flatten_response(&conn->_write.buf, &conn->_output_header_table, stream->stream_id,
-                               conn->peer_settings.max_frame_size, &res, &ts, server, content_length);
+                               conn->peer_settings.max_frame_size, &req->res, &ts,
+                               &conn->super.ctx->globalconf->server_name, content_length);
     uint8_t *frame = (uint8_t *)conn->_write.buf->bytes + at;
     if (conn->_write.buf->size < at + H2O_HTTP2_FRAME_HEADER_SIZE || frame[3] != H2O_HTTP2_FRAME_TYPE_HEADERS)
         h2o_fatal("h2_reply: unexpected output of h2o_hpack_flatten_response");
-    if (nu != 0) {
-        size_t len = conn->_write.buf->size - at - H2O_HTTP2_FRAME_HEADER_SIZE;
-        if (!(frame[4] & H2O_HTTP2_FRAME_FLAG_END_HEADERS) || len + literal_bytes > conn->peer_settings.max_frame_size)
-            h2o_fatal("h2_reply: the header block outgrew its estimate");
-        uint8_t *p = (uint8_t *)h2o_buffer_reserve(&conn->_write.buf, literal_bytes).base;
-        if (p == NULL)
-            h2o_fatal("no memory");
-        frame = (uint8_t *)conn->_write.buf->bytes + at; /* the reserve may have moved the buffer */
-        for (size_t i = 0; i != nu; ++i) {
-            const h2o_header_t *h = unindexed[i];
-            *p++ = 0x00;
-            *p++ = (uint8_t)h->name->len;
-            memcpy(p, h->name->base, h->name->len);
-            p += h->name->len;
-            *p++ = (uint8_t)h->value.len;
-            memcpy(p, h->value.base, h->value.len);
-            p += h->value.len;
-        }
-        conn->_write.buf->size += literal_bytes;
-        len += literal_bytes;
-        frame[0] = (uint8_t)(len >> 16);
-        frame[1] = (uint8_t)(len >> 8);
-        frame[2] = (uint8_t)len;
-    }
     if (end_stream)
         frame[4] |= H2O_HTTP2_FRAME_FLAG_END_STREAM;
 }

@@ -1,5 +1,5 @@
 /* h2_reply.h - HTTP/2 replies written by tokend on libh2o 2.2.5: gRPC
- * trailers, small replies in one socket write, per-reply headers kept out of
+ * trailers, small replies in one socket write, response headers kept out of
  * the HPACK table.
  *
  * libh2o 2.2.5 (the version Debian 12 ships) has no public API for sending
@@ -27,7 +27,9 @@
  *
  * Trailer names are sent lower-cased; values must not contain NUL, CR or LF
  * (grpc-message must already be percent-encoded). `body` and `trailers` are
- * copied, so they may live on the caller's stack.
+ * copied, so they may live on the caller's stack. The response headers of a
+ * reply sent in one write or as Trailers-Only are HPACK literals without
+ * indexing, a value's NUL, CR and LF sent as spaces.
  *
  * Call it on the loop thread, once, before any other response was started:
  * from the handler or later (e.g. when a worker's result comes back), as long
@@ -39,10 +41,12 @@
  * invalid trailers. The caller then falls back (e.g. h2o_send_error_*). */
 int h2_reply_send(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers, size_t num_trailers);
 
-/* Adds a response header whose value is unique to this reply (a request id).
- * h2_reply_send encodes it without indexing; h2o's own paths (HTTP/1.1, a
- * large body) send it like any other header. `name` must be lower-case and
- * outlive the request (a static). */
+/* Adds a response header whose value is unique to this reply (a request id),
+ * i.e. one that must not go into the connection's HPACK table. h2_reply_send
+ * encodes every response header of a small reply without indexing, this one
+ * too; h2o's own paths (HTTP/1.1, a large body or header block) send it like
+ * any other header. `name` must be lower-case and outlive the request (a
+ * static): it is not copied. */
 void h2_reply_add_unindexed(h2o_req_t *req, const h2o_iovec_t *name, h2o_iovec_t value);
 
 #endif

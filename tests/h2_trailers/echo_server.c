@@ -10,6 +10,10 @@
  *                           decimal string, default 200000), grpc-status 0
  *   /echo.Echo/FailAfterMsg one message, then grpc-status 9 in trailers
  *   /echo.Echo/LongTrailer  echo + a 40000-byte trailer (CONTINUATION frames)
+ *   /echo.Echo/BigHeaders   echo (Trailers-Only for an empty message) with a
+ *                           5000-byte response header: h2o's encoder's block
+ *   /echo.Echo/BadValue     echo with a response header whose value holds
+ *                           CR, LF and NUL (sent as spaces)
  *   /echo.Echo/Deferred     echo, answered 20 ms later from a timer (as a
  *                           reply coming back from a worker would be); a
  *                           pool-disposal guard cancels it if the stream dies
@@ -182,6 +186,18 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         static h2o_iovec_t n_status = {H2O_STRLIT("grpc-status")}, n_pad = {H2O_STRLIT("X-Pad")};
         h2o_header_t t[2] = {{&n_pad, NULL, h2o_iovec_init(pad, 40000)}, {&n_status, NULL, h2o_iovec_init(H2O_STRLIT("0"))}};
         return respond(req, grpc_frame(&req->pool, msg.base, msg.len), t, 2);
+    }
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/echo.Echo/BigHeaders"))) {
+        char *big = h2o_mem_alloc_pool(&req->pool, 5000);
+        memset(big, 'b', 5000);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-big"), 0, NULL, big, 5000);
+        if (msg.len == 0)
+            return respond_status(req, h2o_iovec_init(NULL, 0), "5", "not found");
+        return respond_status(req, grpc_frame(&req->pool, msg.base, msg.len), "0", "");
+    }
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/echo.Echo/BadValue"))) {
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-bad"), 0, NULL, H2O_STRLIT("a\r\nb\0c\td"));
+        return respond_status(req, grpc_frame(&req->pool, msg.base, msg.len), "0", "");
     }
     return respond_status(req, h2o_iovec_init(NULL, 0), "12", "unknown method");
 }

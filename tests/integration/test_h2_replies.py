@@ -1,18 +1,24 @@
 """test_h2_replies.py - the HTTP/2 replies tokend writes itself (src/h2_reply.c),
-read frame by frame with a hand-written client (tests/h2_trailers/h2raw.py).
+read frame by frame with a hand-written client (tests/h2_trailers/h2raw.py)
+and their header blocks decoded with a real HPACK decoder (python3-hpack).
 
 A JSON reply is HEADERS then one DATA frame with END_STREAM; a gRPC reply is
-HEADERS, DATA, trailers. Every reply carries its x-request-id (the client's,
-or one made) as an HPACK literal *without indexing*: a value unique to one
-reply must not go into the connection's header table, where h2o 2.2 would
-keep it, scan it for every later header and evict it again (it cost more
-than a Verify). The other headers are indexed as before, so from the second
-reply on they shrink to one-byte references.
+HEADERS, DATA, trailers; a gRPC error is one HEADERS (Trailers-Only). The
+header block of every one of them is encoded by tokend, not by h2o: each
+field a literal *without indexing*, so the connection's HPACK dynamic table
+stays empty. h2o 2.2 put every header into that table (x-request-id, unique
+to each reply, included) and looked each header up by scanning it, which
+cost more per reply than the whole block is worth. The fields are those h2o
+sent: :status, server, date, the reply's headers, content-length.
 """
+import email.utils
 import json
 import os
 import sys
+import time
 import unittest
+
+import hpack
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -21,18 +27,60 @@ import h2raw  # noqa: E402
 import harness  # noqa: E402
 import wire_support as ws  # noqa: E402
 
-LITERAL_ID = b"\x00\x0cx-request-id"   # literal without indexing, new name, no Huffman
+JSON = "application/json; charset=utf-8"
 
 
-def request_id(block):
-    """the x-request-id of a header block, or None when not sent as the literal"""
-    at = block.find(LITERAL_ID)
-    if at < 0:
-        return None
-    n = block[at + len(LITERAL_ID)]
-    assert n < 127, "id length %d" % n
-    start = at + len(LITERAL_ID) + 1
-    return block[start:start + n].decode()
+def representations(block):
+    """the kind of each field representation of an HPACK block (RFC 7541 6):
+    'indexed', 'incremental', 'size-update', 'never' or 'without', with the
+    first byte; raises on a truncated block"""
+    out, i = [], 0
+
+    def skip_int(i, prefix):
+        if block[i] & ((1 << prefix) - 1) != (1 << prefix) - 1:
+            return i + 1
+        i += 1
+        while block[i] & 0x80:
+            i += 1
+        return i + 1
+
+    def int_at(i, prefix):
+        v = block[i] & ((1 << prefix) - 1)
+        if v < (1 << prefix) - 1:
+            return v, i + 1
+        m, i = 0, i + 1
+        while True:
+            v += (block[i] & 0x7F) << m
+            m += 7
+            i += 1
+            if not block[i - 1] & 0x80:
+                return v, i
+
+    def skip_string(i):
+        n, i = int_at(i, 7)
+        if i + n > len(block):
+            raise AssertionError("truncated block %r" % block)
+        return i + n
+
+    while i < len(block):
+        b = block[i]
+        if b & 0x80:
+            out.append(("indexed", b))
+            i = skip_int(i, 7)
+            continue
+        if b & 0xE0 == 0x20:
+            out.append(("size-update", b))
+            i = skip_int(i, 5)
+            continue
+        kind, prefix = (("incremental", 6) if b & 0xC0 == 0x40 else
+                        ("never", 4) if b & 0xF0 == 0x10 else ("without", 4))
+        out.append((kind, b))
+        new_name = b & ((1 << prefix) - 1) == 0
+        i = skip_int(i, prefix)
+        if new_name:
+            i = skip_string(i)
+        i = skip_string(i)
+    return out
 
 
 class H2Replies(unittest.TestCase):
@@ -46,82 +94,167 @@ class H2Replies(unittest.TestCase):
         cls.srv.start(*ws.CHEAP)
         r = cls.srv.request("POST", "/token/user", {"name": "alice", "password": "alice-password-1"})
         cls.token = json.loads(r.body)["data"]["token"]
+        cls.pb = ws.protos()
 
     @classmethod
     def tearDownClass(cls):
         cls.srv.__exit__(None, None, None)
 
-    def send(self, conn, sid, path, ctype, body, extra=()):
-        fields = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", path),
+    def setUp(self):
+        self.conn = h2raw.Conn(port=self.srv.port)
+        self.decoder = hpack.Decoder()  # the client's side of the connection's HPACK state
+        self.sid = -1
+
+    def tearDown(self):
+        self.conn.close()
+
+    def call(self, path, ctype, body, extra=(), method=b"POST"):
+        """one request on the connection; the reply's frames"""
+        self.sid += 2
+        fields = [(b":method", method), (b":scheme", b"http"), (b":path", path),
                   (b":authority", b"127.0.0.1"), (b"content-type", ctype),
                   (b"access-token", self.admin.encode()), (b"content-length", b"%d" % len(body))]
         fields += list(extra)
-        conn.send(h2raw.frame(h2raw.HEADERS, h2raw.END_HEADERS, sid, h2raw.hpack_literal(fields)) +
-                  h2raw.frame(h2raw.DATA, h2raw.END_STREAM, sid, body))
+        self.conn.send(h2raw.frame(h2raw.HEADERS, h2raw.END_HEADERS, self.sid, h2raw.hpack_literal(fields)) +
+                       h2raw.frame(h2raw.DATA, h2raw.END_STREAM, self.sid, body))
+        return self.conn.stream_frames(self.sid)
 
-    def test_json_replies_keep_the_request_id_out_of_the_table(self):
-        conn = h2raw.Conn(port=self.srv.port)
+    def headers(self, frame, what):
+        """the fields of a HEADERS frame tokend encoded: decoded, checked to
+        be literals without indexing (or the static :status), the dynamic
+        table still empty; a dict (no name twice)"""
+        self.assertEqual(frame[0], h2raw.HEADERS, what)
+        self.assertTrue(frame[1] & h2raw.END_HEADERS, "%s: one frame, no CONTINUATION" % what)
+        block = frame[3]
+        kinds = representations(block)
+        bad = [(k, "%#04x" % b) for k, b in kinds if k not in ("without", "indexed")]
+        self.assertEqual(bad, [], "%s: only literals without indexing: %r" % (what, block))
+        fields = self.decoder.decode(block, raw=True)
+        self.assertEqual(len(self.decoder.header_table.dynamic_entries), 0,
+                         "%s: the HPACK dynamic table must stay empty" % what)
+        for (kind, first), (name, _) in zip(kinds, fields):
+            if kind == "indexed":  # indexed only :status 200, 204, 206, 304, 400, 404, 500 (static 8..14)
+                self.assertTrue(0x88 <= first <= 0x8E and name == b":status", "%s: %r" % (what, block))
+        names = [n for n, _ in fields]
+        self.assertEqual(len(set(names)), len(names), "%s: %r" % (what, fields))
+        return {n.decode(): v.decode() for n, v in fields}, kinds
+
+    def check_common(self, h, kinds, status, what):
+        """:status first (indexed when the static table has it, else the
+        literal with the name :status, index 8), then server and date as h2o
+        sends them, and the reply's x-request-id"""
+        self.assertEqual(h[":status"], str(status), what)
+        if status in (200, 204, 206, 304, 400, 404, 500):
+            self.assertEqual(kinds[0], ("indexed", 0x80 | {200: 8, 204: 9, 206: 10, 304: 11, 400: 12,
+                                                           404: 13, 500: 14}[status]), what)
+        else:
+            self.assertEqual(kinds[0], ("without", 0x08), "%s: %d as a literal, name :status" % (what, status))
+        self.assertEqual(h["server"], "tokend", what)
+        date = email.utils.parsedate_to_datetime(h["date"])
+        self.assertRegex(h["date"], r"^[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT$", what)
+        self.assertLess(abs(date.timestamp() - time.time()), 5, what)
+        self.assertRegex(h.get("x-request-id", ""), r"^[\w.-]+$", what)
+
+    def check_plain(self, frames, status, ctype, what):
+        """HEADERS, DATA(END_STREAM): the headers of a reply with a body"""
+        kinds = [(f[0], f[1] & (h2raw.END_STREAM | h2raw.END_HEADERS)) for f in frames]
+        self.assertEqual(kinds, [(h2raw.HEADERS, h2raw.END_HEADERS), (h2raw.DATA, h2raw.END_STREAM)], what)
+        h, reps = self.headers(frames[0], what)
+        self.check_common(h, reps, status, what)
+        self.assertEqual(h["content-type"], ctype, what)
+        self.assertEqual(h["content-length"], str(len(frames[1][3])), what)
+        self.assertEqual(h["access-control-allow-origin"], "*", what)
+        return h, frames[1][3]
+
+    def test_json_replies(self):
         body = json.dumps({"token": self.token}).encode()
-        ids, sizes = [], []
-        try:
-            for i in range(40):
-                sid = 2 * i + 1
-                extra = [(b"x-request-id", b"client-%d" % i)] if i % 4 == 3 else []
-                self.send(conn, sid, b"/token/verify", b"application/json", body, extra)
-                frames = conn.stream_frames(sid)
-                kinds = [(f[0], f[1] & (h2raw.END_STREAM | h2raw.END_HEADERS)) for f in frames]
-                self.assertEqual(kinds, [(h2raw.HEADERS, h2raw.END_HEADERS),
-                                         (h2raw.DATA, h2raw.END_STREAM)], "reply %d" % i)
-                block = frames[0][3]
-                self.assertEqual(block[0], 0x88, "reply %d: :status 200 first" % i)
-                reply = json.loads(frames[1][3])
-                self.assertEqual(reply["code"], 200)
-                self.assertEqual(reply["data"]["user_id"], 10000)
-                rid = request_id(block)
-                self.assertIsNotNone(rid, "reply %d: x-request-id not a literal without indexing: %r"
-                                     % (i, block))
-                if extra:
-                    self.assertEqual(rid, "client-%d" % i)
-                ids.append(rid)
-                sizes.append(len(block) - len(rid))
-        finally:
-            conn.close()
+        ids = []
+        for i in range(40):
+            extra = [(b"x-request-id", b"client-%d" % i)] if i % 4 == 3 else []
+            what = "json reply %d" % i
+            h, data = self.check_plain(self.call(b"/token/verify", b"application/json", body, extra),
+                                       200, JSON, what)
+            reply = json.loads(data)
+            self.assertEqual(reply["code"], 200, what)
+            self.assertEqual(reply["data"]["user_id"], 10000, what)
+            self.assertEqual(sorted(h), sorted([":status", "server", "date", "content-type",
+                                                "access-control-allow-origin", "x-request-id",
+                                                "content-length"]), what)
+            if extra:
+                self.assertEqual(h["x-request-id"], "client-%d" % i, what)
+            ids.append(h["x-request-id"])
         self.assertEqual(len(set(ids)), len(ids), "every reply has its own id")
-        # The repeating headers are indexed: later blocks are the id plus a
-        # few bytes of references (a new date costs ~30 bytes once a second).
-        self.assertLess(max(sizes[1:]), sizes[0])
-        self.assertLessEqual(sorted(sizes[1:])[len(sizes) // 2], 32, sizes)
 
-    def test_grpc_replies_too(self):
-        conn = h2raw.Conn(port=self.srv.port)
-        msg = b"\x0a" + bytes([len(self.token)]) + self.token.encode()
-        try:
-            for i in range(5):
-                sid = 2 * i + 1
-                self.send(conn, sid, b"/tokend.v1.Tokend/Verify", b"application/grpc", h2raw.grpc_msg(msg),
-                          [(b"te", b"trailers")])
-                frames = conn.stream_frames(sid)
-                self.assertEqual([f[0] for f in frames], [h2raw.HEADERS, h2raw.DATA, h2raw.HEADERS])
-                self.assertIsNotNone(request_id(frames[0][3]), "reply %d" % i)
-                self.assertEqual(h2raw.decode_literal_block(frames[2][3]), [(b"grpc-status", b"0")])
-        finally:
-            conn.close()
+    def test_json_errors(self):
+        """401 has no indexed form in the static table: the literal :status"""
+        h, data = self.check_plain(self.call(b"/token/verify", b"application/json", b'{"token":"nope"}'),
+                                   401, JSON, "json 401")
+        self.assertEqual(json.loads(data)["code"], 401)
+        h, data = self.check_plain(self.call(b"/no/such/path", b"application/json", b"{}"),
+                                   404, JSON, "json 404")
+        self.assertEqual(json.loads(data)["code"], 404)
+        h, data = self.check_plain(self.call(b"/token/verify", b"application/json", b"{not json"),
+                                   400, JSON, "json 400")
+        self.assertEqual(json.loads(data)["code"], 400)
 
-    def test_errors_and_empty_replies(self):
-        """a 401 (JSON error body) and a 404 go the same way"""
-        conn = h2raw.Conn(port=self.srv.port)
-        try:
-            self.send(conn, 1, b"/token/verify", b"application/json", b'{"token":"nope"}')
-            frames = conn.stream_frames(1)
-            self.assertEqual([f[0] for f in frames], [h2raw.HEADERS, h2raw.DATA])
-            self.assertIsNotNone(request_id(frames[0][3]))
-            self.assertEqual(json.loads(frames[1][3])["code"], 401)
-            self.send(conn, 3, b"/no/such/path", b"application/json", b"{}")
-            frames = conn.stream_frames(3)
-            self.assertIsNotNone(request_id(frames[0][3]))
-            self.assertEqual(json.loads(frames[-1][3])["code"], 404)
-        finally:
-            conn.close()
+    def test_protobuf(self):
+        req = self.pb.tokend.VerifyRequest(token=self.token).SerializeToString()
+        for i in range(3):
+            h, data = self.check_plain(self.call(b"/token/verify", b"application/x-protobuf", req),
+                                       200, "application/x-protobuf", "protobuf %d" % i)
+            self.assertEqual(self.pb.tokend.VerifyReply.FromString(data).user_id, 10000)
+        bad = self.pb.tokend.VerifyRequest(token="nope").SerializeToString()
+        h, data = self.check_plain(self.call(b"/token/verify", b"application/x-protobuf", bad),
+                                   401, "application/x-protobuf", "protobuf 401")
+        self.assertEqual(h["grpc-status"], "16")
+
+    def test_grpc_web(self):
+        req = ws.frame(self.pb.tokend.VerifyRequest(token=self.token).SerializeToString())
+        for i, (token, status) in enumerate([(self.token, 0), ("nope", 16), (self.token, 0)]):
+            req = ws.frame(self.pb.tokend.VerifyRequest(token=token).SerializeToString())
+            what = "grpc-web %d" % i
+            h, data = self.check_plain(self.call(b"/tokend.v1.Tokend/Verify", b"application/grpc-web+proto", req,
+                                                 [(b"x-grpc-web", b"1")]),
+                                       200, "application/grpc-web+proto", what)
+            self.assertEqual(h["access-control-expose-headers"], "grpc-status,grpc-message,x-request-id", what)
+            self.assertEqual(ws.frames(data)[-1][1].split(b"\r\n")[0], b"grpc-status:%d" % status, what)
+
+    def test_grpc(self):
+        msg = ws.frame(self.pb.tokend.VerifyRequest(token=self.token).SerializeToString())
+        for i in range(5):
+            what = "grpc reply %d" % i
+            frames = self.call(b"/tokend.v1.Tokend/Verify", b"application/grpc", msg, [(b"te", b"trailers")])
+            self.assertEqual([(f[0], f[1] & (h2raw.END_STREAM | h2raw.END_HEADERS)) for f in frames],
+                             [(h2raw.HEADERS, h2raw.END_HEADERS), (h2raw.DATA, 0),
+                              (h2raw.HEADERS, h2raw.END_STREAM | h2raw.END_HEADERS)], what)
+            h, reps = self.headers(frames[0], what)
+            self.check_common(h, reps, 200, what)
+            self.assertEqual(sorted(h), sorted([":status", "server", "date", "content-type", "x-request-id"]),
+                             "%s: no content-length before a body and trailers" % what)
+            self.assertEqual(h["content-type"], "application/grpc", what)
+            self.assertEqual(self.pb.tokend.VerifyReply.FromString(ws.frames(frames[1][3])[0][1]).user_id, 10000)
+            trailers, _ = self.headers(frames[2], what + " trailers")
+            self.assertEqual(trailers, {"grpc-status": "0"}, what)
+
+    def test_grpc_trailers_only(self):
+        """a gRPC error without a message: the headers and the trailers in
+        one HEADERS frame with END_STREAM"""
+        cases = [(b"/tokend.v1.Tokend/Verify", ws.frame(self.pb.tokend.VerifyRequest(token="nope")
+                                                        .SerializeToString()), "16"),
+                 (b"/tokend.v1.Tokend/NoSuchMethod", ws.frame(b""), "12")]
+        for path, msg, code in cases:
+            what = "trailers-only %s" % path.decode()
+            frames = self.call(path, b"application/grpc", msg, [(b"te", b"trailers")])
+            self.assertEqual([(f[0], f[1] & (h2raw.END_STREAM | h2raw.END_HEADERS)) for f in frames],
+                             [(h2raw.HEADERS, h2raw.END_STREAM | h2raw.END_HEADERS)], what)
+            h, reps = self.headers(frames[0], what)
+            self.check_common(h, reps, 200, what)
+            self.assertEqual(h["content-type"], "application/grpc", what)
+            self.assertEqual(h["grpc-status"], code, what)
+            self.assertTrue(h["grpc-message"], what)
+            self.assertNotIn("content-length", h, what)
+        # the connection and its (empty) table are fine for the next reply
+        self.test_grpc()
 
 
 if __name__ == "__main__":
