@@ -52,8 +52,7 @@
  * run first (h2o_start_response). A block that might not fit BLOCK_MAX or
  * one frame is left to h2o's encoder (it also splits into CONTINUATIONs).
  * A value's NUL, CR and LF go out as spaces (h2o sends them as they are).
- * Trailers are literals without indexing too (new name, lower-cased,
- * checked).
+ * Trailers are literals without indexing too (new name, as given).
  *
  * Internals relied on (all from <h2o/http2_internal.h> of 2.2.5; the
  * khash-based inline lookup needs src/compat/khash.h on the include path):
@@ -122,42 +121,6 @@ static uint8_t *hpack_put_len7(uint8_t *p, size_t v)
     }
     *p++ = (uint8_t)v;
     return p;
-}
-
-/* Literal header fields without indexing, new name (RFC 7541 6.2.2), no
- * Huffman coding: names lower-cased, each byte checked as it is copied.
- * Returns {NULL, 0} if a field is invalid (an empty or pseudo-header name,
- * a byte outside a token in a name, NUL, CR or LF in a value). */
-static h2o_iovec_t encode_trailers(h2o_mem_pool_t *pool, const h2o_header_t *trailers, size_t n)
-{
-    size_t cap = 0;
-    for (size_t i = 0; i != n; ++i) {
-        const h2o_header_t *h = trailers + i;
-        if (h->name == NULL || h->name->len == 0 || h->name->len > MAX_TRAILER_FIELD_LEN ||
-            h->value.len > MAX_TRAILER_FIELD_LEN)
-            return h2o_iovec_init(NULL, 0);
-        cap += 1 + 4 + h->name->len + 4 + h->value.len; /* lengths < 64K need at most 4 bytes */
-    }
-    uint8_t *buf = h2o_mem_alloc_pool(pool, cap + 1), *p = buf;
-    for (size_t i = 0; i != n; ++i) {
-        const h2o_header_t *h = trailers + i;
-        *p++ = 0x00;
-        p = hpack_put_len7(p, h->name->len);
-        for (size_t j = 0; j != h->name->len; ++j) {
-            unsigned char c = (unsigned char)h->name->base[j];
-            if (c <= 0x20 || c >= 0x7f || c == ':')
-                return h2o_iovec_init(NULL, 0);
-            *p++ = (uint8_t)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-        }
-        p = hpack_put_len7(p, h->value.len);
-        for (size_t j = 0; j != h->value.len; ++j) {
-            char c = h->value.base[j];
-            if (c == '\0' || c == '\r' || c == '\n')
-                return h2o_iovec_init(NULL, 0);
-            *p++ = (uint8_t)c;
-        }
-    }
-    return h2o_iovec_init(buf, (size_t)(p - buf));
 }
 
 static uint8_t *put_frame_header(uint8_t *p, size_t len, uint8_t type, uint8_t flags, uint32_t stream_id)
@@ -382,6 +345,28 @@ static uint8_t *put_trusted(uint8_t *p, const h2o_iovec_t *s)
     p = hpack_put_len7(p, s->len);
     copy_field(p, s->base, s->len);
     return p + s->len;
+}
+
+/* Literal header fields without indexing, new name (RFC 7541 6.2.2), no
+ * Huffman coding, names as they are (tokend's own, lower case), values as
+ * put_value sends them. {NULL, 0} for an empty name or a field too long. */
+static h2o_iovec_t encode_trailers(h2o_mem_pool_t *pool, const h2o_header_t *trailers, size_t n)
+{
+    size_t cap = 0;
+    for (size_t i = 0; i != n; ++i) {
+        const h2o_header_t *h = trailers + i;
+        if (h->name == NULL || h->name->len == 0 || h->name->len > MAX_TRAILER_FIELD_LEN ||
+            h->value.len > MAX_TRAILER_FIELD_LEN)
+            return h2o_iovec_init(NULL, 0);
+        cap += 1 + 4 + h->name->len + 4 + h->value.len; /* lengths < 64K need at most 4 bytes */
+    }
+    uint8_t *buf = h2o_mem_alloc_pool(pool, cap + 1), *p = buf;
+    for (size_t i = 0; i != n; ++i) {
+        *p++ = 0x00;
+        p = put_trusted(p, trailers[i].name);
+        p = put_value(p, trailers[i].value.base, trailers[i].value.len);
+    }
+    return h2o_iovec_init(buf, (size_t)(p - buf));
 }
 
 /* the token h2o interned `name` as, or NULL (h2o_iovec_is_token, inlined) */

@@ -25,8 +25,9 @@
  * in req->res.headers, content-length body.len, body, END_STREAM; sent in one
  * write when small, else -1 (the caller uses h2o_send).
  *
- * Trailer names are sent lower-cased; values must not contain NUL, CR or LF
- * (grpc-message must already be percent-encoded). `body` and `trailers` are
+ * Trailer names are tokend's own, lower case, and sent as given; a value's
+ * NUL, CR and LF are sent as spaces (grpc-message must already be
+ * percent-encoded). `body` and `trailers` are
  * copied, so they may live on the caller's stack. The response headers of a
  * reply sent in one write or as Trailers-Only are HPACK literals without
  * indexing, a value's NUL, CR and LF sent as spaces.
@@ -38,7 +39,7 @@
  * Returns 0 when the response has been handed to h2o (from then on the
  * request is h2o's, as with h2o_send), or -1 with nothing sent when it is not
  * possible: not HTTP/2, response already started, connection closing, or
- * invalid trailers. The caller then falls back (e.g. h2o_send_error_*). */
+ * a trailer with an empty name or over 64 KiB. The caller then falls back (e.g. h2o_send_error_*). */
 int h2_reply_send(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers, size_t num_trailers);
 
 /* Adds a response header whose value is unique to this reply (a request id),

@@ -183,7 +183,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         char *pad = h2o_mem_alloc_pool(&req->pool, 40001);
         memset(pad, 'p', 40000);
         pad[40000] = '\0';
-        static h2o_iovec_t n_status = {H2O_STRLIT("grpc-status")}, n_pad = {H2O_STRLIT("X-Pad")};
+        static h2o_iovec_t n_status = {H2O_STRLIT("grpc-status")}, n_pad = {H2O_STRLIT("x-pad")};  /* names go out as given: lower case, as HTTP/2 asks */
         h2o_header_t t[2] = {{&n_pad, NULL, h2o_iovec_init(pad, 40000)}, {&n_status, NULL, h2o_iovec_init(H2O_STRLIT("0"))}};
         return respond(req, grpc_frame(&req->pool, msg.base, msg.len), t, 2);
     }
