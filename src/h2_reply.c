@@ -37,21 +37,26 @@
  * is finished as above. (h2o's own empty final send would add an empty DATA
  * frame with END_STREAM instead, which is not the gRPC Trailers-Only form.)
  *
- * Response headers (Whole and Trailers-Only): encoded here, not by h2o.
- * h2o 2.2 adds every header it encodes to the connection's HPACK table (32
- * entries at most), looks every header up in that table by a linear scan,
- * and allocates and frees an entry whenever one is added and evicted. A
- * small reply's headers are few and short: indexing saved 55-75 bytes of a
- * 300-400 byte reply on the wire, and cost 550-650 instructions of a
- * 16.5k-instruction Verify (~5k more while a value unique to each reply,
- * x-request-id, still went through it and churned the table). So every field goes out as a literal without
- * indexing, the name as a static-table index where it has one, no Huffman:
- * the table is neither read nor changed, and the block is a few copies.
- * The fields are those h2o sends - :status, server, date (h2o's cached
- * string), the reply's headers, content-length - and header filters still
- * run first (h2o_start_response). A block that might not fit BLOCK_MAX or
- * one frame is left to h2o's encoder (it also splits into CONTINUATIONs).
- * A value's NUL, CR and LF go out as spaces (h2o sends them as they are).
+ * Response headers (Whole and Trailers-Only): encoded here, h2o's encoder
+ * only where a field is new to the connection. h2o 2.2 scans its HPACK
+ * table (32 entries at most) for every header it encodes, and adds every
+ * one it has not seen: a value used once (x-request-id, the date of each
+ * second) churns the table, and each scan passes over it (~5k instructions
+ * a reply with the ids in it, 550-650 without). Here the fields that
+ * repeat (server, content-type, the CORS headers) are one-byte references
+ * to the entries h2o made for them, found by one pass over the table, or
+ * where they were on the connection's last reply while the table has not
+ * changed (put_response_headers); a peer decodes a reference for nothing,
+ * where a literal costs it a copy (~300 instructions each in nghttp2, the
+ * bench's load generator). date, content-length and the fields marked by
+ * h2_reply_add_unindexed are literals without indexing, no Huffman. A
+ * reply with a repeating field not in the table yet (the connection's
+ * first, a new content-type), or a block that might not fit BLOCK_MAX or
+ * one frame, goes through h2o's encoder, the marked fields left out of it
+ * and appended as literals. The fields are those h2o sends - :status,
+ * server, date (h2o's cached string), the reply's headers, content-length.
+ * Header filters (none in tokend) get their turn (start_response). A
+ * value's NUL, CR and LF go out as spaces (h2o sends them as they are).
  * Trailers are literals without indexing too (new name, as given).
  *
  * Internals relied on (all from <h2o/http2_internal.h> of 2.2.5; the
@@ -74,6 +79,12 @@
  *     h2o_iovec_is_token() tests) with each token's static-table index and
  *     dont_compress flag, and the context's `_timestamp_cache.value` (the
  *     date string h2o_get_timestamp() keeps fresh);
+ *   - the connection's `_output_header_table` (h2o_hpack_header_table_t:
+ *     entries ring, start index, count, size; an entry's name is the token's
+ *     iovec for a token), read only, and its encoder's rules (the 32-entry
+ *     cap, "don't compress" values under 20 bytes never indexed); the
+ *     connection's `super.id`; req's `prefilters`, `pathconf->filters`,
+ *     `_next_filter_index` and `_generator` (start_response);
  *   - the library calling generator->proceed() only from its write-complete
  *     handler, after unlinking the stream, and never for a stream that was
  *     reset (a reset or a closing connection closes the stream instead; the
@@ -269,13 +280,21 @@ void h2_reply_add_unindexed(h2o_req_t *req, const h2o_iovec_t *name, h2o_iovec_t
     h2o_vector_reserve(&req->pool, &req->res.headers, req->res.headers.size + 1);
     h2o_header_t *slot = req->res.headers.entries + req->res.headers.size++;
     slot->name = (h2o_iovec_t *)name;
-    slot->orig_name = NULL;
     slot->value = value;
+    /* The mark: h2o's own headers never have orig_name == name->base (it
+     * copies orig_name), and HTTP/1 writes orig_name, i.e. the same bytes. */
+    slot->orig_name = name->base;
+}
+
+static int is_unindexed(const h2o_header_t *h)
+{
+    return h->orig_name != NULL && h->orig_name == h->name->base;
 }
 
 #define BLOCK_MAX 4096           /* a larger response header block is left to h2o's encoder */
 #define STATUS_DATE_MAX (5 + 32) /* bytes :status and date take at most */
 #define CONTENT_LENGTH_MAX 23    /* and content-length */
+#define TABLE_MIN 1024           /* a smaller HPACK table (the peer's setting) gets literals only */
 
 /* literal without indexing (0x00) or never indexed (0x10), name from the
  * static table: index with a 4-bit prefix (RFC 7541 5.1, 6.2.2, 6.2.3) */
@@ -376,6 +395,87 @@ static const h2o_token_t *token_of(const h2o_iovec_t *name)
     return at < sizeof(h2o__tokens) ? (const h2o_token_t *)name : NULL;
 }
 
+/* A field sent as a reference to the connection's HPACK table: its byte in
+ * the block is filled in once every reference is resolved (one pass). */
+typedef struct {
+    const h2o_iovec_t *name;
+    int name_is_token;
+    h2o_iovec_t value;
+    uint8_t *at;
+} table_ref;
+#define REFS_MAX 16
+
+/* Sets each reference's byte to "indexed" (RFC 7541 6.1) with the index of
+ * its name: value in the table, newest first from 62; -1 if one is absent.
+ * h2o keeps at most 32 entries in it, so an index takes one byte. */
+static int resolve_refs(const h2o_hpack_header_table_t *t, table_ref *refs, size_t n)
+{
+    size_t left = n, at = t->entry_start_index;
+    for (size_t i = 0; i != t->num_entries && i < 64 && left != 0; ++i) {
+        const h2o_hpack_header_table_entry_t *e = t->entries + at;
+        for (table_ref *r = refs; r != refs + n; ++r) {
+            if (*r->at == 0 &&
+                (r->name_is_token ? e->name == r->name : h2o_memis(e->name->base, e->name->len, r->name->base, r->name->len)) &&
+                h2o_memis(e->value->base, e->value->len, r->value.base, r->value.len)) {
+                *r->at = (uint8_t)(0x80 | (62 + i));
+                --left;
+            }
+        }
+        if (++at == t->entry_capacity)
+            at = 0;
+    }
+    return left == 0 ? 0 : -1;
+}
+
+/* Where a connection's references were found last, kept per thread by
+ * h2o's connection id (as http_obs_peer keeps the peer's text): while the
+ * table is as it was then (an entry added or evicted moves its start, count
+ * or size) and the same fields come in the same order, each is looked for
+ * at its old index first and checked there, which saves the scan. */
+#define MEMO_SLOTS 64
+#define MEMO_REFS 4
+static __thread struct {
+    uint64_t conn_id;
+    const void *entries;
+    size_t start, num, size, n;
+    const h2o_iovec_t *name[MEMO_REFS];
+    uint8_t idx[MEMO_REFS];
+} memo[MEMO_SLOTS];
+
+static int resolve_refs_memo(h2o_http2_conn_t *conn, table_ref *refs, size_t n)
+{
+    const h2o_hpack_header_table_t *t = &conn->_output_header_table;
+    __typeof__(memo[0]) *m = &memo[conn->super.id % MEMO_SLOTS];
+    int same = n <= MEMO_REFS && m->conn_id == conn->super.id && conn->super.id != 0 && m->n == n &&
+               m->entries == t->entries && m->start == t->entry_start_index && m->num == t->num_entries &&
+               m->size == t->hpack_size;
+    for (size_t i = 0; same && i != n; ++i) {
+        const h2o_hpack_header_table_entry_t *e = t->entries + (t->entry_start_index + m->idx[i] - 62) % t->entry_capacity;
+        same = m->name[i] == refs[i].name && e->name == refs[i].name &&
+               h2o_memis(e->value->base, e->value->len, refs[i].value.base, refs[i].value.len);
+    }
+    if (same) {
+        for (size_t i = 0; i != n; ++i)
+            *refs[i].at = m->idx[i];
+        return 0;
+    }
+    if (resolve_refs(t, refs, n) != 0)
+        return -1;
+    if (n <= MEMO_REFS) {
+        m->conn_id = conn->super.id;
+        m->entries = t->entries;
+        m->start = t->entry_start_index;
+        m->num = t->num_entries;
+        m->size = t->hpack_size;
+        m->n = n;
+        for (size_t i = 0; i != n; ++i) {
+            m->name[i] = refs[i].name;
+            m->idx[i] = *refs[i].at;
+        }
+    }
+    return 0;
+}
+
 static uint8_t *put_status(uint8_t *p, int status)
 {
     switch (status) {
@@ -399,9 +499,18 @@ static uint8_t *put_status(uint8_t *p, int status)
 /* Appends one HEADERS frame (END_HEADERS, and END_STREAM if asked) with the
  * response header block of req: the fields h2o_hpack_flatten_response sends,
  * in its order (:status, server, date, req->res.headers, content-length),
- * each a literal without indexing (never indexed where h2o's token says
- * "don't compress": cookies), no Huffman. Returns -1, with nothing written,
- * when the block might not fit BLOCK_MAX or the peer's frame size. */
+ * no Huffman. A field that repeats from reply to reply (server,
+ * content-type...) is a one-byte reference to the entry h2o's encoder made
+ * for it in the connection's HPACK table, which is only read here: a peer
+ * decodes a reference for nothing, a literal costs it a copy (~300
+ * instructions each in nghttp2, which the load generators of tools/bench
+ * are). date (a new value each second: indexed, it would fill the table
+ * with stale dates for every lookup to scan), content-length and the fields
+ * marked by h2_reply_add_unindexed are literals without indexing. Returns
+ * -1, with nothing written, when a repeating field is not in the table yet
+ * (the first reply: h2o's encoder adds it) or the block might not fit
+ * BLOCK_MAX or the peer's frame size. A peer whose table is too small to
+ * hold them gets literals only. */
 static int put_response_headers(h2o_http2_conn_t *conn, uint32_t stream_id, const h2o_res_t *res,
                                 size_t content_length, int end_stream)
 {
@@ -414,14 +523,22 @@ static int put_response_headers(h2o_http2_conn_t *conn, uint32_t stream_id, cons
         h2o_fatal("no memory");
     uint8_t *frame = (uint8_t *)dst.base, *p = frame + H2O_HTTP2_FRAME_HEADER_SIZE;
     const uint8_t *end = p + budget - CONTENT_LENGTH_MAX; /* up to where res.headers may go */
+    int indexed = conn->_output_header_table.hpack_capacity >= TABLE_MIN;
+    table_ref refs[REFS_MAX];
+    size_t nrefs = 0;
 
     p = put_status(p, res->status);
     if (server->len != 0) {
-        p = put_name_index(p, 0x00, 54); /* server */
-        p = put_trusted(p, server);
+        if (indexed) {
+            refs[nrefs++] = (table_ref){&H2O_TOKEN_SERVER->buf, 1, *server, p};
+            *p++ = 0;
+        } else {
+            p = put_name_index(p, 0x00, 54); /* server */
+            p = put_trusted(p, server);
+        }
     }
     h2o_get_timestamp(conn->super.ctx, NULL, NULL); /* refreshes the cached date; no reference taken */
-    p = put_name_index(p, 0x00, 33);                 /* date */
+    p = put_name_index(p, 0x00, 33); /* date: a new value each second, never worth a table entry */
     *p++ = H2O_TIMESTR_RFC1123_LEN;
     memcpy(p, conn->super.ctx->_timestamp_cache.value->rfc1123, H2O_TIMESTR_RFC1123_LEN);
     p += H2O_TIMESTR_RFC1123_LEN;
@@ -431,7 +548,16 @@ static int put_response_headers(h2o_http2_conn_t *conn, uint32_t stream_id, cons
         if (h->name->len + h->value.len + 7 > (size_t)(end - p))
             return -1;
         const h2o_token_t *token = token_of(h->name);
-        uint8_t first = token != NULL && token->dont_compress ? 0x10 : 0x00;
+        /* what h2o's encoder leaves out of the table: "don't compress" (cookies) */
+        int never = token != NULL && token->dont_compress && h->value.len < 20;
+        if (indexed && !never && !is_unindexed(h)) {
+            if (nrefs == REFS_MAX)
+                return -1;
+            refs[nrefs++] = (table_ref){h->name, token != NULL, h->value, p};
+            *p++ = 0;
+            continue;
+        }
+        uint8_t first = never ? 0x10 : 0x00;
         if (token != NULL && token->http2_static_table_name_index != 0) {
             p = put_name_index(p, first, (unsigned)token->http2_static_table_name_index);
         } else {
@@ -456,6 +582,8 @@ static int put_response_headers(h2o_http2_conn_t *conn, uint32_t stream_id, cons
         memcpy(p, d, 20); /* a fixed size: no call; the bytes past the digits are left unused */
         p += digits + 20 - d;
     }
+    if (nrefs != 0 && resolve_refs_memo(conn, refs, nrefs) != 0)
+        return -1;
     size_t len = (size_t)(p - frame) - H2O_HTTP2_FRAME_HEADER_SIZE;
     put_frame_header(frame, len, H2O_HTTP2_FRAME_TYPE_HEADERS,
                      H2O_HTTP2_FRAME_FLAG_END_HEADERS | (end_stream ? H2O_HTTP2_FRAME_FLAG_END_STREAM : 0), stream_id);
@@ -463,8 +591,43 @@ static int put_response_headers(h2o_http2_conn_t *conn, uint32_t stream_id, cons
     return 0;
 }
 
-/* The response HEADERS of req: ours when they fit BLOCK_MAX and one frame,
- * else h2o's encoder's (which splits into CONTINUATION frames, and indexes). */
+#define UNINDEXED_MAX 4
+#define HEADERS_MAX 32
+
+/* v, or a copy with NUL, CR and LF as spaces, as put_value sends them:
+ * h2o's encoder sends values as they are. */
+static h2o_iovec_t sanitized(h2o_mem_pool_t *pool, h2o_iovec_t v)
+{
+    if (!memchr(v.base, '\r', v.len) && !memchr(v.base, '\n', v.len) && !memchr(v.base, '\0', v.len))
+        return v;
+    char *c = h2o_mem_alloc_pool(pool, v.len);
+    for (size_t i = 0; i != v.len; ++i)
+        c[i] = v.base[i] == '\0' || v.base[i] == '\r' || v.base[i] == '\n' ? ' ' : v.base[i];
+    return h2o_iovec_init(c, v.len);
+}
+
+/* h2o_start_response, which sets up the response filters, and first copies
+ * the response into req->res.original for them and h2o's access log (the
+ * only readers in 2.2.5, lib/core/logconf.c). With neither a filter nor a
+ * prefilter on the path - tokend registers none - only the generator is
+ * left to set (a sixth of a small reply's header work). */
+static void start_response(h2o_req_t *req, h2o_generator_t *generator)
+{
+    if (req->prefilters != NULL || req->_next_filter_index < req->pathconf->filters.size) {
+        h2o_start_response(req, generator);
+        return;
+    }
+    req->_generator = generator;
+}
+
+/* The response HEADERS of req: put_response_headers's when it can, else
+ * h2o's encoder's, which adds the repeating fields to the table (and splits
+ * a large block into CONTINUATION frames), with the fields marked by
+ * h2_reply_add_unindexed left out of it and appended as literals when the
+ * block surely fits one frame. Why: a value unique to every reply
+ * (x-request-id) would fill h2o's table (32 entries at most) with entries
+ * never used again, and every header of every reply would scan them and
+ * each reply evict and free one: ~5k instructions a reply. */
 static void append_response_headers(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
                                     size_t content_length, int end_stream)
 {
@@ -472,13 +635,59 @@ static void append_response_headers(h2o_http2_conn_t *conn, h2o_http2_stream_t *
         return;
     h2o_timestamp_t ts;
     h2o_get_timestamp(conn->super.ctx, &req->pool, &ts);
+    h2o_res_t res = req->res;
+    h2o_header_t repeating[HEADERS_MAX];
+    const h2o_header_t *unique[UNINDEXED_MAX];
+    size_t nu = 0, literal_bytes = 0;
+    const h2o_iovec_t *server = &conn->super.ctx->globalconf->server_name;
+    if (res.headers.size <= HEADERS_MAX) {
+        size_t nr = 0, block = 64 + server->len; /* status, date, content-length, server's name */
+        for (size_t i = 0; i != res.headers.size; ++i) {
+            const h2o_header_t *h = res.headers.entries + i;
+            block += h->name->len + h->value.len + 12;
+            if (is_unindexed(h) && nu != UNINDEXED_MAX && h->name->len < 127 && h->value.len < 127) {
+                unique[nu++] = h;
+                literal_bytes += 3 + h->name->len + h->value.len;
+            } else {
+                repeating[nr] = *h;
+                repeating[nr++].value = sanitized(&req->pool, h->value);
+            }
+        }
+        if (block > conn->peer_settings.max_frame_size) { /* h2o's encoder takes them all */
+            for (size_t i = 0; i != nu; ++i) {
+                repeating[nr] = *unique[i];
+                repeating[nr++].value = sanitized(&req->pool, unique[i]->value);
+            }
+            nu = 0;
+        }
+        res.headers.entries = repeating;
+        res.headers.size = nr;
+    }
     size_t at = conn->_write.buf->size;
     h2o_hpack_flatten_response(&conn->_write.buf, &conn->_output_header_table, stream->stream_id,
-                               conn->peer_settings.max_frame_size, &req->res, &ts,
-                               &conn->super.ctx->globalconf->server_name, content_length);
+                               conn->peer_settings.max_frame_size, &res, &ts, server, content_length);
     uint8_t *frame = (uint8_t *)conn->_write.buf->bytes + at;
     if (conn->_write.buf->size < at + H2O_HTTP2_FRAME_HEADER_SIZE || frame[3] != H2O_HTTP2_FRAME_TYPE_HEADERS)
         h2o_fatal("h2_reply: unexpected output of h2o_hpack_flatten_response");
+    if (nu != 0) {
+        size_t len = conn->_write.buf->size - at - H2O_HTTP2_FRAME_HEADER_SIZE;
+        if (!(frame[4] & H2O_HTTP2_FRAME_FLAG_END_HEADERS) || len + literal_bytes > conn->peer_settings.max_frame_size)
+            h2o_fatal("h2_reply: the header block outgrew its estimate");
+        uint8_t *p = (uint8_t *)h2o_buffer_reserve(&conn->_write.buf, literal_bytes).base;
+        if (p == NULL)
+            h2o_fatal("no memory");
+        frame = (uint8_t *)conn->_write.buf->bytes + at; /* the reserve may have moved the buffer */
+        for (size_t i = 0; i != nu; ++i) {
+            *p++ = 0x00;
+            p = put_trusted(p, unique[i]->name);
+            p = put_value(p, unique[i]->value.base, unique[i]->value.len);
+        }
+        conn->_write.buf->size += literal_bytes;
+        len += literal_bytes;
+        frame[0] = (uint8_t)(len >> 16);
+        frame[1] = (uint8_t)(len >> 8);
+        frame[2] = (uint8_t)len;
+    }
     if (end_stream)
         frame[4] |= H2O_HTTP2_FRAME_FLAG_END_STREAM;
 }
@@ -500,7 +709,7 @@ static int respond_whole(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o
         h2o_http2_window_get_window(&stream->output_window) < (ssize_t)body.len ||
         h2o_http2_conn_get_buffer_window(conn) < (ssize_t)body.len)
         return -1;
-    h2o_start_response(req, gen ? &gen->super : plain); /* lets header filters run */
+    start_response(req, gen ? &gen->super : plain); /* lets header filters run */
     append_response_headers(conn, stream, req, gen ? SIZE_MAX : body.len, 0);
     h2o_iovec_t dst = h2o_buffer_reserve(&conn->_write.buf, H2O_HTTP2_FRAME_HEADER_SIZE + body.len);
     if (dst.base == NULL)
@@ -531,7 +740,7 @@ static void respond_headers_only(h2o_http2_conn_t *conn, h2o_http2_stream_t *str
         h2o_iovec_t value = h2o_strdup(&req->pool, trailers[i].value.base, trailers[i].value.len);
         h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 1, NULL, value.base, value.len);
     }
-    h2o_start_response(req, gen); /* lets header filters run */
+    start_response(req, gen); /* lets header filters run */
     append_response_headers(conn, stream, req, content_length, 1);
 
     /* SEND_HEADERS -> SEND_BODY -> END_STREAM, as h2o's own send path does */

@@ -86,20 +86,28 @@ def decode_literal_block(block):
     return out
 
 
-def response_headers(frame_, decoder, what):
-    """the fields of a response HEADERS frame h2_reply.c encoded: literals
-    without indexing (0000xxxx) or the indexed :status 200 (0x88) only, so the
-    connection's HPACK table is left as it was (empty unless h2o's encoder
-    wrote a block before)"""
+def response_headers(frame_, decoder, what, first=False):
+    """the fields of a response HEADERS frame h2_reply.c encoded. Unless
+    first (a field new to the connection goes through h2o's encoder, which
+    adds it to the table): the indexed :status 200 (0x88), then one-byte
+    references to the connection's table (index 62 on) and literals without
+    indexing (0000xxxx) only, so the table is left as it was"""
     block = frame_[3]
     table = list(decoder.header_table.dynamic_entries)
     fields = decoder.decode(block, raw=True)
+    if first:
+        return fields
     if list(decoder.header_table.dynamic_entries) != table:
         fail("%s: the HPACK dynamic table changed: %r" % (what, list(decoder.header_table.dynamic_entries)))
     if block[0] != 0x88 or any(len(v) >= 127 for _, v in fields):
         fail("%s: block %r" % (what, block[:40]))
     i = 1
     for name, value in fields[1:]:  # no Huffman, so the literals can be walked plainly
+        if block[i] & 0x80:
+            if block[i] & 0x7F < 62:
+                fail("%s: %r is a static-table reference (%#04x)" % (what, name, block[i]))
+            i += 1
+            continue
         if block[i] & 0xF0 != 0:
             fail("%s: %r is not a literal without indexing (%#04x)" % (what, name, block[i]))
         low = block[i] & 0x0F
@@ -328,44 +336,49 @@ def main():
     print("ok  HEADERS, DATA, HEADERS(END_STREAM|END_HEADERS, literal fields) - no empty DATA")
     c.close()
 
-    # a2. the response headers: tokend's literals, the table untouched; a
-    #     value's CR, LF and NUL go out as spaces (h2o would send them)
+    # a2. the response headers: h2o's encoder puts the repeating fields in
+    #     the table on the first reply, the next ones refer to them and leave
+    #     the table as it is; a value's CR, LF and NUL go out as spaces on
+    #     either path (h2o would send them)
     c, dec = Conn(), hpack.Decoder()
-    c.request(1, b"/echo.Echo/Echo", grpc_msg(b"abc"))
-    fields = response_headers(c.stream_frames(1)[0], dec, "echo headers")
-    names = [n for n, _ in fields]
-    if names != [b":status", b"server", b"date", b"content-type"] or fields[3][1] != b"application/grpc":
-        fail("echo headers: %r" % fields)
-    c.request(3, b"/echo.Echo/BadValue", grpc_msg(b"abc"))
-    fr = c.stream_frames(3)
-    check_response(fr, grpc_msg(b"abc"), [(b"grpc-status", b"0")], "bad value")
-    if (b"x-bad", b"a  b c\td") not in response_headers(fr[0], dec, "bad value"):
-        fail("bad value: %r" % dec.decode(fr[0][3], raw=True))
-    if dec.header_table.dynamic_entries:
-        fail("the HPACK dynamic table is not empty")
-    print("ok  response headers: literals without indexing, HPACK table empty, CR/LF/NUL sent as SP")
+    for sid in (1, 3):
+        c.request(sid, b"/echo.Echo/Echo", grpc_msg(b"abc"))
+        fields = response_headers(c.stream_frames(sid)[0], dec, "echo headers %d" % sid, first=sid == 1)
+        names = [n for n, _ in fields]
+        if names != [b":status", b"server", b"date", b"content-type"] or fields[3][1] != b"application/grpc":
+            fail("echo headers: %r" % fields)
+    for sid in (5, 7):
+        c.request(sid, b"/echo.Echo/BadValue", grpc_msg(b"abc"))
+        fr = c.stream_frames(sid)
+        check_response(fr, grpc_msg(b"abc"), [(b"grpc-status", b"0")], "bad value")
+        if (b"x-bad", b"a  b c\td") not in response_headers(fr[0], dec, "bad value %d" % sid, first=sid == 5):
+            fail("bad value: %r" % dec.decode(fr[0][3], raw=True))
+    print("ok  response headers: table references and literals, the table unchanged, CR/LF/NUL sent as SP")
 
     # a3. a header block over 4 KiB is h2o's encoder's (indexed, Huffman):
     #     with a body, and Trailers-Only (END_STREAM on h2o's HEADERS frame)
-    c.request(5, b"/echo.Echo/BigHeaders", grpc_msg(b"big"))
-    fr = c.stream_frames(5)
+    c.request(9, b"/echo.Echo/BigHeaders", grpc_msg(b"big"))
+    fr = c.stream_frames(9)
     check_response(fr, grpc_msg(b"big"), [(b"grpc-status", b"0")], "big headers")
     if (b"x-big", b"b" * 5000) not in dec.decode(fr[0][3], raw=True):
         fail("big headers: no x-big")
-    c.request(7, b"/echo.Echo/BigHeaders", grpc_msg(b""))
-    fr = c.stream_frames(7)
+    c.request(11, b"/echo.Echo/BigHeaders", grpc_msg(b""))
+    fr = c.stream_frames(11)
     if len(fr) != 1 or fr[0][1] & (END_STREAM | END_HEADERS) != END_STREAM | END_HEADERS:
         fail("big headers, trailers-only: %r" % [(NAMES[f[0]], f[1]) for f in fr])
     fields = dec.decode(fr[0][3], raw=True)
     if (b"x-big", b"b" * 5000) not in fields or (b"grpc-status", b"5") not in fields:
         fail("big headers, trailers-only: %r" % [(n, v[:20]) for n, v in fields])
-    # and the next reply is ours again, the table h2o filled still consistent
-    c.request(9, b"/echo.Echo/Echo", grpc_msg(b"after"))
-    fr = c.stream_frames(9)
-    check_response(fr, grpc_msg(b"after"), [(b"grpc-status", b"0")], "echo after big headers")
-    if [n for n, _ in response_headers(fr[0], dec, "echo after big headers")] != [b":status", b"server", b"date",
-                                                                            b"content-type"]:
-        fail("echo after big headers")
+    # then ours again: the 5000-byte entry emptied the table, so the next
+    # reply puts the repeating fields back through h2o's encoder, and the
+    # one after refers to them
+    for sid in (13, 15):
+        c.request(sid, b"/echo.Echo/Echo", grpc_msg(b"after"))
+        fr = c.stream_frames(sid)
+        check_response(fr, grpc_msg(b"after"), [(b"grpc-status", b"0")], "echo after big headers")
+        if [n for n, _ in response_headers(fr[0], dec, "echo after big headers %d" % sid, first=sid == 13)] != \
+                [b":status", b"server", b"date", b"content-type"]:
+            fail("echo after big headers")
     c.close()
     print("ok  a 5000-byte header: h2o's encoder, with a body and Trailers-Only; the next reply ours")
 
