@@ -523,7 +523,11 @@ static int put_response_headers(h2o_http2_conn_t *conn, uint32_t stream_id, cons
         h2o_fatal("no memory");
     uint8_t *frame = (uint8_t *)dst.base, *p = frame + H2O_HTTP2_FRAME_HEADER_SIZE;
     const uint8_t *end = p + budget - CONTENT_LENGTH_MAX; /* up to where res.headers may go */
-    int indexed = conn->_output_header_table.hpack_capacity >= TABLE_MIN;
+    /* h2o 2.2 ignores the peer's SETTINGS_HEADER_TABLE_SIZE (its encoder
+     * indexes into 4 KiB whatever the peer said); here a small one means
+     * literals only, so the peer's table is never assumed. */
+    int indexed = conn->_output_header_table.hpack_capacity >= TABLE_MIN &&
+                  conn->peer_settings.header_table_size >= TABLE_MIN;
     table_ref refs[REFS_MAX];
     size_t nrefs = 0;
 

@@ -212,6 +212,23 @@ class H2Replies(unittest.TestCase):
                                     200, "application/grpc-web+proto", "grpc-web %d" % i, repeat=i > 0)
             self.assertEqual(h["access-control-expose-headers"], "grpc-status,grpc-message,x-request-id")
 
+    def test_peer_without_a_table(self):
+        """A client that allows no HPACK table (SETTINGS_HEADER_TABLE_SIZE 0)
+        gets literals only: h2o 2.2's own encoder ignores that setting and
+        would refer to entries the client never kept."""
+        self.conn.close()
+        self.conn = h2raw.Conn(settings={1: 0}, port=self.srv.port)
+        self.decoder = hpack.Decoder()
+        self.decoder.header_table_size = 0
+        body = json.dumps({"token": self.token}).encode()
+        for i in range(3):
+            frames = self.call(b"/token/verify", b"application/json", body)
+            h, data = self.check_plain(frames, 200, JSON, "no table %d" % i)
+            kinds = representations(frames[0][3])
+            self.assertEqual([k for k, _ in kinds if k not in ("without",)], ["indexed"],
+                             "only the static :status is a reference: %r" % kinds)
+            self.assertEqual(json.loads(data)["data"]["user_id"], 10000)
+
     def test_json_errors(self):
         """401 has no indexed form in the static table: the literal :status"""
         h, data = self.check_plain(self.call(b"/token/verify", b"application/json", b'{"token":"nope"}'),
