@@ -194,7 +194,9 @@ static ProtobufCMessage *flat_unpack(const ProtobufCMessageDescriptor *desc,
     protobuf_c_message_init(desc, m);
     while (p < end) {
         uint64_t tag, v;
-        if (read_varint(&p, end, &tag) != 0 || (tag >> 3) > FLAT_MAX_ID)
+        const uint8_t *at = p;
+        /* protobuf-c refuses a key longer than 5 bytes, even a padded small one */
+        if (read_varint(&p, end, &tag) != 0 || p - at > 5 || (tag >> 3) > FLAT_MAX_ID)
             goto other;
         unsigned id = (unsigned)(tag >> 3);
         /* Fields are in number order: numbered 1.. without gaps, id is at id - 1. */

@@ -180,12 +180,28 @@ static void test_pack_and_unpack_like_protobuf_c(void **state)
     assert_true(flat > 3 && flat < (int)(sizeof types / sizeof *types));
 }
 
+/* Keys protobuf-c refuses although their value is fine: longer than 5 bytes
+ * (a small field number padded with 0x80 bytes, found by fuzz_protobuf). */
+static void test_overlong_key(void **state)
+{
+    static const uint8_t found[] = {0x50, 0xef, 0xfd, 0xff, 0xff, 0x3a, 0x88, 0x80, 0x80, 0x80,
+                                    0x80, 0x00, 0x80, 0x80, 0x80, 0x80, 0x01};
+    static const uint8_t padded5[] = {0x88, 0x80, 0x80, 0x80, 0x00, 0x01};   /* 5 bytes: taken */
+    static const uint8_t padded6[] = {0x88, 0x80, 0x80, 0x80, 0x80, 0x00, 0x01};
+    (void)state;
+    same_decoding(&tokend__v1__token_by_id_request__descriptor, found, sizeof found);
+    same_decoding(&tokend__v1__verify_reply__descriptor, padded5, sizeof padded5);
+    same_decoding(&tokend__v1__verify_reply__descriptor, padded6, sizeof padded6);
+    assert_null(protobuf_c_message_unpack(&tokend__v1__verify_reply__descriptor, NULL, sizeof padded6, padded6));
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pack_and_unpack_like_protobuf_c),
+        cmocka_unit_test(test_overlong_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
