@@ -346,14 +346,18 @@ static inline __attribute__((always_inline)) int copy_field(uint8_t *dst, const 
 /* A value goes out with NUL, CR and LF replaced by SP, as RFC 9110 5.5
  * allows a recipient to: none may reach the peer (RFC 9113 8.2.1), nor an
  * HTTP/1.1 hop behind it. h2o does not check. */
+static void blank_nul_cr_lf(uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i != n; ++i)
+        if (p[i] == '\0' || p[i] == '\r' || p[i] == '\n')
+            p[i] = ' ';
+}
+
 static uint8_t *put_value(uint8_t *p, const char *v, size_t n)
 {
     p = hpack_put_len7(p, n);
-    if (copy_field(p, v, n)) {
-        for (size_t i = 0; i != n; ++i)
-            if (p[i] == '\0' || p[i] == '\r' || p[i] == '\n')
-                p[i] = ' ';
-    }
+    if (copy_field(p, v, n))
+        blank_nul_cr_lf(p, n);
     return p + n;
 }
 
@@ -602,11 +606,10 @@ static int put_response_headers(h2o_http2_conn_t *conn, uint32_t stream_id, cons
  * h2o's encoder sends values as they are. */
 static h2o_iovec_t sanitized(h2o_mem_pool_t *pool, h2o_iovec_t v)
 {
-    if (!memchr(v.base, '\r', v.len) && !memchr(v.base, '\n', v.len) && !memchr(v.base, '\0', v.len))
+    uint8_t *c = h2o_mem_alloc_pool(pool, v.len + 1);
+    if (!copy_field(c, v.base, v.len))
         return v;
-    char *c = h2o_mem_alloc_pool(pool, v.len);
-    for (size_t i = 0; i != v.len; ++i)
-        c[i] = v.base[i] == '\0' || v.base[i] == '\r' || v.base[i] == '\n' ? ' ' : v.base[i];
+    blank_nul_cr_lf(c, v.len);
     return h2o_iovec_init(c, v.len);
 }
 

@@ -289,15 +289,23 @@ static void end_kept_reads(store *s)
     pthread_mutex_unlock(&slots_lock);
 }
 
+/* Ends the calling thread's parked transaction in sl: any (all), or one
+ * older than the newest commit or unused since the last tick. */
+static void end_parked(struct read_slot *sl, int all)
+{
+    if (!sl || !sl->s || !sl->parked || pthread_rwlock_rdlock(&sl->s->resize) != 0)
+        return;
+    if (sl->parked && (all || !sl->read_since_tick || stale(sl->s, sl->txn)))
+        unpark(sl);
+    sl->read_since_tick = 0;
+    pthread_rwlock_unlock(&sl->s->resize);
+}
+
 void store_reads_keep(int on)
 {
     keep_reads = on;
     for (int i = 0; !on && i < READ_SLOTS; i++)
-        if (my_slots[i].s && my_slots[i].parked && pthread_rwlock_rdlock(&my_slots[i].s->resize) == 0) {
-            if (my_slots[i].parked)
-                unpark(&my_slots[i]);
-            pthread_rwlock_unlock(&my_slots[i].s->resize);
-        }
+        end_parked(&my_slots[i], 1);
 }
 
 int store_reads_parked(store *s)
@@ -308,13 +316,7 @@ int store_reads_parked(store *s)
 
 void store_read_tick(store *s)
 {
-    struct read_slot *sl = slot_of(s);
-    if (!sl || !sl->parked || pthread_rwlock_rdlock(&s->resize) != 0)
-        return;
-    if (sl->parked && (!sl->read_since_tick || stale(s, sl->txn)))
-        unpark(sl);
-    sl->read_since_tick = 0;
-    pthread_rwlock_unlock(&s->resize);
+    end_parked(slot_of(s), 0);
 }
 
 int txn_begin(store *s, unsigned flags, MDB_txn **txn)
