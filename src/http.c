@@ -340,7 +340,8 @@ static wire_call *new_call(void)
     }
     /* All up to obs, which serve() copies in whole before the call can
      * read it; the arena is handed out from its start. */
-    memset(wc, 0, offsetof(wire_call, obs));
+    rpc_call_clear(&wc->call);
+    memset(&wc->req, 0, offsetof(wire_call, obs) - offsetof(wire_call, req));
     wc->alloc = (ProtobufCAllocator){arena_alloc, arena_free, wc};
     wc->arena_used = 0;
     return wc;
@@ -454,8 +455,19 @@ static void read_headers(h2o_req_t *req, req_headers *h)
  * and sent back in proto3 strings, which must be UTF-8. */
 static void copy_header(h2o_iovec_t v, char *out, size_t outlen)
 {
-    size_t n = v.len < outlen - 1 ? v.len : outlen - 1;
-    for (size_t i = 0; i < n; i++)
+    const uint64_t ones = 0x0101010101010101ull, highs = ones << 7;
+    size_t n = v.len < outlen - 1 ? v.len : outlen - 1, i = 0;
+    /* Eight at a time while all eight are printable, as user agents are: a
+     * high bit in w - 0x20.. or in w is a byte below 0x20 or past 0x7F,
+     * and a zero byte of w ^ 0x7F.. (borrowing to its high bit) is a DEL. */
+    for (uint64_t w, del; i + 8 <= n; i += 8) {
+        memcpy(&w, v.base + i, 8);
+        del = w ^ (0x7F * ones);
+        if (((w - 0x20 * ones) | w | ((del - ones) & ~del)) & highs)
+            break;
+        memcpy(out + i, &w, 8);
+    }
+    for (; i < n; i++)
         out[i] = v.base[i] >= 0x20 && v.base[i] <= 0x7E ? v.base[i] : '?';
     out[n] = '\0';
 }

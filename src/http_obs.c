@@ -31,10 +31,11 @@ static int valid_id(const char *s, size_t n)
     return 1;
 }
 
-static void make_id(char *out, metrics_loop *m)
+/* Its length. */
+static size_t make_id(char *out, metrics_loop *m)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t n = strlen(m->request_id_prefix);
+    size_t n = m->request_id_prefix_len;
     uint64_t v = ++m->next_request_id;
     char b[17];
     int i = 16;
@@ -44,6 +45,7 @@ static void make_id(char *out, metrics_loop *m)
     while (v >>= 4);
     memcpy(out, m->request_id_prefix, n);
     memcpy(out + n, b + i, (size_t)(17 - i));
+    return n + (size_t)(16 - i);
 }
 
 void http_obs_begin(http_obs *o, h2o_req_t *req, h2o_iovec_t client_id, metrics_loop *m,
@@ -59,18 +61,23 @@ void http_obs_begin(http_obs *o, h2o_req_t *req, h2o_iovec_t client_id, metrics_
     o->bytes_out = 0;
     o->path_len = 0;
     o->bytes_in = req->entity.len;
+    size_t idlen = 0;
     if (valid_id(client_id.base, client_id.len)) {
-        memcpy(o->request_id, client_id.base, client_id.len);
-        o->request_id[client_id.len] = '\0';
+        memcpy(o->request_id, client_id.base, idlen = client_id.len);
+        o->request_id[idlen] = '\0';
     } else if (m) {
-        make_id(o->request_id, m);
+        idlen = make_id(o->request_id, m);
     } else {
         o->request_id[0] = '\0';
     }
-    size_t idlen = o->request_id_len = strlen(o->request_id);
+    o->request_id_len = idlen;
     static const h2o_iovec_t request_id_name = {H2O_STRLIT("x-request-id")};
-    if (idlen)
-        h2_reply_add_unindexed(req, &request_id_name, h2o_strdup(&req->pool, o->request_id, idlen));
+    if (idlen) {
+        /* the header outlives o (the call copies it): its own copy, in the request's pool */
+        char *v = h2o_mem_alloc_pool(&req->pool, idlen);
+        memcpy(v, o->request_id, idlen);
+        h2_reply_add_unindexed(req, &request_id_name, h2o_iovec_init(v, idlen));
+    }
     if (log_access_enabled()) {
         size_t n = req->method.len < sizeof o->method - 1 ? req->method.len : sizeof o->method - 1;
         memcpy(o->method, req->method.base, n);

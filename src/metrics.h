@@ -49,6 +49,7 @@ typedef struct metrics_loop {
     struct log_ring *log;            /* the loop's access log ring (log.h), or NULL */
     uint64_t next_request_id;        /* request ids made by this loop */
     char request_id_prefix[24];      /* random per process, then the loop's number */
+    size_t request_id_prefix_len;
 } metrics_loop;
 
 metrics_loop *metrics_loop_new(size_t nrpcs);

@@ -1,6 +1,7 @@
 /* rpc.c - the services tokend exposes and the call plumbing every handler
  * shares: failing a call, sending slow work to the pool and back. */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -35,6 +36,18 @@ static void format_message(char *out, size_t len, const char *fmt, va_list ap)
     int n = vsnprintf(out, len, fmt, ap);
     if (n >= 0 && (size_t)n >= len)
         out[utf8_prefix(out, strlen(out))] = '\0';
+}
+
+_Static_assert(offsetof(rpc_call, user_agent) == offsetof(rpc_call, access_token) + RPC_TOKEN_MAX &&
+               offsetof(rpc_call, peer) == offsetof(rpc_call, user_agent) + RPC_AGENT_MAX &&
+               offsetof(rpc_call, message) == offsetof(rpc_call, peer) + 64 &&
+               sizeof(rpc_call) - offsetof(rpc_call, message) - RPC_MESSAGE_MAX < 8,
+               "rpc_call's texts come last, one after the other");
+
+void rpc_call_clear(rpc_call *call)
+{
+    memset(call, 0, offsetof(rpc_call, access_token));
+    call->access_token[0] = call->user_agent[0] = call->peer[0] = call->message[0] = '\0';
 }
 
 void rpc_fail(rpc_call *call, status_code code, const char *fmt, ...)

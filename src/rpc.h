@@ -41,18 +41,14 @@ struct rpc_call {
     tokend_ctx *ctx;
     /* metadata, copied out of the request so slow work may outlive it */
     uint64_t app_id;                     /* 0: not given */
-    char access_token[RPC_TOKEN_MAX];
     uint64_t as_user_id, as_group_id;    /* user_id / group_id headers */
     int32_t platform;
-    char user_agent[RPC_AGENT_MAX];
-    char peer[64];
     int64_t deadline_ms;                 /* on rpc_clock_ms's clock; 0: none */
     /* who the call turned out to be about, for the access log: set by
      * rpc_auth.c (the caller) and the logins (the user logged in) */
     uint64_t log_app_id, log_user_id;
     /* the answer */
     status_code status;
-    char message[RPC_MESSAGE_MAX];
     int retry_after;                     /* seconds, for UNAVAILABLE / RESOURCE_EXHAUSTED */
     ProtobufCClosure closure;
     rpc_loop *loop;                      /* the call's event loop (set by the wire layer) */
@@ -60,7 +56,16 @@ struct rpc_call {
      * NULL); for rpc_wait_fresh */
     void (*again)(rpc_call *call);
     int waited_fresh;
+    /* The texts last, one after the other (rpc_call_clear) */
+    char access_token[RPC_TOKEN_MAX];
+    char user_agent[RPC_AGENT_MAX];
+    char peer[64];
+    char message[RPC_MESSAGE_MAX];       /* the answer's, with status */
 };
+
+/* Clears a call for reuse: every field, and the texts to "". The texts are
+ * most of the call's 800 bytes, so only their first bytes are written. */
+void rpc_call_clear(rpc_call *call);
 
 /* Every service the server exposes, NULL-terminated. */
 ProtobufCService *const *rpc_services(void);

@@ -310,6 +310,17 @@ static void test_equal_and_wipe(void **state)
     assert_int_equal(crypto_equal(a, b, sizeof a), -1);
     assert_int_equal(crypto_equal(a, b, 31), 0);   /* only len bytes compared */
     assert_int_equal(crypto_equal(a, b, 0), 0);
+    /* every length, every byte, every bit: the word steps and the tail */
+    uint8_t x[45], y[45];
+    crypto_random(x, sizeof x);
+    for (size_t len = 1; len <= sizeof x; len++)
+        for (size_t i = 0; i < len; i++)
+            for (int bit = 0; bit < 8; bit++) {
+                memcpy(y, x, sizeof y);
+                y[i] ^= (uint8_t)(1u << bit);
+                assert_int_equal(crypto_equal(x, y, len), -1);
+                assert_int_equal(crypto_equal(x, y, i), 0);
+            }
 
     crypto_wipe(a, sizeof a);
     uint8_t zero[32] = {0};
