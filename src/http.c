@@ -459,13 +459,16 @@ static void copy_header(h2o_iovec_t v, char *out, size_t outlen)
     size_t n = v.len < outlen - 1 ? v.len : outlen - 1, i = 0;
     /* Eight at a time while all eight are printable, as user agents are: a
      * high bit in w - 0x20.. or in w is a byte below 0x20 or past 0x7F,
-     * and a zero byte of w ^ 0x7F.. (borrowing to its high bit) is a DEL. */
-    for (uint64_t w, del; i + 8 <= n; i += 8) {
+     * and a zero byte of w ^ 0x7F.. (borrowing to its high bit) is a DEL.
+     * The last eight overlap the eight before. */
+    while (n >= 8 && i < n) {
+        uint64_t w, del;
         memcpy(&w, v.base + i, 8);
         del = w ^ (0x7F * ones);
         if (((w - 0x20 * ones) | w | ((del - ones) & ~del)) & highs)
             break;
         memcpy(out + i, &w, 8);
+        i = i + 8 == n ? n : i + 16 <= n ? i + 8 : n - 8;
     }
     for (; i < n; i++)
         out[i] = v.base[i] >= 0x20 && v.base[i] <= 0x7E ? v.base[i] : '?';
