@@ -479,7 +479,7 @@ static void copy_header(h2o_iovec_t v, char *out, size_t outlen)
  * A header that says who is calling must come once: two app_ids or two
  * tokens would let a proxy and the server each read a different one. */
 static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, const req_headers *h,
-                                 rpc_call *c)
+                                 int64_t start_ns, rpc_call *c)
 {
     static const char *const twice[] = {
         "more than one app_id header: send it once", "more than one user_id header: send it once",
@@ -513,7 +513,7 @@ static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, const
     ms = (int64_t)config_deadline(cfg) * 1000;
     if (to.len && grpc_parse_timeout(to.base, to.len, &ms) != 0)
         return "grpc-timeout header is malformed";
-    c->deadline_ms = rpc_clock_ms() + ms;
+    c->deadline_ms = start_ns / 1000000 + ms;  /* rpc_clock_ms's clock, read at the start */
     memcpy(c->peer, http_obs_peer(req->conn), sizeof c->peer);
     return NULL;
 }
@@ -664,7 +664,7 @@ static void serve_stream(http_handler *h, h2o_req_t *req, const req_headers *hdr
     const char *msg;
     size_t off = 0, msg_len;
     status_code st = ST_OK;
-    const char *why = read_metadata(h->ctx->config, req, hdrs, &sc.call);
+    const char *why = read_metadata(h->ctx->config, req, hdrs, o->start_ns, &sc.call);
     int count = 0;
 
     if (!why)
@@ -799,7 +799,7 @@ static int serve(http_handler *h, h2o_req_t *req, const req_headers *hdrs, http_
             goto fail;
         }
     }
-    if ((why = read_metadata(h->ctx->config, req, hdrs, &wc->call)) != NULL) {
+    if ((why = read_metadata(h->ctx->config, req, hdrs, obs->start_ns, &wc->call)) != NULL) {
         respond(obs, req, form, ST_INVALID_ARGUMENT, 0, why, NULL, NULL, 0);
         goto fail;
     }
