@@ -84,7 +84,8 @@
  *     iovec for a token), read only, and its encoder's rules (the 32-entry
  *     cap, "don't compress" values under 20 bytes never indexed); the
  *     connection's `super.id`; req's `prefilters`, `pathconf->filters`,
- *     `_next_filter_index` and `_generator` (start_response);
+ *     `_next_filter_index` and `_generator` (start_response), and the
+ *     chunked encoder h2o puts on every path acting on HTTP/1.1 only;
  *   - the library calling generator->proceed() only from its write-complete
  *     handler, after unlinking the stream, and never for a stream that was
  *     reset (a reset or a closing connection closes the stream instead; the
@@ -92,7 +93,9 @@
  * Each call checks the req really is a live HTTP/2 stream of its connection
  * (a hash lookup through the stand-in) and returns -1 otherwise.
  */
+#include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <h2o.h>
@@ -613,14 +616,46 @@ static h2o_iovec_t sanitized(h2o_mem_pool_t *pool, h2o_iovec_t v)
     return h2o_iovec_init(c, v.len);
 }
 
+/* h2o puts its chunked encoder on every path (h2o_config_init_pathconf);
+ * it acts on HTTP/1.1 replies only. Its callback is found once, from a
+ * filter h2o_chunked_register makes on a scratch path. */
+static void (*chunked_setup)(h2o_filter_t *, h2o_req_t *, h2o_ostream_t **);
+
+static void find_chunked_setup(void)
+{
+    static h2o_globalconf_t global;   /* h2o_create_filter counts its slots */
+    h2o_pathconf_t scratch = {.global = &global};
+    h2o_chunked_register(&scratch);
+    if (scratch.filters.size == 1)
+        chunked_setup = scratch.filters.entries[0]->on_setup_ostream;
+    for (size_t i = 0; i != scratch.filters.size; ++i)
+        free(scratch.filters.entries[i]);
+    free(scratch.filters.entries);
+}
+
+/* Whether the path's filters would do nothing to an HTTP/2 reply: none,
+ * or only h2o's chunked encoder (tokend registers none of its own). */
+static int filters_idle(h2o_req_t *req)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    const h2o_pathconf_t *pc = req->pathconf;
+    if (req->prefilters != NULL)
+        return 0;
+    if (req->_next_filter_index >= pc->filters.size)
+        return 1;
+    pthread_once(&once, find_chunked_setup);
+    return pc->filters.size == 1 && req->_next_filter_index == 0 && chunked_setup != NULL &&
+           pc->filters.entries[0]->on_setup_ostream == chunked_setup;
+}
+
 /* h2o_start_response, which sets up the response filters, and first copies
  * the response into req->res.original for them and h2o's access log (the
- * only readers in 2.2.5, lib/core/logconf.c). With neither a filter nor a
- * prefilter on the path - tokend registers none - only the generator is
- * left to set (a sixth of a small reply's header work). */
+ * only readers in 2.2.5, lib/core/logconf.c). When the filters would do
+ * nothing, only the generator is left to set (a sixth of a small reply's
+ * header work). */
 static void start_response(h2o_req_t *req, h2o_generator_t *generator)
 {
-    if (req->prefilters != NULL || req->_next_filter_index < req->pathconf->filters.size) {
+    if (!filters_idle(req)) {
         h2o_start_response(req, generator);
         return;
     }
