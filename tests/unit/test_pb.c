@@ -193,6 +193,135 @@ static void test_overlong_key(void **state)
     same_decoding(&tokend__v1__verify_reply__descriptor, padded5, sizeof padded5);
     same_decoding(&tokend__v1__verify_reply__descriptor, padded6, sizeof padded6);
     assert_null(protobuf_c_message_unpack(&tokend__v1__verify_reply__descriptor, NULL, sizeof padded6, padded6));
+    /* and a length longer than 5 bytes (found by fuzz_protobuf: an empty
+     * Device.push_token_sealed); an empty string's padded to 5 is taken */
+    static const uint8_t length7[] = {0x3a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00};
+    static const uint8_t length6[] = {0x1a, 0x81, 0x80, 0x80, 0x80, 0x80, 0x00, 'x'};
+    static const uint8_t length5[] = {0x1a, 0x81, 0x80, 0x80, 0x80, 0x00, 'x'};
+    same_decoding(&tokend__v1__store__device__descriptor, length7, sizeof length7);
+    same_decoding(&tokend__v1__store__session__descriptor, length6, sizeof length6);
+    same_decoding(&tokend__v1__store__session__descriptor, length5, sizeof length5);
+    assert_null(protobuf_c_message_unpack(&tokend__v1__store__device__descriptor, NULL, sizeof length7, length7));
+    ProtobufCMessage *m = protobuf_c_message_unpack(&tokend__v1__store__session__descriptor, NULL,
+                                                    sizeof length5, length5);
+    assert_non_null(m);
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
+/* pb_size, pb_pack, pb_pack_into (flat types) and pb_unpack agree with
+ * protobuf-c on m. */
+static void same_packing(const ProtobufCMessage *m)
+{
+    size_t n;
+    uint8_t *want = packed_by_protobuf_c(m, &n), got[512];
+    assert_true(n <= sizeof got);
+    assert_int_equal(pb_size(m), n);
+    assert_int_equal(pb_pack(m, got), n);
+    assert_memory_equal(got, want, n);
+    if (pb_is_flat(m->descriptor)) {
+        assert_int_equal(pb_pack_into(m, got, sizeof got), n);
+        assert_memory_equal(got, want, n);
+    }
+    same_decoding(m->descriptor, want, n);
+    /* cut short by one byte: both refuse (or both read the shorter message) */
+    same_decoding(m->descriptor, want, n - 1);
+    free(want);
+}
+
+/* Varints of every length, 1 to 10 bytes, in the middle of a message (8
+ * bytes or more follow: read 8 at a time) and at its end (read by bytes). */
+static void test_varint_lengths(void **state)
+{
+    char label[] = "a label long enough to follow";
+    (void)state;
+    for (int len = 1; len <= 10; len++) {
+        uint64_t least = 1ull << (7 * (len - 1)), most = len == 10 ? UINT64_MAX : (least << 7) - 1;
+        for (int k = 0; k < 2; k++) {
+            Tokend__V1__Store__Session s = TOKEND__V1__STORE__SESSION__INIT;
+            s.user_id = k ? most : least;
+            s.expire_ms = (int64_t)s.user_id;
+            s.label = label;
+            same_packing(&s.base);
+            s.label = "";  /* expire_ms last */
+            same_packing(&s.base);
+            arena a = {0};
+            ProtobufCAllocator alloc = {arena_alloc, arena_free, &a};
+            uint8_t buf[64];
+            size_t n = pb_pack(&s.base, buf);
+            Tokend__V1__Store__Session *u = (Tokend__V1__Store__Session *)pb_unpack(
+                &tokend__v1__store__session__descriptor, &alloc, n, buf);
+            assert_non_null(u);
+            assert_true(u->user_id == s.user_id && u->expire_ms == s.expire_ms);
+        }
+    }
+}
+
+/* int32 and enums are sign-extended: a negative one packs as 10 bytes;
+ * uint32 is not. */
+static void test_negative_int32(void **state)
+{
+    static const int32_t values[] = {-1, INT32_MIN, INT32_MAX, -128};
+    (void)state;
+    for (size_t i = 0; i < sizeof values / sizeof *values; i++) {
+        Tokend__V1__Store__Session s = TOKEND__V1__STORE__SESSION__INIT;
+        s.encrypt_type = values[i];
+        s.device_sn = (uint32_t)values[i];
+        same_packing(&s.base);
+        uint8_t buf[64];
+        size_t n = pb_pack(&s.base, buf);
+        if (values[i] < 0)
+            assert_int_equal(n, 1 + 10 + 1 + 5);
+    }
+}
+
+/* Field numbers at the plan's edge: 63 is flat (a two-byte key), 64 is not. */
+typedef struct {
+    ProtobufCMessage base;
+    uint64_t a, b;
+} Edge;
+
+#define EDGE_FIELD(name, id, member) \
+    {name, id, PROTOBUF_C_LABEL_NONE, PROTOBUF_C_TYPE_UINT64, 0, offsetof(Edge, member), \
+     NULL, NULL, 0, 0, NULL, NULL}
+#define EDGE_DESC(fields, ranges, init) \
+    {PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC, "t.Edge", "Edge", "T__Edge", "t", sizeof(Edge), 2, \
+     fields, edge_by_name, 2, ranges, (ProtobufCMessageInit)init, NULL, NULL, NULL}
+static const ProtobufCFieldDescriptor edge63_fields[] = {EDGE_FIELD("a", 1, a), EDGE_FIELD("b", 63, b)};
+static const ProtobufCFieldDescriptor edge64_fields[] = {EDGE_FIELD("a", 1, a), EDGE_FIELD("b", 64, b)};
+static const unsigned edge_by_name[] = {0, 1};
+static const ProtobufCIntRange edge63_ranges[] = {{1, 0}, {63, 1}, {0, 2}};
+static const ProtobufCIntRange edge64_ranges[] = {{1, 0}, {64, 1}, {0, 2}};
+static void edge63_init(Edge *m);
+static void edge64_init(Edge *m);
+static const ProtobufCMessageDescriptor edge63 = EDGE_DESC(edge63_fields, edge63_ranges, edge63_init);
+static const ProtobufCMessageDescriptor edge64 = EDGE_DESC(edge64_fields, edge64_ranges, edge64_init);
+
+static void edge63_init(Edge *m)
+{
+    *m = (Edge){PROTOBUF_C_MESSAGE_INIT(&edge63), 0, 0};
+}
+
+static void edge64_init(Edge *m)
+{
+    *m = (Edge){PROTOBUF_C_MESSAGE_INIT(&edge64), 0, 0};
+}
+
+static void test_field_at_edge(void **state)
+{
+    (void)state;
+    assert_true(pb_is_flat(&edge63));
+    assert_false(pb_is_flat(&edge64));
+    for (int i = 0; i < 2; i++) {
+        Edge e = {PROTOBUF_C_MESSAGE_INIT(i ? &edge64 : &edge63), 5, 1ull << 40};
+        same_packing(&e.base);
+    }
+    /* field 63 twice; field 64 (unknown) and 0 in a flat type */
+    static const uint8_t twice[] = {0xf8, 0x03, 0x01, 0xf8, 0x03, 0x02};
+    static const uint8_t past[] = {0x08, 0x01, 0x80, 0x04, 0x07};
+    static const uint8_t zero[] = {0x00, 0x01, 0x08, 0x01};
+    same_decoding(&edge63, twice, sizeof twice);
+    same_decoding(&edge63, past, sizeof past);
+    same_decoding(&edge63, zero, sizeof zero);
 }
 
 int main(void)
@@ -202,6 +331,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pack_and_unpack_like_protobuf_c),
         cmocka_unit_test(test_overlong_key),
+        cmocka_unit_test(test_varint_lengths),
+        cmocka_unit_test(test_negative_int32),
+        cmocka_unit_test(test_field_at_edge),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
