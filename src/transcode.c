@@ -781,27 +781,35 @@ static const message_plan *plan_of(const ProtobufCMessageDescriptor *d)
 static const unsigned char plain_byte[256] = {[0x20 ... 0x21] = 1, [0x23 ... 0x5b] = 1,
                                               [0x5d ... 0x7f] = 1};
 
-/* Eight plain bytes at s? A byte's high bit comes up in one of the terms
- * below exactly when it is below 0x20, a quote, a backslash or above 0x7F
- * (a subtraction can borrow from a byte only past a lower byte that came
- * up itself). */
-static inline bool plain_word(const char *s)
+/* The bytes of the eight at s that are not plain, as their high bits: a
+ * byte's comes up in one of the terms below exactly when it is below 0x20,
+ * a quote, a backslash or above 0x7F (a subtraction can borrow from a byte
+ * only past a lower byte that came up itself, so the first is exact). */
+static inline uint64_t not_plain(const char *s)
 {
     const uint64_t ones = UINT64_C(0x0101010101010101), highs = ones << 7;
     uint64_t w;
 
     memcpy(&w, s, 8);
-    return !(((w - ones * 0x20) | ((w ^ ones * '"') - ones) | ((w ^ ones * '\\') - ones) | w) & highs);
+    return ((w - ones * 0x20) | ((w ^ ones * '"') - ones) | ((w ^ ones * '\\') - ones) | w) & highs;
 }
 
 /* The length of the run of plain bytes at s (n bytes): a word at a time,
- * the last few bytes as the last word (which overlaps the one before). */
+ * the last few bytes as the last word (which overlaps the one before); in
+ * a word that is not all plain, its first such byte ends the run. */
 static size_t plain_prefix(const char *s, size_t n)
 {
     size_t i = 0;
+    uint64_t bad = 0;
 
-    while (i + 8 <= n && plain_word(s + i)) i += 8;
-    if (i + 8 > n && n >= 8 && plain_word(s + n - 8)) return n;
+    while (i + 8 <= n && !(bad = not_plain(s + i))) i += 8;
+    if (i + 8 > n && n >= 8) {
+        if (!(bad = not_plain(s + n - 8))) return n;
+        i = n - 8;   /* its bytes before the old i are plain: the first bad one is past it */
+    }
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (bad) return i + (size_t)(__builtin_ctzll(bad) >> 3);
+#endif
     while (i < n && plain_byte[(unsigned char)s[i]]) i++;
     return i;
 }
