@@ -232,7 +232,7 @@ static struct varint get_varint(const uint8_t *p, const uint8_t *end)
 
 /* NULL: not decoded here (protobuf-c decides). */
 static ProtobufCMessage *flat_unpack(const struct plan *pl, ProtobufCAllocator *a, size_t len,
-                                     const uint8_t *data)
+                                     const uint8_t *data, uint64_t skip)
 {
     const uint8_t *p = data, *end = data + len;
     uint64_t seen = 0;
@@ -270,6 +270,10 @@ static ProtobufCMessage *flat_unpack(const struct plan *pl, ProtobufCAllocator *
             if (v > (uint64_t)(end - p))
                 goto other;
             uint8_t *c = NULL;
+            if (skip & (1ull << (tag >> 3))) {   /* left as protobuf_c_message_init made it */
+                p += v;
+                break;
+            }
             if (text || v) {
                 if (!(c = a->alloc(a->allocator_data, (size_t)v + text)))
                     goto other;
@@ -303,12 +307,18 @@ other:
     return NULL;
 }
 
-ProtobufCMessage *pb_unpack(const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
-                            size_t len, const uint8_t *data)
+ProtobufCMessage *pb_unpack_skip(const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
+                                 size_t len, const uint8_t *data, uint64_t skip)
 {
     ProtobufCMessage *m = NULL;
     const struct plan *pl;
     if (alloc && (pl = plan_of(desc))->flat)
-        m = flat_unpack(pl, alloc, len, data);
+        m = flat_unpack(pl, alloc, len, data, skip);
     return m ? m : protobuf_c_message_unpack(desc, alloc, len, data);
+}
+
+ProtobufCMessage *pb_unpack(const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
+                            size_t len, const uint8_t *data)
+{
+    return pb_unpack_skip(desc, alloc, len, data, 0);
 }

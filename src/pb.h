@@ -33,5 +33,10 @@ size_t pb_pack_into(const ProtobufCMessage *m, uint8_t *out, size_t cap);
  * message with protobuf_c_message_free_unpacked, as always. */
 ProtobufCMessage *pb_unpack(const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
                             size_t len, const uint8_t *data);
+/* The same, but the fast way leaves the string and bytes fields whose
+ * numbers are set in `skip` (bit n: field n) empty instead of copying them:
+ * for a reader that needs neither their bytes nor a copy of a secret. */
+ProtobufCMessage *pb_unpack_skip(const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
+                                 size_t len, const uint8_t *data, uint64_t skip);
 
 #endif

@@ -374,14 +374,14 @@ static int record(store *s, MDB_txn *txn, int op, int db, const void *k, size_t 
 }
 
 int get_msg_with(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
-                 const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
+                 const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc, uint64_t skip,
                  void **out)
 {
     MDB_val key = {klen, (void *)k}, val;
     int rc = mdb_get(txn, s->db[db], &key, &val);
     if (rc != MDB_SUCCESS)
         return map_rc(rc);
-    *out = pb_unpack(desc, alloc, val.mv_size, val.mv_data);
+    *out = pb_unpack_skip(desc, alloc, val.mv_size, val.mv_data, skip);
     if (!*out) {
         log_event(LOG_ERROR, "store", "store: undecodable record in %s", db_names[db]);
         return STORE_ERR;
@@ -392,7 +392,7 @@ int get_msg_with(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
 int get_msg(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
             const ProtobufCMessageDescriptor *desc, void **out)
 {
-    return get_msg_with(s, txn, db, k, klen, desc, NULL, out);
+    return get_msg_with(s, txn, db, k, klen, desc, NULL, 0, out);
 }
 
 /* Packs the record straight into the page LMDB reserves for it. */

@@ -152,7 +152,9 @@ int store_user_revoke(store *s, uint64_t user_id, const uint8_t *keep, size_t *r
                       const store_audit *audit);
 
 /* --- the hot path: n sessions in one read transaction; out[i] is NULL when
- * not found. `alloc` (may be NULL) lets the caller decode into an arena. */
+ * not found. `alloc` (may be NULL) lets the caller decode into an arena;
+ * there the sessions' secrets, which checks do not need (store_token_hash,
+ * access_key_secret), may be left empty. */
 int store_sessions_get(store *s, size_t n, const uint8_t *const *hashes,
                        store_session **out, ProtobufCAllocator *alloc);
 /* The same, with the admin-token generation read in the same transaction

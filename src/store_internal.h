@@ -228,8 +228,11 @@ void txn_abort(store *s, MDB_txn *txn);
 int txn_end_s(store *s, MDB_txn *txn, int rc);
 #define txn_end(txn, rc) txn_end_s(s, (txn), (rc))
 
+/* Decoded into alloc's arena (NULL: the heap), the string and bytes fields
+ * numbered in skip possibly left empty (pb_unpack_skip). */
 int get_msg_with(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
-                 const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc, void **out);
+                 const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc, uint64_t skip,
+                 void **out);
 int get_msg(store *s, MDB_txn *txn, int db, const void *k, size_t klen,
             const ProtobufCMessageDescriptor *desc, void **out);
 int put_msg(store *s, MDB_txn *txn, int db, const void *k, size_t klen,

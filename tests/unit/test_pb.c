@@ -256,6 +256,40 @@ static void test_varint_lengths(void **state)
     }
 }
 
+/* Skipped strings and bytes come back empty, skipped scalars as they are,
+ * and everything else as without the skip. */
+static void test_unpack_skip(void **state)
+{
+    (void)state;
+    uint8_t hash[32];
+    memset(hash, 0xab, sizeof hash);
+    Tokend__V1__Store__Session s = TOKEND__V1__STORE__SESSION__INIT;
+    s.user_id = 7, s.app_id = 1000, s.device_guid = "dev", s.expire_ms = 1700000000000;
+    s.store_token_hash = (ProtobufCBinaryData){sizeof hash, hash};
+    s.access_key_secret = "the secret", s.public_key = "pk", s.admin = 1, s.label = "l";
+    uint8_t buf[256];
+    size_t n = pb_pack(&s.base, buf);
+    arena a = {0};
+    ProtobufCAllocator alloc = {arena_alloc, arena_free, &a};
+    Tokend__V1__Store__Session *u = (Tokend__V1__Store__Session *)pb_unpack_skip(
+        &tokend__v1__store__session__descriptor, &alloc, n, buf, 1ull << 5 | 1ull << 6 | 1ull << 1);
+    assert_non_null(u);
+    assert_int_equal(u->store_token_hash.len, 0);
+    assert_string_equal(u->access_key_secret, "");
+    assert_true(u->user_id == 7);   /* a scalar is not skipped */
+    assert_true(u->app_id == 1000 && u->expire_ms == 1700000000000 && u->admin);
+    assert_string_equal(u->device_guid, "dev");
+    assert_string_equal(u->public_key, "pk");
+    assert_string_equal(u->label, "l");
+    /* none of the secret's bytes was copied into the arena */
+    for (size_t i = 0; i + 10 <= a.used; i++)
+        assert_false(memcmp(a.buf + i, "the secret", 10) == 0);
+    u = (Tokend__V1__Store__Session *)pb_unpack_skip(&tokend__v1__store__session__descriptor,
+                                                    &alloc, n, buf, 0);
+    assert_string_equal(u->access_key_secret, "the secret");
+    assert_memory_equal(u->store_token_hash.data, hash, sizeof hash);
+}
+
 /* int32 and enums are sign-extended: a negative one packs as 10 bytes;
  * uint32 is not. */
 static void test_negative_int32(void **state)
@@ -334,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_varint_lengths),
         cmocka_unit_test(test_negative_int32),
         cmocka_unit_test(test_field_at_edge),
+        cmocka_unit_test(test_unpack_skip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -255,6 +255,21 @@ static void test_user_unknown_app(void **state)
 
 /* --- logins, sessions, devices ------------------------------------------ */
 
+static void *arena_of(void *data, size_t size)
+{
+    struct { size_t used; _Alignas(16) uint8_t buf[4096]; } *a = data;
+    size = (size + 15) & ~(size_t)15;
+    if (size > sizeof a->buf - a->used)
+        return NULL;
+    a->used += size;
+    return a->buf + a->used - size;
+}
+
+static void arena_none(void *data, void *p)
+{
+    (void)data, (void)p;
+}
+
 static void test_login_without_device(void **state)
 {
     fixture *f = *state;
@@ -282,6 +297,16 @@ static void test_login_without_device(void **state)
     /* No device record, no push token. */
     assert_int_equal(store_device_get(f->s, app, "", &d), STORE_NOTFOUND);
     assert_push(f->s, 1, STORE_NOTFOUND, 0, NULL);
+
+    /* The hot path's read leaves out the secrets a check does not need. */
+    struct { size_t used; _Alignas(16) uint8_t buf[4096]; } a = {0};
+    ProtobufCAllocator alloc = {arena_of, arena_none, &a};
+    const uint8_t *hp = h;
+    assert_int_equal(store_sessions_get(f->s, 1, &hp, &sess, &alloc), STORE_OK);
+    assert_non_null(sess);
+    assert_true(sess->user_id == user && sess->app_id == app && sess->expire_ms == 1700003600000);
+    assert_string_equal(sess->access_key_secret, "");
+    assert_int_equal(sess->store_token_hash.len, 0);
 
     /* Another hash is not a session. */
     sess = NULL;
