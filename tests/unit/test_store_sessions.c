@@ -176,6 +176,14 @@ static void test_sessions_get_fast_decode(void **state)
     fill_hash(h, 3);
     assert_int_equal(store_sessions_get(f->s, 1, hashes, &fast, &alloc), STORE_OK);
     assert_int_equal(store_sessions_get(f->s, 1, hashes, &slow, NULL), STORE_OK);
+    /* The arena's decode leaves out the secrets a check does not need;
+     * with them put back, it is protobuf-c's. */
+    assert_int_equal(fast->store_token_hash.len, 0);
+    assert_string_equal(fast->access_key_secret, "");
+    assert_int_equal(slow->store_token_hash.len, CRYPTO_HASH_BYTES);
+    assert_string_equal(slow->access_key_secret, "secret");
+    fast->store_token_hash = slow->store_token_hash;
+    fast->access_key_secret = slow->access_key_secret;
     size_t na = protobuf_c_message_get_packed_size(&fast->base);
     size_t nb = protobuf_c_message_get_packed_size(&slow->base);
     assert_int_equal(na, nb);
@@ -183,8 +191,8 @@ static void test_sessions_get_fast_decode(void **state)
     protobuf_c_message_pack(&fast->base, a);
     protobuf_c_message_pack(&slow->base, b);
     assert_memory_equal(a, b, na);
-    assert_int_equal(fast->store_token_hash.len, CRYPTO_HASH_BYTES);
-    assert_string_equal(fast->access_key_secret, "secret");
+    fast->store_token_hash = (ProtobufCBinaryData){0, NULL};   /* slow's, freed with slow */
+    fast->access_key_secret = (char *)protobuf_c_empty_string;
     protobuf_c_message_free_unpacked(&fast->base, &alloc);
     protobuf_c_message_free_unpacked(&slow->base, NULL);
 }
