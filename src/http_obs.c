@@ -72,12 +72,8 @@ void http_obs_begin(http_obs *o, h2o_req_t *req, h2o_iovec_t client_id, metrics_
     }
     o->request_id_len = idlen;
     static const h2o_iovec_t request_id_name = {H2O_STRLIT("x-request-id")};
-    if (idlen) {
-        /* the header outlives o (the call copies it): its own copy, in the request's pool */
-        char *v = h2o_mem_alloc_pool(&req->pool, idlen);
-        memcpy(v, o->request_id, idlen);
-        h2_reply_add_unindexed(req, &request_id_name, h2o_iovec_init(v, idlen));
-    }
+    if (idlen)
+        h2_reply_add_unindexed(req, &request_id_name, h2o_strdup(&req->pool, o->request_id, idlen));
     if (log_access_enabled()) {
         size_t n = req->method.len < sizeof o->method - 1 ? req->method.len : sizeof o->method - 1;
         memcpy(o->method, req->method.base, n);

@@ -386,9 +386,9 @@ int server_run(tokend_ctx *ctx, const router *router)
             abort();
         }
         m->log = log_access_enabled() ? log_ring_new() : NULL;
-        int n = snprintf(m->request_id_prefix, sizeof m->request_id_prefix, "%02x%02x%02x%02x-%u-",
-                         rnd[0], rnd[1], rnd[2], rnd[3], i);
-        m->request_id_prefix_len = n > 0 ? strnlen(m->request_id_prefix, sizeof m->request_id_prefix) : 0;
+        snprintf(m->request_id_prefix, sizeof m->request_id_prefix, "%02x%02x%02x%02x-%u-", rnd[0],
+                 rnd[1], rnd[2], rnd[3], i);
+        m->request_id_prefix_len = strlen(m->request_id_prefix);
         s.threads[i].metrics = m;
         s.threads[i].metrics_fd = -1;
         s.registry.loops[i] = m;

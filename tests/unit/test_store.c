@@ -255,9 +255,14 @@ static void test_user_unknown_app(void **state)
 
 /* --- logins, sessions, devices ------------------------------------------ */
 
+typedef struct {
+    size_t used;
+    _Alignas(16) uint8_t buf[4096];
+} test_arena;
+
 static void *arena_of(void *data, size_t size)
 {
-    struct { size_t used; _Alignas(16) uint8_t buf[4096]; } *a = data;
+    test_arena *a = data;
     size = (size + 15) & ~(size_t)15;
     if (size > sizeof a->buf - a->used)
         return NULL;
@@ -299,7 +304,7 @@ static void test_login_without_device(void **state)
     assert_push(f->s, 1, STORE_NOTFOUND, 0, NULL);
 
     /* The hot path's read leaves out the secrets a check does not need. */
-    struct { size_t used; _Alignas(16) uint8_t buf[4096]; } a = {0};
+    test_arena a = {0};
     ProtobufCAllocator alloc = {arena_of, arena_none, &a};
     const uint8_t *hp = h;
     assert_int_equal(store_sessions_get(f->s, 1, &hp, &sess, &alloc), STORE_OK);
