@@ -604,11 +604,13 @@ static int decode(http_handler *h, h2o_req_t *req, wire_call *wc, http_obs *o)
             why = grpc_unframe(req, wc->form, &msg, &st);
         /* The query binding frees what it replaces with free(): no arena then. */
         ProtobufCAllocator *al = req->query_at == SIZE_MAX ? &wc->alloc : NULL;
-        if (!why && !(wc->request = pb_unpack(in, al, msg.len, (const uint8_t *)msg.base))) {
+        int checked = 0;   /* the strings were found UTF-8 while decoded */
+        if (!why && !(wc->request = pb_unpack_text(in, al, msg.len, (const uint8_t *)msg.base,
+                                                   &checked))) {
             snprintf(err, sizeof err, "body is not a valid %s message", in->name);
             why = err;
         }
-        if (!why && transcode_check_strings(wc->request, err) != 0)
+        if (!why && !checked && transcode_check_strings(wc->request, err) != 0)
             why = err;
         if (!why && wc->form == FORM_PROTO && bind_query(req, wc->request, err) != 0)
             why = err;

@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 #include "pb.h"
+#include "utf8.h"
 
 #define FLAT_MAX_ID 63   /* fields seen are kept in a 64-bit set */
 #define NO_TAG 0xffff    /* a key no input reaches (its number is over FLAT_MAX_ID) */
@@ -230,9 +231,13 @@ static struct varint get_varint(const uint8_t *p, const uint8_t *end)
     return (struct varint){NULL, 0};
 }
 
-/* NULL: not decoded here (protobuf-c decides). */
-static ProtobufCMessage *flat_unpack(const struct plan *pl, ProtobufCAllocator *a, size_t len,
-                                     const uint8_t *data, uint64_t skip)
+/* NULL: not decoded here (protobuf-c decides). With `text_only`, a string
+ * field that is not UTF-8 is not decoded here either (pb_unpack_text).
+ * Inlined where it is called: the sessions' decoder (pb_unpack_skip) is
+ * then built without the text check, as it was before there was one. */
+static inline __attribute__((always_inline)) ProtobufCMessage *
+flat_unpack(const struct plan *pl, ProtobufCAllocator *a, size_t len, const uint8_t *data,
+            uint64_t skip, int text_only)
 {
     const uint8_t *p = data, *end = data + len;
     uint64_t seen = 0;
@@ -277,7 +282,10 @@ static ProtobufCMessage *flat_unpack(const struct plan *pl, ProtobufCAllocator *
             if (text || v) {
                 if (!(c = a->alloc(a->allocator_data, (size_t)v + text)))
                     goto other;
-                memcpy(c, p, (size_t)v);
+                if (!(text && text_only))
+                    memcpy(c, p, (size_t)v);
+                else if (!utf8_copy_valid((char *)c, (const char *)p, (size_t)v))
+                    goto other;
             }
             if (text) {
                 c[v] = '\0';
@@ -313,7 +321,18 @@ ProtobufCMessage *pb_unpack_skip(const ProtobufCMessageDescriptor *desc, Protobu
     ProtobufCMessage *m = NULL;
     const struct plan *pl;
     if (alloc && (pl = plan_of(desc))->flat)
-        m = flat_unpack(pl, alloc, len, data, skip);
+        m = flat_unpack(pl, alloc, len, data, skip, 0);
+    return m ? m : protobuf_c_message_unpack(desc, alloc, len, data);
+}
+
+ProtobufCMessage *pb_unpack_text(const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
+                                 size_t len, const uint8_t *data, int *checked)
+{
+    ProtobufCMessage *m = NULL;
+    const struct plan *pl;
+    if (alloc && (pl = plan_of(desc))->flat)
+        m = flat_unpack(pl, alloc, len, data, 0, 1);
+    *checked = m != NULL;   /* the fast way decoded it, and checked every string */
     return m ? m : protobuf_c_message_unpack(desc, alloc, len, data);
 }
 

@@ -39,4 +39,15 @@ ProtobufCMessage *pb_unpack(const ProtobufCMessageDescriptor *desc, ProtobufCAll
 ProtobufCMessage *pb_unpack_skip(const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
                                  size_t len, const uint8_t *data, uint64_t skip);
 
+/* pb_unpack for a request from outside, whose strings must be UTF-8 (the
+ * binary and gRPC forms). The fast way checks each string field as it
+ * copies it, while the bytes are in cache, and sets *checked: then every
+ * string of the message is known to be UTF-8 (utf8_valid_n; a flat
+ * message has no strings elsewhere). A string that is not, like anything
+ * else the fast way does not expect, leaves the message to protobuf-c,
+ * and *checked is 0: the caller checks it (transcode_check_strings, which
+ * names the field), as it checks any message not decoded the fast way. */
+ProtobufCMessage *pb_unpack_text(const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
+                                 size_t len, const uint8_t *data, int *checked);
+
 #endif

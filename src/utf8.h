@@ -39,4 +39,14 @@ size_t utf8_prefix(const char *s, size_t n);
 /* 1 when the NUL-terminated string s is all well-formed UTF-8, else 0. */
 int utf8_valid(const char *s);
 
+/* utf8_valid of the n bytes at s as a string: 1 when they are well-formed
+ * UTF-8 up to the first NUL among them, or all n without one (what is past
+ * a NUL is no part of a C string, and is not judged). For bytes not yet
+ * NUL-terminated: a string field as it is decoded. */
+int utf8_valid_n(const char *s, size_t n);
+
+/* Copies the n bytes at src to dst (not NUL-terminated) and returns
+ * utf8_valid_n of them: one pass over bytes that are copied anyway. */
+int utf8_copy_valid(char *dst, const char *src, size_t n);
+
 #endif
