@@ -151,6 +151,17 @@ static uint8_t *put_frame_header(uint8_t *p, size_t len, uint8_t type, uint8_t f
     return p;
 }
 
+/* The trailers as one HEADERS frame at p, END_STREAM and END_HEADERS:
+ * block.len must not pass the peer's max frame size (16 KiB or more; gRPC
+ * trailers take tens of bytes). Returns the end. */
+static uint8_t *put_trailer_frame(uint8_t *p, uint32_t stream_id, h2o_iovec_t block)
+{
+    p = put_frame_header(p, block.len, H2O_HTTP2_FRAME_TYPE_HEADERS,
+                         H2O_HTTP2_FRAME_FLAG_END_STREAM | H2O_HTTP2_FRAME_FLAG_END_HEADERS, stream_id);
+    memcpy(p, block.base, block.len);
+    return p + block.len;
+}
+
 /* Appends HEADERS (+ CONTINUATION...) frames carrying `block` to the
  * connection's write buffer; END_STREAM goes on the HEADERS frame, END_HEADERS
  * on the last one. An empty block still yields one HEADERS frame. */
@@ -376,7 +387,7 @@ static uint8_t *put_trusted(uint8_t *p, const h2o_iovec_t *s)
 /* Literal header fields without indexing, new name (RFC 7541 6.2.2), no
  * Huffman coding, names as they are (tokend's own, lower case), values as
  * put_value sends them. {NULL, 0} for an empty name or a field too long. */
-static h2o_iovec_t encode_trailers(h2o_mem_pool_t *pool, const h2o_header_t *trailers, size_t n)
+h2o_iovec_t h2_reply_encode_trailers(h2o_mem_pool_t *pool, const h2o_header_t *trailers, size_t n)
 {
     size_t cap = 0;
     for (size_t i = 0; i != n; ++i) {
@@ -393,6 +404,21 @@ static h2o_iovec_t encode_trailers(h2o_mem_pool_t *pool, const h2o_header_t *tra
         p = put_value(p, trailers[i].value.base, trailers[i].value.len);
     }
     return h2o_iovec_init(buf, (size_t)(p - buf));
+}
+
+/* grpc-status: 0 alone ends nearly every gRPC reply: its block, as
+ * h2_reply_encode_trailers writes it, is made once here rather than for
+ * each reply (tests/unit/test_h2_reply.c compares the two). */
+static const char grpc_ok_name[] = "grpc-status";
+static const char grpc_ok_block[] = "\x00\x0b" "grpc-status" "\x01" "0";
+
+h2o_iovec_t h2_reply_trailer_block(h2o_mem_pool_t *pool, const h2o_header_t *trailers, size_t n)
+{
+    if (n == 1 && trailers->name != NULL &&
+        h2o_memis(trailers->name->base, trailers->name->len, grpc_ok_name, sizeof grpc_ok_name - 1) &&
+        h2o_memis(trailers->value.base, trailers->value.len, "0", 1))
+        return h2o_iovec_init(grpc_ok_block, sizeof grpc_ok_block - 1); /* only ever read */
+    return h2_reply_encode_trailers(pool, trailers, n);
 }
 
 /* the token h2o interned `name` as, or NULL (h2o_iovec_is_token, inlined) */
@@ -742,29 +768,35 @@ static void append_response_headers(h2o_http2_conn_t *conn, h2o_http2_stream_t *
  * window - room left in the write buffer, trimmed to the TCP congestion
  * window when latency optimisation is on, and the connection window). So the
  * write is never larger than one h2o makes, and frames of other streams,
- * PING and SETTINGS ACKs wait behind at most 16 KiB of it. gen == NULL: no
- * trailers, END_STREAM goes on the DATA frame. */
+ * PING and SETTINGS ACKs wait behind at most 16 KiB of it. trailers ==
+ * NULL: none, END_STREAM goes on the DATA frame. The stream is finished
+ * here, so `gen` is never called (a static one does). */
 static int respond_whole(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
-                         struct trailers_generator *gen, h2o_iovec_t body, h2o_generator_t *plain)
+                         const h2o_iovec_t *trailers, h2o_iovec_t body, h2o_generator_t *gen)
 {
     if (body.len > WHOLE_MAX || body.len > conn->peer_settings.max_frame_size || conn->sock == NULL ||
         h2o_http2_window_get_window(&stream->output_window) < (ssize_t)body.len ||
         h2o_http2_conn_get_buffer_window(conn) < (ssize_t)body.len)
         return -1;
-    start_response(req, gen ? &gen->super : plain); /* lets header filters run */
-    append_response_headers(conn, stream, req, gen ? SIZE_MAX : body.len, 0);
-    h2o_iovec_t dst = h2o_buffer_reserve(&conn->_write.buf, H2O_HTTP2_FRAME_HEADER_SIZE + body.len);
+    /* trailers that fit one frame (all of gRPC's) are reserved with the DATA frame */
+    int one_frame = trailers && trailers->len <= conn->peer_settings.max_frame_size;
+    size_t tail = one_frame ? H2O_HTTP2_FRAME_HEADER_SIZE + trailers->len : 0;
+    start_response(req, gen); /* lets header filters run */
+    append_response_headers(conn, stream, req, trailers ? SIZE_MAX : body.len, 0);
+    h2o_iovec_t dst = h2o_buffer_reserve(&conn->_write.buf, H2O_HTTP2_FRAME_HEADER_SIZE + body.len + tail);
     if (dst.base == NULL)
         h2o_fatal("no memory");
     uint8_t *p = put_frame_header((uint8_t *)dst.base, body.len, H2O_HTTP2_FRAME_TYPE_DATA,
-                                  gen ? 0 : H2O_HTTP2_FRAME_FLAG_END_STREAM, stream->stream_id);
+                                  trailers ? 0 : H2O_HTTP2_FRAME_FLAG_END_STREAM, stream->stream_id);
     memcpy(p, body.base, body.len);
-    conn->_write.buf->size += H2O_HTTP2_FRAME_HEADER_SIZE + body.len;
+    if (one_frame)
+        put_trailer_frame(p + body.len, stream->stream_id, *trailers);
+    conn->_write.buf->size += H2O_HTTP2_FRAME_HEADER_SIZE + body.len + tail;
     h2o_http2_window_consume_window(&stream->output_window, body.len);
     h2o_http2_window_consume_window(&conn->_write.window, body.len);
     stream->req.bytes_sent += body.len;
-    if (gen)
-        append_trailer_frames(conn, stream->stream_id, gen->block);
+    if (trailers && !one_frame)
+        append_trailer_frames(conn, stream->stream_id, *trailers);
     h2o_http2_stream_set_state(conn, stream, H2O_HTTP2_STREAM_STATE_SEND_BODY);
     finish_stream(conn, stream);
     return 0;
@@ -815,24 +847,28 @@ int h2_reply_send(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers
     }
 
     tolerate_idle_rst(conn, stream);
-    struct trailers_generator *gen = h2o_mem_alloc_pool(&req->pool, sizeof(*gen));
-    gen->super.proceed = on_proceed;
-    gen->super.stop = on_stop;
-    gen->block = encode_trailers(&req->pool, trailers, num_trailers);
-    if (gen->block.base == NULL)
+    h2o_iovec_t block = h2_reply_trailer_block(&req->pool, trailers, num_trailers);
+    if (block.base == NULL)
         return -1;
 
     req->res.status = 200;
     req->res.reason = "OK";
     req->res.content_length = SIZE_MAX;
 
+    /* Both finish the stream before they return: no generator of ours is
+     * ever called, and `plain` serves. */
     if (body.len == 0) {
-        respond_headers_only(conn, stream, req, &gen->super, trailers, num_trailers, SIZE_MAX);
+        respond_headers_only(conn, stream, req, &plain, trailers, num_trailers, SIZE_MAX);
         return 0;
     }
-
-    if (respond_whole(conn, stream, req, gen, body, NULL) == 0)
+    if (respond_whole(conn, stream, req, &block, body, &plain) == 0)
         return 0;
+
+    /* The body goes out as h2o's DATA frames, the trailers after it (on_proceed). */
+    struct trailers_generator *gen = h2o_mem_alloc_pool(&req->pool, sizeof(*gen));
+    gen->super.proceed = on_proceed;
+    gen->super.stop = on_stop;
+    gen->block = block;
     h2o_iovec_t buf = h2o_strdup(&req->pool, body.base, body.len);
     h2o_start_response(req, &gen->super);
     /* Straight to the stream's final ostream (what h2o_send does when no

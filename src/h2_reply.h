@@ -42,6 +42,15 @@
  * a trailer with an empty name or over 64 KiB. The caller then falls back (e.g. h2o_send_error_*). */
 int h2_reply_send(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers, size_t num_trailers);
 
+/* The HPACK block h2_reply_send sends as the trailing HEADERS of
+ * `trailers` (n of them), in pool: {NULL, 0} when it refuses them (an empty
+ * name, a field over 64 KiB). grpc-status: 0 alone is a static block
+ * (read only), everything else h2_reply_encode_trailers's. */
+h2o_iovec_t h2_reply_trailer_block(h2o_mem_pool_t *pool, const h2o_header_t *trailers, size_t n);
+/* The block field by field, whatever the trailers: literals without
+ * indexing, new names as given, no Huffman, values' NUL, CR, LF as spaces. */
+h2o_iovec_t h2_reply_encode_trailers(h2o_mem_pool_t *pool, const h2o_header_t *trailers, size_t n);
+
 /* Adds a response header whose value is unique to this reply (a request id),
  * i.e. one that must not go into the connection's HPACK table. h2_reply_send
  * encodes every response header of a small reply without indexing, this one

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 #include <sodium.h>
 #include "pb.h"
+#include "transcode.h"
 #include "tokend/v1/store.pb-c.h"
 #include "tokend/v1/tokend.pb-c.h"
 
@@ -100,27 +101,42 @@ static uint8_t *packed_by_protobuf_c(const ProtobufCMessage *m, size_t *len)
     return b;
 }
 
+static void same_bytes(const ProtobufCMessage *a, const ProtobufCMessage *b)
+{
+    size_t la, lb;
+    uint8_t *x = packed_by_protobuf_c(a, &la), *y = packed_by_protobuf_c(b, &lb);
+    assert_int_equal(la, lb);
+    assert_memory_equal(x, y, la);
+    free(x);
+    free(y);
+}
+
 /* Both decoders on the same bytes: both refuse, or both give messages that
- * pack to the same bytes. */
-static void same_decoding(const ProtobufCMessageDescriptor *d, const uint8_t *in, size_t n)
+ * pack to the same bytes. pb_unpack_text too, and when it says the strings
+ * were checked, transcode_check_strings (what it spares http.c) finds them
+ * UTF-8. Returns that flag (0 when refused). */
+static int same_decoding(const ProtobufCMessageDescriptor *d, const uint8_t *in, size_t n)
 {
     arena *a = malloc(sizeof *a);
     assert_non_null(a);
     a->used = 0;
     ProtobufCAllocator alloc = {arena_alloc, arena_free, a};
     ProtobufCMessage *fast = pb_unpack(d, &alloc, n, in);
+    int checked = 0;
+    ProtobufCMessage *text = pb_unpack_text(d, &alloc, n, in, &checked);
     ProtobufCMessage *ref = protobuf_c_message_unpack(d, NULL, n, in);
     assert_int_equal(fast == NULL, ref == NULL);
+    assert_int_equal(text == NULL, ref == NULL);
     if (ref) {
-        size_t la, lb;
-        uint8_t *x = packed_by_protobuf_c(fast, &la), *y = packed_by_protobuf_c(ref, &lb);
-        assert_int_equal(la, lb);
-        assert_memory_equal(x, y, la);
-        free(x);
-        free(y);
+        char err[TRANSCODE_ERRLEN];
+        same_bytes(fast, ref);
+        same_bytes(text, ref);
+        if (checked)
+            assert_int_equal(transcode_check_strings(ref, err), 0);
         protobuf_c_message_free_unpacked(ref, NULL);
     }
     free(a);
+    return ref && checked;
 }
 
 static void test_pack_and_unpack_like_protobuf_c(void **state)
@@ -358,6 +374,85 @@ static void test_field_at_edge(void **state)
     same_decoding(&edge63, zero, sizeof zero);
 }
 
+/* pb_unpack_text's check against transcode_check_strings's: a bad byte, a
+ * cut or overlong sequence, a surrogate at every position of every string
+ * field of a flat message is found (and the message left to protobuf-c,
+ * whose result http.c then checks); good text is passed, a character or a
+ * NUL anywhere. A NUL ends the string for both: what follows is not judged. */
+static void test_unpack_text(void **state)
+{
+    static const char *const bad[] = {"\xff", "\x80", "\xc3", "\xe4\xb8", "\xed\xa0\x80",
+                                      "\xc0\x80", "\xf4\x90\x80\x80", "\xc3\x41"};
+    static const char *const good[] = {"\xc3\xa9", "\xe4\xb8\xad", "\xf0\x9f\x98\x80", "\x7f"};
+    (void)state;
+    for (size_t n = 1; n < 40; n++) {
+        for (size_t at = 0; at < n; at++) {
+            for (int field = 0; field < 4; field++) {
+                for (size_t k = 0; k < sizeof bad / sizeof *bad + sizeof good / sizeof *good + 1; k++) {
+                    char s[64];
+                    memset(s, 'a', n);
+                    s[n] = '\0';
+                    int want = 1;
+                    if (k < sizeof bad / sizeof *bad) {
+                        size_t len = strlen(bad[k]);
+                        memcpy(s + at, bad[k], len < n - at ? len : n - at);
+                        want = 0;
+                    } else if (k < sizeof bad / sizeof *bad + sizeof good / sizeof *good) {
+                        const char *g = good[k - sizeof bad / sizeof *bad];
+                        if (strlen(g) > n - at)
+                            continue;
+                        memcpy(s + at, g, strlen(g));
+                    } else {   /* a NUL inside, then a bad byte: the string ended */
+                        if (at + 1 >= n)
+                            continue;
+                        s[at] = '\0';
+                        s[n - 1] = '\xff';
+                    }
+                    /* the string goes into the wire form with its n bytes */
+                    uint8_t buf[256];
+                    size_t len;
+                    if (field == 0) {   /* Verify's request: one field */
+                        uint8_t *p = buf;
+                        *p++ = 0x0a, *p++ = (uint8_t)n;
+                        memcpy(p, s, n);
+                        len = 2 + n;
+                    } else {   /* one of a session's strings, appended to the others */
+                        static const char *const names[] = {"device_guid", "public_key", "label"};
+                        Tokend__V1__Store__Session m = TOKEND__V1__STORE__SESSION__INIT;
+                        m.user_id = 9, m.device_guid = "dev", m.public_key = "pk", m.label = "l";
+                        const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(
+                            &tokend__v1__store__session__descriptor, names[field - 1]);
+                        *(char **)((char *)&m + f->offset) = "";
+                        len = pb_pack(&m.base, buf);
+                        buf[len++] = (uint8_t)(f->id << 3 | 2);
+                        buf[len++] = (uint8_t)n;
+                        memcpy(buf + len, s, n);   /* a NUL in s goes in too */
+                        len += n;
+                    }
+                    const ProtobufCMessageDescriptor *d = field == 0
+                        ? &tokend__v1__verify_request__descriptor
+                        : &tokend__v1__store__session__descriptor;
+                    ProtobufCMessage *ref = protobuf_c_message_unpack(d, NULL, len, buf);
+                    char err[TRANSCODE_ERRLEN];
+                    assert_non_null(ref);
+                    assert_int_equal(transcode_check_strings(ref, err) == 0, want);
+                    protobuf_c_message_free_unpacked(ref, NULL);
+                    assert_int_equal(same_decoding(d, buf, len), want);
+                }
+            }
+        }
+    }
+    /* A type that is not flat is never checked on the way in. */
+    Tokend__V1__UserSummary u = TOKEND__V1__USER_SUMMARY__INIT;
+    Tokend__V1__UserSummary *list[] = {&u};
+    Tokend__V1__UserList l = TOKEND__V1__USER_LIST__INIT;
+    u.username = "ok";
+    l.n_users = 1, l.users = list;
+    uint8_t buf[64];
+    size_t n = pb_pack(&l.base, buf);
+    assert_int_equal(same_decoding(&tokend__v1__user_list__descriptor, buf, n), 0);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -369,6 +464,7 @@ int main(void)
         cmocka_unit_test(test_negative_int32),
         cmocka_unit_test(test_field_at_edge),
         cmocka_unit_test(test_unpack_skip),
+        cmocka_unit_test(test_unpack_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -97,6 +97,42 @@ static void test_valid(void **state)
     }
 }
 
+/* utf8_valid_n and utf8_copy_valid (the decoders' check of a string field
+ * as it is copied) say what utf8_valid says of the same bytes as a string,
+ * whatever is before or after, at every length and position; the copy is
+ * exact. Past a NUL nothing is judged, as utf8_valid never sees it. */
+static void test_valid_n_and_copy(void **state)
+{
+    static const char *const seqs[] = {"\xff", "\x80", "\xc3", "\xc3\xa9", "\xe4\xb8\xad",
+                                       "\xe4\xb8", "\xed\xa0\x80", "\xf0\x9f\x98\x80", "\xc0\x80",
+                                       "\xf4\x90\x80\x80", "\xc3\x41", "\0", "\0\xff", "\x7f"};
+    char s[48], copy[48];
+    for (size_t n = 0; n < 40; n++) {
+        for (size_t at = 0; at <= n; at++) {
+            for (size_t k = 0; k < sizeof seqs / sizeof *seqs; k++) {
+                size_t len = k == 11 ? 1 : k == 12 ? 2 : strlen(seqs[k]);
+                memset(s, 'a', sizeof s);
+                if (at + len <= n)
+                    memcpy(s + at, seqs[k], len);
+                if (at + len + 1 < n && k == 11)
+                    s[n - 1] = '\xff';   /* a bad byte after a NUL is no part of the string */
+                s[n] = '\0';
+                int want = utf8_valid(s);
+                assert_int_equal(utf8_valid_n(s, n), want);
+                memset(copy, '#', sizeof copy);
+                assert_int_equal(utf8_copy_valid(copy, s, n), want);
+                assert_memory_equal(copy, s, n);
+                assert_int_equal(copy[n], '#');   /* nothing past the n bytes */
+            }
+        }
+    }
+    assert_int_equal(utf8_valid_n("ab\0\xff", 4), 1);
+    assert_int_equal(utf8_valid_n("ab\xff\0", 4), 0);
+    assert_int_equal(utf8_valid_n("abcdefghij\0\xff", 12), 1);
+    assert_int_equal(utf8_valid_n("abcdefghijklmnopqrstuvwxyz\xc3", 27), 0);
+    assert_int_equal(utf8_valid_n("\xc3\xa9", 1), 0);   /* n cuts the character */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -104,6 +140,7 @@ int main(void)
         cmocka_unit_test(test_ill_formed),
         cmocka_unit_test(test_prefix),
         cmocka_unit_test(test_valid),
+        cmocka_unit_test(test_valid_n_and_copy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
