@@ -536,22 +536,28 @@ static int media_is(h2o_iovec_t ct, const char *type)
            (ct.len == n || ct.base[n] == ';' || ct.base[n] == ' ');
 }
 
-/* -1: not a type tokend speaks. */
+/* -1: not a type tokend speaks. All are application/<subtype>: the
+ * subtype's first letter (case-insensitive) picks the names to compare, so
+ * a gRPC call is not compared with the four other types first. */
 static int form_of(h2o_iovec_t ct, size_t body_len)
 {
+    static const size_t app = sizeof "application/" - 1;
     if (ct.len == 0)
         return body_len ? -1 : FORM_JSON;
-    if (media_is(ct, "application/json"))
-        return FORM_JSON;
-    if (media_is(ct, "application/x-protobuf") || media_is(ct, "application/protobuf") ||
-        media_is(ct, "application/octet-stream"))
-        return FORM_PROTO;
-    if (media_is(ct, "application/grpc") || media_is(ct, "application/grpc+proto"))
-        return FORM_GRPC;
-    if (media_is(ct, "application/grpc-web") || media_is(ct, "application/grpc-web+proto"))
-        return FORM_GRPC_WEB;
-    if (media_is(ct, "application/grpc-web-text") || media_is(ct, "application/grpc-web-text+proto"))
-        return FORM_GRPC_WEB_TEXT;
+    switch (ct.len > app ? ct.base[app] | 0x20 : 0) {
+    case 'j':
+        return media_is(ct, "application/json") ? FORM_JSON : -1;
+    case 'x': case 'p': case 'o':
+        return media_is(ct, "application/x-protobuf") || media_is(ct, "application/protobuf") ||
+               media_is(ct, "application/octet-stream") ? FORM_PROTO : -1;
+    case 'g':
+        if (media_is(ct, "application/grpc") || media_is(ct, "application/grpc+proto"))
+            return FORM_GRPC;
+        if (media_is(ct, "application/grpc-web") || media_is(ct, "application/grpc-web+proto"))
+            return FORM_GRPC_WEB;
+        if (media_is(ct, "application/grpc-web-text") || media_is(ct, "application/grpc-web-text+proto"))
+            return FORM_GRPC_WEB_TEXT;
+    }
     return -1;
 }
 
