@@ -119,28 +119,28 @@ static int is_grpc_web(int form)
     return form == FORM_GRPC_WEB || form == FORM_GRPC_WEB_TEXT;
 }
 
-/* One gRPC frame (of msg, or of len bytes at raw) in the request's pool. */
-#define FRAME_GUESS 512  /* a reply this small is packed in one pass (pb_pack_into) */
+/* The gRPC frame of a reply: in buf (GRPC_FRAME_SIZE(FRAME_GUESS) bytes,
+ * the caller's stack: send_grpc copies what it sends) when it fits, packed
+ * in one pass (pb_pack_into), else in the request's pool. */
+#define FRAME_GUESS 512
 
-static uint8_t *frame_in_pool(h2o_mem_pool_t *pool, uint8_t flag, const ProtobufCMessage *msg,
-                              const void *raw, size_t len, size_t *out_len)
+static uint8_t *frame_reply(h2o_mem_pool_t *pool, const ProtobufCMessage *reply, uint8_t *buf,
+                            size_t *out_len)
 {
-    if (msg) {
-        uint8_t *buf = h2o_mem_alloc_pool(pool, GRPC_FRAME_SIZE(FRAME_GUESS));
-        size_t n = pb_pack_into(msg, buf + GRPC_FRAME_HEADER, FRAME_GUESS);
-        if (n != SIZE_MAX) {
-            grpc_frame_header(buf, flag, n);
-            *out_len = GRPC_FRAME_SIZE(n);
-            return buf;
-        }
-        len = pb_size(msg);
+    size_t n = pb_pack_into(reply, buf + GRPC_FRAME_HEADER, FRAME_GUESS);
+    if (n != SIZE_MAX) {
+        grpc_frame_header(buf, 0, n);
+        *out_len = GRPC_FRAME_SIZE(n);
+        return buf;
     }
-    uint8_t *buf = h2o_mem_alloc_pool(pool, GRPC_FRAME_SIZE(len));
-    *out_len = grpc_frame_write(buf, flag, msg, raw, len);
+    n = pb_size(reply);
+    buf = h2o_mem_alloc_pool(pool, GRPC_FRAME_SIZE(n));
+    *out_len = grpc_frame_write(buf, 0, reply, NULL, n);
     return buf;
 }
 
-/* Sends `frames` (length-prefixed messages, maybe none) and the status. */
+/* Sends `frames` (length-prefixed messages, maybe none; copied, so they may
+ * be on the caller's stack) and the status. */
 static void send_grpc(h2o_req_t *req, int form, status_code st, const char *message,
                       h2o_iovec_t frames)
 {
@@ -174,14 +174,11 @@ static void send_grpc(h2o_req_t *req, int form, status_code st, const char *mess
     size_t tlen = (size_t)snprintf(tbuf, sizeof tbuf, "grpc-status:%s\r\n", code);
     if (msg_len)
         tlen += (size_t)snprintf(tbuf + tlen, sizeof tbuf - tlen, "grpc-message:%s\r\n", msg);
-    size_t tframe_len;
-    uint8_t *tframe =
-        frame_in_pool(&req->pool, GRPC_FRAME_TRAILERS, NULL, tbuf, tlen, &tframe_len);
-    size_t body_len = data_len + tframe_len;
+    size_t body_len = data_len + GRPC_FRAME_SIZE(tlen);
     uint8_t *body = h2o_mem_alloc_pool(&req->pool, body_len);
     if (data)
         memcpy(body, data, data_len);
-    memcpy(body + data_len, tframe, tframe_len);
+    grpc_frame_write(body + data_len, GRPC_FRAME_TRAILERS, NULL, tbuf, tlen);
     add_header_str(req, "access-control-expose-headers",
                    H2O_STRLIT("grpc-status,grpc-message,x-request-id"));
     if (form == FORM_GRPC_WEB) {
@@ -240,8 +237,9 @@ static void respond(http_obs *o, h2o_req_t *req, int form, status_code st, int h
     }
     if (form == FORM_GRPC || is_grpc_web(form)) {
         h2o_iovec_t frames = {NULL, 0};
+        uint8_t buf[GRPC_FRAME_SIZE(FRAME_GUESS)];
         if (st == ST_OK && reply)
-            frames.base = (char *)frame_in_pool(&req->pool, 0, reply, NULL, 0, &frames.len);
+            frames.base = (char *)frame_reply(&req->pool, reply, buf, &frames.len);
         o->bytes_out = frames.len;
         send_grpc(req, form, st, message, frames);
         return;

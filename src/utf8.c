@@ -40,30 +40,43 @@ int utf8_valid(const char *s)
     return utf8_valid_n(s, strlen(s));
 }
 
-/* The copy is made a word at a time (the last word overlapping the one
- * before), and the words' high bits gathered on the way: none set, the
- * bytes are ASCII, which is UTF-8 with or without a NUL. */
-int utf8_copy_valid(char *dst, const char *src, size_t n)
+/* The copy is made 16 bytes at a time (the last 16 overlapping the ones
+ * before; a shorter string as two overlapping halves), and the high bits
+ * gathered on the way: none set, the bytes are ASCII, which is UTF-8 with
+ * or without a NUL. */
+int utf8_copy_valid(char *restrict dst, const char *restrict src, size_t n)
 {
-    uint64_t high = 0, w;
-    size_t i = 0;
+    uint64_t high = 0, a, b;
+    size_t half = n / 2;   /* n < 4: bytes 0, half and n - 1 are all of them */
 
-    if (n >= 8) {
-        for (; i + 8 <= n; i += 8) {
-            memcpy(&w, src + i, 8);
-            memcpy(dst + i, &w, 8);
-            high |= w;
+    if (n >= 16) {
+        for (size_t i = 0;; i += 16) {
+            if (i > n - 16)
+                i = n - 16;
+            memcpy(&a, src + i, 8);
+            memcpy(&b, src + i + 8, 8);
+            memcpy(dst + i, &a, 8);
+            memcpy(dst + i + 8, &b, 8);
+            high |= a | b;
+            if (i == n - 16)
+                break;
         }
-        if (i < n) {
-            memcpy(&w, src + n - 8, 8);
-            memcpy(dst + n - 8, &w, 8);
-            high |= w;
-        }
-    } else {
-        for (; i < n; i++) {
-            dst[i] = src[i];
-            high |= (uint8_t)src[i];
-        }
+    } else if (n >= 8) {
+        memcpy(&a, src, 8);
+        memcpy(&b, src + n - 8, 8);
+        memcpy(dst, &a, 8);
+        memcpy(dst + n - 8, &b, 8);
+        high = a | b;
+    } else if (n >= 4) {
+        uint32_t x, y;
+        memcpy(&x, src, 4);
+        memcpy(&y, src + n - 4, 4);
+        memcpy(dst, &x, 4);
+        memcpy(dst + n - 4, &y, 4);
+        high = x | y;
+    } else if (n) {
+        dst[0] = src[0], dst[half] = src[half], dst[n - 1] = src[n - 1];
+        high = (uint8_t)(src[0] | src[half] | src[n - 1]);
     }
     return !(high & HIGHS) || utf8_valid_n(dst, n);
 }

@@ -47,6 +47,6 @@ int utf8_valid_n(const char *s, size_t n);
 
 /* Copies the n bytes at src to dst (not NUL-terminated) and returns
  * utf8_valid_n of them: one pass over bytes that are copied anyway. */
-int utf8_copy_valid(char *dst, const char *src, size_t n);
+int utf8_copy_valid(char *restrict dst, const char *restrict src, size_t n);
 
 #endif
