@@ -12,7 +12,8 @@
  * pb.c, what tokend really decodes and packs with, must agree: pb_unpack
  * (into an arena, its fast way for flat types) refuses what protobuf-c
  * refuses and otherwise gives a message that packs to the same bytes, and
- * pb_size / pb_pack give protobuf-c's bytes exactly.
+ * pb_size / pb_pack give protobuf-c's bytes exactly; pb_unpack_text too,
+ * and its word that every string is UTF-8 is transcode_check_strings's.
  *
  * One exception, a protobuf-c 1.4.1 leniency: a tag whose field number is
  * 0 written as an over-long varint (0x81 0x00 ...) unpacks as an unknown
@@ -106,6 +107,17 @@ static void check_pb(const ProtobufCMessageDescriptor *d, const ProtobufCMessage
                 fast ? "accepts" : "refuses", m ? "accepts" : "refuses");
         abort();
     }
+    /* pb_unpack_text (the binary and gRPC forms' decoder) reads the same
+     * message, and when it says its strings were found UTF-8 on the way,
+     * the check it spares (transcode_check_strings) agrees. */
+    int checked = 0;
+    char err[TRANSCODE_ERRLEN];
+    ProtobufCMessage *text = pb_unpack_text(d, &alloc, n, in, &checked);
+    if ((text == NULL) != (m == NULL)) {
+        fprintf(stderr, "%s: pb_unpack_text %s what protobuf-c %s\n", d->name,
+                text ? "accepts" : "refuses", m ? "accepts" : "refuses");
+        abort();
+    }
     if (!m)
         return;
     size_t la, lb;
@@ -122,8 +134,18 @@ static void check_pb(const ProtobufCMessageDescriptor *d, const ProtobufCMessage
         abort();
     }
     free(a);
-    free(b);
     free(c);
+    a = pack(text, &la);
+    if (la != lb || memcmp(a, b, la) != 0) {
+        fprintf(stderr, "%s: pb_unpack_text decoded another message\n", d->name);
+        abort();
+    }
+    if (checked && transcode_check_strings(m, err) != 0) {
+        fprintf(stderr, "%s: pb_unpack_text passed a string that is not UTF-8 (%s)\n", d->name, err);
+        abort();
+    }
+    free(a);
+    free(b);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
