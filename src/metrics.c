@@ -245,18 +245,28 @@ size_t metrics_render(const metrics_registry *reg, char **out)
          "passwords of real accounts cost the same per attempt.");
     put(&o, "tokend_password_hash_work_total %llu\n", crypto_password_work());
 
-    unsigned queued = 0, running = 0;
-    unsigned long long rejected = 0;
-    if (ctx->pool)
-        pool_stats(ctx->pool, &queued, &running, &rejected);
+    pool_counts pc = {0};
+    pool_stats(ctx->pool, &pc);
     head(&o, "tokend_pool_workers", "gauge", "Worker threads (Argon2id, writes).");
     put(&o, "tokend_pool_workers %u\n", ctx->config->workers);
     head(&o, "tokend_pool_queue_depth", "gauge", "Jobs waiting for a worker.");
-    put(&o, "tokend_pool_queue_depth %u\n", queued);
+    put(&o, "tokend_pool_queue_depth %u\n", pc.queued);
     head(&o, "tokend_pool_running", "gauge", "Jobs being run by a worker.");
-    put(&o, "tokend_pool_running %u\n", running);
+    put(&o, "tokend_pool_running %u\n", pc.running);
     head(&o, "tokend_pool_rejected_total", "counter", "Jobs refused by a full pool (503).");
-    put(&o, "tokend_pool_rejected_total %llu\n", rejected);
+    put(&o, "tokend_pool_rejected_total %llu\n", pc.rejected);
+    head(&o, "tokend_password_checks_total", "counter",
+         "Logins' password checks the workers ran (slow jobs: the hash, the session's write).");
+    put(&o, "tokend_password_checks_total %llu\n", pc.slow_jobs);
+    head(&o, "tokend_password_check_seconds_total", "counter",
+         "Time the password checks took: wall clock, and the workers' CPU. Wall above CPU: "
+         "they shared a CPU; CPU per check above an idle machine's: caches and memory contended.");
+    put(&o, "tokend_password_check_seconds_total{clock=\"wall\"} %.6f\n", pc.slow_wall_ns / 1e9);
+    put(&o, "tokend_password_check_seconds_total{clock=\"cpu\"} %.6f\n", pc.slow_cpu_ns / 1e9);
+    head(&o, "tokend_pool_rests_total", "counter",
+         "Rests a worker took because its hash took CPU from a busy event loop (logins refused "
+         "meanwhile).");
+    put(&o, "tokend_pool_rests_total %llu\n", pc.rests);
 
     head(&o, "tokend_connections_open", "gauge", "Open client connections.");
     put(&o, "tokend_connections_open %llu\n", (unsigned long long)SUM(conns));

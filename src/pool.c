@@ -18,6 +18,7 @@ struct pool {
     unsigned inflight, queue_max, nthreads;  /* inflight: waiting + running */
     unsigned running;
     unsigned long long rejected;             /* submissions refused: the queue was full */
+    unsigned long long slow_jobs, slow_wall_ns, slow_cpu_ns, rests;  /* pool_stats */
     unsigned slow_inflight;                  /* of those, pool_submit_slow's */
     unsigned slow_queue;                     /* of those, waiting per worker */
     unsigned resting;                        /* workers owing a rest (see run_slow, next_job) */
@@ -73,13 +74,14 @@ static unsigned loops_sched(pool *p, uint64_t run[], uint64_t wait[])
  * Then the worker rests long enough that it hashes at most
  * POOL_CONTENDED_DUTY percent of the time; a hash it does start runs at
  * the loops' weight, so it still ends in about twice its own time. */
-static uint64_t run_slow(pool *p, pool_job *job)
+static uint64_t run_slow(pool *p, pool_job *job, uint64_t *wall_ns, uint64_t *cpu_ns)
 {
     uint64_t run0[POOL_WATCH_MAX], wait0[POOL_WATCH_MAX], run1[POOL_WATCH_MAX], wait1[POOL_WATCH_MAX];
     uint64_t t0 = clock_ns(CLOCK_MONOTONIC), c0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
     unsigned n = loops_sched(p, run0, wait0);
     job->work(job);
     uint64_t wall = clock_ns(CLOCK_MONOTONIC) - t0, mine = clock_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
+    *wall_ns = wall, *cpu_ns = mine;
     if (n == 0 || wall == 0 || mine * 100 >= wall * POOL_SHARED_CPU || loops_sched(p, run1, wait1) != n)
         return 0;
     for (unsigned i = 0; i < n; i++) {
@@ -130,9 +132,9 @@ static void *worker(void *arg)
     pool_job *job;
     while ((job = next_job(p, &rest_until)) != NULL) {
         pthread_mutex_unlock(&p->lock);
-        uint64_t rest = 0;
+        uint64_t rest = 0, wall = 0, cpu = 0;
         if (job->slow)
-            rest = run_slow(p, job);
+            rest = run_slow(p, job, &wall, &cpu);
         else
             job->work(job);
         pthread_mutex_lock(&p->lock);
@@ -140,6 +142,10 @@ static void *worker(void *arg)
         p->inflight--;
         if (job->slow) {
             p->slow_inflight--;
+            p->slow_jobs++;
+            p->slow_wall_ns += wall;
+            p->slow_cpu_ns += cpu;
+            p->rests += rest != 0;
             if ((rest != 0) != contended) {
                 contended = rest != 0;
                 if (contended)
@@ -232,13 +238,22 @@ static int submit(pool *p, pool_job *job, int slow)
     return 0;
 }
 
-void pool_stats(pool *p, unsigned *queued, unsigned *running, unsigned long long *rejected)
+int pool_stats(pool *p, pool_counts *out)
 {
+    if (!p || !out)
+        return -1;
     pthread_mutex_lock(&p->lock);
-    *running = p->running;
-    *queued = p->inflight - p->running;
-    *rejected = p->rejected;
+    *out = (pool_counts){
+        .queued = p->inflight - p->running,
+        .running = p->running,
+        .rejected = p->rejected,
+        .slow_jobs = p->slow_jobs,
+        .slow_wall_ns = p->slow_wall_ns,
+        .slow_cpu_ns = p->slow_cpu_ns,
+        .rests = p->rests,
+    };
     pthread_mutex_unlock(&p->lock);
+    return 0;
 }
 
 int pool_submit(pool *p, pool_job *job)

@@ -37,8 +37,19 @@ struct pool_job {
 pool *pool_create(unsigned threads, unsigned queue_max);
 /* 0, or -1 when the queue is full (the job is not taken). */
 int pool_submit(pool *p, pool_job *job);
-/* For metrics: jobs waiting, jobs running, submissions refused (full). */
-void pool_stats(pool *p, unsigned *queued, unsigned *running, unsigned long long *rejected);
+/* For metrics. A slow job's wall time well above its CPU time says it
+ * shared a CPU; CPU time above what an idle machine takes says the caches
+ * and memory were contended too. */
+typedef struct {
+    unsigned queued, running;          /* jobs waiting; jobs being run */
+    unsigned long long rejected;       /* submissions refused (full) */
+    unsigned long long slow_jobs;      /* slow jobs finished */
+    unsigned long long slow_wall_ns;   /* their wall-clock time, summed */
+    unsigned long long slow_cpu_ns;    /* their workers' CPU time, summed */
+    unsigned long long rests;          /* rests taken after a contended one */
+} pool_counts;
+/* 0, or -1 (no pool or no out). */
+int pool_stats(pool *p, pool_counts *out);
 /* The same for a job that takes a worker for long (a password hash): at
  * most pool_slow_max() of those are in the pool at once, so an accepted one
  * waits for a bounded number of others instead of a whole queue of them;

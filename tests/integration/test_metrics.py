@@ -91,6 +91,27 @@ class Metrics(unittest.TestCase):
         self.assertEqual(set(per_attempt["wrong"]), {ACCOUNT_WORK}, per_attempt)
         self.assertNotEqual(ACCOUNT_WORK, SERVER_WORK)
 
+    def test_password_checks_are_counted_with_their_time(self):
+        before, fams = scrape(self.srv)
+        self.assertEqual(fams["tokend_password_checks"].type, "counter")
+        for name, password, status in [("alice", "alice-password-1", 200),
+                                       ("nobody-else", "any-password-1", 401)]:
+            r = self.login(name, password)
+            self.assertEqual(r.status, status, r)
+        after, _ = scrape(self.srv)
+
+        def delta(name, **labels):
+            return value(after, name, **labels) - value(before, name, **labels)
+
+        # a known name and an unknown one: a check each, at the accounts' cost
+        self.assertEqual(delta("tokend_password_checks_total"), 2)
+        wall = delta("tokend_password_check_seconds_total", clock="wall")
+        cpu = delta("tokend_password_check_seconds_total", clock="cpu")
+        self.assertGreater(cpu, 0)
+        self.assertGreaterEqual(wall + 1e-3, cpu)  # one thread's CPU time is within its wall time
+        self.assertLess(wall, 30)
+        self.assertIn(("tokend_pool_rests_total", frozenset()), after)
+
     def test_requests_logins_and_the_rest(self):
         pb = ws.protos()
         before, _ = scrape(self.srv)

@@ -136,6 +136,11 @@ static void test_create_args(void **state)
     assert_null(pool_create(0, 4));
     pool *p = pool_create(1, 0);
     assert_non_null(p);
+    pool_counts c;
+    assert_int_equal(pool_stats(NULL, &c), -1);
+    assert_int_equal(pool_stats(p, NULL), -1);
+    assert_int_equal(pool_stats(p, &c), 0);
+    assert_int_equal(c.slow_jobs + c.slow_wall_ns + c.slow_cpu_ns + c.rests + c.rejected, 0);
     static harness h;   /* static: a failed test leaves workers blocked on it */
     harness_init(&h);
     static test_job j;
@@ -367,6 +372,18 @@ static int second_slow_job_after(int busy, unsigned queue, int *refused)
     assert_int_equal(wait_for(&h, &h.posted, 1), 0);
     uint64_t t0 = cpu_ns(CLOCK_MONOTONIC);
     *refused = pool_submit_slow(p, &second.job) != 0;
+    /* The first job's times: its 40 ms of CPU, and a wall clock that shows
+     * whether it shared the CPU (about half of it beside the spinner). */
+    pool_counts c;
+    assert_int_equal(pool_stats(p, &c), 0);
+    assert_int_equal(c.slow_jobs, 1);
+    assert_true(c.slow_cpu_ns >= 40000000u && c.slow_cpu_ns < 60000000u);
+    assert_true(c.slow_wall_ns >= c.slow_cpu_ns);
+    if (busy)
+        assert_true(c.slow_wall_ns >= c.slow_cpu_ns * 3 / 2);
+    else
+        assert_true(c.slow_wall_ns < c.slow_cpu_ns * 3 / 2);
+    assert_int_equal(c.rests, busy != 0); /* a busy core makes it rest */
     if (*refused) {
         /* a short job (a write) does not wait for the rest */
         static test_job quick;
