@@ -379,10 +379,8 @@ static int second_slow_job_after(int busy, unsigned queue, int *refused)
     assert_int_equal(c.slow_jobs, 1);
     assert_true(c.slow_cpu_ns >= 40000000u && c.slow_cpu_ns < 60000000u);
     assert_true(c.slow_wall_ns >= c.slow_cpu_ns);
-    if (busy)
+    if (busy)   /* (idle, other processes on this CPU could still stretch it) */
         assert_true(c.slow_wall_ns >= c.slow_cpu_ns * 3 / 2);
-    else
-        assert_true(c.slow_wall_ns < c.slow_cpu_ns * 3 / 2);
     assert_int_equal(c.rests, busy != 0); /* a busy core makes it rest */
     if (*refused) {
         /* a short job (a write) does not wait for the rest */
