@@ -51,6 +51,7 @@ struct wire_call {
     guard *guard;                  /* only for a call that outlives on_req */
     int *answered;                 /* on_req's flag while it runs invoke */
     int form;
+    int heap;                      /* some of request is not in arena: free it */
     const router_rpc *rpc;
     const router_http *http;
     ProtobufCMessage *request;
@@ -288,8 +289,10 @@ static void *arena_alloc(void *data, size_t size)
 {
     wire_call *wc = data;
     size_t n = (size + 15) & ~(size_t)15;
-    if (n > CALL_ARENA - wc->arena_used)
+    if (n > CALL_ARENA - wc->arena_used) {
+        wc->heap = 1;
         return malloc(size);
+    }
     void *p = wc->arena + wc->arena_used;
     wc->arena_used += n;
     return p;
@@ -358,7 +361,8 @@ static void free_call(wire_call *wc)
 {
     if (wc->guard)
         wc->guard->call = NULL;
-    if (wc->request)
+    /* A request all in the arena needs no free: the wipe below ends it. */
+    if (wc->request && wc->heap)
         protobuf_c_message_free_unpacked(wc->request, &wc->alloc);
     /* The caller's token and what the request held must not linger. */
     crypto_wipe(wc->call.access_token, sizeof wc->call.access_token);
@@ -598,8 +602,10 @@ static int decode(http_handler *h, h2o_req_t *req, wire_call *wc, http_obs *o)
         /* A flat object of plain strings (Verify's body) without jansson. */
         int rc = req->query_at != SIZE_MAX ? 1  /* the query binding frees with free() */
                  : transcode_from_json_flat(in, body.base, body.len, &wc->alloc, &wc->request);
-        if (rc > 0)
+        if (rc > 0) {
+            wc->heap = 1;
             rc = transcode_from_json(in, body.base, body.len, &wc->request, err);
+        }
         if (rc != 0 || bind_query(req, wc->request, err) != 0)
             why = err;
     } else {
@@ -608,6 +614,7 @@ static int decode(http_handler *h, h2o_req_t *req, wire_call *wc, http_obs *o)
             why = grpc_unframe(req, wc->form, &msg, &st);
         /* The query binding frees what it replaces with free(): no arena then. */
         ProtobufCAllocator *al = req->query_at == SIZE_MAX ? &wc->alloc : NULL;
+        wc->heap |= al == NULL;
         int checked = 0;   /* the strings were found UTF-8 while decoded */
         if (!why && !(wc->request = pb_unpack_text(in, al, msg.len, (const uint8_t *)msg.base,
                                                    &checked))) {
