@@ -95,6 +95,8 @@ void http_obs_end(http_obs *o, h2o_req_t *req, const rpc_call *call, metrics_loo
     if (!m->log || !log_access_enabled())
         return;
     const router_rpc *rpc = o->rpc == SIZE_MAX ? NULL : router_at(o->router, o->rpc);
+    size_t client_len = 0; /* call->peer's: measured by the line */
+    const char *client = req ? http_obs_peer_len(req->conn, &client_len) : call ? call->peer : NULL;
     log_request line = {
         .time_ms = h2o_now(o->loop),
         .request_id = o->request_id[0] ? o->request_id : NULL,
@@ -110,9 +112,13 @@ void http_obs_end(http_obs *o, h2o_req_t *req, const rpc_call *call, metrics_loo
         .duration_ns = ns,
         .bytes_in = o->bytes_in,
         .bytes_out = o->bytes_out,
-        .client = req ? http_obs_peer(req->conn) : call ? call->peer : NULL,
+        .client = client,
         .app_id = call ? (call->log_app_id ? call->log_app_id : call->app_id) : 0,
         .user_id = call ? call->log_user_id : 0,
+        .rpc_len = rpc ? rpc->grpc_path_len - 1 : 0,
+        .protocol_len = metric_form_name_lens[o->form],
+        .code_len = metric_code_name_lens[code],
+        .client_len = client_len,
     };
     if (log_access(m->log, &line) != 0)
         METRIC_ADD(m->log_dropped, 1);
@@ -125,24 +131,27 @@ void http_obs_end(http_obs *o, h2o_req_t *req, const rpc_call *call, metrics_loo
 static __thread struct {
     uint64_t id;
     char text[64];
+    size_t len;
 } peers[PEER_SLOTS];
 
-/* IPv4 by hand (h2o's way is a sprintf), anything else through h2o. */
-static void peer_text(h2o_conn_t *conn, char out[64])
+/* IPv4 by hand (h2o's way is a sprintf), anything else through h2o.
+ * Returns the text's length. */
+static size_t peer_text(h2o_conn_t *conn, char out[64])
 {
     struct sockaddr_storage sa;
     socklen_t salen = conn->callbacks->get_peername(conn, (struct sockaddr *)&sa);
     out[0] = '\0';
     if (!salen)
-        return;
+        return 0;
     if (sa.ss_family != AF_INET) {
         char host[NI_MAXHOST];
         if (h2o_socket_getnumerichost((struct sockaddr *)&sa, salen, host) != SIZE_MAX) {
             size_t n = strnlen(host, 63);
             memcpy(out, host, n);
             out[n] = '\0';
+            return n;
         }
-        return;
+        return 0;
     }
     uint32_t a = ntohl(((struct sockaddr_in *)&sa)->sin_addr.s_addr);
     char *p = out;
@@ -155,14 +164,22 @@ static void peer_text(h2o_conn_t *conn, char out[64])
         *p++ = (char)('0' + b % 10);
         *p++ = shift ? '.' : '\0';
     }
+    return (size_t)(p - out) - 1;
+}
+
+const char *http_obs_peer_len(h2o_conn_t *conn, size_t *len)
+{
+    __typeof__(peers[0]) *slot = &peers[conn->id % PEER_SLOTS];
+    if (slot->id != conn->id || !conn->id) {
+        slot->len = peer_text(conn, slot->text);
+        slot->id = conn->id;
+    }
+    *len = slot->len;
+    return slot->text;
 }
 
 const char *http_obs_peer(h2o_conn_t *conn)
 {
-    __typeof__(peers[0]) *slot = &peers[conn->id % PEER_SLOTS];
-    if (slot->id != conn->id || !conn->id) {
-        peer_text(conn, slot->text);
-        slot->id = conn->id;
-    }
-    return slot->text;
+    size_t len;
+    return http_obs_peer_len(conn, &len);
 }

@@ -41,5 +41,7 @@ void http_obs_end(http_obs *o, h2o_req_t *req, const rpc_call *call, metrics_loo
 /* The connection's peer address as text ("" if unknown), 64 bytes with
  * its NUL; valid until the thread's next call. */
 const char *http_obs_peer(h2o_conn_t *conn);
+/* The same, with its length in *len. */
+const char *http_obs_peer_len(h2o_conn_t *conn, size_t *len);
 
 #endif

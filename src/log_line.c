@@ -32,6 +32,13 @@ static char *put_s(char *p, const char *s, size_t max)
     return put_n(p, s, strnlen(s, max));
 }
 
+/* The same, for a name whose length the caller may know (len; 0: not). */
+static char *put_name(char *p, const char *s, size_t len)
+{
+    return len ? put_n(p, s, len < NAME_MAX_LOGGED ? len : NAME_MAX_LOGGED)
+               : put_s(p, s, NAME_MAX_LOGGED);
+}
+
 /* 16 bytes at a time, in GCC's vectors (SSE2 here, NEON on arm64). */
 typedef signed char bytes16 __attribute__((vector_size(16)));
 typedef uint64_t words2 __attribute__((vector_size(16)));
@@ -185,16 +192,16 @@ static char *json_request(char *p, const log_request *r)
     }
     if (r->rpc) {
         p = LIT(p, ",\"rpc\":\"");
-        p = put_s(p, r->rpc, NAME_MAX_LOGGED);
+        p = put_name(p, r->rpc, r->rpc_len);
         *p++ = '"';
     }
     p = LIT(p, ",\"protocol\":\"");
-    p = put_s(p, r->protocol, NAME_MAX_LOGGED);
+    p = put_name(p, r->protocol, r->protocol_len);
     p = LIT(p, "\",\"status\":");
     p = put_u(p, (uint64_t)r->status);
     if (r->code) {
         p = LIT(p, ",\"code\":\"");
-        p = put_s(p, r->code, NAME_MAX_LOGGED);
+        p = put_name(p, r->code, r->code_len);
         *p++ = '"';
     }
     p = LIT(p, ",\"duration_ms\":");
@@ -205,7 +212,7 @@ static char *json_request(char *p, const log_request *r)
     p = put_u(p, r->bytes_out);
     if (r->client && *r->client) {
         p = LIT(p, ",\"client\":\"");
-        p = put_s(p, r->client, NAME_MAX_LOGGED);
+        p = put_name(p, r->client, r->client_len);
         *p++ = '"';
     }
     if (r->app_id) {
@@ -227,7 +234,7 @@ static char *text_request(char *p, const log_request *r)
     p = LIT(p, " request ");
     p = r->request_id ? put_esc(p, r->request_id, min(r->request_id_len, ID_MAX)) : LIT(p, "-");
     *p++ = ' ';
-    p = r->client && *r->client ? put_s(p, r->client, NAME_MAX_LOGGED) : LIT(p, "-");
+    p = r->client && *r->client ? put_name(p, r->client, r->client_len) : LIT(p, "-");
     p = LIT(p, " \"");
     if (r->method)
         p = put_esc(p, r->method, min(r->method_len, METHOD_MAX));
@@ -235,13 +242,13 @@ static char *text_request(char *p, const log_request *r)
     if (r->path)
         p = put_esc(p, r->path, min(r->path_len, PATH_MAX_LOGGED));
     p = LIT(p, "\" ");
-    p = r->rpc ? put_s(p, r->rpc, NAME_MAX_LOGGED) : LIT(p, "-");
+    p = r->rpc ? put_name(p, r->rpc, r->rpc_len) : LIT(p, "-");
     *p++ = ' ';
-    p = put_s(p, r->protocol, NAME_MAX_LOGGED);
+    p = put_name(p, r->protocol, r->protocol_len);
     *p++ = ' ';
     p = put_u(p, (uint64_t)r->status);
     *p++ = ' ';
-    p = r->code ? put_s(p, r->code, NAME_MAX_LOGGED) : LIT(p, "-");
+    p = r->code ? put_name(p, r->code, r->code_len) : LIT(p, "-");
     *p++ = ' ';
     p = put_ms3(p, r->duration_ns);
     p = LIT(p, "ms in=");

@@ -80,12 +80,19 @@ static void head(out_buf *o, const char *name, const char *type, const char *hel
     put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-const char *const metric_form_names[METRIC_FORMS] = {"json", "protobuf", "grpc", "grpc-web"};
-const char *const metric_code_names[METRIC_CODES] = {
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-    "UNAUTHENTICATED"};
+/* Each list once: the names, and their lengths for the access log line. */
+#define FORM_NAMES(X) X("json") X("protobuf") X("grpc") X("grpc-web")
+#define CODE_NAMES(X)                                                                            \
+    X("OK") X("CANCELLED") X("UNKNOWN") X("INVALID_ARGUMENT") X("DEADLINE_EXCEEDED")             \
+    X("NOT_FOUND") X("ALREADY_EXISTS") X("PERMISSION_DENIED") X("RESOURCE_EXHAUSTED")            \
+    X("FAILED_PRECONDITION") X("ABORTED") X("OUT_OF_RANGE") X("UNIMPLEMENTED") X("INTERNAL")     \
+    X("UNAVAILABLE") X("DATA_LOSS") X("UNAUTHENTICATED")
+#define NAME_OF(s) s,
+#define LEN_OF(s) sizeof(s) - 1,
+const char *const metric_form_names[METRIC_FORMS] = {FORM_NAMES(NAME_OF)};
+const unsigned char metric_form_name_lens[METRIC_FORMS] = {FORM_NAMES(LEN_OF)};
+const char *const metric_code_names[METRIC_CODES] = {CODE_NAMES(NAME_OF)};
+const unsigned char metric_code_name_lens[METRIC_CODES] = {CODE_NAMES(LEN_OF)};
 static const double le_s[METRIC_BUCKETS] = {0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
                                             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                             1, 5};

@@ -25,6 +25,8 @@ enum { METRIC_JSON, METRIC_PROTOBUF, METRIC_GRPC, METRIC_GRPC_WEB, METRIC_FORMS 
 /* Label values: "json" ..., "OK" ... "UNAUTHENTICATED". */
 extern const char *const metric_form_names[METRIC_FORMS];
 extern const char *const metric_code_names[METRIC_CODES];
+extern const unsigned char metric_form_name_lens[METRIC_FORMS]; /* strlen of each name */
+extern const unsigned char metric_code_name_lens[METRIC_CODES];
 
 #define METRIC_ADD(field, n) \
     __atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)

@@ -67,6 +67,29 @@ static void test_json_bytes(void **state)
         "\"bytes_in\":0,\"bytes_out\":211}\n");
 }
 
+/* Names with their lengths given are written as those measured, and cut
+ * at the same place. */
+static void test_name_lengths(void **state)
+{
+    static char name[300];
+    for (int f = 0; f < 2; f++) {
+        log_format fmt = f ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON;
+        log_request r = verify_line();
+        char want[LOG_LINE_MAX + 1];
+        strcpy(want, line_of(fmt, &r));
+        r.rpc_len = 23, r.protocol_len = 4, r.code_len = 2, r.client_len = 9;
+        assert_string_equal(line_of(fmt, &r), want);
+
+        memset(name, 'n', sizeof name - 1);
+        r = verify_line();
+        r.rpc = r.protocol = r.code = r.client = name;
+        strcpy(want, line_of(fmt, &r));
+        r.rpc_len = r.protocol_len = r.code_len = r.client_len = sizeof name - 1;
+        assert_string_equal(line_of(fmt, &r), want);
+        assert_null(strstr(want, name + sizeof name - 1 - 129)); /* cut at 128 */
+    }
+}
+
 static void test_text_bytes(void **state)
 {
     log_request r = verify_line();
@@ -324,6 +347,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json_bytes),       cmocka_unit_test(test_text_bytes),
+        cmocka_unit_test(test_name_lengths),
         cmocka_unit_test(test_every_byte_everywhere), cmocka_unit_test(test_method_escaped),
         cmocka_unit_test(test_cut_to_fit),       cmocka_unit_test(test_numbers_and_times),
         cmocka_unit_test(test_events),           cmocka_unit_test(test_ring_round),
