@@ -79,6 +79,52 @@ static void test_grpc_paths(void **state)
     assert_null(router_grpc(r, "/tokend.v1.Tokend/VerifyX", 25));
 }
 
+/* Lookups go by an index of path lengths: every RPC is found by its gRPC
+ * path, and a path of a route's length that is not its path is not. */
+static void test_every_route_by_length(void **state)
+{
+    const router *r = *state;
+    for (size_t i = 0; i < router_count(r); i++) {
+        const router_rpc *rpc = router_at(r, i);
+        char other[sizeof rpc->grpc_path];
+        assert_ptr_equal(router_grpc(r, rpc->grpc_path, rpc->grpc_path_len), rpc);
+        memcpy(other, rpc->grpc_path, rpc->grpc_path_len);
+        other[rpc->grpc_path_len - 1] ^= 0x20;
+        assert_null(router_grpc(r, other, rpc->grpc_path_len));
+    }
+    static const char *const verbs[] = {"GET", "POST", "PUT", "DELETE", "PATCH"};
+    size_t found = 0;
+    /* HTTP routes (the router lists no HTTP routes): some of each kind, and
+     * paths of their lengths, or one shorter, that are not routes */
+    const char *paths[] = {"/token/verify", "/user/list", "/user/device/remove"};
+    for (size_t i = 0; i < 3; i++) {
+        char p[64];
+        size_t n = strlen(paths[i]);
+        const router_http *h = NULL;
+        int any = 0;
+        for (size_t v = 0; v < 5; v++)
+            if (router_http_find(r, verbs[v], strlen(verbs[v]), paths[i], n, &h) == ROUTER_FOUND) {
+                assert_int_equal(h->path_len, n);
+                assert_memory_equal(h->path, paths[i], n);
+                any = 1, found++;
+            }
+        assert_true(any);
+        memcpy(p, paths[i], n);
+        p[n - 1] ^= 0x20;
+        assert_int_equal(router_http_find(r, "POST", 4, p, n, &h), ROUTER_NO_PATH);
+        assert_int_equal(router_http_find(r, "POST", 4, paths[i], n - 1, &h), ROUTER_NO_PATH);
+    }
+    assert_int_equal(found, 4);
+    /* past the index's last bucket (255 and longer) */
+    char longp[600];
+    memset(longp, 'a', sizeof longp);
+    longp[0] = '/';
+    const router_http *h = NULL;
+    for (size_t n = 250; n <= sizeof longp; n += 7)
+        assert_int_equal(router_http_find(r, "GET", 3, longp, n, &h), ROUTER_NO_PATH);
+    assert_null(router_grpc(r, longp, sizeof longp));
+}
+
 static void test_http_lookups(void **state)
 {
     const router *r = *state;
@@ -159,6 +205,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_every_rpc_has_its_grpc_path),
         T(test_grpc_paths),
+        T(test_every_route_by_length),
         T(test_http_lookups),
         T(test_allowed),
         T(test_query_binding),
