@@ -698,11 +698,24 @@ enum {
     FIELD_REPEATED, /* an array */
 };
 
+/* How write_message writes a field's value. */
+enum {
+    WRITE_SCALAR, /* FIELD_PLAIN integer or bool: into room reserved ahead */
+    WRITE_STRING, /* FIELD_PLAIN string: reserves its own room and what follows */
+    WRITE_OTHER,  /* the rest: reserves its own room only */
+};
+
+/* The longest text write_value writes without a check: an int64
+ * ("-9223372036854775808") or a uint64 in quotes. Its callers reserve it. */
+#define SCALAR_MAX 22
+
 typedef struct {
     const ProtobufCFieldDescriptor *f;
     unsigned how;     /* FIELD_... */
+    unsigned write;   /* WRITE_... */
     unsigned key_len; /* ,"name": (the name is key_len - 4 bytes at key + 2) */
     const char *key;  /* readable up to key_room(key_len): copied 16 bytes at a time */
+    size_t rest;      /* key_room + SCALAR_MAX of this field and every one after */
 } field_plan;
 
 typedef struct message_plan {
@@ -746,6 +759,17 @@ static const message_plan *plan_new(const ProtobufCMessageDescriptor *d, const m
                  f->type != PROTOBUF_C_TYPE_MESSAGE)
             fp->how = FIELD_NULLABLE;
         else fp->how = FIELD_PLAIN;
+        fp->write = WRITE_OTHER;
+        if (fp->how == FIELD_PLAIN) {
+            switch (f->type) {
+            case PROTOBUF_C_TYPE_STRING: fp->write = WRITE_STRING; break;
+            case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
+            case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32: case PROTOBUF_C_TYPE_INT64:
+            case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64: case PROTOBUF_C_TYPE_UINT64:
+            case PROTOBUF_C_TYPE_FIXED64: case PROTOBUF_C_TYPE_BOOL: fp->write = WRITE_SCALAR; break;
+            default: break;
+            }
+        }
         /* Field names are identifiers (protoc checks): nothing to escape. */
         fp->key = k;
         fp->key_len = (unsigned)n + 4;
@@ -756,6 +780,9 @@ static const message_plan *plan_new(const ProtobufCMessageDescriptor *d, const m
         k[n + 3] = ':';
         k += key_room(n + 4);
     }
+    for (i = d->n_fields; i-- > 0;)
+        m->fields[i].rest = key_room(m->fields[i].key_len) + SCALAR_MAX +
+                            (i + 1 < d->n_fields ? m->fields[i + 1].rest : 0);
     return m;
 }
 
@@ -1007,10 +1034,6 @@ static inline void tb_put(textbuf *b, const char *s, size_t n)
 
 #define tb_lit(b, s) tb_put((b), (s), sizeof(s) - 1)
 
-/* The longest text write_value writes without a check: an int64
- * ("-9223372036854775808") or a uint64 in quotes. Its callers reserve it. */
-#define SCALAR_MAX 22
-
 /* A field's key, in room the caller reserved (key_room). */
 static inline void put_key(textbuf *b, const field_plan *fp)
 {
@@ -1141,19 +1164,25 @@ static char *put_escaped(char *p, const char *s, size_t i, size_t n)
     return p;
 }
 
-static void tb_string(textbuf *b, const char *s, size_t n)
+/* A string, reserving its room and `after` bytes more. */
+static void tb_string_then(textbuf *b, const char *s, size_t n, size_t after)
 {
     size_t plain = plain_prefix(s, n);
     char *p;
 
     /* Nothing to escape (nearly every string), or at most 6 bytes each. */
-    if (!tb_reserve(b, (plain == n ? n : plain + 6 * (n - plain)) + 2)) return;
+    if (!tb_reserve(b, (plain == n ? n : plain + 6 * (n - plain)) + 2 + after)) return;
     p = b->p + b->len;
     *p++ = '"';
     memcpy(p, s, plain);
     p = put_escaped(p + plain, s, plain, n);
     *p++ = '"';
     b->len = (size_t)(p - b->p);
+}
+
+static void tb_string(textbuf *b, const char *s, size_t n)
+{
+    tb_string_then(b, s, n, 0);
 }
 
 static void tb_bytes(textbuf *b, const ProtobufCBinaryData *bin)
@@ -1264,11 +1293,18 @@ static void write_field(textbuf *b, const ProtobufCMessage *msg, const field_pla
 }
 
 /* Every field in descriptor (field number) order, except the oneof members
- * that are not the one set. */
+ * that are not the one set.
+ *
+ * Room is reserved for the key and a scalar of every field left at once
+ * (fp->rest), not per field: a string reserves its own room and the rest
+ * too; after any other value (which reserves only its own), the rest is
+ * reserved again. A reply of integers and strings so takes one check per
+ * string, plus one. */
 static void write_message(textbuf *b, const ProtobufCMessage *msg)
 {
     const message_plan *plan = plan_of(msg->descriptor);
-    size_t start = b->len;
+    size_t start = b->len, n = msg->descriptor->n_fields;
+    bool reserved = false;
     unsigned i;
 
     if (!plan) {
@@ -1276,14 +1312,27 @@ static void write_message(textbuf *b, const ProtobufCMessage *msg)
         return;
     }
     /* Each key comes with its comma; the first comma becomes the '{'. */
-    for (i = 0; i < msg->descriptor->n_fields; i++) {
+    for (i = 0; i < n; i++) {
         const field_plan *fp = &plan->fields[i];
+        const char *slot = (const char *)msg + fp->f->offset;
 
         if (fp->how == FIELD_ONEOF && oneof_unset(msg, fp->f)) continue;
-        if (!tb_reserve(b, key_room(fp->key_len) + SCALAR_MAX)) break;
+        if (!reserved && !tb_reserve(b, fp->rest)) break;
         put_key(b, fp);
-        if (fp->how == FIELD_PLAIN) write_value(b, fp->f, (const char *)msg + fp->f->offset);
-        else write_field(b, msg, fp);
+        reserved = true;
+        if (fp->write == WRITE_SCALAR) {
+            write_value(b, fp->f, slot);
+        } else if (fp->write == WRITE_STRING) {
+            const char *s = *(char *const *)slot;
+            size_t after = i + 1 < n ? fp[1].rest : 0;
+            if (s) tb_string_then(b, s, strlen(s), after);
+            else memcpy(b->p + b->len, "null", 4), b->len += 4; /* in the SCALAR_MAX */
+            if (b->bad) break;
+        } else {
+            if (fp->how == FIELD_PLAIN) write_value(b, fp->f, slot);
+            else write_field(b, msg, fp);
+            reserved = false;
+        }
     }
     if (b->len == start) {
         tb_lit(b, "{}");

@@ -1110,6 +1110,50 @@ static void assert_message_written(const char *s)
     free(env);
 }
 
+/* The writer reserves room for a message's scalars ahead, once, and a
+ * string reserves its own room and the rest's: with a caller's buffer of
+ * every size (on the heap, exactly that large, for ASan), the bytes are
+ * those of the growing buffer, wherever the growth falls. */
+static void assert_any_buffer(const ProtobufCMessage *m)
+{
+    char *want, *out;
+    size_t want_len, len;
+
+    assert_int_equal(transcode_envelope(200, NULL, m, NULL, &want, &want_len), 0);
+    for (size_t cap = 1; cap <= want_len + 64; cap++) {
+        char *buf = malloc(cap);
+        assert_non_null(buf);
+        assert_int_equal(transcode_envelope_buf(200, NULL, m, NULL, buf, cap, &out, &len), 0);
+        if (len != want_len || memcmp(out, want, len) != 0)
+            fail_msg("cap %zu:\n got %.*s\nwant %s", cap, (int)len, out, want);
+        if (out != buf)
+            free(out);
+        free(buf);
+    }
+    free(want);
+}
+
+static void test_writer_any_buffer(void **state)
+{
+    All a;
+    Tokend__Test__Profile p, child, *rprof[2];
+    Tokend__V1__VerifyReply vr = TOKEND__V1__VERIFY_REPLY__INIT;
+    static char key[] = "alrFSbKHapgpKAlIjLrlji3g3nmW9rb5GybLkRAqnGo=";
+    static char guid[] = "\x01\x02\x03\x04\x05\x06\x07\x08\x01\x02\x03\x04\x05\x06\x07\x08"
+                         "\x01\x02\x03\x04\x05\x06\x07\x08 six bytes each";
+
+    golden_all(&a, &p, &child, rprof);
+    assert_any_buffer(&a.base);
+    vr.user_id = INT64_MIN, vr.app_id = INT64_MAX, vr.expire = -1;
+    vr.device_sn = UINT32_MAX, vr.admin = 1, vr.encrypt_type = INT32_MIN;
+    vr.public_key = key;
+    assert_any_buffer(&vr.base);
+    vr.device_guid = guid; /* escaped to 6 bytes a byte, between scalars */
+    assert_any_buffer(&vr.base);
+    vr.device_guid = NULL, vr.public_key = NULL; /* null, in a scalar's room */
+    assert_any_buffer(&vr.base);
+}
+
 /* Every byte value in every position of an 8-byte word (the writer looks
  * at strings a word at a time), then random strings of the bytes that
  * matter: quotes, backslashes, controls, DEL, and the pieces of good and
@@ -1480,6 +1524,7 @@ int main(void)
         cmocka_unit_test(test_envelope_from_struct),
         cmocka_unit_test(test_envelope_large),
         cmocka_unit_test(test_writer_golden),
+        cmocka_unit_test(test_writer_any_buffer),
         cmocka_unit_test(test_string_escaping),
         cmocka_unit_test(test_integer_output),
         cmocka_unit_test(test_set_field_scalars),
