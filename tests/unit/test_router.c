@@ -147,6 +147,10 @@ static void test_http_lookups(void **state)
 
     find(r, "GET", "/token/verify", ROUTER_NO_VERB);
     find(r, "post", "/token/verify", ROUTER_NO_VERB);           /* verbs are exact */
+    find(r, "POS", "/token/verify", ROUTER_NO_VERB);
+    find(r, "POSTPOST", "/token/verify", ROUTER_NO_VERB);       /* longer than any verb */
+    const router_http *h0 = NULL;                               /* "POST" and a NUL */
+    assert_int_equal(router_http_find(r, "POST", 5, "/token/verify", 13, &h0), ROUTER_NO_VERB);
     find(r, "POST", "/token/verify/", ROUTER_NO_PATH);
     find(r, "POST", "/no/such/path", ROUTER_NO_PATH);
     find(r, "POST", "/tokend.v1.Tokend/Verify", ROUTER_NO_PATH); /* gRPC paths are not HTTP routes */
