@@ -5,10 +5,8 @@
  * standard (google.api.http) extension among its unknown fields, which
  * unpack as a google.api.HttpRule (proto/google/api/http.proto). Paths are
  * literal: a {field} template is refused at start-up rather than served
- * wrong. Lookups go through an index by path length: only the few routes
- * of the request's length are compared (a scan over all of them, even
- * comparing lengths first, was ~70 instructions a request; a hash of the
- * path costs about as much as that). */
+ * wrong. Lookups are linear over a few dozen routes, comparing lengths
+ * first: cheaper than hashing at this size, and done once per request. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,64 +17,12 @@
 /* extend google.protobuf.MethodOptions { HttpRule http = 72295728; } */
 #define HTTP_RULE_FIELD 72295728
 
-/* Routes by path length: those of length l (l < LEN_BUCKETS - 1; longer ones
- * share the last bucket) are order[from[l]] to order[from[l + 1]] - 1, in
- * their order in the schema. */
-#define LEN_BUCKETS 256
-typedef struct {
-    uint16_t from[LEN_BUCKETS + 1];
-    uint16_t *order;
-} len_index;
-
 struct router {
     router_rpc *rpcs;
     size_t nrpcs;
     router_http *https;
     size_t nhttps, cap_https;
-    len_index grpc_by_len, http_by_len;
 };
-
-static size_t len_bucket(size_t len)
-{
-    return len < LEN_BUCKETS - 1 ? len : LEN_BUCKETS - 1;
-}
-
-/* A counting sort of the n routes by their lengths' buckets (stable). */
-static int index_build(len_index *ix, size_t n, const size_t *lens)
-{
-    uint16_t count[LEN_BUCKETS] = {0};
-    if (n > UINT16_MAX || !(ix->order = malloc((n ? n : 1) * sizeof *ix->order)))
-        return -1;
-    for (size_t i = 0; i < n; i++)
-        count[len_bucket(lens[i])]++;
-    ix->from[0] = 0;
-    for (size_t b = 0; b < LEN_BUCKETS; b++)
-        ix->from[b + 1] = (uint16_t)(ix->from[b] + count[b]);
-    memset(count, 0, sizeof count);
-    for (size_t i = 0; i < n; i++) {
-        size_t b = len_bucket(lens[i]);
-        ix->order[ix->from[b] + count[b]++] = (uint16_t)i;
-    }
-    return 0;
-}
-
-static int build_indexes(router *r)
-{
-    size_t n = r->nrpcs > r->nhttps ? r->nrpcs : r->nhttps;
-    size_t *lens = malloc((n ? n : 1) * sizeof *lens);
-    int rc = -1;
-    if (!lens)
-        return -1;
-    for (size_t i = 0; i < r->nrpcs; i++)
-        lens[i] = r->rpcs[i].grpc_path_len;
-    if (index_build(&r->grpc_by_len, r->nrpcs, lens) == 0) {
-        for (size_t i = 0; i < r->nhttps; i++)
-            lens[i] = r->https[i].path_len;
-        rc = index_build(&r->http_by_len, r->nhttps, lens);
-    }
-    free(lens);
-    return rc;
-}
 
 static int add_http(router *r, size_t rpc, const Google__Api__HttpRule *rule)
 {
@@ -223,10 +169,6 @@ int router_create(router **out, ProtobufCService *const *services, const uint8_t
     /* rpcs moved while growing: point the HTTP routes at them only now. */
     for (size_t i = 0; i < r->nhttps; i++)
         r->https[i].rpc = &r->rpcs[r->https[i].rpc_index];
-    if (build_indexes(r) != 0) {
-        snprintf(err, errlen, "out of memory");
-        goto done;
-    }
     rc = 0;
 done:
     if (set)
@@ -249,8 +191,6 @@ void router_free(router *r)
     }
     free(r->https);
     free(r->rpcs);
-    free(r->grpc_by_len.order);
-    free(r->http_by_len.order);
     free(r);
 }
 
@@ -266,13 +206,9 @@ const router_rpc *router_at(const router *r, size_t i)
 
 const router_rpc *router_grpc(const router *r, const char *path, size_t len)
 {
-    const len_index *ix = &r->grpc_by_len;
-    size_t b = len_bucket(len);
-    for (size_t k = ix->from[b]; k < ix->from[b + 1]; k++) {
-        const router_rpc *rpc = &r->rpcs[ix->order[k]];
-        if (rpc->grpc_path_len == len && memcmp(rpc->grpc_path, path, len) == 0)
-            return rpc;
-    }
+    for (size_t i = 0; i < r->nrpcs; i++)
+        if (r->rpcs[i].grpc_path_len == len && memcmp(r->rpcs[i].grpc_path, path, len) == 0)
+            return &r->rpcs[i];
     return NULL;
 }
 
@@ -284,11 +220,9 @@ static int path_is(const router_http *h, const char *path, size_t len)
 int router_http_find(const router *r, const char *verb, size_t verb_len, const char *path,
                      size_t path_len, const router_http **out)
 {
-    const len_index *ix = &r->http_by_len;
-    size_t b = len_bucket(path_len);
     int rc = ROUTER_NO_PATH;
-    for (size_t k = ix->from[b]; k < ix->from[b + 1]; k++) {
-        const router_http *h = &r->https[ix->order[k]];
+    for (size_t i = 0; i < r->nhttps; i++) {
+        const router_http *h = &r->https[i];
         if (!path_is(h, path, path_len))
             continue;
         rc = ROUTER_NO_VERB;

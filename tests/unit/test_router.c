@@ -79,8 +79,8 @@ static void test_grpc_paths(void **state)
     assert_null(router_grpc(r, "/tokend.v1.Tokend/VerifyX", 25));
 }
 
-/* Lookups go by an index of path lengths: every RPC is found by its gRPC
- * path, and a path of a route's length that is not its path is not. */
+/* Every RPC is found by its gRPC path, and a path of a route's length (or
+ * one shorter) that is not its path is not, nor a very long one. */
 static void test_every_route_by_length(void **state)
 {
     const router *r = *state;
@@ -115,7 +115,7 @@ static void test_every_route_by_length(void **state)
         assert_int_equal(router_http_find(r, "POST", 4, paths[i], n - 1, &h), ROUTER_NO_PATH);
     }
     assert_int_equal(found, 4);
-    /* past the index's last bucket (255 and longer) */
+    /* long paths */
     char longp[600];
     memset(longp, 'a', sizeof longp);
     longp[0] = '/';
