@@ -341,3 +341,25 @@ ProtobufCMessage *pb_unpack(const ProtobufCMessageDescriptor *desc, ProtobufCAll
 {
     return pb_unpack_skip(desc, alloc, len, data, 0);
 }
+
+static void *arena_alloc(void *data, size_t size)
+{
+    pb_arena *a = data;
+    size = (size + 15) & ~(size_t)15;
+    if (size > a->cap - a->used)
+        return NULL;
+    void *p = a->buf + a->used;
+    a->used += size;
+    return p;
+}
+
+static void arena_free(void *data, void *p)
+{
+    (void)data, (void)p;
+}
+
+ProtobufCAllocator pb_arena_init(pb_arena *a, void *buf, size_t cap)
+{
+    *a = (pb_arena){buf, cap, 0};
+    return (ProtobufCAllocator){arena_alloc, arena_free, a};
+}

@@ -50,4 +50,14 @@ ProtobufCMessage *pb_unpack_skip(const ProtobufCMessageDescriptor *desc, Protobu
 ProtobufCMessage *pb_unpack_text(const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
                                  size_t len, const uint8_t *data, int *checked);
 
+/* A bump allocator over the caller's buffer (16-byte aligned), for
+ * messages decoded for one call: nothing is freed one by one, the buffer
+ * goes whole. An allocation that does not fit gets NULL (the decode fails).
+ * Returns the allocator over a; a->used = 0 empties it again. */
+typedef struct {
+    uint8_t *buf;
+    size_t cap, used;
+} pb_arena;
+ProtobufCAllocator pb_arena_init(pb_arena *a, void *buf, size_t cap);
+
 #endif

@@ -8,28 +8,9 @@
  * (rpc_auth.c's cache). */
 #include <stdlib.h>
 #include <string.h>
+#include "pb.h"
 #include "rpc.h"
 #include "rpc_handlers.h"
-
-typedef struct {
-    size_t used;
-    _Alignas(16) uint8_t buf[4096];
-} arena;
-
-static void *arena_alloc(void *data, size_t size)
-{
-    arena *a = data;
-    size = (size + 15) & ~(size_t)15;
-    if (size > sizeof a->buf - a->used)
-        return NULL;
-    void *p = a->buf + a->used;
-    a->used += size;
-    return p;
-}
-
-static void arena_free(void *data, void *p)
-{
-}
 
 /* Hashes the caller's token; 0, or -1 with the call answered. */
 static int caller_hash(rpc_call *call, uint8_t hash[CRYPTO_HASH_BYTES])
@@ -56,8 +37,9 @@ RPC_HANDLER(verify, VerifyRequest, VerifyReply)
     uint8_t mine[CRYPTO_HASH_BYTES], theirs[CRYPTO_HASH_BYTES];
     const uint8_t *hashes[2] = {NULL, theirs};
     store_session *ss[2];
-    arena a;  /* not zeroed: 4 KiB of memset on every Verify */
-    ProtobufCAllocator alloc = {arena_alloc, arena_free, &a};
+    _Alignas(16) uint8_t space[4096];  /* not zeroed: 4 KiB of memset on every Verify */
+    pb_arena a;
+    ProtobufCAllocator alloc = pb_arena_init(&a, space, sizeof space);
     rpc_auth auth;
     uint64_t gen;
 

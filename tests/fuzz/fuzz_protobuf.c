@@ -77,30 +77,14 @@ static int has_field_zero(const ProtobufCMessage *m)
     return 0;
 }
 
-static struct {
-    size_t used;
-    _Alignas(16) uint8_t buf[1 << 20];
-} arena;
-
-static void *arena_alloc(void *d, size_t n)
-{
-    n = (n + 15) & ~(size_t)15;
-    if (n > sizeof arena.buf - arena.used)
-        return NULL;
-    arena.used += n;
-    return arena.buf + arena.used - n;
-}
-
-static void arena_free(void *d, void *p)
-{
-}
+static _Alignas(16) uint8_t arena_buf[1 << 20];
 
 /* pb.c against protobuf-c on the same input (m: protobuf-c's result). */
 static void check_pb(const ProtobufCMessageDescriptor *d, const ProtobufCMessage *m,
                      const uint8_t *in, size_t n)
 {
-    ProtobufCAllocator alloc = {arena_alloc, arena_free, NULL};
-    arena.used = 0;
+    pb_arena arena;
+    ProtobufCAllocator alloc = pb_arena_init(&arena, arena_buf, sizeof arena_buf);
     ProtobufCMessage *fast = pb_unpack(d, &alloc, n, in);
     if ((fast == NULL) != (m == NULL)) {
         fprintf(stderr, "%s: pb_unpack %s what protobuf-c %s\n", d->name,

@@ -27,22 +27,13 @@ static const ProtobufCMessageDescriptor *const types[] = {
 };
 
 typedef struct {
-    size_t used;
+    pb_arena a;
     _Alignas(16) uint8_t buf[1 << 16];
 } arena;
 
-static void *arena_alloc(void *d, size_t n)
+static ProtobufCAllocator arena_over(arena *x)
 {
-    arena *a = d;
-    n = (n + 15) & ~(size_t)15;
-    if (n > sizeof a->buf - a->used)
-        return NULL;
-    a->used += n;
-    return a->buf + a->used - n;
-}
-
-static void arena_free(void *d, void *p)
-{
+    return pb_arena_init(&x->a, x->buf, sizeof x->buf);
 }
 
 static uint64_t rnd(uint64_t n)
@@ -119,8 +110,7 @@ static int same_decoding(const ProtobufCMessageDescriptor *d, const uint8_t *in,
 {
     arena *a = malloc(sizeof *a);
     assert_non_null(a);
-    a->used = 0;
-    ProtobufCAllocator alloc = {arena_alloc, arena_free, a};
+    ProtobufCAllocator alloc = arena_over(a);
     ProtobufCMessage *fast = pb_unpack(d, &alloc, n, in);
     int checked = 0;
     ProtobufCMessage *text = pb_unpack_text(d, &alloc, n, in, &checked);
@@ -260,8 +250,8 @@ static void test_varint_lengths(void **state)
             same_packing(&s.base);
             s.label = "";  /* expire_ms last */
             same_packing(&s.base);
-            arena a = {0};
-            ProtobufCAllocator alloc = {arena_alloc, arena_free, &a};
+            arena a;
+            ProtobufCAllocator alloc = arena_over(&a);
             uint8_t buf[64];
             size_t n = pb_pack(&s.base, buf);
             Tokend__V1__Store__Session *u = (Tokend__V1__Store__Session *)pb_unpack(
@@ -285,8 +275,8 @@ static void test_unpack_skip(void **state)
     s.access_key_secret = "the secret", s.public_key = "pk", s.admin = 1, s.label = "l";
     uint8_t buf[256];
     size_t n = pb_pack(&s.base, buf);
-    arena a = {0};
-    ProtobufCAllocator alloc = {arena_alloc, arena_free, &a};
+    arena a;
+    ProtobufCAllocator alloc = arena_over(&a);
     Tokend__V1__Store__Session *u = (Tokend__V1__Store__Session *)pb_unpack_skip(
         &tokend__v1__store__session__descriptor, &alloc, n, buf, 1ull << 5 | 1ull << 6 | 1ull << 1);
     assert_non_null(u);
@@ -298,7 +288,7 @@ static void test_unpack_skip(void **state)
     assert_string_equal(u->public_key, "pk");
     assert_string_equal(u->label, "l");
     /* none of the secret's bytes was copied into the arena */
-    for (size_t i = 0; i + 10 <= a.used; i++)
+    for (size_t i = 0; i + 10 <= a.a.used; i++)
         assert_false(memcmp(a.buf + i, "the secret", 10) == 0);
     u = (Tokend__V1__Store__Session *)pb_unpack_skip(&tokend__v1__store__session__descriptor,
                                                     &alloc, n, buf, 0);

@@ -18,6 +18,7 @@
 #include <lmdb.h>
 
 #include "crypto.h"
+#include "pb.h"
 #include "store.h"
 #include "store_internal.h"
 #include "fixture.h"
@@ -255,26 +256,6 @@ static void test_user_unknown_app(void **state)
 
 /* --- logins, sessions, devices ------------------------------------------ */
 
-typedef struct {
-    size_t used;
-    _Alignas(16) uint8_t buf[4096];
-} test_arena;
-
-static void *arena_of(void *data, size_t size)
-{
-    test_arena *a = data;
-    size = (size + 15) & ~(size_t)15;
-    if (size > sizeof a->buf - a->used)
-        return NULL;
-    a->used += size;
-    return a->buf + a->used - size;
-}
-
-static void arena_none(void *data, void *p)
-{
-    (void)data, (void)p;
-}
-
 static void test_login_without_device(void **state)
 {
     fixture *f = *state;
@@ -304,8 +285,9 @@ static void test_login_without_device(void **state)
     assert_push(f->s, 1, STORE_NOTFOUND, 0, NULL);
 
     /* The hot path's read leaves out the secrets a check does not need. */
-    test_arena a = {0};
-    ProtobufCAllocator alloc = {arena_of, arena_none, &a};
+    _Alignas(16) uint8_t space[4096];
+    pb_arena a;
+    ProtobufCAllocator alloc = pb_arena_init(&a, space, sizeof space);
     const uint8_t *hp = h;
     assert_int_equal(store_sessions_get(f->s, 1, &hp, &sess, &alloc), STORE_OK);
     assert_non_null(sess);
