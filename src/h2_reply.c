@@ -71,7 +71,9 @@
  *     h2o_http2_conn_get_buffer_window();
  *   - the connection's frame reader `_read_expect`, `_headers_unparsed` and
  *     `pull_stream_ids.max_open` (to drop gRPC core's RST_STREAM on idle
- *     streams, see tolerate_idle_rst());
+ *     streams and hand h2o a known :path plain, see read_frame()), h2o's
+ *     reader parsing a HEADERS frame with END_HEADERS before it returns
+ *     (the frame given to it may be a copy on the stack);
  *   - h2o_http2_stream_set_state() (inline), h2o_http2_conn_get_stream()
  *     (inline, through the khash stand-in), h2o_http2_conn_request_write(),
  *     h2o_hpack_flatten_response(), and the scheduler ref's `_self_is_active`;
@@ -102,6 +104,7 @@
 #include <h2o/http2.h>
 #include <h2o/http2_internal.h>
 
+#include "h2_path.h"
 #include "h2_reply.h"
 
 /* The internals above are those of 2.2.x; another version must be re-checked
@@ -216,41 +219,72 @@ static void finish_stream(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream)
     h2o_http2_conn_request_write(conn);
 }
 
-/* ---- gRPC core's RST_STREAM on idle streams -------------------------------- */
+/* ---- the connection's frame reader ---------------------------------------- */
 
-/* gRPC core (seen with grpcio 1.51 / core 29, Debian 12; grpc/grpc#19655,
- * #38758) gives a call its stream id before writing its HEADERS; when the call
- * is cancelled (deadline) before that write happened - the client was busy
- * reading a large reply - it still sends RST_STREAM for the id: a reset of an
- * idle stream. h2o 2.2 answers that with GOAWAY(PROTOCOL_ERROR) as RFC 7540
- * 6.4 says, which fails every call on the channel. We drop such a frame
- * instead (the stream never existed for us, so there is nothing to reset):
- * the connection's frame reader is wrapped, and the wrapper passes every
- * other frame to h2o's. h2o's reader is learnt from a connection known to be
- * past its preface (a reply on stream 3 or later) and not inside a header
- * block (no HEADERS/CONTINUATION pending, i.e. `_headers_unparsed` NULL: h2o
- * sets its CONTINUATION reader only together with that buffer). h2o puts its
- * own reader back directly after a CONTINUATION sequence; the next reply on
- * that connection wraps it again. */
+/* h2o's reader of a connection's frames is wrapped, for two things:
+ *
+ * gRPC core's RST_STREAM on idle streams. gRPC core (seen with grpcio 1.51 /
+ * core 29, Debian 12; grpc/grpc#19655, #38758) gives a call its stream id
+ * before writing its HEADERS; when the call is cancelled (deadline) before
+ * that write happened - the client was busy reading a large reply - it still
+ * sends RST_STREAM for the id: a reset of an idle stream. h2o 2.2 answers
+ * that with GOAWAY(PROTOCOL_ERROR) as RFC 7540 6.4 says, which fails every
+ * call on the channel. We drop such a frame instead (the stream never
+ * existed for us, so there is nothing to reset).
+ *
+ * A known :path in plain form (h2_path.c): a HEADERS frame whose :path is
+ * the Huffman form of a path the server serves is handed to h2o with that
+ * value plain, so h2o does not decode it (a twelfth of a gRPC Verify).
+ *
+ * h2o's reader is learnt from a connection known to be past its preface (a
+ * reply on stream 3 or later) and not inside a header block (no
+ * HEADERS/CONTINUATION pending, i.e. `_headers_unparsed` NULL: h2o sets its
+ * CONTINUATION reader only together with that buffer). h2o puts its own
+ * reader back directly after a CONTINUATION sequence; the next reply on that
+ * connection wraps it again. The paths are the context's (h2_reply_serve). */
 typedef ssize_t (*read_expect_cb)(h2o_http2_conn_t *conn, const uint8_t *src, size_t len, const char **err_desc);
 static read_expect_cb h2o_expect_default; /* learnt once, the same in every thread (atomic access) */
 
-static ssize_t expect_default_tolerating_idle_rst(h2o_http2_conn_t *conn, const uint8_t *src, size_t len,
-                                                  const char **err_desc)
+static size_t paths_key = SIZE_MAX; /* the paths' slot in each context's storage, taken by the first */
+
+void h2_reply_serve(h2o_context_t *ctx, const h2_paths *paths)
 {
-    if (len >= H2O_HTTP2_FRAME_HEADER_SIZE + 4 && src[3] == H2O_HTTP2_FRAME_TYPE_RST_STREAM && src[0] == 0 && src[1] == 0 &&
-        src[2] == 4) {
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* contexts start on their own threads */
+    pthread_mutex_lock(&lock);
+    *h2o_context_get_storage(ctx, &paths_key, NULL) = (void *)paths;
+    pthread_mutex_unlock(&lock);
+}
+
+static const h2_paths *paths_of(h2o_context_t *ctx)
+{
+    return paths_key < ctx->storage.size ? ctx->storage.entries[paths_key].data : NULL;
+}
+
+static ssize_t read_frame(h2o_http2_conn_t *conn, const uint8_t *src, size_t len, const char **err_desc)
+{
+    read_expect_cb h2o_read = __atomic_load_n(&h2o_expect_default, __ATOMIC_RELAXED);
+    if (len < H2O_HTTP2_FRAME_HEADER_SIZE)
+        return h2o_read(conn, src, len, err_desc);
+    if (src[3] == H2O_HTTP2_FRAME_TYPE_HEADERS) {
+        uint8_t plain[H2_PATH_OUT_BYTES];
+        size_t n = h2_path_plain(paths_of(conn->super.ctx), src, len, plain, sizeof plain);
+        if (n != 0) {
+            ssize_t r = h2o_read(conn, plain, n, err_desc);
+            return r < 0 ? r : (ssize_t)(H2O_HTTP2_FRAME_HEADER_SIZE + ((size_t)src[0] << 16 | src[1] << 8 | src[2]));
+        }
+    } else if (len >= H2O_HTTP2_FRAME_HEADER_SIZE + 4 && src[3] == H2O_HTTP2_FRAME_TYPE_RST_STREAM && src[0] == 0 &&
+               src[1] == 0 && src[2] == 4) {
         uint32_t id = ((uint32_t)(src[5] & 0x7f) << 24) | (uint32_t)src[6] << 16 | (uint32_t)src[7] << 8 | src[8];
         if (id % 2 == 1 && id > conn->pull_stream_ids.max_open)
             return H2O_HTTP2_FRAME_HEADER_SIZE + 4; /* consumed, ignored */
     }
-    return __atomic_load_n(&h2o_expect_default, __ATOMIC_RELAXED)(conn, src, len, err_desc);
+    return h2o_read(conn, src, len, err_desc);
 }
 
-static void tolerate_idle_rst(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream)
+static void wrap_reader(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream)
 {
     read_expect_cb cur = conn->_read_expect, def = __atomic_load_n(&h2o_expect_default, __ATOMIC_RELAXED);
-    if (cur == expect_default_tolerating_idle_rst || conn->_headers_unparsed != NULL)
+    if (cur == read_frame || conn->_headers_unparsed != NULL)
         return;
     if (def == NULL) {
         if (stream->stream_id < 3)
@@ -259,7 +293,7 @@ static void tolerate_idle_rst(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream
         def = cur;
     }
     if (cur == def)
-        conn->_read_expect = expect_default_tolerating_idle_rst;
+        conn->_read_expect = read_frame;
 }
 
 static void on_proceed(h2o_generator_t *_self, h2o_req_t *req)
@@ -836,6 +870,7 @@ int h2_reply_send(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers
     if (conn->state == H2O_HTTP2_CONN_STATE_IS_CLOSING || stream->state != H2O_HTTP2_STREAM_STATE_SEND_HEADERS ||
         req->_generator != NULL || h2o_linklist_is_linked(&stream->_refs.link))
         return -1;
+    wrap_reader(conn, stream);
 
     if (trailers == NULL) {
         req->res.content_length = body.len;
@@ -846,7 +881,6 @@ int h2_reply_send(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers
         return respond_whole(conn, stream, req, NULL, body, &plain);
     }
 
-    tolerate_idle_rst(conn, stream);
     h2o_iovec_t block = h2_reply_trailer_block(&req->pool, trailers, num_trailers);
     if (block.base == NULL)
         return -1;

@@ -13,6 +13,8 @@
 
 #include <h2o.h>
 
+#include "h2_path.h"
+
 /* With trailers (gRPC): responds to an HTTP/2 request with status 200, the
  * headers already in req->res.headers (the caller adds content-type:
  * application/grpc etc.; req->res.status and content_length are
@@ -58,5 +60,11 @@ h2o_iovec_t h2_reply_encode_trailers(h2o_mem_pool_t *pool, const h2o_header_t *t
  * any other header. `name` must be lower-case and outlive the request (a
  * static): it is not copied. */
 void h2_reply_add_unindexed(h2o_req_t *req, const h2o_iovec_t *name, h2o_iovec_t value);
+
+/* Serves ctx's HTTP/2 connections the paths a request may name (h2_path.h;
+ * NULL: none): a HEADERS frame naming one Huffman-coded reaches h2o with it
+ * plain. paths must outlive ctx. Call it on ctx's thread, before its loop
+ * runs. */
+void h2_reply_serve(h2o_context_t *ctx, const h2_paths *paths);
 
 #endif

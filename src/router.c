@@ -204,6 +204,18 @@ const router_rpc *router_at(const router *r, size_t i)
     return i < r->nrpcs ? &r->rpcs[i] : NULL;
 }
 
+size_t router_paths(const router *r, const char **out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i != r->nrpcs; i++, n++)
+        if (n < max)
+            out[n] = r->rpcs[i].grpc_path;
+    for (size_t i = 0; i != r->nhttps; i++, n++)
+        if (n < max)
+            out[n] = r->https[i].path;
+    return n;
+}
+
 const router_rpc *router_grpc(const router *r, const char *path, size_t len)
 {
     for (size_t i = 0; i < r->nrpcs; i++)

@@ -19,6 +19,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include "config.h"
+#include "h2_reply.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -66,6 +67,7 @@ typedef struct server {
     pthread_barrier_t ready;        /* every loop set up: signals may reach them */
     unsigned nthreads;
     server_loop *threads;
+    h2_paths *paths;                /* the router's, for h2_reply_serve */
 } server;
 
 typedef struct {
@@ -186,6 +188,7 @@ static void *run_thread(void *arg)
     h2o_evloop_t *loop = h2o_evloop_create();
     pool_watch(s->ctx->pool); /* hashing must not starve this loop (pool.h) */
     h2o_context_init(&t->h2o, loop, &s->h2o);
+    h2_reply_serve(&t->h2o, s->paths);
     h2o_multithread_queue_t *q = h2o_multithread_create_queue(loop);
     h2o_multithread_register_receiver(q, &t->jobs, on_jobs);
     h2o_multithread_register_receiver(q, &t->wakeup, on_wakeup);
@@ -324,6 +327,20 @@ static int resolve(const char *listen, struct addrinfo **out, const char *option
     return 0;
 }
 
+/* The paths of every route, for HTTP/2 requests that name them in Huffman
+ * code (h2_path.h). */
+static h2_paths *known_paths(const router *router)
+{
+    size_t n = router_paths(router, NULL, 0);
+    const char **paths = calloc(n ? n : 1, sizeof *paths);
+    if (paths == NULL)
+        return NULL;
+    router_paths(router, paths, n);
+    h2_paths *ps = h2_paths_create(paths, n);
+    free(paths);
+    return ps;
+}
+
 int server_run(tokend_ctx *ctx, const router *router)
 {
     tokend_config *cfg = ctx->config;
@@ -393,6 +410,7 @@ int server_run(tokend_ctx *ctx, const router *router)
         s.threads[i].metrics_fd = -1;
         s.registry.loops[i] = m;
     }
+    s.paths = known_paths(router); /* NULL (out of memory) only costs the shortcut */
     http_register(h2o_config_register_path(host, "/", 0), ctx, router,
                   cfg->metrics_listen ? NULL : &s.registry);
     if (cfg->metrics_listen) {
@@ -478,6 +496,7 @@ int server_run(tokend_ctx *ctx, const router *router)
         metrics_loop_free(s.threads[i].metrics);
     free(s.registry.loops);
     free(s.threads);
+    h2_paths_free(s.paths);
     freeaddrinfo(s.addr);
     return sig < 0 ? 1 : 0;
 fail:
@@ -489,5 +508,6 @@ fail:
     pthread_mutex_destroy(&s.purge_lock);
     freeaddrinfo(s.addr);
     free(s.threads);
+    h2_paths_free(s.paths);
     return 1;
 }

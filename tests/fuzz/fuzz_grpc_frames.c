@@ -21,13 +21,7 @@
 #include "grpc_frame.h"
 #include "rpc.h"
 
-#define CHECK(c)                                                                            \
-    do {                                                                                    \
-        if (!(c)) {                                                                         \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c);           \
-            abort();                                                                        \
-        }                                                                                   \
-    } while (0)
+#include "fuzz_check.h"
 
 static void frames(const char *body, size_t len)
 {

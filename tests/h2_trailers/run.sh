@@ -45,7 +45,7 @@ stop_server() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 CFLAGS="-std=gnu11 -O2 -g -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -DH2O_USE_LIBUV=0"
 echo "== build"
-gcc $CFLAGS -I"$ROOT/src" -I"$ROOT/src/compat" "$HERE/echo_server.c" "$ROOT/src/h2_reply.c" \
+gcc $CFLAGS -I"$ROOT/src" -I"$ROOT/src/compat" "$HERE/echo_server.c" "$ROOT/src/h2_reply.c" "$ROOT/src/h2_path.c" \
     -o "$TMP/echo_server" $(pkg-config --libs libh2o-evloop openssl) -lpthread
 HAVE_CORE=0
 if pkg-config --exists grpc; then

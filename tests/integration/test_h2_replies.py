@@ -110,14 +110,22 @@ class H2Replies(unittest.TestCase):
     def tearDown(self):
         self.conn.close()
 
-    def call(self, path, ctype, body, extra=(), method=b"POST"):
-        """one request on the connection; the reply's frames"""
+    def call(self, path, ctype, body, extra=(), method=b"POST", encoder=None, index_path=False):
+        """one request on the connection; the reply's frames. With an
+        encoder (hpack's, this connection's): Huffman-coded fields, put in
+        the table, but :path never indexed unless index_path (nghttp2's way)."""
         self.sid += 2
         fields = [(b":method", method), (b":scheme", b"http"), (b":path", path),
                   (b":authority", b"127.0.0.1"), (b"content-type", ctype),
                   (b"access-token", self.admin.encode()), (b"content-length", b"%d" % len(body))]
         fields += list(extra)
-        self.conn.send(h2raw.frame(h2raw.HEADERS, h2raw.END_HEADERS, self.sid, h2raw.hpack_literal(fields)) +
+        if encoder is None:
+            block = h2raw.hpack_literal(fields)
+        else:
+            if not index_path:
+                fields[2] = hpack.NeverIndexedHeaderTuple(b":path", path)
+            block = encoder.encode(fields, huffman=True)
+        self.conn.send(h2raw.frame(h2raw.HEADERS, h2raw.END_HEADERS, self.sid, block) +
                        h2raw.frame(h2raw.DATA, h2raw.END_STREAM, self.sid, body))
         return self.conn.stream_frames(self.sid)
 
@@ -279,6 +287,47 @@ class H2Replies(unittest.TestCase):
             self.assertEqual(self.pb.tokend.VerifyReply.FromString(ws.frames(frames[1][3])[0][1]).user_id, 10000)
             trailers, _ = self.headers(frames[2], what + " trailers")
             self.assertEqual(trailers, {"grpc-status": "0"}, what)
+
+    def grpc_reply(self, frames, what):
+        """the message of a gRPC reply with grpc-status 0"""
+        self.assertEqual([(f[0], f[1] & (h2raw.END_STREAM | h2raw.END_HEADERS)) for f in frames],
+                         [(h2raw.HEADERS, h2raw.END_HEADERS), (h2raw.DATA, 0),
+                          (h2raw.HEADERS, h2raw.END_STREAM | h2raw.END_HEADERS)], what)
+        self.headers(frames[0], what)
+        trailers, _ = self.headers(frames[2], what + " trailers")
+        self.assertEqual(trailers, {"grpc-status": "0"}, what)
+        return ws.frames(frames[1][3])[0][1]
+
+    def test_huffman_paths(self):
+        """Paths Huffman-coded, as clients on nghttp2 (h2load, curl, Envoy)
+        send them: those tokend serves reach h2o in plain (src/h2_path.c),
+        the others as they came. Known and unknown paths, never indexed or
+        indexed (the next requests then name the table entry), in turn on
+        one connection: each must reach its own handler, and two gRPC
+        methods must not be mistaken for each other."""
+        enc = hpack.Encoder()
+        body = json.dumps({"token": self.token}).encode()
+        verify = ws.frame(self.pb.tokend.VerifyRequest(token=self.token).SerializeToString())
+        check = ws.frame(self.pb.health.HealthCheckRequest().SerializeToString())
+        for i in range(6):
+            what = "huffman %d" % i
+            h, data = self.check_plain(self.call(b"/token/verify", b"application/json", body, encoder=enc),
+                                       200, JSON, what)
+            self.assertEqual(json.loads(data)["data"]["user_id"], 10000, what)
+            for index_path in (False, True):
+                reply = self.grpc_reply(self.call(b"/tokend.v1.Tokend/Verify", b"application/grpc", verify,
+                                                  [(b"te", b"trailers")], encoder=enc, index_path=index_path),
+                                        "%s Verify%s" % (what, " indexed" if index_path else ""))
+                self.assertEqual(self.pb.tokend.VerifyReply.FromString(reply).user_id, 10000, what)
+                reply = self.grpc_reply(self.call(b"/grpc.health.v1.Health/Check", b"application/grpc", check,
+                                                  [(b"te", b"trailers")], encoder=enc, index_path=index_path),
+                                        "%s Check" % what)
+                self.assertEqual(self.pb.health.HealthCheckResponse.FromString(reply).status,
+                                 self.pb.health.HealthCheckResponse.SERVING, what)
+            for path in (b"/token/verifz", b"/token/verify/%d" % i, b"/tokend.v1.Tokend/Verif"):
+                h, data = self.check_plain(self.call(path, b"application/json", b"{}", encoder=enc), 404, JSON,
+                                           "%s %s" % (what, path))
+                self.assertEqual(json.loads(data)["code"], 404, what)
 
     def test_grpc_trailers_only(self):
         """a gRPC error without a message: the headers and the trailers in
