@@ -6,6 +6,7 @@
  * by hash leaks nothing about other tokens through timing. */
 #include <crypt.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -322,7 +323,12 @@ static int hash_from(const crypto_generichash_blake2b_state *keyed, uint8_t out[
                      const uint8_t raw[CRYPTO_TOKEN_BYTES])
 {
     crypto_generichash_blake2b_state st;
-    memcpy(&st, keyed, sizeof st);
+    /* All but the buffer, empty in keyed: the update writes the token's
+     * bytes there and the final pads the rest before reading any. */
+    memcpy(&st, keyed, offsetof(blake2b_layout, buf));
+    memcpy((char *)&st + offsetof(blake2b_layout, buflen),
+           (const char *)keyed + offsetof(blake2b_layout, buflen),
+           sizeof(blake2b_layout) - offsetof(blake2b_layout, buflen));
     int rc = crypto_generichash_blake2b_update(&st, raw, CRYPTO_TOKEN_BYTES) != 0 ||
              crypto_generichash_blake2b_final(&st, out, CRYPTO_HASH_BYTES) != 0 ? -1 : 0;
     sodium_memzero(&st, sizeof st);
