@@ -339,8 +339,8 @@ static wire_call *new_call(void)
     } else if (!(wc = malloc(sizeof *wc))) {
         return NULL;
     }
-    /* All up to obs, which serve() copies in whole before the call can
-     * read it; the arena is handed out from its start. */
+    /* All up to obs, which http_obs_begin sets; the arena is handed out
+     * from its start. */
     rpc_call_clear(&wc->call);
     memset(&wc->req, 0, offsetof(wire_call, obs) - offsetof(wire_call, req));
     wc->alloc = (ProtobufCAllocator){arena_alloc, arena_free, wc};
@@ -732,9 +732,11 @@ static void invoke_again(rpc_call *c)
     wc->rpc->service->invoke(wc->rpc->service, wc->rpc->method_index, wc->request, on_reply, wc);
 }
 
-/* Answers the request, or starts its call: 1 when a call answers later
- * (on_reply then ends the observation), 0 when answered here. */
-static int serve(http_handler *h, h2o_req_t *req, const req_headers *hdrs, http_obs *obs)
+/* Answers the request, or starts its call wc (NULL: none could be had):
+ * 1 when the call answers (on_reply then ends the observation and frees
+ * wc), 0 when answered here (wc is the caller's to free). */
+static int serve(http_handler *h, h2o_req_t *req, const req_headers *hdrs, http_obs *obs,
+                 wire_call *wc)
 {
     int form = form_of(hdrs->v[H_CONTENT_TYPE], req->entity.len);
     const char *why;
@@ -765,7 +767,6 @@ static int serve(http_handler *h, h2o_req_t *req, const req_headers *hdrs, http_
         return 0;
     }
 
-    wire_call *wc = new_call();
     if (!wc) {
         respond(obs, req, form, ST_RESOURCE_EXHAUSTED, 503, "out of memory", NULL, NULL, 1);
         return 0;
@@ -781,11 +782,11 @@ static int serve(http_handler *h, h2o_req_t *req, const req_headers *hdrs, http_
                            allow, sizeof allow);
             add_header(req, H2O_TOKEN_ALLOW, h2o_strdup(&req->pool, allow, strlen(allow)).base);
             respond(obs, req, form, ST_UNIMPLEMENTED, 405, "method not allowed on this path", NULL, NULL, 0);
-            goto fail;
+            return 0;
         }
         if (rc == ROUTER_NO_PATH) {
             respond(obs, req, form, ST_NOT_FOUND, 404, "no such path", NULL, NULL, 0);
-            goto fail;
+            return 0;
         }
         wc->http = route;
         wc->rpc = route->rpc;
@@ -797,34 +798,33 @@ static int serve(http_handler *h, h2o_req_t *req, const req_headers *hdrs, http_
         if (form == FORM_GRPC && req->version < 0x200) {
             respond(obs, req, FORM_JSON, ST_INVALID_ARGUMENT, 415,
                     "application/grpc needs HTTP/2: use gRPC-Web over HTTP/1.1", NULL, NULL, 0);
-            goto fail;
+            return 0;
         }
         if (!wc->rpc) {
             respond(obs, req, form, ST_UNIMPLEMENTED, 0, "unknown service or method", NULL, NULL, 0);
-            goto fail;
+            return 0;
         }
         if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {
             respond(obs, req, form, ST_UNIMPLEMENTED, 405, "gRPC calls use POST", NULL, NULL, 0);
-            goto fail;
+            return 0;
         }
         if (wc->rpc->streaming) {
             serve_stream(h, req, hdrs, form, wc->rpc, obs);
-            goto fail;
+            return 0;
         }
     }
     if ((why = read_metadata(h->ctx->config, req, hdrs, obs->start_ns, &wc->call)) != NULL) {
         respond(obs, req, form, ST_INVALID_ARGUMENT, 0, why, NULL, NULL, 0);
-        goto fail;
+        return 0;
     }
     if (decode(h, req, wc, obs) != 0)
-        goto fail;
+        return 0;
 
     wc->req = req;
     wc->call.ctx = h->ctx;
     wc->call.closure = on_reply;
     wc->call.again = invoke_again;
     wc->call.loop = server_loop_of(req);
-    wc->obs = *obs;
     wc->call.loop->enter(wc->call.loop);
     /* Most calls (Verify) answer before invoke returns, and the request
      * cannot go away while this handler runs: only a call still open
@@ -840,9 +840,6 @@ static int serve(http_handler *h, h2o_req_t *req, const req_headers *hdrs, http_
         wc->guard->call = wc;
     }
     return 1;
-fail:
-    free_call(wc);
-    return 0;
 }
 
 static void serve_metrics(http_handler *h, h2o_req_t *req, http_obs *obs)
@@ -872,17 +869,22 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     http_handler *h = (http_handler *)self;
     metrics_loop *m = server_loop_of(req)->metrics;
-    http_obs obs;
+    /* Observed in the call's own obs from the start: a call reads it there,
+     * uncopied. Without a call (out of memory), on the stack. */
+    wire_call *wc = new_call();
+    http_obs stack_obs, *obs = wc ? &wc->obs : &stack_obs;
     req_headers hdrs;
     read_headers(req, &hdrs);
-    http_obs_begin(&obs, req, hdrs.v[H_REQUEST_ID], m, h->router);
+    http_obs_begin(obs, req, hdrs.v[H_REQUEST_ID], m, h->router);
     if (h->metrics && is_metrics_path(req) &&
         h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
-        serve_metrics(h, req, &obs);
-    } else if (serve(h, req, &hdrs, &obs)) {
+        serve_metrics(h, req, obs);
+    } else if (serve(h, req, &hdrs, obs, wc)) {
         return 0;  /* on_reply ends it */
     }
-    http_obs_end(&obs, req, NULL, m);
+    http_obs_end(obs, req, NULL, m);
+    if (wc)
+        free_call(wc);
     return 0;
 }
 
