@@ -838,6 +838,7 @@ static int serve(http_handler *h, h2o_req_t *req, const req_headers *hdrs, http_
     wc->rpc->service->invoke(wc->rpc->service, wc->rpc->method_index, wc->request, on_reply, wc);
     if (!answered) {
         wc->answered = NULL;
+        http_obs_keep(&wc->obs, req);
         wc->guard = h2o_mem_alloc_shared(&req->pool, sizeof *wc->guard, on_guard_dispose);
         wc->guard->call = wc;
     }

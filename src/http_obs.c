@@ -59,7 +59,7 @@ void http_obs_begin(http_obs *o, h2o_req_t *req, h2o_iovec_t client_id, metrics_
     o->code = ST_OK;
     o->http_status = 0;
     o->bytes_out = 0;
-    o->path_len = 0;
+    o->method_len = o->path_len = 0;
     o->bytes_in = req->entity.len;
     size_t idlen = 0;
     if (valid_id(client_id.base, client_id.len)) {
@@ -74,15 +74,25 @@ void http_obs_begin(http_obs *o, h2o_req_t *req, h2o_iovec_t client_id, metrics_
     static const h2o_iovec_t request_id_name = {H2O_STRLIT("x-request-id")};
     if (idlen)
         h2_reply_add_unindexed(req, &request_id_name, h2o_strdup(&req->pool, o->request_id, idlen));
-    if (log_access_enabled()) {
-        size_t n = req->method.len < sizeof o->method - 1 ? req->method.len : sizeof o->method - 1;
-        memcpy(o->method, req->method.base, n);
-        o->method_len = n;
-        /* the path without its query string: a query may carry what is not ours to log */
-        size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
-        o->path_len = plen < sizeof o->path ? plen : sizeof o->path;
-        memcpy(o->path, req->path.base, o->path_len);
-    }
+}
+
+/* What the log line shows of the request: its method and its path without
+ * the query string (a query may carry what is not ours to log), cut to the
+ * room http_obs_keep has for them. */
+static void request_line(const http_obs *o, h2o_req_t *req, h2o_iovec_t *method, h2o_iovec_t *path)
+{
+    size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    *method = h2o_iovec_init(req->method.base, req->method.len < sizeof o->method - 1
+                                                   ? req->method.len : sizeof o->method - 1);
+    *path = h2o_iovec_init(req->path.base, plen < sizeof o->path ? plen : sizeof o->path);
+}
+
+void http_obs_keep(http_obs *o, h2o_req_t *req)
+{
+    h2o_iovec_t method, path;
+    request_line(o, req, &method, &path);
+    memcpy(o->method, method.base, o->method_len = method.len);
+    memcpy(o->path, path.base, o->path_len = path.len);
 }
 
 void http_obs_end(http_obs *o, h2o_req_t *req, const rpc_call *call, metrics_loop *m)
@@ -97,14 +107,19 @@ void http_obs_end(http_obs *o, h2o_req_t *req, const rpc_call *call, metrics_loo
     const router_rpc *rpc = o->rpc == SIZE_MAX ? NULL : router_at(o->router, o->rpc);
     size_t client_len = 0; /* call->peer's: measured by the line */
     const char *client = req ? http_obs_peer_len(req->conn, &client_len) : call ? call->peer : NULL;
+    /* the request's own while it is there, else what http_obs_keep kept */
+    h2o_iovec_t method = h2o_iovec_init(o->method, o->method_len);
+    h2o_iovec_t path = h2o_iovec_init(o->path, o->path_len);
+    if (req)
+        request_line(o, req, &method, &path);
     log_request line = {
         .time_ms = h2o_now(o->loop),
         .request_id = o->request_id[0] ? o->request_id : NULL,
-        .method = o->method,
-        .path = o->path,
+        .method = method.len ? method.base : "",   /* present in the line, even if empty */
+        .path = path.len ? path.base : "",
         .request_id_len = o->request_id_len,
-        .method_len = o->method_len,
-        .path_len = o->path_len,
+        .method_len = method.len,
+        .path_len = path.len,
         .rpc = rpc ? rpc->grpc_path + 1 : NULL,
         .protocol = metric_form_names[o->form],
         .status = o->http_status ? o->http_status : status_http(o->code),

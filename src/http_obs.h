@@ -22,7 +22,7 @@ typedef struct {
     int http_status;
     size_t bytes_out;
     char request_id[HTTP_REQUEST_ID_MAX + 1];
-    /* copied for the log line, as a deferred call may outlive its request */
+    /* for the log line of a call that outlives its request (http_obs_keep) */
     char method[8];
     char path[160];
     size_t request_id_len, method_len, path_len, bytes_in;
@@ -34,6 +34,9 @@ typedef struct {
  * found by http.c's one pass over the headers. */
 void http_obs_begin(http_obs *o, h2o_req_t *req, h2o_iovec_t client_id, metrics_loop *m,
                     const struct router *router);
+/* When a call is to answer after on_req has returned: keeps what the log
+ * line shows of the request, which may be gone by then. */
+void http_obs_keep(http_obs *o, h2o_req_t *req);
 /* Once answered: counts it in m and writes its log line. req is NULL when
  * the client has gone; call (may be NULL) says who it was about. */
 void http_obs_end(http_obs *o, h2o_req_t *req, const rpc_call *call, metrics_loop *m);

@@ -123,6 +123,29 @@ class JsonLog(unittest.TestCase):
             self.assertEqual(len(made), 1)
             self.assertTrue(made[0])   # an id was made for it
 
+    def test_a_client_gone_before_the_answer_is_logged_whole(self):
+        """The call outlives its request: the line still has the method and
+        the path (kept when the call was deferred), and says CANCELLED."""
+        with harness.Server() as srv:
+            srv.create_app("demo")
+            # a costly hash: the login is still on the pool when curl gives up
+            srv.add_user("slow", "slow-password-1", pwhash_ops=4, pwhash_mem=128)
+            srv.start(*CHEAP)
+            p = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "--max-time", "0.1",
+                                "-H", "content-type: application/json",
+                                "-H", "x-request-id: gone-1", "--data",
+                                json.dumps({"login_name": "slow", "password": "slow-password-1"}),
+                                "http://127.0.0.1:%d/token/login?x=1" % srv.port],
+                               capture_output=True)
+            self.assertEqual(p.returncode, 28, p.stderr)   # timed out, connection closed
+            self.assertTrue(wait_for(lambda: "gone-1" in srv.logs(), timeout=15))
+            srv.stop()
+            line = [l for l in json_lines(srv.logs()) if l.get("request_id") == "gone-1"][0]
+            self.assertEqual(line["method"], "POST")
+            self.assertEqual(line["path"], "/token/login")
+            self.assertEqual(line["rpc"], "tokend.v1.Tokend/TokenByLogin")
+            self.assertEqual(line["code"], "CANCELLED")
+
     def test_text_format_and_a_file(self):
         with harness.Server() as srv:
             srv.create_app("demo")
