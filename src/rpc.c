@@ -47,7 +47,10 @@ _Static_assert(offsetof(rpc_call, user_agent) == offsetof(rpc_call, access_token
 void rpc_call_clear(rpc_call *call)
 {
     memset(call, 0, offsetof(rpc_call, access_token));
-    call->access_token[0] = call->user_agent[0] = call->peer[0] = call->message[0] = '\0';
+    /* as much of the token as rpc_admin_cache_find compares, so none of
+     * the bytes it reads is unset */
+    memset(call->access_token, 0, CRYPTO_TOKEN_TEXTLEN);
+    call->user_agent[0] = call->peer[0] = call->message[0] = '\0';
 }
 
 void rpc_fail(rpc_call *call, status_code code, const char *fmt, ...)

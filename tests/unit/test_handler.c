@@ -423,6 +423,35 @@ static void test_admin_cache_checks_each_call(void **state)
     fixture_ctx_close(&other);
 }
 
+/* Only the cached token's exact text finds its entry (the find measures
+ * nothing: it compares the token and its NUL): not the text with a
+ * character more, nor its first 42 with the rest of it still in the
+ * array past the NUL, nor an empty text over an array of zeros. */
+static void test_admin_cache_exact_text(void **state)
+{
+    world *w = *state;
+    char target[CRYPTO_TOKEN_TEXTLEN], longer[CRYPTO_TOKEN_TEXTLEN + 1];
+    uint8_t target_hash[CRYPTO_HASH_BYTES];
+    test_call tc;
+
+    rpc_admin_cache_clear();
+    new_admin(w, target, target_hash);
+    call_init(w, &tc);
+    assert_null(rpc_admin_cache_find(&tc.call));   /* an empty cache: its slots are zeros */
+    assert_int_equal(verify(w, w->admin_token, target), ST_OK);
+    assert_true(cached(w, w->admin_token));
+
+    snprintf(longer, sizeof longer, "%sA", w->admin_token);
+    assert_false(cached(w, longer));
+    call_init(w, &tc);
+    tc.call.access_token[CRYPTO_TOKEN_TEXTLEN - 2] = '\0';
+    assert_null(rpc_admin_cache_find(&tc.call));
+    memset(tc.call.access_token, 0, sizeof tc.call.access_token);
+    assert_null(rpc_admin_cache_find(&tc.call));
+    assert_int_equal(verify(w, longer, target), ST_UNAUTHENTICATED);
+    assert_true(cached(w, w->admin_token));
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -434,6 +463,7 @@ int main(void)
         T(test_full_pool_answers_unavailable),
         T(test_admin_cache_revocation),
         T(test_admin_cache_checks_each_call),
+        T(test_admin_cache_exact_text),
     };
     return cmocka_run_group_tests_name("handler", tests, NULL, NULL);
 }
