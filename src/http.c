@@ -453,30 +453,6 @@ static void read_headers(h2o_req_t *req, req_headers *h)
     }
 }
 
-/* Copies a header as printable ASCII ('?' for other bytes): it is stored
- * and sent back in proto3 strings, which must be UTF-8. */
-static void copy_header(h2o_iovec_t v, char *out, size_t outlen)
-{
-    const uint64_t ones = 0x0101010101010101ull, highs = ones << 7;
-    size_t n = v.len < outlen - 1 ? v.len : outlen - 1, i = 0;
-    /* Eight at a time while all eight are printable, as user agents are: a
-     * high bit in w - 0x20.. or in w is a byte below 0x20 or past 0x7F,
-     * and a zero byte of w ^ 0x7F.. (borrowing to its high bit) is a DEL.
-     * The last eight overlap the eight before. */
-    while (n >= 8 && i < n) {
-        uint64_t w, del;
-        memcpy(&w, v.base + i, 8);
-        del = w ^ (0x7F * ones);
-        if (((w - 0x20 * ones) | w | ((del - ones) & ~del)) & highs)
-            break;
-        memcpy(out + i, &w, 8);
-        i = i + 8 == n ? n : i + 16 <= n ? i + 8 : n - 8;
-    }
-    for (; i < n; i++)
-        out[i] = v.base[i] >= 0x20 && v.base[i] <= 0x7E ? v.base[i] : '?';
-    out[n] = '\0';
-}
-
 /* The metadata every form carries the same way: headers or gRPC metadata.
  * A header that says who is calling must come once: two app_ids or two
  * tokens would let a proxy and the server each read a different one. */
@@ -507,7 +483,10 @@ static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, const
     if (tok.len)
         memcpy(c->access_token, tok.base, tok.len);
     c->access_token[tok.len] = '\0';
-    copy_header(h->v[H_USER_AGENT], c->user_agent, sizeof c->user_agent);
+    /* Not copied unless read (rpc_user_agent) or the call outlives on_req
+     * (rpc_call_keep): Verify reads neither. */
+    c->agent_src = h->v[H_USER_AGENT].base;
+    c->agent_len = h->v[H_USER_AGENT].len;
     h2o_iovec_t platform = h->v[H_PLATFORM];
     uint64_t p;
     if (platform.len && grpc_parse_u64(platform.base, platform.len, &p) == 0 && p <= 6)
@@ -516,7 +495,7 @@ static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, const
     if (to.len && grpc_parse_timeout(to.base, to.len, &ms) != 0)
         return "grpc-timeout header is malformed";
     c->deadline_ms = start_ns / 1000000 + ms;  /* rpc_clock_ms's clock, read at the start */
-    memcpy(c->peer, http_obs_peer(req->conn), sizeof c->peer);
+    c->peer = http_obs_peer(req->conn);  /* the thread's text: good while on_req runs */
     return NULL;
 }
 
@@ -839,6 +818,7 @@ static int serve(http_handler *h, h2o_req_t *req, const req_headers *hdrs, http_
     if (!answered) {
         wc->answered = NULL;
         http_obs_keep(&wc->obs, req);
+        rpc_call_keep(&wc->call);
         wc->guard = h2o_mem_alloc_shared(&req->pool, sizeof *wc->guard, on_guard_dispose);
         wc->guard->call = wc;
     }

@@ -38,9 +38,9 @@ static void format_message(char *out, size_t len, const char *fmt, va_list ap)
         out[utf8_prefix(out, strlen(out))] = '\0';
 }
 
-_Static_assert(offsetof(rpc_call, user_agent) == offsetof(rpc_call, access_token) + RPC_TOKEN_MAX &&
-               offsetof(rpc_call, peer) == offsetof(rpc_call, user_agent) + RPC_AGENT_MAX &&
-               offsetof(rpc_call, message) == offsetof(rpc_call, peer) + 64 &&
+_Static_assert(offsetof(rpc_call, user_agent_text) == offsetof(rpc_call, access_token) + RPC_TOKEN_MAX &&
+               offsetof(rpc_call, peer_text) == offsetof(rpc_call, user_agent_text) + RPC_AGENT_MAX &&
+               offsetof(rpc_call, message) == offsetof(rpc_call, peer_text) + 64 &&
                sizeof(rpc_call) - offsetof(rpc_call, message) - RPC_MESSAGE_MAX < 8,
                "rpc_call's texts come last, one after the other");
 
@@ -50,7 +50,50 @@ void rpc_call_clear(rpc_call *call)
     /* as much of the token as rpc_admin_cache_find compares, so none of
      * the bytes it reads is unset */
     memset(call->access_token, 0, CRYPTO_TOKEN_TEXTLEN);
-    call->user_agent[0] = call->peer[0] = call->message[0] = '\0';
+    call->user_agent_text[0] = call->peer_text[0] = call->message[0] = '\0';
+    call->peer = call->peer_text;
+}
+
+/* Printable ASCII, '?' for other bytes, cut to outlen - 1. */
+static void copy_printable(const char *s, size_t len, char *out, size_t outlen)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = ones << 7;
+    size_t n = len < outlen - 1 ? len : outlen - 1, i = 0;
+    /* Eight at a time while all eight are printable, as user agents are: a
+     * high bit in w - 0x20.. or in w is a byte below 0x20 or past 0x7F,
+     * and a zero byte of w ^ 0x7F.. (borrowing to its high bit) is a DEL.
+     * The last eight overlap the eight before. */
+    while (n >= 8 && i < n) {
+        uint64_t w, del;
+        memcpy(&w, s + i, 8);
+        del = w ^ (0x7F * ones);
+        if (((w - 0x20 * ones) | w | ((del - ones) & ~del)) & highs)
+            break;
+        memcpy(out + i, &w, 8);
+        i = i + 8 == n ? n : i + 16 <= n ? i + 8 : n - 8;
+    }
+    for (; i < n; i++)
+        out[i] = s[i] >= 0x20 && s[i] <= 0x7E ? s[i] : '?';
+    out[n] = '\0';
+}
+
+const char *rpc_user_agent(rpc_call *call)
+{
+    if (call->agent_src) {
+        copy_printable(call->agent_src, call->agent_len, call->user_agent_text,
+                       sizeof call->user_agent_text);
+        call->agent_src = NULL;
+    }
+    return call->user_agent_text;
+}
+
+void rpc_call_keep(rpc_call *call)
+{
+    rpc_user_agent(call);
+    if (call->peer != call->peer_text) {
+        snprintf(call->peer_text, sizeof call->peer_text, "%s", call->peer);
+        call->peer = call->peer_text;
+    }
 }
 
 void rpc_fail(rpc_call *call, status_code code, const char *fmt, ...)

@@ -56,16 +56,33 @@ struct rpc_call {
      * NULL); for rpc_wait_fresh */
     void (*again)(rpc_call *call);
     int waited_fresh;
+    /* The caller's address ("" when not known), for the throttles. It may
+     * point at the wire layer's text of it while the request is handled;
+     * rpc_call_keep copies it into peer_text. */
+    const char *peer;
+    /* The user agent header's bytes in the request (not NUL-terminated),
+     * until rpc_user_agent copies them into user_agent_text. */
+    const char *agent_src;
+    size_t agent_len;
     /* The texts last, one after the other (rpc_call_clear) */
     char access_token[RPC_TOKEN_MAX];
-    char user_agent[RPC_AGENT_MAX];
-    char peer[64];
+    char user_agent_text[RPC_AGENT_MAX]; /* read through rpc_user_agent */
+    char peer_text[64];
     char message[RPC_MESSAGE_MAX];       /* the answer's, with status */
 };
 
 /* Clears a call for reuse: every field, and the texts to "". The texts are
  * most of the call's 800 bytes, so only their first bytes are written. */
 void rpc_call_clear(rpc_call *call);
+
+/* The caller's user agent as printable ASCII ('?' for any other byte: it
+ * is stored and sent back in proto3 strings, which must be UTF-8), cut to
+ * RPC_AGENT_MAX - 1; "" when none. Copied from the request on first use:
+ * most calls never read it. */
+const char *rpc_user_agent(rpc_call *call);
+/* For the wire layer, when a call is to outlive its request: copies what
+ * the call still reads from the request (user agent, peer) into the call. */
+void rpc_call_keep(rpc_call *call);
 
 /* Every service the server exposes, NULL-terminated. */
 ProtobufCService *const *rpc_services(void);

@@ -315,7 +315,7 @@ static void login_start(rpc_call *call, login_task *lt, const login_name *name,
     lt->password_len = pwlen;
     memcpy(lt->device_guid, device_guid, guidlen + 1);
     lt->platform = platform ? platform : call->platform;
-    snprintf(lt->user_agent, sizeof lt->user_agent, "%s", *user_agent ? user_agent : call->user_agent);
+    snprintf(lt->user_agent, sizeof lt->user_agent, "%s", *user_agent ? user_agent : rpc_user_agent(call));
     lt->task.cleanup = login_cleanup;
     lt->metrics = call->loop ? call->loop->metrics : NULL;
     lt->counted = 1;

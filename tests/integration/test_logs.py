@@ -145,6 +145,7 @@ class JsonLog(unittest.TestCase):
             self.assertEqual(line["path"], "/token/login")
             self.assertEqual(line["rpc"], "tokend.v1.Tokend/TokenByLogin")
             self.assertEqual(line["code"], "CANCELLED")
+            self.assertEqual(line["client"], "127.0.0.1")   # the call's kept peer
 
     def test_text_format_and_a_file(self):
         with harness.Server() as srv:

@@ -113,7 +113,7 @@ static void call_init(world *w, test_call *tc)
     tc->call.loop = &w->loop.base;
     tc->call.deadline_ms = rpc_clock_ms() + 30000;
     snprintf(tc->call.access_token, sizeof tc->call.access_token, "%s", w->admin_token);
-    snprintf(tc->call.peer, sizeof tc->call.peer, "127.0.0.1");
+    tc->call.peer = "127.0.0.1";
 }
 
 /* Starts a call of the Tokend service's `method`, as http.c does. */
@@ -452,6 +452,44 @@ static void test_admin_cache_exact_text(void **state)
     assert_true(cached(w, w->admin_token));
 }
 
+/* The user agent and the peer are read from the request until the call
+ * outlives it: rpc_call_keep copies them, so the request's bytes may go.
+ * The agent comes out printable ASCII and cut, kept or not. */
+static void test_call_keeps_agent_and_peer(void **state)
+{
+    static const char head[] = "Mozilla/5.0 (X11)\ttab caf\xe9 \x7f\x01~";
+    static const char want_head[] = "Mozilla/5.0 (X11)?tab caf? ??~";
+    char ua[RPC_AGENT_MAX + 40], peer[64];
+    rpc_call c;
+
+    rpc_call_clear(&c);
+    assert_string_equal(rpc_user_agent(&c), "");
+    assert_string_equal(c.peer, "");
+
+    memset(ua, 'a', sizeof ua);
+    memcpy(ua, head, sizeof head - 1);
+    snprintf(peer, sizeof peer, "192.0.2.7");
+    c.agent_src = ua, c.agent_len = sizeof ua;
+    c.peer = peer;
+    rpc_call_keep(&c);
+    memset(ua, 'x', sizeof ua);                      /* the request is gone */
+    snprintf(peer, sizeof peer, "198.51.100.1");
+    assert_string_equal(c.peer, "192.0.2.7");
+    const char *got = rpc_user_agent(&c);
+    assert_int_equal(strlen(got), RPC_AGENT_MAX - 1);
+    assert_memory_equal(got, want_head, sizeof want_head - 1);
+    for (size_t i = sizeof want_head - 1; i < RPC_AGENT_MAX - 1; i++)
+        assert_int_equal(got[i], 'a');
+
+    /* not kept: read at first use, then the copy stays */
+    rpc_call_clear(&c);
+    memcpy(ua, "short/1\x80", 8);
+    c.agent_src = ua, c.agent_len = 8;
+    assert_string_equal(rpc_user_agent(&c), "short/1?");
+    ua[0] = 'S';
+    assert_string_equal(rpc_user_agent(&c), "short/1?");
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -464,6 +502,7 @@ int main(void)
         T(test_admin_cache_revocation),
         T(test_admin_cache_checks_each_call),
         T(test_admin_cache_exact_text),
+        T(test_call_keeps_agent_and_peer),
     };
     return cmocka_run_group_tests_name("handler", tests, NULL, NULL);
 }
