@@ -31,21 +31,27 @@ static int valid_id(const char *s, size_t n)
     return 1;
 }
 
+/* Made in the request's pool, where the reply's header and the log line
+ * read it: the prefix copied whole (the digits go over its tail), then the
+ * loop's count in hex. */
+#define PREFIX_ROOM sizeof ((metrics_loop *)0)->request_id_prefix
+#define MADE_ID_ROOM (PREFIX_ROOM + 17)
+_Static_assert(MADE_ID_ROOM - 1 <= HTTP_REQUEST_ID_MAX, "a made id fits the log line's room");
+
 /* Its length. */
 static size_t make_id(char *out, metrics_loop *m)
 {
     static const char hex[] = "0123456789abcdef";
     size_t n = m->request_id_prefix_len;
-    uint64_t v = ++m->next_request_id;
-    char b[17];
-    int i = 16;
-    b[16] = '\0';
+    uint64_t v = ++m->next_request_id;  /* from 1 */
+    size_t digits = (size_t)(67 - __builtin_clzll(v)) / 4;
+    memcpy(out, m->request_id_prefix, PREFIX_ROOM);
+    char *p = out + n + digits;
+    *p = '\0';
     do
-        b[--i] = hex[v & 15];
+        *--p = hex[v & 15];
     while (v >>= 4);
-    memcpy(out, m->request_id_prefix, n);
-    memcpy(out + n, b + i, (size_t)(17 - i));
-    return n + (size_t)(16 - i);
+    return n + digits;
 }
 
 void http_obs_begin(http_obs *o, h2o_req_t *req, h2o_iovec_t client_id, metrics_loop *m,
@@ -61,19 +67,20 @@ void http_obs_begin(http_obs *o, h2o_req_t *req, h2o_iovec_t client_id, metrics_
     o->bytes_out = 0;
     o->method_len = o->path_len = 0;
     o->bytes_in = req->entity.len;
-    size_t idlen = 0;
+    o->request_id = NULL;
+    o->request_id_len = 0;
     if (valid_id(client_id.base, client_id.len)) {
-        memcpy(o->request_id, client_id.base, idlen = client_id.len);
-        o->request_id[idlen] = '\0';
+        o->request_id = client_id.base;  /* the header's value lives as long as the request */
+        o->request_id_len = client_id.len;
     } else if (m) {
-        idlen = make_id(o->request_id, m);
-    } else {
-        o->request_id[0] = '\0';
+        char *id = h2o_mem_alloc_pool(&req->pool, MADE_ID_ROOM);
+        o->request_id_len = make_id(id, m);
+        o->request_id = id;
     }
-    o->request_id_len = idlen;
     static const h2o_iovec_t request_id_name = {H2O_STRLIT("x-request-id")};
-    if (idlen)
-        h2_reply_add_unindexed(req, &request_id_name, h2o_strdup(&req->pool, o->request_id, idlen));
+    if (o->request_id)
+        h2_reply_add_unindexed(req, &request_id_name,
+                               h2o_iovec_init(o->request_id, o->request_id_len));
 }
 
 /* What the log line shows of the request: its method and its path without
@@ -91,6 +98,10 @@ void http_obs_keep(http_obs *o, h2o_req_t *req)
 {
     h2o_iovec_t method, path;
     request_line(o, req, &method, &path);
+    if (o->request_id) {
+        memcpy(o->request_id_text, o->request_id, o->request_id_len);
+        o->request_id = o->request_id_text;
+    }
     memcpy(o->method, method.base, o->method_len = method.len);
     memcpy(o->path, path.base, o->path_len = path.len);
 }
@@ -114,7 +125,7 @@ void http_obs_end(http_obs *o, h2o_req_t *req, const rpc_call *call, metrics_loo
         request_line(o, req, &method, &path);
     log_request line = {
         .time_ms = h2o_now(o->loop),
-        .request_id = o->request_id[0] ? o->request_id : NULL,
+        .request_id = o->request_id,
         .method = method.len ? method.base : "",   /* present in the line, even if empty */
         .path = path.len ? path.base : "",
         .request_id_len = o->request_id_len,

@@ -21,8 +21,11 @@ typedef struct {
     status_code code;
     int http_status;
     size_t bytes_out;
-    char request_id[HTTP_REQUEST_ID_MAX + 1];
+    /* The request id (request_id_len bytes; NULL: none) is in the request,
+     * its header or made in its pool, as the reply's header sends it. */
+    const char *request_id;
     /* for the log line of a call that outlives its request (http_obs_keep) */
+    char request_id_text[HTTP_REQUEST_ID_MAX];
     char method[8];
     char path[160];
     size_t request_id_len, method_len, path_len, bytes_in;

@@ -147,6 +147,28 @@ class JsonLog(unittest.TestCase):
             self.assertEqual(line["code"], "CANCELLED")
             self.assertEqual(line["client"], "127.0.0.1")   # the call's kept peer
 
+    def test_made_ids_count_in_hex(self):
+        """A loop's made ids are its prefix and its count in lower-case hex,
+        no leading zeros (past 0xf and 0xff here), the same in the reply's
+        header and in the log line."""
+        with harness.Server() as srv:
+            srv.create_app("demo")
+            srv.start("--threads", "1")
+            ids = [srv.request("GET", "/healthz").header("x-request-id") for _ in range(280)]
+            srv.stop()
+            prefix = ids[0].rsplit("-", 1)[0] + "-"
+            self.assertRegex(prefix, r"^[0-9a-f]{8}-0-$")
+            counts = []
+            for i in ids:
+                self.assertTrue(i.startswith(prefix), i)
+                self.assertRegex(i[len(prefix):], r"^[1-9a-f][0-9a-f]*$")
+                counts.append(int(i[len(prefix):], 16))
+            self.assertEqual(counts, list(range(counts[0], counts[0] + len(ids))))
+            self.assertLess(counts[0], 0xf)
+            logged = [l["request_id"] for l in json_lines(srv.logs())
+                      if l.get("type") == "request" and l.get("request_id", "").startswith(prefix)]
+            self.assertEqual(logged[-len(ids):], ids)
+
     def test_text_format_and_a_file(self):
         with harness.Server() as srv:
             srv.create_app("demo")
