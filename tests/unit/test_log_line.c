@@ -90,6 +90,28 @@ static void test_name_lengths(void **state)
     }
 }
 
+/* A name of every length up to past the cut, its length given, is
+ * written as the same name measured (each length copies its own way). */
+static void test_name_every_length(void **state)
+{
+    char name[150];
+    for (size_t n = 1; n < sizeof name; n++) {
+        for (size_t i = 0; i < n; i++)
+            name[i] = (char)('A' + i % 26 + (i / 26) % 2 * 32);
+        name[n] = '\0';
+        for (int f = 0; f < 2; f++) {
+            log_format fmt = f ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON;
+            log_request r = verify_line();
+            char want[LOG_LINE_MAX + 1];
+            r.rpc = r.protocol = r.code = r.client = name;
+            strcpy(want, line_of(fmt, &r));
+            r.rpc_len = r.protocol_len = r.code_len = r.client_len = n;
+            if (strcmp(line_of(fmt, &r), want) != 0)
+                fail_msg("n %zu: %s", n, line_of(fmt, &r));
+        }
+    }
+}
+
 static void test_text_bytes(void **state)
 {
     log_request r = verify_line();
@@ -224,7 +246,8 @@ static void test_numbers_and_times(void **state)
         uint64_t v;
         const char *text;
     } nums[] = {{0, "0"}, {9, "9"}, {10, "10"}, {99, "99"}, {100, "100"}, {999, "999"},
-                {1000, "1000"}, {10001, "10001"}, {123456789, "123456789"},
+                {1000, "1000"}, {1009, "1009"}, {9999, "9999"}, {10001, "10001"},
+                {100000, "100000"}, {123456789, "123456789"}, {UINT64_MAX / 10, "1844674407370955161"},
                 {UINT64_MAX, "18446744073709551615"}};
     char want[64];
     log_request r = verify_line();
@@ -234,10 +257,23 @@ static void test_numbers_and_times(void **state)
         assert_non_null(strstr(line_of(LOG_FORMAT_JSON, &r), want));
     }
     static const struct {
+        int status;
+        const char *text;
+    } statuses[] = {{0, "0"}, {99, "99"}, {100, "100"}, {200, "200"}, {599, "599"},
+                    {999, "999"}, {1000, "1000"}, {-1, "18446744073709551615"}};
+    for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++) {
+        r.status = statuses[i].status;
+        snprintf(want, sizeof want, "\"status\":%s,", statuses[i].text);
+        assert_non_null(strstr(line_of(LOG_FORMAT_JSON, &r), want));
+    }
+    r.status = 200;
+    static const struct {
         uint64_t ns;
         const char *text;
     } durations[] = {{0, "0.000"}, {499, "0.000"}, {500, "0.001"}, {1234567, "1.235"},
-                     {12345678901, "12345.679"}};
+                     {9999499, "9.999"}, {9999500, "10.000"}, {99999500, "100.000"},
+                     {999999500, "1000.000"}, {12345678901, "12345.679"},
+                     {UINT64_MAX - 500, "18446744073709.551"}};
     for (size_t i = 0; i < sizeof durations / sizeof durations[0]; i++) {
         r.duration_ns = durations[i].ns;
         snprintf(want, sizeof want, "\"duration_ms\":%s,", durations[i].text);
@@ -347,7 +383,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json_bytes),       cmocka_unit_test(test_text_bytes),
-        cmocka_unit_test(test_name_lengths),
+        cmocka_unit_test(test_name_lengths),     cmocka_unit_test(test_name_every_length),
         cmocka_unit_test(test_every_byte_everywhere), cmocka_unit_test(test_method_escaped),
         cmocka_unit_test(test_cut_to_fit),       cmocka_unit_test(test_numbers_and_times),
         cmocka_unit_test(test_events),           cmocka_unit_test(test_ring_round),
