@@ -456,8 +456,8 @@ static void read_headers(h2o_req_t *req, req_headers *h)
 /* The metadata every form carries the same way: headers or gRPC metadata.
  * A header that says who is calling must come once: two app_ids or two
  * tokens would let a proxy and the server each read a different one. */
-static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, const req_headers *h,
-                                 int64_t start_ns, rpc_call *c)
+static const char *read_metadata(const tokend_config *cfg, const req_headers *h,
+                                 const http_obs *o, rpc_call *c)
 {
     static const char *const twice[] = {
         "more than one app_id header: send it once", "more than one user_id header: send it once",
@@ -494,8 +494,8 @@ static const char *read_metadata(const tokend_config *cfg, h2o_req_t *req, const
     ms = (int64_t)config_deadline(cfg) * 1000;
     if (to.len && grpc_parse_timeout(to.base, to.len, &ms) != 0)
         return "grpc-timeout header is malformed";
-    c->deadline_ms = start_ns / 1000000 + ms;  /* rpc_clock_ms's clock, read at the start */
-    c->peer = http_obs_peer(req->conn);  /* the thread's text: good while on_req runs */
+    c->deadline_ms = o->start_ns / 1000000 + ms;  /* rpc_clock_ms's clock, read at the start */
+    c->peer = o->peer;  /* the thread's text: good while on_req runs */
     return NULL;
 }
 
@@ -658,7 +658,7 @@ static void serve_stream(http_handler *h, h2o_req_t *req, const req_headers *hdr
     const char *msg;
     size_t off = 0, msg_len;
     status_code st = ST_OK;
-    const char *why = read_metadata(h->ctx->config, req, hdrs, o->start_ns, &sc.call);
+    const char *why = read_metadata(h->ctx->config, hdrs, o, &sc.call);
     int count = 0;
 
     if (!why)
@@ -794,7 +794,7 @@ static int serve(http_handler *h, h2o_req_t *req, const req_headers *hdrs, http_
             return 0;
         }
     }
-    if ((why = read_metadata(h->ctx->config, req, hdrs, obs->start_ns, &wc->call)) != NULL) {
+    if ((why = read_metadata(h->ctx->config, hdrs, obs, &wc->call)) != NULL) {
         respond(obs, req, form, ST_INVALID_ARGUMENT, 0, why, NULL, NULL, 0);
         return 0;
     }

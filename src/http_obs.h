@@ -24,14 +24,19 @@ typedef struct {
     /* The request id (request_id_len bytes; NULL: none) is in the request,
      * its header or made in its pool, as the reply's header sends it. */
     const char *request_id;
+    /* The client's address as text (peer_len bytes, then a NUL; "" when
+     * not known): the thread's (http_obs_peer), good while on_req runs. */
+    const char *peer;
+    size_t peer_len;
     /* for the log line of a call that outlives its request (http_obs_keep) */
+    char peer_text[64];
     char request_id_text[HTTP_REQUEST_ID_MAX];
     char method[8];
     char path[160];
     size_t request_id_len, method_len, path_len, bytes_in;
 } http_obs;
 
-/* At the start of on_req: the time, the request id (also added to the
+/* At the start of on_req: the time, the peer, the request id (also added to the
  * reply's headers: x-request-id, which gRPC clients see as initial metadata).
  * client_id is the request's first x-request-id header (len 0: none),
  * found by http.c's one pass over the headers. */
@@ -41,13 +46,7 @@ void http_obs_begin(http_obs *o, h2o_req_t *req, h2o_iovec_t client_id, metrics_
  * line shows of the request, which may be gone by then. */
 void http_obs_keep(http_obs *o, h2o_req_t *req);
 /* Once answered: counts it in m and writes its log line. req is NULL when
- * the client has gone; call (may be NULL) says who it was about. */
+ * the client has gone; call (may be NULL) says whom it was about. */
 void http_obs_end(http_obs *o, h2o_req_t *req, const rpc_call *call, metrics_loop *m);
-
-/* The connection's peer address as text ("" if unknown), 64 bytes with
- * its NUL; valid until the thread's next call. */
-const char *http_obs_peer(h2o_conn_t *conn);
-/* The same, with its length in *len. */
-const char *http_obs_peer_len(h2o_conn_t *conn, size_t *len);
 
 #endif
