@@ -77,6 +77,8 @@ static void test_grpc_paths(void **state)
     assert_null(router_grpc(r, "/tokend.v1.Tokend/Nope", 22));
     assert_null(router_grpc(r, "/tokend.v1.Tokend/Verif", 23));      /* a prefix is not a match */
     assert_null(router_grpc(r, "/tokend.v1.Tokend/VerifyX", 25));
+    assert_null(router_grpc(r, "Verify", 6));                         /* shorter than the hash's word */
+    assert_null(router_grpc(r, "", 0));
 }
 
 /* Every RPC is found by its gRPC path, and a path of a route's length (or
