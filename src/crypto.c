@@ -287,9 +287,12 @@ int crypto_token_parse(uint8_t raw[CRYPTO_TOKEN_BYTES], const char *text, size_t
  * so the state is built through its layout (libsodium 1.0.18's
  * blake2b_state, as its header documents it): the chain value and counter
  * after a 129-byte update - which compresses exactly the key block - with
- * an empty buffer. A self-check against crypto_generichash on a probe
- * token, when a thread takes a key, turns the shortcut off for good if the
- * library ever lays its state out otherwise. */
+ * an empty buffer. The token's bytes are then put (or decoded) straight
+ * into the copy's buffer, where an update would copy them, and the final
+ * wipes the chain and the buffer: nothing of the token is left to wipe. A
+ * self-check against crypto_generichash on a probe token, when a thread
+ * takes a key, turns the shortcut off for good if the library ever lays
+ * its state out otherwise or its final stops wiping. */
 typedef struct {
     uint64_t h[8], t[2], f[2];
     uint8_t buf[2 * 128];
@@ -319,46 +322,107 @@ static int keyed_state(crypto_generichash_blake2b_state *out, const uint8_t key[
     return 0;
 }
 
+/* The hash of the token whose bytes the caller put in st's buffer (where
+ * blake2b_update would copy them), from a copy of the keyed state.
+ * libsodium's final wipes the chain and the buffer (the self-check makes
+ * sure), so nothing of the token is left in st: no wipe of it here, nor
+ * of a raw copy the caller need not make. */
 static int hash_from(const crypto_generichash_blake2b_state *keyed, uint8_t out[CRYPTO_HASH_BYTES],
-                     const uint8_t raw[CRYPTO_TOKEN_BYTES])
+                     crypto_generichash_blake2b_state *st)
 {
-    crypto_generichash_blake2b_state st;
-    /* All but the buffer, empty in keyed: the update writes the token's
-     * bytes there and the final pads the rest before reading any. */
-    memcpy(&st, keyed, offsetof(blake2b_layout, buf));
-    memcpy((char *)&st + offsetof(blake2b_layout, buflen),
+    /* All but the buffer, empty in keyed: the final pads what the token
+     * leaves of it before reading any. */
+    memcpy(st, keyed, offsetof(blake2b_layout, buf));
+    memcpy((char *)st + offsetof(blake2b_layout, buflen),
            (const char *)keyed + offsetof(blake2b_layout, buflen),
            sizeof(blake2b_layout) - offsetof(blake2b_layout, buflen));
-    int rc = crypto_generichash_blake2b_update(&st, raw, CRYPTO_TOKEN_BYTES) != 0 ||
-             crypto_generichash_blake2b_final(&st, out, CRYPTO_HASH_BYTES) != 0 ? -1 : 0;
-    sodium_memzero(&st, sizeof st);
-    return rc;
+    ((blake2b_layout *)(void *)st)->buflen = CRYPTO_TOKEN_BYTES;
+    if (crypto_generichash_blake2b_final(st, out, CRYPTO_HASH_BYTES) != 0) {
+        sodium_memzero(st, sizeof *st);
+        return -1;
+    }
+    return 0;
 }
 
-int crypto_token_hash(uint8_t out[CRYPTO_HASH_BYTES], const uint8_t raw[CRYPTO_TOKEN_BYTES],
-                      const uint8_t key[CRYPTO_KEY_BYTES])
+static uint8_t *state_buf(crypto_generichash_blake2b_state *st)
+{
+    return ((blake2b_layout *)(void *)st)->buf;
+}
+
+/* 1 when every byte of `p` is zero. */
+static int all_zero(const void *p, size_t len)
+{
+    const uint8_t *b = p;
+    uint8_t x = 0;
+    for (size_t i = 0; i < len; i++)
+        x |= b[i];
+    return x == 0;
+}
+
+/* The thread's keyed state for `key`, or NULL when the shortcut is off
+ * (then hash the slow way). */
+static const crypto_generichash_blake2b_state *keyed_for(const uint8_t key[CRYPTO_KEY_BYTES])
 {
     static __thread crypto_generichash_blake2b_state keyed;
     static __thread uint8_t keyed_key[CRYPTO_KEY_BYTES];
     static __thread int keyed_set;
     if (atomic_load_explicit(&keyed_shortcut_off, memory_order_relaxed))
-        return crypto_generichash(out, CRYPTO_HASH_BYTES, raw, CRYPTO_TOKEN_BYTES, key,
-                                  CRYPTO_KEY_BYTES);
+        return NULL;
     if (!keyed_set || memcmp(keyed_key, key, CRYPTO_KEY_BYTES) != 0) {
         static const uint8_t probe[CRYPTO_TOKEN_BYTES] = {1, 2, 3};
         uint8_t want[CRYPTO_HASH_BYTES], got[CRYPTO_HASH_BYTES];
+        crypto_generichash_blake2b_state st;
+        blake2b_layout *s = (blake2b_layout *)(void *)&st;
         keyed_set = 0;
-        if (keyed_state(&keyed, key) != 0 || hash_from(&keyed, got, probe) != 0 ||
+        memcpy(state_buf(&st), probe, sizeof probe);
+        /* the same hash, and the final wiped the chain and the buffer */
+        if (keyed_state(&keyed, key) != 0 || hash_from(&keyed, got, &st) != 0 ||
+            !all_zero(s->h, sizeof s->h) || !all_zero(s->buf, sizeof s->buf) ||
             crypto_generichash(want, sizeof want, probe, sizeof probe, key, CRYPTO_KEY_BYTES) != 0 ||
             sodium_memcmp(got, want, sizeof want) != 0) {
             atomic_store(&keyed_shortcut_off, 1);
-            return crypto_generichash(out, CRYPTO_HASH_BYTES, raw, CRYPTO_TOKEN_BYTES, key,
-                                      CRYPTO_KEY_BYTES);
+            sodium_memzero(&keyed, sizeof keyed);
+            return NULL;
         }
         memcpy(keyed_key, key, CRYPTO_KEY_BYTES);
         keyed_set = 1;
     }
-    return hash_from(&keyed, out, raw);
+    return &keyed;
+}
+
+int crypto_token_hash(uint8_t out[CRYPTO_HASH_BYTES], const uint8_t raw[CRYPTO_TOKEN_BYTES],
+                      const uint8_t key[CRYPTO_KEY_BYTES])
+{
+    const crypto_generichash_blake2b_state *keyed = keyed_for(key);
+    crypto_generichash_blake2b_state st;
+    if (!keyed)
+        return crypto_generichash(out, CRYPTO_HASH_BYTES, raw, CRYPTO_TOKEN_BYTES, key,
+                                  CRYPTO_KEY_BYTES);
+    memcpy(state_buf(&st), raw, CRYPTO_TOKEN_BYTES);
+    return hash_from(keyed, out, &st);
+}
+
+int crypto_token_text_hash(uint8_t out[CRYPTO_HASH_BYTES], const char *text, size_t len,
+                           const uint8_t key[CRYPTO_KEY_BYTES])
+{
+    const crypto_generichash_blake2b_state *keyed;
+    crypto_generichash_blake2b_state st;
+    uint8_t raw[CRYPTO_TOKEN_BYTES];
+    if (!text || len != CRYPTO_TOKEN_TEXTLEN - 1)
+        return -1;
+    if ((keyed = keyed_for(key)) != NULL) {
+        if (b64url_decode(text, state_buf(&st))) {
+            sodium_memzero(state_buf(&st), CRYPTO_TOKEN_BYTES);
+            return -1;
+        }
+        return hash_from(keyed, out, &st);
+    }
+    if (crypto_token_parse(raw, text, len) != 0)
+        return -1;
+    int rc = crypto_generichash(out, CRYPTO_HASH_BYTES, raw, CRYPTO_TOKEN_BYTES, key,
+                                CRYPTO_KEY_BYTES);
+    sodium_memzero(raw, sizeof raw);
+    return rc;
 }
 
 int crypto_token_hash_fast(void)

@@ -59,6 +59,11 @@ int crypto_token_parse(uint8_t raw[CRYPTO_TOKEN_BYTES], const char *text, size_t
 /* Keyed BLAKE2b of a token: what the store keeps instead of the token. */
 int crypto_token_hash(uint8_t out[CRYPTO_HASH_BYTES], const uint8_t raw[CRYPTO_TOKEN_BYTES],
                       const uint8_t key[CRYPTO_KEY_BYTES]);
+/* crypto_token_parse and crypto_token_hash in one, for a token's text (len
+ * characters): -1 unless it is a token. The bytes are decoded into the
+ * hash's own state, which is wiped: the caller has no copy to wipe. */
+int crypto_token_text_hash(uint8_t out[CRYPTO_HASH_BYTES], const char *text, size_t len,
+                           const uint8_t key[CRYPTO_KEY_BYTES]);
 /* 1 while crypto_token_hash takes its one-compression way (see crypto.c). */
 int crypto_token_hash_fast(void);
 

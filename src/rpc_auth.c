@@ -9,12 +9,7 @@
 
 int rpc_token_hash(rpc_call *call, const char *text, uint8_t hash[CRYPTO_HASH_BYTES])
 {
-    uint8_t raw[CRYPTO_TOKEN_BYTES];
-    if (crypto_token_parse(raw, text, strlen(text)) != 0)
-        return -1;
-    crypto_token_hash(hash, raw, store_token_key(call->ctx->store));
-    crypto_wipe(raw, sizeof raw);
-    return 0;
+    return crypto_token_text_hash(hash, text, strlen(text), store_token_key(call->ctx->store));
 }
 
 /* After a miss under the newest key: the ring as it is now (another

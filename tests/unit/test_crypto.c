@@ -256,6 +256,43 @@ static void test_token_hash(void **state)
     assert_true(crypto_token_hash_fast()); /* the shortcut passed its self-check */
 }
 
+/* crypto_token_text_hash decodes the text into the hash's own state: the
+ * same hash as crypto_token_parse then crypto_token_hash (keyed BLAKE2b of
+ * the bytes), for any key the thread met before, and -1 for what the parse
+ * refuses (a length off by one, a character out of the alphabet, spare
+ * bits set) - also right after a good token, whose bytes must not linger. */
+static void test_token_text_hash(void **state)
+{
+    (void)state;
+    uint8_t raw[CRYPTO_TOKEN_BYTES], k[2][CRYPTO_KEY_BYTES];
+    uint8_t got[CRYPTO_HASH_BYTES], want[CRYPTO_HASH_BYTES];
+    char text[CRYPTO_TOKEN_TEXTLEN], bad[CRYPTO_TOKEN_TEXTLEN + 1];
+    crypto_random(k, sizeof k);
+    for (int i = 0; i < 200; i++) {
+        const uint8_t *key = k[i % 3 == 0];
+        crypto_token_new(raw, text);
+        crypto_generichash(want, sizeof want, raw, sizeof raw, key, CRYPTO_KEY_BYTES);
+        memset(got, 0, sizeof got);
+        assert_int_equal(crypto_token_text_hash(got, text, strlen(text), key), 0);
+        assert_memory_equal(got, want, sizeof want);
+        assert_int_equal(crypto_token_hash(got, raw, key), 0);
+        assert_memory_equal(got, want, sizeof want);
+
+        memcpy(bad, text, sizeof text);
+        assert_int_equal(crypto_token_text_hash(got, bad, 42, key), -1);
+        bad[43] = 'A', bad[44] = '\0';
+        assert_int_equal(crypto_token_text_hash(got, bad, 44, key), -1);
+        memcpy(bad, text, sizeof text);
+        bad[i % 43] = i % 2 ? '=' : (char)0xC3;
+        assert_int_equal(crypto_token_text_hash(got, bad, 43, key), -1);
+        memcpy(bad, text, sizeof text);
+        bad[42] = bad[42] == 'B' ? 'C' : 'B';   /* one of the 2 spare bits set */
+        assert_int_equal(crypto_token_text_hash(got, bad, 43, key), -1);
+    }
+    assert_int_equal(crypto_token_text_hash(got, NULL, 43, k[0]), -1);
+    assert_true(crypto_token_hash_fast());
+}
+
 static void check_random_base64(size_t len, size_t want_chars)
 {
     char out[128], out2[128];
@@ -437,6 +474,7 @@ int main(void)
         cmocka_unit_test(test_bcrypt),
         cmocka_unit_test(test_token_parse_rejects_non_ascii),
         cmocka_unit_test(test_token_hash),
+        cmocka_unit_test(test_token_text_hash),
         cmocka_unit_test(test_random_base64),
         cmocka_unit_test(test_random),
         cmocka_unit_test(test_equal_and_wipe),
