@@ -47,6 +47,9 @@ typedef struct {
 
 struct wire_call {
     rpc_call call;                 /* first: handlers get &wc->call */
+    /* Right after the call's token (its last field): free_call wipes the
+     * token and what the request held in one go. */
+    _Alignas(16) uint8_t arena[CALL_ARENA];
     h2o_req_t *req;                /* NULL once the client has gone */
     guard *guard;                  /* only for a call that outlives on_req */
     int *answered;                 /* on_req's flag while it runs invoke */
@@ -59,8 +62,10 @@ struct wire_call {
     ProtobufCAllocator alloc;      /* over arena, for request */
     wire_call *next_free;
     size_t arena_used;
-    _Alignas(16) uint8_t arena[CALL_ARENA];
 };
+_Static_assert(offsetof(wire_call, arena) - offsetof(wire_call, call.access_token) <
+                   RPC_TOKEN_MAX + 16,
+               "the arena follows the call's token (free_call wipes both at once)");
 
 #define CORS_ALLOW_HEADERS                                                                  \
     "content-type,x-grpc-web,x-user-agent,grpc-timeout,access-token,app_id,user_id,group_id,"   \
@@ -364,10 +369,10 @@ static void free_call(wire_call *wc)
     /* A request all in the arena needs no free: the wipe below ends it. */
     if (wc->request && wc->heap)
         protobuf_c_message_free_unpacked(wc->request, &wc->alloc);
-    /* The caller's token and what the request held must not linger. */
-    crypto_wipe(wc->call.access_token, sizeof wc->call.access_token);
-    if (wc->arena_used)
-        crypto_wipe(wc->arena, wc->arena_used);
+    /* The caller's token and what the request held must not linger: one
+     * wipe from the token to the end of the arena's used bytes. */
+    crypto_wipe(wc->call.access_token,
+                (size_t)(wc->arena + wc->arena_used - (uint8_t *)wc->call.access_token));
     if (spare_count >= SPARE_CALLS_MAX) {
         free(wc);
         return;

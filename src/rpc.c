@@ -38,19 +38,19 @@ static void format_message(char *out, size_t len, const char *fmt, va_list ap)
         out[utf8_prefix(out, strlen(out))] = '\0';
 }
 
-_Static_assert(offsetof(rpc_call, user_agent_text) == offsetof(rpc_call, access_token) + RPC_TOKEN_MAX &&
-               offsetof(rpc_call, peer_text) == offsetof(rpc_call, user_agent_text) + RPC_AGENT_MAX &&
+_Static_assert(offsetof(rpc_call, peer_text) == offsetof(rpc_call, user_agent_text) + RPC_AGENT_MAX &&
                offsetof(rpc_call, message) == offsetof(rpc_call, peer_text) + 64 &&
-               sizeof(rpc_call) - offsetof(rpc_call, message) - RPC_MESSAGE_MAX < 8,
-               "rpc_call's texts come last, one after the other");
+               offsetof(rpc_call, access_token) == offsetof(rpc_call, message) + RPC_MESSAGE_MAX &&
+               sizeof(rpc_call) == offsetof(rpc_call, access_token) + RPC_TOKEN_MAX,
+               "rpc_call's texts come last, one after the other, the token at the very end");
 
 void rpc_call_clear(rpc_call *call)
 {
-    memset(call, 0, offsetof(rpc_call, access_token));
+    memset(call, 0, offsetof(rpc_call, user_agent_text));
+    call->user_agent_text[0] = call->peer_text[0] = call->message[0] = '\0';
     /* as much of the token as rpc_admin_cache_find compares, so none of
      * the bytes it reads is unset */
     memset(call->access_token, 0, CRYPTO_TOKEN_TEXTLEN);
-    call->user_agent_text[0] = call->peer_text[0] = call->message[0] = '\0';
     call->peer = call->peer_text;
 }
 

@@ -64,11 +64,13 @@ struct rpc_call {
      * until rpc_user_agent copies them into user_agent_text. */
     const char *agent_src;
     size_t agent_len;
-    /* The texts last, one after the other (rpc_call_clear) */
-    char access_token[RPC_TOKEN_MAX];
+    /* The texts last, one after the other (rpc_call_clear); the token
+     * last of all, so that a wire layer can keep what else must be wiped
+     * right after it, and wipe both at once */
     char user_agent_text[RPC_AGENT_MAX]; /* read through rpc_user_agent */
     char peer_text[64];
     char message[RPC_MESSAGE_MAX];       /* the answer's, with status */
+    char access_token[RPC_TOKEN_MAX];
 };
 
 /* Clears a call for reuse: every field, and the texts to "". The texts are
