@@ -5,7 +5,7 @@
 #include "pb.h"
 #include "utf8.h"
 
-#define FLAT_MAX_ID 63   /* fields seen are kept in a 64-bit set */
+#define FLAT_MAX_ID 63   /* fields to skip are a 64-bit set (pb_unpack_skip) */
 #define NO_TAG 0xffff    /* a key no input reaches (its number is over FLAT_MAX_ID) */
 
 /* A flat type's fields by number, judged once per thread: the fast way then
@@ -240,7 +240,6 @@ flat_unpack(const struct plan *pl, ProtobufCAllocator *a, size_t len, const uint
             uint64_t skip, int text_only)
 {
     const uint8_t *p = data, *end = data + len;
-    uint64_t seen = 0;
     ProtobufCMessage *m = a->alloc(a->allocator_data, pl->desc->sizeof_message);
     if (!m)
         return NULL;
@@ -254,11 +253,12 @@ flat_unpack(const struct plan *pl, ProtobufCAllocator *a, size_t len, const uint
                 goto other;
             p = r.end, tag = r.v;
         }
-        /* an unknown number or another wire type has another key */
+        /* an unknown number or another wire type has another key; a field
+         * that comes again overwrites what it set, as in protobuf-c (the
+         * last one wins: scalars, strings and bytes alike) */
         const struct slot *s = &pl->by_id[tag >> 3];
-        if (s->tag != tag || (seen & (1ull << (tag >> 3))) || p == end)
+        if (s->tag != tag || p == end)
             goto other;
-        seen |= 1ull << (tag >> 3);
         if ((v = *p++) >= 0x80) {   /* ids and lengths often take two bytes */
             if (p < end && *p < 0x80)
                 v = (v & 0x7f) | (uint64_t)*p++ << 7;
@@ -287,10 +287,15 @@ flat_unpack(const struct plan *pl, ProtobufCAllocator *a, size_t len, const uint
                 else if (!utf8_copy_valid((char *)c, (const char *)p, (size_t)v))
                     goto other;
             }
+            /* a field that came before: its copy goes, as protobuf-c frees it */
             if (text) {
                 c[v] = '\0';
+                if (*(char **)slot != protobuf_c_empty_string)
+                    a->free(a->allocator_data, *(char **)slot);
                 *(char **)slot = (char *)c;
             } else {
+                if (((ProtobufCBinaryData *)slot)->data)
+                    a->free(a->allocator_data, ((ProtobufCBinaryData *)slot)->data);
                 ((ProtobufCBinaryData *)slot)->data = c;
                 ((ProtobufCBinaryData *)slot)->len = (size_t)v;
             }

@@ -28,8 +28,8 @@ size_t pb_pack_into(const ProtobufCMessage *m, uint8_t *out, size_t cap);
 
 /* protobuf_c_message_unpack. The fast way needs an allocator (the callers'
  * arenas); with alloc NULL it is protobuf-c's. Anything the fast way does
- * not expect (an unknown field number, a field twice, another wire type, a
- * truncated value) is left to protobuf-c, which knows every case. Free the
+ * not expect (an unknown field number, another wire type, a truncated
+ * value) is left to protobuf-c, which knows every case. Free the
  * message with protobuf_c_message_free_unpacked, as always. */
 ProtobufCMessage *pb_unpack(const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
                             size_t len, const uint8_t *data);

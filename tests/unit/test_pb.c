@@ -364,6 +364,67 @@ static void test_field_at_edge(void **state)
     same_decoding(&edge63, zero, sizeof zero);
 }
 
+/* An allocator on the heap that counts what is live. */
+static void *count_alloc(void *data, size_t n)
+{
+    ++*(int *)data;
+    return malloc(n);
+}
+
+static void count_free(void *data, void *p)
+{
+    --*(int *)data;
+    free(p);
+}
+
+/* A field that comes again: the fast way takes it (no detour through
+ * protobuf-c), the last one wins as in protobuf-c (scalars, strings, bytes,
+ * an empty one last), and the copies it replaced are freed: nothing is
+ * live once the message is freed. */
+static void test_fields_again(void **state)
+{
+    (void)state;
+    Tokend__V1__Store__Session first = TOKEND__V1__STORE__SESSION__INIT;
+    first.user_id = 1, first.device_guid = "first", first.expire_ms = 5, first.public_key = "pk1";
+    first.store_token_hash = (ProtobufCBinaryData){3, (uint8_t *)"abc"};
+    first.admin = 1;
+    uint8_t buf[256];
+    size_t n = pb_pack(&first.base, buf);
+    static const uint8_t again[] = {
+        0x08, 0x07,                                       /* user_id 7 */
+        0x1a, 6, 's', 'e', 'c', 'o', 'n', 'd',            /* device_guid "second" */
+        0x2a, 0,                                          /* store_token_hash empty */
+        0x42, 3, 'p', 'k', '2',                           /* public_key "pk2" */
+        0x20, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, /* expire_ms -1 */
+        0x48, 0x00,                                       /* admin false */
+        0x1a, 5, 't', 'h', 'i', 'r', 'd',                 /* device_guid "third" */
+    };
+    memcpy(buf + n, again, sizeof again);
+    n += sizeof again;
+    assert_int_equal(same_decoding(&tokend__v1__store__session__descriptor, buf, n), 1);
+    for (int skip = 0; skip < 2; skip++) {
+        int live = 0, checked = 0;
+        ProtobufCAllocator heap = {count_alloc, count_free, &live};
+        Tokend__V1__Store__Session *m =
+            skip ? (Tokend__V1__Store__Session *)pb_unpack_skip(
+                       &tokend__v1__store__session__descriptor, &heap, n, buf, 1u << 5)
+                 : (Tokend__V1__Store__Session *)pb_unpack_text(
+                       &tokend__v1__store__session__descriptor, &heap, n, buf, &checked);
+        assert_non_null(m);
+        assert_int_equal(checked, !skip);   /* decoded the fast way */
+        assert_int_equal(m->user_id, 7);
+        assert_string_equal(m->device_guid, "third");
+        assert_string_equal(m->public_key, "pk2");
+        assert_int_equal(m->expire_ms, -1);
+        assert_int_equal(m->admin, 0);
+        assert_int_equal(m->store_token_hash.len, 0);
+        assert_null(m->store_token_hash.data);
+        assert_int_equal(live, 3);   /* the message and its two strings */
+        protobuf_c_message_free_unpacked(&m->base, &heap);
+        assert_int_equal(live, 0);
+    }
+}
+
 /* pb_unpack_text's check against transcode_check_strings's: a bad byte, a
  * cut or overlong sequence, a surrogate at every position of every string
  * field of a flat message is found (and the message left to protobuf-c,
@@ -454,6 +515,7 @@ int main(void)
         cmocka_unit_test(test_negative_int32),
         cmocka_unit_test(test_field_at_edge),
         cmocka_unit_test(test_unpack_skip),
+        cmocka_unit_test(test_fields_again),
         cmocka_unit_test(test_unpack_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
