@@ -284,8 +284,10 @@ flat_unpack(const struct plan *pl, ProtobufCAllocator *a, size_t len, const uint
                     goto other;
                 if (!(text && text_only))
                     memcpy(c, p, (size_t)v);
-                else if (!utf8_copy_valid((char *)c, (const char *)p, (size_t)v))
+                else if (!utf8_copy_valid((char *)c, (const char *)p, (size_t)v)) {
+                    a->free(a->allocator_data, c);   /* in no field yet */
                     goto other;
+                }
             }
             /* a field that came before: its copy goes, as protobuf-c frees it */
             if (text) {
