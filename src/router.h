@@ -48,7 +48,7 @@ int router_http_find(const router *r, const char *verb, size_t verb_len, const c
 size_t router_count(const router *r);
 const router_rpc *router_at(const router *r, size_t i);
 /* Every path a request may name (each RPC's gRPC path, then the HTTP
- * paths as declared, templates included), up to max of them into out:
+ * paths, all literal), up to max of them into out:
  * how many there are. */
 size_t router_paths(const router *r, const char **out, size_t max);
 /* The verbs a path accepts, for an Allow header ("GET, POST"). */
