@@ -1,6 +1,7 @@
 /* h2_reply.c - the HTTP/2 replies tokend writes itself on libh2o 2.2.5:
  * gRPC's trailers, small replies in one socket write, and response header
- * blocks that leave the connection's HPACK table alone.
+ * blocks that are mostly one-byte references to the connection's HPACK
+ * table.
  *
  * Why this exists: libh2o 2.2.5 (Debian 12) can only end an HTTP/2 response
  * with a DATA frame; it has no public API for trailers. Native gRPC needs
@@ -40,24 +41,30 @@
  * Response headers (Whole and Trailers-Only): encoded here, h2o's encoder
  * only where a field is new to the connection. h2o 2.2 scans its HPACK
  * table (32 entries at most) for every header it encodes, and adds every
- * one it has not seen: a value used once (x-request-id, the date of each
- * second) churns the table, and each scan passes over it (~5k instructions
- * a reply with the ids in it, 550-650 without). Here the fields that
- * repeat (server, content-type, the CORS headers) are one-byte references
- * to the entries h2o made for them, found by one pass over the table, or
- * where they were on the connection's last reply while the table has not
- * changed (put_response_headers); a peer decodes a reference for nothing,
- * where a literal costs it a copy (~300 instructions each in nghttp2, the
- * bench's load generator). date, content-length and the fields marked by
- * h2_reply_add_unindexed are literals without indexing, no Huffman. A
- * reply with a repeating field not in the table yet (the connection's
- * first, a new content-type), or a block that might not fit BLOCK_MAX or
- * one frame, goes through h2o's encoder, the marked fields left out of it
- * and appended as literals. The fields are those h2o sends - :status,
- * server, date (h2o's cached string), the reply's headers, content-length.
- * Header filters (none in tokend) get their turn (start_response). A
- * value's NUL, CR and LF go out as spaces (h2o sends them as they are).
- * Trailers are literals without indexing too (new name, as given).
+ * one it has not seen: a value used once (x-request-id) churns the table,
+ * and each scan passes over it (~5k instructions a reply with the ids in
+ * it, 550-650 without). Here the fields that repeat (server, content-type,
+ * the CORS headers, the date of this second) are one-byte references to
+ * the entries h2o made for them, found by one pass over the table, or where
+ * they were on the connection's last reply while the table has not changed
+ * (put_response_headers). A peer - the load generator too - decodes a
+ * reference for nothing, where a literal costs it a copy, a check and an
+ * allocation (~300-500 instructions each in nghttp2). content-length is a
+ * literal without indexing, no Huffman. A field marked by
+ * h2_reply_add_unindexed (x-request-id) is a literal without indexing that
+ * names the table entry of its name; the connection's first such reply
+ * makes that entry (h2_reply_table_add, as h2o's encoder would), the only
+ * entry a value used once ever gets. A reply with a repeating field not in
+ * the table yet (the connection's first, the first of a second, a new
+ * content-type), or a block that might not fit BLOCK_MAX or one frame,
+ * goes through h2o's encoder, the marked fields left out of it and
+ * appended as literals. The fields are those h2o sends - :status, server,
+ * date (h2o's cached string), the reply's headers, content-length - the
+ * marked ones last. Header filters (none in tokend) get their turn
+ * (start_response). A value's NUL, CR and LF go out as spaces (h2o sends
+ * them as they are). Trailers are literals without indexing (new name, as
+ * given), but for grpc-status: 0 alone, nearly every gRPC reply's: a
+ * one-byte reference to the entry the connection's first one made.
  *
  * Internals relied on (all from <h2o/http2_internal.h> of 2.2.5; the
  * khash-based inline lookup needs src/compat/khash.h on the include path):
@@ -83,8 +90,11 @@
  *     date string h2o_get_timestamp() keeps fresh);
  *   - the connection's `_output_header_table` (h2o_hpack_header_table_t:
  *     entries ring, start index, count, size; an entry's name is the token's
- *     iovec for a token), read only, and its encoder's rules (the 32-entry
- *     cap, "don't compress" values under 20 bytes never indexed); the
+ *     iovec for a token, else a shared buffer like its value; its err_desc
+ *     unused), read, and added to as its encoder adds (h2_reply_table_add,
+ *     tests/unit/test_h2_reply.c holds the two equal), and the encoder's
+ *     rules (the 32-entry cap, "don't compress" values under 20 bytes never
+ *     indexed); the
  *     connection's `super.id`; req's `prefilters`, `pathconf->filters`,
  *     `_next_filter_index` and `_generator` (start_response), and the
  *     chunked encoder h2o puts on every path acting on HTTP/1.1 only;
@@ -462,29 +472,68 @@ static const h2o_token_t *token_of(const h2o_iovec_t *name)
     return at < sizeof(h2o__tokens) ? (const h2o_token_t *)name : NULL;
 }
 
-/* A field sent as a reference to the connection's HPACK table: its byte in
- * the block is filled in once every reference is resolved (one pass). */
+/* A field sent as a reference to the connection's HPACK table: the whole
+ * field, or (name_only) its name, for a literal whose value is new. idx is
+ * its index once found (62 on, newest first), 0 while not. */
 typedef struct {
     const h2o_iovec_t *name;
-    int name_is_token;
     h2o_iovec_t value;
-    uint8_t *at;
+    uint8_t name_is_token, name_only, optional; /* optional: may be absent */
+    uint8_t idx;
 } table_ref;
 #define REFS_MAX 16
 
-/* Sets each reference's byte to "indexed" (RFC 7541 6.1) with the index of
- * its name: value in the table, newest first from 62; -1 if one is absent.
- * h2o keeps at most 32 entries in it, so an index takes one byte. */
+static inline uint64_t load64(const char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+/* a == b, for the short strings of header fields: words compared, the
+ * last one overlapping, straight through up to 32 bytes, no call */
+static inline __attribute__((always_inline)) int same_bytes(const char *a, size_t alen, const char *b, size_t blen)
+{
+    if (alen != blen)
+        return 0;
+    size_t n = alen;
+    if (n >= 8) {
+        uint64_t d = (load64(a) ^ load64(b)) | (load64(a + n - 8) ^ load64(b + n - 8));
+        if (n > 16) {
+            d |= (load64(a + 8) ^ load64(b + 8)) | (load64(a + n - 16) ^ load64(b + n - 16));
+            for (size_t i = 16; i + 16 < n; i += 8)
+                d |= load64(a + i) ^ load64(b + i);
+        }
+        return d == 0;
+    }
+    if (n >= 4) {
+        uint32_t x0, y0, x1, y1;
+        memcpy(&x0, a, 4), memcpy(&y0, b, 4), memcpy(&x1, a + n - 4, 4), memcpy(&y1, b + n - 4, 4);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+    }
+    for (size_t i = 0; i != n; ++i)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
+}
+
+static inline __attribute__((always_inline)) int entry_is(const h2o_hpack_header_table_entry_t *e, const table_ref *r)
+{
+    if (r->name_is_token ? e->name != r->name : !same_bytes(e->name->base, e->name->len, r->name->base, r->name->len))
+        return 0;
+    return r->name_only || same_bytes(e->value->base, e->value->len, r->value.base, r->value.len);
+}
+
+/* Finds each reference in the table, in one pass. h2o keeps at most 32
+ * entries in it, so an index takes one byte. Returns -1 if one is absent. */
 static int resolve_refs(const h2o_hpack_header_table_t *t, table_ref *refs, size_t n)
 {
     size_t left = n, at = t->entry_start_index;
     for (size_t i = 0; i != t->num_entries && i < 64 && left != 0; ++i) {
         const h2o_hpack_header_table_entry_t *e = t->entries + at;
         for (table_ref *r = refs; r != refs + n; ++r) {
-            if (*r->at == 0 &&
-                (r->name_is_token ? e->name == r->name : h2o_memis(e->name->base, e->name->len, r->name->base, r->name->len)) &&
-                h2o_memis(e->value->base, e->value->len, r->value.base, r->value.len)) {
-                *r->at = (uint8_t)(0x80 | (62 + i));
+            if (r->idx == 0 && entry_is(e, r)) {
+                r->idx = (uint8_t)(62 + i);
                 --left;
             }
         }
@@ -497,38 +546,39 @@ static int resolve_refs(const h2o_hpack_header_table_t *t, table_ref *refs, size
 /* Where a connection's references were found last, kept per thread by
  * h2o's connection id (as http_obs_peer keeps the peer's text): while the
  * table is as it was then (an entry added or evicted moves its start, count
- * or size) and the same fields come in the same order, each is looked for
- * at its old index first and checked there, which saves the scan. */
+ * or size) and the same fields come in the same order, each is checked in
+ * the slot it was found in, which saves the scan. The check is of the
+ * entry's name and value, not of its address: a slot h2o evicted and filled
+ * again may hold a new entry at the same address, and 32 additions can
+ * bring start, count and size back where they were. */
 #define MEMO_SLOTS 64
-#define MEMO_REFS 4
+#define MEMO_REFS 6
 static __thread struct {
     uint64_t conn_id;
     const void *entries;
     size_t start, num, size, n;
-    const h2o_iovec_t *name[MEMO_REFS];
+    const h2o_hpack_header_table_entry_t *slot[MEMO_REFS];
     uint8_t idx[MEMO_REFS];
 } memo[MEMO_SLOTS];
 
+/* Finds every reference (-1 if one is absent: the others found are set). */
 static int resolve_refs_memo(h2o_http2_conn_t *conn, table_ref *refs, size_t n)
 {
     const h2o_hpack_header_table_t *t = &conn->_output_header_table;
     __typeof__(memo[0]) *m = &memo[conn->super.id % MEMO_SLOTS];
-    int same = n <= MEMO_REFS && m->conn_id == conn->super.id && conn->super.id != 0 && m->n == n &&
-               m->entries == t->entries && m->start == t->entry_start_index && m->num == t->num_entries &&
-               m->size == t->hpack_size;
-    for (size_t i = 0; same && i != n; ++i) {
-        const h2o_hpack_header_table_entry_t *e = t->entries + (t->entry_start_index + m->idx[i] - 62) % t->entry_capacity;
-        same = m->name[i] == refs[i].name && e->name == refs[i].name &&
-               h2o_memis(e->value->base, e->value->len, refs[i].value.base, refs[i].value.len);
-    }
-    if (same) {
-        for (size_t i = 0; i != n; ++i)
-            *refs[i].at = m->idx[i];
-        return 0;
+    if (m->conn_id == conn->super.id && m->n == n && m->entries == t->entries && m->start == t->entry_start_index &&
+        m->num == t->num_entries && m->size == t->hpack_size) {
+        size_t i = 0;
+        for (; i != n && entry_is(m->slot[i], refs + i); ++i)
+            refs[i].idx = m->idx[i];
+        if (i == n)
+            return 0;
+        for (size_t j = 0; j != i; ++j)
+            refs[j].idx = 0;
     }
     if (resolve_refs(t, refs, n) != 0)
         return -1;
-    if (n <= MEMO_REFS) {
+    if (n <= MEMO_REFS && conn->super.id != 0) {
         m->conn_id = conn->super.id;
         m->entries = t->entries;
         m->start = t->entry_start_index;
@@ -536,11 +586,78 @@ static int resolve_refs_memo(h2o_http2_conn_t *conn, table_ref *refs, size_t n)
         m->size = t->hpack_size;
         m->n = n;
         for (size_t i = 0; i != n; ++i) {
-            m->name[i] = refs[i].name;
-            m->idx[i] = *refs[i].at;
+            m->slot[i] = t->entries + (t->entry_start_index + refs[i].idx - 62) % t->entry_capacity;
+            m->idx[i] = refs[i].idx;
         }
     }
     return 0;
+}
+
+/* ---- adding to the table -------------------------------------------------- */
+
+/* Entries are added here as h2o's encoder adds them (its header_table_add
+ * and alloc_buf, lib/http2/hpack.c of 2.2.5), so that its encoder, ours and
+ * the peer's decoder keep seeing one table: the oldest evicted while the
+ * entry would pass the table's size or h2o's 32 entries; the ring doubled
+ * (16 at least) when full; a name that is not a token, and every value,
+ * a shared buffer ({iovec, bytes, NUL}) that eviction releases. */
+#define ENTRY_OVERHEAD 32   /* RFC 7541 4.1 */
+#define ENCODER_ENTRIES 32  /* h2o's encoder keeps no more */
+
+static h2o_iovec_t *shared_copy(const char *s, size_t len)
+{
+    h2o_iovec_t *b = h2o_mem_alloc_shared(NULL, sizeof(*b) + len + 1, NULL);
+    b->base = (char *)(b + 1);
+    b->len = len;
+    memcpy(b->base, s, len);
+    b->base[len] = '\0';
+    return b;
+}
+
+static void evict_oldest(h2o_hpack_header_table_t *t)
+{
+    h2o_hpack_header_table_entry_t *e = t->entries + (t->entry_start_index + --t->num_entries) % t->entry_capacity;
+    t->hpack_size -= e->name->len + e->value->len + ENTRY_OVERHEAD;
+    if (token_of(e->name) == NULL)
+        h2o_mem_release_shared(e->name);
+    h2o_mem_release_shared(e->value); /* an output entry's value is always a copy */
+    memset(e, 0, sizeof(*e));
+}
+
+/* Whether the peer's table surely evicts as ours: it is at least as large
+ * (h2o 2.2 keeps its own 4 KiB whatever the peer said). */
+static int can_add(h2o_http2_conn_t *conn)
+{
+    const h2o_hpack_header_table_t *t = &conn->_output_header_table;
+    return t->hpack_capacity >= TABLE_MIN && conn->peer_settings.header_table_size >= t->hpack_capacity;
+}
+
+void h2_reply_table_add(struct st_h2o_hpack_header_table_t *t, const h2o_iovec_t *name, const char *value,
+                        size_t value_len)
+{
+    size_t size = name->len + value_len + ENTRY_OVERHEAD;
+    while (t->num_entries != 0 && (t->hpack_size + size > t->hpack_capacity || t->num_entries >= ENCODER_ENTRIES))
+        evict_oldest(t);
+    if (size > t->hpack_capacity)
+        return; /* RFC 7541 4.4: the table emptied, nothing added */
+    if (t->num_entries == t->entry_capacity) {
+        size_t cap = t->num_entries * 2 < 16 ? 16 : t->num_entries * 2;
+        h2o_hpack_header_table_entry_t *grown = h2o_mem_alloc(cap * sizeof(*grown));
+        for (size_t i = 0; i != t->num_entries; ++i)
+            grown[i] = t->entries[(t->entry_start_index + i) % t->entry_capacity];
+        memset(grown + t->num_entries, 0, (cap - t->num_entries) * sizeof(*grown));
+        free(t->entries);
+        t->entries = grown;
+        t->entry_capacity = cap;
+        t->entry_start_index = 0;
+    }
+    t->entry_start_index = (t->entry_start_index + t->entry_capacity - 1) % t->entry_capacity;
+    ++t->num_entries;
+    t->hpack_size += size;
+    h2o_hpack_header_table_entry_t *e = t->entries + t->entry_start_index;
+    e->name = token_of(name) != NULL ? (h2o_iovec_t *)name : shared_copy(name->base, name->len);
+    e->value = shared_copy(value, value_len);
+    e->err_desc = NULL;
 }
 
 static uint8_t *put_status(uint8_t *p, int status)
@@ -563,23 +680,37 @@ static uint8_t *put_status(uint8_t *p, int status)
     return p;
 }
 
+/* literal without indexing whose name is the table entry idx (62 on; a
+ * 4-bit prefix, RFC 7541 6.2.2) */
+static uint8_t *put_name_ref(uint8_t *p, uint8_t idx)
+{
+    *p++ = 0x0f;
+    *p++ = (uint8_t)(idx - 15); /* idx < 126: one byte */
+    return p;
+}
+
+#define LATE_MAX 4
+
 /* Appends one HEADERS frame (END_HEADERS, and END_STREAM if asked) with the
  * response header block of req: the fields h2o_hpack_flatten_response sends,
  * in its order (:status, server, date, req->res.headers, content-length),
- * no Huffman. A field that repeats from reply to reply (server,
- * content-type...) is a one-byte reference to the entry h2o's encoder made
- * for it in the connection's HPACK table, which is only read here: a peer
- * decodes a reference for nothing, a literal costs it a copy (~300
- * instructions each in nghttp2, which the load generators of tools/bench
- * are). date (a new value each second: indexed, it would fill the table
- * with stale dates for every lookup to scan), content-length and the fields
- * marked by h2_reply_add_unindexed are literals without indexing. Returns
- * -1, with nothing written, when a repeating field is not in the table yet
- * (the first reply: h2o's encoder adds it) or the block might not fit
- * BLOCK_MAX or the peer's frame size. A peer whose table is too small to
- * hold them gets literals only. */
+ * but those marked by h2_reply_add_unindexed last; no Huffman. A field that
+ * repeats from reply to reply (server, content-type, the date of this
+ * second...) is a one-byte reference to the entry h2o's encoder made for
+ * it in the connection's HPACK table: a peer decodes a reference for
+ * nothing, a literal costs it a copy and a check (~300 instructions each in
+ * nghttp2, which the load generators of tools/bench are). content-length is
+ * a literal without indexing. A marked field (a value used once:
+ * x-request-id) is a literal without indexing that names the table entry
+ * of its name; where there is none yet (the connection's first reply, or
+ * it was evicted), the literal is indexed and table_add makes the entry, so
+ * the next replies have one. Returns -1, with nothing written, when a
+ * repeating field is not in the table (the first reply, the first of a
+ * second: h2o's encoder adds it) or the block might not fit BLOCK_MAX or
+ * the peer's frame size. A peer whose table is too small to hold them gets
+ * literals only. */
 static int put_response_headers(h2o_http2_conn_t *conn, uint32_t stream_id, const h2o_res_t *res,
-                                size_t content_length, int end_stream)
+                                size_t content_length, int end_stream, table_ref *extra)
 {
     const h2o_iovec_t *server = &conn->super.ctx->globalconf->server_name;
     size_t budget = conn->peer_settings.max_frame_size < BLOCK_MAX ? conn->peer_settings.max_frame_size : BLOCK_MAX;
@@ -589,43 +720,64 @@ static int put_response_headers(h2o_http2_conn_t *conn, uint32_t stream_id, cons
     if (dst.base == NULL)
         h2o_fatal("no memory");
     uint8_t *frame = (uint8_t *)dst.base, *p = frame + H2O_HTTP2_FRAME_HEADER_SIZE;
-    const uint8_t *end = p + budget - CONTENT_LENGTH_MAX; /* up to where res.headers may go */
+    const uint8_t *end = p + budget - CONTENT_LENGTH_MAX; /* up to where res.headers and the marked may go */
     /* h2o 2.2 ignores the peer's SETTINGS_HEADER_TABLE_SIZE (its encoder
      * indexes into 4 KiB whatever the peer said); here a small one means
      * literals only, so the peer's table is never assumed. */
     int indexed = conn->_output_header_table.hpack_capacity >= TABLE_MIN &&
                   conn->peer_settings.header_table_size >= TABLE_MIN;
     table_ref refs[REFS_MAX];
-    size_t nrefs = 0;
+    uint8_t *at[REFS_MAX];
+    size_t nrefs = 0, nlate = 0;
+    const h2o_header_t *late[LATE_MAX];
+    table_ref *late_ref[LATE_MAX];
 
     p = put_status(p, res->status);
     if (server->len != 0) {
         if (indexed) {
-            refs[nrefs++] = (table_ref){&H2O_TOKEN_SERVER->buf, 1, *server, p};
-            *p++ = 0;
+            at[nrefs] = p++;
+            refs[nrefs++] = (table_ref){.name = &H2O_TOKEN_SERVER->buf, .value = *server, .name_is_token = 1};
         } else {
             p = put_name_index(p, 0x00, 54); /* server */
             p = put_trusted(p, server);
         }
     }
     h2o_get_timestamp(conn->super.ctx, NULL, NULL); /* refreshes the cached date; no reference taken */
-    p = put_name_index(p, 0x00, 33); /* date: a new value each second, never worth a table entry */
-    *p++ = H2O_TIMESTR_RFC1123_LEN;
-    memcpy(p, conn->super.ctx->_timestamp_cache.value->rfc1123, H2O_TIMESTR_RFC1123_LEN);
-    p += H2O_TIMESTR_RFC1123_LEN;
+    h2o_iovec_t date = h2o_iovec_init(conn->super.ctx->_timestamp_cache.value->rfc1123, H2O_TIMESTR_RFC1123_LEN);
+    if (indexed) {
+        at[nrefs] = p++;
+        refs[nrefs++] = (table_ref){.name = &H2O_TOKEN_DATE->buf, .value = date, .name_is_token = 1};
+    } else {
+        p = put_name_index(p, 0x00, 33); /* date */
+        *p++ = H2O_TIMESTR_RFC1123_LEN;
+        memcpy(p, date.base, H2O_TIMESTR_RFC1123_LEN);
+        p += H2O_TIMESTR_RFC1123_LEN;
+    }
     for (size_t i = 0; i != res->headers.size; ++i) {
         const h2o_header_t *h = res->headers.entries + i;
         /* 1 + 3 + name + 3 + value at most: lengths <= BLOCK_MAX take <= 3 bytes */
         if (h->name->len + h->value.len + 7 > (size_t)(end - p))
             return -1;
         const h2o_token_t *token = token_of(h->name);
+        if (is_unindexed(h)) { /* sent last, room kept for it */
+            if (nlate == LATE_MAX || nrefs >= REFS_MAX - 1)
+                return -1;
+            late[nlate] = h;
+            late_ref[nlate++] = indexed ? refs + nrefs : NULL;
+            end -= h->name->len + h->value.len + 7;
+            if (indexed) {
+                at[nrefs] = NULL;
+                refs[nrefs++] = (table_ref){.name = h->name, .name_is_token = token != NULL, .name_only = 1};
+            }
+            continue;
+        }
         /* what h2o's encoder leaves out of the table: "don't compress" (cookies) */
         int never = token != NULL && token->dont_compress && h->value.len < 20;
-        if (indexed && !never && !is_unindexed(h)) {
-            if (nrefs == REFS_MAX)
+        if (indexed && !never) {
+            if (nrefs >= REFS_MAX - 1)
                 return -1;
-            refs[nrefs++] = (table_ref){h->name, token != NULL, h->value, p};
-            *p++ = 0;
+            at[nrefs] = p++;
+            refs[nrefs++] = (table_ref){.name = h->name, .value = h->value, .name_is_token = token != NULL};
             continue;
         }
         uint8_t first = never ? 0x10 : 0x00;
@@ -653,12 +805,53 @@ static int put_response_headers(h2o_http2_conn_t *conn, uint32_t stream_id, cons
         memcpy(p, d, 20); /* a fixed size: no call; the bytes past the digits are left unused */
         p += digits + 20 - d;
     }
-    if (nrefs != 0 && resolve_refs_memo(conn, refs, nrefs) != 0)
-        return -1;
+    if (extra != NULL && indexed) {
+        at[nrefs] = NULL;
+        refs[nrefs++] = *extra; /* REFS_MAX keeps room for it */
+    }
+    if (nrefs != 0 && resolve_refs_memo(conn, refs, nrefs) != 0) {
+        for (size_t i = 0; i != nrefs; ++i)
+            if (refs[i].idx == 0 && !refs[i].name_only && !refs[i].optional)
+                return -1;
+    }
+    for (size_t i = 0; i != nrefs; ++i)
+        if (at[i] != NULL)
+            *at[i] = (uint8_t)(0x80 | refs[i].idx);
+    /* the marked fields; an entry added for one moves the indices after it,
+     * so the ones after an addition are plain literals */
+    const h2o_iovec_t *add_name = NULL;
+    uint8_t *add_value = NULL;
+    size_t add_len = 0;
+    for (size_t i = 0; i != nlate; ++i) {
+        const h2o_header_t *h = late[i];
+        uint8_t idx = late_ref[i] != NULL ? late_ref[i]->idx : 0;
+        if (add_name == NULL && idx != 0) {
+            p = put_name_ref(p, idx);
+        } else if (add_name == NULL && indexed && can_add(conn)) {
+            *p++ = 0x40; /* literal with incremental indexing, new name */
+            p = put_trusted(p, h->name);
+            add_name = h->name;
+            add_len = h->value.len;
+            add_value = p + (add_len < 127 ? 1 : add_len < 127 + 128 ? 2 : 3);
+        } else {
+            *p++ = 0x00;
+            p = put_trusted(p, h->name);
+        }
+        p = put_value(p, h->value.base, h->value.len);
+    }
     size_t len = (size_t)(p - frame) - H2O_HTTP2_FRAME_HEADER_SIZE;
     put_frame_header(frame, len, H2O_HTTP2_FRAME_TYPE_HEADERS,
                      H2O_HTTP2_FRAME_FLAG_END_HEADERS | (end_stream ? H2O_HTTP2_FRAME_FLAG_END_STREAM : 0), stream_id);
     conn->_write.buf->size += H2O_HTTP2_FRAME_HEADER_SIZE + len;
+    if (add_name != NULL) /* the value as sent (NUL, CR, LF blanked) */
+        h2_reply_table_add(&conn->_output_header_table, add_name, (const char *)add_value, add_len);
+    if (extra != NULL) {
+        extra->idx = indexed ? refs[nrefs - 1].idx : 0;
+        if (add_name != NULL) { /* the addition moved it, or evicted it */
+            extra->idx = 0;
+            resolve_refs(&conn->_output_header_table, extra, 1);
+        }
+    }
     return 0;
 }
 
@@ -731,9 +924,9 @@ static void start_response(h2o_req_t *req, h2o_generator_t *generator)
  * never used again, and every header of every reply would scan them and
  * each reply evict and free one: ~5k instructions a reply. */
 static void append_response_headers(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
-                                    size_t content_length, int end_stream)
+                                    size_t content_length, int end_stream, table_ref *extra)
 {
-    if (put_response_headers(conn, stream->stream_id, &req->res, content_length, end_stream) == 0)
+    if (put_response_headers(conn, stream->stream_id, &req->res, content_length, end_stream, extra) == 0)
         return;
     h2o_timestamp_t ts;
     h2o_get_timestamp(conn->super.ctx, &req->pool, &ts);
@@ -792,7 +985,21 @@ static void append_response_headers(h2o_http2_conn_t *conn, h2o_http2_stream_t *
     }
     if (end_stream)
         frame[4] |= H2O_HTTP2_FRAME_FLAG_END_STREAM;
+    if (extra != NULL) { /* h2o's encoder changed the table: a scan, once a second or so */
+        extra->idx = 0;
+        resolve_refs(&conn->_output_header_table, extra, 1);
+    }
 }
+
+/* grpc-status: 0, the trailer of nearly every gRPC reply, goes out as a
+ * reference to the connection's table (one byte), or as the literal that
+ * makes the entry when there is none (the connection's first reply, or it
+ * was evicted). It is looked for with the response headers' references
+ * (put_response_headers), and added when its frame is written: the
+ * table's next change. A peer whose table is small gets the literal
+ * without indexing (grpc_ok_block). */
+static const char grpc_ok_indexing[] = "\x40\x0b" "grpc-status" "\x01" "0";
+static const h2o_iovec_t grpc_ok_name_iov = {(char *)grpc_ok_name, sizeof grpc_ok_name - 1};
 
 /* A small body goes out with its headers (and trailers) in one write:
  * HEADERS, DATA, [HEADERS+END_STREAM], the windows consumed as h2o's DATA
@@ -812,11 +1019,21 @@ static int respond_whole(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o
         h2o_http2_window_get_window(&stream->output_window) < (ssize_t)body.len ||
         h2o_http2_conn_get_buffer_window(conn) < (ssize_t)body.len)
         return -1;
+    start_response(req, gen); /* lets header filters run */
+    table_ref ok = {.name = &grpc_ok_name_iov, .value = {(char *)"0", 1}, .optional = 1};
+    int ok_indexed = trailers != NULL && trailers->base == grpc_ok_block && can_add(conn);
+    append_response_headers(conn, stream, req, trailers ? SIZE_MAX : body.len, 0, ok_indexed ? &ok : NULL);
+    uint8_t ok_ref = (uint8_t)(0x80 | ok.idx);
+    h2o_iovec_t ok_block = h2o_iovec_init(&ok_ref, 1);
+    if (ok_indexed && ok.idx == 0) {
+        h2_reply_table_add(&conn->_output_header_table, &grpc_ok_name_iov, "0", 1);
+        ok_block = h2o_iovec_init(grpc_ok_indexing, sizeof grpc_ok_indexing - 1);
+    }
+    if (ok_indexed)
+        trailers = &ok_block;
     /* trailers that fit one frame (all of gRPC's) are reserved with the DATA frame */
     int one_frame = trailers && trailers->len <= conn->peer_settings.max_frame_size;
     size_t tail = one_frame ? H2O_HTTP2_FRAME_HEADER_SIZE + trailers->len : 0;
-    start_response(req, gen); /* lets header filters run */
-    append_response_headers(conn, stream, req, trailers ? SIZE_MAX : body.len, 0);
     h2o_iovec_t dst = h2o_buffer_reserve(&conn->_write.buf, H2O_HTTP2_FRAME_HEADER_SIZE + body.len + tail);
     if (dst.base == NULL)
         h2o_fatal("no memory");
@@ -849,7 +1066,7 @@ static void respond_headers_only(h2o_http2_conn_t *conn, h2o_http2_stream_t *str
         h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 1, NULL, value.base, value.len);
     }
     start_response(req, gen); /* lets header filters run */
-    append_response_headers(conn, stream, req, content_length, 1);
+    append_response_headers(conn, stream, req, content_length, 1, NULL);
 
     /* SEND_HEADERS -> SEND_BODY -> END_STREAM, as h2o's own send path does */
     h2o_http2_stream_set_state(conn, stream, H2O_HTTP2_STREAM_STATE_SEND_BODY);

@@ -1,6 +1,6 @@
 /* h2_reply.h - HTTP/2 replies written by tokend on libh2o 2.2.5: gRPC
- * trailers, small replies in one socket write, response headers kept out of
- * the HPACK table.
+ * trailers, small replies in one socket write, response headers as
+ * references to the connection's HPACK table.
  *
  * libh2o 2.2.5 (the version Debian 12 ships) has no public API for sending
  * trailers, yet a gRPC response must end with grpc-status / grpc-message in a
@@ -31,8 +31,9 @@
  * NUL, CR and LF are sent as spaces (grpc-message must already be
  * percent-encoded). `body` and `trailers` are
  * copied, so they may live on the caller's stack. The response headers of a
- * reply sent in one write or as Trailers-Only are HPACK literals without
- * indexing, a value's NUL, CR and LF sent as spaces.
+ * reply sent in one write or as Trailers-Only repeat from reply to reply as
+ * references to the connection's HPACK table (h2_reply.c says how), a
+ * value's NUL, CR and LF sent as spaces.
  *
  * Call it on the loop thread, once, before any other response was started:
  * from the handler or later (e.g. when a worker's result comes back), as long
@@ -54,12 +55,22 @@ h2o_iovec_t h2_reply_trailer_block(h2o_mem_pool_t *pool, const h2o_header_t *tra
 h2o_iovec_t h2_reply_encode_trailers(h2o_mem_pool_t *pool, const h2o_header_t *trailers, size_t n);
 
 /* Adds a response header whose value is unique to this reply (a request id),
- * i.e. one that must not go into the connection's HPACK table. h2_reply_send
- * encodes every response header of a small reply without indexing, this one
- * too; h2o's own paths (HTTP/1.1, a large body or header block) send it like
- * any other header. `name` must be lower-case and outlive the request (a
+ * i.e. one whose values must not fill the connection's HPACK table.
+ * h2_reply_send sends it last, as a literal without indexing that names the
+ * one table entry of its name (made once per connection); h2o's own paths
+ * (HTTP/1.1, a large body or header block) send it like any other header. `name` must be lower-case and outlive the request (a
  * static): it is not copied. */
 void h2_reply_add_unindexed(h2o_req_t *req, const h2o_iovec_t *name, h2o_iovec_t value);
+
+/* Adds name: value to an HTTP/2 connection's HPACK output table as h2o
+ * 2.2's encoder adds a field it sends with incremental indexing (the oldest
+ * evicted to make room, at most 32 entries, none when the field alone is
+ * larger than the table), so that the fields h2_reply_send indexes and
+ * those h2o's encoder does keep one table, the peer's. value is copied;
+ * name too unless it is one of h2o's tokens. */
+struct st_h2o_hpack_header_table_t;
+void h2_reply_table_add(struct st_h2o_hpack_header_table_t *t, const h2o_iovec_t *name, const char *value,
+                        size_t value_len);
 
 /* Serves ctx's HTTP/2 connections the paths a request may name (h2_path.h;
  * NULL: none): a HEADERS frame naming one Huffman-coded reaches h2o with it

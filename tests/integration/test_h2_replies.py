@@ -5,13 +5,15 @@ and their header blocks decoded with a real HPACK decoder (python3-hpack).
 A JSON reply is HEADERS then one DATA frame with END_STREAM; a gRPC reply is
 HEADERS, DATA, trailers; a gRPC error is one HEADERS (Trailers-Only). The
 header block is tokend's: fields that repeat from reply to reply (server,
-content-type...) are one-byte references to the connection's HPACK table,
-where h2o's encoder put them on the first reply; date, content-length and
-x-request-id are literals *without indexing*, so the table never fills with
-values used once (h2o 2.2 put every header there, x-request-id included,
-and scanned it for each header: more work per reply than a Verify). The
-fields are those h2o sent: :status, server, date, the reply's headers,
-content-length.
+content-type, the date of this second...) are one-byte references to the
+connection's HPACK table, where h2o's encoder put them on the first reply
+(of the second); content-length is a literal without indexing, and
+x-request-id a literal that names the table's one x-request-id entry, so
+the table never fills with values used once (h2o 2.2 put every header
+there, x-request-id included, and scanned it for each header: more work per
+reply than a Verify). grpc-status: 0 ends a gRPC reply as a one-byte
+reference to the entry the connection's first one made. The fields are
+those h2o sent: :status, server, date, the reply's headers, content-length.
 """
 import email.utils
 import json
@@ -30,59 +32,6 @@ import harness  # noqa: E402
 import wire_support as ws  # noqa: E402
 
 JSON = "application/json; charset=utf-8"
-
-
-def representations(block):
-    """the kind of each field representation of an HPACK block (RFC 7541 6):
-    'indexed', 'incremental', 'size-update', 'never' or 'without', with the
-    first byte; raises on a truncated block"""
-    out, i = [], 0
-
-    def skip_int(i, prefix):
-        if block[i] & ((1 << prefix) - 1) != (1 << prefix) - 1:
-            return i + 1
-        i += 1
-        while block[i] & 0x80:
-            i += 1
-        return i + 1
-
-    def int_at(i, prefix):
-        v = block[i] & ((1 << prefix) - 1)
-        if v < (1 << prefix) - 1:
-            return v, i + 1
-        m, i = 0, i + 1
-        while True:
-            v += (block[i] & 0x7F) << m
-            m += 7
-            i += 1
-            if not block[i - 1] & 0x80:
-                return v, i
-
-    def skip_string(i):
-        n, i = int_at(i, 7)
-        if i + n > len(block):
-            raise AssertionError("truncated block %r" % block)
-        return i + n
-
-    while i < len(block):
-        b = block[i]
-        if b & 0x80:
-            out.append(("indexed", b))
-            i = skip_int(i, 7)
-            continue
-        if b & 0xE0 == 0x20:
-            out.append(("size-update", b))
-            i = skip_int(i, 5)
-            continue
-        kind, prefix = (("incremental", 6) if b & 0xC0 == 0x40 else
-                        ("never", 4) if b & 0xF0 == 0x10 else ("without", 4))
-        out.append((kind, b))
-        new_name = b & ((1 << prefix) - 1) == 0
-        i = skip_int(i, prefix)
-        if new_name:
-            i = skip_string(i)
-        i = skip_string(i)
-    return out
 
 
 class H2Replies(unittest.TestCase):
@@ -104,7 +53,6 @@ class H2Replies(unittest.TestCase):
 
     def setUp(self):
         self.conn = h2raw.Conn(port=self.srv.port)
-        self.decoder = hpack.Decoder()  # the client's side of the connection's HPACK state
         self.sid = -1
 
     def tearDown(self):
@@ -130,30 +78,46 @@ class H2Replies(unittest.TestCase):
         return self.conn.stream_frames(self.sid)
 
     def headers(self, frame, what, repeat=False):
-        """the fields of a HEADERS frame tokend encoded, decoded (a wrong
-        table reference decodes to a wrong value, which the callers' checks
-        see); a dict (no name twice). Values used once never enter the
-        table, so it stays small however many replies go by. repeat: the
-        block must be the short form - every field a one-byte reference but
-        date, content-length and x-request-id (literals without indexing)."""
+        """the fields of a HEADERS frame tokend encoded, as the connection
+        decoded them (a wrong table reference decodes to a wrong value,
+        which the callers' checks see); a dict (no name twice). Values used
+        once never enter the table: content-length is a literal without
+        indexing, and an x-request-id is a literal that names the table's one
+        x-request-id entry (made by the connection's first reply with an id
+        after the first), so the table stays small however many replies go
+        by. repeat: the block must be the short form - every field a
+        one-byte reference but content-length and x-request-id, and the date
+        of a new second (which h2o's encoder adds)."""
         self.assertEqual(frame[0], h2raw.HEADERS, what)
         self.assertTrue(frame[1] & h2raw.END_HEADERS, "%s: one frame, no CONTINUATION" % what)
         block = frame[3]
-        kinds = representations(block)
-        fields = self.decoder.decode(block, raw=True)
-        table = [n for n, _ in self.decoder.header_table.dynamic_entries]
-        for once in (b"x-request-id", b"content-length"):
-            self.assertNotIn(once, table, "%s: %s must not enter the HPACK table" % (what, once))
-        self.assertLessEqual(len(table), 12, "%s: the table grows: %r" % (what, table))
+        kinds = h2raw.representations(block)
+        fields = frame[4]
+        table = [n for n, _ in self.conn.decoder.header_table.dynamic_entries]
+        self.assertNotIn(b"content-length", table, what)
+        self.assertLessEqual(table.count(b"x-request-id"), 1, "%s: one x-request-id entry: %r" % (what, table))
+        self.assertLessEqual(len(table), 16, "%s: the table grows: %r" % (what, table))
         for (kind, first), (name, _) in zip(kinds, fields):
-            if name in (b"x-request-id", b"content-length") or (repeat and name == b"date"):
+            if name == b"content-length":
                 self.assertEqual(kind, "without", "%s: %s: %r" % (what, name, block))
+            elif name == b"x-request-id":
+                self.assertIn(kind, ("without", "incremental"), "%s: %s: %r" % (what, name, block))
+                if kind == "incremental":
+                    self.assertEqual(first, 0x40, "%s: a new entry, new name" % what)
             elif repeat and name != b":status":
-                self.assertEqual(kind, "indexed", "%s: %s: %r" % (what, name, block))
-                self.assertGreaterEqual(first & 0x7F, 62, "%s: %s from the dynamic table" % (what, name))
+                self.assertIn(kind, ("indexed", "incremental") if name == b"date" else ("indexed",),
+                              "%s: %s: %r" % (what, name, block))
+                if kind == "indexed":
+                    self.assertGreaterEqual(first & 0x7F, 62, "%s: %s from the dynamic table" % (what, name))
         names = [n for n, _ in fields]
         self.assertEqual(len(set(names)), len(names), "%s: %r" % (what, fields))
+        self.forms = {n.decode(): k for n, k in zip(names, kinds)}  # each field's representation
         return {n.decode(): v.decode() for n, v in fields}, kinds
+
+    @staticmethod
+    def forms_of(frame):
+        """each field's representation in a header block, by name"""
+        return {n.decode(): k for (n, _), k in zip(frame[4], h2raw.representations(frame[3]))}
 
     def check_common(self, h, kinds, status, what):
         """:status first (indexed when the static table has it, else the
@@ -184,7 +148,7 @@ class H2Replies(unittest.TestCase):
 
     def test_json_replies(self):
         body = json.dumps({"token": self.token}).encode()
-        ids = []
+        ids, forms = [], []
         for i in range(40):
             extra = [(b"x-request-id", b"client-%d" % i)] if i % 4 == 3 else []
             what = "json reply %d" % i
@@ -199,7 +163,15 @@ class H2Replies(unittest.TestCase):
             if extra:
                 self.assertEqual(h["x-request-id"], "client-%d" % i, what)
             ids.append(h["x-request-id"])
+            forms.append(self.forms["x-request-id"])
         self.assertEqual(len(set(ids)), len(ids), "every reply has its own id")
+        # The first reply is h2o's encoder's (a literal, new name); the second
+        # makes the table's x-request-id entry; the others name it (0x0f: a
+        # literal without indexing, the name's index from 15 on). A reply
+        # that starts a second goes through h2o's encoder again.
+        self.assertEqual(forms[:2], [("without", 0x00), ("incremental", 0x40)], forms)
+        self.assertEqual(forms.count(("incremental", 0x40)), 1, forms)
+        self.assertGreaterEqual(forms.count(("without", 0x0F)), 30, forms)
 
     def test_forms_mixed_on_one_connection(self):
         """Replies of other forms and statuses in turn on one connection: each
@@ -226,16 +198,22 @@ class H2Replies(unittest.TestCase):
         would refer to entries the client never kept."""
         self.conn.close()
         self.conn = h2raw.Conn(settings={1: 0}, port=self.srv.port)
-        self.decoder = hpack.Decoder()
-        self.decoder.header_table_size = 0
         body = json.dumps({"token": self.token}).encode()
         for i in range(3):
             frames = self.call(b"/token/verify", b"application/json", body)
             h, data = self.check_plain(frames, 200, JSON, "no table %d" % i)
-            kinds = representations(frames[0][3])
+            kinds = h2raw.representations(frames[0][3])
             self.assertEqual([k for k, _ in kinds if k not in ("without",)], ["indexed"],
                              "only the static :status is a reference: %r" % kinds)
             self.assertEqual(json.loads(data)["data"]["user_id"], 10000)
+        # nor does tokend add to a table the client does not keep: the
+        # trailers stay a literal without indexing
+        msg = ws.frame(self.pb.tokend.VerifyRequest(token=self.token).SerializeToString())
+        for i in range(3):
+            frames = self.call(b"/tokend.v1.Tokend/Verify", b"application/grpc", msg, [(b"te", b"trailers")])
+            self.assertEqual(frames[2][4], [(b"grpc-status", b"0")], "no table, grpc %d" % i)
+            self.assertEqual(h2raw.representations(frames[2][3]), [("without", 0x00)], "no table, grpc %d" % i)
+            self.assertEqual(self.forms_of(frames[0])["x-request-id"], ("without", 0x00), "no table, grpc %d" % i)
 
     def test_json_errors(self):
         """401 has no indexed form in the static table: the literal :status"""
@@ -285,8 +263,48 @@ class H2Replies(unittest.TestCase):
                              "%s: no content-length before a body and trailers" % what)
             self.assertEqual(h["content-type"], "application/grpc", what)
             self.assertEqual(self.pb.tokend.VerifyReply.FromString(ws.frames(frames[1][3])[0][1]).user_id, 10000)
-            trailers, _ = self.headers(frames[2], what + " trailers")
+            trailers, kinds = self.headers(frames[2], what + " trailers")
             self.assertEqual(trailers, {"grpc-status": "0"}, what)
+            # the connection's first grpc-status 0 makes the table entry
+            # (new name, incremental indexing), the next ones are one byte
+            if i == 0:
+                self.assertEqual(kinds, [("incremental", 0x40)], what)
+            else:
+                self.assertEqual(len(frames[2][3]), 1, what)
+                self.assertEqual(kinds[0][0], "indexed", what)
+                self.assertGreaterEqual(kinds[0][1] & 0x7F, 62, what)
+        table = self.conn.decoder.header_table.dynamic_entries
+        self.assertEqual([e for e in table if e[0] == b"grpc-status"].count((b"grpc-status", b"0")), 1, table)
+
+    def test_dates_across_seconds(self):
+        """Replies on one connection for over two seconds: the date of each
+        new second goes through h2o's encoder into the table (incremental
+        indexing, once), the replies in that second refer to it; every
+        reply's date, id and trailers decode right across the changes."""
+        body = json.dumps({"token": self.token}).encode()
+        msg = ws.frame(self.pb.tokend.VerifyRequest(token=self.token).SerializeToString())
+        dates, added, i = [], [], 0
+        end = time.time() + 2.3
+        while time.time() < end or i < 6:
+            what = "reply %d" % i
+            if i % 2:
+                frames = self.call(b"/tokend.v1.Tokend/Verify", b"application/grpc", msg, [(b"te", b"trailers")])
+                h, reps = self.headers(frames[0], what, repeat=i > 1)
+                self.check_common(h, reps, 200, what)
+                date_form = self.forms["date"]
+                self.assertEqual(self.headers(frames[2], what + " trailers")[0], {"grpc-status": "0"}, what)
+            else:
+                h, _ = self.check_plain(self.call(b"/token/verify", b"application/json", body), 200, JSON, what,
+                                        repeat=i > 1)
+                date_form = self.forms["date"]
+            if date_form[0] == "incremental":
+                added.append(h["date"])
+            dates.append(h["date"])
+            i += 1
+            time.sleep(0.04)
+        seconds = sorted(set(dates), key=dates.index)
+        self.assertGreaterEqual(len(seconds), 3, dates)
+        self.assertEqual(added, seconds, "each second's date is added once, by its first reply")
 
     def grpc_reply(self, frames, what):
         """the message of a gRPC reply with grpc-status 0"""

@@ -1,13 +1,19 @@
 /* test_h2_reply.c - the trailing HEADERS blocks of src/h2_reply.c: the
  * precomputed grpc-status: 0 is byte for byte what the general encoder
  * writes, is used for exactly that field alone, and every other set of
- * trailers gets the general encoding (whose literal form is checked too). */
+ * trailers gets the general encoding (whose literal form is checked too).
+ * And h2_reply_table_add keeps a connection's HPACK output table exactly as
+ * h2o's own encoder does, evictions and all. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <string.h>
 #include <cmocka.h>
+
+#include <h2o.h>
+#include <h2o/http2.h>
+#include <h2o/http2_internal.h>
 
 #include "h2_reply.h"
 
@@ -75,11 +81,90 @@ static void test_other_trailers(void **state)
     h2o_mem_clear_pool(&pool);
 }
 
+/* whether name: value is in t, found as h2o's encoder looks (a token's
+ * name by identity, another's by its bytes) */
+static int in_table(const h2o_hpack_header_table_t *t, const h2o_iovec_t *name, h2o_iovec_t value)
+{
+    for (size_t i = 0; i != t->num_entries; ++i) {
+        const h2o_hpack_header_table_entry_t *e = t->entries + (t->entry_start_index + i) % t->entry_capacity;
+        int same_name = h2o_iovec_is_token(name) ? e->name == name : h2o_memis(e->name->base, e->name->len, name->base, name->len);
+        if (same_name && h2o_memis(e->value->base, e->value->len, value.base, value.len))
+            return 1;
+    }
+    return 0;
+}
+
+static void same_tables(const h2o_hpack_header_table_t *a, const h2o_hpack_header_table_t *b, int step)
+{
+    if (a->num_entries != b->num_entries || a->hpack_size != b->hpack_size)
+        fail_msg("step %d: %zu entries, %zu bytes; h2o's encoder: %zu, %zu", step, a->num_entries, a->hpack_size,
+                 b->num_entries, b->hpack_size);
+    for (size_t i = 0; i != a->num_entries; ++i) {
+        const h2o_hpack_header_table_entry_t *x = a->entries + (a->entry_start_index + i) % a->entry_capacity,
+                                             *y = b->entries + (b->entry_start_index + i) % b->entry_capacity;
+        assert_int_equal(h2o_iovec_is_token(x->name), h2o_iovec_is_token(y->name));
+        if (h2o_iovec_is_token(x->name))
+            assert_ptr_equal(x->name, y->name);
+        assert_true(h2o_memis(x->name->base, x->name->len, y->name->base, y->name->len));
+        assert_true(h2o_memis(x->value->base, x->value->len, y->value->base, y->value->len));
+        assert_int_equal(x->value->base[x->value->len], '\0');
+    }
+}
+
+/* The same fields sent on two connections: on one through h2o's encoder
+ * (h2o_hpack_flatten_response: date, then the field, each added when it is
+ * not in the table), on the other added by h2_reply_table_add by the same
+ * rule. Values are mostly short, some over a third of the table, some
+ * larger than all of it (the table emptied, nothing added); there are far
+ * more than 32 of them. The two tables must stay the same, entry by entry. */
+static void test_table_add_as_h2o(void **state)
+{
+    static h2o_iovec_t request_id = {H2O_STRLIT("x-request-id")}, other = {H2O_STRLIT("x-other")};
+    const h2o_iovec_t *names[] = {&H2O_TOKEN_CONTENT_TYPE->buf, &H2O_TOKEN_SERVER->buf, &request_id, &status_name,
+                                  &other, &H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN->buf};
+    h2o_hpack_header_table_t ours = {.hpack_capacity = 4096, .hpack_max_capacity = 4096}, h2os = ours;
+    static h2o_iovec_t no_server = {NULL, 0};
+    h2o_timestamp_string_t date_str;
+    h2o_timestamp_t ts = {.str = &date_str};
+    static char value[6000];
+    uint32_t seed = 12345;
+    size_t big = 0;
+    for (int step = 0; step != 4000; ++step) {
+        seed = seed * 1103515245 + 12345;
+        if (step % 9 == 0) /* a new second */
+            snprintf(date_str.rfc1123, sizeof date_str.rfc1123, "Tue, 01 Dec 2026 %02d:%02d:%02d GMT", step / 3600 % 24,
+                     step / 60 % 60, step % 60);
+        h2o_iovec_t date = {date_str.rfc1123, H2O_TIMESTR_RFC1123_LEN};
+        size_t len = seed >> 28 == 0 ? 1500 + (seed >> 8) % 4500 : (seed >> 8) % 24; /* 1 in 16 large */
+        big += len > 1500;
+        for (size_t i = 0; i != len; ++i)
+            value[i] = (char)('a' + (seed >> (i % 20)) % 3); /* few distinct short values: some repeat */
+        const h2o_iovec_t *name = names[(seed >> 4) % (sizeof names / sizeof *names)];
+        h2o_header_t h = {(h2o_iovec_t *)name, NULL, {value, len}};
+
+        h2o_res_t res = {.status = 200, .headers = {&h, 1, 1}};
+        h2o_buffer_t *buf;
+        h2o_buffer_init(&buf, &h2o_socket_buffer_prototype);
+        h2o_hpack_flatten_response(&buf, &h2os, 1, 16384, &res, &ts, &no_server, SIZE_MAX);
+        h2o_buffer_dispose(&buf);
+
+        if (!in_table(&ours, &H2O_TOKEN_DATE->buf, date))
+            h2_reply_table_add(&ours, &H2O_TOKEN_DATE->buf, date.base, date.len);
+        if (!in_table(&ours, name, h.value))
+            h2_reply_table_add(&ours, name, value, len);
+        same_tables(&ours, &h2os, step);
+    }
+    assert_true(big > 100);
+    h2o_hpack_dispose_header_table(&ours);
+    h2o_hpack_dispose_header_table(&h2os);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grpc_ok_block),
         cmocka_unit_test(test_other_trailers),
+        cmocka_unit_test(test_table_add_as_h2o),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
