@@ -20,7 +20,7 @@
 #define POOL_BUSY_LOOP 25          /* % of the time a loop ran meanwhile, */
 #define POOL_STARVED_LOOP 20       /* and % of the time it waited for one */
 #define POOL_WATCH_MAX 64
-#define POOL_CONTENDED_DUTY 20     /* % of the time a worker hashes while contended */
+#define POOL_CONTENDED_DUTY 10     /* % of the time a worker hashes while contended */
 
 typedef struct pool pool;
 typedef struct pool_job pool_job;
