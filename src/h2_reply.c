@@ -703,8 +703,8 @@ static uint8_t *put_name_ref(uint8_t *p, uint8_t idx)
  * a literal without indexing. A marked field (a value used once:
  * x-request-id) is a literal without indexing that names the table entry
  * of its name; where there is none yet (the connection's first reply, or
- * it was evicted), the literal is indexed and table_add makes the entry, so
- * the next replies have one. Returns -1, with nothing written, when a
+ * it was evicted), the literal is indexed and h2_reply_table_add makes the
+ * entry, so the next replies have one. Returns -1, with nothing written, when a
  * repeating field is not in the table (the first reply, the first of a
  * second: h2o's encoder adds it) or the block might not fit BLOCK_MAX or
  * the peer's frame size. A peer whose table is too small to hold them gets
