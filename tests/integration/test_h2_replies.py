@@ -111,7 +111,7 @@ class H2Replies(unittest.TestCase):
                     self.assertGreaterEqual(first & 0x7F, 62, "%s: %s from the dynamic table" % (what, name))
         names = [n for n, _ in fields]
         self.assertEqual(len(set(names)), len(names), "%s: %r" % (what, fields))
-        self.forms = {n.decode(): k for n, k in zip(names, kinds)}  # each field's representation
+        self.forms = self.forms_of(frame)  # each field's representation
         return {n.decode(): v.decode() for n, v in fields}, kinds
 
     @staticmethod
