@@ -1,8 +1,8 @@
 /* pwfloor.c - the login floor: how many crypto_pwhash_str_verify calls one
  * thread does per second at a given Argon2id cost (tokend's default:
  * t=2, m=19 MiB), the most a login worker can do. tools/bench runs it on
- * the server's CPU right before and right after the login row, so the two
- * are comparable.
+ * the server's CPU for a second before each second of the login row, so
+ * the two are comparable.
  *
  * usage: pwfloor SECONDS [OPS MEM_MIB]   prints: <verifies/s> <verifies> <seconds>
  *        pwfloor hash PASSWORD [OPS MEM_MIB]   prints an Argon2id hash (tools/bench scale)
