@@ -4,20 +4,115 @@
  * kept in the store only as a BLAKE2b hash keyed with the data directory's
  * secret key: a copy of the database gives no usable token, and a lookup
  * by hash leaks nothing about other tokens through timing. */
+#define _GNU_SOURCE
 #include <crypt.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
 #include <sodium.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
 #include "crypto.h"
 
+/* --- one Argon2id work area per thread ----------------------------------------
+ * libsodium maps the m bytes of every Argon2id hash afresh and unmaps them
+ * after, so the kernel faults in and zeroes 19 MiB, ~4,900 pages, for each
+ * login: a third of the hash's time. A thread that hashes keeps one area
+ * instead. While it is in crypto_pwhash_str or crypto_pwhash_str_verify,
+ * libsodium's map of exactly the hash's size (`want`) is served from the
+ * area, and its unmap leaves the area mapped; any other map or unmap, by
+ * any code or thread, goes to the kernel. (If a libsodium asked for another
+ * size, it would simply get the kernel's pages again: slower, not wrong.)
+ * Argon2 writes every block before it reads it, so the area needs no
+ * zeroing before a hash; it is wiped after one, because what a hash leaves
+ * there would test guesses of that password cheaply. It is unmapped when
+ * its thread ends, and left out of core dumps. A hash costlier than
+ * CRYPTO_AREA_MAX gets the kernel's pages: no thread keeps that much. */
+static __thread struct {
+    void *base;
+    size_t len;    /* mapped */
+    size_t want;   /* the size libsodium maps while it hashes; 0 otherwise */
+    int lent;      /* libsodium has it now */
+    int used;      /* by the hash under way: wipe it after */
+} area;
+static pthread_key_t area_key;
+static int area_keyed;   /* area_key was made */
+
+static void area_free(void *unused)
+{
+    (void)unused;
+    if (area.base)
+        syscall(SYS_munmap, area.base, area.len);
+    area.base = NULL, area.len = 0;
+}
+
+/* libsodium's calls to mmap and munmap bind to these: the executable's
+ * definitions come before libc's. Only where SYS_mmap takes mmap's own
+ * arguments; elsewhere no area is served. */
+#if defined(__linux__) && (defined(__x86_64__) || defined(__aarch64__))
+static void *kernel_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+}
+
+void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    if (!area.want || len != area.want || area.lent || addr || fd != -1 || prot != (PROT_READ | PROT_WRITE) ||
+        (flags & (MAP_ANONYMOUS | MAP_PRIVATE | MAP_SHARED | MAP_FIXED)) != (MAP_ANONYMOUS | MAP_PRIVATE))
+        return kernel_mmap(addr, len, prot, flags, fd, off);
+    if (area.len < len) {   /* the first hash, or a costlier one */
+        area_free(NULL);
+        void *b = kernel_mmap(NULL, len, prot, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+        if (b == MAP_FAILED)
+            return b;
+        madvise(b, len, MADV_DONTDUMP);
+        area.base = b, area.len = len;
+        if (area_keyed)
+            pthread_setspecific(area_key, &area);   /* area_free at the thread's end */
+    }
+    area.lent = area.used = 1;
+    return area.base;
+}
+
+int munmap(void *addr, size_t len)
+{
+    if (area.lent && addr == area.base && len == area.want) {
+        area.lent = 0;
+        return 0;
+    }
+    return (int)syscall(SYS_munmap, addr, len);
+}
+#endif
+
+static void area_key_make(void)
+{
+    area_keyed = pthread_key_create(&area_key, area_free) == 0;
+}
+
+/* Before libsodium's Argon2id call, the bytes a hash of `mem` bytes maps
+ * (libsodium: mem / 1024 blocks of 1 KiB, at least 8, a multiple of 4 with
+ * one lane); after it, 0: the hash is done, whatever it answered. */
+static void area_lend(size_t mem)
+{
+    if (area.used)
+        sodium_memzero(area.base, area.want);
+    area.lent = area.used = 0;
+    area.want = 0;
+    if (mem && mem <= CRYPTO_AREA_MAX)
+        area.want = (mem / 1024 < 8 ? 8 : mem / 1024 / 4 * 4) * 1024;
+}
+
 int crypto_init(void)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, area_key_make);
     return sodium_init() < 0 ? -1 : 0;
 }
 
@@ -87,7 +182,10 @@ int crypto_password_hash(char *out, const char *password, size_t len, crypto_pwc
     if (cost.mem == 0)
         return cost.ops >= 4 && cost.ops <= 31 ? bcrypt_hash(out, password, len, (unsigned)cost.ops)
                                                : -1;
-    return crypto_pwhash_str(out, password, len, cost.ops, cost.mem);
+    area_lend(cost.mem);
+    int rc = crypto_pwhash_str(out, password, len, cost.ops, cost.mem);
+    area_lend(0);
+    return rc;
 }
 
 static _Atomic unsigned long long password_work;
@@ -130,14 +228,17 @@ unsigned long long crypto_password_work(void)
 
 int crypto_password_verify(const char *hash, const char *password, size_t len)
 {
-    crypto_pwcost cost;
+    crypto_pwcost cost = {0, 0};
     if (!hash || !password || len > CRYPTO_PASSWORD_MAX)
         return -1;
     if (bcrypt_cost(hash) >= 0)
         return bcrypt_verify(hash, password, len);
     if (crypto_password_cost(hash, &cost) == 0)
         password_work += cost.ops * (cost.mem / 1024);
-    return crypto_pwhash_str_verify(hash, password, len) == 0 ? 0 : -1;
+    area_lend(cost.mem);   /* 0 (no area) if the cost is not readable */
+    int rc = crypto_pwhash_str_verify(hash, password, len);
+    area_lend(0);
+    return rc == 0 ? 0 : -1;
 }
 
 int crypto_password_needs_rehash(const char *hash, crypto_pwcost cost)

@@ -14,6 +14,7 @@
 #define CRYPTO_KEY_BYTES 32         /* the data directory's token-hash key */
 #define CRYPTO_PWHASH_STRBYTES 128  /* crypto_pwhash_STRBYTES */
 #define CRYPTO_PASSWORD_MAX 1024
+#define CRYPTO_AREA_MAX ((size_t)64 << 20)  /* the most Argon2id memory a thread keeps (crypto.c) */
 
 /* A hash's cost. Argon2id: passes and bytes. bcrypt (imported accounts,
  * upgraded to Argon2id at their next login): mem 0, ops the log2 rounds. */

@@ -1,13 +1,17 @@
 /* test_crypto.c - crypto.c: Argon2id password hashes at a low cost, tokens
  * and their text form, keyed token hashes, random keys, equality. */
+#define _GNU_SOURCE   /* RUSAGE_THREAD */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sodium.h>
 
 #include "crypto.h"
@@ -458,6 +462,124 @@ static void test_bcrypt(void **state)
     assert_int_equal(crypto_password_hash(h, "x", 1, (crypto_pwcost){3, 0}), -1);
 }
 
+/* --- the Argon2id work area (crypto.c) --------------------------------------- */
+
+/* How many anonymous rw-p mappings of exactly `len` bytes this process
+ * has, and whether the last one holds only zeros. */
+static int maps_of(size_t len, int *zeroed)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    int n = 0;
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        char perms[8], path[256] = "";
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %255s", &lo, &hi, perms, path) < 3 ||
+            hi - lo != len || strcmp(perms, "rw-p") != 0 || path[0])
+            continue;
+        n++;
+        const unsigned char *p = (const unsigned char *)lo;
+        *zeroed = 1;   /* of the last one */
+        for (size_t i = 0; i < len; i++)
+            if (p[i]) {
+                *zeroed = 0;
+                break;
+            }
+    }
+    fclose(f);
+    return n;
+}
+
+static long thread_faults(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_THREAD, &ru);
+    return ru.ru_minflt;
+}
+
+#define MIB ((size_t)1 << 20)
+
+/* What area_thread saw; the test thread checks it (cmocka asserts only there). */
+struct area_seen {
+    int hashed[3], right[6], wrong[5];
+    int maps3, zeroed3, maps3_after, zeroed3_after, maps1, maps3_gone, maps5, zeroed5;
+    long faults;
+};
+
+/* In a thread of its own, so that the area it keeps is its own. Hashes at
+ * 3 MiB: no other mapping of this test has that size. */
+static void *area_thread(void *arg)
+{
+    struct area_seen *s = arg;
+    const char *pw = "area password", *bad = "area passworD";
+    size_t n = strlen(pw);
+    char h3[CRYPTO_PWHASH_STRBYTES], h1[CRYPTO_PWHASH_STRBYTES], h5[CRYPTO_PWHASH_STRBYTES];
+    s->hashed[0] = crypto_password_hash(h3, pw, n, (crypto_pwcost){1, 3 * MIB});
+    s->maps3 = maps_of(3 * MIB, &s->zeroed3);
+    /* Eight checks reuse the area: without it each faults in 768 pages afresh. */
+    long f0 = thread_faults();
+    for (int i = 0; i < 4; i++) {
+        s->right[0] |= crypto_password_verify(h3, pw, n);
+        s->wrong[i] = crypto_password_verify(h3, bad, n);
+    }
+    s->faults = thread_faults() - f0;
+    s->maps3_after = maps_of(3 * MIB, &s->zeroed3_after);
+    /* A cheaper hash fits in it; a costlier one takes a bigger area in its
+     * place. Both stay correct. */
+    s->hashed[1] = crypto_password_hash(h1, pw, n, (crypto_pwcost){1, 1 * MIB});
+    s->right[1] = crypto_password_verify(h1, pw, n);
+    s->maps1 = maps_of(1 * MIB, &(int){0});
+    s->hashed[2] = crypto_password_hash(h5, pw, n, (crypto_pwcost){1, 5 * MIB});
+    s->maps3_gone = maps_of(3 * MIB, &(int){0});
+    s->maps5 = maps_of(5 * MIB, &s->zeroed5);
+    s->right[2] = crypto_password_verify(h3, pw, n);
+    s->wrong[4] = crypto_password_verify(h5, bad, n);
+    s->right[3] = crypto_password_verify(h5, pw, n);
+    return NULL;
+}
+
+/* libsodium's map of a hash's memory is served from the thread's one area,
+ * which is wiped after each hash and unmapped when the thread ends; other
+ * maps go to the kernel (the file maps of test_store do). */
+static void test_password_area(void **state)
+{
+    (void)state;
+    struct area_seen s = {0};
+    pthread_t t;
+    int zeroed;
+#if !defined(__x86_64__) && !defined(__aarch64__)
+    skip();   /* crypto.c serves no area there */
+#endif
+    assert_int_equal(pthread_create(&t, NULL, area_thread, &s), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(s.hashed[i], 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(s.right[i], 0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(s.wrong[i], -1);
+    assert_int_equal(s.maps3, 1);      /* hashing mapped it */
+    assert_true(s.zeroed3);            /* and wiped it after */
+    assert_in_range(s.faults, 0, 200);
+    assert_int_equal(s.maps3_after, 1);
+    assert_true(s.zeroed3_after);
+    assert_int_equal(s.maps1, 0);
+    assert_int_equal(s.maps3_gone, 0);
+    assert_int_equal(s.maps5, 1);
+    assert_true(s.zeroed5);
+    assert_int_equal(maps_of(5 * MIB, &zeroed), 0);   /* gone with its thread */
+    /* An anonymous map of that size by other code is the kernel's, and goes. */
+    void *p = mmap(NULL, 5 * MIB, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    assert_true(p != MAP_FAILED);
+    memset(p, 7, 5 * MIB);
+    assert_int_equal(maps_of(5 * MIB, &zeroed), 1);
+    assert_false(zeroed);
+    assert_int_equal(munmap(p, 5 * MIB), 0);
+    assert_int_equal(maps_of(5 * MIB, &zeroed), 0);
+}
+
 int main(void)
 {
     if (crypto_init() != 0)
@@ -468,6 +590,7 @@ int main(void)
         cmocka_unit_test(test_password_binary_and_max),
         cmocka_unit_test(test_password_needs_rehash),
         cmocka_unit_test(test_password_describe),
+        cmocka_unit_test(test_password_area),
         cmocka_unit_test(test_token_new_and_parse),
         cmocka_unit_test(test_token_parse_rejects),
         cmocka_unit_test(test_token_parse_matches_base64),
