@@ -499,7 +499,12 @@ static long thread_faults(void)
     return ru.ru_minflt;
 }
 
+/* Sizes of hashes here: odd page counts, which no other mapping of this
+ * test (ASan's included) has. */
 #define MIB ((size_t)1 << 20)
+#define S1 (1 * MIB + 20 * 1024)
+#define S3 (3 * MIB + 12 * 1024)
+#define S5 (5 * MIB + 28 * 1024)
 
 /* What area_thread saw; the test thread checks it (cmocka asserts only there). */
 struct area_seen {
@@ -509,31 +514,31 @@ struct area_seen {
 };
 
 /* In a thread of its own, so that the area it keeps is its own. Hashes at
- * 3 MiB: no other mapping of this test has that size. */
+ * ~3 MiB (S3). */
 static void *area_thread(void *arg)
 {
     struct area_seen *s = arg;
     const char *pw = "area password", *bad = "area passworD";
     size_t n = strlen(pw);
     char h3[CRYPTO_PWHASH_STRBYTES], h1[CRYPTO_PWHASH_STRBYTES], h5[CRYPTO_PWHASH_STRBYTES];
-    s->hashed[0] = crypto_password_hash(h3, pw, n, (crypto_pwcost){1, 3 * MIB});
-    s->maps3 = maps_of(3 * MIB, &s->zeroed3);
-    /* Eight checks reuse the area: without it each faults in 768 pages afresh. */
+    s->hashed[0] = crypto_password_hash(h3, pw, n, (crypto_pwcost){1, S3});
+    s->maps3 = maps_of(S3, &s->zeroed3);
+    /* Eight checks reuse the area: without it each faults in ~770 pages afresh. */
     long f0 = thread_faults();
     for (int i = 0; i < 4; i++) {
         s->right[0] |= crypto_password_verify(h3, pw, n);
         s->wrong[i] = crypto_password_verify(h3, bad, n);
     }
     s->faults = thread_faults() - f0;
-    s->maps3_after = maps_of(3 * MIB, &s->zeroed3_after);
+    s->maps3_after = maps_of(S3, &s->zeroed3_after);
     /* A cheaper hash fits in it; a costlier one takes a bigger area in its
      * place. Both stay correct. */
-    s->hashed[1] = crypto_password_hash(h1, pw, n, (crypto_pwcost){1, 1 * MIB});
+    s->hashed[1] = crypto_password_hash(h1, pw, n, (crypto_pwcost){1, S1});
     s->right[1] = crypto_password_verify(h1, pw, n);
-    s->maps1 = maps_of(1 * MIB, &(int){0});
-    s->hashed[2] = crypto_password_hash(h5, pw, n, (crypto_pwcost){1, 5 * MIB});
-    s->maps3_gone = maps_of(3 * MIB, &(int){0});
-    s->maps5 = maps_of(5 * MIB, &s->zeroed5);
+    s->maps1 = maps_of(S1, &(int){0});
+    s->hashed[2] = crypto_password_hash(h5, pw, n, (crypto_pwcost){1, S5});
+    s->maps3_gone = maps_of(S3, &(int){0});
+    s->maps5 = maps_of(S5, &s->zeroed5);
     s->right[2] = crypto_password_verify(h3, pw, n);
     s->wrong[4] = crypto_password_verify(h5, bad, n);
     s->right[3] = crypto_password_verify(h5, pw, n);
@@ -569,15 +574,15 @@ static void test_password_area(void **state)
     assert_int_equal(s.maps3_gone, 0);
     assert_int_equal(s.maps5, 1);
     assert_true(s.zeroed5);
-    assert_int_equal(maps_of(5 * MIB, &zeroed), 0);   /* gone with its thread */
+    assert_int_equal(maps_of(S5, &zeroed), 0);   /* gone with its thread */
     /* An anonymous map of that size by other code is the kernel's, and goes. */
-    void *p = mmap(NULL, 5 * MIB, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    void *p = mmap(NULL, S5, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     assert_true(p != MAP_FAILED);
-    memset(p, 7, 5 * MIB);
-    assert_int_equal(maps_of(5 * MIB, &zeroed), 1);
+    memset(p, 7, S5);
+    assert_int_equal(maps_of(S5, &zeroed), 1);
     assert_false(zeroed);
-    assert_int_equal(munmap(p, 5 * MIB), 0);
-    assert_int_equal(maps_of(5 * MIB, &zeroed), 0);
+    assert_int_equal(munmap(p, S5), 0);
+    assert_int_equal(maps_of(S5, &zeroed), 0);
 }
 
 int main(void)
