@@ -9,6 +9,7 @@
  * transaction); the feed thread has its own, which LISTENs. A connection
  * that broke is dropped and made again on the next use, so PostgreSQL
  * coming back needs no restart of tokend. */
+#define _GNU_SOURCE   /* pthread_setname_np */
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -978,6 +979,7 @@ int cluster_feed_start(cluster *c, const cluster_feed_hooks *h, const cluster_sn
                 c->keep_rows, c->keep_s, c->prune_every_ms);
     if (pthread_create(&c->feed, NULL, feed_main, c) != 0)
         return CLUSTER_DOWN;
+    pthread_setname_np(c->feed, "tokend-feed");
     c->feed_running = 1;
     return CLUSTER_OK;
 }

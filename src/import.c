@@ -10,6 +10,7 @@
  * a crash leaves whole batches, never half of one, and running the same
  * file again with --on-error skip passes over the users already there
  * (their names are taken) and imports the rest. */
+#define _GNU_SOURCE   /* pthread_setname_np */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -59,9 +60,13 @@ static int hash_all(entry *e, size_t n, crypto_pwcost cost, unsigned threads)
     hash_work w = {e, n, 0, cost, 0};
     pthread_t t[256];
     unsigned started = 0;
-    for (; started + 1 < threads && started < 256; started++)
+    for (; started + 1 < threads && started < 256; started++) {
+        char name[16];
         if (pthread_create(&t[started], NULL, hash_some, &w) != 0)
             break;
+        snprintf(name, sizeof name, "tokend-hash%u", started % 1000);
+        pthread_setname_np(t[started], name);
+    }
     hash_some(&w);
     for (unsigned i = 0; i < started; i++)
         pthread_join(t[i], NULL);

@@ -2,6 +2,7 @@
  *
  * The process has one log, as it has one stderr: its state is this file's
  * (set up by log_start before the loops run, torn down by log_stop after). */
+#define _GNU_SOURCE   /* pthread_setname_np */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -215,6 +216,7 @@ int log_start(log_format format, const char *access, char *err, size_t errlen)
         snprintf(err, errlen, "cannot start the log writer thread");
         return -1;
     }
+    pthread_setname_np(L.writer, "tokend-log");
     L.running = 1;
     pthread_mutex_unlock(&L.lock);
     return 0;

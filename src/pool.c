@@ -193,9 +193,13 @@ pool *pool_create(unsigned threads, unsigned queue_max)
     }
     p->queue_max = queue_max;
     p->slow_queue = 1;
-    for (; p->nthreads < threads; p->nthreads++)
+    for (; p->nthreads < threads; p->nthreads++) {
+        char name[16];
         if (pthread_create(&p->threads[p->nthreads], NULL, worker, p) != 0)
             break;
+        snprintf(name, sizeof name, "tokend-work%u", p->nthreads % 1000);
+        pthread_setname_np(p->threads[p->nthreads], name);
+    }
     if (p->nthreads == 0) {
         pthread_cond_destroy(&p->ready);
         pthread_mutex_destroy(&p->lock);

@@ -4,6 +4,7 @@
  *
  * Signals are taken by sigwait() on the main thread rather than handlers,
  * so no async-signal-safety rules reach into the loops. */
+#define _GNU_SOURCE   /* pthread_setname_np */
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -445,17 +446,22 @@ int server_run(tokend_ctx *ctx, const router *router)
         fprintf(stderr, "tokend: cannot set up the event loops (pthread_barrier_init)\n");
         goto fail;
     }
-    for (unsigned i = 0; i < s.nthreads; i++)
+    for (unsigned i = 0; i < s.nthreads; i++) {
+        char name[16];
         if (pthread_create(&s.threads[i].tid, NULL, run_thread, &s.threads[i]) != 0) {
             fprintf(stderr, "tokend: cannot start an event-loop thread\n");
             abort();  /* the others wait at the barrier for it */
         }
+        snprintf(name, sizeof name, "tokend-loop%u", i % 1000);   /* for top -H, ps -L, gdb */
+        pthread_setname_np(s.threads[i].tid, name);
+    }
     pthread_barrier_wait(&s.ready);
     pthread_barrier_destroy(&s.ready);
     if (pthread_create(&s.purger, NULL, run_purger, &s) != 0) {
         fprintf(stderr, "tokend: cannot start the purge thread\n");
         sig = -1;
     } else {
+        pthread_setname_np(s.purger, "tokend-purge");
         purging = 1;
     }
     if (sig == 0) {

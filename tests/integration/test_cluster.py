@@ -107,6 +107,11 @@ class Cluster(unittest.TestCase):
             r = self.verify(n, self.old_token)
             self.assertEqual(r.status, 200, r)
             self.assertEqual(r.json()["data"]["user_id"], self.uid)
+            task, names = "/proc/%d/task" % n.proc.pid, []   # the thread that follows the feed
+            for tid in os.listdir(task):
+                with open(os.path.join(task, tid, "comm")) as f:
+                    names.append(f.read().strip())
+            self.assertEqual(names.count("tokend-feed"), 1, names)
 
     def test_02_login_verifies_at_once_everywhere(self):
         for i in range(30):

@@ -39,6 +39,23 @@ def raw_request(port, data, timeout=5, source=None):
         s.close()
 
 
+class ThreadNames(unittest.TestCase):
+    def test_each_thread_says_what_it_is(self):
+        # top -H, ps -L and gdb show which thread burns the CPU: a loop, a
+        # worker hashing, the log writer or the purger.
+        with Server() as srv:
+            srv.create_app("a")
+            srv.start(*LOW, "--threads", "2", "--workers", "3")
+            task = "/proc/%d/task" % srv.proc.pid
+            names = []
+            for tid in os.listdir(task):
+                with open(os.path.join(task, tid, "comm")) as f:
+                    names.append(f.read().strip())
+            self.assertEqual(sorted(n for n in names if n.startswith("tokend-")),
+                             ["tokend-log", "tokend-loop0", "tokend-loop1", "tokend-purge",
+                              "tokend-work0", "tokend-work1", "tokend-work2"], names)
+
+
 class Limits(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
