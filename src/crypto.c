@@ -21,98 +21,152 @@
 #endif
 #include "crypto.h"
 
-/* --- one Argon2id work area per thread ----------------------------------------
+/* --- Argon2id work areas, kept from one hash to the next ---------------------
  * libsodium maps the m bytes of every Argon2id hash afresh and unmaps them
  * after, so the kernel faults in and zeroes 19 MiB, ~4,900 pages, for each
- * login: a third of the hash's time. A thread that hashes keeps one area
- * instead. While it is in crypto_pwhash_str or crypto_pwhash_str_verify,
- * libsodium's map of exactly the hash's size (`want`) is served from the
- * area, and its unmap leaves the area mapped; any other map or unmap, by
- * any code or thread, goes to the kernel. (If a libsodium asked for another
- * size, it would simply get the kernel's pages again: slower, not wrong.)
- * Argon2 writes every block before it reads it, so the area needs no
- * zeroing before a hash; it is wiped after one, because what a hash leaves
- * there would test guesses of that password cheaply. It is unmapped when
- * its thread ends, and left out of core dumps. A hash costlier than
- * CRYPTO_AREA_MAX gets the kernel's pages: no thread keeps that much. */
-static __thread struct {
+ * login: a third of the hash's time. So the process keeps the areas hashes
+ * used, one per hash running at once, and lends them out: while a thread is
+ * in crypto_pwhash_str or crypto_pwhash_str_verify, libsodium's map of
+ * exactly that hash's size (`want`) is served from a free area big enough,
+ * and its unmap gives it back; any other map or unmap, by any code or
+ * thread, goes to the kernel. (If a libsodium asked for another size, it
+ * would simply get the kernel's pages again: slower, not wrong.) Argon2
+ * writes every block before it reads it, so an area needs no zeroing before
+ * a hash; it is wiped after one, because what a hash leaves there would test
+ * guesses of that password cheaply. Areas are left out of core dumps, and
+ * unmapped once idle (crypto_area_trim; the server's purger calls it). */
+typedef struct {
     void *base;
-    size_t len;    /* mapped */
-    size_t want;   /* the size libsodium maps while it hashes; 0 otherwise */
-    int lent;      /* libsodium has it now */
-    int used;      /* by the hash under way: wipe it after */
+    size_t len;
+    int busy;
+    uint64_t idle_since;   /* CLOCK_MONOTONIC ns */
 } area;
-static pthread_key_t area_key;
-static int area_keyed;   /* area_key was made */
+static area areas[CRYPTO_AREAS_MAX];
+static pthread_mutex_t areas_lock = PTHREAD_MUTEX_INITIALIZER;
+static __thread struct {
+    size_t want;   /* the size libsodium maps while this thread hashes; 0 otherwise */
+    area *a;       /* the area lent to that hash */
+    int lent;      /* libsodium has it now */
+} hashing;
 
-static void area_free(void *unused)
+static uint64_t now_ns(void)
 {
-    (void)unused;
-    if (area.base)
-        syscall(SYS_munmap, area.base, area.len);
-    area.base = NULL, area.len = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* libsodium's calls to mmap and munmap bind to these: the executable's
  * definitions come before libc's. Only where SYS_mmap takes mmap's own
- * arguments; elsewhere no area is served. */
+ * arguments; elsewhere no area is lent. */
 #if defined(__linux__) && (defined(__x86_64__) || defined(__aarch64__))
 static void *kernel_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
     return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
 }
 
+/* A free area of at least len bytes, made busy: the smallest that fits,
+ * else a free one too small, or an empty slot, (re)mapped to len: the
+ * process keeps as many areas as hashes ran at once, each of the largest
+ * size they needed. NULL if all are busy, or no memory. */
+static area *area_take(size_t len)
+{
+    area *best = NULL, *spare = NULL;
+    pthread_mutex_lock(&areas_lock);
+    for (size_t i = 0; i < CRYPTO_AREAS_MAX; i++) {
+        area *a = &areas[i];
+        if (a->busy)
+            continue;
+        if (a->base && a->len >= len && (!best || a->len < best->len))
+            best = a;
+        else if (!spare || (!spare->base && a->base))
+            spare = a;   /* one too small first (it goes), else an empty slot */
+    }
+    if (!best && spare) {
+        if (spare->base)
+            syscall(SYS_munmap, spare->base, spare->len);
+        spare->base = kernel_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+        spare->len = len;
+        if (spare->base == MAP_FAILED)
+            spare->base = NULL, spare->len = 0;
+        else
+            madvise(spare->base, len, MADV_DONTDUMP), best = spare;
+    }
+    if (best)
+        best->busy = 1;
+    pthread_mutex_unlock(&areas_lock);
+    return best;
+}
+
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-    if (!area.want || len != area.want || area.lent || addr || fd != -1 || prot != (PROT_READ | PROT_WRITE) ||
+    if (!hashing.want || len != hashing.want || hashing.lent || addr || fd != -1 ||
+        prot != (PROT_READ | PROT_WRITE) ||
         (flags & (MAP_ANONYMOUS | MAP_PRIVATE | MAP_SHARED | MAP_FIXED)) != (MAP_ANONYMOUS | MAP_PRIVATE))
         return kernel_mmap(addr, len, prot, flags, fd, off);
-    if (area.len < len) {   /* the first hash, or a costlier one */
-        area_free(NULL);
-        void *b = kernel_mmap(NULL, len, prot, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-        if (b == MAP_FAILED)
-            return b;
-        madvise(b, len, MADV_DONTDUMP);
-        area.base = b, area.len = len;
-        if (area_keyed)
-            pthread_setspecific(area_key, &area);   /* area_free at the thread's end */
-    }
-    area.lent = area.used = 1;
-    return area.base;
+    if (!hashing.a && !(hashing.a = area_take(len)))
+        return kernel_mmap(addr, len, prot, flags, fd, off);
+    hashing.lent = 1;
+    return hashing.a->base;
 }
 
 int munmap(void *addr, size_t len)
 {
-    if (area.lent && addr == area.base && len == area.want) {
-        area.lent = 0;
+    if (hashing.lent && addr == hashing.a->base && len == hashing.want) {
+        hashing.lent = 0;
         return 0;
     }
     return (int)syscall(SYS_munmap, addr, len);
 }
 #endif
 
-static void area_key_make(void)
-{
-    area_keyed = pthread_key_create(&area_key, area_free) == 0;
-}
-
 /* Before libsodium's Argon2id call, the bytes a hash of `mem` bytes maps
  * (libsodium: mem / 1024 blocks of 1 KiB, at least 8, a multiple of 4 with
- * one lane); after it, 0: the hash is done, whatever it answered. */
+ * one lane); after it, 0: the hash is done, whatever it answered, and the
+ * area it had is wiped and given back. */
 static void area_lend(size_t mem)
 {
-    if (area.used)
-        sodium_memzero(area.base, area.want);
-    area.lent = area.used = 0;
-    area.want = 0;
+    area *a = hashing.a;
+    if (a) {
+        sodium_memzero(a->base, hashing.want);
+        pthread_mutex_lock(&areas_lock);
+        a->busy = 0;
+        a->idle_since = now_ns();
+        pthread_mutex_unlock(&areas_lock);
+    }
+    hashing.a = NULL;
+    hashing.lent = 0;
+    hashing.want = 0;
     if (mem && mem <= CRYPTO_AREA_MAX)
-        area.want = (mem / 1024 < 8 ? 8 : mem / 1024 / 4 * 4) * 1024;
+        hashing.want = (mem / 1024 < 8 ? 8 : mem / 1024 / 4 * 4) * 1024;
+}
+
+void crypto_area_trim(unsigned idle_s)
+{
+    uint64_t now = now_ns();
+    pthread_mutex_lock(&areas_lock);
+    for (size_t i = 0; i < CRYPTO_AREAS_MAX; i++) {
+        area *a = &areas[i];
+        if (a->base && !a->busy && now - a->idle_since >= (uint64_t)idle_s * 1000000000u) {
+            syscall(SYS_munmap, a->base, a->len);
+            a->base = NULL, a->len = 0;
+        }
+    }
+    pthread_mutex_unlock(&areas_lock);
+}
+
+size_t crypto_area_bytes(void)
+{
+    size_t kept = 0;
+    pthread_mutex_lock(&areas_lock);
+    for (size_t i = 0; i < CRYPTO_AREAS_MAX; i++)
+        kept += areas[i].len;
+    pthread_mutex_unlock(&areas_lock);
+    return kept;
 }
 
 int crypto_init(void)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, area_key_make);
     return sodium_init() < 0 ? -1 : 0;
 }
 

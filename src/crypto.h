@@ -14,7 +14,8 @@
 #define CRYPTO_KEY_BYTES 32         /* the data directory's token-hash key */
 #define CRYPTO_PWHASH_STRBYTES 128  /* crypto_pwhash_STRBYTES */
 #define CRYPTO_PASSWORD_MAX 1024
-#define CRYPTO_AREA_MAX ((size_t)64 << 20)  /* the most Argon2id memory a thread keeps (crypto.c) */
+#define CRYPTO_AREA_MAX ((size_t)64 << 20)  /* the largest Argon2id memory kept for reuse (crypto.c) */
+#define CRYPTO_AREAS_MAX 64                  /* hashes at once that get a kept area */
 
 /* A hash's cost. Argon2id: passes and bytes. bcrypt (imported accounts,
  * upgraded to Argon2id at their next login): mem 0, ops the log2 rounds. */
@@ -42,6 +43,11 @@ int crypto_password_needs_rehash(const char *hash, crypto_pwcost cost);
 /* The cost a hash string was made with; -1 unless it is an Argon2id or a
  * bcrypt ($2b$, $2y$) hash. */
 int crypto_password_cost(const char *hash, crypto_pwcost *cost);
+/* Unmaps the kept Argon2id areas (crypto.c) that no hash has used for
+ * idle_s seconds (0: every one not in use). */
+void crypto_area_trim(unsigned idle_s);
+/* The bytes of Argon2id memory kept for the next hashes. */
+size_t crypto_area_bytes(void);
 /* Argon2id work done by crypto_password_verify in this process, in
  * KiB-passes (t x m): what a test counts to compare two paths' hash cost
  * without timing them. */

@@ -270,6 +270,10 @@ size_t metrics_render(const metrics_registry *reg, char **out)
          "they shared a CPU; CPU per check above an idle machine's: caches and memory contended.");
     put(&o, "tokend_password_check_seconds_total{clock=\"wall\"} %.6f\n", pc.slow_wall_ns / 1e9);
     put(&o, "tokend_password_check_seconds_total{clock=\"cpu\"} %.6f\n", pc.slow_cpu_ns / 1e9);
+    head(&o, "tokend_password_memory_bytes", "gauge",
+         "Argon2id memory kept for the next hashes: an area per hash run at once, unmapped "
+         "after a purge interval unused.");
+    put(&o, "tokend_password_memory_bytes %zu\n", crypto_area_bytes());
     head(&o, "tokend_pool_rests_total", "counter",
          "Rests a worker took because its hash took CPU from a busy event loop (logins refused "
          "meanwhile).");

@@ -53,7 +53,9 @@ const option_spec options[OPT_COUNT] = {
     [OPT_DEADLINE] = {"deadline", OPT_NUMBER, "SECONDS", 1, TOKEND_MAX_SECONDS, 30, NULL, F | R,
                       "time a call may take when it sets no grpc-timeout", "30"},
     [OPT_PURGE_INTERVAL] = {"purge-interval", OPT_NUMBER, "SECONDS", 1, TOKEND_DAY_SECONDS, 60,
-                            NULL, F, "time between purges of expired sessions", "60"},
+                            NULL, F,
+                            "time between purges of expired sessions (and of hash memory "
+                            "unused that long)", "60"},
     [OPT_THROTTLE_ACCOUNT] = {"throttle-account", OPT_NUMBER, "N", 0, TOKEND_MAX_THROTTLE, 10,
                               NULL, F | R,
                               "failed logins per account and address per window (0: no limit)",

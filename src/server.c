@@ -265,6 +265,7 @@ static void *run_purger(void *arg)
         } while (purged == PURGE_BATCH && !atomic_load(&s->stopping));
         if (total)
             log_event(LOG_INFO, "purge", "purged %zu expired sessions", total);
+        crypto_area_trim(interval);   /* hash memory unused for as long */
         pthread_mutex_lock(&s->purge_lock);
     }
     pthread_mutex_unlock(&s->purge_lock);

@@ -108,6 +108,27 @@ class Metrics(unittest.TestCase):
         faults = minor_faults() - before
         # one check of an 8 MiB hash alone would fault 2048 pages afresh
         self.assertLess(faults, 1024, "%d page faults for 4 logins" % faults)
+        kept = value(scrape(self.srv)[0], "tokend_password_memory_bytes")
+        self.assertGreaterEqual(kept, 8 << 20)   # at least the area of one 8 MiB hash
+
+    def test_idle_hash_memory_is_given_back(self):
+        with harness.Server() as srv:
+            srv.create_app("demo")
+            srv.add_user("carol", "carol-password-1")
+            srv.start("--workers", "1", "--purge-interval", "1", *SERVER_COST)
+            r = srv.request("POST", "/token/login",
+                            {"login_name": "carol", "password": "carol-password-1"})
+            self.assertEqual(r.status, 200, r)
+            deadline = time.monotonic() + 10
+            seen = []
+            while time.monotonic() < deadline:
+                seen.append(value(scrape(srv)[0], "tokend_password_memory_bytes"))
+                if seen[-1] == 0:
+                    break
+                time.sleep(0.2)
+            # the login's area was kept, then unmapped after a purge interval unused
+            self.assertGreaterEqual(seen[0], 8 << 20, seen)
+            self.assertEqual(seen[-1], 0, seen)
 
     def test_password_checks_are_counted_with_their_time(self):
         before, fams = scrape(self.srv)

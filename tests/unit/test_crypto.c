@@ -506,75 +506,111 @@ static long thread_faults(void)
 #define S3 (3 * MIB + 12 * 1024)
 #define S5 (5 * MIB + 28 * 1024)
 
-/* What area_thread saw; the test thread checks it (cmocka asserts only there). */
+/* What a thread hashing saw; the test thread checks it (cmocka asserts only there). */
 struct area_seen {
-    int hashed[3], right[6], wrong[5];
-    int maps3, zeroed3, maps3_after, zeroed3_after, maps1, maps3_gone, maps5, zeroed5;
+    int hashed, right, wrong, maps, zeroed;
     long faults;
+    crypto_pwcost cost;
 };
 
-/* In a thread of its own, so that the area it keeps is its own. Hashes at
- * ~3 MiB (S3). */
+/* Hashes at s->cost in a thread of its own, then checks the password
+ * right and wrong four times each, counting this thread's page faults. */
 static void *area_thread(void *arg)
 {
     struct area_seen *s = arg;
-    const char *pw = "area password", *bad = "area passworD";
+    const char *pw = "area password";
     size_t n = strlen(pw);
-    char h3[CRYPTO_PWHASH_STRBYTES], h1[CRYPTO_PWHASH_STRBYTES], h5[CRYPTO_PWHASH_STRBYTES];
-    s->hashed[0] = crypto_password_hash(h3, pw, n, (crypto_pwcost){1, S3});
-    s->maps3 = maps_of(S3, &s->zeroed3);
-    /* Eight checks reuse the area: without it each faults in ~770 pages afresh. */
+    char h[CRYPTO_PWHASH_STRBYTES];
+    s->hashed = crypto_password_hash(h, pw, n, s->cost);
     long f0 = thread_faults();
     for (int i = 0; i < 4; i++) {
-        s->right[0] |= crypto_password_verify(h3, pw, n);
-        s->wrong[i] = crypto_password_verify(h3, bad, n);
+        s->right |= crypto_password_verify(h, pw, n);
+        s->wrong += crypto_password_verify(h, "area passworD", n);
     }
     s->faults = thread_faults() - f0;
-    s->maps3_after = maps_of(S3, &s->zeroed3_after);
-    /* A cheaper hash fits in it; a costlier one takes a bigger area in its
-     * place. Both stay correct. */
-    s->hashed[1] = crypto_password_hash(h1, pw, n, (crypto_pwcost){1, S1});
-    s->right[1] = crypto_password_verify(h1, pw, n);
-    s->maps1 = maps_of(S1, &(int){0});
-    s->hashed[2] = crypto_password_hash(h5, pw, n, (crypto_pwcost){1, S5});
-    s->maps3_gone = maps_of(S3, &(int){0});
-    s->maps5 = maps_of(S5, &s->zeroed5);
-    s->right[2] = crypto_password_verify(h3, pw, n);
-    s->wrong[4] = crypto_password_verify(h5, bad, n);
-    s->right[3] = crypto_password_verify(h5, pw, n);
+    s->maps = maps_of(s->cost.mem, &s->zeroed);
     return NULL;
 }
 
-/* libsodium's map of a hash's memory is served from the thread's one area,
- * which is wiped after each hash and unmapped when the thread ends; other
- * maps go to the kernel (the file maps of test_store do). */
+static struct area_seen hash_in_thread(size_t mem)
+{
+    struct area_seen s = {.cost = {1, mem}};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, area_thread, &s), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(s.hashed, 0);
+    assert_int_equal(s.right, 0);
+    assert_int_equal(s.wrong, -4);
+    return s;
+}
+
+/* Two threads hashing at once each get an area of their own: had they
+ * shared one, the checks would come out wrong. */
+static pthread_barrier_t together;
+
+static void *area_racer(void *arg)
+{
+    struct area_seen *s = arg;
+    pthread_barrier_wait(&together);
+    for (int i = 0; i < 5; i++)
+        area_thread(s);
+    return NULL;
+}
+
+static void test_password_area_at_once(void **state)
+{
+    (void)state;
+    struct area_seen s[2] = {{.cost = {1, S3}}, {.cost = {1, S3}}};
+    pthread_t t[2];
+    crypto_area_trim(0);
+    assert_int_equal(pthread_barrier_init(&together, NULL, 2), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, area_racer, &s[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(s[i].hashed, 0);
+        assert_int_equal(s[i].right, 0);
+        assert_int_equal(s[i].wrong, -20);
+    }
+    pthread_barrier_destroy(&together);
+    assert_in_range(crypto_area_bytes(), S3, 2 * S3);   /* 2 x S3 when they overlapped */
+    crypto_area_trim(0);
+}
+
+/* libsodium's map of a hash's memory is served from an area the process
+ * keeps, which is wiped after each hash and outlives the thread; a cheaper
+ * hash reuses it, a costlier one takes a bigger area in its place, and a
+ * trim unmaps it. Other maps go to the kernel (the file maps of test_store
+ * do). */
 static void test_password_area(void **state)
 {
     (void)state;
-    struct area_seen s = {0};
-    pthread_t t;
     int zeroed;
 #if !defined(__x86_64__) && !defined(__aarch64__)
-    skip();   /* crypto.c serves no area there */
+    skip();   /* crypto.c lends no area there */
 #endif
-    assert_int_equal(pthread_create(&t, NULL, area_thread, &s), 0);
-    assert_int_equal(pthread_join(t, NULL), 0);
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(s.hashed[i], 0);
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(s.right[i], 0);
-    for (int i = 0; i < 5; i++)
-        assert_int_equal(s.wrong[i], -1);
-    assert_int_equal(s.maps3, 1);      /* hashing mapped it */
-    assert_true(s.zeroed3);            /* and wiped it after */
+    crypto_area_trim(0);   /* the other tests' */
+    assert_int_equal(crypto_area_bytes(), 0);
+    struct area_seen s = hash_in_thread(S3);
+    assert_int_equal(s.maps, 1);       /* hashing mapped it */
+    assert_true(s.zeroed);             /* and wiped it after */
+    assert_in_range(s.faults, 0, 200); /* 8 checks; without it each faults ~770 pages in afresh */
+    assert_int_equal(maps_of(S3, &zeroed), 1);   /* kept after its thread ended */
+    assert_int_equal(crypto_area_bytes(), S3);
+    s = hash_in_thread(S1);
+    assert_int_equal(s.maps, 0);       /* served from the S3 area */
     assert_in_range(s.faults, 0, 200);
-    assert_int_equal(s.maps3_after, 1);
-    assert_true(s.zeroed3_after);
-    assert_int_equal(s.maps1, 0);
-    assert_int_equal(s.maps3_gone, 0);
-    assert_int_equal(s.maps5, 1);
-    assert_true(s.zeroed5);
-    assert_int_equal(maps_of(S5, &zeroed), 0);   /* gone with its thread */
+    assert_int_equal(crypto_area_bytes(), S3);
+    s = hash_in_thread(S5);
+    assert_int_equal(s.maps, 1);
+    assert_true(s.zeroed);
+    assert_int_equal(maps_of(S3, &zeroed), 0);   /* replaced */
+    assert_int_equal(crypto_area_bytes(), S5);
+    crypto_area_trim(3600);            /* used a moment ago: kept */
+    assert_int_equal(maps_of(S5, &zeroed), 1);
+    crypto_area_trim(0);
+    assert_int_equal(maps_of(S5, &zeroed), 0);
+    assert_int_equal(crypto_area_bytes(), 0);
     /* An anonymous map of that size by other code is the kernel's, and goes. */
     void *p = mmap(NULL, S5, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     assert_true(p != MAP_FAILED);
@@ -596,6 +632,7 @@ int main(void)
         cmocka_unit_test(test_password_needs_rehash),
         cmocka_unit_test(test_password_describe),
         cmocka_unit_test(test_password_area),
+        cmocka_unit_test(test_password_area_at_once),
         cmocka_unit_test(test_token_new_and_parse),
         cmocka_unit_test(test_token_parse_rejects),
         cmocka_unit_test(test_token_parse_matches_base64),
