@@ -94,6 +94,7 @@ static int cmd_serve(const option_values *ov)
         fprintf(stderr, "tokend: cannot start the worker pool (out of memory?)\n");
         return 1;
     }
+    crypto_area_trim(0);  /* the decoys' hash memory: an idle server keeps none */
     if (cfg.cluster_url)  /* every node counts guesses in the same buckets */
         throttle_share(ctx.throttle, ctx.store, ctx.pool);
     pool_set_slow_queue(ctx.pool, cfg.login_queue);

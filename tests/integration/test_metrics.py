@@ -116,6 +116,8 @@ class Metrics(unittest.TestCase):
             srv.create_app("demo")
             srv.add_user("carol", "carol-password-1")
             srv.start("--workers", "1", "--purge-interval", "1", *SERVER_COST)
+            # the start-up decoy hashes keep none: an idle server holds no hash memory
+            self.assertEqual(value(scrape(srv)[0], "tokend_password_memory_bytes"), 0)
             r = srv.request("POST", "/token/login",
                             {"login_name": "carol", "password": "carol-password-1"})
             self.assertEqual(r.status, 200, r)
