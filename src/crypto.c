@@ -120,11 +120,17 @@ int munmap(void *addr, size_t len)
 }
 #endif
 
-/* Before libsodium's Argon2id call, the bytes a hash of `mem` bytes maps
+/* Before libsodium's Argon2id call: the bytes a hash of `mem` bytes maps
  * (libsodium: mem / 1024 blocks of 1 KiB, at least 8, a multiple of 4 with
- * one lane); after it, 0: the hash is done, whatever it answered, and the
- * area it had is wiped and given back. */
+ * one lane), which mmap above serves from an area. */
 static void area_lend(size_t mem)
+{
+    if (mem && mem <= CRYPTO_AREA_MAX)
+        hashing.want = (mem / 1024 < 8 ? 8 : mem / 1024 / 4 * 4) * 1024;
+}
+
+/* After it, whatever it answered: the area it had is wiped and given back. */
+static void area_return(void)
 {
     area *a = hashing.a;
     if (a) {
@@ -137,8 +143,6 @@ static void area_lend(size_t mem)
     hashing.a = NULL;
     hashing.lent = 0;
     hashing.want = 0;
-    if (mem && mem <= CRYPTO_AREA_MAX)
-        hashing.want = (mem / 1024 < 8 ? 8 : mem / 1024 / 4 * 4) * 1024;
 }
 
 void crypto_area_trim(unsigned idle_s)
@@ -238,7 +242,7 @@ int crypto_password_hash(char *out, const char *password, size_t len, crypto_pwc
                                                : -1;
     area_lend(cost.mem);
     int rc = crypto_pwhash_str(out, password, len, cost.ops, cost.mem);
-    area_lend(0);
+    area_return();
     return rc;
 }
 
@@ -291,7 +295,7 @@ int crypto_password_verify(const char *hash, const char *password, size_t len)
         password_work += cost.ops * (cost.mem / 1024);
     area_lend(cost.mem);   /* 0 (no area) if the cost is not readable */
     int rc = crypto_pwhash_str_verify(hash, password, len);
-    area_lend(0);
+    area_return();
     return rc == 0 ? 0 : -1;
 }
 
