@@ -1,6 +1,9 @@
 /* grpc_frame.c - the pure parts of the wire (see grpc_frame.h). Moved out
  * of http.c unchanged in behaviour so tests/fuzz can reach them. */
+#include <limits.h>
+#include <strings.h>
 #include <string.h>
+#include <zlib.h>
 #include "crypto.h"
 #include "grpc_frame.h"
 #include "pb.h"
@@ -24,7 +27,7 @@ size_t grpc_frame_write(uint8_t *out, uint8_t flag, const ProtobufCMessage *msg,
 }
 
 const char *grpc_frame_next(const char *body, size_t len, size_t *off, const char **msg,
-                            size_t *msg_len, status_code *st)
+                            size_t *msg_len, int *compressed, status_code *st)
 {
     const uint8_t *p = (const uint8_t *)body + *off;
     size_t left = len - *off;
@@ -32,25 +35,84 @@ const char *grpc_frame_next(const char *body, size_t len, size_t *off, const cha
     if (left < GRPC_FRAME_HEADER)
         return "gRPC message frame is missing or truncated";
     size_t n = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
-    if (p[0] & 1) {
-        *st = ST_UNIMPLEMENTED;
-        return "compressed gRPC messages are not supported: send with compression off";
-    }
-    if (p[0] != 0 || n > left - GRPC_FRAME_HEADER)
+    if (p[0] > 1 || n > left - GRPC_FRAME_HEADER)
         return "gRPC message frame is malformed or truncated";
     *msg = (const char *)p + GRPC_FRAME_HEADER;
     *msg_len = n;
+    *compressed = p[0];
     *off += GRPC_FRAME_SIZE(n);
     return NULL;
 }
 
 const char *grpc_frame_unary(const char *body, size_t len, const char **msg, size_t *msg_len,
-                             status_code *st)
+                             int *compressed, status_code *st)
 {
     size_t off = 0;
-    const char *why = grpc_frame_next(body, len, &off, msg, msg_len, st);
+    const char *why = grpc_frame_next(body, len, &off, msg, msg_len, compressed, st);
     if (!why && off != len)
         why = "a unary gRPC call carries exactly one message";
+    return why;
+}
+
+grpc_encoding grpc_encoding_of(const char *s, size_t len)
+{
+    if (len == 0 || (len == 8 && strncasecmp(s, "identity", 8) == 0))
+        return GRPC_ENCODING_IDENTITY;
+    if (len == 4 && strncasecmp(s, "gzip", 4) == 0)
+        return GRPC_ENCODING_GZIP;
+    if (len == 7 && strncasecmp(s, "deflate", 7) == 0)
+        return GRPC_ENCODING_DEFLATE;
+    return GRPC_ENCODING_OTHER;
+}
+
+const char *grpc_frame_inflate(grpc_encoding enc, const char *in, size_t len, uint8_t *out,
+                               size_t cap, size_t *out_len, status_code *st)
+{
+    static const char bad[] = "compressed gRPC message does not decompress (grpc-encoding gzip "
+                              "wants one gzip member, deflate one zlib stream)";
+    uint8_t scratch[4096];
+    z_stream z = {0};
+    const char *why = NULL;
+    *out_len = 0;
+    *st = ST_INTERNAL;
+    if (enc == GRPC_ENCODING_IDENTITY)
+        return "compressed gRPC message without a grpc-encoding header: name gzip or deflate";
+    if (enc != GRPC_ENCODING_GZIP && enc != GRPC_ENCODING_DEFLATE) {
+        *st = ST_UNIMPLEMENTED;
+        return "this grpc-encoding is not supported: compress with gzip or deflate, or not at all";
+    }
+    if (len > UINT_MAX)
+        return bad;
+    /* windowBits: 15, the largest window, with 16 added for a gzip header */
+    if (inflateInit2(&z, enc == GRPC_ENCODING_GZIP ? 16 + MAX_WBITS : MAX_WBITS) != Z_OK) {
+        *st = ST_RESOURCE_EXHAUSTED;
+        return "out of memory";
+    }
+    z.next_in = (Bytef *)(uintptr_t)in;
+    z.avail_in = (uInt)len;
+    for (;;) {
+        size_t done = z.total_out, room = out ? cap - done : sizeof scratch;
+        z.next_out = out ? out + done : scratch;
+        z.avail_out = room > UINT_MAX ? UINT_MAX : (uInt)room;
+        int rc = inflate(&z, Z_NO_FLUSH);
+        if (z.total_out > cap || (rc == Z_BUF_ERROR && out && done == cap && z.avail_in)) {
+            *st = ST_RESOURCE_EXHAUSTED;
+            why = "gRPC message is larger than --max-body once decompressed";
+            break;
+        }
+        if (rc == Z_STREAM_END) {
+            why = z.avail_in ? bad : NULL;   /* a second member, or bytes after the end */
+            break;
+        }
+        if (rc != Z_OK) {   /* Z_BUF_ERROR: truncated; Z_DATA_ERROR, Z_NEED_DICT */
+            if (rc == Z_MEM_ERROR)
+                *st = ST_RESOURCE_EXHAUSTED;
+            why = rc == Z_MEM_ERROR ? "out of memory" : bad;
+            break;
+        }
+    }
+    *out_len = z.total_out;
+    inflateEnd(&z);
     return why;
 }
 

@@ -1,5 +1,5 @@
 /* grpc_frame.h - the pure parts of the wire: gRPC length-prefixed framing,
- * grpc-web-text base64, grpc-timeout and decimal header values, the
+ * compressed messages (grpc-encoding gzip and deflate), grpc-web-text base64, grpc-timeout and decimal header values, the
  * percent-encoding of grpc-message, and query strings. Plain pointers and
  * lengths, no h2o, so http.c and the fuzzers (tests/fuzz) share them; the
  * only file that knows the frame's layout.
@@ -28,13 +28,39 @@ size_t grpc_frame_write(uint8_t *out, uint8_t flag, const ProtobufCMessage *msg,
                         size_t len);
 
 /* Takes the next length-prefixed message of body (len bytes) at *off:
- * *msg points into body, *off moves past it. */
+ * *msg points into body, *off moves past it; *compressed is its flag (then
+ * grpc_frame_inflate gives the message itself). */
 const char *grpc_frame_next(const char *body, size_t len, size_t *off, const char **msg,
-                            size_t *msg_len, status_code *st);
+                            size_t *msg_len, int *compressed, status_code *st);
 
 /* The one message of a unary call's body (exactly one frame, nothing after). */
 const char *grpc_frame_unary(const char *body, size_t len, const char **msg, size_t *msg_len,
-                             status_code *st);
+                             int *compressed, status_code *st);
+
+/* A request's grpc-encoding. gzip and deflate are read; replies go out
+ * uncompressed, which every client takes (the encodings a reply may use are
+ * the client's grpc-accept-encoding, and identity is always among them). */
+typedef enum {
+    GRPC_ENCODING_IDENTITY,   /* also: no grpc-encoding header */
+    GRPC_ENCODING_GZIP,
+    GRPC_ENCODING_DEFLATE,
+    GRPC_ENCODING_OTHER       /* snappy, br, zstd...: UNIMPLEMENTED if used */
+} grpc_encoding;
+/* grpc-accept-encoding of a reply that refuses an encoding. */
+#define GRPC_ACCEPT_ENCODING "identity,deflate,gzip"
+
+/* grpc-encoding's value (len 0: the header is absent). */
+grpc_encoding grpc_encoding_of(const char *s, size_t len);
+
+/* Inflates a compressed message (in, len bytes) sent with encoding enc into
+ * out, which holds cap bytes; with out NULL it only measures, refusing a
+ * message over cap bytes (RESOURCE_EXHAUSTED): a small body cannot become a
+ * large allocation. *out_len: the inflated size. A message that is not
+ * exactly one whole gzip member (or zlib stream) is INTERNAL, as gRPC has
+ * it for a message that does not decompress; an encoding tokend does not
+ * read is UNIMPLEMENTED, and a compressed message without one INTERNAL. */
+const char *grpc_frame_inflate(grpc_encoding enc, const char *in, size_t len, uint8_t *out,
+                               size_t cap, size_t *out_len, status_code *st);
 
 /* Decodes a grpc-web-text body (standard base64, CR/LF ignored) into out,
  * which holds at least len + 1 bytes. */

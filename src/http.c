@@ -68,8 +68,8 @@ _Static_assert(offsetof(wire_call, arena) - offsetof(wire_call, call.access_toke
                "the arena follows the call's token (free_call wipes both at once)");
 
 #define CORS_ALLOW_HEADERS                                                                  \
-    "content-type,x-grpc-web,x-user-agent,grpc-timeout,access-token,app_id,user_id,group_id,"   \
-    "platform,x-request-id"
+    "content-type,x-grpc-web,x-user-agent,grpc-timeout,grpc-encoding,grpc-accept-encoding,"     \
+    "access-token,app_id,user_id,group_id,platform,x-request-id"
 
 /* --- responses ------------------------------------------------------------ */
 
@@ -414,7 +414,7 @@ static void on_reply(const ProtobufCMessage *reply, void *data)
 
 /* The request headers tokend reads, found in one pass over the list. */
 enum { H_APP_ID, H_USER_ID, H_GROUP_ID, H_ACCESS_TOKEN, H_CONTENT_TYPE, H_GRPC_TIMEOUT,
-       H_USER_AGENT, H_PLATFORM, H_REQUEST_ID, H_COUNT };
+       H_GRPC_ENCODING, H_USER_AGENT, H_PLATFORM, H_REQUEST_ID, H_COUNT };
 
 typedef struct {
     h2o_iovec_t v[H_COUNT];      /* the first of each; len 0 when absent */
@@ -434,6 +434,7 @@ static int header_of(const h2o_iovec_t *n)
              : IS("content-type") ? H_CONTENT_TYPE
              : IS("grpc-timeout") ? H_GRPC_TIMEOUT
              : IS("x-request-id") ? H_REQUEST_ID : -1;
+    case 13: return IS("grpc-encoding") ? H_GRPC_ENCODING : -1;
     default: return -1;
     }
 #undef IS
@@ -569,19 +570,45 @@ static const char *grpc_body(h2o_req_t *req, int form, h2o_iovec_t *body)
     return NULL;
 }
 
+/* The message a frame carries: a compressed one inflated into the
+ * request's pool, measured first so that it takes at most --max-body
+ * bytes. An encoding tokend does not read is refused naming those it does
+ * (grpc-accept-encoding), as gRPC has it. */
+static const char *grpc_plain(h2o_req_t *req, const tokend_config *cfg, h2o_iovec_t encoding,
+                              int compressed, h2o_iovec_t *msg, status_code *st)
+{
+    if (!compressed)
+        return NULL;
+    grpc_encoding enc = grpc_encoding_of(encoding.base, encoding.len);
+    size_t n;
+    const char *why = grpc_frame_inflate(enc, msg->base, msg->len, NULL, config_max_body(cfg), &n, st);
+    if (!why) {
+        uint8_t *out = h2o_mem_alloc_pool(&req->pool, n + 1);
+        if (!(why = grpc_frame_inflate(enc, msg->base, msg->len, out, n + 1, &n, st)))
+            *msg = h2o_iovec_init(out, n);
+    }
+    if (why && *st == ST_UNIMPLEMENTED)
+        add_header_str(req, "grpc-accept-encoding", H2O_STRLIT(GRPC_ACCEPT_ENCODING));
+    return why;
+}
+
 /* Unwraps the one length-prefixed message of a unary gRPC request body. */
-static const char *grpc_unframe(h2o_req_t *req, int form, h2o_iovec_t *msg, status_code *st)
+static const char *grpc_unframe(h2o_req_t *req, const tokend_config *cfg, int form,
+                                h2o_iovec_t encoding, h2o_iovec_t *msg, status_code *st)
 {
     h2o_iovec_t body;
     const char *why = grpc_body(req, form, &body), *p;
+    int compressed = 0;
     *st = ST_INVALID_ARGUMENT;
-    if (!why && !(why = grpc_frame_unary(body.base, body.len, &p, &msg->len, st)))
+    if (!why && !(why = grpc_frame_unary(body.base, body.len, &p, &msg->len, &compressed, st))) {
         msg->base = (char *)p;
+        why = grpc_plain(req, cfg, encoding, compressed, msg, st);
+    }
     return why;
 }
 
 /* Decodes the request message; on failure answers and returns -1. */
-static int decode(http_handler *h, h2o_req_t *req, wire_call *wc, http_obs *o)
+static int decode(http_handler *h, h2o_req_t *req, const req_headers *hdrs, wire_call *wc, http_obs *o)
 {
     const ProtobufCMessageDescriptor *in = wc->rpc->method->input;
     char err[TRANSCODE_ERRLEN];
@@ -602,7 +629,7 @@ static int decode(http_handler *h, h2o_req_t *req, wire_call *wc, http_obs *o)
     } else {
         h2o_iovec_t msg = req->entity;
         if (wc->form != FORM_PROTO)
-            why = grpc_unframe(req, wc->form, &msg, &st);
+            why = grpc_unframe(req, h->ctx->config, wc->form, hdrs->v[H_GRPC_ENCODING], &msg, &st);
         /* The query binding frees what it replaces with free(): no arena then. */
         ProtobufCAllocator *al = req->query_at == SIZE_MAX ? &wc->alloc : NULL;
         wc->heap |= al == NULL;
@@ -681,8 +708,13 @@ static void serve_stream(http_handler *h, h2o_req_t *req, const req_headers *hdr
             why = "too many messages in one stream (at most 100)";
             break;
         }
-        if ((why = grpc_frame_next(body.base, body.len, &off, &msg, &msg_len, &st)) != NULL)
+        int compressed = 0;
+        if ((why = grpc_frame_next(body.base, body.len, &off, &msg, &msg_len, &compressed, &st)) != NULL)
             break;
+        h2o_iovec_t m = h2o_iovec_init(msg, msg_len);
+        if ((why = grpc_plain(req, h->ctx->config, hdrs->v[H_GRPC_ENCODING], compressed, &m, &st)) != NULL)
+            break;
+        msg = m.base, msg_len = m.len;
         ProtobufCMessage *in = protobuf_c_message_unpack(rpc->method->input, NULL, msg_len,
                                                          (const uint8_t *)msg);
         char err[TRANSCODE_ERRLEN];
@@ -808,7 +840,7 @@ static int serve(http_handler *h, h2o_req_t *req, const req_headers *hdrs, http_
         respond(obs, req, form, ST_INVALID_ARGUMENT, 0, why, NULL, NULL, 0);
         return 0;
     }
-    if (decode(h, req, wc, obs) != 0)
+    if (decode(h, req, hdrs, wc, obs) != 0)
         return 0;
 
     wc->req = req;

@@ -5,6 +5,11 @@
  *               http.c's 100 messages: each message lies inside the body,
  *               the offset only grows, and grpc_frame_header rebuilds the
  *               5 bytes read; grpc_frame_unary agrees with one step of it.
+ *   inflate     grpc_frame_inflate over the input as a compressed message
+ *               (gzip and deflate, limits from 0 bytes up): measuring and
+ *               inflating agree, nothing passes the limit, a refusal has
+ *               a status; and the input compressed by zlib comes back as
+ *               it was.
  *   web-text    grpc_web_text_decode (into exactly len + 1 bytes, as
  *               http.c allocates), then the frames of what it decoded.
  *   timeout     grpc_parse_timeout / grpc_parse_u64 against a plain
@@ -18,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 #include "grpc_frame.h"
 #include "rpc.h"
 
@@ -31,17 +37,19 @@ static void frames(const char *body, size_t len)
     status_code st;
     while (off < len && count++ < 100) {
         size_t before = off;
-        why = grpc_frame_next(body, len, &off, &msg, &msg_len, &st);
+        int compressed = -1;
+        why = grpc_frame_next(body, len, &off, &msg, &msg_len, &compressed, &st);
         if (why) {
             CHECK(off == before);
-            CHECK(st == ST_INVALID_ARGUMENT || st == ST_UNIMPLEMENTED);
+            CHECK(st == ST_INVALID_ARGUMENT);
             CHECK(why[0]);
             break;
         }
         CHECK(off == before + 5 + msg_len && off <= len);
         CHECK(msg == body + before + 5);
+        CHECK(compressed == 0 || compressed == 1);
         uint8_t hdr[GRPC_FRAME_HEADER];
-        grpc_frame_header(hdr, 0, msg_len);
+        grpc_frame_header(hdr, (uint8_t)compressed, msg_len);
         CHECK(memcmp(hdr, body + before, GRPC_FRAME_HEADER) == 0);
         /* touch every byte the parser says is the message */
         volatile uint8_t sum = 0;
@@ -53,12 +61,66 @@ static void frames(const char *body, size_t len)
     const char *m1, *m2;
     size_t l1, l2;
     status_code s1, s2;
-    const char *w1 = grpc_frame_unary(body, len, &m1, &l1, &s1);
-    const char *w2 = grpc_frame_next(body, len, &off, &m2, &l2, &s2);
+    int c1 = -1, c2 = -2;
+    const char *w1 = grpc_frame_unary(body, len, &m1, &l1, &c1, &s1);
+    const char *w2 = grpc_frame_next(body, len, &off, &m2, &l2, &c2, &s2);
     if (!w2 && off == len)
-        CHECK(!w1 && m1 == m2 && l1 == l2);
+        CHECK(!w1 && m1 == m2 && l1 == l2 && c1 == c2);
     else
         CHECK(w1 && w1[0] && s1 == s2);
+}
+
+static void inflate_one(grpc_encoding enc, const char *in, size_t len, size_t cap)
+{
+    size_t n = 12345, m = 54321;
+    status_code st = ST_OK;
+    const char *why = grpc_frame_inflate(enc, in, len, NULL, cap, &n, &st);
+    if (why) {
+        CHECK(why[0] && (st == ST_INTERNAL || st == ST_RESOURCE_EXHAUSTED));
+        CHECK(st != ST_RESOURCE_EXHAUSTED || n > cap);
+        return;
+    }
+    CHECK(n <= cap);
+    uint8_t *out = malloc(n + 1);
+    if (!out)
+        return;
+    CHECK(grpc_frame_inflate(enc, in, len, out, n + 1, &m, &st) == NULL && m == n);
+    free(out);
+}
+
+/* The input compressed as a client would (gzip: windowBits 31). */
+static void round_trip(grpc_encoding enc, const char *in, size_t len)
+{
+    z_stream z = {0};
+    uLong cap = compressBound(len) + 32;
+    uint8_t *packed = malloc(cap), *out = malloc(len + 1);
+    size_t n = 0;
+    status_code st;
+    if (packed && out && deflateInit2(&z, 6, Z_DEFLATED, enc == GRPC_ENCODING_GZIP ? 31 : 15, 8,
+                                      Z_DEFAULT_STRATEGY) == Z_OK) {
+        z.next_in = (Bytef *)(uintptr_t)in, z.avail_in = (uInt)len;
+        z.next_out = packed, z.avail_out = (uInt)cap;
+        CHECK(deflate(&z, Z_FINISH) == Z_STREAM_END);
+        CHECK(grpc_frame_inflate(enc, (const char *)packed, z.total_out, NULL, len, &n, &st) == NULL && n == len);
+        CHECK(grpc_frame_inflate(enc, (const char *)packed, z.total_out, out, len + 1, &n, &st) == NULL);
+        CHECK(n == len && memcmp(out, in, len) == 0);
+        if (len)   /* one byte short of its size: refused */
+            CHECK(grpc_frame_inflate(enc, (const char *)packed, z.total_out, NULL, len - 1, &n, &st) &&
+                  st == ST_RESOURCE_EXHAUSTED);
+        deflateEnd(&z);
+    }
+    free(packed);
+    free(out);
+}
+
+static void inflating(const char *in, size_t len)
+{
+    static const size_t caps[] = {0, 1, 100, 4096, 65536, 1 << 20};
+    /* gzip's magic first byte picks gzip, anything else deflate (zlib's 0x78) */
+    grpc_encoding enc = len && (uint8_t)in[0] == 0x1f ? GRPC_ENCODING_GZIP : GRPC_ENCODING_DEFLATE;
+    for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++)
+        inflate_one(enc, in, len, caps[i]);
+    round_trip(enc, in, len);
 }
 
 static void web_text(const char *in, size_t len)
@@ -199,6 +261,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *s = (const char *)data;
     frames(s, size);
+    inflating(s, size);
     web_text(s, size);
     timeout(s, size);
     percent(s, size);

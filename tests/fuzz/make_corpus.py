@@ -12,6 +12,7 @@ import base64
 import os
 import re
 import shutil
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO = os.path.join(HERE, "..", "..", "proto")
@@ -160,6 +161,11 @@ def protobuf_seeds():
     return s
 
 
+def gzip_of(data):
+    z = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return z.compress(data) + z.flush()
+
+
 def grpc_seeds():
     login = f_bytes(1, "alice") + f_bytes(2, "pw")
     one = frame(login)
@@ -167,6 +173,8 @@ def grpc_seeds():
         "unary": [one, frame(b""), one + frame(b"x")],
         "stream": [frame(f_bytes(7, "")) * 3],
         "compressed": [frame(login, flag=1)],
+        # the inflate section: gzip (its magic byte picks gzip), deflate (zlib)
+        "inflate": [gzip_of(login * 20), zlib.compress(login * 20), gzip_of(b"")[:-3]],
         "trailer": [frame(b"grpc-status:0\r\ngrpc-message:ok%20\r\n", flag=0x80)],
         "truncated": [one[:-2], b"\x00\x00\x00"],
         "web-text": [base64.b64encode(one), base64.b64encode(one)[:20] + b"\r\n" + base64.b64encode(one)[20:]],

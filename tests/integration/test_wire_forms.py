@@ -12,7 +12,10 @@ HTTP/2 (curl --http2-prior-knowledge):
   * binary protobuf (application/x-protobuf) on the documented paths: the
     same answer as JSON and as gRPC for the same request; errors as a
     tokend.v1.Status body with a grpc-status header and the HTTP status;
-  * framing faults: compressed flag -> UNIMPLEMENTED, truncated frames and
+  * compressed messages (grpc-encoding gzip, deflate) taken; one that does
+    not decompress -> INTERNAL, an unread encoding -> UNIMPLEMENTED with
+    grpc-accept-encoding, one past --max-body inflated -> RESOURCE_EXHAUSTED;
+  * framing faults: truncated frames and
     undecodable messages -> INVALID_ARGUMENT; application/grpc over
     HTTP/1.1 -> 415;
   * GET /healthz and grpc.health.v1.Health/Check in every form;
@@ -26,6 +29,7 @@ import re
 import sys
 import unittest
 import urllib.parse
+import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -137,6 +141,11 @@ class Base:
         return r.status, env
 
 
+def gzip_of(data):
+    z = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: a gzip member
+    return z.compress(data) + z.flush()
+
+
 def both(cls):
     """Registers cls once per protocol: <Name>H1 and <Name>H2."""
     g = globals()
@@ -231,11 +240,42 @@ class GrpcWeb(Base):
 
     # --- framing faults ---
 
-    def test_compressed_flag_is_unimplemented(self):
+    def test_compressed_messages(self):
         m = msg("TokenByIdRequest", user_id=IDS["alice"], password=PW_ALICE).SerializeToString()
-        r = self.grpc_web("/tokend.v1.Tokend/TokenById", raw=ws.frame(m, flag=1))
+        path = "/tokend.v1.Tokend/TokenById"
+        for enc, packed in (("gzip", gzip_of(m)), ("deflate", zlib.compress(m)),
+                            ("GZip", gzip_of(m))):
+            r = self.grpc_web(path, raw=ws.frame(packed, flag=1), headers={"grpc-encoding": enc})
+            fr = ws.frames(r.body)
+            self.assertEqual(fr[-1][1], b"grpc-status:0\r\n", (enc, r.body))
+            self.assertEqual(PB.tokend.TokenReply.FromString(fr[0][1]).user_id, IDS["alice"])
+        # an uncompressed message may name an encoding all the same
+        r = self.grpc_web(path, m, headers={"grpc-encoding": "gzip"})
+        self.assertEqual(ws.frames(r.body)[-1][1], b"grpc-status:0\r\n", r.body)
+        # the frame says compressed, the body is not (or is cut, or has more after it)
+        BAD = ("compressed gRPC message does not decompress (grpc-encoding gzip wants one gzip "
+               "member, deflate one zlib stream)")
+        for enc, body in (("gzip", m), ("deflate", gzip_of(m)), ("gzip", gzip_of(m)[:-4]),
+                          ("gzip", gzip_of(m) + gzip_of(m)), ("deflate", zlib.compress(m) + b"x")):
+            r = self.grpc_web(path, raw=ws.frame(body, flag=1), headers={"grpc-encoding": enc})
+            self.assert_grpc_web_error(r, 13, BAD)
+        r = self.grpc_web(path, raw=ws.frame(gzip_of(m), flag=1))
         self.assert_grpc_web_error(
-            r, 12, "compressed gRPC messages are not supported: send with compression off")
+            r, 13, "compressed gRPC message without a grpc-encoding header: name gzip or deflate")
+        # an encoding tokend does not read: UNIMPLEMENTED, naming those it does
+        r = self.grpc_web(path, raw=ws.frame(m, flag=1), headers={"grpc-encoding": "snappy"})
+        self.assert_grpc_web_error(
+            r, 12, "this grpc-encoding is not supported: compress with gzip or deflate, or not at all")
+        self.assertEqual(r.header("grpc-accept-encoding"), "identity,deflate,gzip", r.headers)
+        # 8 MiB of zeros in 8 KiB: refused once past --max-body, not inflated whole
+        bomb = gzip_of(bytes(8 << 20))
+        self.assertLess(len(bomb), 64 << 10)
+        r = self.grpc_web(path, raw=ws.frame(bomb, flag=1), headers={"grpc-encoding": "gzip"})
+        self.assert_grpc_web_error(
+            r, 8, "gRPC message is larger than --max-body once decompressed")
+        # and the server is fine
+        self.assertEqual(self.grpc_web("/grpc.health.v1.Health/Check").body,
+                         b"\x00\x00\x00\x00\x02\x08\x01" + OK_TRAILER)
 
     def test_truncated_and_malformed_frames(self):
         MALFORMED = "gRPC message frame is malformed or truncated"
