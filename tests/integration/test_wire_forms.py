@@ -273,6 +273,13 @@ class GrpcWeb(Base):
         r = self.grpc_web(path, raw=ws.frame(bomb, flag=1), headers={"grpc-encoding": "gzip"})
         self.assert_grpc_web_error(
             r, 8, "gRPC message is larger than --max-body once decompressed")
+        # a streaming call reads them too
+        watch = "/grpc.health.v1.Health/Watch"
+        hc = PB.health.HealthCheckRequest(service="tokend.v1.Tokend").SerializeToString()
+        r = self.grpc_web(watch, raw=ws.frame(gzip_of(hc), flag=1), headers={"grpc-encoding": "gzip"})
+        self.assertEqual(r.body, ws.frame(HEALTH_OK) + OK_TRAILER)
+        r = self.grpc_web(watch, raw=ws.frame(hc[:-1], flag=1), headers={"grpc-encoding": "gzip"})
+        self.assert_grpc_web_error(r, 13, BAD)
         # and the server is fine
         self.assertEqual(self.grpc_web("/grpc.health.v1.Health/Check").body,
                          b"\x00\x00\x00\x00\x02\x08\x01" + OK_TRAILER)
