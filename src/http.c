@@ -414,7 +414,7 @@ static void on_reply(const ProtobufCMessage *reply, void *data)
 
 /* The request headers tokend reads, found in one pass over the list. */
 enum { H_APP_ID, H_USER_ID, H_GROUP_ID, H_ACCESS_TOKEN, H_CONTENT_TYPE, H_GRPC_TIMEOUT,
-       H_GRPC_ENCODING, H_USER_AGENT, H_PLATFORM, H_REQUEST_ID, H_COUNT };
+       H_USER_AGENT, H_PLATFORM, H_REQUEST_ID, H_COUNT };
 
 typedef struct {
     h2o_iovec_t v[H_COUNT];      /* the first of each; len 0 when absent */
@@ -434,7 +434,6 @@ static int header_of(const h2o_iovec_t *n)
              : IS("content-type") ? H_CONTENT_TYPE
              : IS("grpc-timeout") ? H_GRPC_TIMEOUT
              : IS("x-request-id") ? H_REQUEST_ID : -1;
-    case 13: return IS("grpc-encoding") ? H_GRPC_ENCODING : -1;
     default: return -1;
     }
 #undef IS
@@ -573,13 +572,17 @@ static const char *grpc_body(h2o_req_t *req, int form, h2o_iovec_t *body)
 /* The message a frame carries: a compressed one inflated into the
  * request's pool, measured first so that it takes at most --max-body
  * bytes. An encoding tokend does not read is refused naming those it does
- * (grpc-accept-encoding), as gRPC has it. */
-static const char *grpc_plain(h2o_req_t *req, const tokend_config *cfg, h2o_iovec_t encoding,
-                              int compressed, h2o_iovec_t *msg, status_code *st)
+ * (grpc-accept-encoding), as gRPC has it. grpc-encoding is looked up only
+ * here, for a compressed message, not by read_headers for every request. */
+static const char *grpc_plain(h2o_req_t *req, const tokend_config *cfg, int compressed,
+                              h2o_iovec_t *msg, status_code *st)
 {
     if (!compressed)
         return NULL;
-    grpc_encoding enc = grpc_encoding_of(encoding.base, encoding.len);
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("grpc-encoding"), -1);
+    grpc_encoding enc = i < 0 ? GRPC_ENCODING_IDENTITY
+                              : grpc_encoding_of(req->headers.entries[i].value.base,
+                                                 req->headers.entries[i].value.len);
     size_t n;
     const char *why = grpc_frame_inflate(enc, msg->base, msg->len, NULL, config_max_body(cfg), &n, st);
     if (!why) {
@@ -594,7 +597,7 @@ static const char *grpc_plain(h2o_req_t *req, const tokend_config *cfg, h2o_iove
 
 /* Unwraps the one length-prefixed message of a unary gRPC request body. */
 static const char *grpc_unframe(h2o_req_t *req, const tokend_config *cfg, int form,
-                                h2o_iovec_t encoding, h2o_iovec_t *msg, status_code *st)
+                                h2o_iovec_t *msg, status_code *st)
 {
     h2o_iovec_t body;
     const char *why = grpc_body(req, form, &body), *p;
@@ -602,13 +605,13 @@ static const char *grpc_unframe(h2o_req_t *req, const tokend_config *cfg, int fo
     *st = ST_INVALID_ARGUMENT;
     if (!why && !(why = grpc_frame_unary(body.base, body.len, &p, &msg->len, &compressed, st))) {
         msg->base = (char *)p;
-        why = grpc_plain(req, cfg, encoding, compressed, msg, st);
+        why = grpc_plain(req, cfg, compressed, msg, st);
     }
     return why;
 }
 
 /* Decodes the request message; on failure answers and returns -1. */
-static int decode(http_handler *h, h2o_req_t *req, const req_headers *hdrs, wire_call *wc, http_obs *o)
+static int decode(http_handler *h, h2o_req_t *req, wire_call *wc, http_obs *o)
 {
     const ProtobufCMessageDescriptor *in = wc->rpc->method->input;
     char err[TRANSCODE_ERRLEN];
@@ -629,7 +632,7 @@ static int decode(http_handler *h, h2o_req_t *req, const req_headers *hdrs, wire
     } else {
         h2o_iovec_t msg = req->entity;
         if (wc->form != FORM_PROTO)
-            why = grpc_unframe(req, h->ctx->config, wc->form, hdrs->v[H_GRPC_ENCODING], &msg, &st);
+            why = grpc_unframe(req, h->ctx->config, wc->form, &msg, &st);
         /* The query binding frees what it replaces with free(): no arena then. */
         ProtobufCAllocator *al = req->query_at == SIZE_MAX ? &wc->alloc : NULL;
         wc->heap |= al == NULL;
@@ -712,7 +715,7 @@ static void serve_stream(http_handler *h, h2o_req_t *req, const req_headers *hdr
         if ((why = grpc_frame_next(body.base, body.len, &off, &msg, &msg_len, &compressed, &st)) != NULL)
             break;
         h2o_iovec_t m = h2o_iovec_init(msg, msg_len);
-        if ((why = grpc_plain(req, h->ctx->config, hdrs->v[H_GRPC_ENCODING], compressed, &m, &st)) != NULL)
+        if ((why = grpc_plain(req, h->ctx->config, compressed, &m, &st)) != NULL)
             break;
         msg = m.base, msg_len = m.len;
         ProtobufCMessage *in = protobuf_c_message_unpack(rpc->method->input, NULL, msg_len,
@@ -840,7 +843,7 @@ static int serve(http_handler *h, h2o_req_t *req, const req_headers *hdrs, http_
         respond(obs, req, form, ST_INVALID_ARGUMENT, 0, why, NULL, NULL, 0);
         return 0;
     }
-    if (decode(h, req, hdrs, wc, obs) != 0)
+    if (decode(h, req, wc, obs) != 0)
         return 0;
 
     wc->req = req;
