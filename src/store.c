@@ -463,7 +463,7 @@ int next_id(store *s, MDB_txn *txn, const char *name, uint64_t first, uint64_t *
  * admin action and its record land together or not at all. */
 int with_audit(store *s, MDB_txn *txn, int rc, const store_audit *audit)
 {
-    uint64_t seq;
+    uint64_t seq = 0;   /* set by next_id; GCC cannot tell */
     uint8_t key[8];
     if (rc != STORE_OK || !audit)
         return rc;
@@ -697,6 +697,21 @@ static int compare_hash_keys(const MDB_val *a, const MDB_val *b)
     return d ? d : a->mv_size < b->mv_size ? -1 : a->mv_size > b->mv_size;
 }
 
+/* Stamps a directory with this build's layout (LAYOUT_KEY), or finds it
+ * was written by a later one: STORE_EXISTS, *found set. */
+static int check_layout(store *s, MDB_txn *txn, uint64_t *found)
+{
+    uint8_t v[8];
+    int rc = get_u64_value(s, txn, DB_META, LAYOUT_KEY, strlen(LAYOUT_KEY), found);
+    if (rc == STORE_OK)
+        return *found > STORE_LAYOUT ? STORE_EXISTS : STORE_OK;
+    if (rc != STORE_NOTFOUND)
+        return rc;
+    *found = STORE_LAYOUT;
+    put_u64(v, STORE_LAYOUT);
+    return put_raw(s, txn, DB_META, LAYOUT_KEY, strlen(LAYOUT_KEY), v, 8, 0);
+}
+
 static int is_hash_keyed(int db)
 {
     return db == DB_SESSIONS || db == DB_STORE_TOKENS || db == DB_PUSH_TOKENS;
@@ -746,6 +761,16 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
     }
     /* On failure `fail` aborts the transaction: left open, it would hold
      * the environment's writer lock. A commit ends it either way. */
+    uint64_t layout = 0;
+    if ((rc = check_layout(s, txn, &layout)) != STORE_OK) {
+        if (rc == STORE_EXISTS)
+            snprintf(err, errlen, "data directory %s was written by a later tokend (data layout %llu; "
+                     "this one reads layout %d): run that version, or restore a backup this one made",
+                     dir, (unsigned long long)layout, STORE_LAYOUT);
+        else
+            snprintf(err, errlen, "cannot initialise data directory %s: cannot read its layout", dir);
+        goto fail;
+    }
     if (open_key(s, txn) != STORE_OK) {
         snprintf(err, errlen, "cannot initialise data directory %s: its token key is unreadable",
                  dir);

@@ -84,6 +84,13 @@ struct store {
 #define KEY_MAX 511
 /* meta: the admin-token generation, moved by each admin token's end. */
 #define ADMIN_GEN_KEY "admin_gen"
+/* meta: the layout of the records (databases, key forms, message fields)
+ * that wrote the directory. A build that changes the layout raises
+ * STORE_LAYOUT and converts the older ones at open; a build refuses a
+ * directory of a later layout rather than misread it. Directories from
+ * before the stamp are layout 1. */
+#define LAYOUT_KEY "layout"
+#define STORE_LAYOUT 1
 
 static inline void put_u64(uint8_t *p, uint64_t v)
 {

@@ -14,6 +14,7 @@ the CLI opens it). ROUNDS kills (TOKEND_CRASH_ROUNDS, default 5); the totals
 are printed: acknowledged writes, kills, lost (must be 0).
 
 StartRefusals: --data naming a regular file, a path under /proc, a
+directory stamped with a later data layout (the CLI refuses it too), a
 read-only directory (a read-only tmpfs or bind mount when run as root,
 which ignores permissions; chmod 0500 otherwise): the server must exit
 non-zero at once with one clear line on stderr. FullDisk (root only, a
@@ -42,6 +43,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import lifecycle_support as ls  # noqa: E402
 
 ROUNDS = int(os.environ.get("TOKEND_CRASH_ROUNDS", "5"))
 THREADS = 4
@@ -286,6 +288,33 @@ class StartRefusals(unittest.TestCase):
         serve_refused(self, path, "a regular file")
         with open(path) as f:
             self.assertEqual(f.read(), "keep me\n", "the file was changed")
+
+    def test_data_of_a_later_layout(self):
+        # A directory stamped by a later build: refused, by the server and
+        # the CLI alike, and left as it was; it opens again once its stamp
+        # is one this build reads.
+        data = os.path.join(self.tmp, "data")
+        srv = harness.Server(data_dir=data)
+        try:
+            app = srv.create_app("layout-app")
+        finally:
+            shutil.rmtree(srv.tmp, ignore_errors=True)
+        meta = dict(ls.dump_lmdb(data)["meta"])
+        self.assertEqual(meta[b"layout"], ls.u64(1))
+        ls.load_lmdb(data, "meta", [(b"layout", ls.u64(7))])
+        before = ls.dump_lmdb(data)
+        line = serve_refused(self, data, "a directory of a later layout")
+        self.assertIn("written by a later tokend (data layout 7; this one reads layout 1)", line)
+        p = subprocess.run([harness.BIN, "app", "create", "--data", data, "--name", "x"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual((p.returncode, p.stdout), (1, ""), p.stderr)
+        self.assertIn("data layout 7", p.stderr)
+        self.assertEqual(ls.dump_lmdb(data), before, "the refused directory was changed")
+        ls.load_lmdb(data, "meta", [(b"layout", ls.u64(1))])
+        p = subprocess.run([harness.BIN, "app", "create", "--data", data, "--name", "y"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotEqual(p.stdout.strip(), str(app))
 
     def test_data_under_proc(self):
         serve_refused(self, "/proc/tokend-crash-test/data", "a path under /proc")

@@ -583,19 +583,13 @@ static void spoil_token_key(const char *dir)
     mdb_env_close(env);
 }
 
-/* An unreadable key fails the open with a sentence, and leaves no write
- * transaction behind: one left open would hold the writer lock, and the
- * next writer of the directory would wait forever. The child finds out
+/* A refused open fails with a sentence naming dir and `why`, and leaves no
+ * write transaction behind: one left open would hold the writer lock, and
+ * the next writer of the directory would wait forever. The child finds out
  * under an alarm, so a regression fails instead of hanging. */
-static void test_open_unreadable_key(void **state)
+static void assert_open_refused(const char *dir, const char *why)
 {
-    (void)state;
-    char dir[64];
     int status = 0;
-    assert_non_null(make_tmp_dir(dir));
-    store_close(open_or_fail(dir, TEST_MAPSIZE));
-    spoil_token_key(dir);
-
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -605,17 +599,83 @@ static void test_open_unreadable_key(void **state)
         alarm(10);
         if (store_open(&s, dir, TEST_MAPSIZE, err, sizeof err) != STORE_ERR || s)
             _exit(10);
-        if (!strstr(err, dir) || !strstr(err, "key"))
+        if (!strstr(err, dir) || !strstr(err, why))
             _exit(11);
-        /* The writer lock is free: a second open gets as far as the key again. */
-        if (store_open(&s, dir, TEST_MAPSIZE, err, sizeof err) != STORE_ERR)
+        /* The writer lock is free: a second open gets as far again. */
+        if (store_open(&s, dir, TEST_MAPSIZE, err, sizeof err) != STORE_ERR || !strstr(err, why))
             _exit(12);
         _exit(0);
     }
     assert_int_equal(waitpid(pid, &status, 0), pid);
     if (!WIFEXITED(status))
-        fail_msg("store_open on a spoilt key hung or crashed (signal %d)", WTERMSIG(status));
+        fail_msg("store_open of %s hung or crashed (signal %d)", dir, WTERMSIG(status));
     assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void test_open_unreadable_key(void **state)
+{
+    (void)state;
+    char dir[64];
+    assert_non_null(make_tmp_dir(dir));
+    store_close(open_or_fail(dir, TEST_MAPSIZE));
+    spoil_token_key(dir);
+    assert_open_refused(dir, "key");
+    rm_dir(dir);
+}
+
+/* meta's "layout", read (layout NULL: deleted; 0: absent) or written
+ * straight through LMDB, as another build would leave it. */
+static uint64_t raw_layout(const char *dir, const uint64_t *layout, int del)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta;
+    MDB_val k = {6, "layout"}, v;
+    uint8_t be[8];
+    uint64_t found = 0;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+    assert_int_equal(mdb_env_open(env, dir, MDB_NOTLS, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    if (layout) {
+        for (int i = 0; i < 8; i++)
+            be[i] = (uint8_t)(*layout >> (56 - 8 * i));
+        v = (MDB_val){8, be};
+        assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
+    } else if (del) {
+        assert_int_equal(mdb_del(txn, meta, &k, NULL), 0);
+    } else if (mdb_get(txn, meta, &k, &v) == 0) {
+        assert_int_equal(v.mv_size, 8);
+        for (int i = 0; i < 8; i++)
+            found = found << 8 | ((uint8_t *)v.mv_data)[i];
+    }
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    return found;
+}
+
+/* A directory is stamped with the layout of the build that made it; one
+ * from before the stamp is stamped at open; one of a later layout is
+ * refused, untouched, and opens again once its layout is one this build
+ * reads. */
+static void test_layout_stamp(void **state)
+{
+    (void)state;
+    char dir[64];
+    const uint64_t later = 2, first = 1;
+    assert_non_null(make_tmp_dir(dir));
+    store_close(open_or_fail(dir, TEST_MAPSIZE));
+    assert_int_equal(raw_layout(dir, NULL, 0), 1);
+    raw_layout(dir, NULL, 1);
+    assert_int_equal(raw_layout(dir, NULL, 0), 0);
+    store_close(open_or_fail(dir, TEST_MAPSIZE));
+    assert_int_equal(raw_layout(dir, NULL, 0), 1);
+    raw_layout(dir, &later, 0);
+    assert_open_refused(dir, "written by a later tokend (data layout 2; this one reads layout 1)");
+    assert_int_equal(raw_layout(dir, NULL, 0), 2);
+    raw_layout(dir, &first, 0);
+    store_close(open_or_fail(dir, TEST_MAPSIZE));
     rm_dir(dir);
 }
 
@@ -942,6 +1002,7 @@ int main(void)
         cmocka_unit_test(test_other_process_grows_map),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_open_unreadable_key),
+        cmocka_unit_test(test_layout_stamp),
         cmocka_unit_test(test_small_map_grows),
         cmocka_unit_test(test_map_grows_under_concurrent_reads),
         cmocka_unit_test(test_map_grows_under_kept_reads),
