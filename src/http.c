@@ -893,6 +893,31 @@ static int is_metrics_path(h2o_req_t *req)
     return h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/metrics"));
 }
 
+/* Behind a trusted proxy, the request's client is the one it forwards
+ * (proxies.h): its text, in the request's pool, becomes the peer that the
+ * throttle, the audit and the log read. */
+static void forwarded_client(h2o_req_t *req, const proxies *trusted, http_obs *obs)
+{
+    const char *values[8];
+    size_t lens[8], n = 0;
+    struct sockaddr_storage sa;
+    if (!req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&sa))
+        return;
+    /* the last 8 headers: the right-most entries are the trusted ones */
+    for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, i)) >= 0;) {
+        if (n == 8) {
+            memmove(values, values + 1, 7 * sizeof values[0]);
+            memmove(lens, lens + 1, 7 * sizeof lens[0]);
+            n = 7;
+        }
+        values[n] = req->headers.entries[i].value.base, lens[n++] = req->headers.entries[i].value.len;
+    }
+    char *text = h2o_mem_alloc_pool(&req->pool, PROXIES_TEXT_MAX);
+    size_t len = proxies_client(trusted, (struct sockaddr *)&sa, values, lens, n, text);
+    if (len)
+        obs->peer = text, obs->peer_len = len;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     http_handler *h = (http_handler *)self;
@@ -904,6 +929,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     req_headers hdrs;
     read_headers(req, &hdrs);
     http_obs_begin(obs, req, hdrs.v[H_REQUEST_ID], m, h->router);
+    if (h->ctx->config->trusted_proxies.n)
+        forwarded_client(req, &h->ctx->config->trusted_proxies, obs);
     if (h->metrics && is_metrics_path(req) &&
         h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
         serve_metrics(h, req, obs);

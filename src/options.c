@@ -82,6 +82,10 @@ const option_spec options[OPT_COUNT] = {
     [OPT_ACCESS_LOG] = {"access-log", OPT_TEXT, "off|FILE|stderr", 0, 0, 0, "stderr", F,
                         "where the line of each request goes (events always go to stderr); "
                         "SIGHUP reopens a FILE", "/var/log/tokend/access.log"},
+    [OPT_TRUSTED_PROXIES] = {"trusted-proxies", OPT_TEXT, "NET,...", 0, 0, 0, NULL, F,
+                             "proxies in front (CIDR networks or addresses): a request they pass "
+                             "on is known by its X-Forwarded-For client (throttle, logs)",
+                             "10.0.0.0/8,127.0.0.1"},
 
     [OPT_APP] = {"app", OPT_NUMBER, "APP_ID", 1, UINT64_MAX, 0, NULL, 0,
                  "the app (default: the data directory's first app)", "1"},
@@ -235,8 +239,9 @@ static void report_line(option_error_fn *report, void *arg, const char *path, in
                         const char *fmt, ...)
 {
     char msg[512];
-    int n = line ? snprintf(msg, sizeof msg, "%s:%d: ", path, line)
-                 : snprintf(msg, sizeof msg, "%s: ", path);
+    int n = !path ? 0   /* the command line: the reporter names tokend */
+            : line ? snprintf(msg, sizeof msg, "%s:%d: ", path, line)
+                   : snprintf(msg, sizeof msg, "%s: ", path);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
@@ -407,6 +412,17 @@ int options_to_config(const option_values *ov, tokend_config *cfg, option_error_
     cfg->cluster_url = options_text(ov, OPT_CLUSTER);
     cfg->metrics_listen = options_text(ov, OPT_METRICS_LISTEN);
     cfg->access_log = options_text(ov, OPT_ACCESS_LOG);
+    const char *tp = options_text(ov, OPT_TRUSTED_PROXIES);
+    char why[160];
+    cfg->trusted_proxies.n = 0;
+    if (tp && proxies_parse(&cfg->trusted_proxies, tp, why, sizeof why) != 0) {
+        const option_value *given = &ov->v[OPT_TRUSTED_PROXIES];
+        if (given->line)
+            report_line(report, arg, ov->file, given->line, "bad value for trusted-proxies: %s", why);
+        else
+            report_line(report, arg, NULL, 0, "bad value for --trusted-proxies: %s", why);
+        return 1;
+    }
     const char *lf = options_text(ov, OPT_LOG_FORMAT);
     cfg->log_text = strcmp(lf, "text") == 0;
     if (strcmp(lf, "json") != 0 && strcmp(lf, "text") != 0) {
@@ -416,7 +432,7 @@ int options_to_config(const option_values *ov, tokend_config *cfg, option_error_
                         "bad value \"%s\" for log-format: give json or text (e.g. \"log-format json\")",
                         lf);
         else
-            report_line(report, arg, "tokend", 0,
+            report_line(report, arg, NULL, 0,
                         "bad value \"%s\" for --log-format: give json or text (e.g. --log-format json)",
                         lf);
         return 1;
@@ -428,7 +444,7 @@ int options_to_config(const option_values *ov, tokend_config *cfg, option_error_
             report_line(report, arg, ov->file, given->line,
                         "tls-cert and tls-key go together: add \"%s FILE\"", missing);
         else
-            report_line(report, arg, "tokend", 0,
+            report_line(report, arg, NULL, 0,
                         "--tls-cert and --tls-key go together: add --%s FILE", missing);
         return 1;
     }

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include "crypto.h"
 #include "pool.h"
+#include "proxies.h"
 #include "store.h"
 #include "throttle.h"
 
@@ -40,6 +41,7 @@ typedef struct {
     const char *access_log;      /* "off", "stderr" or a file */
     int log_text;                /* --log-format text (else JSON lines) */
     throttle_config throttle;    /* reloadable: throttle_configure() applies it */
+    proxies trusted_proxies;     /* --trusted-proxies: n 0 when none */
 } tokend_config;
 
 typedef struct {

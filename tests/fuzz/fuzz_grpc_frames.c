@@ -10,6 +10,12 @@
  *               inflating agree, nothing passes the limit, a refusal has
  *               a status; and the input compressed by zlib comes back as
  *               it was.
+ *   proxies     proxies_parse of the input as a --trusted-proxies list (a
+ *               refusal says why, an accepted one holds at most PROXIES_MAX
+ *               networks); proxies_client of the input as X-Forwarded-For
+ *               values (split at newlines) from a trusted and an untrusted
+ *               peer: the client is "" or an address printed canonically,
+ *               and an untrusted peer's header is never read.
  *   web-text    grpc_web_text_decode (into exactly len + 1 bytes, as
  *               http.c allocates), then the frames of what it decoded.
  *   timeout     grpc_parse_timeout / grpc_parse_u64 against a plain
@@ -23,8 +29,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <zlib.h>
 #include "grpc_frame.h"
+#include "proxies.h"
 #include "rpc.h"
 
 #include "fuzz_check.h"
@@ -121,6 +130,46 @@ static void inflating(const char *in, size_t len)
     for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++)
         inflate_one(enc, in, len, caps[i]);
     round_trip(enc, in, len);
+}
+
+static void forwarding(const char *in, size_t len)
+{
+    static proxies trusted;
+    static int ready;
+    char why[160], text[PROXIES_TEXT_MAX + 1], out[PROXIES_TEXT_MAX];
+    if (!ready)
+        ready = proxies_parse(&trusted, "10.0.0.0/8,fd00::/8,192.0.2.1", why, sizeof why) == 0;
+    CHECK(ready);
+    char *list = malloc(len + 1);
+    if (!list)
+        return;
+    memcpy(list, in, len);
+    list[len] = '\0';
+    proxies parsed;
+    why[0] = '\0';
+    if (proxies_parse(&parsed, list, why, sizeof why) == 0)
+        CHECK(parsed.n >= 1 && parsed.n <= PROXIES_MAX);
+    else
+        CHECK(why[0]);
+    free(list);
+
+    const char *values[8];
+    size_t lens[8], n = 0, start = 0;
+    for (size_t i = 0; i <= len && n < 8; i++)
+        if (i == len || in[i] == '\n')
+            values[n] = in + start, lens[n++] = i - start, start = i + 1;
+    struct sockaddr_in from = {.sin_family = AF_INET};
+    from.sin_addr.s_addr = htonl(0x0a000001);   /* 10.0.0.1: trusted */
+    size_t got = proxies_client(&trusted, (struct sockaddr *)&from, values, lens, n, out);
+    CHECK(got == strlen(out) && got < PROXIES_TEXT_MAX);
+    if (got) {
+        uint8_t a[16];
+        int family = inet_pton(AF_INET, out, a) == 1 ? AF_INET : AF_INET6;
+        CHECK(family == AF_INET || inet_pton(AF_INET6, out, a) == 1);
+        CHECK(inet_ntop(family, a, text, sizeof text) && strcmp(text, out) == 0);
+    }
+    from.sin_addr.s_addr = htonl(0xc6336401);   /* 198.51.100.1: not trusted */
+    CHECK(proxies_client(&trusted, (struct sockaddr *)&from, values, lens, n, out) == 0 && !out[0]);
 }
 
 static void web_text(const char *in, size_t len)
@@ -262,6 +311,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *s = (const char *)data;
     frames(s, size);
     inflating(s, size);
+    forwarding(s, size);
     web_text(s, size);
     timeout(s, size);
     percent(s, size);

@@ -174,6 +174,8 @@ def grpc_seeds():
         "stream": [frame(f_bytes(7, "")) * 3],
         "compressed": [frame(login, flag=1)],
         # the inflate section: gzip (its magic byte picks gzip), deflate (zlib)
+        "forwarded": [b"203.0.113.5", b"6.6.6.6, 203.0.113.5, 10.0.0.9\n10.1.1.1", b"[2001:db8::1]\nfd00::2",
+                      b"10.0.0.0/8, fd00::/8 ,192.0.2.7"],
         "inflate": [gzip_of(login * 20), zlib.compress(login * 20), gzip_of(b"")[:-3]],
         "trailer": [frame(b"grpc-status:0\r\ngrpc-message:ok%20\r\n", flag=0x80)],
         "truncated": [one[:-2], b"\x00\x00\x00"],

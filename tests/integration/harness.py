@@ -262,7 +262,7 @@ class Server:
         if content_type is not None and data is not None:
             hdrs.setdefault("Content-Type", content_type)
         if http2:
-            return self._curl_h2(method, path, data, hdrs, timeout)
+            return self._curl_h2(method, path, data, hdrs, timeout, source)
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout,
                                           source_address=(source, 0) if source else None)
         try:
@@ -273,9 +273,11 @@ class Server:
         finally:
             conn.close()
 
-    def _curl_h2(self, method, path, data, hdrs, timeout):
+    def _curl_h2(self, method, path, data, hdrs, timeout, source=None):
         cmd = ["curl", "-sS", "-i", "--http2-prior-knowledge", "--max-time", str(timeout),
                "-X", method, "-H", "Expect:", "-H", "Accept:"]
+        if source:
+            cmd += ["--interface", source]
         if not any(k.lower() == "content-type" for k in hdrs):
             cmd += ["-H", "Content-Type:"]  # not curl's form-urlencoded default
         for k, v in hdrs.items():

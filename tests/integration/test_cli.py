@@ -249,7 +249,8 @@ class Packaging(unittest.TestCase):
             self.assertEqual(q.returncode, 0, q.stderr)
             for line in q.stdout.splitlines():
                 name = line.split()[0]
-                if name in ("threads", "workers", "tls-cert", "tls-key", "cluster", "metrics-listen", "#"):
+                if name in ("threads", "workers", "tls-cert", "tls-key", "cluster", "metrics-listen",
+                            "trusted-proxies", "#"):  # unset by default: examples
                     continue
                 dflt = [x for x in p.stdout.splitlines() if x.startswith(name + " ")][0]
                 self.assertEqual(line.split("#")[0].split(), dflt.split("#")[0].split(), name)

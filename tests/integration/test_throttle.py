@@ -3,7 +3,8 @@
 (and client address), per account and per address; a throttled login gets 429
 with Retry-After (gRPC: RESOURCE_EXHAUSTED) before any hashing; an honest user
 at another address is not locked out; and the bucket refills, so an account
-is slowed, never locked for good.
+is slowed, never locked for good. Behind --trusted-proxies, the address is
+the client's that the proxy forwards in X-Forwarded-For.
 
 Loopback has many addresses (127.0.0.0/8): binding the client to 127.0.0.2
 makes it another client as far as the server can tell."""
@@ -106,6 +107,74 @@ class AddressThrottle(unittest.TestCase):
             self.assertEqual(login(srv, "dave", PW, source="127.0.0.5").status, 200)
         finally:
             srv.stop()
+
+
+class BehindProxies(unittest.TestCase):
+    """--trusted-proxies: behind a proxy every client comes from its address;
+    the one it forwards (X-Forwarded-For, its right-most entry) is the
+    client the address throttle and the log know. A peer not trusted is
+    known by its own address, whatever header it sends."""
+    PROXY, DIRECT = "127.0.0.2", "127.0.0.7"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server()
+        cls.srv.create_app("a")
+        cls.srv.add_user("erin", PW, pwhash_ops=1, pwhash_mem=8)
+        cls.srv.start(*LOW, "--throttle-account", "100", "--throttle-address", "3",
+                      "--trusted-proxies", "10.0.0.0/8, %s" % cls.PROXY)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+
+    def via(self, source, xff, name="nobody", password="bad-guess-pw", http2=False):
+        hdrs = {"x-forwarded-for": xff} if xff is not None else None
+        return self.srv.request("POST", "/token/user", {"name": name, "password": password},
+                                headers=hdrs, source=source, http2=http2)
+
+    def logs_with(self, text):
+        """The server's output once it holds text (its log thread writes
+        the request lines a moment after the replies)."""
+        deadline = time.monotonic() + 10
+        while text not in self.srv.logs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertIn(text, self.srv.logs())
+        return self.srv.logs()
+
+    def test_each_forwarded_client_has_its_own_bucket(self):
+        for i in range(3):
+            self.assertEqual(self.via(self.PROXY, "203.0.113.5", http2=i == 1).status, 401)
+        r = self.via(self.PROXY, "203.0.113.5")
+        self.assertEqual(r.status, 429, r.body)
+        # A client cannot step out of its bucket by writing its own header:
+        # the proxy appends the address it saw, and that one is read.
+        self.assertEqual(self.via(self.PROXY, "198.51.100.77, 203.0.113.5").status, 429)
+        # Another client behind the same proxy is not throttled, and logs in;
+        # so is the proxy's own address.
+        self.assertEqual(self.via(self.PROXY, "203.0.113.6").status, 401)
+        self.assertEqual(self.via(self.PROXY, "203.0.113.6", "erin", PW).status, 200)
+        self.assertEqual(self.via(self.PROXY, None, "erin", PW).status, 200)
+        log = self.logs_with('"client":"203.0.113.6"')
+        self.assertIn('"client":"203.0.113.5"', log)
+
+    def test_a_peer_not_trusted_is_known_by_its_own_address(self):
+        for i in range(3):
+            self.assertEqual(self.via(self.DIRECT, "192.0.2.%d" % i).status, 401)
+        self.assertEqual(self.via(self.DIRECT, "192.0.2.200").status, 429)
+        self.assertNotIn('"client":"192.0.2.', self.logs_with('"client":"%s"' % self.DIRECT))
+
+    def test_a_bad_list_is_refused_at_start(self):
+        import subprocess
+        import tempfile
+        import harness
+        with tempfile.TemporaryDirectory() as d:
+            p = subprocess.run([harness.BIN, "serve", "--data", d, "--trusted-proxies",
+                                "10.0.0.0/8,10.0.0.0/33"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertEqual(p.stderr.strip().splitlines(),
+                         ['tokend: bad value for --trusted-proxies: "10.0.0.0/33": '
+                          'the prefix length must be 0 to 32'])
 
 
 class Refill(unittest.TestCase):

@@ -1,0 +1,52 @@
+/* proxies.h - the proxies tokend trusts (--trusted-proxies), and the client
+ * address they forward in X-Forwarded-For.
+ *
+ * Behind a TLS proxy or an L7 balancer every connection comes from the
+ * proxy: without this, the per-address login throttle would count every
+ * client's failures against one address, and the logs would name the proxy.
+ * A request whose connection comes from a trusted proxy is known by the
+ * right-most X-Forwarded-For address that is not itself a trusted proxy:
+ * what the nearest proxies saw, the one part of the header a client cannot
+ * forge. A connection from anywhere else is known by its own address, its
+ * X-Forwarded-For ignored. Pure: addresses and header values in, text out,
+ * so the fuzzer reaches it without h2o. */
+#ifndef TOKEND_PROXIES_H
+#define TOKEND_PROXIES_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define PROXIES_MAX 32        /* networks in --trusted-proxies */
+#define PROXIES_TEXT_MAX 64   /* an address as text, NUL included (INET6_ADDRSTRLEN is 46) */
+
+typedef struct {
+    uint8_t family;           /* AF_INET or AF_INET6 */
+    uint8_t bits;             /* the prefix length */
+    uint8_t addr[16];         /* the network, host bits zero */
+} proxies_net;
+
+typedef struct {
+    size_t n;                 /* 0: none trusted, X-Forwarded-For never read */
+    proxies_net nets[PROXIES_MAX];
+} proxies;
+
+/* Parses a comma-separated list of networks (10.0.0.0/8, fd00::/8) and
+ * addresses (one host), spaces around the commas allowed. 0, or -1 with a
+ * sentence in why naming the entry at fault. */
+int proxies_parse(proxies *p, const char *list, char *why, size_t whylen);
+
+/* Whether sa (an IPv4 or IPv6 address; IPv4-mapped IPv6 counts as IPv4) is
+ * in one of p's networks. */
+int proxies_trusts(const proxies *p, const struct sockaddr *sa);
+
+/* The client of a request whose connection came from peer: values are its
+ * X-Forwarded-For header values in the order they came (several headers
+ * are one list). Returns the length of the client's address written to out
+ * as text, or 0 when the peer stands: it is not trusted, there is no
+ * header, or the right-most entry not trusted is no address (then the
+ * nearest trusted proxy is the client, as it is the last one who knows). */
+size_t proxies_client(const proxies *p, const struct sockaddr *peer, const char *const values[],
+                      const size_t lens[], size_t nvalues, char out[PROXIES_TEXT_MAX]);
+
+#endif
