@@ -11,6 +11,7 @@
 #include "config.h"
 #include "decoy.h"
 #include "log.h"
+#include "names.h"
 #include "import.h"
 #include "options.h"
 #include "router.h"
@@ -295,6 +296,99 @@ static void token_id(const uint8_t hash[CRYPTO_HASH_BYTES], char id[17])
 {
     for (int i = 0; i < 8; i++)
         sprintf(id + 2 * i, "%02x", hash[i]);
+}
+
+/* --- a user in an incident: cut off, signed out, given a new password --------- */
+
+/* Runs one change to the user --user names (change gets the open store, the
+ * user and its audit record), and says what was done. */
+typedef int (*user_change)(store *st, const store_user *u, const store_audit *audit, void *arg,
+                           char *done, size_t donelen);
+
+static int change_user(const option_values *ov, const char *action, user_change change, void *arg)
+{
+    uint64_t id = options_num(ov, OPT_USER);
+    char detail[40], done[128] = "";
+    store_audit entry;
+    store_user *u = NULL;
+    store *st = open_store_of(ov);
+    int rc = store_user_get(st, id, &u);
+    if (rc == STORE_OK) {
+        snprintf(detail, sizeof detail, "user_id=%llu", (unsigned long long)id);
+        rc = change(st, u, audit_cli(&entry, u->app_id, action, detail), arg, done, sizeof done);
+        protobuf_c_message_free_unpacked(&u->base, NULL);
+    }
+    store_close(st);
+    if (rc != STORE_OK) {
+        fprintf(stderr, "tokend: user %llu: %s\n", (unsigned long long)id, store_strerror(rc));
+        return 1;
+    }
+    printf("user %llu: %s\n", (unsigned long long)id, done);
+    return 0;
+}
+
+static int disable(store *st, const store_user *u, const store_audit *audit, void *arg, char *done,
+                   size_t donelen)
+{
+    int off = *(int *)arg;
+    snprintf(done, donelen, off ? "disabled: it cannot log in, and its sessions are revoked"
+                                : "enabled: it can log in again");
+    return store_user_set_disabled(st, u->app_id, u->user_id, off, audit);
+}
+
+static int cmd_user_disable(const option_values *ov)
+{
+    int off = 1;
+    return change_user(ov, "user disable", disable, &off);
+}
+
+static int cmd_user_enable(const option_values *ov)
+{
+    int off = 0;
+    return change_user(ov, "user enable", disable, &off);
+}
+
+static int logout(store *st, const store_user *u, const store_audit *audit, void *arg, char *done,
+                  size_t donelen)
+{
+    size_t n = 0;
+    (void)arg;
+    int rc = store_user_revoke(st, u->user_id, NULL, &n, audit);
+    snprintf(done, donelen, "%zu session%s revoked (every device logs in again)", n, n == 1 ? "" : "s");
+    return rc;
+}
+
+static int cmd_user_logout(const option_values *ov)
+{
+    return change_user(ov, "user logout", logout, NULL);
+}
+
+static int set_password(store *st, const store_user *u, const store_audit *audit, void *arg,
+                        char *done, size_t donelen)
+{
+    snprintf(done, donelen, "password set; its sessions are revoked");
+    return store_user_set_password(st, u->user_id, arg, NULL, NULL, audit);
+}
+
+static int cmd_user_set_password(const option_values *ov)
+{
+    char pw[CRYPTO_PASSWORD_MAX + 2], hash[CRYPTO_PWHASH_STRBYTES];
+    const char *why = NULL;
+    crypto_pwcost cost = {options_num(ov, OPT_PWHASH_OPS),
+                          (size_t)options_num(ov, OPT_PWHASH_MEM) << 20};
+    size_t n = read_password(pw, sizeof pw);
+    if (names_check_password(pw, n, &why) != 0) {
+        crypto_wipe(pw, sizeof pw);
+        fprintf(stderr, "tokend: %s\n", why);
+        return 2;
+    }
+    int rc = crypto_password_hash(hash, pw, n, cost);
+    crypto_wipe(pw, sizeof pw);
+    if (rc != 0) {
+        fprintf(stderr, "tokend: cannot hash the password: out of memory?\n");
+        return 1;
+    }
+    return change_user(ov, "user set-password", set_password, hash);
 }
 
 static int cmd_admin_token_create(const option_values *ov)
@@ -582,6 +676,27 @@ static const command commands[] = {
      "show a user (no secret)",
      "Prints a user's ids, login names, state and password hash parameters (not the hash).",
      "tokend user show --data /var/lib/tokend --user 10000"},
+    {"user disable", cmd_user_disable, OPTS(OPT_DATA, OPT_USER, OPT_CLUSTER, OPT_CONFIG),
+     OPTS(OPT_DATA, OPT_USER), NULL, 0, 0, "disable a user: no login, every session revoked",
+     "Disables a user at once: its logins are refused and every session it has is revoked\n"
+     "(a running server sees it on the next request). Recorded in the audit log.",
+     "tokend user disable --data /var/lib/tokend --user 10000"},
+    {"user enable", cmd_user_enable, OPTS(OPT_DATA, OPT_USER, OPT_CLUSTER, OPT_CONFIG),
+     OPTS(OPT_DATA, OPT_USER), NULL, 0, 0, "enable a disabled user",
+     "Lets a disabled user log in again. Recorded in the audit log.",
+     "tokend user enable --data /var/lib/tokend --user 10000"},
+    {"user logout", cmd_user_logout, OPTS(OPT_DATA, OPT_USER, OPT_CLUSTER, OPT_CONFIG),
+     OPTS(OPT_DATA, OPT_USER), NULL, 0, 0, "revoke every session of a user",
+     "Revokes every session (every device, every token) of a user at once and prints how\n"
+     "many; the user may log in again. Recorded in the audit log.",
+     "tokend user logout --data /var/lib/tokend --user 10000"},
+    {"user set-password", cmd_user_set_password,
+     OPTS(OPT_DATA, OPT_USER, OPT_PWHASH_OPS, OPT_PWHASH_MEM, OPT_CLUSTER, OPT_CONFIG),
+     OPTS(OPT_DATA, OPT_USER), NULL, 0, 0, "set a user's password (on stdin); revokes its sessions",
+     "Sets a user's password, read as one line on stdin (asked for without echo on a\n"
+     "terminal), and revokes every session the user has. Recorded in the audit log.",
+     "printf '%s\\n' 'a new long passphrase' | tokend user set-password --data /var/lib/tokend "
+     "--user 10000"},
     {"admin-token create", cmd_admin_token_create,
      OPTS(OPT_DATA, OPT_APP, OPT_LABEL, OPT_CLUSTER, OPT_CONFIG),
      OPTS(OPT_DATA), NULL, 0, 0, "create an admin token; prints it once",

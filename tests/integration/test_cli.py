@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import BIN, Server  # noqa: E402
 
 COMMANDS = ["serve", "app create", "app rotate-key", "user add", "user import", "user show",
-            "admin-token create", "admin-token list", "admin-token revoke", "audit",
+            "user disable", "user enable", "user logout", "user set-password", "admin-token create", "admin-token list", "admin-token revoke", "audit",
             "cluster init", "backup", "restore", "config check", "protoset",
             "version"]
 
@@ -254,6 +254,92 @@ class Packaging(unittest.TestCase):
                     continue
                 dflt = [x for x in p.stdout.splitlines() if x.startswith(name + " ")][0]
                 self.assertEqual(line.split("#")[0].split(), dflt.split("#")[0].split(), name)
+
+
+class UserIncident(unittest.TestCase):
+    """user disable / enable / logout / set-password: what an operator does
+    for a compromised or departing account, against a running server, which
+    sees each change on its next request; each is in the audit log."""
+    PW, NEW = "first-Pass-7319", "second-Pass-2286"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server()
+        cls.srv.create_app("incident")
+        cls.srv.start("--pwhash-ops", "1", "--pwhash-mem", "8")
+        cls.admin = cls.srv.cli("admin-token", "create", "--data", cls.srv.data).stdout.strip()
+        cls.srv.secret(cls.admin)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+
+    def user(self, name):
+        return self.srv.add_user(name, self.PW, pwhash_ops=1, pwhash_mem=8)
+
+    def login(self, uid, password):
+        r = self.srv.request("POST", "/token/id", {"user_id": uid, "password": password})
+        token = r.json()["data"]["token"] if r.status == 200 else None
+        return r.status, self.srv.secret(token)
+
+    def verify(self, token):
+        return self.srv.request("POST", "/token/verify", {"token": token},
+                                headers={"access-token": self.admin}).status
+
+    def run_cli(self, *args, stdin=None):
+        return self.srv.cli(*args, "--data", self.srv.data, stdin=stdin, check=False)
+
+    def test_logout_revokes_every_session_at_once(self):
+        uid = self.user("lou")
+        tokens = [self.login(uid, self.PW)[1] for _ in range(3)]
+        self.assertEqual([self.verify(t) for t in tokens], [200] * 3)
+        p = self.run_cli("user", "logout", "--user", uid)
+        self.assertEqual((p.returncode, p.stdout),
+                         (0, "user %d: 3 sessions revoked (every device logs in again)\n" % uid), p.stderr)
+        self.assertEqual([self.verify(t) for t in tokens], [401] * 3)
+        self.assertEqual(self.login(uid, self.PW)[0], 200)   # may log in again
+
+    def test_disable_then_enable(self):
+        uid = self.user("dana")
+        token = self.login(uid, self.PW)[1]
+        p = self.run_cli("user", "disable", "--user", uid)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("disabled", p.stdout)
+        self.assertEqual(self.verify(token), 401)
+        self.assertEqual(self.login(uid, self.PW)[0], 403)
+        self.assertEqual(self.srv.show_user(uid)["disabled"], "yes")
+        p = self.run_cli("user", "enable", "--user", uid)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.login(uid, self.PW)[0], 200)
+        audit = self.run_cli("audit").stdout
+        self.assertRegex(audit, r"cli\s+user disable\s+user_id=%d" % uid)
+        self.assertRegex(audit, r"cli\s+user enable\s+user_id=%d" % uid)
+
+    def test_set_password(self):
+        uid = self.user("sam")
+        token = self.login(uid, self.PW)[1]
+        self.srv.secret(self.NEW)
+        p = self.run_cli("user", "set-password", "--user", uid, "--pwhash-ops", "1",
+                         "--pwhash-mem", "8", stdin=self.NEW + "\n")
+        self.assertEqual((p.returncode, p.stdout),
+                         (0, "user %d: password set; its sessions are revoked\n" % uid), p.stderr)
+        self.assertEqual(self.verify(token), 401)
+        self.assertEqual(self.login(uid, self.PW)[0], 401)
+        self.assertEqual(self.login(uid, self.NEW)[0], 200)
+        self.assertEqual(self.srv.show_user(uid)["password"].split()[0], "argon2id")
+        # a password the rules refuse, and none at all: exit 2, nothing changed
+        p = self.run_cli("user", "set-password", "--user", uid, stdin="\n")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        p = self.run_cli("user", "set-password", "--user", uid, stdin="")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertEqual(self.login(uid, self.NEW)[0], 200)
+        self.assertNotIn(self.NEW, self.run_cli("audit").stdout)
+
+    def test_an_unknown_user(self):
+        for cmd in (["disable"], ["enable"], ["logout"]):
+            p = self.run_cli("user", *cmd, "--user", 987654)
+            self.assertEqual((p.returncode, p.stdout), (1, ""), p.stderr)
+            self.assertEqual(p.stderr, "tokend: user 987654: not found\n")
 
 
 class ServeWithConfig(unittest.TestCase):
