@@ -145,6 +145,65 @@ static int cmd_app_create(const option_values *ov)
     return 0;
 }
 
+/* app list: the counters of each app, then one line an app. */
+typedef struct {
+    uint64_t app_id, users, sessions, admin_tokens;
+} app_count;
+
+typedef struct {
+    app_count *c;
+    size_t n, cap;
+    uint64_t default_app;
+} app_listing;
+
+static void collect_count(uint64_t app_id, uint64_t users, uint64_t sessions,
+                          uint64_t admin_tokens, void *arg)
+{
+    app_listing *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        app_count *c = realloc(l->c, cap * sizeof *c);
+        if (!c)
+            return;   /* that app is listed with zero counts */
+        l->c = c, l->cap = cap;
+    }
+    l->c[l->n++] = (app_count){app_id, users, sessions, admin_tokens};
+}
+
+static void print_app(const store_app *app, void *arg)
+{
+    app_listing *l = arg;
+    app_count c = {0};
+    for (size_t i = 0; i < l->n; i++)
+        if (l->c[i].app_id == app->app_id)
+            c = l->c[i];
+    printf("%-10llu %-7s %8lld %7d %-4s %10llu %10llu %6llu  %s\n", (unsigned long long)app->app_id,
+           app->app_id == l->default_app ? "yes" : "no", (long long)(app->token_ttl_ms / 1000),
+           app->encrypt_type, app->open_registration ? "yes" : "no", (unsigned long long)c.users,
+           (unsigned long long)c.sessions, (unsigned long long)c.admin_tokens, app->name);
+}
+
+static int cmd_app_list(const option_values *ov)
+{
+    app_listing l = {0};
+    store *st = open_store_of(ov);
+    if (store_default_app(st, &l.default_app) != STORE_OK)
+        l.default_app = 0;
+    int rc = store_app_counts(st, collect_count, &l);
+    if (rc == STORE_OK) {
+        printf("%-10s %-7s %8s %7s %-4s %10s %10s %6s  %s\n", "app_id", "default", "ttl_s", "encrypt",
+               "open", "users", "sessions", "admins", "name");
+        rc = store_apps_each(st, print_app, &l);
+    }
+    store_close(st);
+    free(l.c);
+    if (rc != STORE_OK) {
+        fprintf(stderr, "tokend: cannot list the apps: %s\n", store_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
+
 /* The password is one line on stdin, so it stays out of argv and history. */
 static size_t read_password(char *buf, size_t len)
 {
@@ -646,6 +705,12 @@ static const command commands[] = {
      "Creates an app in the data directory and prints its app_id. The first app is the one\n"
      "used when a request names none (no app_id header).",
      "tokend app create --data /var/lib/tokend --name chat --ttl 86400"},
+    {"app list", cmd_app_list, OPTS(OPT_DATA, OPT_CLUSTER, OPT_CONFIG), OPTS(OPT_DATA), NULL, 0, 0,
+     "list the apps, with their users and sessions",
+     "Prints one line an app: its app_id, whether it is the default (the app of a request\n"
+     "that names none), its token lifetime in seconds, encrypt_type, open registration, its\n"
+     "users, live sessions and admin tokens (counters every write keeps), and its name.",
+     "tokend app list --data /var/lib/tokend"},
     {"app rotate-key", cmd_app_rotate_key, OPTS(OPT_DATA, OPT_APP, OPT_CLUSTER, OPT_CONFIG), OPTS(OPT_DATA), NULL, 0, 0,
      "new token-hash key and app key pair; old sessions keep theirs",
      "Adds a token-hash key to the data directory (new tokens are hashed and push tokens\n"

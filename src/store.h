@@ -113,6 +113,10 @@ const char *store_strerror(int code);
 
 int store_app_create(store *s, store_app *app);              /* sets app->app_id */
 int store_app_get(store *s, uint64_t app_id, store_app **out);
+/* Calls fn for each app in id order, in one read transaction; the app is
+ * fn's only during the call. */
+typedef void (*store_app_fn)(const store_app *app, void *arg);
+int store_apps_each(store *s, store_app_fn fn, void *arg);
 int store_default_app(store *s, uint64_t *app_id);
 
 /* Creates a user, enforcing unique name/phone/email within the app. On

@@ -147,6 +147,33 @@ int store_app_get(store *s, uint64_t app_id, store_app **out)
                    (void **)out);
 }
 
+int store_apps_each(store *s, store_app_fn fn, void *arg)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int r, rc = txn_begin(s, MDB_RDONLY, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    if ((rc = map_rc(mdb_cursor_open(txn, s->db[DB_APPS], &cur))) == STORE_OK) {
+        for (r = mdb_cursor_get(cur, &k, &v, MDB_FIRST); r == MDB_SUCCESS && rc == STORE_OK;
+             r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            store_app *app = tokend__v1__store__app__unpack(NULL, v.mv_size, v.mv_data);
+            if (!app) {
+                rc = STORE_ERR;
+                break;
+            }
+            fn(app, arg);
+            protobuf_c_message_free_unpacked(&app->base, NULL);
+        }
+        if (rc == STORE_OK && r != MDB_NOTFOUND)
+            rc = map_rc(r);
+        mdb_cursor_close(cur);
+    }
+    txn_abort(s, txn);
+    return rc;
+}
+
 int store_default_app(store *s, uint64_t *app_id)
 {
     MDB_txn *txn;

@@ -14,7 +14,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import BIN, Server  # noqa: E402
 
-COMMANDS = ["serve", "app create", "app rotate-key", "user add", "user import", "user show",
+COMMANDS = ["serve", "app create", "app list", "app rotate-key", "user add", "user import", "user show",
             "user disable", "user enable", "user logout", "user set-password", "admin-token create", "admin-token list", "admin-token revoke", "audit",
             "cluster init", "backup", "restore", "config check", "protoset",
             "version"]
@@ -254,6 +254,39 @@ class Packaging(unittest.TestCase):
                     continue
                 dflt = [x for x in p.stdout.splitlines() if x.startswith(name + " ")][0]
                 self.assertEqual(line.split("#")[0].split(), dflt.split("#")[0].split(), name)
+
+
+class AppList(unittest.TestCase):
+    def test_each_app_with_its_counts(self):
+        srv = Server()
+        try:
+            chat = srv.create_app("chat", ttl=3600)
+            push = srv.create_app("push svc")
+            for name in ("ann", "ben"):
+                srv.add_user(name, "a-Long-password-1", app=chat, pwhash_ops=1, pwhash_mem=8)
+            srv.cli("admin-token", "create", "--data", srv.data, "--app", push)
+            srv.start("--pwhash-ops", "1", "--pwhash-mem", "8")
+            r = srv.request("POST", "/token/user", {"name": "ann", "password": "a-Long-password-1"},
+                            headers={"app_id": str(chat)})
+            self.assertEqual(r.status, 200, r.body)
+            srv.secret(r.json()["data"]["token"])
+            p = srv.cli("app", "list", "--data", srv.data)
+            lines = p.stdout.splitlines()
+            self.assertEqual(lines[0].split(), ["app_id", "default", "ttl_s", "encrypt", "open",
+                                                "users", "sessions", "admins", "name"])
+            rows = [line.split(None, 8) for line in lines[1:]]
+            self.assertEqual([r[0] for r in rows], [str(chat), str(push)])
+            self.assertEqual(rows[0][1:3] + rows[0][5:], ["yes", "3600", "2", "1", "0", "chat"])
+            self.assertEqual(rows[1][1:2] + rows[1][5:], ["no", "0", "0", "1", "push svc"])
+        finally:
+            srv.stop()
+        empty = tempfile.mkdtemp()
+        try:
+            p = tokend("app", "list", "--data", empty)
+            self.assertEqual((p.returncode, len(p.stdout.splitlines())), (0, 1), p.stderr)
+        finally:
+            import shutil
+            shutil.rmtree(empty, ignore_errors=True)
 
 
 class UserIncident(unittest.TestCase):
