@@ -49,9 +49,17 @@ static store *open_store_cluster(const char *dir, size_t mapsize, const char *ur
     return st;
 }
 
+/* A command's store: with --cluster, caught up first, so that what it reads
+ * (the user it changes, the list it prints) is the cluster's, not what this
+ * directory last saw. */
 static store *open_store_of(const option_values *ov)
 {
-    return open_store_cluster(options_text(ov, OPT_DATA), 0, options_text(ov, OPT_CLUSTER), 0);
+    store *st = open_store_cluster(options_text(ov, OPT_DATA), 0, options_text(ov, OPT_CLUSTER), 0);
+    int rc = store_catch_up(st);
+    if (rc != STORE_OK)
+        fprintf(stderr, "tokend: cluster: cannot catch up with the cluster (%s): this directory "
+                "is read as it stands\n", store_strerror(rc));
+    return st;
 }
 
 static int cmd_serve(const option_values *ov)

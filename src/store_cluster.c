@@ -626,6 +626,15 @@ int store_replica_detach(store *s)
     return rc;
 }
 
+int store_catch_up(store *s)
+{
+    MDB_txn *txn;
+    if (!s->cluster)
+        return STORE_OK;
+    int rc = txn_begin(s, 0, &txn);   /* a write's start: the catch-up, under the cluster's lock */
+    return rc == STORE_OK ? txn_end(txn, STORE_OK) : rc;
+}
+
 int store_wait_fresh(store *s, pool_job *job)
 {
     return s->cluster ? cluster_wait(s->cluster, job) : -1;

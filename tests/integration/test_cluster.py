@@ -173,8 +173,22 @@ class Cluster(unittest.TestCase):
         uid2 = int(one.cli("user", "add", "--data", one.data, "--cluster", self.pg.url, "--name",
                            "erin", "--pwhash-ops", "1", "--pwhash-mem", "1", stdin=PW + "\n").stdout)
         self.assertEqual(uid2, uid + 1)
+        erins = []
         for n in self.nodes[:3]:
-            self.assertEqual(self.login(n, user_id=uid2).status, 200)
+            r = self.login(n, user_id=uid2)
+            self.assertEqual(r.status, 200)
+            erins.append(n.secret(r.json()["data"]["token"]))
+        # An incident command from the separate directory: every node stops
+        # taking erin's tokens within a second.
+        out = d.cli("user", "logout", "--data", d.data, "--cluster", self.pg.url,
+                    "--user", uid2).stdout
+        self.assertEqual(out, "user %d: 3 sessions revoked (every device logs in again)\n" % uid2)
+        t0 = time.monotonic()
+        for n in self.nodes[:3]:
+            for tok in erins:
+                while self.verify(n, tok).status != 401:
+                    self.assertLess(time.monotonic() - t0, 1.0, "the logout took over 1 s")
+                    time.sleep(0.005)
 
     def test_05_one_name_one_winner(self):
         results = []
