@@ -74,20 +74,24 @@ const char *grpc_frame_inflate(grpc_encoding enc, const char *in, size_t len, ui
     z_stream z = {0};
     const char *why = NULL;
     *out_len = 0;
-    *st = ST_INTERNAL;
-    if (enc == GRPC_ENCODING_IDENTITY)
+    if (enc == GRPC_ENCODING_IDENTITY) {
+        *st = ST_INTERNAL;
         return "compressed gRPC message without a grpc-encoding header: name gzip or deflate";
+    }
     if (enc != GRPC_ENCODING_GZIP && enc != GRPC_ENCODING_DEFLATE) {
         *st = ST_UNIMPLEMENTED;
         return "this grpc-encoding is not supported: compress with gzip or deflate, or not at all";
     }
-    if (len > UINT_MAX)
+    if (len > UINT_MAX) {
+        *st = ST_INTERNAL;
         return bad;
+    }
     /* windowBits: 15, the largest window, with 16 added for a gzip header */
     if (inflateInit2(&z, enc == GRPC_ENCODING_GZIP ? 16 + MAX_WBITS : MAX_WBITS) != Z_OK) {
         *st = ST_RESOURCE_EXHAUSTED;
         return "out of memory";
     }
+    status_code code = ST_INTERNAL;
     z.next_in = (Bytef *)(uintptr_t)in;
     z.avail_in = (uInt)len;
     for (;;) {
@@ -96,8 +100,8 @@ const char *grpc_frame_inflate(grpc_encoding enc, const char *in, size_t len, ui
         z.avail_out = room > UINT_MAX ? UINT_MAX : (uInt)room;
         int rc = inflate(&z, Z_NO_FLUSH);
         if (z.total_out > cap || (rc == Z_BUF_ERROR && out && done == cap && z.avail_in)) {
-            *st = ST_RESOURCE_EXHAUSTED;
-            why = "gRPC message is larger than --max-body once decompressed";
+            code = ST_RESOURCE_EXHAUSTED;
+            why = "gRPC messages are larger than --max-body once decompressed";
             break;
         }
         if (rc == Z_STREAM_END) {
@@ -106,13 +110,15 @@ const char *grpc_frame_inflate(grpc_encoding enc, const char *in, size_t len, ui
         }
         if (rc != Z_OK) {   /* Z_BUF_ERROR: truncated; Z_DATA_ERROR, Z_NEED_DICT */
             if (rc == Z_MEM_ERROR)
-                *st = ST_RESOURCE_EXHAUSTED;
+                code = ST_RESOURCE_EXHAUSTED;
             why = rc == Z_MEM_ERROR ? "out of memory" : bad;
             break;
         }
     }
     *out_len = z.total_out;
     inflateEnd(&z);
+    if (why)
+        *st = code;
     return why;
 }
 

@@ -58,7 +58,8 @@ grpc_encoding grpc_encoding_of(const char *s, size_t len);
  * large allocation. *out_len: the inflated size. A message that is not
  * exactly one whole gzip member (or zlib stream) is INTERNAL, as gRPC has
  * it for a message that does not decompress; an encoding tokend does not
- * read is UNIMPLEMENTED, and a compressed message without one INTERNAL. */
+ * read is UNIMPLEMENTED, and a compressed message without one INTERNAL.
+ * *st is set only when it fails. */
 const char *grpc_frame_inflate(grpc_encoding enc, const char *in, size_t len, uint8_t *out,
                                size_t cap, size_t *out_len, status_code *st);
 

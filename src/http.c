@@ -570,12 +570,14 @@ static const char *grpc_body(h2o_req_t *req, int form, h2o_iovec_t *body)
 }
 
 /* The message a frame carries: a compressed one inflated into the
- * request's pool, measured first so that it takes at most --max-body
- * bytes. An encoding tokend does not read is refused naming those it does
+ * request's pool, measured first against *budget, the bytes the request's
+ * messages may still take once inflated (--max-body for them all, as for a
+ * body: a stream of 100 messages cannot hold 100 of them). An encoding
+ * tokend does not read is refused naming those it does
  * (grpc-accept-encoding), as gRPC has it. grpc-encoding is looked up only
  * here, for a compressed message, not by read_headers for every request. */
-static const char *grpc_plain(h2o_req_t *req, const tokend_config *cfg, int compressed,
-                              h2o_iovec_t *msg, status_code *st)
+static const char *grpc_plain(h2o_req_t *req, size_t *budget, int compressed, h2o_iovec_t *msg,
+                              status_code *st)
 {
     if (!compressed)
         return NULL;
@@ -584,11 +586,13 @@ static const char *grpc_plain(h2o_req_t *req, const tokend_config *cfg, int comp
                               : grpc_encoding_of(req->headers.entries[i].value.base,
                                                  req->headers.entries[i].value.len);
     size_t n;
-    const char *why = grpc_frame_inflate(enc, msg->base, msg->len, NULL, config_max_body(cfg), &n, st);
+    const char *why = grpc_frame_inflate(enc, msg->base, msg->len, NULL, *budget, &n, st);
     if (!why) {
         uint8_t *out = h2o_mem_alloc_pool(&req->pool, n + 1);
-        if (!(why = grpc_frame_inflate(enc, msg->base, msg->len, out, n + 1, &n, st)))
+        if (!(why = grpc_frame_inflate(enc, msg->base, msg->len, out, n + 1, &n, st))) {
             *msg = h2o_iovec_init(out, n);
+            *budget -= n;
+        }
     }
     if (why && *st == ST_UNIMPLEMENTED)
         add_header_str(req, "grpc-accept-encoding", H2O_STRLIT(GRPC_ACCEPT_ENCODING));
@@ -602,10 +606,11 @@ static const char *grpc_unframe(h2o_req_t *req, const tokend_config *cfg, int fo
     h2o_iovec_t body;
     const char *why = grpc_body(req, form, &body), *p;
     int compressed = 0;
+    size_t budget = config_max_body(cfg);
     *st = ST_INVALID_ARGUMENT;
     if (!why && !(why = grpc_frame_unary(body.base, body.len, &p, &msg->len, &compressed, st))) {
         msg->base = (char *)p;
-        why = grpc_plain(req, cfg, compressed, msg, st);
+        why = grpc_plain(req, &budget, compressed, msg, st);
     }
     return why;
 }
@@ -700,6 +705,7 @@ static void serve_stream(http_handler *h, h2o_req_t *req, const req_headers *hdr
     status_code st = ST_OK;
     const char *why = read_metadata(h->ctx->config, hdrs, o, &sc.call);
     int count = 0;
+    size_t budget = config_max_body(h->ctx->config);   /* inflated, for all its messages */
 
     if (!why)
         why = grpc_body(req, form, &body);
@@ -715,7 +721,7 @@ static void serve_stream(http_handler *h, h2o_req_t *req, const req_headers *hdr
         if ((why = grpc_frame_next(body.base, body.len, &off, &msg, &msg_len, &compressed, &st)) != NULL)
             break;
         h2o_iovec_t m = h2o_iovec_init(msg, msg_len);
-        if ((why = grpc_plain(req, h->ctx->config, compressed, &m, &st)) != NULL)
+        if ((why = grpc_plain(req, &budget, compressed, &m, &st)) != NULL)
             break;
         msg = m.base, msg_len = m.len;
         ProtobufCMessage *in = protobuf_c_message_unpack(rpc->method->input, NULL, msg_len,

@@ -242,6 +242,8 @@ static void report_line(option_error_fn *report, void *arg, const char *path, in
     int n = !path ? 0   /* the command line: the reporter names tokend */
             : line ? snprintf(msg, sizeof msg, "%s:%d: ", path, line)
                    : snprintf(msg, sizeof msg, "%s: ", path);
+    if (n < 0 || (size_t)n >= sizeof msg)   /* a path longer than the message: cut */
+        n = (int)sizeof msg - 1;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);

@@ -1133,12 +1133,21 @@ static int check_backup(const char *from, char *err, size_t errlen)
         rc = mdb_get(txn, meta, &k, &v);
     if (rc == 0 && v.mv_size != CRYPTO_KEY_BYTES)
         rc = MDB_CORRUPTED;
+    /* A backup a later build made: refused before anything is replaced. */
+    uint64_t layout = 0;
+    MDB_val lk = {strlen(LAYOUT_KEY), LAYOUT_KEY}, lv;
+    if (rc == 0 && mdb_get(txn, meta, &lk, &lv) == 0)
+        layout = lv.mv_size == 8 ? get_u64(lv.mv_data) : UINT64_MAX;
     if (txn)
         mdb_txn_abort(txn);
     mdb_env_close(env);
     if (rc != 0)
         snprintf(err, errlen, "%s is not a tokend backup (%s)", from, mdb_strerror(rc));
-    return rc == 0 ? 0 : -1;
+    else if (layout > STORE_LAYOUT)
+        snprintf(err, errlen, "%s was made by a later tokend (data layout %llu; this one reads "
+                 "layout %d): restore it with that version", from, (unsigned long long)layout,
+                 STORE_LAYOUT);
+    return rc == 0 && layout <= STORE_LAYOUT ? 0 : -1;
 }
 
 static int copy_file(const char *from, const char *to, char *err, size_t errlen)

@@ -82,18 +82,18 @@ static void frames(const char *body, size_t len)
 static void inflate_one(grpc_encoding enc, const char *in, size_t len, size_t cap)
 {
     size_t n = 12345, m = 54321;
-    status_code st = ST_OK;
+    status_code st = ST_OK;   /* left as it is unless it fails */
     const char *why = grpc_frame_inflate(enc, in, len, NULL, cap, &n, &st);
     if (why) {
         CHECK(why[0] && (st == ST_INTERNAL || st == ST_RESOURCE_EXHAUSTED));
         CHECK(st != ST_RESOURCE_EXHAUSTED || n > cap);
         return;
     }
-    CHECK(n <= cap);
+    CHECK(n <= cap && st == ST_OK);
     uint8_t *out = malloc(n + 1);
     if (!out)
         return;
-    CHECK(grpc_frame_inflate(enc, in, len, out, n + 1, &m, &st) == NULL && m == n);
+    CHECK(grpc_frame_inflate(enc, in, len, out, n + 1, &m, &st) == NULL && m == n && st == ST_OK);
     free(out);
 }
 

@@ -203,6 +203,18 @@ class ConfigCheck(unittest.TestCase):
                 self.assertIn(text, line)
             self.assertEqual(errs[-1], "tokend: %s: %d errors" % (path, len(want)))
 
+    def test_a_long_path_is_cut_not_overrun(self):
+        # The message's room is 512 bytes: a longer path is cut, not written past it.
+        with tempfile.TemporaryDirectory() as d:
+            deep = os.path.join(d, *["x" * 200] * 4)
+            os.makedirs(deep)
+            path = write(deep, "max-body 1\n")
+            p = tokend("config", "check", path)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            first = p.stderr.splitlines()[0]
+            self.assertTrue(first.startswith("tokend: " + path[:400]), first)
+            self.assertLessEqual(len(first), len("tokend: ") + 511)
+
     def test_missing_file(self):
         p = tokend("config", "check", "/nonexistent/tokend.conf")
         self.assertEqual(p.returncode, 1)

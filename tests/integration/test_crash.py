@@ -315,6 +315,18 @@ class StartRefusals(unittest.TestCase):
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertNotEqual(p.stdout.strip(), str(app))
+        # A backup of a later layout: restore refuses it before replacing anything.
+        later = os.path.join(self.tmp, "later")
+        shutil.copytree(data, later)
+        ls.load_lmdb(later, "meta", [(b"layout", ls.u64(7))])
+        backup = os.path.join(self.tmp, "later.mdb")
+        shutil.copyfile(os.path.join(later, "data.mdb"), backup)
+        before = ls.dump_lmdb(data)
+        p = subprocess.run([harness.BIN, "restore", "--from", backup, "--data", data, "--force"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("was made by a later tokend (data layout 7", p.stderr)
+        self.assertEqual(ls.dump_lmdb(data), before, "the refused restore changed the directory")
 
     def test_data_under_proc(self):
         serve_refused(self, "/proc/tokend-crash-test/data", "a path under /proc")

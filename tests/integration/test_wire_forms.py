@@ -272,7 +272,16 @@ class GrpcWeb(Base):
         self.assertLess(len(bomb), 64 << 10)
         r = self.grpc_web(path, raw=ws.frame(bomb, flag=1), headers={"grpc-encoding": "gzip"})
         self.assert_grpc_web_error(
-            r, 8, "gRPC message is larger than --max-body once decompressed")
+            r, 8, "gRPC messages are larger than --max-body once decompressed")
+        # what inflates but does not decode is the caller's mistake, as it is plain
+        check = "/grpc.health.v1.Health/Check"
+        for body in (b"\x0a\x05ab", b"\x0a\x02\xff\xfe"):
+            plain = self.grpc_web(check, raw=ws.frame(body))
+            packed = self.grpc_web(check, raw=ws.frame(gzip_of(body), flag=1),
+                                   headers={"grpc-encoding": "gzip"})
+            self.assertEqual(packed.body, plain.body)
+            self.assertTrue(plain.body.endswith(b"\r\n") and b"grpc-status:3\r\n" in plain.body,
+                            plain.body)
         # a streaming call reads them too
         watch = "/grpc.health.v1.Health/Watch"
         hc = PB.health.HealthCheckRequest(service="tokend.v1.Tokend").SerializeToString()
@@ -280,6 +289,14 @@ class GrpcWeb(Base):
         self.assertEqual(r.body, ws.frame(HEALTH_OK) + OK_TRAILER)
         r = self.grpc_web(watch, raw=ws.frame(hc[:-1], flag=1), headers={"grpc-encoding": "gzip"})
         self.assert_grpc_web_error(r, 13, BAD)
+        # --max-body (64 KiB here) bounds all of a stream's messages inflated,
+        # not each: one of 40 KB is taken, two are refused
+        padded = hc + b"\xa2\x06" + bytes([0xc0, 0xb8, 0x02]) + bytes(40000)  # field 100
+        one = ws.frame(gzip_of(padded), flag=1)
+        r = self.grpc_web(watch, raw=one, headers={"grpc-encoding": "gzip"})
+        self.assertEqual(r.body, ws.frame(HEALTH_OK) + OK_TRAILER)
+        r = self.grpc_web(watch, raw=one + one, headers={"grpc-encoding": "gzip"})
+        self.assert_grpc_web_error(r, 8, "gRPC messages are larger than --max-body once decompressed")
         # and the server is fine
         self.assertEqual(self.grpc_web("/grpc.health.v1.Health/Check").body,
                          b"\x00\x00\x00\x00\x02\x08\x01" + OK_TRAILER)
