@@ -116,6 +116,11 @@ static void send_body(h2o_req_t *req, int status, const char *content_type, cons
     add_header(req, H2O_TOKEN_CONTENT_TYPE, content_type);
     /* Credentials travel in headers, never cookies: any origin may call. */
     add_header(req, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, "*");
+    /* Replies carry tokens, keys and users' details: no cache, shared or
+     * the browser's, may keep one (RFC 9111 5.2.2.5; RFC 6749 5.1 asks it
+     * of token replies). Native gRPC is never cached; its replies go
+     * without. */
+    add_header(req, H2O_TOKEN_CACHE_CONTROL, "no-store");
     if (h2_reply_send(req, h2o_iovec_init(body, len), NULL, 0) != 0)
         h2o_send_inline(req, body, len);
 }

@@ -144,6 +144,7 @@ class H2Replies(unittest.TestCase):
         self.assertEqual(h["content-type"], ctype, what)
         self.assertEqual(h["content-length"], str(len(frames[1][3])), what)
         self.assertEqual(h["access-control-allow-origin"], "*", what)
+        self.assertEqual(h["cache-control"], "no-store", what)   # tokens, keys, users' details
         return h, frames[1][3]
 
     def test_json_replies(self):
@@ -158,8 +159,8 @@ class H2Replies(unittest.TestCase):
             self.assertEqual(reply["code"], 200, what)
             self.assertEqual(reply["data"]["user_id"], 10000, what)
             self.assertEqual(sorted(h), sorted([":status", "server", "date", "content-type",
-                                                "access-control-allow-origin", "x-request-id",
-                                                "content-length"]), what)
+                                                "access-control-allow-origin", "cache-control",
+                                                "x-request-id", "content-length"]), what)
             if extra:
                 self.assertEqual(h["x-request-id"], "client-%d" % i, what)
             ids.append(h["x-request-id"])

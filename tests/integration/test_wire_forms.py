@@ -112,6 +112,7 @@ class Base:
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.header("content-type"), GRPC_WEB, r.headers)
         self.assertEqual(r.header("access-control-allow-origin"), "*", r.headers)
+        self.assertEqual(r.header("cache-control"), "no-store", r.headers)
         self.assertEqual(set(r.header("access-control-expose-headers", "").split(",")),
                          {"grpc-status", "grpc-message", "x-request-id"}, r.headers)
         return r
@@ -124,6 +125,7 @@ class Base:
             message = message.SerializeToString()
         r = self.req(method, path, message, headers, ct)
         self.assertEqual(r.header("content-type"), PROTO, r)
+        self.assertEqual(r.header("cache-control"), "no-store", r.headers)
         return r
 
     def assert_proto_error(self, r, http_status, code, message):
@@ -136,6 +138,7 @@ class Base:
     def json(self, method, path, body=None, headers=None):
         r = self.req(method, path, body, headers)
         self.assertTrue(r.header("content-type", "").startswith("application/json"), r)
+        self.assertEqual(r.header("cache-control"), "no-store", r.headers)  # tokens, keys, users
         env = r.json()
         self.assertEqual(env["code"], r.status, env)
         return r.status, env
