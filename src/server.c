@@ -42,6 +42,7 @@ typedef struct server_loop {
     h2o_multithread_receiver_t jobs;    /* pool jobs coming back to this loop */
     h2o_multithread_receiver_t wakeup;  /* shutdown */
     h2o_accept_ctx_t accept;
+    h2o_accept_ctx_t accept_proxied;    /* the same, a PROXY line first (--proxy-protocol) */
     h2o_socket_t *listener;
     int fd;                             /* the listener, opened before the thread */
     unsigned inflight;                  /* calls answered not yet: shutdown waits */
@@ -132,6 +133,19 @@ static void on_conn_close(void *data)
     METRIC_ADD(t->metrics->conns, -1);
 }
 
+/* With --proxy-protocol v1, a balancer among --trusted-proxies may open a
+ * connection with a PROXY line naming the client, which h2o then takes as
+ * the connection's peer (without one, the balancer itself is the peer: its
+ * own health checks); anyone else's first bytes are HTTP, a PROXY line a
+ * bad request. */
+static int proxied(server_loop *t, h2o_socket_t *sock)
+{
+    const tokend_config *cfg = t->server->ctx->config;
+    struct sockaddr_storage sa;
+    return cfg->proxy_protocol && h2o_socket_getpeername(sock, (struct sockaddr *)&sa) &&
+           proxies_trusts(&cfg->trusted_proxies, (struct sockaddr *)&sa);
+}
+
 /* Beyond max_conns a new connection is closed at once: a flood of idle
  * connections cannot starve the process of descriptors or memory. */
 static void on_accept(h2o_socket_t *listener, const char *err)
@@ -148,7 +162,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     METRIC_ADD(t->metrics->conns, 1);
     sock->on_close.cb = on_conn_close;
     sock->on_close.data = t;
-    h2o_accept(&t->accept, sock);
+    h2o_accept(proxied(t, sock) ? &t->accept_proxied : &t->accept, sock);
 }
 
 /* The metrics port: few connections (a scraper), not counted as clients'. */
@@ -196,6 +210,8 @@ static void *run_thread(void *arg)
     t->accept.ctx = &t->h2o;
     t->accept.hosts = s->h2o.hosts;
     t->accept.ssl_ctx = s->ssl;
+    t->accept_proxied = t->accept;
+    t->accept_proxied.expect_proxy_line = 1;
     t->listener = h2o_evloop_socket_create(loop, t->fd, H2O_SOCKET_FLAG_DONT_READ);
     t->listener->data = t;
     h2o_socket_read_start(t->listener, on_accept);

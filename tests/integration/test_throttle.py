@@ -4,7 +4,8 @@
 with Retry-After (gRPC: RESOURCE_EXHAUSTED) before any hashing; an honest user
 at another address is not locked out; and the bucket refills, so an account
 is slowed, never locked for good. Behind --trusted-proxies, the address is
-the client's that the proxy forwards in X-Forwarded-For.
+the client's that the proxy forwards in X-Forwarded-For, or (--proxy-protocol
+v1) names in the PROXY line an L4 balancer opens its connection with.
 
 Loopback has many addresses (127.0.0.0/8): binding the client to 127.0.0.2
 makes it another client as far as the server can tell."""
@@ -175,6 +176,119 @@ class BehindProxies(unittest.TestCase):
         self.assertEqual(p.stderr.strip().splitlines(),
                          ['tokend: bad value for --trusted-proxies: "10.0.0.0/33": '
                           'the prefix length must be 0 to 32'])
+
+
+class ProxyRelay:
+    """An L4 balancer on loopback: accepts on 127.0.0.1, connects to the
+    server from `source`, opens with a PROXY v1 line naming `client`, then
+    relays bytes both ways."""
+    def __init__(self, port, source, client):
+        import socket
+        import threading
+        self.port, self.source, self.client = port, source, client
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        import socket
+        import threading
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            u = socket.socket()
+            u.bind((self.source, 0))
+            u.connect(("127.0.0.1", self.port))
+            u.sendall(b"PROXY TCP4 %s 127.0.0.1 40000 %d\r\n" % (self.client.encode(), self.port))
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pipe(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(2)
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+
+
+class ProxyProtocol(unittest.TestCase):
+    """--proxy-protocol v1: an L4 balancer among --trusted-proxies opens each
+    connection with a PROXY line; the client it names is the connection's
+    peer for the throttle and the log, over HTTP/1.1, h2c and native gRPC."""
+    BALANCER = "127.0.0.2"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server()
+        cls.srv.create_app("a")
+        cls.uid = cls.srv.add_user("finn", PW, pwhash_ops=1, pwhash_mem=8)
+        cls.srv.start(*LOW, "--throttle-account", "100", "--throttle-address", "3",
+                      "--trusted-proxies", cls.BALANCER, "--proxy-protocol", "v1")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+
+    def test_each_client_behind_the_balancer(self):
+        import grpc
+        import http.client
+        a = ProxyRelay(self.srv.port, self.BALANCER, "198.51.100.20")
+        b = ProxyRelay(self.srv.port, self.BALANCER, "198.51.100.21")
+        try:
+            def login(relay, name="nobody", password="bad-guess-pw"):
+                host, port = relay.addr.split(":")
+                conn = http.client.HTTPConnection(host, int(port), timeout=10)
+                conn.request("POST", "/token/user", body=('{"name":"%s","password":"%s"}' % (name, password)),
+                             headers={"content-type": "application/json"})
+                status = conn.getresponse().status
+                conn.close()
+                return status
+            self.assertEqual([login(a) for _ in range(3)], [401] * 3)
+            self.assertEqual(login(a), 429)
+            self.assertEqual(login(b), 401)          # its own bucket
+            self.assertEqual(login(b, "finn", PW), 200)
+            # native gRPC through the balancer: the same client, throttled too
+            with grpc.insecure_channel(b.addr, options=[("grpc.enable_http_proxy", 0)]) as ch:
+                call = ch.unary_unary("/grpc.health.v1.Health/Check",
+                                      request_serializer=lambda x: x, response_deserializer=lambda x: x)
+                self.assertEqual(call(b"", timeout=10), b"\x08\x01")
+            import re
+            grpc_line = re.compile(r'"rpc":"grpc.health.v1.Health/Check","protocol":"grpc".*'
+                                   r'"client":"198.51.100.21"')
+            deadline = time.monotonic() + 10   # the log thread writes a moment later
+            while not grpc_line.search(self.srv.logs()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertRegex(self.srv.logs(), grpc_line)
+            self.assertIn('"client":"198.51.100.20"', self.srv.logs())
+        finally:
+            a.close()
+            b.close()
+
+    def test_a_peer_not_trusted_cannot_send_one(self):
+        import socket
+        s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=10)
+        s.sendall(b"PROXY TCP4 203.0.113.1 127.0.0.1 1 2\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 400 "))
+        s.close()
+        # and the balancer without a line is itself the client (its health checks)
+        r = self.srv.request("GET", "/healthz", source=self.BALANCER)
+        self.assertEqual(r.status, 200)
 
 
 class Refill(unittest.TestCase):
