@@ -940,7 +940,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     req_headers hdrs;
     read_headers(req, &hdrs);
     http_obs_begin(obs, req, hdrs.v[H_REQUEST_ID], m, h->router);
-    if (h->ctx->config->trusted_proxies.n)
+    /* Behind L4 balancers (--proxy-protocol) the bytes after a PROXY line,
+     * or on a connection without one, are the client's own: its
+     * X-Forwarded-For names nothing. */
+    if (h->ctx->config->trusted_proxies.n && !h->ctx->config->proxy_protocol)
         forwarded_client(req, &h->ctx->config->trusted_proxies, obs);
     if (h->metrics && is_metrics_path(req) &&
         h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {

@@ -49,17 +49,9 @@ static store *open_store_cluster(const char *dir, size_t mapsize, const char *ur
     return st;
 }
 
-/* A command's store: with --cluster, caught up first, so that what it reads
- * (the user it changes, the list it prints) is the cluster's, not what this
- * directory last saw. */
 static store *open_store_of(const option_values *ov)
 {
-    store *st = open_store_cluster(options_text(ov, OPT_DATA), 0, options_text(ov, OPT_CLUSTER), 0);
-    int rc = store_catch_up(st);
-    if (rc != STORE_OK)
-        fprintf(stderr, "tokend: cluster: cannot catch up with the cluster (%s): this directory "
-                "is read as it stands\n", store_strerror(rc));
-    return st;
+    return open_store_cluster(options_text(ov, OPT_DATA), 0, options_text(ov, OPT_CLUSTER), 0);
 }
 
 static int cmd_serve(const option_values *ov)
@@ -379,7 +371,11 @@ static int change_user(const option_values *ov, const char *action, user_change 
     store_audit entry;
     store_user *u = NULL;
     store *st = open_store_of(ov);
-    int rc = store_user_get(st, id, &u);
+    /* With --cluster, the user as the cluster has it, not as this directory
+     * last saw it (the change's own write would catch up only after). */
+    int rc = store_catch_up(st);
+    if (rc == STORE_OK)
+        rc = store_user_get(st, id, &u);
     if (rc == STORE_OK) {
         snprintf(detail, sizeof detail, "user_id=%llu", (unsigned long long)id);
         rc = change(st, u, audit_cli(&entry, u->app_id, action, detail), arg, done, sizeof done);
@@ -718,7 +714,8 @@ static const command commands[] = {
      "list the apps, with their users and sessions",
      "Prints one line an app: its app_id, whether it is the default (the app of a request\n"
      "that names none), its token lifetime in seconds, encrypt_type, open registration, its\n"
-     "users, live sessions and admin tokens (counters every write keeps), and its name.",
+     "users, sessions (expired ones count until purged) and admin tokens (counters every\n"
+     "write keeps), and its name.",
      "tokend app list --data /var/lib/tokend"},
     {"app rotate-key", cmd_app_rotate_key, OPTS(OPT_DATA, OPT_APP, OPT_CLUSTER, OPT_CONFIG), OPTS(OPT_DATA), NULL, 0, 0,
      "new token-hash key and app key pair; old sessions keep theirs",

@@ -241,16 +241,24 @@ static void report_line(option_error_fn *report, void *arg, const char *path, in
 static void report_line(option_error_fn *report, void *arg, const char *path, int line,
                         const char *fmt, ...)
 {
-    char msg[512];
-    int n = !path ? 0   /* the command line: the reporter names tokend */
-            : line ? snprintf(msg, sizeof msg, "%s:%d: ", path, line)
-                   : snprintf(msg, sizeof msg, "%s: ", path);
-    if (n < 0 || (size_t)n >= sizeof msg)   /* a path longer than the message: cut */
-        n = (int)sizeof msg - 1;
+    char text[384], msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    if (!path) {   /* the command line: the reporter names tokend */
+        report(arg, text);
+        return;
+    }
+    /* What went wrong is kept whole; a path too long for the rest loses
+     * its start, not its end (the file's name). */
+    size_t room = sizeof msg - strlen(text) - 24, plen = strlen(path);
+    const char *cut = plen > room ? "..." : "";
+    const char *tail = plen > room ? path + plen - (room - 3) : path;
+    if (line)
+        snprintf(msg, sizeof msg, "%s%s:%d: %s", cut, tail, line, text);
+    else
+        snprintf(msg, sizeof msg, "%s%s: %s", cut, tail, text);
     report(arg, msg);
 }
 

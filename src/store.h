@@ -271,9 +271,9 @@ int store_cluster_join(store *s, const char *url, int flags, char *err, size_t e
 int store_cluster_init(store *s, const char *url, char *msg, size_t msglen);
 void store_cluster_leave(store *s);
 /* Brings a joined replica up to the cluster's newest change, as every write
- * does first, so that what is read next holds what any node wrote (a
- * command's reads; a server's feed does this on its own). STORE_OK at once
- * when not joined; STORE_UNAVAILABLE when the database is not reachable. */
+ * does first (under the cluster's write lock, so: for a command about to
+ * write, not for a read), so that what is read next holds what any node
+ * wrote. STORE_OK at once when not joined. */
 int store_catch_up(store *s);
 int store_clustered(const store *s);
 /* 1 if the data directory is a replica of a cluster (whether joined or

@@ -290,6 +290,26 @@ class ProxyProtocol(unittest.TestCase):
         r = self.srv.request("GET", "/healthz", source=self.BALANCER)
         self.assertEqual(r.status, 200)
 
+    def test_behind_l4_balancers_x_forwarded_for_is_not_read(self):
+        # After PROXY UNKNOWN, or without a line, the bytes are the client's:
+        # its X-Forwarded-For would be its own word.
+        import socket
+        for i, line in enumerate((b"PROXY UNKNOWN\r\n", b"")):
+            s = socket.socket()
+            s.bind((self.BALANCER, 0))
+            s.connect(("127.0.0.1", self.srv.port))
+            s.sendall(line + b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.66\r\n"
+                      b"x-request-id: l4-%d\r\nConnection: close\r\n\r\n" % i)
+            self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 200 "))
+            s.close()
+        deadline = time.monotonic() + 10
+        while '"request_id":"l4-1"' not in self.srv.logs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lines = [x for x in self.srv.logs().splitlines() if '"request_id":"l4-' in x]
+        self.assertEqual(len(lines), 2, lines)
+        for x in lines:
+            self.assertIn('"client":"%s"' % self.BALANCER, x)
+
 
 class Refill(unittest.TestCase):
     def test_bucket_refills_so_the_account_is_only_slowed(self):
