@@ -940,7 +940,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     req_headers hdrs;
     read_headers(req, &hdrs);
     http_obs_begin(obs, req, hdrs.v[H_REQUEST_ID], m, h->router);
-    /* Behind L4 balancers (--proxy-protocol) the bytes after a PROXY line,
+    /* Behind L4 balancers (--proxy-protocol) the bytes after a PROXY header,
      * or on a connection without one, are the client's own: its
      * X-Forwarded-For names nothing. */
     if (h->ctx->config->trusted_proxies.n && !h->ctx->config->proxy_protocol)

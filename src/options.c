@@ -86,9 +86,9 @@ const option_spec options[OPT_COUNT] = {
                              "proxies in front (CIDR networks or addresses): a request they pass "
                              "on is known by its X-Forwarded-For client (throttle, logs)",
                              "10.0.0.0/8,127.0.0.1"},
-    [OPT_PROXY_PROTOCOL] = {"proxy-protocol", OPT_TEXT, "off|v1", 0, 0, 0, "off", F,
-                            "v1: connections from --trusted-proxies (L4 balancers) may open with "
-                            "a PROXY protocol v1 line naming the client", "v1"},
+    [OPT_PROXY_PROTOCOL] = {"proxy-protocol", OPT_TEXT, "off|on", 0, 0, 0, "off", F,
+                            "on: connections from --trusted-proxies (L4 balancers) may open with "
+                            "a PROXY protocol header naming the client, v1 or v2", "on"},
 
     [OPT_APP] = {"app", OPT_NUMBER, "APP_ID", 1, UINT64_MAX, 0, NULL, 0,
                  "the app (default: the data directory's first app)", "1"},
@@ -437,11 +437,12 @@ int options_to_config(const option_values *ov, tokend_config *cfg, option_error_
         return 1;
     }
     const char *pp = options_text(ov, OPT_PROXY_PROTOCOL);
-    cfg->proxy_protocol = strcmp(pp, "v1") == 0;
+    /* v1 and v2 were this option's values before: either now reads both */
+    cfg->proxy_protocol = strcmp(pp, "on") == 0 || strcmp(pp, "v1") == 0 || strcmp(pp, "v2") == 0;
     if ((!cfg->proxy_protocol && strcmp(pp, "off") != 0) || (cfg->proxy_protocol && !tp)) {
         const option_value *given = &ov->v[OPT_PROXY_PROTOCOL];
         const char *fix = cfg->proxy_protocol ? "it needs trusted-proxies: the balancers' addresses"
-                                              : "give off or v1";
+                                              : "give off or on";
         if (given->line)
             report_line(report, arg, ov->file, given->line, "bad value \"%s\" for proxy-protocol: %s",
                         pp, fix);

@@ -180,3 +180,126 @@ done:
     }
     return strlen(out);
 }
+
+static const uint8_t v1_sig[6] = "PROXY ";
+static const uint8_t v2_sig[12] = "\r\n\r\n\0\r\nQUIT\n";
+
+/* A port in a v1 line: 1 to 5 digits, at most 65535. */
+static int parse_port(const char *s, size_t n, uint16_t *port)
+{
+    unsigned v = 0;
+    if (n == 0 || n > 5)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    if (v > 65535)
+        return -1;
+    *port = (uint16_t)v;
+    return 0;
+}
+
+/* An address of the family a v1 line names, into a (4 or 16 bytes). */
+static int parse_family_address(int family, const char *s, size_t n, void *a)
+{
+    char text[PROXIES_TEXT_MAX];
+    if (n == 0 || n >= sizeof text)
+        return -1;
+    memcpy(text, s, n);
+    text[n] = '\0';
+    return inet_pton(family, text, a) == 1 ? 0 : -1;
+}
+
+static void set_peer(int family, const uint8_t *addr, uint16_t port, struct sockaddr_storage *peer,
+                     socklen_t *peerlen)
+{
+    memset(peer, 0, sizeof *peer);
+    if (family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)peer;
+        in->sin_family = AF_INET;
+        memcpy(&in->sin_addr, addr, 4);
+        in->sin_port = htons(port);
+        *peerlen = sizeof *in;
+    } else {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)peer;
+        in6->sin6_family = AF_INET6;
+        memcpy(&in6->sin6_addr, addr, 16);
+        in6->sin6_port = htons(port);
+        *peerlen = sizeof *in6;
+    }
+}
+
+/* "PROXY TCP4 SRC DST SPORT DPORT\r\n", TCP6 alike, or "PROXY UNKNOWN...\r\n". */
+static int header_v1(const char *s, size_t len, struct sockaddr_storage *peer, socklen_t *peerlen)
+{
+    size_t n = len < PROXIES_V1_MAX ? len : PROXIES_V1_MAX, end = sizeof v1_sig;
+    while (end < n && s[end] != '\r' && s[end] != '\n')
+        end++;
+    if (end == n)
+        return n == PROXIES_V1_MAX ? -1 : 0;
+    if (s[end] != '\r' || end + 1 == n)
+        return s[end] != '\r' || n == PROXIES_V1_MAX ? -1 : 0;
+    if (s[end + 1] != '\n')
+        return -1;
+    const char *field[5];
+    size_t flen[5], nfields = 0, at = sizeof v1_sig;
+    while (at <= end && nfields < 5) {
+        size_t b = at;
+        while (at < end && s[at] != ' ')
+            at++;
+        field[nfields] = s + b, flen[nfields++] = at - b;
+        at++;   /* past the space, or past end */
+    }
+    if (nfields >= 1 && flen[0] == 7 && memcmp(field[0], "UNKNOWN", 7) == 0)
+        return (int)(end + 2);   /* the rest of the line is not read */
+    int family = nfields >= 1 && flen[0] == 4 && memcmp(field[0], "TCP4", 4) == 0   ? AF_INET
+                 : nfields >= 1 && flen[0] == 4 && memcmp(field[0], "TCP6", 4) == 0 ? AF_INET6
+                                                                                     : 0;
+    uint8_t src[16], dst[16];
+    uint16_t sport, dport;
+    if (!family || nfields != 5 || at != end + 1 || parse_family_address(family, field[1], flen[1], src) ||
+        parse_family_address(family, field[2], flen[2], dst) || parse_port(field[3], flen[3], &sport) ||
+        parse_port(field[4], flen[4], &dport))
+        return -1;
+    set_peer(family, src, sport, peer, peerlen);
+    return (int)(end + 2);
+}
+
+/* The signature, then version 2 and a command (LOCAL or PROXY), the family
+ * and transport, the length of the rest (big-endian), the addresses, TLVs. */
+static int header_v2(const uint8_t *b, size_t len, struct sockaddr_storage *peer, socklen_t *peerlen)
+{
+    if (len < 16)
+        return 0;
+    unsigned version = b[12] >> 4, command = b[12] & 0x0f, rest = (unsigned)b[14] << 8 | b[15];
+    if (version != 2 || command > 1 || 16 + rest > PROXIES_V2_MAX)
+        return -1;
+    if (len < 16 + rest)
+        return 0;
+    if (command == 1 && b[13] == 0x11) {   /* PROXY, TCP over IPv4 */
+        if (rest < 12)
+            return -1;
+        set_peer(AF_INET, b + 16, (uint16_t)(b[24] << 8 | b[25]), peer, peerlen);
+    } else if (command == 1 && b[13] == 0x21) {   /* PROXY, TCP over IPv6 */
+        if (rest < 36)
+            return -1;
+        set_peer(AF_INET6, b + 16, (uint16_t)(b[48] << 8 | b[49]), peer, peerlen);
+    }
+    return (int)(16 + rest);
+}
+
+int proxies_header(const uint8_t *buf, size_t len, struct sockaddr_storage *peer, socklen_t *peerlen)
+{
+    if (!buf || !peer || !peerlen)
+        return -1;
+    *peerlen = 0;
+    if (len == 0)
+        return 0;
+    if (memcmp(buf, v1_sig, len < sizeof v1_sig ? len : sizeof v1_sig) == 0)
+        return len < sizeof v1_sig ? 0 : header_v1((const char *)buf, len, peer, peerlen);
+    if (memcmp(buf, v2_sig, len < sizeof v2_sig ? len : sizeof v2_sig) == 0)
+        return len < sizeof v2_sig ? 0 : header_v2(buf, len, peer, peerlen);
+    return -1;
+}

@@ -18,6 +18,8 @@
 #include <sys/socket.h>
 
 #define PROXIES_MAX 32        /* networks in --trusted-proxies */
+#define PROXIES_V1_MAX 107    /* a PROXY v1 line, CRLF included: the protocol's own bound */
+#define PROXIES_V2_MAX 4096   /* a PROXY v2 header with its TLVs (balancers add tens of bytes) */
 #define PROXIES_TEXT_MAX 64   /* an address as text, NUL included (INET6_ADDRSTRLEN is 46) */
 
 typedef struct {
@@ -48,5 +50,16 @@ int proxies_trusts(const proxies *p, const struct sockaddr *sa);
  * nearest trusted proxy is the client, as it is the last one who knows). */
 size_t proxies_client(const proxies *p, const struct sockaddr *peer, const char *const values[],
                       const size_t lens[], size_t nvalues, char out[PROXIES_TEXT_MAX]);
+
+/* A PROXY protocol header at the start of buf, the first bytes a trusted
+ * L4 balancer sent on a connection (--proxy-protocol): a v1 text line or a
+ * v2 binary header, told apart by their signatures. Returns its length
+ * (those bytes are the balancer's, not the client's), 0 when buf is too
+ * short to tell, or -1 when buf does not begin with a well-formed header:
+ * the bytes then go on as they are (the balancer's own health check, or
+ * HTTP or TLS that fails on them). *peerlen is 0 when a header names no
+ * client (v1 UNKNOWN, v2 LOCAL, a family other than TCP over IPv4/IPv6):
+ * the balancer stays the peer. */
+int proxies_header(const uint8_t *buf, size_t len, struct sockaddr_storage *peer, socklen_t *peerlen);
 
 #endif

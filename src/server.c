@@ -24,8 +24,11 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "proxies.h"
 #include "rpc.h"
 #include "server.h"
+#include <h2o/http1.h>   /* after h2o.h (server.h): the accepts after a PROXY header */
+#include <h2o/http2.h>
 
 #define STOP_GRACE_MS 10000
 /* h2o's own cap on a request body: past our --max-body (413 with the
@@ -42,7 +45,6 @@ typedef struct server_loop {
     h2o_multithread_receiver_t jobs;    /* pool jobs coming back to this loop */
     h2o_multithread_receiver_t wakeup;  /* shutdown */
     h2o_accept_ctx_t accept;
-    h2o_accept_ctx_t accept_proxied;    /* the same, a PROXY line first (--proxy-protocol) */
     h2o_socket_t *listener;
     int fd;                             /* the listener, opened before the thread */
     unsigned inflight;                  /* calls answered not yet: shutdown waits */
@@ -133,17 +135,109 @@ static void on_conn_close(void *data)
     METRIC_ADD(t->metrics->conns, -1);
 }
 
-/* With --proxy-protocol v1, a balancer among --trusted-proxies may open a
- * connection with a PROXY line naming the client, which h2o then takes as
- * the connection's peer (without one, the balancer itself is the peer: its
- * own health checks); anyone else's first bytes are HTTP, a PROXY line a
- * bad request. */
+/* With --proxy-protocol, a balancer among --trusted-proxies may open a
+ * connection with a PROXY header naming the client, which is then the
+ * connection's peer (without one, the balancer itself is the peer: its own
+ * health checks); anyone else's first bytes are HTTP, a PROXY header a bad
+ * request. */
 static int proxied(server_loop *t, h2o_socket_t *sock)
 {
     const tokend_config *cfg = t->server->ctx->config;
     struct sockaddr_storage sa;
     return cfg->proxy_protocol && h2o_socket_getpeername(sock, (struct sockaddr *)&sa) &&
            proxies_trusts(&cfg->trusted_proxies, (struct sockaddr *)&sa);
+}
+
+/* A balancer's connection until its header has been read (and, on a TLS
+ * port, the handshake after it is done). The header is read here, not by
+ * h2o's accept, because h2o 2.2 reads v1 lines only: AWS's and Google's
+ * balancers send v2. Bounded in time by h2o's handshake timeout, as h2o's
+ * own accept is. */
+typedef struct {
+    h2o_accept_ctx_t *accept;
+    h2o_socket_t *sock;
+    h2o_timeout_entry_t timeout;
+    struct timeval connected_at;
+} proxied_conn;
+
+static void proxied_free(proxied_conn *c)
+{
+    h2o_timeout_unlink(&c->timeout);
+    free(c);
+}
+
+static void on_proxied_timeout(h2o_timeout_entry_t *entry)
+{
+    proxied_conn *c = H2O_STRUCT_FROM_MEMBER(proxied_conn, timeout, entry);
+    h2o_socket_t *sock = c->sock;
+    sock->data = NULL;
+    proxied_free(c);
+    h2o_socket_close(sock);
+}
+
+static void on_proxied_handshake(h2o_socket_t *sock, const char *err)
+{
+    proxied_conn *c = sock->data;
+    h2o_accept_ctx_t *accept = c->accept;
+    struct timeval at = c->connected_at;
+    sock->data = NULL;
+    proxied_free(c);
+    if (err) {
+        h2o_socket_close(sock);
+        return;
+    }
+    h2o_iovec_t proto = h2o_socket_ssl_get_selected_protocol(sock);
+    for (const h2o_iovec_t *id = h2o_http2_alpn_protocols; id->len; id++) {
+        if (proto.len == id->len && memcmp(proto.base, id->base, id->len) == 0) {
+            h2o_http2_accept(accept, sock, at);
+            return;
+        }
+    }
+    h2o_http1_accept(accept, sock, at);
+}
+
+static void on_proxy_header(h2o_socket_t *sock, const char *err)
+{
+    proxied_conn *c = sock->data;
+    if (err) {
+        sock->data = NULL;
+        proxied_free(c);
+        h2o_socket_close(sock);
+        return;
+    }
+    struct sockaddr_storage peer;
+    socklen_t peerlen = 0;
+    int n = proxies_header((const uint8_t *)sock->input->bytes, sock->input->size, &peer, &peerlen);
+    if (n == 0)
+        return;   /* more bytes to come */
+    if (n > 0) {
+        h2o_buffer_consume(&sock->input, (size_t)n);
+        if (peerlen)
+            h2o_socket_setpeername(sock, (struct sockaddr *)&peer, peerlen);
+    }
+    if (c->accept->ssl_ctx) {
+        h2o_socket_ssl_handshake(sock, c->accept->ssl_ctx, NULL, on_proxied_handshake);
+        return;
+    }
+    h2o_accept_ctx_t *accept = c->accept;
+    struct timeval at = c->connected_at;
+    sock->data = NULL;
+    proxied_free(c);
+    h2o_http1_accept(accept, sock, at);
+}
+
+static void accept_proxied(server_loop *t, h2o_socket_t *sock)
+{
+    proxied_conn *c = malloc(sizeof *c);
+    if (!c) {
+        h2o_socket_close(sock);
+        return;
+    }
+    *c = (proxied_conn){.accept = &t->accept, .sock = sock, .timeout = {.cb = on_proxied_timeout}};
+    c->connected_at = *h2o_get_timestamp(&t->h2o, NULL, NULL);
+    h2o_timeout_link(t->h2o.loop, &t->h2o.handshake_timeout, &c->timeout);
+    sock->data = c;
+    h2o_socket_read_start(sock, on_proxy_header);
 }
 
 /* Beyond max_conns a new connection is closed at once: a flood of idle
@@ -162,7 +256,10 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     METRIC_ADD(t->metrics->conns, 1);
     sock->on_close.cb = on_conn_close;
     sock->on_close.data = t;
-    h2o_accept(proxied(t, sock) ? &t->accept_proxied : &t->accept, sock);
+    if (proxied(t, sock))
+        accept_proxied(t, sock);
+    else
+        h2o_accept(&t->accept, sock);
 }
 
 /* The metrics port: few connections (a scraper), not counted as clients'. */
@@ -210,8 +307,6 @@ static void *run_thread(void *arg)
     t->accept.ctx = &t->h2o;
     t->accept.hosts = s->h2o.hosts;
     t->accept.ssl_ctx = s->ssl;
-    t->accept_proxied = t->accept;
-    t->accept_proxied.expect_proxy_line = 1;
     t->listener = h2o_evloop_socket_create(loop, t->fd, H2O_SOCKET_FLAG_DONT_READ);
     t->listener->data = t;
     h2o_socket_read_start(t->listener, on_accept);

@@ -42,7 +42,7 @@ typedef struct {
     int log_text;                /* --log-format text (else JSON lines) */
     throttle_config throttle;    /* reloadable: throttle_configure() applies it */
     proxies trusted_proxies;     /* --trusted-proxies: n 0 when none */
-    int proxy_protocol;          /* --proxy-protocol v1: they may open with a PROXY line */
+    int proxy_protocol;          /* --proxy-protocol on: they may open with a PROXY header */
 } tokend_config;
 
 typedef struct {

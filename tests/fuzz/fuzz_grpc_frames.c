@@ -15,7 +15,11 @@
  *               networks); proxies_client of the input as X-Forwarded-For
  *               values (split at newlines) from a trusted and an untrusted
  *               peer: the client is "" or an address printed canonically,
- *               and an untrusted peer's header is never read.
+ *               and an untrusted peer's header is never read; and
+ *               proxies_header of the input as a balancer's first bytes:
+ *               a header taken lies within the input and its bounds, names
+ *               an IPv4 or IPv6 client or none, and each shorter prefix of
+ *               it asks for more bytes.
  *   web-text    grpc_web_text_decode (into exactly len + 1 bytes, as
  *               http.c allocates), then the frames of what it decoded.
  *   timeout     grpc_parse_timeout / grpc_parse_u64 against a plain
@@ -172,6 +176,22 @@ static void forwarding(const char *in, size_t len)
     CHECK(proxies_client(&trusted, (struct sockaddr *)&from, values, lens, n, out) == 0 && !out[0]);
 }
 
+static void proxy_header(const char *in, size_t len)
+{
+    struct sockaddr_storage peer;
+    socklen_t peerlen = 1;
+    int n = proxies_header((const uint8_t *)in, len, &peer, &peerlen);
+    CHECK(n >= -1 && n <= (int)len);
+    CHECK(n > 0 || peerlen == 0);
+    if (n <= 0)
+        return;
+    CHECK(n <= (in[0] == 'P' ? PROXIES_V1_MAX : PROXIES_V2_MAX));
+    CHECK(peerlen == 0 || (peer.ss_family == AF_INET && peerlen == sizeof(struct sockaddr_in)) ||
+          (peer.ss_family == AF_INET6 && peerlen == sizeof(struct sockaddr_in6)));
+    for (int cut = 0; cut < n; cut++)
+        CHECK(proxies_header((const uint8_t *)in, (size_t)cut, &peer, &peerlen) == 0);
+}
+
 static void web_text(const char *in, size_t len)
 {
     uint8_t *out = malloc(len + 1);
@@ -312,6 +332,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     frames(s, size);
     inflating(s, size);
     forwarding(s, size);
+    proxy_header(s, size);
     web_text(s, size);
     timeout(s, size);
     percent(s, size);

@@ -176,6 +176,13 @@ def grpc_seeds():
         # the inflate section: gzip (its magic byte picks gzip), deflate (zlib)
         "forwarded": [b"203.0.113.5", b"6.6.6.6, 203.0.113.5, 10.0.0.9\n10.1.1.1", b"[2001:db8::1]\nfd00::2",
                       b"10.0.0.0/8, fd00::/8 ,192.0.2.7"],
+        # proxies_header: PROXY v1 lines and v2 headers (IPv4 with a TLV, IPv6, LOCAL)
+        "proxy": [b"PROXY TCP4 198.51.100.7 10.0.0.1 40001 443\r\nGET / HTTP/1.1\r\n",
+                  b"PROXY TCP6 2001:db8::5 2001:db8::1 1 443\r\n", b"PROXY UNKNOWN\r\n",
+                  b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x14" + bytes([198, 51, 100, 7, 10, 0, 0, 1])
+                  + b"\x9c\x41\x01\xbb\xea\x00\x05\x01vpce",
+                  b"\r\n\r\n\x00\r\nQUIT\n\x21\x21\x00\x24" + bytes(range(36)),
+                  b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00GET"],
         "inflate": [gzip_of(login * 20), zlib.compress(login * 20), gzip_of(b"")[:-3]],
         "trailer": [frame(b"grpc-status:0\r\ngrpc-message:ok%20\r\n", flag=0x80)],
         "truncated": [one[:-2], b"\x00\x00\x00"],

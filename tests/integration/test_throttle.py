@@ -5,7 +5,8 @@ with Retry-After (gRPC: RESOURCE_EXHAUSTED) before any hashing; an honest user
 at another address is not locked out; and the bucket refills, so an account
 is slowed, never locked for good. Behind --trusted-proxies, the address is
 the client's that the proxy forwards in X-Forwarded-For, or (--proxy-protocol
-v1) names in the PROXY line an L4 balancer opens its connection with.
+on) names in the PROXY header, v1 or v2, an L4 balancer opens its connection
+with, on plain and on TLS ports.
 
 Loopback has many addresses (127.0.0.0/8): binding the client to 127.0.0.2
 makes it another client as far as the server can tell."""
@@ -178,19 +179,34 @@ class BehindProxies(unittest.TestCase):
                           'the prefix length must be 0 to 32'])
 
 
+def proxy_v2(client, command=0x21, port=40000, dest_port=443):
+    """A PROXY v2 header: TCP over IPv4 from client (command 0x21, PROXY),
+    with a TLV after the addresses as AWS's balancers add; 0x20 is LOCAL."""
+    import socket
+    import struct
+    body = (socket.inet_aton(client) + socket.inet_aton("127.0.0.1") + struct.pack("!HH", port, dest_port)
+            + b"\xea\x00\x05\x01vpce")
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([command, 0x11]) + struct.pack("!H", len(body)) + body
+
+
 class ProxyRelay:
     """An L4 balancer on loopback: accepts on 127.0.0.1, connects to the
-    server from `source`, opens with a PROXY v1 line naming `client`, then
-    relays bytes both ways."""
-    def __init__(self, port, source, client):
+    server from `source`, opens with a PROXY header naming `client` (v1 or
+    v2), then relays bytes both ways."""
+    def __init__(self, port, source, client, version=1):
         import socket
         import threading
-        self.port, self.source, self.client = port, source, client
+        self.port, self.source, self.client, self.version = port, source, client, version
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
         threading.Thread(target=self.serve, daemon=True).start()
+
+    def header(self):
+        if self.version == 2:
+            return proxy_v2(self.client, dest_port=self.port)
+        return b"PROXY TCP4 %s 127.0.0.1 40000 %d\r\n" % (self.client.encode(), self.port)
 
     def serve(self):
         import socket
@@ -203,7 +219,7 @@ class ProxyRelay:
             u = socket.socket()
             u.bind((self.source, 0))
             u.connect(("127.0.0.1", self.port))
-            u.sendall(b"PROXY TCP4 %s 127.0.0.1 40000 %d\r\n" % (self.client.encode(), self.port))
+            u.sendall(self.header())
             for a, b in ((c, u), (u, c)):
                 threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
 
@@ -228,9 +244,10 @@ class ProxyRelay:
 
 
 class ProxyProtocol(unittest.TestCase):
-    """--proxy-protocol v1: an L4 balancer among --trusted-proxies opens each
-    connection with a PROXY line; the client it names is the connection's
-    peer for the throttle and the log, over HTTP/1.1, h2c and native gRPC."""
+    """--proxy-protocol on: an L4 balancer among --trusted-proxies opens each
+    connection with a PROXY header, v1 or v2; the client it names is the
+    connection's peer for the throttle and the log, over HTTP/1.1, h2c and
+    native gRPC."""
     BALANCER = "127.0.0.2"
 
     @classmethod
@@ -239,7 +256,7 @@ class ProxyProtocol(unittest.TestCase):
         cls.srv.create_app("a")
         cls.uid = cls.srv.add_user("finn", PW, pwhash_ops=1, pwhash_mem=8)
         cls.srv.start(*LOW, "--throttle-account", "100", "--throttle-address", "3",
-                      "--trusted-proxies", cls.BALANCER, "--proxy-protocol", "v1")
+                      "--trusted-proxies", cls.BALANCER, "--proxy-protocol", "on")
 
     @classmethod
     def tearDownClass(cls):
@@ -249,7 +266,7 @@ class ProxyProtocol(unittest.TestCase):
         import grpc
         import http.client
         a = ProxyRelay(self.srv.port, self.BALANCER, "198.51.100.20")
-        b = ProxyRelay(self.srv.port, self.BALANCER, "198.51.100.21")
+        b = ProxyRelay(self.srv.port, self.BALANCER, "198.51.100.21", version=2)
         try:
             def login(relay, name="nobody", password="bad-guess-pw"):
                 host, port = relay.addr.split(":")
@@ -309,6 +326,121 @@ class ProxyProtocol(unittest.TestCase):
         self.assertEqual(len(lines), 2, lines)
         for x in lines:
             self.assertIn('"client":"%s"' % self.BALANCER, x)
+
+    def raw(self, *chunks):
+        """Sends chunks from the balancer's address, a moment apart; the
+        reply's first bytes, b"" when the server closed without one."""
+        import socket
+        s = socket.socket()
+        s.settimeout(10)
+        s.bind((self.BALANCER, 0))
+        s.connect(("127.0.0.1", self.srv.port))
+        try:
+            for c in chunks:
+                s.sendall(c)
+                time.sleep(0.05)
+            return s.recv(4096)
+        except ConnectionResetError:
+            return b""
+        finally:
+            s.close()
+
+    def logged_client(self, request_id):
+        deadline = time.monotonic() + 10
+        while '"request_id":"%s"' % request_id not in self.srv.logs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        line = [x for x in self.srv.logs().splitlines() if '"request_id":"%s"' % request_id in x]
+        self.assertEqual(len(line), 1, line)
+        import re
+        return re.search(r'"client":"([^"]*)"', line[0]).group(1)
+
+    def test_v2_header_in_pieces_local_and_malformed(self):
+        def get(rid):
+            return b"GET /healthz HTTP/1.1\r\nHost: x\r\nx-request-id: %s\r\nConnection: close\r\n\r\n" % rid
+        # a header that arrives a few bytes at a time is waited for
+        h = proxy_v2("198.51.100.30")
+        self.assertTrue(self.raw(h[:5], h[5:14], h[14:20], h[20:] + get(b"v2-pieces")).startswith(b"HTTP/1.1 200 "))
+        self.assertEqual(self.logged_client("v2-pieces"), "198.51.100.30")
+        # LOCAL: the balancer's own health check; it is the client
+        self.assertTrue(self.raw(proxy_v2("198.51.100.31", command=0x20) + get(b"v2-local"))
+                        .startswith(b"HTTP/1.1 200 "))
+        self.assertEqual(self.logged_client("v2-local"), self.BALANCER)
+        # v1 in pieces too
+        self.assertTrue(self.raw(b"PROXY TCP4 198.51", b".100.32 127.0.0.1 5 6\r", b"\n" + get(b"v1-pieces"))
+                        .startswith(b"HTTP/1.1 200 "))
+        self.assertEqual(self.logged_client("v1-pieces"), "198.51.100.32")
+        # malformed headers name nobody: their bytes go to HTTP, which refuses them
+        for bad in (proxy_v2("198.51.100.33")[:12] + b"\x31\x11\x00\x0c" + b"\x00" * 12,   # version 3
+                    b"PROXY TCP4 198.51.100.34 127.0.0.1 5\r\n"):
+            reply = self.raw(bad + get(b"bad"))
+            self.assertTrue(reply == b"" or reply.startswith(b"HTTP/1.1 400 "), reply)
+        self.assertNotIn("198.51.100.33", self.srv.logs())
+        self.assertNotIn("198.51.100.34", self.srv.logs())
+        self.assertEqual(self.srv.request("GET", "/healthz", source=self.BALANCER).status, 200)
+
+    def test_a_header_that_never_ends_is_cut_off(self):
+        # A trusted peer that stalls mid-header holds no connection past the
+        # handshake timeout, and one that sends a v1 line past the 107 bytes
+        # the protocol allows gets no further either.
+        import socket
+        s = socket.socket()
+        s.settimeout(30)
+        s.bind((self.BALANCER, 0))
+        s.connect(("127.0.0.1", self.srv.port))
+        s.sendall(proxy_v2("198.51.100.35")[:20])
+        t0 = time.monotonic()
+        try:
+            self.assertEqual(s.recv(4096), b"")
+        except ConnectionResetError:
+            pass
+        self.assertLess(time.monotonic() - t0, 25)
+        s.close()
+        reply = self.raw(b"PROXY UNKNOWN " + b"x" * 200 + b"\r\nGET /healthz HTTP/1.1\r\n\r\n")
+        self.assertTrue(reply == b"" or reply.startswith(b"HTTP/1.1 400 "), reply)
+
+
+class ProxyProtocolTls(unittest.TestCase):
+    """On a TLS port the PROXY header comes first, then the handshake:
+    HTTP/1.1 and gRPC (h2 by ALPN) through balancers sending v1 and v2."""
+    BALANCER = "127.0.0.2"
+
+    def test_clients_behind_the_balancer_over_tls(self):
+        import grpc
+        import http.client
+        import ssl
+        from wire_support import TlsServer
+        srv = TlsServer()
+        srv.create_app("a")
+        srv.add_user("gwen", PW, pwhash_ops=1, pwhash_mem=8)
+        # the old spelling, v1, still turns it on
+        srv.start(*LOW, "--trusted-proxies", self.BALANCER, "--proxy-protocol", "v1")
+        a = ProxyRelay(srv.port, self.BALANCER, "198.51.100.40")
+        b = ProxyRelay(srv.port, self.BALANCER, "198.51.100.41", version=2)
+        try:
+            host, port = a.addr.split(":")
+            ctx = ssl.create_default_context(cafile=srv.cert)
+            conn = http.client.HTTPSConnection(host, int(port), timeout=10, context=ctx)
+            conn.request("POST", "/token/user", body='{"name":"gwen","password":"%s"}' % PW,
+                         headers={"content-type": "application/json", "x-request-id": "tls-v1"})
+            self.assertEqual(conn.getresponse().status, 200)
+            conn.close()
+            creds = grpc.ssl_channel_credentials(root_certificates=srv.cert_pem)
+            with grpc.secure_channel(b.addr, creds, options=[("grpc.enable_http_proxy", 0),
+                                                             ("grpc.ssl_target_name_override", "localhost")]) as ch:
+                call = ch.unary_unary("/grpc.health.v1.Health/Check",
+                                      request_serializer=lambda x: x, response_deserializer=lambda x: x)
+                self.assertEqual(call(b"", timeout=10), b"\x08\x01")
+            deadline = time.monotonic() + 10
+            import re
+            grpc_line = re.compile(r'"protocol":"grpc".*"client":"198.51.100.41"')
+            while not grpc_line.search(srv.logs()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertRegex(srv.logs(), grpc_line)
+            self.assertRegex(srv.logs(), r'"request_id":"tls-v1".*"client":"198.51.100.40"')
+        finally:
+            a.close()
+            b.close()
+            srv.stop()
 
 
 class Refill(unittest.TestCase):

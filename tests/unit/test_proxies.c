@@ -1,7 +1,8 @@
 /* test_proxies.c - src/proxies.c: the --trusted-proxies list (networks,
  * hosts, IPv6, its refusals) and the client of a request: the right-most
  * X-Forwarded-For entry that is not a trusted proxy, never one a client
- * could have written, and the peer itself when it is not trusted. */
+ * could have written, and the peer itself when it is not trusted; and the
+ * PROXY headers of L4 balancers, v1 and v2, whole, cut short and malformed. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -139,12 +140,152 @@ static void test_client(void **state)
     assert_string_equal(client("10.0.0.2", "198.51.100.1", NULL), "");
 }
 
+
+/* The header's length, the client it names as text ("" for none), and that
+ * every shorter prefix of a good header asks for more bytes. */
+static int header(const void *buf, size_t len, char text[PROXIES_TEXT_MAX], unsigned *port)
+{
+    struct sockaddr_storage peer;
+    socklen_t peerlen = 12345;
+    int n = proxies_header(buf, len, &peer, &peerlen);
+    text[0] = '\0';
+    *port = 0;
+    if (n > 0 && peerlen) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)&peer;
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)&peer;
+        if (peer.ss_family == AF_INET) {
+            assert_int_equal(peerlen, sizeof *v4);
+            inet_ntop(AF_INET, &v4->sin_addr, text, PROXIES_TEXT_MAX);
+            *port = ntohs(v4->sin_port);
+        } else {
+            assert_int_equal(peer.ss_family, AF_INET6);
+            assert_int_equal(peerlen, sizeof *v6);
+            inet_ntop(AF_INET6, &v6->sin6_addr, text, PROXIES_TEXT_MAX);
+            *port = ntohs(v6->sin6_port);
+        }
+    } else {
+        assert_int_equal(peerlen, 0);
+    }
+    if (n > 0)
+        for (size_t cut = 0; cut < (size_t)n; cut++)
+            assert_int_equal(proxies_header(buf, cut, &peer, &peerlen), 0);
+    return n;
+}
+
+static void test_header_v1(void **state)
+{
+    (void)state;
+    char t[PROXIES_TEXT_MAX];
+    unsigned port;
+    const char *a = "PROXY TCP4 198.51.100.7 10.0.0.1 40001 443\r\nGET / HTTP/1.1\r\n";
+    assert_int_equal(header(a, strlen(a), t, &port), 44);
+    assert_string_equal(t, "198.51.100.7");
+    assert_int_equal(port, 40001);
+    const char *b = "PROXY TCP6 2001:db8::5 2001:db8::1 65535 443\r\n";
+    assert_int_equal(header(b, strlen(b), t, &port), (int)strlen(b));
+    assert_string_equal(t, "2001:db8::5");
+    assert_int_equal(port, 65535);
+    const char *c = "PROXY UNKNOWN ffff::1 ffff::2 1 2\r\nx";
+    assert_int_equal(header(c, strlen(c), t, &port), (int)strlen(c) - 1);
+    assert_string_equal(t, "");
+    assert_int_equal(header("PROXY UNKNOWN\r\n", 15, t, &port), 15);
+
+    static const char *const bad[] = {
+        "PROXY TCP4 198.51.100.7 10.0.0.1 40001\r\n",           /* a port missing */
+        "PROXY TCP4 198.51.100.7 10.0.0.1 40001 443 9\r\n",     /* a field too many */
+        "PROXY TCP4 198.51.100.7  10.0.0.1 40001 443\r\n",      /* two spaces */
+        "PROXY TCP4 2001:db8::5 10.0.0.1 40001 443\r\n",        /* not the family named */
+        "PROXY TCP6 198.51.100.7 2001:db8::1 1 2\r\n",
+        "PROXY TCP4 198.51.100.7 10.0.0.1 65536 443\r\n",       /* no such port */
+        "PROXY TCP4 198.51.100.7 10.0.0.1 4x 443\r\n",
+        "PROXY TCP4 198.51.100.7 10.0.0.1 40001 443\n",         /* LF alone */
+        "PROXY TCP4 198.51.100.7 10.0.0.1 40001 443\rX",
+        "PROXY UDP4 198.51.100.7 10.0.0.1 40001 443\r\n",
+        "PROXY \r\n",
+        "GET / HTTP/1.1\r\n",                                   /* no header: HTTP */
+        "POST /token/user HTTP/1.1\r\n",
+        "\x16\x03\x01\x02\x00\x01",                            /* a TLS ClientHello */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(header(bad[i], strlen(bad[i]), t, &port), -1);
+    /* the protocol's bound: 107 bytes, CRLF included */
+    char line[200] = "PROXY UNKNOWN ";
+    memset(line + 14, 'x', sizeof line - 14);
+    memcpy(line + 105, "\r\n", 2);
+    assert_int_equal(header(line, sizeof line, t, &port), 107);
+    memcpy(line + 105, "x\r\n", 3);
+    assert_int_equal(header(line, sizeof line, t, &port), -1);
+    assert_int_equal(header(line, 106, t, &port), 0);    /* may still end in time */
+    assert_int_equal(header(line, 107, t, &port), -1);
+    /* prefixes of the signature wait; anything else is not a header */
+    assert_int_equal(header("PROX", 4, t, &port), 0);
+    assert_int_equal(header("PROXZ", 5, t, &port), -1);
+    assert_int_equal(header("", 0, t, &port), 0);
+}
+
+/* A v2 header: signature, version and command, family, length, body. */
+static size_t v2(uint8_t *out, uint8_t ver_cmd, uint8_t family, const void *body, size_t len)
+{
+    memcpy(out, "\r\n\r\n\0\r\nQUIT\n", 12);
+    out[12] = ver_cmd, out[13] = family, out[14] = (uint8_t)(len >> 8), out[15] = (uint8_t)len;
+    memcpy(out + 16, body, len);
+    return 16 + len;
+}
+
+static void test_header_v2(void **state)
+{
+    (void)state;
+    char t[PROXIES_TEXT_MAX];
+    unsigned port;
+    static uint8_t buf[PROXIES_V2_MAX + 64];
+    /* IPv4: 198.51.100.7:40001 -> 10.0.0.1:443, then a TLV (AWS's VPC endpoint) */
+    const uint8_t in4[] = {198, 51, 100, 7, 10, 0, 0, 1, 0x9c, 0x41, 0x01, 0xbb,
+                           0xea, 0x00, 0x05, 0x01, 'v', 'p', 'c', 'e'};
+    size_t n = v2(buf, 0x21, 0x11, in4, sizeof in4);
+    memcpy(buf + n, "GET", 3);
+    assert_int_equal(header(buf, n + 3, t, &port), (int)n);
+    assert_string_equal(t, "198.51.100.7");
+    assert_int_equal(port, 40001);
+    uint8_t in6[36] = {0x20, 0x01, 0x0d, 0xb8, [15] = 5, [16] = 0x20, 0x01, 0x0d, 0xb8, [31] = 1,
+                       [32] = 0xff, 0xff, 0x01, 0xbb};
+    n = v2(buf, 0x21, 0x21, in6, sizeof in6);
+    assert_int_equal(header(buf, n, t, &port), 52);
+    assert_string_equal(t, "2001:db8::5");
+    assert_int_equal(port, 65535);
+    /* LOCAL (the balancer's own health check), UNSPEC, UDP, a Unix socket:
+     * taken whole, naming no client */
+    assert_int_equal(header(buf, v2(buf, 0x20, 0x00, "", 0), t, &port), 16);
+    assert_int_equal(header(buf, v2(buf, 0x20, 0x11, in4, 12), t, &port), 28);
+    assert_string_equal(t, "");
+    assert_int_equal(header(buf, v2(buf, 0x21, 0x00, "", 0), t, &port), 16);
+    assert_int_equal(header(buf, v2(buf, 0x21, 0x12, in4, 12), t, &port), 28);
+    static const uint8_t unix_body[216] = {'/'};
+    assert_int_equal(header(buf, v2(buf, 0x21, 0x31, unix_body, sizeof unix_body), t, &port), 232);
+    assert_string_equal(t, "");
+    /* malformed: another version or command, addresses cut short, too long */
+    assert_int_equal(header(buf, v2(buf, 0x11, 0x11, in4, 12), t, &port), -1);
+    assert_int_equal(header(buf, v2(buf, 0x22, 0x11, in4, 12), t, &port), -1);
+    assert_int_equal(header(buf, v2(buf, 0x21, 0x11, in4, 11), t, &port), -1);
+    assert_int_equal(header(buf, v2(buf, 0x21, 0x21, in6, 35), t, &port), -1);
+    static const uint8_t big[PROXIES_V2_MAX];
+    assert_int_equal(header(buf, v2(buf, 0x21, 0x11, big, PROXIES_V2_MAX - 16), t, &port), PROXIES_V2_MAX);
+    assert_int_equal(header(buf, v2(buf, 0x21, 0x11, big, PROXIES_V2_MAX - 15), t, &port), -1);
+    /* a length promising more than has come: wait */
+    n = v2(buf, 0x21, 0x11, in4, sizeof in4);
+    assert_int_equal(header(buf, n - 1, t, &port), 0);
+    assert_int_equal(header("\r\n\r\n\0\r\nQUIT", 11, t, &port), 0);
+    assert_int_equal(header("\r\n\r\n\0\r\nQUIX\n", 12, t, &port), -1);
+    assert_int_equal(header("\r\n\r\nGET", 7, t, &port), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_trusts),
         cmocka_unit_test(test_client),
+        cmocka_unit_test(test_header_v1),
+        cmocka_unit_test(test_header_v2),
     };
     return cmocka_run_group_tests_name("proxies", tests, NULL, NULL);
 }
