@@ -6,6 +6,7 @@
  * by hash leaks nothing about other tokens through timing. */
 #define _GNU_SOURCE
 #include <crypt.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -680,6 +681,14 @@ int crypto_equal(const void *a, const void *b, size_t len)
 void crypto_wipe(void *buf, size_t len)
 {
     sodium_memzero(buf, len);
+}
+
+void crypto_free_wiped(void *p)
+{
+    if (!p)
+        return;
+    sodium_memzero(p, malloc_usable_size(p));
+    free(p);
 }
 
 static void seal_key(uint8_t sub[crypto_aead_xchacha20poly1305_ietf_KEYBYTES],

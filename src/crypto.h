@@ -111,6 +111,10 @@ int crypto_kx_keypair(uint8_t pub[CRYPTO_KX_PUBLIC_BYTES], uint8_t secret[CRYPTO
 
 /* Zeroes memory the compiler may not optimise away (passwords, keys). */
 void crypto_wipe(void *buf, size_t len);
+/* free() of heap memory that may hold a secret (a request's password, in
+ * jansson's or protobuf-c's copies): every byte of the block is wiped
+ * first. NULL is ignored. */
+void crypto_free_wiped(void *p);
 /* Constant-time equality of two byte strings of the same length: 0 if equal. */
 int crypto_equal(const void *a, const void *b, size_t len);
 

@@ -312,7 +312,7 @@ static void arena_free(void *data, void *p)
 {
     wire_call *wc = data;
     if ((uint8_t *)p < wc->arena || (uint8_t *)p >= wc->arena + CALL_ARENA)
-        free(p);
+        crypto_free_wiped(p);   /* the arena is wiped whole by free_call */
 }
 
 /* Calls are made and ended on their loop's thread: each thread keeps the
@@ -656,7 +656,12 @@ static int decode(http_handler *h, h2o_req_t *req, wire_call *wc, http_obs *o)
             why = err;
         if (!why && wc->form == FORM_PROTO && bind_query(req, wc->request, err) != 0)
             why = err;
+        if (msg.base != req->entity.base)   /* inflated or decoded from text */
+            crypto_wipe(msg.base, msg.len);
     }
+    /* The message holds its own copies: the body's (a password, a token)
+     * is wiped where h2o keeps it. */
+    crypto_wipe(req->entity.base, req->entity.len);
     if (!why)
         return 0;
     respond(o, req, wc->form, st, 0, why, NULL, NULL, 0);

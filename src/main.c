@@ -17,6 +17,7 @@
 #include "router.h"
 #include "rpc.h"
 #include "server.h"
+#include "transcode.h"
 
 static void print_error(void *arg, const char *msg)
 {
@@ -974,5 +975,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "tokend: libsodium failed to initialise\n");
         return 1;
     }
+    transcode_init();
     return run(argc - 1, argv + 1);
 }

@@ -200,7 +200,10 @@ RPC_HANDLER(push_targets, PushTargetsRequest, PushTargetsReply)
             text[i][CRYPTO_TOKEN_TEXTLEN - 1] = '\0';
             push[reply.n_push_tokens++] = text[i];
         }
-        if (d->device_token[0]) {
+        /* A device's APNs/FCM token is a target while the user is signed
+         * in there: its push token (cleared when its last session is
+         * revoked) says so; a new login there brings it back. */
+        if (d->device_token[0] && d->push_token_hash.len) {
             Tokend__V1__DeviceToken *t = &dt[reply.n_device_tokens];
             tokend__v1__device_token__init(t);
             t->device_sn = d->device_sn;

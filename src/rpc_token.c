@@ -220,7 +220,8 @@ static void login_cleanup(rpc_task *task)
 
 /* The account key of the throttle: the account a name resolved to, so all
  * its login forms share one bucket; else the name, so that unknown names
- * are limited too. */
+ * are limited too. With user_id 0, the name as given: the key of the
+ * client's own bucket, whether or not an account has it (throttle.h). */
 static void throttle_account(char *out, size_t outlen, const login_name *n, uint64_t user_id)
 {
     if (user_id)
@@ -295,10 +296,18 @@ static void login_start(rpc_call *call, login_task *lt, const login_name *name,
         snprintf(lt->hash, sizeof lt->hash, "%s", u->password_hash);
         protobuf_c_message_free_unpacked(&u->base, NULL);
     }
+    /* An admin's login hashes nothing: a disabled user is refused here,
+     * as the password login refuses them once the password is right. */
+    if (lt->trusted && lt->disabled) {
+        rpc_fail(call, ST_PERMISSION_DENIED, "user is disabled");
+        goto refused;
+    }
     if (!lt->trusted) {
+        char given[sizeof lt->account];
+        throttle_account(given, sizeof given, name, 0);
         throttle_account(lt->account, sizeof lt->account, name, lt->user_id);
-        int wait = throttle_take(ctx->throttle, lt->app_id, lt->account, call->peer, device_known,
-                                 &lt->ticket);
+        int wait = throttle_take(ctx->throttle, lt->app_id, given, lt->account, call->peer,
+                                 device_known, &lt->ticket);
         if (wait) {
             if (call->loop && call->loop->metrics)
                 METRIC_ADD(call->loop->metrics->logins_throttled, 1);

@@ -44,12 +44,14 @@ static void wipe(rpc_task *task)
 
 /* A password check outside login is a guess like a login's: it takes an
  * attempt from the same buckets (the account's, whatever the form of
- * login) before anything is hashed. 0, or -1 with the call answered. */
+ * login, and the client's for a login by this id) before anything is
+ * hashed. 0, or -1 with the call answered. */
 static int count_guess(rpc_call *call, user_task *t)
 {
-    char account[32];
+    char account[32], name[32];
     snprintf(account, sizeof account, "u:%llu", (unsigned long long)t->auth.user_id);
-    int wait = throttle_take(call->ctx->throttle, t->auth.app_id, account, call->peer, 0,
+    snprintf(name, sizeof name, "id:%llu", (unsigned long long)t->auth.user_id);
+    int wait = throttle_take(call->ctx->throttle, t->auth.app_id, name, account, call->peer, 0,
                              &t->ticket);
     if (wait) {
         call->retry_after = wait;

@@ -21,7 +21,7 @@
 #define PROBES 8
 #define KNOWN_MS ((int64_t)THROTTLE_KNOWN_DAYS * 24 * 3600 * 1000)
 
-enum { ACCOUNT_ADDRESS, ACCOUNT, ADDRESS };
+enum { ACCOUNT_ADDRESS, ACCOUNT, ADDRESS };   /* ACCOUNT_ADDRESS: the name's (throttle.h) */
 
 typedef struct {
     uint8_t key[16];
@@ -175,7 +175,7 @@ static void make_key(throttle *t, uint8_t out[16], int which, uint64_t app_id,
 }
 
 /* Takes from the buckets in `mask` (1 << ACCOUNT_ADDRESS, ...). */
-static int take(throttle *t, unsigned mask, uint64_t app_id, const char *account,
+static int take(throttle *t, unsigned mask, uint64_t app_id, const char *name, const char *account,
                 const char *address, int known_device, throttle_ticket *ticket)
 {
     bucket *b[THROTTLE_BUCKETS] = {NULL};
@@ -185,7 +185,7 @@ static int take(throttle *t, unsigned mask, uint64_t app_id, const char *account
 
     throttle_address_prefix(prefix, sizeof prefix, address ? address : "");
     for (int i = 0; i < THROTTLE_BUCKETS; i++)
-        make_key(t, ticket->keys[i], i, app_id, account, prefix);
+        make_key(t, ticket->keys[i], i, app_id, i == ACCOUNT_ADDRESS ? name : account, prefix);
     /* The account+address digest names the place; a separate domain byte
      * keeps it apart from the bucket of the same text. */
     make_key(t, ticket->known, 9, app_id, account, prefix);
@@ -222,17 +222,17 @@ static int take(throttle *t, unsigned mask, uint64_t app_id, const char *account
     return wait;
 }
 
-int throttle_take(throttle *t, uint64_t app_id, const char *account, const char *address,
-                  int known_device, throttle_ticket *ticket)
+int throttle_take(throttle *t, uint64_t app_id, const char *name, const char *account,
+                  const char *address, int known_device, throttle_ticket *ticket)
 {
-    return take(t, 1u << ACCOUNT_ADDRESS | 1u << ACCOUNT | 1u << ADDRESS, app_id, account, address,
-                known_device, ticket);
+    return take(t, 1u << ACCOUNT_ADDRESS | 1u << ACCOUNT | 1u << ADDRESS, app_id, name, account,
+                address, known_device, ticket);
 }
 
 int throttle_take_address(throttle *t, uint64_t app_id, const char *address,
                           throttle_ticket *ticket)
 {
-    return take(t, 1u << ADDRESS, app_id, "", address, 0, ticket);
+    return take(t, 1u << ADDRESS, app_id, "", "", address, 0, ticket);
 }
 
 /* Gives back what the ticket took; the lock is held. */

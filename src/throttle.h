@@ -4,13 +4,20 @@
  * steadily, so a guesser is slowed, never given more than the rate.
  *
  * Three buckets guard each attempt:
- *   account+address  (default 10 failures / 15 min): one client guessing one account
- *   account          (10x that): many clients guessing one account
- *   address          (default 100 / 15 min): one client guessing many accounts
- * "Account" is the account the name resolved to (one bucket whatever form
- * of login names it: id, username, phone or email), or the name itself
- * when no account has it, so the dummy-hash path is limited too. "Address"
- * is the client's IPv4 address or its IPv6 /64.
+ *   name+address  (default 10 failures / 15 min): one client guessing one login name
+ *   account       (10x that): many clients guessing one account
+ *   address       (default 100 / 15 min): one client guessing many accounts
+ * "Name" is the login name as given (normalized: id, username, phone or
+ * email). "Account" is the account the name resolved to (one bucket
+ * whatever form of login names it), or the name itself when no account has
+ * it, so the dummy-hash path is limited too. "Address" is the client's
+ * IPv4 address or its IPv6 /64.
+ *
+ * The client's own bucket is the name's, not the account's: were it the
+ * account's, a client that emptied it by guessing an account's username
+ * would see 429 for that account's phone, email and id, and 401 for
+ * anyone else's: which names are whose, for one attempt each. Only the
+ * account bucket, emptied by many clients' failures, says it.
  *
  * So that an attacker who spreads guesses over many addresses cannot lock
  * the owner out by emptying the account bucket, that bucket does not apply
@@ -50,12 +57,12 @@ void throttle_free(throttle *t);
 /* New limits (SIGHUP); the buckets keep their state. */
 void throttle_configure(throttle *t, throttle_config cfg);
 
-/* Takes one attempt from each bucket of (app, account, address); the
- * account bucket is skipped when the address is known for the account or
- * `known_device` is set. Returns 0 with a ticket, or the seconds to wait
+/* Takes one attempt from each bucket of (app, name, account, address);
+ * the account bucket is skipped when the address is known for the account
+ * or `known_device` is set. Returns 0 with a ticket, or the seconds to wait
  * (>= 1) when a bucket is empty - in which case nothing is taken. */
-int throttle_take(throttle *t, uint64_t app_id, const char *account, const char *address,
-                  int known_device, throttle_ticket *ticket);
+int throttle_take(throttle *t, uint64_t app_id, const char *name, const char *account,
+                  const char *address, int known_device, throttle_ticket *ticket);
 /* Takes one attempt from the address bucket alone: for what every client
  * may do but no client may do fast (open registration). */
 int throttle_take_address(throttle *t, uint64_t app_id, const char *address,

@@ -180,11 +180,33 @@ static size_t value_size(ProtobufCType type)
     return 0;
 }
 
+/* What a request held (a password) must not linger in freed memory: what
+ * is built here is freed wiped, and jansson's own copies too
+ * (transcode_init). */
+static void wiped_free(void *data, void *p)
+{
+    (void)data;
+    crypto_free_wiped(p);
+}
+
+static void *plain_alloc(void *data, size_t size)
+{
+    (void)data;
+    return malloc(size);
+}
+
+static ProtobufCAllocator wiping = {plain_alloc, wiped_free, NULL};
+
+void transcode_init(void)
+{
+    json_set_alloc_funcs(malloc, crypto_free_wiped);
+}
+
 static void value_free(ProtobufCType type, fieldvalue *v)
 {
-    if (type == PROTOBUF_C_TYPE_STRING) free(v->s);
-    else if (type == PROTOBUF_C_TYPE_BYTES) free(v->bin.data);
-    else if (type == PROTOBUF_C_TYPE_MESSAGE) protobuf_c_message_free_unpacked(v->m, NULL);
+    if (type == PROTOBUF_C_TYPE_STRING) crypto_free_wiped(v->s);
+    else if (type == PROTOBUF_C_TYPE_BYTES) crypto_free_wiped(v->bin.data);
+    else if (type == PROTOBUF_C_TYPE_MESSAGE) protobuf_c_message_free_unpacked(v->m, &wiping);
 }
 
 static ProtobufCMessage *new_message(const ProtobufCMessageDescriptor *desc)
@@ -201,14 +223,14 @@ static void release(const ProtobufCFieldDescriptor *f, void *slot)
 {
     if (f->type == PROTOBUF_C_TYPE_STRING) {
         char *s = *(char **)slot;
-        if (s && s != f->default_value) free(s);
+        if (s && s != f->default_value) crypto_free_wiped(s);
     } else if (f->type == PROTOBUF_C_TYPE_BYTES) {
         const ProtobufCBinaryData *def = f->default_value;
         uint8_t *data = ((ProtobufCBinaryData *)slot)->data;
-        if (data && (!def || data != def->data)) free(data);
+        if (data && (!def || data != def->data)) crypto_free_wiped(data);
     } else if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
         ProtobufCMessage *m = *(ProtobufCMessage **)slot;
-        if (m && m != f->default_value) protobuf_c_message_free_unpacked(m, NULL);
+        if (m && m != f->default_value) protobuf_c_message_free_unpacked(m, &wiping);
     }
 }
 
@@ -425,7 +447,7 @@ static int bytes_from_text(const ProtobufCFieldDescriptor *f, const char *s, siz
     cap = n / 4 * 3 + 2;
     if (!(data = malloc(cap))) return fail(err, at, "out of memory");
     if (crypto_base64_decode(data, cap, s, n, NULL, &len, variant) != 0) {
-        free(data);
+        crypto_free_wiped(data);
         return type_error(f, at, err);
     }
     v->bin.data = data;
@@ -672,7 +694,7 @@ int transcode_from_json(const ProtobufCMessageDescriptor *desc, const char *json
     } else if (!(msg = new_message(desc))) {
         rc = fail(err, NULL, "out of memory");
     } else if ((rc = message_from_json(msg, root, NULL, err)) != 0) {
-        protobuf_c_message_free_unpacked(msg, NULL);
+        protobuf_c_message_free_unpacked(msg, &wiping);
     } else {
         *out = msg;
     }

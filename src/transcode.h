@@ -28,6 +28,10 @@
 #define TRANSCODE_ERRLEN 160
 #define TRANSCODE_MAX_DEPTH 32
 
+/* Once, before any thread uses jansson: its frees wipe what they free (a
+ * JSON body's password). */
+void transcode_init(void);
+
 /* Parses `json` (len bytes, not NUL-terminated) into a new message of type
  * `desc`, allocated like protobuf_c_message_unpack does, so the caller frees
  * it with protobuf_c_message_free_unpacked(msg, NULL). An empty body (len 0)

@@ -564,6 +564,30 @@ class PushTests(Base):
         # The push tokens are untouched by (un)binding device tokens.
         self.assertEqual(len(self.push_targets(uid)["push_tokens"]), 2)
 
+    def test_device_token_is_a_target_only_while_signed_in_there(self):
+        # An APNs/FCM token must not get pushes for a device its user has
+        # signed out of (logout, kick, disable); a new login there brings it
+        # back, the binding kept.
+        uid, _, pw = self.new_user("push-out")
+        gx, gy = unique("g-ox"), unique("g-oy")
+        x, y = self.login(uid, pw, guid=gx), self.login(uid, pw, guid=gy)
+        self.ok("POST", "/user/token/bind", {"device_sn": 1, "device_token": "apns-out-1",
+                                             "notifier_name": "apns"}, token=x["token"])
+        self.ok("POST", "/user/token/bind", {"device_sn": 2, "device_token": "fcm-out-2",
+                                             "notifier_name": "fcm"}, token=y["token"])
+        self.assertEqual(len(self.push_targets(uid)["device_tokens"]), 2)
+        self.assertIs(self.ok("POST", "/token/revoke", {}, token=x["token"]), True)
+        self.assertEqual([t["device_token"] for t in self.push_targets(uid)["device_tokens"]],
+                         ["fcm-out-2"])
+        x = self.login(uid, pw, guid=gx)
+        self.assertEqual(sorted(t["device_token"] for t in self.push_targets(uid)["device_tokens"]),
+                         ["apns-out-1", "fcm-out-2"])
+        self.assertIs(self.ok("PUT", "/user/kick?device_sn=2", token=x["token"]), True)
+        self.assertEqual([t["device_token"] for t in self.push_targets(uid)["device_tokens"]],
+                         ["apns-out-1"])
+        self.ok("PUT", "/user/disable", {"list": [uid]}, token=ADMIN)
+        self.assertEqual(self.push_targets(uid), {"push_tokens": [], "device_tokens": []})
+
     def test_same_user_same_device_rotates_push_token(self):
         uid, _, pw = self.new_user("push-rotate")
         guid = unique("g-rot")

@@ -347,24 +347,24 @@ static void test_throttle_account_buckets(void **state)
     throttle_ticket tk;
     assert_non_null(t);
     /* account+address holds 2 */
-    assert_int_equal(throttle_take(t, 1, "u:1", "10.0.0.1", 0, &tk), 0);
-    assert_int_equal(throttle_take(t, 1, "u:1", "10.0.0.1", 0, &tk), 0);
-    assert_true(throttle_take(t, 1, "u:1", "10.0.0.1", 0, &tk) >= 1);
+    assert_int_equal(throttle_take(t, 1, "u:1", "u:1", "10.0.0.1", 0, &tk), 0);
+    assert_int_equal(throttle_take(t, 1, "u:1", "u:1", "10.0.0.1", 0, &tk), 0);
+    assert_true(throttle_take(t, 1, "u:1", "u:1", "10.0.0.1", 0, &tk) >= 1);
     /* a refund gives one back */
     throttle_refund(t, &tk);  /* the refused take took nothing: no-op */
-    assert_true(throttle_take(t, 1, "u:1", "10.0.0.1", 0, &tk) >= 1);
+    assert_true(throttle_take(t, 1, "u:1", "u:1", "10.0.0.1", 0, &tk) >= 1);
     /* the account bucket holds 20: ten more addresses empty it */
     for (int i = 2; i <= 10; i++) {
         char addr[16];
         snprintf(addr, sizeof addr, "10.0.0.%d", i);
-        assert_int_equal(throttle_take(t, 1, "u:1", addr, 0, &tk), 0);
-        assert_int_equal(throttle_take(t, 1, "u:1", addr, 0, &tk), 0);
+        assert_int_equal(throttle_take(t, 1, "u:1", "u:1", addr, 0, &tk), 0);
+        assert_int_equal(throttle_take(t, 1, "u:1", "u:1", addr, 0, &tk), 0);
     }
-    assert_true(throttle_take(t, 1, "u:1", "10.0.1.1", 0, &tk) >= 1);
+    assert_true(throttle_take(t, 1, "u:1", "u:1", "10.0.1.1", 0, &tk) >= 1);
     /* a known device still gets in, another app or account is untouched */
-    assert_int_equal(throttle_take(t, 1, "u:1", "10.0.1.1", 1, &tk), 0);
-    assert_int_equal(throttle_take(t, 2, "u:1", "10.0.1.2", 0, &tk), 0);
-    assert_int_equal(throttle_take(t, 1, "u:2", "10.0.1.3", 0, &tk), 0);
+    assert_int_equal(throttle_take(t, 1, "u:1", "u:1", "10.0.1.1", 1, &tk), 0);
+    assert_int_equal(throttle_take(t, 2, "u:1", "u:1", "10.0.1.2", 0, &tk), 0);
+    assert_int_equal(throttle_take(t, 1, "u:2", "u:2", "10.0.1.3", 0, &tk), 0);
     throttle_free(t);
 }
 
@@ -372,15 +372,15 @@ static void test_throttle_known_place(void **state)
 {
     throttle *t = throttle_create((throttle_config){1, 1000, 900});
     throttle_ticket tk, home;
-    assert_int_equal(throttle_take(t, 1, "u:7", "192.0.2.1", 0, &home), 0);
+    assert_int_equal(throttle_take(t, 1, "u:7", "u:7", "192.0.2.1", 0, &home), 0);
     throttle_succeeded(t, &home);   /* the owner logged in from home */
     for (int i = 0; i < 10; i++) {
         char addr[16];
         snprintf(addr, sizeof addr, "198.51.100.%d", i);
-        assert_int_equal(throttle_take(t, 1, "u:7", addr, 0, &tk), 0);
+        assert_int_equal(throttle_take(t, 1, "u:7", "u:7", addr, 0, &tk), 0);
     }
-    assert_true(throttle_take(t, 1, "u:7", "203.0.113.1", 0, &tk) >= 1);
-    assert_int_equal(throttle_take(t, 1, "u:7", "192.0.2.1", 0, &tk), 0);
+    assert_true(throttle_take(t, 1, "u:7", "u:7", "203.0.113.1", 0, &tk) >= 1);
+    assert_int_equal(throttle_take(t, 1, "u:7", "u:7", "192.0.2.1", 0, &tk), 0);
     throttle_free(t);
 }
 
@@ -399,10 +399,10 @@ static void test_throttle_ipv6_by_prefix(void **state)
     /* One /64 is one address to the address bucket; the next /64 is not. */
     throttle *t = throttle_create((throttle_config){0, 2, 900});
     throttle_ticket tk;
-    assert_int_equal(throttle_take(t, 1, "n:a", "2001:db8::1", 0, &tk), 0);
-    assert_int_equal(throttle_take(t, 1, "n:b", "2001:db8::ffff:2", 0, &tk), 0);
-    assert_true(throttle_take(t, 1, "n:c", "2001:db8::3", 0, &tk) >= 1);
-    assert_int_equal(throttle_take(t, 1, "n:c", "2001:db8:0:1::3", 0, &tk), 0);
+    assert_int_equal(throttle_take(t, 1, "n:a", "n:a", "2001:db8::1", 0, &tk), 0);
+    assert_int_equal(throttle_take(t, 1, "n:b", "n:b", "2001:db8::ffff:2", 0, &tk), 0);
+    assert_true(throttle_take(t, 1, "n:c", "n:c", "2001:db8::3", 0, &tk) >= 1);
+    assert_int_equal(throttle_take(t, 1, "n:c", "n:c", "2001:db8:0:1::3", 0, &tk), 0);
     assert_int_equal(throttle_take_address(t, 1, "2001:db8:0:2::9", &tk), 0);
     assert_int_equal(throttle_take_address(t, 1, "2001:db8:0:2::8", &tk), 0);
     assert_true(throttle_take_address(t, 1, "2001:db8:0:2::7", &tk) >= 1);
