@@ -1091,8 +1091,10 @@ int h2_reply_send(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers
 
     if (trailers == NULL) {
         req->res.content_length = body.len;
-        if (body.len == 0) {
-            respond_headers_only(conn, stream, req, &plain, NULL, 0, 0);
+        /* A reply to HEAD says its length and carries no content (RFC 9113
+         * 8.1.1: a client resets a stream that does). */
+        if (body.len == 0 || h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+            respond_headers_only(conn, stream, req, &plain, NULL, 0, body.len);
             return 0;
         }
         return respond_whole(conn, stream, req, NULL, body, &plain);

@@ -620,6 +620,17 @@ static const char *grpc_unframe(h2o_req_t *req, const tokend_config *cfg, int fo
     return why;
 }
 
+/* Nothing, or {} (what clients send for "no fields"), blanks around. */
+static int empty_json(h2o_iovec_t b)
+{
+    size_t i = 0, n = 0;
+    char c[2];
+    for (; i < b.len && n < sizeof c + 1; i++)
+        if (!memchr(" \t\r\n", b.base[i], 4) && n++ < sizeof c)
+            c[n - 1] = b.base[i];
+    return n == 0 || (n == 2 && c[0] == '{' && c[1] == '}');
+}
+
 /* Decodes the request message; on failure answers and returns -1. */
 static int decode(http_handler *h, h2o_req_t *req, wire_call *wc, http_obs *o)
 {
@@ -628,7 +639,11 @@ static int decode(http_handler *h, h2o_req_t *req, wire_call *wc, http_obs *o)
     status_code st = ST_INVALID_ARGUMENT;
     const char *why = NULL;
 
-    if (wc->form == FORM_JSON) {
+    if (wc->form == FORM_JSON && !wc->http->body && !empty_json(req->entity)) {
+        /* Ignored, a field sent there would read as unset: Kick without a
+         * device_sn signs every device out. */
+        why = "this path takes its fields in the query string (?name=value), not in a JSON body";
+    } else if (wc->form == FORM_JSON) {
         h2o_iovec_t body = wc->http->body ? req->entity : h2o_iovec_init(NULL, 0);
         /* A flat object of plain strings (Verify's body) without jansson. */
         int rc = req->query_at != SIZE_MAX ? 1  /* the query binding frees with free() */
@@ -652,7 +667,7 @@ static int decode(http_handler *h, h2o_req_t *req, wire_call *wc, http_obs *o)
             snprintf(err, sizeof err, "body is not a valid %s message", in->name);
             why = err;
         }
-        if (!why && !checked && transcode_check_strings(wc->request, err) != 0)
+        if (!why && !checked && pb_check_strings(in, msg.len, (const uint8_t *)msg.base, err, sizeof err) != 0)
             why = err;
         if (!why && wc->form == FORM_PROTO && bind_query(req, wc->request, err) != 0)
             why = err;
@@ -737,10 +752,10 @@ static void serve_stream(http_handler *h, h2o_req_t *req, const req_headers *hdr
         ProtobufCMessage *in = protobuf_c_message_unpack(rpc->method->input, NULL, msg_len,
                                                          (const uint8_t *)msg);
         char err[TRANSCODE_ERRLEN];
-        if (!in || transcode_check_strings(in, err) != 0) {
+        if (!in || pb_check_strings(rpc->method->input, msg_len, (const uint8_t *)msg, err, sizeof err) != 0) {
             if (in)
                 protobuf_c_message_free_unpacked(in, NULL);
-            why = "a request message does not decode (or holds invalid UTF-8)";
+            why = "a request message does not decode (or holds invalid UTF-8 or a NUL)";
             break;
         }
         sc.answered = 0;

@@ -1,6 +1,7 @@
 /* pb.c - protobuf-c's pack and unpack, with a one-pass path for flat
  * messages (see pb.h for why). */
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include "pb.h"
 #include "utf8.h"
@@ -369,4 +370,68 @@ ProtobufCAllocator pb_arena_init(pb_arena *a, void *buf, size_t cap)
 {
     *a = (pb_arena){buf, cap, 0};
     return (ProtobufCAllocator){arena_alloc, arena_free, a};
+}
+
+/* The string fields of a message on the wire, its submessages' too; what
+ * does not parse is left to protobuf-c, which refuses it. */
+static int check_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const uint8_t *end,
+                         int depth, char *err, size_t errlen)
+{
+    if (depth > PB_DEPTH_MAX) {
+        snprintf(err, errlen, "%s: messages nested deeper than %d levels", desc->name, PB_DEPTH_MAX);
+        return -1;
+    }
+    while (p < end) {
+        struct varint key = get_varint(p, end), n;
+        if (!key.end)
+            return 0;
+        p = key.end;
+        switch (key.v & 7) {
+        case 0:
+            if (!(n = get_varint(p, end)).end)
+                return 0;
+            p = n.end;
+            break;
+        case 1:
+        case 5: {
+            size_t w = (key.v & 7) == 1 ? 8 : 4;
+            if ((size_t)(end - p) < w)
+                return 0;
+            p += w;
+            break;
+        }
+        case 2: {
+            if (!(n = get_varint(p, end)).end || n.v > (uint64_t)(end - n.end))
+                return 0;
+            const uint8_t *s = n.end;
+            p = s + n.v;
+            const ProtobufCFieldDescriptor *f =
+                key.v >> 3 <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(desc, (unsigned)(key.v >> 3))
+                                         : NULL;
+            if (!f)
+                break;
+            if (f->type == PROTOBUF_C_TYPE_STRING && memchr(s, '\0', (size_t)n.v)) {
+                snprintf(err, errlen, "%s: NUL characters are not allowed", f->name);
+                return -1;
+            }
+            if (f->type == PROTOBUF_C_TYPE_STRING && !utf8_valid_n((const char *)s, (size_t)n.v)) {
+                snprintf(err, errlen, "%s: invalid UTF-8", f->name);
+                return -1;
+            }
+            if (f->type == PROTOBUF_C_TYPE_MESSAGE &&
+                check_strings(f->descriptor, s, p, depth + 1, err, errlen) != 0)
+                return -1;
+            break;
+        }
+        default:
+            return 0;
+        }
+    }
+    return 0;
+}
+
+int pb_check_strings(const ProtobufCMessageDescriptor *desc, size_t len, const uint8_t *data, char *err,
+                     size_t errlen)
+{
+    return check_strings(desc, data, data + len, 0, err, errlen);
 }

@@ -42,13 +42,23 @@ ProtobufCMessage *pb_unpack_skip(const ProtobufCMessageDescriptor *desc, Protobu
 /* pb_unpack for a request from outside, whose strings must be UTF-8 (the
  * binary and gRPC forms). The fast way checks each string field as it
  * copies it, while the bytes are in cache, and sets *checked: then every
- * string of the message is known to be UTF-8 (utf8_valid_n; a flat
- * message has no strings elsewhere). A string that is not, like anything
- * else the fast way does not expect, leaves the message to protobuf-c,
- * and *checked is 0: the caller checks it (transcode_check_strings, which
- * names the field), as it checks any message not decoded the fast way. */
+ * string of the message is known to be UTF-8 without a NUL
+ * (utf8_copy_valid; a flat message has no strings elsewhere). A string
+ * that is not, like anything else the fast way does not expect, leaves the
+ * message to protobuf-c, and *checked is 0: the caller checks it
+ * (pb_check_strings, which names the field), as it checks any message not
+ * decoded the fast way. */
 ProtobufCMessage *pb_unpack_text(const ProtobufCMessageDescriptor *desc, ProtobufCAllocator *alloc,
                                  size_t len, const uint8_t *data, int *checked);
+
+/* Whether every string field of the message in data (submessages' too) is
+ * well-formed UTF-8 without a NUL, as the wire has it: a C string would be
+ * cut at the NUL, so what a filter saw would not be what tokend uses. 0, or
+ * -1 with a sentence naming the field in err. Bytes that do not parse are
+ * protobuf-c's to refuse: 0. */
+#define PB_DEPTH_MAX 32
+int pb_check_strings(const ProtobufCMessageDescriptor *desc, size_t len, const uint8_t *data, char *err,
+                     size_t errlen);
 
 /* A bump allocator over the caller's buffer (16-byte aligned), for
  * messages decoded for one call: nothing is freed one by one, the buffer

@@ -238,7 +238,9 @@ int router_http_find(const router *r, const char *verb, size_t verb_len, const c
         if (!path_is(h, path, path_len))
             continue;
         rc = ROUTER_NO_VERB;
-        if (h->verb_len == verb_len && memcmp(h->verb, verb, verb_len) == 0) {
+        /* HEAD is GET without the content (RFC 9110 9.3.2): GET routes only read */
+        if ((h->verb_len == verb_len && memcmp(h->verb, verb, verb_len) == 0) ||
+            (verb_len == 4 && memcmp(verb, "HEAD", 4) == 0 && strcmp(h->verb, "GET") == 0)) {
             *out = h;
             return ROUTER_FOUND;
         }
@@ -252,5 +254,6 @@ void router_allowed(const router *r, const char *path, size_t path_len, char *ou
     out[0] = '\0';
     for (size_t i = 0; i < r->nhttps && o < len; i++)
         if (path_is(&r->https[i], path, path_len))
-            o += snprintf(out + o, len - o, "%s%s", o ? ", " : "", r->https[i].verb);
+            o += snprintf(out + o, len - o, "%s%s%s", o ? ", " : "", r->https[i].verb,
+                          strcmp(r->https[i].verb, "GET") == 0 ? ", HEAD" : "");
 }

@@ -41,7 +41,8 @@ int router_create(router **out, ProtobufCService *const *services, const uint8_t
 void router_free(router *r);
 
 const router_rpc *router_grpc(const router *r, const char *path, size_t len);
-/* ROUTER_FOUND, ROUTER_NO_PATH or ROUTER_NO_VERB (path known, verb not). */
+/* ROUTER_FOUND, ROUTER_NO_PATH or ROUTER_NO_VERB (path known, verb not).
+ * HEAD finds a GET route. */
 int router_http_find(const router *r, const char *verb, size_t verb_len, const char *path,
                      size_t path_len, const router_http **out);
 /* How many RPCs, and the i-th (metrics name them: router_rpc.index). */
@@ -51,7 +52,7 @@ const router_rpc *router_at(const router *r, size_t i);
  * paths, all literal), up to max of them into out:
  * how many there are. */
 size_t router_paths(const router *r, const char **out, size_t max);
-/* The verbs a path accepts, for an Allow header ("GET, POST"). */
+/* The verbs a path accepts, for an Allow header ("GET, HEAD, POST"). */
 void router_allowed(const router *r, const char *path, size_t path_len, char *out, size_t len);
 
 /* The embedded descriptor set (gen/tokend.protoset). */

@@ -35,6 +35,14 @@
  * envelope) it still buffers up to this many times max-body, at least 1 MiB. */
 #define BODY_CAP_FACTOR 16
 #define BODY_CAP_MIN (1u << 20)
+
+/* Bodies over max_body get our 413 with a JSON envelope. h2o buffers a
+ * body before the handler sees it and refuses one only beyond this hard
+ * cap (an HTTP/1.1 413 of its own, an HTTP/2 REFUSED_STREAM). */
+static size_t body_cap(size_t max_body)
+{
+    return max_body * BODY_CAP_FACTOR > BODY_CAP_MIN ? max_body * BODY_CAP_FACTOR : BODY_CAP_MIN;
+}
 #define PURGE_BATCH 1000          /* expired sessions removed per write transaction */
 
 /* One event-loop thread. Only this file sees inside: the rest of tokend
@@ -482,12 +490,7 @@ int server_run(tokend_ctx *ctx, const router *router)
         return 1;
     h2o_config_init(&s.h2o);
     s.h2o.server_name = h2o_iovec_init(H2O_STRLIT("tokend"));
-    /* Bodies over max_body get our 413 with a JSON envelope. h2o buffers a
-     * body before the handler sees it and refuses one only beyond this hard
-     * cap (an HTTP/1.1 413 of its own, an HTTP/2 REFUSED_STREAM). */
-    s.h2o.max_request_entity_size = cfg->max_body * BODY_CAP_FACTOR > BODY_CAP_MIN
-                                         ? cfg->max_body * BODY_CAP_FACTOR
-                                         : BODY_CAP_MIN;
+    s.h2o.max_request_entity_size = body_cap(cfg->max_body);
     /* A request must arrive whole within this, however slowly it drips
      * (slowloris); an idle HTTP/2 connection is closed after it. */
     s.h2o.http1.req_timeout = (uint64_t)cfg->request_timeout * 1000;
@@ -589,6 +592,9 @@ int server_run(tokend_ctx *ctx, const router *router)
             log_reopen();
             if (config_reload(ctx, err, sizeof err) != 0)
                 log_event(LOG_ERROR, "reload", "SIGHUP: %s; the running configuration stays", err);
+            else   /* h2o reads it per request */
+                __atomic_store_n(&s.h2o.max_request_entity_size, body_cap(config_max_body(cfg)),
+                                 __ATOMIC_RELAXED);
         }
         log_event(LOG_INFO, "drain",
                   "%s: no new connections; finishing the calls in flight (at most %d s)",

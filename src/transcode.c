@@ -1421,39 +1421,3 @@ int transcode_envelope_buf(int code, const char *message, const ProtobufCMessage
     *out_len = b.len;
     return 0;
 }
-
-/* Binary forms skip the JSON parser's checks: a string that is not UTF-8
- * would be stored and later break every strict client that reads it. */
-int transcode_check_strings(const ProtobufCMessage *msg, char *err)
-{
-    const ProtobufCMessageDescriptor *d = msg->descriptor;
-    for (unsigned i = 0; i < d->n_fields; i++) {
-        const ProtobufCFieldDescriptor *f = &d->fields[i];
-        const char *base = (const char *)msg + f->offset;
-        size_t count = 1;
-        if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
-            continue;
-        if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
-            if (*(const uint32_t *)((const char *)msg + f->quantifier_offset) != f->id)
-                continue;
-        }
-        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            count = *(const size_t *)((const char *)msg + f->quantifier_offset);
-            base = *(const char *const *)base;
-        } else {
-            base = (const char *)msg + f->offset;
-        }
-        for (size_t k = 0; k < count; k++) {
-            const void *v = ((const void *const *)base)[k];
-            if (!v)
-                continue;
-            if (f->type == PROTOBUF_C_TYPE_STRING && !utf8_valid(v)) {
-                snprintf(err, TRANSCODE_ERRLEN, "%s: invalid UTF-8", f->name);
-                return -1;
-            }
-            if (f->type == PROTOBUF_C_TYPE_MESSAGE && transcode_check_strings(v, err) != 0)
-                return -1;
-        }
-    }
-    return 0;
-}

@@ -78,8 +78,4 @@ int transcode_envelope_buf(int code, const char *message, const ProtobufCMessage
                            const char *data_field, char *buf, size_t cap, char **out,
                            size_t *out_len);
 
-/* Checks every string field of a decoded message (nested ones too) is
- * UTF-8, as proto3 requires: protobuf-c's unpack does not. */
-int transcode_check_strings(const ProtobufCMessage *msg, char *err);
-
 #endif

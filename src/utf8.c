@@ -40,13 +40,17 @@ int utf8_valid(const char *s)
     return utf8_valid_n(s, strlen(s));
 }
 
+#define ONES UINT64_C(0x0101010101010101)
+
 /* The copy is made 16 bytes at a time (the last 16 overlapping the ones
- * before; a shorter string as two overlapping halves), and the high bits
- * gathered on the way: none set, the bytes are ASCII, which is UTF-8 with
- * or without a NUL. */
+ * before; a shorter string as two overlapping halves), with the high bits
+ * of x | (x - 1) gathered on the way: a byte's is set when it is 0x80 or
+ * more, or when it is 0 (x - 1 borrows only from a zero byte, and that one
+ * is flagged whatever follows). None set: ASCII without a NUL, which is
+ * UTF-8; else the bytes are looked at one by one. */
 int utf8_copy_valid(char *restrict dst, const char *restrict src, size_t n)
 {
-    uint64_t high = 0, a, b;
+    uint64_t flags = 0, a, b;
     size_t half = n / 2;   /* n < 4: bytes 0, half and n - 1 are all of them */
 
     if (n >= 16) {
@@ -57,7 +61,7 @@ int utf8_copy_valid(char *restrict dst, const char *restrict src, size_t n)
             memcpy(&b, src + i + 8, 8);
             memcpy(dst + i, &a, 8);
             memcpy(dst + i + 8, &b, 8);
-            high |= a | b;
+            flags |= a | (a - ONES) | b | (b - ONES);
             if (i == n - 16)
                 break;
         }
@@ -66,17 +70,18 @@ int utf8_copy_valid(char *restrict dst, const char *restrict src, size_t n)
         memcpy(&b, src + n - 8, 8);
         memcpy(dst, &a, 8);
         memcpy(dst + n - 8, &b, 8);
-        high = a | b;
+        flags = a | (a - ONES) | b | (b - ONES);
     } else if (n >= 4) {
         uint32_t x, y;
         memcpy(&x, src, 4);
         memcpy(&y, src + n - 4, 4);
         memcpy(dst, &x, 4);
         memcpy(dst + n - 4, &y, 4);
-        high = x | y;
+        flags = (uint32_t)(x | (x - 0x01010101u) | y | (y - 0x01010101u));
     } else if (n) {
         dst[0] = src[0], dst[half] = src[half], dst[n - 1] = src[n - 1];
-        high = (uint8_t)(src[0] | src[half] | src[n - 1]);
+        flags = (uint8_t)(src[0] | src[half] | src[n - 1]) |
+                (!src[0] || !src[half] || !src[n - 1] ? 0x80u : 0);
     }
-    return !(high & HIGHS) || utf8_valid_n(dst, n);
+    return !(flags & HIGHS) || (!memchr(dst, '\0', n) && utf8_valid_n(dst, n));
 }

@@ -45,8 +45,9 @@ int utf8_valid(const char *s);
  * NUL-terminated: a string field as it is decoded. */
 int utf8_valid_n(const char *s, size_t n);
 
-/* Copies the n bytes at src to dst (not NUL-terminated) and returns
- * utf8_valid_n of them: one pass over bytes that are copied anyway. */
+/* Copies the n bytes at src to dst (not NUL-terminated) and returns 1 when
+ * they are well-formed UTF-8 without a NUL (a string field of the wire,
+ * which a C string would cut short): one pass over bytes copied anyway. */
 int utf8_copy_valid(char *restrict dst, const char *restrict src, size_t n);
 
 #endif

@@ -13,7 +13,7 @@
  * (into an arena, its fast way for flat types) refuses what protobuf-c
  * refuses and otherwise gives a message that packs to the same bytes, and
  * pb_size / pb_pack give protobuf-c's bytes exactly; pb_unpack_text too,
- * and its word that every string is UTF-8 is transcode_check_strings's.
+ * and its word that every string is UTF-8 without a NUL is pb_check_strings's.
  *
  * One exception, a protobuf-c 1.4.1 leniency: a tag whose field number is
  * 0 written as an over-long varint (0x81 0x00 ...) unpacks as an unknown
@@ -93,7 +93,7 @@ static void check_pb(const ProtobufCMessageDescriptor *d, const ProtobufCMessage
     }
     /* pb_unpack_text (the binary and gRPC forms' decoder) reads the same
      * message, and when it says its strings were found UTF-8 on the way,
-     * the check it spares (transcode_check_strings) agrees. */
+     * the check it spares (pb_check_strings) agrees. */
     int checked = 0;
     char err[TRANSCODE_ERRLEN];
     ProtobufCMessage *text = pb_unpack_text(d, &alloc, n, in, &checked);
@@ -124,7 +124,7 @@ static void check_pb(const ProtobufCMessageDescriptor *d, const ProtobufCMessage
         fprintf(stderr, "%s: pb_unpack_text decoded another message\n", d->name);
         abort();
     }
-    if (checked && transcode_check_strings(m, err) != 0) {
+    if (checked && pb_check_strings(d, n, in, err, sizeof err) != 0) {
         fprintf(stderr, "%s: pb_unpack_text passed a string that is not UTF-8 (%s)\n", d->name, err);
         abort();
     }

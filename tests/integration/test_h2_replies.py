@@ -228,6 +228,32 @@ class H2Replies(unittest.TestCase):
                                    400, JSON, "json 400")
         self.assertEqual(json.loads(data)["code"], 400)
 
+    def test_head_has_no_content(self):
+        """A reply to HEAD is one HEADERS frame with END_STREAM and the
+        length GET would have (a DATA frame would make the client reset the
+        stream); the connection goes on."""
+        for path in (b"/healthz", b"/token/verify", b"/no/such/path"):
+            frames = self.call(path, b"application/json", b"", method=b"HEAD")
+            self.assertEqual(len(frames), 1, (path, frames))
+            self.assertEqual(frames[0][0], h2raw.HEADERS, path)
+            self.assertTrue(frames[0][1] & h2raw.END_STREAM, path)
+            fields = dict(frames[0][4])
+            self.assertGreater(int(fields[b"content-length"]), 0, (path, fields))
+        h, data = self.check_plain(self.call(b"/token/verify", b"application/json", b'{"token":"nope"}'),
+                                   401, JSON, "json 401 after HEAD")
+        self.assertEqual(json.loads(data)["code"], 401)
+        # HEAD is GET without the content: /healthz answers it, over HTTP/1.1 too
+        get = self.srv.request("GET", "/healthz")
+        frames = self.call(b"/healthz", b"application/json", b"", method=b"HEAD")
+        fields = dict(frames[0][4])
+        self.assertEqual(fields[b":status"], b"200", fields)
+        self.assertEqual(int(fields[b"content-length"]), len(get.body))
+        head = self.srv.request("HEAD", "/healthz")
+        self.assertEqual((head.status, head.body, head.header("content-length")),
+                         (200, b"", str(len(get.body))))
+        self.assertEqual(self.srv.request("HEAD", "/token/verify").header("allow"), "POST")
+        self.assertEqual(self.srv.request("POST", "/healthz").header("allow"), "GET, HEAD")
+
     def test_protobuf(self):
         req = self.pb.tokend.VerifyRequest(token=self.token).SerializeToString()
         for i in range(3):

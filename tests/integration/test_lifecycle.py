@@ -519,6 +519,26 @@ class DeviceTests(Base):
         self.assertEqual(self.push_verify(moved["push_token"])[1]["data"]["user_id"], other_uid)
         self.assertEqual(len(self.devices(user=uid)), 1)
 
+    def test_fields_in_a_body_where_the_query_is_read_are_refused(self):
+        # Kick reads device_sn from the query: a JSON body naming it used to
+        # be ignored, and a kick without device_sn signs every device out.
+        uid, _, pw = self.new_user("kick-body")
+        d1 = self.login(uid, pw, guid=unique("g-kb1"))
+        d2 = self.login(uid, pw, guid=unique("g-kb2"))
+        for method, path in (("POST", "/user/kick"), ("PUT", "/user/kick"),
+                             ("POST", "/user/device/remove"), ("POST", "/user/token/unbind")):
+            st, env = self.call(method, path, {"device_sn": 2}, token=d1["token"])
+            self.assertEqual(st, 400, (method, path, env))
+            self.assertIn("query string", env["message"])
+        self.assert_valid(d1["token"], uid)
+        self.assert_valid(d2["token"], uid)
+        # what clients send for "no fields" is still no fields
+        st, env = self.call("GET", "/user/device/list", " { } ", token=d1["token"])
+        self.assertEqual(st, 200, env)
+        self.assertIs(self.ok("POST", "/user/kick?device_sn=2", "{}", token=d1["token"]), True)
+        self.assert_invalid(d2["token"])
+        self.assert_valid(d1["token"], uid)
+
     def test_kick_all_post(self):
         self._kick_all("POST")
 

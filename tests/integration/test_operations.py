@@ -172,6 +172,33 @@ class Reload(unittest.TestCase):
         finally:
             srv.stop()
 
+    def test_sighup_raises_the_cap_h2o_applies_too(self):
+        # h2o refuses bodies past 16 x max-body (at least 1 MiB) itself, before
+        # tokend sees them: a larger max-body by SIGHUP must move that cap
+        # too, as a restart would.
+        srv = Server()
+        srv.create_app("a")
+        conf = os.path.join(srv.tmp, "tokend.conf")
+        with open(conf, "w") as f:
+            f.write("max-body 65536\n")
+        srv.start(*LOW, "--config", conf)
+        try:
+            small = {"user_id": 1, "password": "not-the-password", "pad": "x" * 100000}
+            self.assertEqual(srv.request("POST", "/token/id", small).status, 413)   # tokend's
+            body = dict(small, pad="x" * (2 << 20))   # past h2o's cap of 1 MiB until the reload
+            with open(conf, "w") as f:
+                f.write("max-body 4194304\n")
+            srv.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while "reloaded" not in srv.logs() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.1)   # the cap is set right after the reload's line
+            for http2 in (False, True):
+                r = srv.request("POST", "/token/id", body, http2=http2)
+                self.assertEqual(r.status, 401, (http2, r.body[:200]))  # read, not refused
+        finally:
+            srv.stop()
+
 
 class Store(unittest.TestCase):
     def test_map_grows_under_writes(self):

@@ -670,6 +670,23 @@ class Utf8(unittest.TestCase):
         self.assertTrue(r.body.startswith(b"\x80") and b"grpc-status:3\r\n" in r.body, r)
         self.devices("utf_a")
 
+    def test_binary_string_field_with_a_nul_is_refused(self):
+        # A C string would end at the NUL: "bob_w\0xx" would log in as bob_w,
+        # and a password with a NUL would be checked cut short. JSON and the
+        # query refuse the NUL already; the binary forms must too.
+        for fields, name in (({"name": "bob_w\0xx", "password": PW_BOB}, "name"),
+                             ({"name": "bob_w", "password": PW_BOB + "\0zzz"}, "password"),
+                             ({"name": "bob_w", "password": PW_BOB, "user_agent": "a\0b" * 40},
+                              "user_agent")):
+            m = msg("TokenByNameRequest", **fields).SerializeToString()
+            r = SRV.request("POST", "/token/user", m, content_type=PROTO)
+            self.assertEqual((r.status, r.header("grpc-status")), (400, "3"), (name, r))
+            self.assertEqual(PB.tokend.Status.FromString(r.body).message,
+                             "%s: NUL characters are not allowed" % name)
+            line, hdrs, body = ws.curl_grpc(SRV.port, "/tokend.v1.Tokend/TokenByName", ws.frame(m))
+            self.assertEqual((hdrs.get("grpc-status"), hdrs.get("grpc-message")),
+                             ("3", "%s: NUL characters are not allowed" % name), (name, hdrs))
+
     def test_non_utf8_user_agent_header(self):
         c = http.client.HTTPConnection("127.0.0.1", SRV.port, timeout=30)
         try:

@@ -104,8 +104,8 @@ static void same_bytes(const ProtobufCMessage *a, const ProtobufCMessage *b)
 
 /* Both decoders on the same bytes: both refuse, or both give messages that
  * pack to the same bytes. pb_unpack_text too, and when it says the strings
- * were checked, transcode_check_strings (what it spares http.c) finds them
- * UTF-8. Returns that flag (0 when refused). */
+ * were checked, pb_check_strings (what it spares http.c) finds them UTF-8
+ * without a NUL. Returns that flag (0 when refused). */
 static int same_decoding(const ProtobufCMessageDescriptor *d, const uint8_t *in, size_t n)
 {
     arena *a = malloc(sizeof *a);
@@ -122,7 +122,7 @@ static int same_decoding(const ProtobufCMessageDescriptor *d, const uint8_t *in,
         same_bytes(fast, ref);
         same_bytes(text, ref);
         if (checked)
-            assert_int_equal(transcode_check_strings(ref, err), 0);
+            assert_int_equal(pb_check_strings(d, n, in, err, sizeof err), 0);
         protobuf_c_message_free_unpacked(ref, NULL);
     }
     free(a);
@@ -436,11 +436,11 @@ static void test_fields_again(void **state)
     assert_int_equal(live, 0);
 }
 
-/* pb_unpack_text's check against transcode_check_strings's: a bad byte, a
- * cut or overlong sequence, a surrogate at every position of every string
+/* pb_unpack_text's check against pb_check_strings's: a bad byte, a cut or
+ * overlong sequence, a surrogate, a NUL at every position of every string
  * field of a flat message is found (and the message left to protobuf-c,
- * whose result http.c then checks); good text is passed, a character or a
- * NUL anywhere. A NUL ends the string for both: what follows is not judged. */
+ * whose result http.c then checks); good text is passed, a character
+ * anywhere. */
 static void test_unpack_text(void **state)
 {
     static const char *const bad[] = {"\xff", "\x80", "\xc3", "\xe4\xb8", "\xed\xa0\x80",
@@ -464,11 +464,9 @@ static void test_unpack_text(void **state)
                         if (strlen(g) > n - at)
                             continue;
                         memcpy(s + at, g, strlen(g));
-                    } else {   /* a NUL inside, then a bad byte: the string ended */
-                        if (at + 1 >= n)
-                            continue;
+                    } else {   /* a NUL inside: a C string would end there */
                         s[at] = '\0';
-                        s[n - 1] = '\xff';
+                        want = 0;
                     }
                     /* the string goes into the wire form with its n bytes */
                     uint8_t buf[256];
@@ -497,7 +495,7 @@ static void test_unpack_text(void **state)
                     ProtobufCMessage *ref = protobuf_c_message_unpack(d, NULL, len, buf);
                     char err[TRANSCODE_ERRLEN];
                     assert_non_null(ref);
-                    assert_int_equal(transcode_check_strings(ref, err) == 0, want);
+                    assert_int_equal(pb_check_strings(d, len, buf, err, sizeof err) == 0, want);
                     protobuf_c_message_free_unpacked(ref, NULL);
                     assert_int_equal(same_decoding(d, buf, len), want);
                 }
@@ -515,6 +513,32 @@ static void test_unpack_text(void **state)
     assert_int_equal(same_decoding(&tokend__v1__user_list__descriptor, buf, n), 0);
 }
 
+/* The wire walk names the field at fault, in a submessage too, and passes
+ * what only protobuf-c can judge. */
+static void test_check_strings_nested(void **state)
+{
+    (void)state;
+    Tokend__V1__UserSummary u = TOKEND__V1__USER_SUMMARY__INIT, v = TOKEND__V1__USER_SUMMARY__INIT;
+    Tokend__V1__UserSummary *list[] = {&u, &v};
+    Tokend__V1__UserList l = TOKEND__V1__USER_LIST__INIT;
+    char err[TRANSCODE_ERRLEN];
+    u.username = "ok", v.username = "al\xc3\xa9";
+    l.n_users = 2, l.users = list;
+    uint8_t buf[128];
+    size_t n = pb_pack(&l.base, buf);
+    assert_int_equal(pb_check_strings(&tokend__v1__user_list__descriptor, n, buf, err, sizeof err), 0);
+    /* the last username's bytes end the buffer: "al\0\xa9" */
+    buf[n - 2] = '\0';
+    assert_int_equal(pb_check_strings(&tokend__v1__user_list__descriptor, n, buf, err, sizeof err), -1);
+    assert_string_equal(err, "username: NUL characters are not allowed");
+    buf[n - 2] = 0xc3, buf[n - 1] = 0x41;
+    assert_int_equal(pb_check_strings(&tokend__v1__user_list__descriptor, n, buf, err, sizeof err), -1);
+    assert_string_equal(err, "username: invalid UTF-8");
+    /* cut short: protobuf-c's to refuse, not this walk's */
+    assert_int_equal(pb_check_strings(&tokend__v1__user_list__descriptor, n - 1, buf, err, sizeof err), 0);
+    assert_null(protobuf_c_message_unpack(&tokend__v1__user_list__descriptor, NULL, n - 1, buf));
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -528,6 +552,7 @@ int main(void)
         cmocka_unit_test(test_unpack_skip),
         cmocka_unit_test(test_fields_again),
         cmocka_unit_test(test_unpack_text),
+        cmocka_unit_test(test_check_strings_nested),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
