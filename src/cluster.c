@@ -64,6 +64,8 @@ struct cluster {
     cluster_snapshot_hooks snap;
     uint64_t poll_started, poll_done;
     waiter *waiters;
+    uint64_t sync_need;          /* the latest poll a cluster_fresh_wait needs */
+    pthread_cond_t polled;       /* a poll ended, or the database or the feed went */
     int up;
     uint64_t applied, latest;
     int64_t behind_since_ms;
@@ -179,6 +181,11 @@ int cluster_open(cluster **out, const char *url, char *err, size_t errlen)
         return CLUSTER_DOWN;
     }
     pthread_mutex_init(&c->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);   /* cluster_fresh_wait's deadline */
+    pthread_cond_init(&c->polled, &attr);
+    pthread_condattr_destroy(&attr);
     c->wake_fd = -1;
     c->keep_rows = KEEP_ROWS;
     c->keep_s = KEEP_S;
@@ -235,6 +242,7 @@ void cluster_close(cluster *c)
     if (c->wake_fd >= 0)
         close(c->wake_fd);
     pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->polled);
     free(c->url);
     free(c);
 }
@@ -749,6 +757,38 @@ static void release_waiters(cluster *c, uint64_t done, int all)
     }
 }
 
+uint64_t cluster_fresh_ticket(cluster *c)
+{
+    pthread_mutex_lock(&c->lock);
+    uint64_t need = c->feed_running && c->up && !c->stopping ? c->poll_started + 1 : 0;
+    if (need > c->sync_need)
+        c->sync_need = need;
+    pthread_mutex_unlock(&c->lock);
+    uint64_t one = 1;
+    if (need && write(c->wake_fd, &one, sizeof one) < 0)
+        return need;   /* the feed still polls within a second */
+    return need;
+}
+
+void cluster_fresh_wait(cluster *c, uint64_t ticket, int timeout_ms)
+{
+    if (!ticket)
+        return;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&c->lock);
+    while (c->poll_done < ticket && c->up && c->feed_running && !c->stopping)
+        if (pthread_cond_timedwait(&c->polled, &c->lock, &until) != 0)
+            break;
+    pthread_mutex_unlock(&c->lock);
+}
+
 int cluster_wait(cluster *c, pool_job *job)
 {
     waiter *w = malloc(sizeof *w);
@@ -908,6 +948,7 @@ static void *feed_main(void *arg)
                 fprintf(stderr, "tokend: cluster: the database is unreachable: writes are "
                                 "refused, reads go on; retrying every second\n");
             c->up = 0;
+            pthread_cond_broadcast(&c->polled);
             pthread_mutex_unlock(&c->lock);
             release_waiters(c, 0, 1);
             feed_sleep(c, NULL, RECONNECT_MS);
@@ -935,6 +976,7 @@ static void *feed_main(void *arg)
         }
         pthread_mutex_lock(&c->lock);
         c->poll_done = gen;
+        pthread_cond_broadcast(&c->polled);
         pthread_mutex_unlock(&c->lock);
         release_waiters(c, gen, 0);
         if (PQstatus(pg) != CONNECTION_OK) {
@@ -953,7 +995,7 @@ static void *feed_main(void *arg)
             next_prune = mono_ms() + c->prune_every_ms;
         }
         pthread_mutex_lock(&c->lock);
-        int waiting = c->waiters && c->waiters->need > gen;
+        int waiting = (c->waiters && c->waiters->need > gen) || c->sync_need > gen;
         pthread_mutex_unlock(&c->lock);
         if (!waiting)
             feed_sleep(c, pg, FEED_POLL_MS);
@@ -962,6 +1004,10 @@ static void *feed_main(void *arg)
     }
     PQfinish(pg);
     release_waiters(c, 0, 1);
+    pthread_mutex_lock(&c->lock);
+    c->feed_running = 0;   /* fresh waits end: no poll is coming */
+    pthread_cond_broadcast(&c->polled);
+    pthread_mutex_unlock(&c->lock);
     return NULL;
 }
 

@@ -111,6 +111,16 @@ int cluster_feed_start(cluster *c, const cluster_feed_hooks *h, const cluster_sn
  * trip. 0 when parked, -1 when the feed is not connected (do not wait). */
 int cluster_wait(cluster *c, pool_job *job);
 
+/* The same rule for a worker, in two steps: a ticket for a poll that starts
+ * after now (0 when the feed does not run or the database is down), which
+ * wakes the feed; then, later, a wait (blocking: a worker's, never a
+ * loop's) until that poll has ended, the database or the feed is gone, or
+ * timeout_ms passed. Password logins take the ticket when they start and
+ * wait after the hash, known name or not: by then the poll has long ended,
+ * and an account made on another node before the login is seen. */
+uint64_t cluster_fresh_ticket(cluster *c);
+void cluster_fresh_wait(cluster *c, uint64_t ticket, int timeout_ms);
+
 typedef struct {
     int database_up;            /* the feed's connection is up */
     uint64_t applied_seq;       /* applied locally */

@@ -23,6 +23,14 @@
 #define DEFAULT_TTL_MS (7LL * 24 * 3600 * 1000)
 #define BAD_CREDENTIALS "invalid credentials: unknown user or wrong password"
 
+/* What names the account: the request's id, or a classified login name. */
+typedef struct {
+    uint64_t user_id;
+    int by_key;
+    login_kind kind;
+    char key[NAMES_EMAIL_MAX + 2];
+} login_name;
+
 typedef struct {
     rpc_task task;
     throttle *throttle;              /* for the finish: the call may be gone */
@@ -34,6 +42,8 @@ typedef struct {
     int64_t ttl_ms;
     int32_t encrypt_type;
     uint64_t user_id;                /* 0: no such user (the decoy is checked) */
+    login_name name;                 /* as given: looked up again after the decoy */
+    uint64_t fresh;                  /* cluster mode: the poll to wait for (store_fresh_ticket) */
     char account[NAMES_EMAIL_MAX + 26];  /* who the guess is about: throttle, decoy */
     int disabled;
     char hash[CRYPTO_PWHASH_STRBYTES];   /* the hash checked; the commit insists on it */
@@ -51,14 +61,6 @@ typedef struct {
     uint32_t app_key_id;
 } login_task;
 
-/* What names the account: the request's id, or a classified login name. */
-typedef struct {
-    uint64_t user_id;
-    int by_key;
-    login_kind kind;
-    char key[NAMES_EMAIL_MAX + 2];
-} login_name;
-
 /* Bytes of the per-session connection key for each encrypt_type. */
 static size_t session_key_bytes(int32_t encrypt_type)
 {
@@ -69,6 +71,23 @@ static size_t session_key_bytes(int32_t encrypt_type)
     case TOKEND__V1__ENCRYPT_TYPE__ENCRYPT_XCHACHA20_POLY1305: return 32;
     default: return 0;
     }
+}
+
+/* The account of a name not found when the login began, if the replica
+ * has it now (made on another node a moment before). */
+static int found_now(login_task *lt, tokend_ctx *ctx)
+{
+    const login_name *n = &lt->name;
+    store_user *u = NULL;
+    int device_known;
+    if (store_login_find(ctx->store, lt->app_id, n->by_key ? n->kind : 0, n->key, n->user_id, NULL, &u,
+                         &device_known) != STORE_OK || !u)
+        return 0;
+    lt->user_id = u->user_id;
+    lt->disabled = u->disabled;
+    snprintf(lt->hash, sizeof lt->hash, "%s", u->password_hash);
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    return 1;
 }
 
 /* The password check, on the pool. Unknown users are checked against the
@@ -82,7 +101,18 @@ static int check_password(login_task *lt, tokend_ctx *ctx, char fresh[CRYPTO_PWH
         rpc_task_fail(&lt->task, ST_UNAVAILABLE, "cannot check the password now, retry");
         return -1;
     }
-    if (crypto_password_verify(lt->hash, lt->password, lt->password_len) != 0 || !lt->user_id) {
+    int wrong = crypto_password_verify(lt->hash, lt->password, lt->password_len) != 0;
+    /* Cluster mode: what any node committed before this login began is
+     * here once the poll of its ticket has ended. Known name or not, the
+     * login waits for that after its hash (by then the poll has mostly
+     * ended), so an unknown name costs what a known one does; one found
+     * only now is checked again, against its own hash. */
+    store_fresh_wait(ctx->store, lt->fresh);
+    if (!lt->user_id && lt->fresh && found_now(lt, ctx)) {
+        lt->fresh = 0;
+        return check_password(lt, ctx, fresh);
+    }
+    if (wrong || !lt->user_id) {
         rpc_task_fail(&lt->task, ST_UNAUTHENTICATED, BAD_CREDENTIALS);
         return -1;
     }
@@ -282,9 +312,11 @@ static void login_start(rpc_call *call, login_task *lt, const login_name *name,
         rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
         goto refused;
     }
-    /* Cluster mode: an account another node made a moment ago. Parked,
-     * the handler runs again from the start: nothing was taken yet. */
-    if (rc == STORE_NOTFOUND && rpc_wait_fresh(call))
+    /* Cluster mode: an account another node made a moment ago. An admin's
+     * login is parked (the handler runs again from the start: nothing was
+     * taken yet); a password login is not, so that an unknown name takes
+     * no longer than a known one: it looks again after its hash. */
+    if (rc == STORE_NOTFOUND && lt->trusted && rpc_wait_fresh(call))
         goto refused;
     if (lt->trusted && !u) {
         rpc_fail(call, ST_NOT_FOUND, "unknown user_id");
@@ -325,6 +357,8 @@ static void login_start(rpc_call *call, login_task *lt, const login_name *name,
     memcpy(lt->device_guid, device_guid, guidlen + 1);
     lt->platform = platform ? platform : call->platform;
     snprintf(lt->user_agent, sizeof lt->user_agent, "%s", *user_agent ? user_agent : rpc_user_agent(call));
+    lt->name = *name;
+    lt->fresh = lt->trusted ? 0 : store_fresh_ticket(ctx->store);
     lt->task.cleanup = login_cleanup;
     lt->metrics = call->loop ? call->loop->metrics : NULL;
     lt->counted = 1;

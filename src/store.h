@@ -288,6 +288,11 @@ int store_replica_detach(store *s);
  * thread). 0 when parked; -1 when there is nothing to wait for (single
  * node, or the cluster database is unreachable): answer from what is local. */
 int store_wait_fresh(store *s, pool_job *job);
+/* The same for a worker that must not park the call (cluster_fresh_ticket
+ * and cluster_fresh_wait, at most 1 s): a ticket taken on the loop, waited
+ * for on the worker. 0 and no wait on a single node. */
+uint64_t store_fresh_ticket(store *s);
+void store_fresh_wait(store *s, uint64_t ticket);
 typedef struct {
     int clustered;
     int database_up;

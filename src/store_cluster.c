@@ -640,6 +640,17 @@ int store_wait_fresh(store *s, pool_job *job)
     return s->cluster ? cluster_wait(s->cluster, job) : -1;
 }
 
+uint64_t store_fresh_ticket(store *s)
+{
+    return s->cluster ? cluster_fresh_ticket(s->cluster) : 0;
+}
+
+void store_fresh_wait(store *s, uint64_t ticket)
+{
+    if (s->cluster)
+        cluster_fresh_wait(s->cluster, ticket, 1000);
+}
+
 void store_cluster_status(store *s, store_cluster_info *out)
 {
     cluster_status st;

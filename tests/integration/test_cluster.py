@@ -345,6 +345,32 @@ class Cluster(unittest.TestCase):
         self.assertEqual(r.status, 429)
         self.assertTrue(r.header("retry-after"), r.headers)
 
+    def test_11_unknown_names_cost_what_known_ones_do(self):
+        """A password login of a name no node has was parked for a poll of the
+        change log that a known name never waited for: a timing oracle of which
+        names exist. Now no password login is parked (misses stay put); each
+        waits after its hash for a poll that began after it, so an account
+        registered on another node a moment before logs in at once."""
+        a, b = self.nodes[0], self.nodes[2]
+        before = self.health(b)["cluster"]
+        bad = []
+        for i in range(6):
+            name = "fresh-%d-%s" % (i, os.urandom(3).hex())
+            r = a.request("POST", "/user/register/v2", {"username": name, "password": PW},
+                          headers={"access-token": self.admin})
+            self.assertEqual(r.status, 200, r)
+            r = b.request("POST", "/token/user", {"name": name, "password": PW}, source="127.0.0.11")
+            self.assertEqual(r.status, 200, (i, r))
+            b.secret(r.json()["data"]["token"])
+            for body in ({"name": name, "password": "wrong guess"},
+                         {"name": "ghost-%d-%s" % (i, os.urandom(3).hex()), "password": "wrong guess"}):
+                r = b.request("POST", "/token/user", body, source="127.0.0.11")
+                bad.append((r.status, r.json()["message"]))
+        self.assertEqual(set(bad), {(401, "invalid credentials: unknown user or wrong password")}, bad)
+        after = self.health(b)["cluster"]
+        self.assertEqual(int(after["misses"]), int(before["misses"]), (before, after))
+
+
 
 if __name__ == "__main__":
     if not pg_support.bindir():

@@ -124,6 +124,8 @@ int cluster_feed_start(cluster *c, const cluster_feed_hooks *h, const cluster_sn
     return CLUSTER_DOWN;
 }
 int cluster_wait(cluster *c, pool_job *job) { return -1; }
+uint64_t cluster_fresh_ticket(cluster *c) { return 0; }
+void cluster_fresh_wait(cluster *c, uint64_t ticket, int timeout_ms) {}
 void cluster_get_status(cluster *c, cluster_status *st) { memset(st, 0, sizeof *st); }
 int cluster_buckets(cluster *c, size_t n, const uint8_t (*keys)[16], const unsigned *caps,
                     unsigned window_ms, int give, double *tokens)
