@@ -971,6 +971,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     } else if (serve(h, req, &hdrs, obs, wc)) {
         return 0;  /* on_reply ends it */
     }
+    /* A body refused before decode() wiped it (a wrong Content-Type, path
+     * or verb) may hold a password as well. */
+    crypto_wipe(req->entity.base, req->entity.len);
     http_obs_end(obs, req, NULL, m);
     if (wc)
         free_call(wc);
