@@ -74,7 +74,9 @@ static size_t session_key_bytes(int32_t encrypt_type)
 }
 
 /* The account of a name not found when the login began, if the replica
- * has it now (made on another node a moment before). */
+ * has it now (made on another node a moment before). A known name is read
+ * again too, and left as it was checked (the commit insists on that hash):
+ * the same work either way. */
 static int found_now(login_task *lt, tokend_ctx *ctx)
 {
     const login_name *n = &lt->name;
@@ -83,6 +85,10 @@ static int found_now(login_task *lt, tokend_ctx *ctx)
     if (store_login_find(ctx->store, lt->app_id, n->by_key ? n->kind : 0, n->key, n->user_id, NULL, &u,
                          &device_known) != STORE_OK || !u)
         return 0;
+    if (lt->user_id) {
+        protobuf_c_message_free_unpacked(&u->base, NULL);
+        return 0;
+    }
     lt->user_id = u->user_id;
     lt->disabled = u->disabled;
     snprintf(lt->hash, sizeof lt->hash, "%s", u->password_hash);
@@ -108,9 +114,10 @@ static int check_password(login_task *lt, tokend_ctx *ctx, char fresh[CRYPTO_PWH
      * ended), so an unknown name costs what a known one does; one found
      * only now is checked again, against its own hash. */
     store_fresh_wait(ctx->store, lt->fresh);
-    if (!lt->user_id && lt->fresh && found_now(lt, ctx)) {
+    if (lt->fresh) {
         lt->fresh = 0;
-        return check_password(lt, ctx, fresh);
+        if (found_now(lt, ctx))
+            return check_password(lt, ctx, fresh);
     }
     if (wrong || !lt->user_id) {
         rpc_task_fail(&lt->task, ST_UNAUTHENTICATED, BAD_CREDENTIALS);
