@@ -1191,6 +1191,25 @@ done:
     return rc;
 }
 
+/* The lock file's reader table and transaction number are the old data's,
+ * and a server that began to start meanwhile waits on this very file (a
+ * new one would leave it holding the old: it would read the new data by
+ * the old transaction number, maybe as the empty tree, and write over it).
+ * So it is set up afresh in place: opened here, where the lock is already
+ * this process's own, LMDB takes it as the first opener and rebuilds it
+ * from the new data. Closing the environment releases the lock. */
+static void reset_lock_file(const char *dir, const char *lock)
+{
+    MDB_env *env;
+    if (mdb_env_create(&env) != 0) {
+        unlink(lock);
+        return;
+    }
+    if (mdb_env_open(env, dir, 0, 0600) != 0)
+        unlink(lock);   /* then the next opener makes one */
+    mdb_env_close(env);
+}
+
 int store_restore(const char *from, const char *dir, int force, char *err, size_t errlen)
 {
     char lock[4096], data[4096], tmp[4096];
@@ -1244,11 +1263,9 @@ int store_restore(const char *from, const char *dir, int force, char *err, size_
         unlink(tmp);
         rc = STORE_ERR;
     } else {
-        /* The old reader table means nothing for the new data: the next
-         * opener makes a fresh lock file. */
-        unlink(lock);
         sync_dir_of(data);
+        reset_lock_file(dir, lock);
     }
-    close(lfd);  /* releases the lock */
+    close(lfd);  /* releases the lock (if reset_lock_file has not) */
     return rc;
 }

@@ -735,6 +735,67 @@ static void test_other_process_writes_are_visible(void **state)
                      STORE_EXISTS);
 }
 
+/* A server that starts while a restore runs waits for it, then reads the
+ * restored data: not the old data's lock file (its transaction number,
+ * taken against the backup's meta pages, would pick the empty one). The
+ * backup is big enough that its copy gives the waiter time to start. */
+static void test_restore_while_a_server_waits(void **state)
+{
+    (void)state;
+    char dir[64], backup[96], marker[96];
+    char err[256];
+    assert_non_null(make_tmp_dir(dir));
+    snprintf(backup, sizeof backup, "%s.backup", dir);
+    snprintf(marker, sizeof marker, "%s/data.mdb.restoring", dir);
+    store *s = open_or_fail(dir, TEST_MAPSIZE);
+    MDB_txn *txn;
+    size_t big = (size_t)24 << 20;
+    char *filler = calloc(1, big);
+    assert_non_null(filler);
+    assert_int_equal(mdb_txn_begin(s->env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_put(txn, s->db[DB_META], &(MDB_val){6, "filler"}, &(MDB_val){big, filler}, 0), 0);
+    assert_int_equal(mdb_put(txn, s->db[DB_META], &(MDB_val){4, "when"}, &(MDB_val){6, "backup"}, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    free(filler);
+    assert_int_equal(store_backup(s, backup, err, sizeof err), STORE_OK);
+    /* later writes, up to an even transaction number (the compact copy's
+     * empty meta page is the even one) */
+    MDB_envinfo info;
+    do {
+        assert_int_equal(mdb_txn_begin(s->env, NULL, 0, &txn), 0);
+        assert_int_equal(mdb_put(txn, s->db[DB_META], &(MDB_val){4, "when"}, &(MDB_val){5, "after"}, 0), 0);
+        assert_int_equal(mdb_txn_commit(txn), 0);
+        assert_int_equal(mdb_env_info(s->env, &info), 0);
+    } while (info.me_last_txnid % 2 != 0);
+    store_close(s);
+
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(store_restore(backup, dir, 1, err, sizeof err) == STORE_OK ? 0 : 1);
+    for (int i = 0; i < 50000 && access(marker, F_OK) != 0; i++)
+        usleep(100);
+    /* the "server": LMDB's own open, which waits on the restore's lock */
+    MDB_env *env;
+    MDB_dbi meta;
+    MDB_val v;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, DB_COUNT), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    assert_int_equal(mdb_get(txn, meta, &(MDB_val){4, "when"}, &v), 0);
+    assert_int_equal(v.mv_size, 6);
+    assert_memory_equal(v.mv_data, "backup", 6);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    unlink(backup);
+}
+
 /* Another process opens the directory with a bigger map and grows the data
  * past this handle's map: this handle must follow (MDB_MAP_RESIZED). */
 static void test_other_process_grows_map(void **state)
@@ -1003,6 +1064,7 @@ int main(void)
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_open_unreadable_key),
         cmocka_unit_test(test_layout_stamp),
+        cmocka_unit_test(test_restore_while_a_server_waits),
         cmocka_unit_test(test_small_map_grows),
         cmocka_unit_test(test_map_grows_under_concurrent_reads),
         cmocka_unit_test(test_map_grows_under_kept_reads),
