@@ -326,6 +326,17 @@ int txn_begin(store *s, unsigned flags, MDB_txn **txn)
             return cluster_txn_begin(s, txn);
         if (s->replica)
             return STORE_REPLICA;
+        /* `tokend cluster init` may have made the directory a replica
+         * since this process opened it (it marks it first, then copies
+         * it): from then on its writes are the cluster's to make (and if
+         * the copy fails, init takes the mark back). */
+        MDB_val k = {10, "cluster_id"}, v;
+        int rc = local_txn_begin(s, flags, txn);
+        if (rc == STORE_OK && mdb_get(*txn, s->db[DB_META], &k, &v) == MDB_SUCCESS) {
+            txn_abort(s, *txn);
+            return STORE_REPLICA;
+        }
+        return rc;
     }
     return local_txn_begin(s, flags, txn);
 }

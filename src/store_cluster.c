@@ -540,10 +540,25 @@ int store_cluster_init(store *s, const char *url, char *msg, size_t msglen)
         }
         goto out;
     }
-    /* Copy the directory (token key included) into the empty cluster, then
-     * mark the directory as the cluster's replica at its newest change. */
+    /* Mark the directory as the cluster's replica at its newest change,
+     * then copy it (token key included) into the empty cluster. Marked
+     * first, so that a server still serving it stops writing (txn_begin
+     * sees the mark) before the copy's snapshot is taken: nothing it
+     * writes is left out of the cluster. A copy that fails detaches it. */
+    if ((rc = local_txn_begin(s, 0, &txn)) == STORE_OK) {
+        rc = set_seq(s, txn, last);
+        if (rc == STORE_OK)
+            rc = put_local(s, txn, ID_KEY, id, strlen(id));
+        rc = txn_end_s(s, txn, rc);
+    }
+    if (rc != STORE_OK) {
+        snprintf(msg, msglen, "cannot mark the data directory as the cluster's replica: %s",
+                 store_strerror(rc));
+        goto out;
+    }
     if ((rc = local_txn_begin(s, MDB_RDONLY, &txn)) != STORE_OK) {
         snprintf(msg, msglen, "cannot read the data directory");
+        store_replica_detach(s);   /* a server still serving it writes again */
         goto out;
     }
     walk_ctx w = {s, txn, NULL, 0};
@@ -559,17 +574,7 @@ int store_cluster_init(store *s, const char *url, char *msg, size_t msglen)
                                         ? "another init filled the cluster meanwhile: run it again"
                                         : err);
         rc = pushed == CLUSTER_EXISTS ? STORE_EXISTS : STORE_UNAVAILABLE;
-        goto out;
-    }
-    if ((rc = local_txn_begin(s, 0, &txn)) == STORE_OK) {
-        rc = set_seq(s, txn, last);
-        if (rc == STORE_OK)
-            rc = put_local(s, txn, ID_KEY, id, strlen(id));
-        rc = txn_end_s(s, txn, rc);
-    }
-    if (rc != STORE_OK) {
-        snprintf(msg, msglen, "copied into the cluster, but cannot mark the data directory as its "
-                 "replica: %s; start nodes from empty directories", store_strerror(rc));
+        store_replica_detach(s);   /* a server still serving it writes again */
         goto out;
     }
     snprintf(msg, msglen, "cluster %s: %s; copied the data directory into it (%zu users, %zu "

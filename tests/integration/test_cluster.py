@@ -371,6 +371,44 @@ class Cluster(unittest.TestCase):
         self.assertEqual(int(after["misses"]), int(before["misses"]), (before, after))
 
 
+    def test_12_init_under_a_serving_single_node(self):
+        """`cluster init` of a directory a single-node server is serving: the
+        directory is marked first, so the server stops writing (503, a
+        write refused is not a write lost) before the copy's snapshot;
+        everything it acknowledged is in the cluster."""
+        self.pg.psql("CREATE DATABASE second")
+        url = self.pg.url.replace("///postgres?", "///second?")
+        solo = Server()
+        self.nodes.append(solo)
+        solo.create_app("solo")
+        uid = solo.add_user("sam", PW, pwhash_ops=1, pwhash_mem=1)
+        admin = solo.secret(solo.cli("admin-token", "create", "--data", solo.data).stdout.strip())
+        solo.start(*CHEAP)
+        before = solo.request("POST", "/token/id", {"user_id": uid, "password": PW})
+        self.assertEqual(before.status, 200, before)
+        tok = solo.secret(before.json()["data"]["token"])
+        out = solo.cli("cluster", "init", "--data", solo.data, "--cluster", url).stdout
+        self.assertIn("copied the data directory", out)
+        r = solo.request("POST", "/token/id", {"user_id": uid, "password": PW})
+        self.assertEqual(r.status, 503, r)
+        self.assertIn("replica", r.json()["message"])
+        r = solo.request("POST", "/user/register/v2", {"username": "late", "password": PW},
+                         headers={"access-token": admin})
+        self.assertEqual(r.status, 503, r)
+        # reads go on; and a node of the new cluster serves what solo acknowledged
+        self.assertEqual(solo.request("POST", "/token/verify", {"token": tok},
+                                      headers={"access-token": admin}).status, 200)
+        node = Server()
+        self.nodes.append(node)
+        node.start("--cluster", url, "--workers", "2", "--threads", "1", *CHEAP)
+        r = node.request("POST", "/token/verify", {"token": tok}, headers={"access-token": admin})
+        self.assertEqual((r.status, r.json()["data"]["user_id"]), (200, uid), r)
+        r = node.request("POST", "/user/register/v2", {"username": "late", "password": PW},
+                         headers={"access-token": admin})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["data"]["user_id"], uid + 1)   # no id taken twice
+
+
 
 if __name__ == "__main__":
     if not pg_support.bindir():
