@@ -65,6 +65,11 @@ static int cmd_serve(const option_values *ov)
     if (options_to_config(ov, &cfg, print_error, NULL) != 0)
         return 2;
     cfg.options = ov;
+    /* Before any thread is made (the log writer, the feed, the workers):
+     * threads inherit the mask, and a SIGHUP or SIGTERM that the kernel
+     * handed to one not blocking it would end the process (default action)
+     * instead of reaching server_run's sigwait. */
+    server_block_signals();
     /* The log first: a log that cannot be opened refuses the start before
      * anything else is made. */
     if (log_start(cfg.log_text ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON, cfg.access_log, err,

@@ -462,6 +462,22 @@ static h2_paths *known_paths(const router *router)
     return ps;
 }
 
+static void stop_signals(sigset_t *sigs)
+{
+    sigemptyset(sigs);
+    sigaddset(sigs, SIGTERM);
+    sigaddset(sigs, SIGINT);
+    sigaddset(sigs, SIGHUP);
+}
+
+void server_block_signals(void)
+{
+    sigset_t sigs;
+    stop_signals(&sigs);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
 int server_run(tokend_ctx *ctx, const router *router)
 {
     tokend_config *cfg = ctx->config;
@@ -469,13 +485,8 @@ int server_run(tokend_ctx *ctx, const router *router)
     sigset_t sigs;
     int sig = 0, purging = 0;
 
-    /* Threads inherit this mask: only sigwait() below sees these signals. */
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    server_block_signals();
+    stop_signals(&sigs);
 
     /* Every address is resolved before anything is made, so a refused
      * start has nothing to take apart. */

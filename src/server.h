@@ -11,6 +11,9 @@
 
 /* Serves until SIGTERM or SIGINT. Returns the process exit status. */
 int server_run(tokend_ctx *ctx, const router *router);
+/* Blocks SIGTERM, SIGINT and SIGHUP (server_run takes them with sigwait)
+ * and ignores SIGPIPE: called before the process makes any thread. */
+void server_block_signals(void);
 
 /* The event loop a request arrived on (its connection's thread), as the
  * rpc layer's loop: a call's pool jobs come back to it, and it counts the

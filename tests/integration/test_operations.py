@@ -172,6 +172,25 @@ class Reload(unittest.TestCase):
         finally:
             srv.stop()
 
+    def test_a_burst_of_sighups_right_after_start(self):
+        # A SIGHUP the kernel handed to a thread made before the signals were
+        # blocked (the log writer, the workers) killed the process: systemd's
+        # reload right after a start, or two reloads in a row.
+        srv = Server()
+        srv.create_app("a")
+        conf = os.path.join(srv.tmp, "tokend.conf")
+        with open(conf, "w") as f:
+            f.write("max-body 4096\n")
+        srv.start(*LOW, "--config", conf, "--workers", "4")
+        try:
+            for _ in range(40):
+                srv.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            self.assertIsNone(srv.proc.poll(), srv.logs()[-2000:])
+            self.assertEqual(srv.request("GET", "/healthz").status, 200)
+        finally:
+            srv.stop()
+
     def test_sighup_raises_the_cap_h2o_applies_too(self):
         # h2o refuses bodies past 16 x max-body (at least 1 MiB) itself, before
         # tokend sees them: a larger max-body by SIGHUP must move that cap
