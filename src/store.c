@@ -534,18 +534,30 @@ static int write_ring(store *s, MDB_txn *txn, const store_keyring *r)
     return rc;
 }
 
-/* Makes r the ring readers see, unless it is the same. 1 if it changed. */
+static void free_rings(store *s)
+{
+    for (struct kept_ring *k = s->rings, *next; k; k = next) {
+        next = k->next;
+        crypto_wipe(k, sizeof *k);
+        free(k);
+    }
+    s->rings = NULL;
+}
+
+/* Makes r the ring readers see, unless it is the same. 1 if it changed
+ * (0 also when out of memory: the ring before stays). */
 static int publish_ring(store *s, const store_keyring *r)
 {
     const store_keyring *cur = atomic_load(&s->ring);
     if (cur && cur->n == r->n && memcmp(cur->keys, r->keys, r->n * sizeof r->keys[0]) == 0)
         return 0;
     pthread_mutex_lock(&s->ring_lock);
-    store_keyring *copy = NULL;
-    if (s->nrings < sizeof s->rings / sizeof s->rings[0] && (copy = malloc(sizeof *copy))) {
-        *copy = *r;
-        s->rings[s->nrings++] = copy;
-        atomic_store(&s->ring, copy);
+    struct kept_ring *copy = malloc(sizeof *copy);
+    if (copy) {
+        copy->ring = *r;
+        copy->next = s->rings;
+        s->rings = copy;
+        atomic_store(&s->ring, &copy->ring);
     }
     pthread_mutex_unlock(&s->ring_lock);
     return copy ? 1 : 0;
@@ -830,8 +842,7 @@ fail:
         mdb_txn_abort(txn);
     if (s->env)
         mdb_env_close(s->env);
-    for (size_t i = 0; i < s->nrings; i++)
-        free(s->rings[i]);
+    free_rings(s);
     pthread_mutex_destroy(&s->ring_lock);
     free(s);
     return STORE_ERR;
@@ -851,10 +862,7 @@ void store_close(store *s)
     pthread_mutex_unlock(&slots_lock);
     mdb_env_close(s->env);
     pthread_rwlock_destroy(&s->resize);
-    for (size_t i = 0; i < s->nrings; i++) {
-        crypto_wipe(s->rings[i], sizeof *s->rings[i]);
-        free(s->rings[i]);
-    }
+    free_rings(s);
     pthread_mutex_destroy(&s->ring_lock);
     free(s);
 }

@@ -49,6 +49,11 @@ enum { DB_META, DB_APPS, DB_USERS, DB_LOGINS, DB_SESSIONS, DB_USER_SESSIONS, DB_
        DB_DEVICES, DB_USER_DEVICES, DB_PUSH_TOKENS, DB_EXPIRY, DB_APP_USERS, DB_ADMIN_TOKENS,
        DB_GROUPS, DB_AUDIT, DB_PWCOSTS, DB_COUNTS, DB_COUNT };
 
+struct kept_ring {
+    store_keyring ring;
+    struct kept_ring *next;
+};
+
 struct store {
     MDB_env *env;
     /* Every transaction holds this shared; growing the map takes it
@@ -75,8 +80,7 @@ struct store {
      * reader may still hold one (rotations are rare). */
     const store_keyring *_Atomic ring;
     pthread_mutex_t ring_lock;
-    store_keyring *rings[64];
-    size_t nrings;
+    struct kept_ring *rings;   /* every one published, newest first */
     uint64_t serial;           /* unique among the stores this process opened */
     struct read_slot *readers; /* each thread's kept read transaction (store.c) */
 };

@@ -36,6 +36,24 @@ static void rotation_puts_a_new_key_first_and_keeps_the_old(void **state)
     store_close(other);
 }
 
+/* A server runs for years: every rotation it sees is published, however
+ * many (a table of 64 kept rings once stopped taking new ones, and the
+ * server kept hashing with a key the CLI had rotated away). */
+static void every_rotation_is_seen_however_many(void **state)
+{
+    fixture *f = *state;
+    store *other = open_or_fail(f->dir, TEST_MAPSIZE);
+    uint32_t id = 0;
+    for (int i = 1; i <= 150; i++) {
+        assert_int_equal(store_rotate_token_key(f->s, &id), STORE_OK);
+        assert_int_equal(id, (uint32_t)i);
+        assert_int_equal(store_token_key_id(f->s), (uint32_t)i);
+        assert_int_equal(store_keys_refresh(other), 1);
+        assert_int_equal(store_token_key_id(other), (uint32_t)i);
+    }
+    store_close(other);
+}
+
 static void a_key_retires_when_its_last_session_goes(void **state)
 {
     fixture *f = *state;
@@ -131,6 +149,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(rotation_puts_a_new_key_first_and_keeps_the_old,
                                         fixture_setup_app, fixture_teardown),
+        cmocka_unit_test_setup_teardown(every_rotation_is_seen_however_many, fixture_setup_app,
+                                        fixture_teardown),
         cmocka_unit_test_setup_teardown(a_key_retires_when_its_last_session_goes,
                                         fixture_setup_app, fixture_teardown),
         cmocka_unit_test_setup_teardown(the_ring_is_bounded_by_keys_in_use, fixture_setup_app,
