@@ -83,6 +83,14 @@ static int resize(store *s, size_t size)
     return rc;
 }
 
+int store_grow(store *s)
+{
+    int rc = resize(s, s->mapsize * 2);
+    if (rc == 0)
+        log_event(LOG_INFO, "map_growth", "store: map grown to %zu MiB", s->mapsize >> 20);
+    return rc == 0 ? STORE_OK : STORE_ERR;
+}
+
 /* Doubles the map before a write when it is 3/4 used, so writes find room
  * instead of failing with MDB_MAP_FULL. */
 static void grow_if_needed(store *s)

@@ -246,12 +246,14 @@ typedef struct {
     size_t rows;
     int force;      /* replace even a replica that is ahead (the database was restored) */
     int skip;       /* the replica already has this snapshot's changes: keep it */
+    int full;       /* the map filled up: it was grown, load it again */
 } snap_ctx;
 
 static int snap_begin(void *arg, const char *id, uint64_t seq)
 {
     snap_ctx *c = arg;
     c->skip = 0;
+    c->full = 0;
     if (local_txn_begin(c->s, 0, &c->txn) != STORE_OK)
         return -1;
     /* Two loaders may race (the feed and a write of this node, or a command
@@ -285,7 +287,9 @@ static int snap_row(void *arg, int db, const uint8_t *key, size_t klen, const ui
     if (c->skip)
         return 0;
     c->rows++;
-    return apply_op(&a, WSET_PUT, db, key, klen, val, vlen) == STORE_OK ? 0 : -1;
+    int rc = apply_op(&a, WSET_PUT, db, key, klen, val, vlen);
+    c->full |= rc == STORE_FULL;
+    return rc == STORE_OK ? 0 : -1;
 }
 
 static int snap_end(void *arg, int ok)
@@ -301,14 +305,26 @@ static int snap_end(void *arg, int ok)
     /* The cluster's token key came with the snapshot. */
     if (rc == STORE_OK)
         rc = read_token_key(c->s, c->txn);
+    c->full |= rc == STORE_FULL;
     if (rc != STORE_OK) {
         txn_abort(c->s, c->txn);
         c->txn = NULL;
+        /* A snapshot is one transaction, which the map's growth before
+         * each write cannot foresee (a reload holds the old pages and the
+         * new): grown now, the next load (the caller's, or the feed's
+         * retry) finds room. */
+        if (c->full)
+            store_grow(c->s);
         return -1;
     }
     MDB_txn *txn = c->txn;
     c->txn = NULL;
-    if (local_txn_commit(c->s, txn) != STORE_OK)
+    rc = local_txn_commit(c->s, txn);
+    if (rc == STORE_FULL) {
+        c->full = 1;
+        store_grow(c->s);
+    }
+    if (rc != STORE_OK)
         return -1;
     fprintf(stderr, "tokend: cluster: loaded a snapshot of %zu records at change %llu\n", c->rows,
             (unsigned long long)c->seq);
@@ -338,6 +354,18 @@ static snap_ctx *snap_hooks(store *s, cluster_snapshot_hooks *h)
 
 /* Replaces the replica with a snapshot now, on a connection of the pool
  * (the write path's; the feed uses its own). force: even if it is ahead. */
+/* A snapshot, loaded again after each growth of the map it filled (up to
+ * 2^12 times its size). */
+static int snapshot_growing(cluster *cl, const cluster_snapshot_hooks *h, snap_ctx *sc)
+{
+    for (int grown = 0;; grown++) {
+        if (cluster_snapshot(cl, h) == CLUSTER_OK)
+            return STORE_OK;
+        if (!sc->full || grown == 12)
+            return sc->full ? STORE_FULL : STORE_UNAVAILABLE;
+    }
+}
+
 static int load_snapshot(store *s, cluster *cl, int force)
 {
     cluster_snapshot_hooks h;
@@ -345,7 +373,7 @@ static int load_snapshot(store *s, cluster *cl, int force)
     if (!sc)
         return STORE_ERR;
     sc->force = force;
-    int rc = cluster_snapshot(cl, &h) == CLUSTER_OK ? STORE_OK : STORE_UNAVAILABLE;
+    int rc = snapshot_growing(cl, &h, sc);
     free(sc);
     return rc;
 }
@@ -396,10 +424,12 @@ static int join(store *s, cluster *cl, int feed, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return STORE_ERR;
     }
-    if (!mine[0] && cluster_snapshot(cl, &h) != CLUSTER_OK) {
+    int loaded = !mine[0] ? snapshot_growing(cl, &h, sc) : STORE_OK;
+    if (loaded != STORE_OK) {
         free(sc);
-        snprintf(err, errlen, "cannot load the cluster's snapshot");
-        return STORE_UNAVAILABLE;
+        snprintf(err, errlen, "cannot load the cluster's snapshot%s",
+                 loaded == STORE_FULL ? ": the disk or the data directory's map is full" : "");
+        return loaded;
     }
     /* A replica ahead of its database: the database was restored from a
      * dump (or failed over and lost commits). PostgreSQL is the system of

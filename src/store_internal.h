@@ -236,6 +236,10 @@ int local_txn_begin(store *s, unsigned flags, MDB_txn **txn);
 int local_txn_commit(store *s, MDB_txn *txn);
 void txn_abort(store *s, MDB_txn *txn);
 /* Commits when rc is STORE_OK, else aborts; returns the outcome. */
+/* Doubles the map; no transaction of this process may be open. A write
+ * that found the map full (one that replaces the replica whole: a
+ * snapshot) grows it so, then tries again. */
+int store_grow(store *s);
 int txn_end_s(store *s, MDB_txn *txn, int rc);
 #define txn_end(txn, rc) txn_end_s(s, (txn), (rc))
 

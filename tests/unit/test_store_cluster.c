@@ -33,6 +33,7 @@ static struct {
     int down;          /* the next write fails as if PostgreSQL were away: 1 at its
                         * start, 2 at its commit */
     int exists;        /* the next write fails with a unique violation */
+    int filler;        /* rows of 2 KiB the snapshot holds besides the key */
     uint8_t key[CRYPTO_KEY_BYTES];
 } fake;
 struct cluster { int unused; };
@@ -72,9 +73,16 @@ int cluster_state(cluster *c, char *id, size_t idlen, uint64_t *last_seq, int *k
 /* The cluster as `cluster init` left it: only the token key (and no change). */
 int cluster_snapshot(cluster *c, const cluster_snapshot_hooks *h)
 {
+    static uint8_t value[2048];
     if (h->begin(h->arg, "fake", 0) != 0)
         return CLUSTER_DOWN;
     int ok = h->row(h->arg, DB_META, (const uint8_t *)"key", 3, fake.key, sizeof fake.key) == 0;
+    for (int i = 0; ok && i < fake.filler; i++) {
+        char k[16];
+        int n = snprintf(k, sizeof k, "fill%05d", i);
+        memset(value, 'a' + i % 26, sizeof value);
+        ok = h->row(h->arg, DB_META, (const uint8_t *)k, (size_t)n, value, sizeof value) == 0;
+    }
     return h->end(h->arg, ok) == 0 && ok ? CLUSTER_OK : CLUSTER_DOWN;
 }
 int cluster_push(cluster *c, cluster_row_fn next, void *arg, char *err, size_t errlen)
@@ -348,6 +356,29 @@ static void test_join_refuses_single_node_data(void **state)
     rm_dir(dir);
 }
 
+/* A snapshot is one transaction: one bigger than the new node's map (4 MiB
+ * into 1 MiB) grows the map and loads again, instead of failing the start. */
+static void test_snapshot_bigger_than_the_map(void **state)
+{
+    char dir[64], err[256];
+    (void)state;
+    fake_reset();
+    fake.filler = 2000;
+    assert_non_null(make_tmp_dir(dir));
+    store *s = open_or_fail(dir, (size_t)1 << 20);
+    assert_int_equal(store_cluster_join(s, "fake://", 0, err, sizeof err), STORE_OK);
+    MDB_txn *txn;
+    MDB_val v;
+    assert_int_equal(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_get(txn, s->db[DB_META], &(MDB_val){9, "fill01999"}, &v), 0);
+    assert_int_equal(v.mv_size, 2048);
+    mdb_txn_abort(txn);
+    assert_true(s->mapsize >= (size_t)4 << 20);
+    store_close(s);
+    rm_dir(dir);
+    fake_reset();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -355,6 +386,7 @@ int main(void)
         cmocka_unit_test(test_replica_matches),
         cmocka_unit_test(test_database_away_writes_nothing),
         cmocka_unit_test(test_join_refuses_single_node_data),
+        cmocka_unit_test(test_snapshot_bigger_than_the_map),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
