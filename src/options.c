@@ -398,6 +398,22 @@ const char *options_text(const option_values *ov, option_id id)
     return ov->v[id].set ? ov->v[id].text : options[id].dflt_text;
 }
 
+/* HOST:PORT with a port of 1 to 65535 (getaddrinfo would take 65616 as
+ * port 80). */
+static int port_ok(const char *hostport)
+{
+    const char *p = strrchr(hostport, ':');
+    unsigned long port = 0;
+    if (!p || !p[1] || strlen(p + 1) > 5)
+        return 0;
+    for (p++; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return 0;
+        port = port * 10 + (unsigned long)(*p - '0');
+    }
+    return port >= 1 && port <= 65535;
+}
+
 int options_to_config(const option_values *ov, tokend_config *cfg, option_error_fn *report,
                       void *arg)
 {
@@ -425,6 +441,22 @@ int options_to_config(const option_values *ov, tokend_config *cfg, option_error_
     cfg->cluster_url = options_text(ov, OPT_CLUSTER);
     cfg->metrics_listen = options_text(ov, OPT_METRICS_LISTEN);
     cfg->access_log = options_text(ov, OPT_ACCESS_LOG);
+    static const int addresses[] = {OPT_LISTEN, OPT_METRICS_LISTEN};
+    for (size_t i = 0; i < sizeof addresses / sizeof *addresses; i++) {
+        const char *a = options_text(ov, addresses[i]);
+        if (!a || port_ok(a))
+            continue;
+        const option_value *given = &ov->v[addresses[i]];
+        if (given->line)
+            report_line(report, arg, ov->file, given->line,
+                        "bad value \"%s\" for %s: give HOST:PORT with a port from 1 to 65535", a,
+                        options[addresses[i]].name);
+        else
+            report_line(report, arg, NULL, 0,
+                        "bad value \"%s\" for --%s: give HOST:PORT with a port from 1 to 65535", a,
+                        options[addresses[i]].name);
+        return 1;
+    }
     const char *tp = options_text(ov, OPT_TRUSTED_PROXIES);
     char why[160];
     cfg->trusted_proxies.n = 0;
@@ -478,6 +510,37 @@ int options_to_config(const option_values *ov, tokend_config *cfg, option_error_
     return 0;
 }
 
+/* Replaces v..end with **** (or as many stars as it is long, when shorter:
+ * the text never grows). */
+static char *stars(char *v, char *end)
+{
+    size_t n = (size_t)(end - v);
+    if (n < 4) {
+        memset(v, '*', n);
+        return end;
+    }
+    memcpy(v, "****", 4);
+    memmove(v + 4, end, strlen(end) + 1);
+    return v + 4;
+}
+
+/* A PostgreSQL connection string as printed: a password in it (user:PW@
+ * of a URL, password=PW of a URL's query or of key=value form) is shown as
+ * ****, since config check's output is pasted into tickets and logs. */
+static void mask_password(char *s)
+{
+    char *at, *scheme = strstr(s, "://");
+    if (scheme && (at = strchr(scheme + 3, '@')) != NULL) {
+        char *colon = memchr(scheme + 3, ':', (size_t)(at - (scheme + 3)));
+        if (colon)
+            stars(colon + 1, at);
+    }
+    for (char *p = s; (p = strstr(p, "password=")) != NULL;) {
+        char *v = p + 9;
+        p = p == s || strchr("?& \t", p[-1]) ? stars(v, v + strcspn(v, "& \t")) : v;
+    }
+}
+
 void options_print_config(const option_values *ov, FILE *out)
 {
     fprintf(out, "# tokend serve: the effective configuration%s%s\n", ov->file ? " of " : "",
@@ -493,9 +556,11 @@ void options_print_config(const option_values *ov, FILE *out)
                                                           : "default";
         if (o->kind == OPT_NUMBER)
             snprintf(value, sizeof value, "%llu", options_num(ov, (option_id)i));
-        else if (options_text(ov, (option_id)i))
+        else if (options_text(ov, (option_id)i)) {
             snprintf(value, sizeof value, "%s", options_text(ov, (option_id)i));
-        else {
+            if (i == OPT_CLUSTER)
+                mask_password(value);
+        } else {
             fprintf(out, "# %s %s  (not set%s)\n", o->name, o->metavar,
                     i == OPT_DATA ? ": required, here or as --data" : "");
             continue;

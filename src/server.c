@@ -280,6 +280,25 @@ static void on_metrics_accept(h2o_socket_t *listener, const char *err)
     h2o_accept(&t->metrics_accept, sock);
 }
 
+/* Whether the address is free: bound once without SO_REUSEPORT, which the
+ * loops' listeners share among themselves. Without this, a second tokend
+ * started on the same port by the same user would share it too, and the
+ * kernel would split the clients between two servers. 0, or -1 (errno). */
+static int port_free(const struct addrinfo *ai)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol), on = 1;
+    if (fd < 0)
+        return -1;
+    int rc = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+                     bind(fd, ai->ai_addr, ai->ai_addrlen) != 0
+                 ? -1
+                 : 0;
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
 static int open_listener(const struct addrinfo *ai)
 {
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol), on = 1;
@@ -548,7 +567,7 @@ int server_run(tokend_ctx *ctx, const router *router)
         h2o_hostconf_t *mhost = h2o_config_register_host(
             &s.metrics_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
         http_register_metrics(h2o_config_register_path(mhost, "/", 0), ctx, router, &s.registry);
-        s.threads[0].metrics_fd = open_listener(maddr);
+        s.threads[0].metrics_fd = port_free(maddr) == 0 ? open_listener(maddr) : -1;
         freeaddrinfo(maddr);
         if (s.threads[0].metrics_fd < 0) {
             fprintf(stderr, "tokend: cannot listen on %s (--metrics-listen): %s\n",
@@ -557,8 +576,12 @@ int server_run(tokend_ctx *ctx, const router *router)
         }
     }
     /* Every listener first, so a port in use fails before any thread runs. */
-    unsigned opened;
-    for (opened = 0; opened < s.nthreads; opened++) {
+    unsigned opened = 0;
+    if (port_free(s.addr) != 0) {
+        fprintf(stderr, "tokend: cannot listen on %s: %s\n", cfg->listen, strerror(errno));
+        goto fail;
+    }
+    for (; opened < s.nthreads; opened++) {
         server_loop *t = &s.threads[opened];
         if ((t->fd = open_listener(s.addr)) < 0) {
             fprintf(stderr, "tokend: cannot listen on %s: %s\n", cfg->listen, strerror(errno));

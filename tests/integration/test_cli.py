@@ -133,6 +133,16 @@ class Errors(unittest.TestCase):
 
 
 class ConfigCheck(unittest.TestCase):
+    def test_a_password_in_the_cluster_url_is_not_printed(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = write(d, "data /var/lib/tokend\ncluster postgresql://tok:s3cret-pw@db/t?"
+                            "sslmode=require&password=0ther-pw\n")
+            p = tokend("config", "check", path)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertNotIn("s3cret-pw", p.stdout)
+            self.assertNotIn("0ther-pw", p.stdout)
+            self.assertIn("cluster postgresql://tok:****@db/t?sslmode=require&password=****", p.stdout)
+
     def test_good_file_prints_the_effective_configuration(self):
         with tempfile.TemporaryDirectory() as d:
             path = write(d, "# tokend\n\ndata /var/lib/tokend\nlisten 0.0.0.0:8443   # all\n"

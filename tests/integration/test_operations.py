@@ -354,6 +354,36 @@ class StartUp(unittest.TestCase):
         finally:
             srv.close()
 
+    def test_a_second_server_on_the_same_port_is_refused(self):
+        # The loops' listeners share their port (SO_REUSEPORT); a second
+        # tokend of the same user must not join them and split the clients.
+        first, second = Server(), Server()
+        first.create_app("a")
+        second.create_app("b")
+        first.start(*LOW)
+        try:
+            p = subprocess.run([BIN, "serve", "--data", second.data, "--listen",
+                                "127.0.0.1:%d" % first.port], capture_output=True, timeout=15)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("cannot listen on 127.0.0.1:%d: Address already in use" % first.port,
+                          p.stderr.decode())
+            self.assertEqual(first.request("GET", "/healthz").status, 200)
+        finally:
+            first.stop()
+            second.close()
+
+    def test_a_port_out_of_range_is_refused(self):
+        srv = Server()
+        try:
+            for listen in ("127.0.0.1:65616", "127.0.0.1:0", "127.0.0.1:", "127.0.0.1:80x"):
+                p = subprocess.run([BIN, "serve", "--data", srv.data, "--listen", listen],
+                                   capture_output=True, timeout=15)
+                self.assertEqual(p.returncode, 2, (listen, p.stderr))
+                self.assertIn('bad value "%s" for --listen: give HOST:PORT with a port from 1 to 65535'
+                              % listen, p.stderr.decode())
+        finally:
+            srv.close()
+
     def test_port_in_use(self):
         srv = Server()
         srv.create_app("a")
