@@ -31,6 +31,7 @@
 #include <h2o/http2.h>
 
 #define STOP_GRACE_MS 10000
+#define STOP_FLUSH_MS 1000        /* after the last answer, for its bytes to go out */
 /* h2o's own cap on a request body: past our --max-body (413 with the
  * envelope) it still buffers up to this many times max-body, at least 1 MiB. */
 #define BODY_CAP_FACTOR 16
@@ -56,7 +57,7 @@ typedef struct server_loop {
     h2o_socket_t *listener;
     int fd;                             /* the listener, opened before the thread */
     unsigned inflight;                  /* calls answered not yet: shutdown waits */
-    unsigned conns, max_conns;          /* open connections on this loop */
+    unsigned conns;                     /* open connections on this loop */
     metrics_loop *metrics;              /* this loop's counters and access log ring */
     h2o_accept_ctx_t metrics_accept;    /* loop 0, with --metrics-listen */
     h2o_socket_t *metrics_listener;
@@ -76,6 +77,8 @@ typedef struct server {
     SSL_CTX *ssl;
     struct addrinfo *addr;
     atomic_int stopping;            /* set once by server_run; read by every loop */
+    atomic_uint conns;              /* open client connections, all loops */
+    unsigned max_conns;
     pthread_barrier_t ready;        /* every loop set up: signals may reach them */
     unsigned nthreads;
     server_loop *threads;
@@ -140,6 +143,7 @@ static void on_conn_close(void *data)
 {
     server_loop *t = data;
     t->conns--;
+    atomic_fetch_sub(&t->server->conns, 1);
     METRIC_ADD(t->metrics->conns, -1);
 }
 
@@ -256,7 +260,9 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     h2o_socket_t *sock;
     if (err || (sock = h2o_evloop_socket_accept(listener)) == NULL)
         return;
-    if (t->conns >= t->max_conns) {
+    /* one count for all loops: the kernel picks the loop of a connection */
+    if (atomic_fetch_add(&t->server->conns, 1) >= t->server->max_conns) {
+        atomic_fetch_sub(&t->server->conns, 1);
         h2o_socket_close(sock);
         return;
     }
@@ -374,7 +380,17 @@ static void *run_thread(void *arg)
         h2o_socket_read_stop(t->metrics_listener);
         h2o_socket_close(t->metrics_listener);
     }
-    for (int waited = 0; t->inflight && waited < STOP_GRACE_MS; waited += 50)
+    /* HTTP/2 connections get GOAWAY and close once their streams are done;
+     * HTTP/1.1 ones lose keep-alive with their next reply. */
+    h2o_context_request_shutdown(&t->h2o);
+    uint64_t start = h2o_now(loop);
+    while (t->inflight && h2o_now(loop) - start < STOP_GRACE_MS)
+        h2o_evloop_run(loop, 50);
+    /* Answers still being written (a large one, a slow reader) go out as
+     * their connections close; an idle keep-alive connection is not waited
+     * for long. */
+    uint64_t answered = h2o_now(loop);
+    while (t->conns && h2o_now(loop) - answered < STOP_FLUSH_MS && h2o_now(loop) - start < STOP_GRACE_MS)
         h2o_evloop_run(loop, 50);
     return NULL;
 }
@@ -528,6 +544,7 @@ int server_run(tokend_ctx *ctx, const router *router)
     s.h2o.http2.max_concurrent_requests_per_connection = cfg->max_streams;
     h2o_hostconf_t *host = h2o_config_register_host(&s.h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     s.nthreads = cfg->threads ? cfg->threads : 1;
+    s.max_conns = cfg->max_connections;
     s.registry = (metrics_registry){ctx, router, NULL, s.nthreads, rpc_now_ms()};
     if (!(s.threads = calloc(s.nthreads, sizeof *s.threads)) ||
         !(s.registry.loops = calloc(s.nthreads, sizeof *s.registry.loops)) ||
@@ -589,7 +606,7 @@ int server_run(tokend_ctx *ctx, const router *router)
         }
         t->server = &s;
         t->rpc = (rpc_loop){loop_post, loop_enter, loop_leave, t->metrics};
-        t->max_conns = (cfg->max_connections + s.nthreads - 1) / s.nthreads;
+
     }
     if (pthread_barrier_init(&s.ready, NULL, s.nthreads + 1) != 0) {
         fprintf(stderr, "tokend: cannot set up the event loops (pthread_barrier_init)\n");
