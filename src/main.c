@@ -579,7 +579,7 @@ static int cmd_app_rotate_key(const option_values *ov)
     store *st = open_store_of(ov);
     uint64_t app = app_of(ov, st);
     uint32_t token_id = 0, pair_id = 0;
-    int rc = store_rotate_token_key(st, &token_id);
+    int rc = store_rotate_keys(st, app, &token_id, &pair_id);
     if (rc == STORE_FULL) {
         fprintf(stderr, "tokend: %d token-hash keys are all still used by sessions: wait for "
                 "them to expire (or revoke them; admin tokens never expire) and rotate again\n",
@@ -587,8 +587,6 @@ static int cmd_app_rotate_key(const option_values *ov)
         store_close(st);
         return 1;
     }
-    if (rc == STORE_OK)
-        rc = store_app_rotate_key(st, app, &pair_id);
     store_close(st);
     if (rc != STORE_OK) {
         fprintf(stderr, "tokend: cannot rotate the keys: %s\n",

@@ -283,19 +283,30 @@ static void run_set_disabled(rpc_task *task)
 {
     admin_task *t = (admin_task *)task;
     store *st = task->call->ctx->store;
-    /* All or nothing: every id is checked before any is changed. */
+    /* Every id is checked first, to name one that is not a user; the change
+     * itself is one transaction, all of them or none. */
     for (size_t i = 0; i < t->n; i++)
         if (load_user(t, (uint64_t)t->ids[i]) != 0)
             return;
     task->reply = NULL;
-    for (size_t i = 0; i < t->n; i++) {
-        const store_audit *a = rpc_task_audit(task, &t->auth,
-                                              t->disable ? "DisableUsers" : "EnableUsers",
-                                              "user_id=%lld", (long long)t->ids[i]);
-        if (rpc_task_store(task, store_user_set_disabled(st, t->auth.app_id, (uint64_t)t->ids[i],
-                                                         t->disable, a), "user") != 0)
-            return;
+    store_audit *audits = calloc(t->n, sizeof *audits);
+    char (*details)[sizeof task->audit_detail] = calloc(t->n, sizeof *details);
+    uint64_t *ids = calloc(t->n, sizeof *ids);
+    if (!audits || !details || !ids) {
+        rpc_task_fail(task, ST_RESOURCE_EXHAUSTED, "out of memory");
+    } else {
+        for (size_t i = 0; i < t->n; i++) {
+            ids[i] = (uint64_t)t->ids[i];
+            rpc_audit_fill(&audits[i], details[i], sizeof details[i], &t->auth,
+                           t->disable ? "DisableUsers" : "EnableUsers", "user_id=%lld",
+                           (long long)t->ids[i]);
+        }
+        rpc_task_store(task, store_users_set_disabled(st, t->auth.app_id, ids, t->n, t->disable, audits),
+                       "user");
     }
+    free(audits);
+    free(details);
+    free(ids);
 }
 
 static void start_set_disabled(rpc_call *call, const Tokend__V1__UserIdList *req, int disable)

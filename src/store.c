@@ -675,6 +675,26 @@ int keys_retire(store *s, MDB_txn *txn)
     return rc;
 }
 
+int token_key_rotate_txn(store *s, MDB_txn *txn, store_keyring *r, uint32_t *new_id)
+{
+    int rc = read_ring(s, txn, r);
+    if (rc == STORE_OK && r->n == STORE_KEYS_MAX)
+        retire_in(s, txn, r);
+    if (rc == STORE_OK && r->n == STORE_KEYS_MAX)
+        rc = STORE_FULL;
+    if (rc == STORE_OK) {
+        uint32_t id = 0;
+        for (size_t i = 0; i < r->n; i++)
+            id = r->keys[i].id > id ? r->keys[i].id : id;
+        memmove(&r->keys[1], &r->keys[0], r->n * sizeof r->keys[0]);
+        r->n++;
+        r->keys[0].id = *new_id = id + 1;
+        crypto_random(r->keys[0].key, CRYPTO_KEY_BYTES);
+        rc = write_ring(s, txn, r);
+    }
+    return rc;
+}
+
 int store_rotate_token_key(store *s, uint32_t *new_id)
 {
     MDB_txn *txn;
@@ -682,22 +702,7 @@ int store_rotate_token_key(store *s, uint32_t *new_id)
     int rc = txn_begin(s, 0, &txn);
     if (rc != STORE_OK)
         return rc;
-    rc = read_ring(s, txn, &r);
-    if (rc == STORE_OK && r.n == STORE_KEYS_MAX)
-        retire_in(s, txn, &r);
-    if (rc == STORE_OK && r.n == STORE_KEYS_MAX)
-        rc = STORE_FULL;
-    if (rc == STORE_OK) {
-        uint32_t id = 0;
-        for (size_t i = 0; i < r.n; i++)
-            id = r.keys[i].id > id ? r.keys[i].id : id;
-        memmove(&r.keys[1], &r.keys[0], r.n * sizeof r.keys[0]);
-        r.n++;
-        r.keys[0].id = *new_id = id + 1;
-        crypto_random(r.keys[0].key, CRYPTO_KEY_BYTES);
-        rc = write_ring(s, txn, &r);
-    }
-    rc = txn_end(txn, rc);
+    rc = txn_end(txn, token_key_rotate_txn(s, txn, &r, new_id));
     if (rc == STORE_OK)
         publish_ring(s, &r);
     crypto_wipe(&r, sizeof r);

@@ -106,6 +106,10 @@ int store_rotate_token_key(store *s, uint32_t *new_id);
 /* A new key pair for the app (X25519, the private half sealed under the
  * newest token-hash key); the app keeps its newest 4. Sets *new_id. */
 int store_app_rotate_key(store *s, uint64_t app_id, uint32_t *new_id);
+/* `app rotate-key`: a new token-hash key and a new key pair for the app, in
+ * one transaction (a crash between them would leave one rotated, and a
+ * retry would add another token key to the bounded ring). */
+int store_rotate_keys(store *s, uint64_t app_id, uint32_t *token_id, uint32_t *pair_id);
 /* A number no other store this process opened has: what a cache of one
  * store's records is keyed by, so two data directories never mix. */
 uint64_t store_serial(const store *s);
@@ -206,6 +210,10 @@ int store_user_set_password(store *s, uint64_t user_id, const char *hash, const 
 /* Disabling revokes every session. STORE_NOTFOUND if not a user of the app. */
 int store_user_set_disabled(store *s, uint64_t app_id, uint64_t user_id, int disabled,
                             const store_audit *audit);
+/* The same for n users in one transaction, all or none; audits: n records
+ * (or NULL). */
+int store_users_set_disabled(store *s, uint64_t app_id, const uint64_t *ids, size_t n, int disabled,
+                             const store_audit *audits);
 /* Removes the user, its indexes, sessions, devices, push tokens and groups. */
 int store_user_delete(store *s, uint64_t user_id, const store_expect *expect,
                       const store_audit *audit);

@@ -240,6 +240,10 @@ void txn_abort(store *s, MDB_txn *txn);
  * that found the map full (one that replaces the replica whole: a
  * snapshot) grows it so, then tries again. */
 int store_grow(store *s);
+/* A new token-hash key first in the ring (retiring unused ones when it is
+ * full: STORE_FULL if none can go), inside the caller's write; r is the
+ * ring written, for the caller to publish after the commit. */
+int token_key_rotate_txn(store *s, MDB_txn *txn, store_keyring *r, uint32_t *new_id);
 int txn_end_s(store *s, MDB_txn *txn, int rc);
 #define txn_end(txn, rc) txn_end_s(s, (txn), (rc))
 

@@ -114,23 +114,45 @@ int apps_ensure_keys(store *s, MDB_txn *txn)
     return r;
 }
 
-int store_app_rotate_key(store *s, uint64_t app_id, uint32_t *new_id)
+static int app_rotate_txn(store *s, MDB_txn *txn, uint64_t app_id, uint32_t *new_id)
 {
-    MDB_txn *txn;
     store_app *app = NULL;
     uint8_t key[8];
-    int rc = txn_begin(s, 0, &txn);
-    if (rc != STORE_OK)
-        return rc;
-    rc = get_msg(s, txn, DB_APPS, key, app_key(key, app_id), &tokend__v1__store__app__descriptor,
-                 (void **)&app);
+    int rc = get_msg(s, txn, DB_APPS, key, app_key(key, app_id), &tokend__v1__store__app__descriptor,
+                     (void **)&app);
     if (rc == STORE_OK)
         rc = app_key_add(s, app, new_id);
     if (rc == STORE_OK)
         rc = put_msg(s, txn, DB_APPS, key, 8, &app->base, 0);
     if (app)
         protobuf_c_message_free_unpacked(&app->base, NULL);
-    return txn_end(txn, rc);
+    return rc;
+}
+
+int store_app_rotate_key(store *s, uint64_t app_id, uint32_t *new_id)
+{
+    MDB_txn *txn;
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    return txn_end(txn, app_rotate_txn(s, txn, app_id, new_id));
+}
+
+int store_rotate_keys(store *s, uint64_t app_id, uint32_t *token_id, uint32_t *pair_id)
+{
+    MDB_txn *txn;
+    store_keyring r;
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    rc = token_key_rotate_txn(s, txn, &r, token_id);
+    if (rc == STORE_OK)
+        rc = app_rotate_txn(s, txn, app_id, pair_id);
+    rc = txn_end(txn, rc);
+    crypto_wipe(&r, sizeof r);
+    if (rc == STORE_OK)
+        store_keys_refresh(s);
+    return rc;
 }
 
 /* A user record and its key, inside the caller's transaction. */
@@ -513,17 +535,12 @@ int store_user_set_password(store *s, uint64_t user_id, const char *hash, const 
     return txn_end(txn, with_audit(s, txn, rc, audit));
 }
 
-int store_user_set_disabled(store *s, uint64_t app_id, uint64_t user_id, int disabled,
-                            const store_audit *audit)
+static int set_disabled_txn(store *s, MDB_txn *txn, uint64_t app_id, uint64_t user_id, int disabled)
 {
-    MDB_txn *txn;
     store_user *u = NULL;
     uint8_t uid[8];
     revoke_filter f = {NULL, NULL, 0};
-    int rc = txn_begin(s, 0, &txn);
-    if (rc != STORE_OK)
-        return rc;
-    rc = get_user_txn(s, txn, user_id, uid, &u);
+    int rc = get_user_txn(s, txn, user_id, uid, &u);
     if (rc == STORE_OK && u->app_id != app_id)
         rc = STORE_NOTFOUND;
     if (rc == STORE_OK) {
@@ -535,7 +552,27 @@ int store_user_set_disabled(store *s, uint64_t app_id, uint64_t user_id, int dis
         rc = revoke_user_txn(s, txn, user_id, &f);
     if (u)
         protobuf_c_message_free_unpacked(&u->base, NULL);
-    return txn_end(txn, with_audit(s, txn, rc, audit));
+    return rc;
+}
+
+int store_users_set_disabled(store *s, uint64_t app_id, const uint64_t *ids, size_t n, int disabled,
+                             const store_audit *audits)
+{
+    MDB_txn *txn;
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    /* One transaction: all of them or none. */
+    for (size_t i = 0; rc == STORE_OK && i < n; i++)
+        rc = with_audit(s, txn, set_disabled_txn(s, txn, app_id, ids[i], disabled),
+                        audits ? &audits[i] : NULL);
+    return txn_end(txn, rc);
+}
+
+int store_user_set_disabled(store *s, uint64_t app_id, uint64_t user_id, int disabled,
+                            const store_audit *audit)
+{
+    return store_users_set_disabled(s, app_id, &user_id, 1, disabled, audit);
 }
 
 static int drop_group(store *s, MDB_txn *txn, const uint8_t *key, size_t len, void *arg)

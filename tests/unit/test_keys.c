@@ -54,6 +54,24 @@ static void every_rotation_is_seen_however_many(void **state)
     store_close(other);
 }
 
+/* app rotate-key's two keys are one change: an unknown app rotates neither. */
+static void both_keys_or_neither(void **state)
+{
+    fixture *f = *state;
+    uint32_t token_id = 0, pair_id = 0;
+    assert_int_equal(store_rotate_keys(f->s, f->app + 1000, &token_id, &pair_id), STORE_NOTFOUND);
+    store_keys_refresh(f->s);
+    assert_int_equal(store_token_key_id(f->s), 0);
+    assert_int_equal(store_keys(f->s)->n, 1);
+    assert_int_equal(store_rotate_keys(f->s, f->app, &token_id, &pair_id), STORE_OK);
+    assert_int_equal(token_id, 1);
+    assert_int_equal(store_token_key_id(f->s), 1);
+    store_app *app = NULL;
+    assert_int_equal(store_app_get(f->s, f->app, &app), STORE_OK);
+    assert_int_equal(app->keys[app->n_keys - 1]->key_id, pair_id);
+    protobuf_c_message_free_unpacked(&app->base, NULL);
+}
+
 static void a_key_retires_when_its_last_session_goes(void **state)
 {
     fixture *f = *state;
@@ -151,6 +169,7 @@ int main(void)
                                         fixture_setup_app, fixture_teardown),
         cmocka_unit_test_setup_teardown(every_rotation_is_seen_however_many, fixture_setup_app,
                                         fixture_teardown),
+        cmocka_unit_test_setup_teardown(both_keys_or_neither, fixture_setup_app, fixture_teardown),
         cmocka_unit_test_setup_teardown(a_key_retires_when_its_last_session_goes,
                                         fixture_setup_app, fixture_teardown),
         cmocka_unit_test_setup_teardown(the_ring_is_bounded_by_keys_in_use, fixture_setup_app,

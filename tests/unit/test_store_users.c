@@ -139,6 +139,33 @@ static void test_user_set_disabled(void **state)
     assert_false(session_exists(f->s, 1));
 }
 
+/* A list is one transaction: a user of another app in it (or one deleted
+ * meanwhile) leaves every user of the list as it was, sessions included. */
+static void test_users_set_disabled_all_or_none(void **state)
+{
+    fixture *f = *state;
+    uint64_t other = make_app(f->s, "other");
+    uint64_t bob = make_user(f->s, f->app, "bob", NULL, NULL);
+    uint64_t cy = make_user(f->s, f->app, "cy", NULL, NULL);
+    uint64_t stranger = make_user(f->s, other, "stranger", NULL, NULL);
+    login_ok(f->s, f->app, bob, NULL, 3);
+    uint64_t bad[] = {bob, stranger, cy}, good[] = {bob, cy};
+    assert_int_equal(store_users_set_disabled(f->s, f->app, bad, 3, 1, NULL), STORE_NOTFOUND);
+    for (int i = 0; i < 2; i++) {
+        store_user *u = user(f->s, good[i]);
+        assert_false(u->disabled);
+        protobuf_c_message_free_unpacked(&u->base, NULL);
+    }
+    assert_true(session_exists(f->s, 3));
+    assert_int_equal(store_users_set_disabled(f->s, f->app, good, 2, 1, NULL), STORE_OK);
+    for (int i = 0; i < 2; i++) {
+        store_user *u = user(f->s, good[i]);
+        assert_true(u->disabled);
+        protobuf_c_message_free_unpacked(&u->base, NULL);
+    }
+    assert_false(session_exists(f->s, 3));
+}
+
 static void test_user_delete(void **state)
 {
     fixture *f = *state;
@@ -321,6 +348,7 @@ int main(void)
         T(test_user_update),
         T(test_user_set_password),
         T(test_user_set_disabled),
+        T(test_users_set_disabled_all_or_none),
         T(test_user_delete),
         T(test_users_list),
         T(test_groups),
