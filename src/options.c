@@ -525,7 +525,7 @@ static char *stars(char *v, char *end)
 }
 
 /* A PostgreSQL connection string as printed: a password in it (user:PW@
- * of a URL, password=PW of a URL's query or of key=value form) is shown as
+ * of a URL, password=PW or sslpassword=PW of its query) is shown as
  * ****, since config check's output is pasted into tickets and logs. */
 static void mask_password(char *s)
 {
@@ -535,10 +535,8 @@ static void mask_password(char *s)
         if (colon)
             stars(colon + 1, at);
     }
-    for (char *p = s; (p = strstr(p, "password=")) != NULL;) {
-        char *v = p + 9;
-        p = p == s || strchr("?& \t", p[-1]) ? stars(v, v + strcspn(v, "& \t")) : v;
-    }
+    for (char *p = s; (p = strstr(p, "password=")) != NULL;)   /* sslpassword= too */
+        p = stars(p + 9, p + 9 + strcspn(p + 9, "& \t"));
 }
 
 void options_print_config(const option_values *ov, FILE *out)

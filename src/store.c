@@ -27,6 +27,8 @@ static const char *const db_names[DB_COUNT] = {
     "devices", "user_devices", "push_tokens", "expiry", "app_users", "admin_tokens",
     "groups", "audit", "pwcosts", "counts"};
 
+#define STORE_MAX_READERS 1024   /* a reader slot per thread that reads (read_slot) */
+
 int map_rc(int rc)
 {
     switch (rc) {
@@ -65,8 +67,9 @@ const char *store_strerror(int code)
     }
 }
 
-/* Sets the map size (0: adopt what another process set) with no
- * transaction of this process active. */
+/* Sets the map size (0: adopt what another process set; SIZE_MAX: twice
+ * what it is, read under the lock) with no transaction of this process
+ * active. */
 static void end_kept_reads(store *s);
 
 static int resize(store *s, size_t size)
@@ -76,6 +79,8 @@ static int resize(store *s, size_t size)
     if (rc != 0)
         return rc;
     end_kept_reads(s);
+    if (size == SIZE_MAX)
+        size = mdb_env_info(s->env, &info) == 0 ? info.me_mapsize * 2 : s->mapsize * 2;
     rc = mdb_env_set_mapsize(s->env, size);
     if (rc == 0 && mdb_env_info(s->env, &info) == 0)
         s->mapsize = info.me_mapsize;
@@ -85,7 +90,7 @@ static int resize(store *s, size_t size)
 
 int store_grow(store *s)
 {
-    int rc = resize(s, s->mapsize * 2);
+    int rc = resize(s, SIZE_MAX);
     if (rc == 0)
         log_event(LOG_INFO, "map_growth", "store: map grown to %zu MiB", s->mapsize >> 20);
     return rc == 0 ? STORE_OK : STORE_ERR;
@@ -776,7 +781,7 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
     }
     if ((rc = mdb_env_create(&s->env)) != 0 ||
         (rc = mdb_env_set_maxdbs(s->env, DB_COUNT)) != 0 ||
-        (rc = mdb_env_set_maxreaders(s->env, 1024)) != 0 ||
+        (rc = mdb_env_set_maxreaders(s->env, STORE_MAX_READERS)) != 0 ||
         (rc = mdb_env_set_mapsize(s->env, mapsize ? mapsize : STORE_MAPSIZE_DEFAULT)) != 0 ||
         (rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600)) != 0) {
         snprintf(err, errlen, "cannot open data directory %s: %s", dir, mdb_strerror(rc));
@@ -1230,16 +1235,26 @@ done:
  * So it is set up afresh in place: opened here, where the lock is already
  * this process's own, LMDB takes it as the first opener and rebuilds it
  * from the new data. Closing the environment releases the lock. */
-static void reset_lock_file(const char *dir, const char *lock)
+static int reset_lock_file(const char *dir, char *err, size_t errlen)
 {
-    MDB_env *env;
-    if (mdb_env_create(&env) != 0) {
-        unlink(lock);
-        return;
-    }
-    if (mdb_env_open(env, dir, 0, 0600) != 0)
-        unlink(lock);   /* then the next opener makes one */
-    mdb_env_close(env);
+    MDB_env *env = NULL;
+    int rc = mdb_env_create(&env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(env, DB_COUNT);
+    if (rc == 0)   /* the lock file's size is the first opener's: the server's own */
+        rc = mdb_env_set_maxreaders(env, STORE_MAX_READERS);
+    if (rc == 0)
+        rc = mdb_env_open(env, dir, MDB_NOTLS, 0600);
+    if (env)
+        mdb_env_close(env);
+    /* A failed open may have dropped the lock already (closing its lock
+     * file's descriptor): the file is not removed from under whoever took
+     * it then. */
+    if (rc != 0)
+        snprintf(err, errlen, "the backup is in place, but its lock file could not be set up (%s): "
+                 "stop any server started meanwhile, remove %s/lock.mdb, then start it",
+                 mdb_strerror(rc), dir);
+    return rc == 0 ? 0 : -1;
 }
 
 int store_restore(const char *from, const char *dir, int force, char *err, size_t errlen)
@@ -1296,7 +1311,8 @@ int store_restore(const char *from, const char *dir, int force, char *err, size_
         rc = STORE_ERR;
     } else {
         sync_dir_of(data);
-        reset_lock_file(dir, lock);
+        if (reset_lock_file(dir, err, errlen) != 0)
+            rc = STORE_ERR;
     }
     close(lfd);  /* releases the lock (if reset_lock_file has not) */
     return rc;

@@ -359,6 +359,7 @@ static snap_ctx *snap_hooks(store *s, cluster_snapshot_hooks *h)
 static int snapshot_growing(cluster *cl, const cluster_snapshot_hooks *h, snap_ctx *sc)
 {
     for (int grown = 0;; grown++) {
+        sc->full = 0;   /* a load that fails before it begins leaves it as it was */
         if (cluster_snapshot(cl, h) == CLUSTER_OK)
             return STORE_OK;
         if (!sc->full || grown == 12)
@@ -515,6 +516,17 @@ static int next_row(void *arg, int *db, const uint8_t **key, size_t *klen, const
     }
 }
 
+/* Takes back init's mark after a failed copy, so that a server still
+ * serving the directory writes again; if even that fails, says so (init
+ * run again finishes the copy). */
+static void unmark(store *s, char *msg, size_t msglen)
+{
+    size_t n = strlen(msg);
+    if (store_replica_detach(s) != STORE_OK && n < msglen)
+        snprintf(msg + n, msglen - n, "; the data directory stays marked as the cluster's replica "
+                 "(writes refused): run `tokend cluster init` again to finish the copy");
+}
+
 int store_cluster_init(store *s, const char *url, char *msg, size_t msglen)
 {
     cluster *cl;
@@ -543,13 +555,16 @@ int store_cluster_init(store *s, const char *url, char *msg, size_t msglen)
         snprintf(schema, sizeof schema, "schema version %d (current)", to);
     else
         snprintf(schema, sizeof schema, "schema version %d -> %d", from, to);
-    if (strcmp(mine, id) == 0) {
+    /* Marked as this cluster's replica while the cluster holds nothing: an
+     * init that was stopped between its mark and its copy. It copies now. */
+    int unfinished = strcmp(mine, id) == 0 && kv_empty && data;
+    if (strcmp(mine, id) == 0 && !unfinished) {
         snprintf(msg, msglen, "cluster %s: %s; the data directory is already its replica "
                  "(change %llu)", id, schema, (unsigned long long)last);
         rc = STORE_OK;
         goto out;
     }
-    if (mine[0]) {
+    if (mine[0] && !unfinished) {
         snprintf(msg, msglen, "the data directory is a replica of another cluster (%s)", mine);
         rc = STORE_ERR;
         goto out;
@@ -575,20 +590,20 @@ int store_cluster_init(store *s, const char *url, char *msg, size_t msglen)
      * first, so that a server still serving it stops writing (txn_begin
      * sees the mark) before the copy's snapshot is taken: nothing it
      * writes is left out of the cluster. A copy that fails detaches it. */
-    if ((rc = local_txn_begin(s, 0, &txn)) == STORE_OK) {
+    if (!unfinished && (rc = local_txn_begin(s, 0, &txn)) == STORE_OK) {
         rc = set_seq(s, txn, last);
         if (rc == STORE_OK)
             rc = put_local(s, txn, ID_KEY, id, strlen(id));
         rc = txn_end_s(s, txn, rc);
     }
-    if (rc != STORE_OK) {
+    if (rc != STORE_OK && !unfinished) {
         snprintf(msg, msglen, "cannot mark the data directory as the cluster's replica: %s",
                  store_strerror(rc));
         goto out;
     }
     if ((rc = local_txn_begin(s, MDB_RDONLY, &txn)) != STORE_OK) {
         snprintf(msg, msglen, "cannot read the data directory");
-        store_replica_detach(s);   /* a server still serving it writes again */
+        unmark(s, msg, msglen);
         goto out;
     }
     walk_ctx w = {s, txn, NULL, 0};
@@ -604,7 +619,7 @@ int store_cluster_init(store *s, const char *url, char *msg, size_t msglen)
                                         ? "another init filled the cluster meanwhile: run it again"
                                         : err);
         rc = pushed == CLUSTER_EXISTS ? STORE_EXISTS : STORE_UNAVAILABLE;
-        store_replica_detach(s);   /* a server still serving it writes again */
+        unmark(s, msg, msglen);
         goto out;
     }
     snprintf(msg, msglen, "cluster %s: %s; copied the data directory into it (%zu users, %zu "

@@ -302,7 +302,9 @@ int count_add(store *s, MDB_txn *txn, uint64_t app_id, char kind, int delta);
 int keys_retire(store *s, MDB_txn *txn);
 /* Gives every app without a key pair its first. */
 int apps_ensure_keys(store *s, MDB_txn *txn);
-int app_key_add(store *s, store_app *app, uint32_t *new_id);
+/* A new key pair for the app, its private half sealed with seal_key (id
+ * seal_id), or with the published token key when seal_key is NULL. */
+int app_key_add(store *s, store_app *app, uint32_t *new_id, const uint8_t *seal_key, uint32_t seal_id);
 /* Counts everything once for a data directory from before the counts. */
 int counts_count_all(store *s, MDB_txn *txn);
 

@@ -22,7 +22,7 @@ int store_app_create(store *s, store_app *app)
     rc = next_id(s, txn, "next_app", 1000, &app->app_id);
     uint32_t kid;
     if (rc == STORE_OK && app->n_keys == 0)
-        rc = app_key_add(s, app, &kid);
+        rc = app_key_add(s, app, &kid, NULL, 0);
     if (rc == STORE_OK)
         rc = put_msg(s, txn, DB_APPS, key, app_key(key, app->app_id), &app->base, MDB_NOOVERWRITE);
     /* The first app of a data directory serves requests that name none. */
@@ -46,7 +46,7 @@ int store_app_create(store *s, store_app *app)
 /* Adds a new X25519 pair to app (in memory, newest last), dropping the
  * oldest beyond APP_KEYS_MAX. The new entry's buffers are malloc'd and
  * owned by the app message from then on. */
-int app_key_add(store *s, store_app *app, uint32_t *new_id)
+int app_key_add(store *s, store_app *app, uint32_t *new_id, const uint8_t *seal_key, uint32_t seal_id)
 {
     uint8_t pub[CRYPTO_KX_PUBLIC_BYTES], secret[CRYPTO_KX_SECRET_BYTES];
     Tokend__V1__Store__AppKey *k = calloc(1, sizeof *k);
@@ -65,10 +65,10 @@ int app_key_add(store *s, store_app *app, uint32_t *new_id)
     k->key_id = *new_id = id + 1;
     memcpy(pubcopy, pub, sizeof pub);
     k->public_key.data = pubcopy, k->public_key.len = sizeof pub;
-    crypto_seal(sealed, secret, sizeof secret, store_token_key(s));
+    crypto_seal(sealed, secret, sizeof secret, seal_key ? seal_key : store_token_key(s));
     crypto_wipe(secret, sizeof secret);
     k->private_sealed.data = sealed, k->private_sealed.len = sizeof secret + CRYPTO_SEAL_OVERHEAD;
-    k->sealed_with = store_token_key_id(s);
+    k->sealed_with = seal_key ? seal_id : store_token_key_id(s);
     k->created_ms = app->created_ms;
     app->keys[app->n_keys++] = k;
     while (app->n_keys > APP_KEYS_MAX) {
@@ -105,7 +105,7 @@ int apps_ensure_keys(store *s, MDB_txn *txn)
         r = get_msg(s, txn, DB_APPS, key, app_key(key, ids[i]), &tokend__v1__store__app__descriptor,
                     (void **)&app);
         if (r == STORE_OK)
-            r = app_key_add(s, app, &id);
+            r = app_key_add(s, app, &id, NULL, 0);
         if (r == STORE_OK)
             r = put_msg(s, txn, DB_APPS, key, 8, &app->base, 0);
         if (app)
@@ -114,14 +114,16 @@ int apps_ensure_keys(store *s, MDB_txn *txn)
     return r;
 }
 
-static int app_rotate_txn(store *s, MDB_txn *txn, uint64_t app_id, uint32_t *new_id)
+/* seal_key NULL: the published token key seals the new private half. */
+static int app_rotate_txn(store *s, MDB_txn *txn, uint64_t app_id, uint32_t *new_id,
+                          const uint8_t *seal_key, uint32_t seal_id)
 {
     store_app *app = NULL;
     uint8_t key[8];
     int rc = get_msg(s, txn, DB_APPS, key, app_key(key, app_id), &tokend__v1__store__app__descriptor,
                      (void **)&app);
     if (rc == STORE_OK)
-        rc = app_key_add(s, app, new_id);
+        rc = app_key_add(s, app, new_id, seal_key, seal_id);
     if (rc == STORE_OK)
         rc = put_msg(s, txn, DB_APPS, key, 8, &app->base, 0);
     if (app)
@@ -135,7 +137,7 @@ int store_app_rotate_key(store *s, uint64_t app_id, uint32_t *new_id)
     int rc = txn_begin(s, 0, &txn);
     if (rc != STORE_OK)
         return rc;
-    return txn_end(txn, app_rotate_txn(s, txn, app_id, new_id));
+    return txn_end(txn, app_rotate_txn(s, txn, app_id, new_id, NULL, 0));
 }
 
 int store_rotate_keys(store *s, uint64_t app_id, uint32_t *token_id, uint32_t *pair_id)
@@ -146,8 +148,9 @@ int store_rotate_keys(store *s, uint64_t app_id, uint32_t *token_id, uint32_t *p
     if (rc != STORE_OK)
         return rc;
     rc = token_key_rotate_txn(s, txn, &r, token_id);
+    /* sealed with the new key: the old one is being rotated away */
     if (rc == STORE_OK)
-        rc = app_rotate_txn(s, txn, app_id, pair_id);
+        rc = app_rotate_txn(s, txn, app_id, pair_id, r.keys[0].key, r.keys[0].id);
     rc = txn_end(txn, rc);
     crypto_wipe(&r, sizeof r);
     if (rc == STORE_OK)

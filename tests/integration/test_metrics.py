@@ -314,8 +314,8 @@ class MetricsListen(unittest.TestCase):
             srv.create_app("demo")
             p = srv.cli("serve", "--data", srv.data, "--listen", "127.0.0.1:%d" % harness.free_port(),
                         "--metrics-listen", "nowhere", check=False)
-            self.assertEqual(p.returncode, 1, p.stderr)
-            self.assertIn("--metrics-listen wants HOST:PORT", p.stderr)
+            self.assertEqual(p.returncode, 2, p.stderr)   # a configuration error, as --listen's
+            self.assertIn('bad value "nowhere" for --metrics-listen: give HOST:PORT', p.stderr)
 
 
 if __name__ == "__main__":

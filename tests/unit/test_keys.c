@@ -69,6 +69,8 @@ static void both_keys_or_neither(void **state)
     store_app *app = NULL;
     assert_int_equal(store_app_get(f->s, f->app, &app), STORE_OK);
     assert_int_equal(app->keys[app->n_keys - 1]->key_id, pair_id);
+    /* the new pair is sealed with the new token key, not the one rotated away */
+    assert_int_equal(app->keys[app->n_keys - 1]->sealed_with, token_id);
     protobuf_c_message_free_unpacked(&app->base, NULL);
 }
 

@@ -34,6 +34,9 @@ static struct {
                         * start, 2 at its commit */
     int exists;        /* the next write fails with a unique violation */
     int filler;        /* rows of 2 KiB the snapshot holds besides the key */
+    int empty;         /* kv holds nothing (a cluster before init's copy) */
+    size_t pushed;     /* rows cluster_push took; pushes fail unless push_ok */
+    int push_ok;
     uint8_t key[CRYPTO_KEY_BYTES];
 } fake;
 struct cluster { int unused; };
@@ -67,7 +70,7 @@ int cluster_state(cluster *c, char *id, size_t idlen, uint64_t *last_seq, int *k
     snprintf(id, idlen, "fake");
     *last_seq = 0;
     if (kv_empty)
-        *kv_empty = 0;
+        *kv_empty = fake.empty;
     return CLUSTER_OK;
 }
 /* The cluster as `cluster init` left it: only the token key (and no change). */
@@ -87,7 +90,17 @@ int cluster_snapshot(cluster *c, const cluster_snapshot_hooks *h)
 }
 int cluster_push(cluster *c, cluster_row_fn next, void *arg, char *err, size_t errlen)
 {
-    return CLUSTER_DOWN;
+    int db;
+    const uint8_t *k, *v;
+    size_t kl, vl;
+    if (!fake.push_ok) {
+        snprintf(err, errlen, "the fake database is away");
+        return CLUSTER_DOWN;
+    }
+    while (next(arg, &db, &k, &kl, &v, &vl) == 1)
+        fake.pushed++;
+    fake.empty = 0;
+    return CLUSTER_OK;
 }
 int cluster_write_begin(cluster *c, cluster_conn **conn, uint64_t *last_seq)
 {
@@ -356,6 +369,42 @@ static void test_join_refuses_single_node_data(void **state)
     rm_dir(dir);
 }
 
+/* init marks the directory, then copies it: a copy that fails takes the mark
+ * back (the single node writes again); a directory left marked by an init
+ * that was stopped before its copy is copied by the next init, not called
+ * "already its replica". */
+static void test_init_marks_then_copies(void **state)
+{
+    char dir[64], msg[512];
+    (void)state;
+    fake_reset();
+    fake.empty = 1;
+    assert_non_null(make_tmp_dir(dir));
+    store *s = open_or_fail(dir, TEST_MAPSIZE);
+    uint64_t app = make_app(s, "app");
+    make_user(s, app, "ann", NULL, NULL);
+    assert_int_equal(store_cluster_init(s, "fake://", msg, sizeof msg), STORE_UNAVAILABLE);
+    char id[64];
+    uint64_t seq;
+    assert_false(store_replica_of(s, id, sizeof id, &seq));
+    make_user(s, app, "bob", NULL, NULL);                /* it writes again */
+    /* the state an init stopped between its mark and its copy leaves */
+    MDB_txn *txn;
+    assert_int_equal(mdb_txn_begin(s->env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_put(txn, s->db[DB_META], &(MDB_val){10, "cluster_id"}, &(MDB_val){4, "fake"}, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    const char *conflict;
+    assert_int_equal(try_user(s, app, "cy", NULL, NULL, NULL, NULL, &conflict), STORE_REPLICA);
+    fake.push_ok = 1;
+    assert_int_equal(store_cluster_init(s, "fake://", msg, sizeof msg), STORE_OK);
+    assert_non_null(strstr(msg, "copied the data directory"));
+    assert_true(fake.pushed > 0);
+    assert_true(store_replica_of(s, id, sizeof id, &seq));
+    store_close(s);
+    rm_dir(dir);
+    fake_reset();
+}
+
 /* A snapshot is one transaction: one bigger than the new node's map (4 MiB
  * into 1 MiB) grows the map and loads again, instead of failing the start. */
 static void test_snapshot_bigger_than_the_map(void **state)
@@ -387,6 +436,7 @@ int main(void)
         cmocka_unit_test(test_database_away_writes_nothing),
         cmocka_unit_test(test_join_refuses_single_node_data),
         cmocka_unit_test(test_snapshot_bigger_than_the_map),
+        cmocka_unit_test(test_init_marks_then_copies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
