@@ -267,17 +267,36 @@ int crypto_password_cost(const char *hash, crypto_pwcost *cost)
     return 0;
 }
 
+int crypto_password_cost_ok(crypto_pwcost c)
+{
+    if (c.mem == 0)
+        return c.ops >= 4 && c.ops <= CRYPTO_BCRYPT_COST_MAX;
+    return c.ops >= crypto_pwhash_OPSLIMIT_MIN && c.ops <= CRYPTO_PWHASH_OPS_MAX &&
+           c.mem >= crypto_pwhash_MEMLIMIT_MIN && c.mem <= CRYPTO_PWHASH_MEM_MAX;
+}
+
+/* The 22nd salt character carries 2 bits, the 31st hash character 4: the
+ * rest must be zero, as libxcrypt writes them. */
+static int bcrypt_canonical(const char *hash)
+{
+    static const char abc[] =
+        "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    const char *s = strchr(abc, hash[28]), *h = strchr(abc, hash[59]);
+    return s && h && (s - abc) % 16 == 0 && (h - abc) % 4 == 0;
+}
+
 int crypto_password_hash_valid(const char *hash)
 {
     crypto_pwcost c;
-    if (!hash || crypto_password_cost(hash, &c) != 0)
+    unsigned m, t, p;
+    if (!hash || crypto_password_cost(hash, &c) != 0 || !crypto_password_cost_ok(c))
         return 0;
     if (c.mem == 0)
-        return 1;
+        return bcrypt_canonical(hash);
     /* libsodium answers -1 for a string it cannot parse as Argon2id. */
-    return strlen(hash) < CRYPTO_PWHASH_STRBYTES && c.ops >= crypto_pwhash_OPSLIMIT_MIN &&
-           c.mem >= crypto_pwhash_MEMLIMIT_MIN &&
-           crypto_pwhash_str_needs_rehash(hash, c.ops, c.mem) == 0;
+    return strlen(hash) < CRYPTO_PWHASH_STRBYTES &&
+           sscanf(strstr(hash, "$m="), "$m=%u,t=%u,p=%u", &m, &t, &p) == 3 && p >= 1 &&
+           p <= CRYPTO_PWHASH_LANES_MAX && crypto_pwhash_str_needs_rehash(hash, c.ops, c.mem) == 0;
 }
 
 unsigned long long crypto_password_work(void)
@@ -300,13 +319,17 @@ int crypto_password_verify(const char *hash, const char *password, size_t len)
     return rc == 0 ? 0 : -1;
 }
 
-int crypto_password_needs_rehash(const char *hash, crypto_pwcost cost)
+int crypto_password_needs_rehash(const char *hash, crypto_pwcost cost, size_t len)
 {
-    if (!hash)
+    crypto_pwcost c;
+    if (!hash || crypto_password_cost(hash, &c) != 0)
         return -1;
-    if (bcrypt_cost(hash) >= 0)
-        return cost.mem == 0 && (int)cost.ops == bcrypt_cost(hash) ? 0 : 1;
-    return crypto_pwhash_str_needs_rehash(hash, cost.ops, cost.mem);
+    if (c.mem == 0)
+        return len <= CRYPTO_BCRYPT_PASSWORD_MAX &&
+               !(cost.mem == 0 && cost.ops == c.ops);
+    if (crypto_pwhash_str_needs_rehash(hash, c.ops, c.mem) == -1)
+        return -1;   /* not a string libsodium reads */
+    return c.ops < cost.ops || c.mem < cost.mem;
 }
 
 int crypto_password_describe(const char *hash, char *out, size_t len)

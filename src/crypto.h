@@ -37,9 +37,14 @@ int crypto_password_hash(char *out, const char *password, size_t len, crypto_pwc
 /* 0 when the password matches the hash string, -1 otherwise. The hash is
  * Argon2id, or bcrypt ($2b$ or $2y$) as an import may have kept it. */
 int crypto_password_verify(const char *hash, const char *password, size_t len);
-/* 1 when the hash was made with other parameters than `cost` (a bcrypt hash
- * always: it is upgraded to Argon2id), 0 if not, -1 if invalid. */
-int crypto_password_needs_rehash(const char *hash, crypto_pwcost cost);
+/* 1 when a hash should be made again at `cost` while the password (len
+ * bytes) is at hand: an Argon2id one weaker than `cost` in passes or memory
+ * (a stronger one, an import's, is kept), a bcrypt one (upgraded to
+ * Argon2id) unless the password is longer than bcrypt reads (the bytes past
+ * 72 were never checked: hashing them would lock out the true password).
+ * 0 if not, -1 if invalid. */
+#define CRYPTO_BCRYPT_PASSWORD_MAX 72
+int crypto_password_needs_rehash(const char *hash, crypto_pwcost cost, size_t len);
 /* The cost a hash string was made with; -1 unless it is an Argon2id or a
  * bcrypt ($2b$, $2y$) hash. */
 int crypto_password_cost(const char *hash, crypto_pwcost *cost);
@@ -53,8 +58,18 @@ size_t crypto_area_bytes(void);
  * without timing them. */
 unsigned long long crypto_password_work(void);
 /* 1 when `hash` is a well-formed password hash this build verifies
- * (Argon2id, bcrypt $2b$ / $2y$): what an import may keep as it is. */
+ * (Argon2id, bcrypt $2b$ / $2y$) at a cost within these bounds: what an
+ * import may keep as it is. A bcrypt string must be canonical (libxcrypt
+ * rebuilds the salt's and the hash's spare bits: another spelling never
+ * verifies). A cost past the bounds would take minutes to days a check,
+ * for the account and for the decoys of unknown names drawn to it. */
+#define CRYPTO_BCRYPT_COST_MAX 16
+#define CRYPTO_PWHASH_OPS_MAX 100
+#define CRYPTO_PWHASH_MEM_MAX ((size_t)4096 << 20)
+#define CRYPTO_PWHASH_LANES_MAX 16
 int crypto_password_hash_valid(const char *hash);
+/* Whether a cost is within the bounds above (the decoys take no other). */
+int crypto_password_cost_ok(crypto_pwcost cost);
 /* Fills `out` with the parameters of a hash ("argon2id m=19456 t=2 p=1",
  * "bcrypt cost=12"), no secret. */
 int crypto_password_describe(const char *hash, char *out, size_t len);

@@ -57,8 +57,13 @@ int decoy_cost(decoy *d, uint64_t app_id, const char *name, crypto_pwcost *cost)
     *cost = d->fallback;
     if (store_pwcost_mix(d->store, costs, counts, DECOY_COSTS_MAX, &n) != STORE_OK)
         return 0;
-    for (size_t i = 0; i < n; i++)
+    /* A cost past crypto's bounds (an import of an older build could keep
+     * one) is left out: a decoy of it would take minutes. */
+    for (size_t i = 0; i < n; i++) {
+        if (!crypto_password_cost_ok(costs[i]))
+            counts[i] = 0;
         total += counts[i];
+    }
     if (!total)
         return 0;
     int len = snprintf(buf, sizeof buf, "decoy|%llu|%s", (unsigned long long)app_id, name);
@@ -110,7 +115,8 @@ decoy *decoy_create(store *s, crypto_pwcost fallback)
     if (store_pwcost_mix(s, costs, counts, DECOY_COSTS_MAX, &n) != STORE_OK)
         n = 0;
     for (size_t i = 0; i < n; i++)
-        decoy_of(d, costs[i]);
+        if (crypto_password_cost_ok(costs[i]))
+            decoy_of(d, costs[i]);
     return d;
 }
 

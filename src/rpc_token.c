@@ -129,7 +129,7 @@ static int check_password(login_task *lt, tokend_ctx *ctx, char fresh[CRYPTO_PWH
     }
     /* Upgrade a hash made with an older cost while the password is at
      * hand; the login's own commit stores it. */
-    if (crypto_password_needs_rehash(lt->hash, ctx->config->pwcost) == 1 &&
+    if (crypto_password_needs_rehash(lt->hash, ctx->config->pwcost, lt->password_len) == 1 &&
         crypto_password_hash(fresh, lt->password, lt->password_len, ctx->config->pwcost) != 0)
         fresh[0] = '\0';
     return 0;

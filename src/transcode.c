@@ -665,8 +665,16 @@ static int parse_error(const json_error_t *je, char *err)
         return fail(err, NULL, "NUL character in a string at line %d column %d", je->line, je->column);
     case json_error_invalid_utf8:
         return fail(err, NULL, "invalid UTF-8 at line %d column %d", je->line, je->column);
-    default:
-        return fail(err, NULL, "invalid JSON at line %d column %d: %s", je->line, je->column, je->text);
+    default: {
+        /* jansson quotes the text where it stopped ("near '...'"): that may
+         * be a password, and an import prints this to its stderr. */
+        char what[sizeof je->text];
+        snprintf(what, sizeof what, "%s", je->text);
+        char *near = strstr(what, " near '");
+        if (near)
+            *near = '\0';
+        return fail(err, NULL, "invalid JSON at line %d column %d: %s", je->line, je->column, what);
+    }
     }
 }
 

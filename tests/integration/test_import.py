@@ -106,6 +106,44 @@ class Import(unittest.TestCase):
             show = self.srv.show_user(users[name])
             self.assertTrue(show["password"].startswith("argon2id "), (name, show))
 
+    def test_hashes_that_never_verify_or_take_days_are_refused(self):
+        good = bcrypt("never used 1")
+        abc = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+        odd_salt = good[:28] + abc[abc.index(good[28]) | 1] + good[29:]
+        odd_tail = good[:59] + abc[abc.index(good[59]) | 1]
+        slow = good[:4] + "31" + good[6:]
+        huge = re.sub(r"t=\d+", "t=4294967295", self.argon_hash)
+        lines = [{"name": "oddsalt", "password_hash": odd_salt},
+                 {"name": "oddtail", "password_hash": odd_tail},
+                 {"name": "slowbcrypt", "password_hash": slow},
+                 {"name": "hugeargon", "password_hash": huge},
+                 '{"name":"cut","password":"SECRETPW6',
+                 '{"name":"bare","password":SECRETPW3}']
+        p = self.run_import(lines, "--on-error", "skip")
+        self.assertIn("imported 0 users from 6 lines; 6 left out", p.stdout)
+        for n in range(1, 7):
+            self.assertRegex(p.stderr, r"(?m)^line %d: " % n)
+        self.assertNotIn("SECRETPW", p.stderr + p.stdout)
+
+    def test_a_bcrypt_password_past_72_bytes_is_not_rehashed(self):
+        # bcrypt reads 72 bytes: a longer password that shares them logs in (as
+        # on the system the hash came from), and must not become the password.
+        real = "a" * 80
+        p = self.run_import([{"name": "longpw", "password_hash": bcrypt(real)}])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.srv.start()
+        try:
+            r = self.login("longpw", "a" * 72 + "WRONGWRONG")
+            self.assertEqual(r.status, 200, r)
+            self.srv.secret(r.json()["data"]["token"])
+            r = self.login("longpw", real)
+            self.assertEqual(r.status, 200, r)
+            uid = r.json()["data"]["user_id"]
+            self.srv.secret(r.json()["data"]["token"])
+        finally:
+            self.srv.stop()
+        self.assertTrue(self.srv.show_user(uid)["password"].startswith("bcrypt "))
+
     def test_stop_writes_nothing_of_the_bad_batch_and_skip_resumes(self):
         lines = [{"name": "stop%d" % i, "password_hash": self.argon_hash} for i in range(1500)]
         lines[1200] = {"name": "stop1200"}   # no password: in the second batch

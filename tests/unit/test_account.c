@@ -133,7 +133,7 @@ static void test_create_success(void **state)
     /* Hashed at the cost asked for. */
     assert_int_equal(crypto_password_describe(u->password_hash, desc, sizeof desc), 0);
     assert_string_equal(desc, "argon2id m=8192 t=1 p=1");
-    assert_int_equal(crypto_password_needs_rehash(u->password_hash, LOW), 0);
+    assert_int_equal(crypto_password_needs_rehash(u->password_hash, LOW, 9), 0);
     protobuf_c_message_free_unpacked(&u->base, NULL);
 
     /* Indexed under the normalized forms. */

@@ -81,12 +81,14 @@ static void test_password_needs_rehash(void **state)
     (void)state;
     char h[CRYPTO_PWHASH_STRBYTES];
     assert_int_equal(crypto_password_hash(h, "password1", 9, LOW), 0);
-    assert_int_equal(crypto_password_needs_rehash(h, LOW), 0);
-    assert_int_equal(crypto_password_needs_rehash(h, CRYPTO_PWCOST_DEFAULT), 1);
-    assert_int_equal(crypto_password_needs_rehash(h, ((crypto_pwcost){2, LOW.mem})), 1);
-    assert_int_equal(crypto_password_needs_rehash(h, ((crypto_pwcost){1, 16u << 20})), 1);
-    assert_int_equal(crypto_password_needs_rehash("garbage", LOW), -1);
-    assert_int_equal(crypto_password_needs_rehash(NULL, LOW), -1);
+    /* a stronger hash (an import's) is kept, not brought down to the server's cost */
+    assert_int_equal(crypto_password_needs_rehash(h, ((crypto_pwcost){1, LOW.mem / 2}), 9), 0);
+    assert_int_equal(crypto_password_needs_rehash(h, LOW, 9), 0);
+    assert_int_equal(crypto_password_needs_rehash(h, CRYPTO_PWCOST_DEFAULT, 9), 1);
+    assert_int_equal(crypto_password_needs_rehash(h, ((crypto_pwcost){2, LOW.mem}), 9), 1);
+    assert_int_equal(crypto_password_needs_rehash(h, ((crypto_pwcost){1, 16u << 20}), 9), 1);
+    assert_int_equal(crypto_password_needs_rehash("garbage", LOW, 9), -1);
+    assert_int_equal(crypto_password_needs_rehash(NULL, LOW, 9), -1);
 }
 
 static void test_password_describe(void **state)
@@ -452,13 +454,45 @@ static void test_bcrypt(void **state)
     assert_int_equal(crypto_password_cost(h, &c), 0);
     assert_int_equal(c.ops, 5);
     assert_int_equal(c.mem, 0);
-    assert_int_equal(crypto_password_needs_rehash(h, CRYPTO_PWCOST_DEFAULT), 1);
+    assert_int_equal(crypto_password_needs_rehash(h, CRYPTO_PWCOST_DEFAULT, 9), 1);
+    /* a password longer than bcrypt reads is not rehashed: its bytes past 72
+     * were never checked, and would become the only password that works */
+    assert_int_equal(crypto_password_needs_rehash(h, CRYPTO_PWCOST_DEFAULT, 72), 1);
+    assert_int_equal(crypto_password_needs_rehash(h, CRYPTO_PWCOST_DEFAULT, 73), 0);
+    /* a spelling libxcrypt would not write never verifies: not imported */
+    char odd[61];
+    const char *abc = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    strcpy(odd, h);
+    odd[28] = abc[(strchr(abc, odd[28]) - abc) | 1];   /* a spare bit of the salt set */
+    assert_false(crypto_password_hash_valid(odd));
+    assert_int_equal(crypto_password_verify(odd, "bcrypt secret", 13), -1);
+    strcpy(odd, h);
+    odd[59] = abc[(strchr(abc, odd[59]) - abc) | 1];   /* a spare bit of the hash set */
+    assert_false(crypto_password_hash_valid(odd));
+    /* costs that would take minutes to days a check */
+    strcpy(odd, h);
+    memcpy(odd + 4, "17", 2);
+    assert_false(crypto_password_hash_valid(odd));
+    memcpy(odd + 4, "31", 2);
+    assert_false(crypto_password_hash_valid(odd));
     y[2] = 'a';                               /* $2a$ is not taken */
     assert_false(crypto_password_hash_valid(y));
     assert_int_equal(crypto_password_verify(y, "bcrypt secret", 13), -1);
     h[59] = '\0';
     assert_false(crypto_password_hash_valid(h));
     assert_false(crypto_password_hash_valid("$argon2id$v=19$m=8,t=1,p=1$bad"));
+    /* Argon2id of a cost past the bounds, or of too many lanes: refused */
+    char a2[CRYPTO_PWHASH_STRBYTES], big[CRYPTO_PWHASH_STRBYTES + 32];
+    assert_int_equal(crypto_password_hash(a2, "argon secret", 12, LOW), 0);
+    assert_true(crypto_password_hash_valid(a2));
+    const char *rest = strchr(strstr(a2, "$m="), ',');        /* ",t=..,p=..$salt$hash" */
+    rest = strchr(rest + 1, ',');                              /* ",p=1$salt$hash" */
+    snprintf(big, sizeof big, "$argon2id$v=19$m=8192,t=4294967295%s", rest);
+    assert_false(crypto_password_hash_valid(big));
+    snprintf(big, sizeof big, "$argon2id$v=19$m=4294967295,t=1%s", rest);
+    assert_false(crypto_password_hash_valid(big));
+    snprintf(big, sizeof big, "$argon2id$v=19$m=8192,t=1,p=64%s", strchr(rest + 1, '$'));
+    assert_false(crypto_password_hash_valid(big));
     assert_int_equal(crypto_password_hash(h, "x", 1, (crypto_pwcost){3, 0}), -1);
 }
 

@@ -453,9 +453,9 @@ static void test_invalid_utf8_and_nul(void **state)
     parse_fails("{\"str\":\"a\\u0000b\"}", "body: NUL character in a string at line 1 column 17");
     parse_fails("{\"x\\u0000\":1}", "body: NUL character in a string at line 1 column 10");
     parse_fails_len(ALL, raw_nul, sizeof raw_nul - 1,
-                    "body: invalid JSON at line 1 column 9: control character 0x0 near '\"a'");
+                    "body: invalid JSON at line 1 column 9: control character 0x0");
     parse_fails("{\"str\":\"\\ud800\"}",
-                "body: invalid JSON at line 1 column 15: invalid Unicode '\\uD800' near '\"\\ud800\"'");
+                "body: invalid JSON at line 1 column 15: invalid Unicode '\\uD800'");
 }
 
 static void test_bytes(void **state)
@@ -638,22 +638,22 @@ static void test_body_not_an_object(void **state)
 
 static void test_invalid_json(void **state)
 {
-    parse_fails("{\"i32\":}", "body: invalid JSON at line 1 column 8: unexpected token near '}'");
+    parse_fails("{\"i32\":}", "body: invalid JSON at line 1 column 8: unexpected token");
     parse_fails("{\"i32\":1", "body: invalid JSON at line 1 column 8: '}' expected near end of file");
-    parse_fails("{} x", "body: invalid JSON at line 1 column 4: end of file expected near 'x'");
-    parse_fails("{\"i32\":01}", "body: invalid JSON at line 1 column 8: invalid token near '0'");
+    parse_fails("{} x", "body: invalid JSON at line 1 column 4: end of file expected");
+    parse_fails("{\"i32\":01}", "body: invalid JSON at line 1 column 8: invalid token");
     parse_fails(" ", "body: invalid JSON at line 1 column 1: unexpected token near end of file");
-    parse_fails("{\n\"i32\": NaN}", "body: invalid JSON at line 2 column 10: invalid token near 'NaN'");
-    parse_fails("{'i32':1}", "body: invalid JSON at line 1 column 2: string or '}' expected near '''");
+    parse_fails("{\n\"i32\": NaN}", "body: invalid JSON at line 2 column 10: invalid token");
+    parse_fails("{'i32':1}", "body: invalid JSON at line 1 column 2: string or '}' expected");
 }
 
 static void test_duplicate_keys(void **state)
 {
-    parse_fails("{\"i32\":1,\"i32\":2}", "body: invalid JSON at line 1 column 14: duplicate object key near '\"i32\"'");
+    parse_fails("{\"i32\":1,\"i32\":2}", "body: invalid JSON at line 1 column 14: duplicate object key");
     parse_fails("{\"profile\":{\"age\":1,\"age\":1}}",
-                "body: invalid JSON at line 1 column 25: duplicate object key near '\"age\"'");
+                "body: invalid JSON at line 1 column 25: duplicate object key");
     /* Unknown keys too: the body is ambiguous whatever the schema says. */
-    parse_fails("{\"x\":1,\"x\":1}", "body: invalid JSON at line 1 column 10: duplicate object key near '\"x\"'");
+    parse_fails("{\"x\":1,\"x\":1}", "body: invalid JSON at line 1 column 10: duplicate object key");
 }
 
 static void test_huge_numbers(void **state)
