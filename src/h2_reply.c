@@ -1088,8 +1088,20 @@ int h2_reply_send(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers
         req->_generator != NULL || h2o_linklist_is_linked(&stream->_refs.link))
         return -1;
     wrap_reader(conn, stream);
+    /* The one-write replies end their stream as soon as its frames are
+     * queued, which takes it out of h2o's count of open streams: against a
+     * peer that does not read, nothing would bound the streams kept (each
+     * with its request's memory) until their bytes go out, nor the streams
+     * one read of many requests opens before anything is written. While a
+     * backlog waits to be written, replies take h2o's own way, which counts
+     * a stream until its last frame is sent (and refuses streams past the
+     * limit). */
+    size_t unsent = conn->_write.buf->size + (conn->_write.buf_in_flight ? conn->_write.buf_in_flight->size : 0);
+    int backlog = unsent >= H2O_HTTP2_DEFAULT_OUTBUF_SIZE;
 
     if (trailers == NULL) {
+        if (backlog)
+            return -1;   /* the caller's h2o_send_inline */
         req->res.content_length = body.len;
         /* A reply to HEAD says its length and carries no content (RFC 9113
          * 8.1.1: a client resets a stream that does). */
@@ -1110,11 +1122,11 @@ int h2_reply_send(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers
 
     /* Both finish the stream before they return: no generator of ours is
      * ever called, and `plain` serves. */
-    if (body.len == 0) {
+    if (body.len == 0 && !backlog) {
         respond_headers_only(conn, stream, req, &plain, trailers, num_trailers, SIZE_MAX);
         return 0;
     }
-    if (respond_whole(conn, stream, req, &block, body, &plain) == 0)
+    if (!backlog && respond_whole(conn, stream, req, &block, body, &plain) == 0)
         return 0;
 
     /* The body goes out as h2o's DATA frames, the trailers after it (on_proceed). */
@@ -1128,6 +1140,6 @@ int h2_reply_send(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers
      * filter is installed): a filter that transforms or holds back the body
      * (compress...) must not sit between a gRPC body and its trailers. Filter
      * ostreams, if any, stay in the chain and are closed by h2o as usual. */
-    stream->_ostr_final.do_send(&stream->_ostr_final, req, &buf, 1, H2O_SEND_STATE_IN_PROGRESS);
+    stream->_ostr_final.do_send(&stream->_ostr_final, req, &buf, buf.len ? 1 : 0, H2O_SEND_STATE_IN_PROGRESS);
     return 0;
 }

@@ -3,6 +3,7 @@
 clients), a configuration reload on SIGHUP, the LMDB map growing under
 load, and clear refusals at start-up."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -341,6 +342,52 @@ class AuditAtomicity(unittest.TestCase):
             updates = [line for line in audit if " UpdateUser " in line]
             self.assertEqual(len(updates), 1, audit)  # the refused rename left nothing
             self.assertIn("user_id=%d" % second, updates[0])
+        finally:
+            srv.stop()
+
+
+class PeerThatNeverReads(unittest.TestCase):
+    def test_streams_are_bounded_while_replies_wait(self):
+        # One-write replies end their stream as soon as it is queued: against
+        # a peer that never reads, streams (each with its request's memory)
+        # piled up without h2o's limit of open streams. 40 000 gRPC calls of
+        # ~15 bytes each on one connection took ~170 MB before.
+        import hpack
+        srv = Server()
+        srv.create_app("a")
+        srv.start(*LOW, "--threads", "1")
+        try:
+            def rss_kb():
+                with open("/proc/%d/status" % srv.proc.pid) as f:
+                    return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", srv.port))
+            s.settimeout(2)
+
+            def frame(ftype, flags, sid, payload=b""):
+                return (len(payload).to_bytes(3, "big") + bytes([ftype, flags]) +
+                        sid.to_bytes(4, "big") + payload)
+            enc = hpack.Encoder()
+            out = [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", frame(4, 0, 0)]
+            for i in range(40000):
+                block = enc.encode([(":method", "POST"), (":scheme", "http"),
+                                    (":path", "/tokend.v1.Tokend/NoSuchMethod"), (":authority", "x"),
+                                    ("content-type", "application/grpc"), ("te", "trailers")])
+                out.append(frame(1, 5, 2 * i + 1, block))    # END_STREAM | END_HEADERS
+            before = rss_kb()
+            data = b"".join(out)
+            try:
+                s.sendall(data)
+            except (socket.timeout, OSError):
+                pass            # the server stopped reading: it has enough queued
+            time.sleep(1.5)
+            grown = rss_kb() - before
+            print("test_operations: %d KiB more RSS after %d bytes of calls from a peer that "
+                  "never reads" % (grown, len(data)), file=sys.stderr)
+            self.assertLess(grown, 48 * 1024)
+            s.close()
+            self.assertEqual(srv.request("GET", "/healthz").status, 200)
         finally:
             srv.stop()
 
