@@ -73,6 +73,15 @@ static size_t session_key_bytes(int32_t encrypt_type)
     }
 }
 
+/* What the login checks of the account it found; u is freed. */
+static void take_account(login_task *lt, store_user *u)
+{
+    lt->user_id = u->user_id;
+    lt->disabled = u->disabled;
+    snprintf(lt->hash, sizeof lt->hash, "%s", u->password_hash);
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+}
+
 /* The account of a name not found when the login began, if the replica
  * has it now (made on another node a moment before). A known name is read
  * again too, and left as it was checked (the commit insists on that hash):
@@ -89,10 +98,7 @@ static int found_now(login_task *lt, tokend_ctx *ctx)
         protobuf_c_message_free_unpacked(&u->base, NULL);
         return 0;
     }
-    lt->user_id = u->user_id;
-    lt->disabled = u->disabled;
-    snprintf(lt->hash, sizeof lt->hash, "%s", u->password_hash);
-    protobuf_c_message_free_unpacked(&u->base, NULL);
+    take_account(lt, u);
     return 1;
 }
 
@@ -329,12 +335,8 @@ static void login_start(rpc_call *call, login_task *lt, const login_name *name,
         rpc_fail(call, ST_NOT_FOUND, "unknown user_id");
         goto refused;
     }
-    if (u) {
-        lt->user_id = u->user_id;
-        lt->disabled = u->disabled;
-        snprintf(lt->hash, sizeof lt->hash, "%s", u->password_hash);
-        protobuf_c_message_free_unpacked(&u->base, NULL);
-    }
+    if (u)
+        take_account(lt, u);
     /* An admin's login hashes nothing: a disabled user is refused here,
      * as the password login refuses them once the password is right. */
     if (lt->trusted && lt->disabled) {

@@ -286,34 +286,41 @@ static void on_metrics_accept(h2o_socket_t *listener, const char *err)
     h2o_accept(&t->metrics_accept, sock);
 }
 
-/* Whether the address is free: bound once without SO_REUSEPORT, which the
- * loops' listeners share among themselves. Without this, a second tokend
- * started on the same port by the same user would share it too, and the
- * kernel would split the clients between two servers. 0, or -1 (errno). */
-static int port_free(const struct addrinfo *ai)
-{
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol), on = 1;
-    if (fd < 0)
-        return -1;
-    int rc = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
-                     bind(fd, ai->ai_addr, ai->ai_addrlen) != 0
-                 ? -1
-                 : 0;
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
-}
-
-static int open_listener(const struct addrinfo *ai)
+/* A socket bound to the address: the loops' listeners share their port
+ * (SO_REUSEPORT); a probe does not, so it fails on a port anyone holds. */
+static int bound_socket(const struct addrinfo *ai, int shared)
 {
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol), on = 1;
     if (fd < 0)
         return -1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) != 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
+        (shared && (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
+                    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) != 0)) ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* Whether the address is free. Without this, a second tokend started on
+ * the same port by the same user would share it too, and the kernel would
+ * split the clients between two servers. 0, or -1 (errno). */
+static int port_free(const struct addrinfo *ai)
+{
+    int fd = bound_socket(ai, 0);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return 0;
+}
+
+static int open_listener(const struct addrinfo *ai)
+{
+    int fd = bound_socket(ai, 1);
+    if (fd >= 0 && listen(fd, SOMAXCONN) != 0) {
         int e = errno;
         close(fd);
         errno = e;
