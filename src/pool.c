@@ -4,8 +4,10 @@
 #include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,16 +27,44 @@ struct pool {
     unsigned contended;                      /* workers whose last slow job was contended */
     int watched[POOL_WATCH_MAX];             /* the loops' /proc schedstat files (pool_watch) */
     unsigned nwatched;
+    int worker_nice, loop_nice;              /* see pool.h and pool_create */
     int stopping;
     pthread_t threads[];
 };
 
-/* CPU-bound batch work: no wakeup preemption of the loops, the same
+static pid_t thread_id(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+/* CPU-bound batch work: no wakeup preemption of the loops, a higher
  * weight (see pool.h). Best effort: a refusal leaves the thread as it was. */
-static void as_batch(void)
+static void as_batch(const pool *p)
 {
     struct sched_param sp = {0};
     pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    setpriority(PRIO_PROCESS, (id_t)thread_id(), p->worker_nice);
+}
+
+/* The workers' and the loops' nice values: the workers POOL_WORKER_LEAD
+ * ahead of the creating thread's if this process may lower a nice value
+ * (root, CAP_SYS_NICE or RLIMIT_NICE), else the loops as far behind. Tried
+ * on the calling thread and undone: raising it back is always allowed. */
+static void choose_nice(pool *p)
+{
+    id_t tid = (id_t)thread_id();
+    errno = 0;
+    int base = getpriority(PRIO_PROCESS, tid);
+    if (base == -1 && errno != 0)
+        base = 0;
+    int lead = base - POOL_WORKER_LEAD < -20 ? base + 20 : POOL_WORKER_LEAD;
+    if (lead > 0 && setpriority(PRIO_PROCESS, tid, base - lead) == 0) {
+        setpriority(PRIO_PROCESS, tid, base);
+        p->worker_nice = base - lead, p->loop_nice = base;
+    } else {
+        p->worker_nice = base;
+        p->loop_nice = base + POOL_WORKER_LEAD > 19 ? 19 : base + POOL_WORKER_LEAD;
+    }
 }
 
 static uint64_t clock_ns(clockid_t id)
@@ -67,13 +97,13 @@ static unsigned loops_sched(pool *p, uint64_t run[], uint64_t wait[])
 /* Runs a slow job; returns how long its worker should rest after it.
  * Whether hashing took a core a loop wanted is seen in the job's own
  * numbers: the worker got less than POOL_SHARED_CPU percent of a CPU (it
- * shared one) while a loop ran at least POOL_BUSY_LOOP percent of the time
- * and waited for a CPU at least POOL_STARVED_LOOP percent: it had work
- * and the hash took CPU from it. (A loop that is mostly idle may still
- * wait a moment for a CPU when it wakes, but it loses no throughput.)
- * Then the worker rests long enough that it hashes at most
- * POOL_CONTENDED_DUTY percent of the time; a hash it does start runs at
- * the loops' weight, so it still ends in about twice its own time. */
+ * shared one) while a loop was runnable at least POOL_BUSY_LOOP percent of
+ * the time and waited for a CPU at least POOL_STARVED_LOOP percent: it had
+ * work and the hash took CPU from it. Runnable, not ran: the more of the
+ * core the hash takes, the less the loop runs. (A loop that is mostly idle
+ * may still wait a moment for a CPU when it wakes, but it loses no
+ * throughput.) Then the worker rests long enough that it hashes at most
+ * POOL_CONTENDED_DUTY percent of the time. */
 static uint64_t run_slow(pool *p, pool_job *job, uint64_t *wall_ns, uint64_t *cpu_ns)
 {
     uint64_t run0[POOL_WATCH_MAX], wait0[POOL_WATCH_MAX], run1[POOL_WATCH_MAX], wait1[POOL_WATCH_MAX];
@@ -85,8 +115,8 @@ static uint64_t run_slow(pool *p, pool_job *job, uint64_t *wall_ns, uint64_t *cp
     if (n == 0 || wall == 0 || mine * 100 >= wall * POOL_SHARED_CPU || loops_sched(p, run1, wait1) != n)
         return 0;
     for (unsigned i = 0; i < n; i++) {
-        uint64_t waited = wait1[i] - wait0[i], ran = run1[i] - run0[i];
-        if (ran * 100 >= wall * POOL_BUSY_LOOP && waited * 100 >= wall * POOL_STARVED_LOOP)
+        uint64_t waited = wait1[i] - wait0[i], runnable = run1[i] - run0[i] + waited;
+        if (runnable * 100 >= wall * POOL_BUSY_LOOP && waited * 100 >= wall * POOL_STARVED_LOOP)
             return wall * (100 - POOL_CONTENDED_DUTY) / POOL_CONTENDED_DUTY;
     }
     return 0;
@@ -94,9 +124,9 @@ static uint64_t run_slow(pool *p, pool_job *job, uint64_t *wall_ns, uint64_t *cp
 
 /* The next job, or NULL when the pool stops. A worker that owes a rest
  * (rest_until) takes no new slow work meanwhile (pool_submit_slow refuses
- * it), but still runs what arrives: the jobs accepted before it began to
- * rest, and short ones (writes) that must not wait behind a rest. The lock
- * is held. */
+ * it), but still takes what arrives: the jobs accepted before it began to
+ * rest (the slow ones to shed), and short ones (writes) that must not
+ * wait behind a rest. The lock is held. */
 static pool_job *next_job(pool *p, uint64_t *rest_until)
 {
     while (!p->head && !p->stopping) {
@@ -127,21 +157,25 @@ static void *worker(void *arg)
     pool *p = arg;
     uint64_t rest_until = 0;
     int contended = 0;
-    as_batch();
+    as_batch(p);
     pthread_mutex_lock(&p->lock);
     pool_job *job;
     while ((job = next_job(p, &rest_until)) != NULL) {
+        /* A password check that queued behind a hash which starved a loop
+         * would end a hash late and take CPU the rest gives back. */
+        job->shed = job->slow && rest_until > clock_ns(CLOCK_MONOTONIC);
         pthread_mutex_unlock(&p->lock);
         uint64_t rest = 0, wall = 0, cpu = 0;
-        if (job->slow)
+        if (job->slow && !job->shed)
             rest = run_slow(p, job, &wall, &cpu);
         else
             job->work(job);
         pthread_mutex_lock(&p->lock);
         p->running--;
         p->inflight--;
-        if (job->slow) {
-            p->slow_inflight--;
+        p->slow_inflight -= job->slow != 0;
+        p->rejected += job->shed != 0;
+        if (job->slow && !job->shed) {
             p->slow_jobs++;
             p->slow_wall_ns += wall;
             p->slow_cpu_ns += cpu;
@@ -193,6 +227,7 @@ pool *pool_create(unsigned threads, unsigned queue_max)
     }
     p->queue_max = queue_max;
     p->slow_queue = 1;
+    choose_nice(p);
     for (; p->nthreads < threads; p->nthreads++) {
         char name[16];
         if (pthread_create(&p->threads[p->nthreads], NULL, worker, p) != 0)
@@ -230,6 +265,7 @@ static int submit(pool *p, pool_job *job, int slow)
     }
     job->next = NULL;
     job->slow = slow;
+    job->shed = 0;
     if (p->tail)
         p->tail->next = job;
     else
@@ -285,7 +321,8 @@ unsigned pool_slow_max(const pool *p)
 int pool_watch(pool *p)
 {
     char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%ld/schedstat", (long)syscall(SYS_gettid));
+    setpriority(PRIO_PROCESS, (id_t)thread_id(), p->loop_nice);
+    snprintf(path, sizeof path, "/proc/self/task/%ld/schedstat", (long)thread_id());
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;

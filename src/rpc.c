@@ -175,7 +175,10 @@ static void task_work(pool_job *job)
     rpc_task *t = (rpc_task *)job;
     /* Work that waited in the queue past its deadline is not done at all. */
     int wait = 0;
-    if (rpc_past_deadline(t->call))
+    if (job->shed) {
+        t->call->retry_after = 1;
+        rpc_task_fail(t, ST_UNAVAILABLE, "server busy: too many logins in progress, retry shortly");
+    } else if (rpc_past_deadline(t->call))
         rpc_task_fail(t, ST_DEADLINE_EXCEEDED, "deadline exceeded");
     else if (t->ticket && (wait = throttle_settle(t->call->ctx->throttle, t->ticket)) < 0)
         rpc_task_fail(t, ST_UNAVAILABLE, "%s", store_strerror(STORE_UNAVAILABLE));

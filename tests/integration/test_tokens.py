@@ -766,6 +766,49 @@ class Load(Base):
         finally:
             srv.stop()
 
+    @unittest.skipUnless(shutil.which("h2load") and len(os.sched_getaffinity(0)) >= 2,
+                         "needs h2load (nghttp2-client) and two CPUs")
+    def test_login_queued_behind_a_starving_hash_is_shed(self):
+        # The whole server on one CPU, its loop saturated from the other:
+        # the first check takes CPU the loop was waiting for, so its worker
+        # rests, and the check that queued behind it (the pool had not seen
+        # contention yet) is answered 503 when its turn comes, instead of
+        # ending a whole hash late.
+        srv = harness.Server()
+        srv.create_app("shed")
+        uid = srv.add_user("sheduser", PW_SLOW, pwhash_ops=4, pwhash_mem=64)
+        load = None
+        try:
+            srv.start("--workers", 1, "--login-queue", 1, *SLOW_COST)
+            cpus = sorted(os.sched_getaffinity(0))
+            for tid in os.listdir("/proc/%d/task" % srv.proc.pid):
+                os.sched_setaffinity(int(tid), {cpus[0]})
+            load = subprocess.Popen(
+                ["h2load", "-D", "20", "-t", "1", "-c", "8", "-m", "8",
+                 "http://127.0.0.1:%d/healthz" % srv.port],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                preexec_fn=lambda: os.sched_setaffinity(0, {cpus[1]}))
+            time.sleep(0.5)
+            body = {"user_id": uid, "password": PW_SLOW}
+
+            def login(i):
+                t0 = time.monotonic()
+                r = srv.request("POST", "/token/id", body)
+                return r, time.monotonic() - t0
+            results = run_concurrently(login, 2)
+            statuses = sorted(r.status for r, _ in results)
+            self.assertEqual(statuses, [200, 503])
+            (ok, t_ok), (busy, t_busy) = sorted(results, key=lambda x: x[0].status)
+            self.assertIn("server busy", busy.json()["message"])
+            self.assertIsNotNone(busy.header("retry-after"))
+            # shed when its turn came, not refused on arrival
+            self.assertGreater(t_busy, t_ok / 2)
+        finally:
+            if load:
+                load.kill()
+                load.wait()
+            srv.stop()
+
 
 NGHTTP = shutil.which("nghttp")
 

@@ -1,7 +1,8 @@
 /* test_pool.c - pool.c: work runs on worker threads and is posted back, a
  * full pool refuses at once, pool_destroy lets queued jobs finish, and a
  * worker whose slow job shared a core with a busy thread of the process
- * rests (and slow jobs are refused meanwhile), but not on an idle core.
+ * rests (slow jobs are refused meanwhile, and one that queued is shed),
+ * but not on an idle core; workers run ahead of the watched threads.
  * Jobs that must block wait on a gate the test opens. Every wait has a
  * deadline so a broken pool fails the test instead of hanging it. */
 #define _GNU_SOURCE
@@ -16,6 +17,8 @@
 #include <stdatomic.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,6 +44,8 @@ typedef struct {
     int block;          /* wait for the gate */
     int work_ran, post_ran, post_saw_work;
     int on_main_thread;
+    int shed_seen;      /* work was called with job.shed set */
+    int nice;           /* the worker's nice value while it worked */
     pthread_t worker;
 } test_job;
 
@@ -311,12 +316,18 @@ static void test_destroy_finishes_queued_jobs(void **state)
 
 /* --- resting under contention ------------------------------------------------ */
 
-static atomic_int spin_stop, spin_watched;
+static atomic_int spin_stop, spin_watched, spin_nice;
+
+static int my_nice(void)
+{
+    return getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+}
 
 /* A busy event loop: watched by the pool, never sleeping. */
 static void *spinner(void *arg)
 {
     assert_int_equal(pool_watch(arg), 0);
+    atomic_store(&spin_nice, my_nice());
     atomic_store(&spin_watched, 1);
     while (!atomic_load_explicit(&spin_stop, memory_order_relaxed))
         ;
@@ -330,10 +341,15 @@ static uint64_t cpu_ns(clockid_t id)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* A "password hash": 40 ms of the worker's own CPU. */
+/* A "password hash": 40 ms of the worker's own CPU, unless shed. */
 static void burn_work(pool_job *pj)
 {
     test_job *j = (test_job *)pj;
+    j->nice = my_nice();
+    if (pj->shed) {
+        j->shed_seen = 1;
+        return;
+    }
     uint64_t c0 = cpu_ns(CLOCK_THREAD_CPUTIME_ID);
     while (cpu_ns(CLOCK_THREAD_CPUTIME_ID) - c0 < 40000000u)
         ;
@@ -373,14 +389,17 @@ static int second_slow_job_after(int busy, unsigned queue, int *refused)
     uint64_t t0 = cpu_ns(CLOCK_MONOTONIC);
     *refused = pool_submit_slow(p, &second.job) != 0;
     /* The first job's times: its 40 ms of CPU, and a wall clock that shows
-     * whether it shared the CPU (about half of it beside the spinner). */
+     * whether it shared the CPU (about three quarters of it beside the
+     * spinner, which runs POOL_WORKER_LEAD nice levels behind). */
     pool_counts c;
     assert_int_equal(pool_stats(p, &c), 0);
     assert_int_equal(c.slow_jobs, 1);
     assert_true(c.slow_cpu_ns >= 40000000u && c.slow_cpu_ns < 60000000u);
     assert_true(c.slow_wall_ns >= c.slow_cpu_ns);
-    if (busy)   /* (idle, other processes on this CPU could still stretch it) */
-        assert_true(c.slow_wall_ns >= c.slow_cpu_ns * 3 / 2);
+    if (busy) {  /* (idle, other processes on this CPU could still stretch it) */
+        assert_true(c.slow_wall_ns >= c.slow_cpu_ns * 11 / 10);
+        assert_int_equal(atomic_load(&spin_nice) - first.nice, POOL_WORKER_LEAD);
+    }
     assert_int_equal(c.rests, busy != 0); /* a busy core makes it rest */
     if (*refused) {
         /* a short job (a write) does not wait for the rest */
@@ -413,7 +432,7 @@ static void test_rests_when_sharing_a_busy_core(void **state)
     (void)state;
     int refused;
     int ms = second_slow_job_after(1, 1, &refused);
-    /* the job got about half the CPU for ~80 ms: a rest of ~4 times that */
+    /* the job got about 3/4 of the CPU for ~53 ms: a rest of 93/7 times that */
     assert_true(refused);
     assert_true(ms >= 150);
     assert_true(ms >= 0 && ms < 5000);
@@ -437,6 +456,71 @@ static void test_contended_keeps_a_longer_queue(void **state)
     assert_false(refused);
 }
 
+/* Two slow jobs at once, the second waiting behind the first, everything
+ * on one CPU, with or without a busy watched thread: whether the second
+ * was shed, and the pool's counts. */
+static int second_queued_shed(int busy, pool_counts *c)
+{
+    static harness h;
+    static test_job first, second;
+    cpu_set_t one, saved;
+    sched_getaffinity(0, sizeof saved, &saved);
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+    pthread_t spin;
+    atomic_store(&spin_stop, 0);
+    atomic_store(&spin_watched, 0);
+    harness_init(&h);
+    pool *p = pool_create(1, 4);
+    assert_non_null(p);
+    assert_int_equal(pool_watch(p), 0);
+    if (busy) {
+        assert_int_equal(pthread_create(&spin, NULL, spinner, p), 0);
+        while (!atomic_load(&spin_watched))
+            usleep(1000);
+    }
+    job_init(&first, &h, 1, 0);
+    job_init(&second, &h, 2, 0);
+    first.job.work = second.job.work = burn_work;
+    /* Nothing was contended yet: the second gets the waiting place. */
+    assert_int_equal(pool_submit_slow(p, &first.job), 0);
+    assert_int_equal(pool_submit_slow(p, &second.job), 0);
+    assert_int_equal(wait_for(&h, &h.posted, 2), 0);
+    assert_int_equal(first.shed_seen, 0);
+    assert_int_equal(second.post_ran, 1);
+    assert_int_equal(pool_stats(p, c), 0);
+    atomic_store(&spin_stop, 1);
+    if (busy)
+        pthread_join(spin, NULL);
+    pool_destroy(p);
+    harness_free(&h);
+    sched_setaffinity(0, sizeof saved, &saved);
+    return second.shed_seen;
+}
+
+/* Behind a hash that starved a loop, a waiting check would end a whole
+ * hash late: it is shed (work only answers "busy"), counted as refused. */
+static void test_queued_job_shed_after_contended_hash(void **state)
+{
+    (void)state;
+    pool_counts c;
+    assert_true(second_queued_shed(1, &c));
+    assert_int_equal(c.slow_jobs, 1);
+    assert_int_equal(c.rests, 1);
+    assert_int_equal(c.rejected, 1);
+}
+
+static void test_queued_job_runs_on_an_idle_core(void **state)
+{
+    (void)state;
+    pool_counts c;
+    assert_false(second_queued_shed(0, &c));
+    assert_int_equal(c.slow_jobs, 2);
+    assert_int_equal(c.rests, 0);
+    assert_int_equal(c.rejected, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -449,6 +533,8 @@ int main(void)
         cmocka_unit_test(test_rests_when_sharing_a_busy_core),
         cmocka_unit_test(test_no_rest_on_an_idle_core),
         cmocka_unit_test(test_contended_keeps_a_longer_queue),
+        cmocka_unit_test(test_queued_job_shed_after_contended_hash),
+        cmocka_unit_test(test_queued_job_runs_on_an_idle_core),
     };
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
 }
