@@ -97,12 +97,11 @@ static unsigned loops_sched(pool *p, uint64_t run[], uint64_t wait[])
 /* Runs a slow job; returns how long its worker should rest after it.
  * Whether hashing took a core a loop wanted is seen in the job's own
  * numbers: the worker got less than POOL_SHARED_CPU percent of a CPU (it
- * shared one) while a loop was runnable at least POOL_BUSY_LOOP percent of
- * the time and waited for a CPU at least POOL_STARVED_LOOP percent: it had
- * work and the hash took CPU from it. Runnable, not ran: the more of the
- * core the hash takes, the less the loop runs. (A loop that is mostly idle
- * may still wait a moment for a CPU when it wakes, but it loses no
- * throughput.) Then the worker rests long enough that it hashes at most
+ * shared one) while a loop ran at least POOL_BUSY_LOOP percent of the time
+ * and waited for a CPU at least POOL_STARVED_LOOP percent: it had work
+ * and the hash took CPU from it. (A loop that is mostly idle may still
+ * wait a while for a CPU when it wakes, but it loses no throughput: it
+ * runs little.) Then the worker rests long enough that it hashes at most
  * POOL_CONTENDED_DUTY percent of the time. */
 static uint64_t run_slow(pool *p, pool_job *job, uint64_t *wall_ns, uint64_t *cpu_ns)
 {
@@ -115,8 +114,8 @@ static uint64_t run_slow(pool *p, pool_job *job, uint64_t *wall_ns, uint64_t *cp
     if (n == 0 || wall == 0 || mine * 100 >= wall * POOL_SHARED_CPU || loops_sched(p, run1, wait1) != n)
         return 0;
     for (unsigned i = 0; i < n; i++) {
-        uint64_t waited = wait1[i] - wait0[i], runnable = run1[i] - run0[i] + waited;
-        if (runnable * 100 >= wall * POOL_BUSY_LOOP && waited * 100 >= wall * POOL_STARVED_LOOP)
+        uint64_t waited = wait1[i] - wait0[i], ran = run1[i] - run0[i];
+        if (ran * 100 >= wall * POOL_BUSY_LOOP && waited * 100 >= wall * POOL_STARVED_LOOP)
             return wall * (100 - POOL_CONTENDED_DUTY) / POOL_CONTENDED_DUTY;
     }
     return 0;

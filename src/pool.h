@@ -22,7 +22,8 @@
 
 #define POOL_WORKER_LEAD 5         /* nice levels the workers run ahead of the loops */
 #define POOL_SHARED_CPU 90         /* % of a CPU below which a hash shared its core */
-#define POOL_BUSY_LOOP 25          /* % of the time a loop was runnable meanwhile, */
+#define POOL_BUSY_LOOP 10          /* % of the time a loop ran meanwhile (of the */
+                                   /* quarter a busy one gets beside a hash), */
 #define POOL_STARVED_LOOP 20       /* and % of the time it waited for a CPU */
 #define POOL_WATCH_MAX 64
 #define POOL_CONTENDED_DUTY 7      /* % of the time a worker hashes while contended */
