@@ -334,8 +334,15 @@ static void on_stop(h2o_generator_t *self, h2o_req_t *req)
 
 void h2_reply_add_unindexed(h2o_req_t *req, const h2o_iovec_t *name, h2o_iovec_t value)
 {
-    /* h2o_add_header_by_str would copy `name` into the pool; it is static */
-    h2o_vector_reserve(&req->pool, &req->res.headers, req->res.headers.size + 1);
+    /* h2o_add_header_by_str would copy `name` into the pool; it is static.
+     * It is a reply's first header (x-request-id, http_obs_begin): room for
+     * the few that follow is taken at once, without h2o's general growth. */
+    if (req->res.headers.capacity == 0) {
+        req->res.headers.entries = h2o_mem_alloc_pool(&req->pool, 4 * sizeof(h2o_header_t));
+        req->res.headers.capacity = 4;
+    } else {
+        h2o_vector_reserve(&req->pool, &req->res.headers, req->res.headers.size + 1);
+    }
     h2o_header_t *slot = req->res.headers.entries + req->res.headers.size++;
     slot->name = (h2o_iovec_t *)name;
     slot->value = value;

@@ -162,7 +162,7 @@ static void send_grpc(h2o_req_t *req, int form, status_code st, const char *mess
     code[0] = (char)(sc >= 10 ? '0' + sc / 10 : '0' + sc);
     code[1] = (char)('0' + sc % 10);
     code[code_len] = '\0';
-    size_t msg_len = grpc_percent_encode(msg, st == ST_OK || !message ? "" : message, sizeof msg);
+    size_t msg_len = st == ST_OK || !message ? 0 : grpc_percent_encode(msg, message, sizeof msg);
     size_t data_len = frames.len;
     uint8_t *data = (uint8_t *)frames.base;
 
@@ -175,7 +175,8 @@ static void send_grpc(h2o_req_t *req, int form, status_code st, const char *mess
             {&status_name, NULL, h2o_iovec_init(code, code_len)},
             {&message_name, NULL, h2o_iovec_init(msg, msg_len)},
         };
-        add_header(req, H2O_TOKEN_CONTENT_TYPE, "application/grpc");
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                       H2O_STRLIT("application/grpc"));
         if (h2_reply_send(req, h2o_iovec_init(data, data_len), trailers, msg_len ? 2 : 1) != 0)
             h2o_send_error_503(req, "Service Unavailable", "the HTTP/2 stream is closing", 0);
         return;
@@ -671,7 +672,9 @@ static int decode(http_handler *h, h2o_req_t *req, wire_call *wc, http_obs *o)
             why = err;
         if (!why && wc->form == FORM_PROTO && bind_query(req, wc->request, err) != 0)
             why = err;
-        if (msg.base != req->entity.base)   /* inflated or decoded from text */
+        /* inflated or decoded from text (a plain frame's message is in
+         * the body, wiped below) */
+        if (msg.len && (uintptr_t)msg.base - (uintptr_t)req->entity.base >= req->entity.len)
             crypto_wipe(msg.base, msg.len);
     }
     /* The message holds its own copies: the body's (a password, a token)
