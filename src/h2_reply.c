@@ -715,15 +715,16 @@ static uint8_t *put_name_ref(uint8_t *p, uint8_t idx)
  * repeating field is not in the table (the first reply, the first of a
  * second: h2o's encoder adds it) or the block might not fit BLOCK_MAX or
  * the peer's frame size. A peer whose table is too small to hold them gets
- * literals only. */
+ * literals only. On success `after` more bytes are free past the frame (the
+ * DATA and trailing frames a whole reply appends: one reserve for all). */
 static int put_response_headers(h2o_http2_conn_t *conn, uint32_t stream_id, const h2o_res_t *res,
-                                size_t content_length, int end_stream, table_ref *extra)
+                                size_t content_length, int end_stream, table_ref *extra, size_t after)
 {
     const h2o_iovec_t *server = &conn->super.ctx->globalconf->server_name;
     size_t budget = conn->peer_settings.max_frame_size < BLOCK_MAX ? conn->peer_settings.max_frame_size : BLOCK_MAX;
     if (res->status < 100 || res->status > 999 || server->len + 5 + STATUS_DATE_MAX + CONTENT_LENGTH_MAX > budget)
         return -1;
-    h2o_iovec_t dst = h2o_buffer_reserve(&conn->_write.buf, H2O_HTTP2_FRAME_HEADER_SIZE + budget);
+    h2o_iovec_t dst = h2o_buffer_reserve(&conn->_write.buf, H2O_HTTP2_FRAME_HEADER_SIZE + budget + after);
     if (dst.base == NULL)
         h2o_fatal("no memory");
     uint8_t *frame = (uint8_t *)dst.base, *p = frame + H2O_HTTP2_FRAME_HEADER_SIZE;
@@ -929,12 +930,14 @@ static void start_response(h2o_req_t *req, h2o_generator_t *generator)
  * block surely fits one frame. Why: a value unique to every reply
  * (x-request-id) would fill h2o's table (32 entries at most) with entries
  * never used again, and every header of every reply would scan them and
- * each reply evict and free one: ~5k instructions a reply. */
-static void append_response_headers(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
-                                    size_t content_length, int end_stream, table_ref *extra)
+ * each reply evict and free one: ~5k instructions a reply. Returns 1 when
+ * `after` bytes are free past the frame (put_response_headers made it),
+ * else 0. */
+static int append_response_headers(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o_req_t *req,
+                                   size_t content_length, int end_stream, table_ref *extra, size_t after)
 {
-    if (put_response_headers(conn, stream->stream_id, &req->res, content_length, end_stream, extra) == 0)
-        return;
+    if (put_response_headers(conn, stream->stream_id, &req->res, content_length, end_stream, extra, after) == 0)
+        return 1;
     h2o_timestamp_t ts;
     h2o_get_timestamp(conn->super.ctx, &req->pool, &ts);
     h2o_res_t res = req->res;
@@ -996,6 +999,7 @@ static void append_response_headers(h2o_http2_conn_t *conn, h2o_http2_stream_t *
         extra->idx = 0;
         resolve_refs(&conn->_output_header_table, extra, 1);
     }
+    return 0;
 }
 
 /* grpc-status: 0, the trailer of nearly every gRPC reply, goes out as a
@@ -1029,7 +1033,14 @@ static int respond_whole(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o
     start_response(req, gen); /* lets header filters run */
     table_ref ok = {.name = &grpc_ok_name_iov, .value = {(char *)"0", 1}, .optional = 1};
     int ok_indexed = trailers != NULL && trailers->base == grpc_ok_block && can_add(conn);
-    append_response_headers(conn, stream, req, trailers ? SIZE_MAX : body.len, 0, ok_indexed ? &ok : NULL);
+    /* room for the DATA frame and a trailing frame (grpc-status: 0 takes at
+     * most its indexing literal), reserved with the headers' */
+    size_t most = H2O_HTTP2_FRAME_HEADER_SIZE + body.len;
+    if (trailers && trailers->len <= conn->peer_settings.max_frame_size)
+        most += H2O_HTTP2_FRAME_HEADER_SIZE +
+                (trailers->len > sizeof grpc_ok_indexing - 1 ? trailers->len : sizeof grpc_ok_indexing - 1);
+    int reserved = append_response_headers(conn, stream, req, trailers ? SIZE_MAX : body.len, 0,
+                                           ok_indexed ? &ok : NULL, most);
     uint8_t ok_ref = (uint8_t)(0x80 | ok.idx);
     h2o_iovec_t ok_block = h2o_iovec_init(&ok_ref, 1);
     if (ok_indexed && ok.idx == 0) {
@@ -1038,13 +1049,16 @@ static int respond_whole(h2o_http2_conn_t *conn, h2o_http2_stream_t *stream, h2o
     }
     if (ok_indexed)
         trailers = &ok_block;
-    /* trailers that fit one frame (all of gRPC's) are reserved with the DATA frame */
+    /* trailers that fit one frame (all of gRPC's) go with the DATA frame */
     int one_frame = trailers && trailers->len <= conn->peer_settings.max_frame_size;
     size_t tail = one_frame ? H2O_HTTP2_FRAME_HEADER_SIZE + trailers->len : 0;
-    h2o_iovec_t dst = h2o_buffer_reserve(&conn->_write.buf, H2O_HTTP2_FRAME_HEADER_SIZE + body.len + tail);
-    if (dst.base == NULL)
+    uint8_t *dst;
+    if (reserved)
+        dst = (uint8_t *)conn->_write.buf->bytes + conn->_write.buf->size;
+    else if ((dst = (uint8_t *)h2o_buffer_reserve(&conn->_write.buf, H2O_HTTP2_FRAME_HEADER_SIZE + body.len + tail).base) ==
+             NULL)
         h2o_fatal("no memory");
-    uint8_t *p = put_frame_header((uint8_t *)dst.base, body.len, H2O_HTTP2_FRAME_TYPE_DATA,
+    uint8_t *p = put_frame_header(dst, body.len, H2O_HTTP2_FRAME_TYPE_DATA,
                                   trailers ? 0 : H2O_HTTP2_FRAME_FLAG_END_STREAM, stream->stream_id);
     memcpy(p, body.base, body.len);
     if (one_frame)
@@ -1073,7 +1087,7 @@ static void respond_headers_only(h2o_http2_conn_t *conn, h2o_http2_stream_t *str
         h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 1, NULL, value.base, value.len);
     }
     start_response(req, gen); /* lets header filters run */
-    append_response_headers(conn, stream, req, content_length, 1, NULL);
+    append_response_headers(conn, stream, req, content_length, 1, NULL, 0);
 
     /* SEND_HEADERS -> SEND_BODY -> END_STREAM, as h2o's own send path does */
     h2o_http2_stream_set_state(conn, stream, H2O_HTTP2_STREAM_STATE_SEND_BODY);
