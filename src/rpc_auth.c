@@ -126,6 +126,9 @@ int rpc_admin_cache_accept(rpc_call *call, const rpc_admin_entry *entry, uint64_
         return -1;
     }
     *auth = e->auth;
+    /* as accept_session records it for the log (log_user_id stays 0: an
+     * admin is no user) */
+    call->log_app_id = e->auth.app_id;
     return 1;
 }
 

@@ -17,6 +17,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "h2_trailers"))
+import h2raw  # noqa: E402
 import harness  # noqa: E402
 import wire_support as ws  # noqa: E402
 
@@ -122,6 +124,55 @@ class JsonLog(unittest.TestCase):
                     l.get("path") == "/push/verify"]
             self.assertEqual(len(made), 1)
             self.assertTrue(made[0])   # an id was made for it
+
+    def test_every_verify_of_a_checked_admin_token_has_its_app(self):
+        """An admin token is checked in full once per thread, later calls
+        reuse the check (rpc_auth.c's cache): their lines name the app as
+        the first one's does, and no user. Several calls on one connection
+        (so on one thread), gRPC and JSON."""
+        with harness.Server() as srv:
+            app = srv.create_app("demo")
+            srv.add_user("alice", "alice-password-1", **ws.CHEAP_USER)
+            admin = ws.admin_token(srv)
+            srv.start("--threads", "1", *CHEAP)
+            r = srv.request("POST", "/token/user", {"name": "alice", "password": "alice-password-1"})
+            self.assertEqual(r.status, 200, r)
+            token = srv.secret(r.json()["data"]["token"])
+            body = h2raw.grpc_msg(ws.protos().tokend.VerifyRequest(token=token).SerializeToString())
+            conn = h2raw.Conn(port=srv.port)
+            try:
+                for i in range(4):
+                    sid = 2 * i + 1
+                    block = h2raw.hpack_literal([
+                        (b":method", b"POST"), (b":scheme", b"http"),
+                        (b":path", b"/tokend.v1.Tokend/Verify"), (b":authority", b"127.0.0.1"),
+                        (b"content-type", b"application/grpc"), (b"te", b"trailers"),
+                        (b"access-token", admin.encode()), (b"x-request-id", b"cached-grpc-%d" % i)])
+                    conn.send(h2raw.frame(h2raw.HEADERS, h2raw.END_HEADERS, sid, block) +
+                              h2raw.frame(h2raw.DATA, h2raw.END_STREAM, sid, body))
+                    trailers = dict(conn.stream_frames(sid)[-1][4])
+                    self.assertEqual(trailers.get(b"grpc-status"), b"0", trailers)
+            finally:
+                conn.close()
+            h1 = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            try:
+                for i in range(4):
+                    h1.request("POST", "/token/verify", body=json.dumps({"token": token}),
+                               headers={"content-type": "application/json", "access-token": admin,
+                                        "x-request-id": "cached-json-%d" % i})
+                    r = h1.getresponse()
+                    self.assertEqual(r.status, 200, r.read())
+                    r.read()
+            finally:
+                h1.close()
+            ids = ["cached-%s-%d" % (k, i) for k in ("grpc", "json") for i in range(4)]
+            self.assertTrue(wait_for(lambda: all(i in srv.logs() for i in ids)))
+            srv.stop()
+            req = {l["request_id"]: l for l in json_lines(srv.logs()) if l.get("type") == "request"}
+            for i in ids:
+                self.assertEqual(req[i]["rpc"], "tokend.v1.Tokend/Verify", req[i])
+                self.assertEqual(req[i].get("app_id"), app, req[i])
+                self.assertNotIn("user_id", req[i])
 
     def test_a_client_gone_before_the_answer_is_logged_whole(self):
         """The call outlives its request: the line still has the method and

@@ -423,6 +423,30 @@ static void test_admin_cache_checks_each_call(void **state)
     fixture_ctx_close(&other);
 }
 
+/* A call the cache lets through records for the access log what a full
+ * check does: the admin's app, and no user. */
+static void test_admin_cache_logs_the_app(void **state)
+{
+    world *w = *state;
+    char target[CRYPTO_TOKEN_TEXTLEN];
+    uint8_t target_hash[CRYPTO_HASH_BYTES];
+    Tokend__V1__VerifyRequest req = TOKEND__V1__VERIFY_REQUEST__INIT;
+
+    rpc_admin_cache_clear();
+    new_admin(w, target, target_hash);
+    req.token = target;
+    for (int i = 0; i < 3; i++) {
+        test_call tc;
+        call_init(w, &tc);
+        snprintf(tc.call.access_token, sizeof tc.call.access_token, "%s", w->admin_token);
+        invoke(&tc, "Verify", &req.base);
+        assert_int_equal(tc.status, ST_OK);
+        assert_int_equal(cached(w, w->admin_token), 1);
+        assert_int_equal(tc.call.log_app_id, w->fc.f.app);
+        assert_int_equal(tc.call.log_user_id, 0);
+    }
+}
+
 /* Only the cached token's exact text finds its entry (the find measures
  * nothing: it compares the token and its NUL): not the text with a
  * character more, nor its first 42 with the rest of it still in the
@@ -502,6 +526,7 @@ int main(void)
         T(test_admin_cache_revocation),
         T(test_admin_cache_checks_each_call),
         T(test_admin_cache_exact_text),
+        T(test_admin_cache_logs_the_app),
         T(test_call_keeps_agent_and_peer),
     };
     return cmocka_run_group_tests_name("handler", tests, NULL, NULL);
