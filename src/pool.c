@@ -27,7 +27,7 @@ struct pool {
     unsigned contended;                      /* workers whose last slow job was contended */
     int watched[POOL_WATCH_MAX];             /* the loops' /proc schedstat files (pool_watch) */
     unsigned nwatched;
-    int worker_nice, loop_nice;              /* see pool.h and pool_create */
+    int base_nice, lead;                     /* see pool.h and choose_lead */
     int stopping;
     pthread_t threads[];
 };
@@ -37,20 +37,20 @@ static pid_t thread_id(void)
     return (pid_t)syscall(SYS_gettid);
 }
 
-/* CPU-bound batch work: no wakeup preemption of the loops, a higher
- * weight (see pool.h). Best effort: a refusal leaves the thread as it was. */
-static void as_batch(const pool *p)
+/* CPU-bound batch work: no wakeup preemption of the loops, their weight
+ * until contended (see pool.h). Best effort: a refusal leaves the thread
+ * as it was. */
+static void as_batch(void)
 {
     struct sched_param sp = {0};
     pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
-    setpriority(PRIO_PROCESS, (id_t)thread_id(), p->worker_nice);
 }
 
-/* The workers' and the loops' nice values: the workers POOL_WORKER_LEAD
- * ahead of the creating thread's if this process may lower a nice value
- * (root, CAP_SYS_NICE or RLIMIT_NICE), else the loops as far behind. Tried
- * on the calling thread and undone: raising it back is always allowed. */
-static void choose_nice(pool *p)
+/* How far ahead of the loops a contended worker may run: POOL_WORKER_LEAD
+ * nice levels if this process may lower a nice value (root, CAP_SYS_NICE
+ * or RLIMIT_NICE), else 0. Tried on the calling thread and undone:
+ * raising it back is always allowed. */
+static void choose_lead(pool *p)
 {
     id_t tid = (id_t)thread_id();
     errno = 0;
@@ -58,13 +58,24 @@ static void choose_nice(pool *p)
     if (base == -1 && errno != 0)
         base = 0;
     int lead = base - POOL_WORKER_LEAD < -20 ? base + 20 : POOL_WORKER_LEAD;
+    p->base_nice = base;
+    p->lead = 0;
     if (lead > 0 && setpriority(PRIO_PROCESS, tid, base - lead) == 0) {
         setpriority(PRIO_PROCESS, tid, base);
-        p->worker_nice = base - lead, p->loop_nice = base;
-    } else {
-        p->worker_nice = base;
-        p->loop_nice = base + POOL_WORKER_LEAD > 19 ? 19 : base + POOL_WORKER_LEAD;
+        p->lead = lead;
     }
+}
+
+/* A worker whose last hash was contended runs the next one ahead of the
+ * loops, so it ends in ~1.3x its own time rather than 2x; the others at
+ * the loops' weight, so a burst of logins on an otherwise quiet machine
+ * takes no CPU from the loops they would not get anyway. */
+static void run_ahead(const pool *p, int *ahead, int contended)
+{
+    if (!p->lead || *ahead == contended)
+        return;
+    if (setpriority(PRIO_PROCESS, (id_t)thread_id(), contended ? p->base_nice - p->lead : p->base_nice) == 0)
+        *ahead = contended;
 }
 
 static uint64_t clock_ns(clockid_t id)
@@ -100,22 +111,25 @@ static unsigned loops_sched(pool *p, uint64_t run[], uint64_t wait[])
  * shared one) while a loop ran at least POOL_BUSY_LOOP percent of the time
  * and waited for a CPU at least POOL_STARVED_LOOP percent: it had work
  * and the hash took CPU from it. (A loop that is mostly idle may still
- * wait a while for a CPU when it wakes, but it loses no throughput: it
- * runs little.) Then the worker rests long enough that it hashes at most
- * POOL_CONTENDED_DUTY percent of the time. */
-static uint64_t run_slow(pool *p, pool_job *job, uint64_t *wall_ns, uint64_t *cpu_ns)
+ * wait a moment for a CPU when it wakes, but it loses no throughput.) A
+ * worker running ahead gets more of a shared core and a busy loop less:
+ * the *_AHEAD figures. Then the worker rests long enough that it hashes at
+ * most POOL_CONTENDED_DUTY percent of the time. */
+static uint64_t run_slow(pool *p, pool_job *job, int ahead, uint64_t *wall_ns, uint64_t *cpu_ns)
 {
     uint64_t run0[POOL_WATCH_MAX], wait0[POOL_WATCH_MAX], run1[POOL_WATCH_MAX], wait1[POOL_WATCH_MAX];
+    uint64_t shared = ahead ? POOL_SHARED_CPU_AHEAD : POOL_SHARED_CPU;
+    uint64_t busy = ahead ? POOL_BUSY_LOOP_AHEAD : POOL_BUSY_LOOP;
     uint64_t t0 = clock_ns(CLOCK_MONOTONIC), c0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
     unsigned n = loops_sched(p, run0, wait0);
     job->work(job);
     uint64_t wall = clock_ns(CLOCK_MONOTONIC) - t0, mine = clock_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
     *wall_ns = wall, *cpu_ns = mine;
-    if (n == 0 || wall == 0 || mine * 100 >= wall * POOL_SHARED_CPU || loops_sched(p, run1, wait1) != n)
+    if (n == 0 || wall == 0 || mine * 100 >= wall * shared || loops_sched(p, run1, wait1) != n)
         return 0;
     for (unsigned i = 0; i < n; i++) {
         uint64_t waited = wait1[i] - wait0[i], ran = run1[i] - run0[i];
-        if (ran * 100 >= wall * POOL_BUSY_LOOP && waited * 100 >= wall * POOL_STARVED_LOOP)
+        if (ran * 100 >= wall * busy && waited * 100 >= wall * POOL_STARVED_LOOP)
             return wall * (100 - POOL_CONTENDED_DUTY) / POOL_CONTENDED_DUTY;
     }
     return 0;
@@ -154,20 +168,22 @@ static pool_job *next_job(pool *p, uint64_t *rest_until)
 static void *worker(void *arg)
 {
     pool *p = arg;
-    uint64_t rest_until = 0;
-    int contended = 0;
-    as_batch(p);
+    uint64_t rest_until = 0, rest_began = 0;
+    int contended = 0, ahead = 0;
+    as_batch();
     pthread_mutex_lock(&p->lock);
     pool_job *job;
     while ((job = next_job(p, &rest_until)) != NULL) {
         /* A password check that queued behind a hash which starved a loop
-         * would end a hash late and take CPU the rest gives back. */
-        job->shed = job->slow && rest_until > clock_ns(CLOCK_MONOTONIC);
+         * would end a hash late and take CPU the rest gives back. (One
+         * taken during the rest, by a longer --login-queue, is wanted.) */
+        job->shed = job->slow && job->queued_ns < rest_began && rest_until > clock_ns(CLOCK_MONOTONIC);
         pthread_mutex_unlock(&p->lock);
         uint64_t rest = 0, wall = 0, cpu = 0;
-        if (job->slow && !job->shed)
-            rest = run_slow(p, job, &wall, &cpu);
-        else
+        if (job->slow && !job->shed) {
+            run_ahead(p, &ahead, contended);
+            rest = run_slow(p, job, ahead, &wall, &cpu);
+        } else
             job->work(job);
         pthread_mutex_lock(&p->lock);
         p->running--;
@@ -191,6 +207,7 @@ static void *worker(void *arg)
             uint64_t now = clock_ns(CLOCK_MONOTONIC);
             p->resting += rest_until == 0;
             rest_until = (rest_until > now ? rest_until : now) + rest;
+            rest_began = now;
         }
         pthread_mutex_unlock(&p->lock);
         job->post(job);   /* the job may be gone after this */
@@ -226,7 +243,7 @@ pool *pool_create(unsigned threads, unsigned queue_max)
     }
     p->queue_max = queue_max;
     p->slow_queue = 1;
-    choose_nice(p);
+    choose_lead(p);
     for (; p->nthreads < threads; p->nthreads++) {
         char name[16];
         if (pthread_create(&p->threads[p->nthreads], NULL, worker, p) != 0)
@@ -265,6 +282,7 @@ static int submit(pool *p, pool_job *job, int slow)
     job->next = NULL;
     job->slow = slow;
     job->shed = 0;
+    job->queued_ns = slow ? clock_ns(CLOCK_MONOTONIC) : 0;
     if (p->tail)
         p->tail->next = job;
     else
@@ -320,7 +338,6 @@ unsigned pool_slow_max(const pool *p)
 int pool_watch(pool *p)
 {
     char path[64];
-    setpriority(PRIO_PROCESS, (id_t)thread_id(), p->loop_nice);
     snprintf(path, sizeof path, "/proc/self/task/%ld/schedstat", (long)thread_id());
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)

@@ -4,29 +4,32 @@
  * requests pile up without bound.
  *
  * Workers run as batch threads (SCHED_BATCH: they never preempt a loop
- * on wakeup) POOL_WORKER_LEAD nice levels ahead of the loops (or, where
- * the process may not lower a nice value, the loops that far behind), so
- * a password check that shares a core with a busy loop gets about three
- * quarters of it and ends in about 1.3 times its own time, not twice.
- * What keeps a stream of them from starving the loops on a shared core is
- * rest: a worker whose hash shared its CPU while a loop (pool_watch) was
- * kept waiting for one rests until it has hashed at most
- * POOL_CONTENDED_DUTY percent of the time. Meanwhile it takes no new
- * password check, sheds the ones that queued for it (they would end a
- * whole hash late: pool_job.shed), and each worker has one waiting place
- * fewer (by default none: a check no worker can start at once is refused;
- * pool_submit_slow). On an idle machine, with loops that are mostly idle,
- * or with a core of their own, workers never rest. */
+ * on wakeup) at the loops' weight. What keeps a stream of password checks
+ * from starving the loops on a shared core is rest: a worker whose hash
+ * shared its CPU while a loop (pool_watch) had work and was kept waiting
+ * for one rests until it has hashed at most POOL_CONTENDED_DUTY percent of
+ * the time. Meanwhile it takes no new password check, sheds the ones that
+ * queued for it (they would end a whole hash late: pool_job.shed), and
+ * each worker has one waiting place fewer (by default none: a check no
+ * worker can start at once is refused; pool_submit_slow). The check it
+ * takes after a rest runs POOL_WORKER_LEAD nice levels ahead of the loops
+ * (where the process may lower a nice value): it gets about three quarters
+ * of a shared core and ends in ~1.3x its own time, not 2x, while the rest
+ * still bounds what the loops lose. On an idle machine, with loops that
+ * are mostly idle, or with a core of their own, workers never rest. */
 #ifndef TOKEND_POOL_H
 #define TOKEND_POOL_H
 
-#define POOL_WORKER_LEAD 5         /* nice levels the workers run ahead of the loops */
-#define POOL_SHARED_CPU 90         /* % of a CPU below which a hash shared its core */
-#define POOL_BUSY_LOOP 10          /* % of the time a loop ran meanwhile (of the */
-                                   /* quarter a busy one gets beside a hash), */
-#define POOL_STARVED_LOOP 20       /* and % of the time it waited for a CPU */
-#define POOL_WATCH_MAX 64
+#include <stdint.h>
+
+#define POOL_SHARED_CPU 75         /* % of a CPU below which a hash shared its core */
+#define POOL_BUSY_LOOP 25          /* % of the time a loop ran meanwhile, */
+#define POOL_STARVED_LOOP 20       /* and % of the time it waited for one */
 #define POOL_CONTENDED_DUTY 7      /* % of the time a worker hashes while contended */
+#define POOL_WORKER_LEAD 5         /* nice levels a contended worker runs ahead */
+#define POOL_SHARED_CPU_AHEAD 90   /* the same two, for a worker running ahead: */
+#define POOL_BUSY_LOOP_AHEAD 10    /* a busy loop beside it gets about a quarter */
+#define POOL_WATCH_MAX 64
 
 typedef struct pool pool;
 typedef struct pool_job pool_job;
@@ -39,6 +42,7 @@ struct pool_job {
     int slow;                      /* set by pool_submit_slow */
     int shed;                      /* set by the pool before work: a slow job it
                                       will not run; work must only answer "busy" */
+    uint64_t queued_ns;            /* set by the pool: when it was taken */
 };
 
 /* `threads` workers; at most `queue_max` jobs waiting beyond those running. */
@@ -69,8 +73,7 @@ int pool_submit_slow(pool *p, pool_job *job);
 void pool_set_slow_queue(pool *p, unsigned per_worker);
 unsigned pool_slow_max(const pool *p);
 /* Called by a thread the workers must not starve (an event loop): its
- * waits for a CPU are what makes them rest, and it takes the loops' nice
- * value (see above). 0, or -1 (not watched). */
+ * waits for a CPU are what makes them rest. 0, or -1 (not watched). */
 int pool_watch(pool *p);
 /* Lets queued jobs finish, then joins the workers. */
 void pool_destroy(pool *p);

@@ -779,13 +779,20 @@ class Load(Base):
         uid = srv.add_user("sheduser", PW_SLOW, pwhash_ops=4, pwhash_mem=64)
         load = None
         try:
-            srv.start("--workers", 1, "--login-queue", 1, *SLOW_COST)
+            srv.start("--threads", 1, "--workers", 1, "--login-queue", 1, *SLOW_COST)
             cpus = sorted(os.sched_getaffinity(0))
             for tid in os.listdir("/proc/%d/task" % srv.proc.pid):
                 os.sched_setaffinity(int(tid), {cpus[0]})
+            # Requests that cost the loop far more than the client (a large
+            # JSON body to parse, refused), so that the loop, not h2load, is
+            # the limit.
+            heavy = os.path.join(srv.tmp, "heavy.json")
+            with open(heavy, "w") as f:
+                json.dump({"token": "x", "pad": ["y" * 40] * 1500}, f)
             load = subprocess.Popen(
-                ["h2load", "-D", "20", "-t", "1", "-c", "8", "-m", "8",
-                 "http://127.0.0.1:%d/healthz" % srv.port],
+                ["h2load", "-D", "20", "-t", "1", "-c", "8", "-m", "8", "-d", heavy,
+                 "-H", "content-type: application/json",
+                 "http://127.0.0.1:%d/token/verify" % srv.port],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 preexec_fn=lambda: os.sched_setaffinity(0, {cpus[1]}))
             time.sleep(0.5)

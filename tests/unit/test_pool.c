@@ -2,7 +2,7 @@
  * full pool refuses at once, pool_destroy lets queued jobs finish, and a
  * worker whose slow job shared a core with a busy thread of the process
  * rests (slow jobs are refused meanwhile, and one that queued is shed),
- * but not on an idle core; workers run ahead of the watched threads.
+ * but not on an idle core, and runs its next one ahead of the loops.
  * Jobs that must block wait on a gate the test opens. Every wait has a
  * deadline so a broken pool fails the test instead of hanging it. */
 #define _GNU_SOURCE
@@ -359,10 +359,11 @@ static void burn_work(pool_job *pj)
 /* One slow job on a pool of one worker, everything on one CPU, with or
  * without a busy watched thread beside it (an idle one is always watched); then how soon a second is accepted (ms),
  * or -1 if not within 5 s; *refused: whether it was refused at first. */
+static harness h;
+static test_job first, second;
+
 static int second_slow_job_after(int busy, unsigned queue, int *refused)
 {
-    static harness h;
-    static test_job first, second;
     cpu_set_t one, saved;
     sched_getaffinity(0, sizeof saved, &saved);
     CPU_ZERO(&one);
@@ -389,16 +390,16 @@ static int second_slow_job_after(int busy, unsigned queue, int *refused)
     uint64_t t0 = cpu_ns(CLOCK_MONOTONIC);
     *refused = pool_submit_slow(p, &second.job) != 0;
     /* The first job's times: its 40 ms of CPU, and a wall clock that shows
-     * whether it shared the CPU (about three quarters of it beside the
-     * spinner, which runs POOL_WORKER_LEAD nice levels behind). */
+     * whether it shared the CPU (about half of it beside the spinner, at
+     * the same weight). */
     pool_counts c;
     assert_int_equal(pool_stats(p, &c), 0);
     assert_int_equal(c.slow_jobs, 1);
     assert_true(c.slow_cpu_ns >= 40000000u && c.slow_cpu_ns < 60000000u);
     assert_true(c.slow_wall_ns >= c.slow_cpu_ns);
     if (busy) {  /* (idle, other processes on this CPU could still stretch it) */
-        assert_true(c.slow_wall_ns >= c.slow_cpu_ns * 11 / 10);
-        assert_int_equal(atomic_load(&spin_nice) - first.nice, POOL_WORKER_LEAD);
+        assert_true(c.slow_wall_ns >= c.slow_cpu_ns * 3 / 2);
+        assert_int_equal(first.nice, atomic_load(&spin_nice));
     }
     assert_int_equal(c.rests, busy != 0); /* a busy core makes it rest */
     if (*refused) {
@@ -432,7 +433,7 @@ static void test_rests_when_sharing_a_busy_core(void **state)
     (void)state;
     int refused;
     int ms = second_slow_job_after(1, 1, &refused);
-    /* the job got about 3/4 of the CPU for ~53 ms: a rest of 93/7 times that */
+    /* the job got about half the CPU for ~80 ms: a rest of 93/7 times that */
     assert_true(refused);
     assert_true(ms >= 150);
     assert_true(ms >= 0 && ms < 5000);
@@ -446,14 +447,29 @@ static void test_no_rest_on_an_idle_core(void **state)
     assert_false(refused);
 }
 
+/* Whether this process may lower a thread's nice value (root,
+ * CAP_SYS_NICE, RLIMIT_NICE): tried on this thread and undone. */
+static int can_lower_nice(void)
+{
+    id_t tid = (id_t)syscall(SYS_gettid);
+    int base = getpriority(PRIO_PROCESS, tid);
+    if (base <= -20 || setpriority(PRIO_PROCESS, tid, base - 1) != 0)
+        return 0;
+    setpriority(PRIO_PROCESS, tid, base);
+    return 1;
+}
+
 /* A longer queue (--login-queue 2) says waiting is wanted: contended, a
- * worker keeps one waiting place of two, so the second job is taken. */
+ * worker keeps one waiting place of two, so the second job is taken; it
+ * runs ahead of the loops where the process may do that. */
 static void test_contended_keeps_a_longer_queue(void **state)
 {
     (void)state;
     int refused;
     assert_int_equal(second_slow_job_after(1, 2, &refused), 0);
     assert_false(refused);
+    assert_int_equal(first.nice, atomic_load(&spin_nice));
+    assert_int_equal(atomic_load(&spin_nice) - second.nice, can_lower_nice() ? POOL_WORKER_LEAD : 0);
 }
 
 /* Two slow jobs at once, the second waiting behind the first, everything
@@ -461,8 +477,6 @@ static void test_contended_keeps_a_longer_queue(void **state)
  * was shed, and the pool's counts. */
 static int second_queued_shed(int busy, pool_counts *c)
 {
-    static harness h;
-    static test_job first, second;
     cpu_set_t one, saved;
     sched_getaffinity(0, sizeof saved, &saved);
     CPU_ZERO(&one);
