@@ -175,9 +175,10 @@ static void *worker(void *arg)
     pool_job *job;
     while ((job = next_job(p, &rest_until)) != NULL) {
         /* A password check that queued behind a hash which starved a loop
-         * would end a hash late and take CPU the rest gives back. (One
-         * taken during the rest, by a longer --login-queue, is wanted.) */
-        job->shed = job->slow && job->queued_ns < rest_began && rest_until > clock_ns(CLOCK_MONOTONIC);
+         * would end a hash late and take CPU the rest gives back. (With a
+         * longer --login-queue, waiting is wanted: none is shed.) */
+        job->shed = job->slow && p->slow_queue <= 1 && job->queued_ns < rest_began &&
+                    rest_until > clock_ns(CLOCK_MONOTONIC);
         pthread_mutex_unlock(&p->lock);
         uint64_t rest = 0, wall = 0, cpu = 0;
         if (job->slow && !job->shed) {

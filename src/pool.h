@@ -8,10 +8,11 @@
  * from starving the loops on a shared core is rest: a worker whose hash
  * shared its CPU while a loop (pool_watch) had work and was kept waiting
  * for one rests until it has hashed at most POOL_CONTENDED_DUTY percent of
- * the time. Meanwhile it takes no new password check, sheds the ones that
- * queued for it (they would end a whole hash late: pool_job.shed), and
- * each worker has one waiting place fewer (by default none: a check no
- * worker can start at once is refused; pool_submit_slow). The check it
+ * the time. Meanwhile it takes no new password check, each worker has one
+ * waiting place fewer (by default none: a check no worker can start at
+ * once is refused; pool_submit_slow), and with that default it sheds the
+ * checks that queued for it before (they would end a whole hash late:
+ * pool_job.shed). The check it
  * takes after a rest runs POOL_WORKER_LEAD nice levels ahead of the loops
  * (where the process may lower a nice value): it gets about three quarters
  * of a shared core and ends in ~1.3x its own time, not 2x, while the rest

@@ -802,8 +802,14 @@ class Load(Base):
                 t0 = time.monotonic()
                 r = srv.request("POST", "/token/id", body)
                 return r, time.monotonic() - t0
-            results = run_concurrently(login, 2)
-            statuses = sorted(r.status for r, _ in results)
+            # A machine busy with other work can keep the first hash from
+            # showing contention: a few tries, each after any rest.
+            for _ in range(3):
+                results = run_concurrently(login, 2)
+                statuses = sorted(r.status for r, _ in results)
+                if statuses == [200, 503]:
+                    break
+                time.sleep(4)
             self.assertEqual(statuses, [200, 503])
             (ok, t_ok), (busy, t_busy) = sorted(results, key=lambda x: x[0].status)
             self.assertIn("server busy", busy.json()["message"])
