@@ -17,6 +17,7 @@
 #include "router.h"
 #include "rpc.h"
 #include "server.h"
+#include "tls.h"
 #include "transcode.h"
 
 static void print_error(void *arg, const char *msg)
@@ -124,6 +125,15 @@ static int cmd_config_check(const option_values *args)
     int errors = options_read_file(&ov, args->pos[0], print_error, NULL);
     if (errors >= 0)
         errors += options_to_config(&ov, &cfg, print_error, NULL);
+    if (errors == 0 && cfg.tls_cert && cfg.tls_key) {   /* as serve would load them */
+        char err[512];
+        SSL_CTX *tls = tls_context_new(cfg.tls_cert, cfg.tls_key, err, sizeof err);
+        if (!tls) {
+            fprintf(stderr, "tokend: %s: %s\n", args->pos[0], err);
+            errors++;
+        }
+        SSL_CTX_free(tls);
+    }
     if (errors == 0)
         options_print_config(&ov, stdout);
     else if (errors > 0)

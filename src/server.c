@@ -27,6 +27,7 @@
 #include "proxies.h"
 #include "rpc.h"
 #include "server.h"
+#include "tls.h"
 #include <h2o/http1.h>   /* after h2o.h (server.h): the accepts after a PROXY header */
 #include <h2o/http2.h>
 
@@ -74,7 +75,9 @@ typedef struct server {
     h2o_globalconf_t h2o;
     h2o_globalconf_t metrics_conf;  /* the --metrics-listen port's one path */
     metrics_registry registry;
-    SSL_CTX *ssl;
+    SSL_CTX *ssl;              /* the newest TLS context; swapped by reload_tls */
+    SSL_CTX **retired;         /* the ones it replaced, freed at the end */
+    unsigned nretired;
     struct addrinfo *addr;
     atomic_int stopping;            /* set once by server_run; read by every loop */
     atomic_uint conns;              /* open client connections, all loops */
@@ -270,6 +273,8 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     METRIC_ADD(t->metrics->conns, 1);
     sock->on_close.cb = on_conn_close;
     sock->on_close.data = t;
+    if (t->accept.ssl_ctx)   /* the newest certificate (reload_tls) */
+        t->accept.ssl_ctx = __atomic_load_n(&t->server->ssl, __ATOMIC_ACQUIRE);
     if (proxied(t, sock))
         accept_proxied(t, sock);
     else
@@ -449,21 +454,27 @@ static int init_purge_wait(server *s)
     return rc == 0 ? 0 : -1;
 }
 
-static int setup_tls(server *s, const tokend_config *cfg)
+/* SIGHUP: the certificate pair again from its files (renewed in place).
+ * The loops take the new context for the connections they accept next;
+ * the old one stays until the end, as a loop may be about to use it. */
+static void reload_tls(server *s, const tokend_config *cfg)
 {
-    s->ssl = SSL_CTX_new(TLS_server_method());
-    if (!s->ssl)
-        return -1;
-    SSL_CTX_set_min_proto_version(s->ssl, TLS1_2_VERSION);
-    SSL_CTX_set_options(s->ssl, SSL_OP_NO_COMPRESSION);
-    if (SSL_CTX_use_certificate_chain_file(s->ssl, cfg->tls_cert) != 1 ||
-        SSL_CTX_use_PrivateKey_file(s->ssl, cfg->tls_key, SSL_FILETYPE_PEM) != 1) {
-        fprintf(stderr, "tokend: cannot load TLS certificate %s / key %s\n", cfg->tls_cert,
-                cfg->tls_key);
-        return -1;
+    char err[512], valid[64];
+    SSL_CTX *next = tls_context_new(cfg->tls_cert, cfg->tls_key, err, sizeof err);
+    if (!next) {
+        log_event(LOG_ERROR, "reload", "SIGHUP: %s; the running certificate stays", err);
+        return;
     }
-    h2o_ssl_register_alpn_protocols(s->ssl, h2o_http2_alpn_protocols);
-    return 0;
+    SSL_CTX **r = realloc(s->retired, (s->nretired + 1) * sizeof *r);
+    if (!r) {
+        SSL_CTX_free(next);
+        log_event(LOG_ERROR, "reload", "SIGHUP: out of memory; the running certificate stays");
+        return;
+    }
+    s->retired = r;
+    s->retired[s->nretired++] = __atomic_exchange_n(&s->ssl, next, __ATOMIC_ACQ_REL);
+    tls_describe(next, valid, sizeof valid);
+    log_event(LOG_INFO, "reload", "SIGHUP: TLS certificate %s reloaded (%s)", cfg->tls_cert, valid);
 }
 
 static int resolve(const char *listen, struct addrinfo **out, const char *option)
@@ -539,8 +550,16 @@ int server_run(tokend_ctx *ctx, const router *router)
         freeaddrinfo(s.addr);
         return 1;
     }
-    if (cfg->tls_cert && setup_tls(&s, cfg) != 0)
-        return 1;
+    if (cfg->tls_cert) {
+        char err[512];
+        if (!(s.ssl = tls_context_new(cfg->tls_cert, cfg->tls_key, err, sizeof err))) {
+            fprintf(stderr, "tokend: %s\n", err);
+            freeaddrinfo(s.addr);
+            if (maddr)
+                freeaddrinfo(maddr);
+            return 2;   /* a configuration error: a restart will not mend it */
+        }
+    }
     h2o_config_init(&s.h2o);
     s.h2o.server_name = h2o_iovec_init(H2O_STRLIT("tokend"));
     s.h2o.max_request_entity_size = body_cap(cfg->max_body);
@@ -637,6 +656,14 @@ int server_run(tokend_ctx *ctx, const router *router)
         pthread_setname_np(s.purger, "tokend-purge");
         purging = 1;
     }
+    if (sig == 0 && s.ssl) {
+        char valid[64];
+        tls_describe(s.ssl, valid, sizeof valid);
+        log_event(LOG_INFO, "tls", "certificate %s (%s)", cfg->tls_cert, valid);
+        if (tls_key_exposed(cfg->tls_key))
+            log_event(LOG_WARN, "tls", "the key %s may be read by group or others: chmod 600 it",
+                      cfg->tls_key);
+    }
     if (sig == 0) {
         printf("tokend %s listening on %s (%s, %u threads, %u workers)\n", TOKEND_VERSION,
                cfg->listen, s.ssl ? "TLS" : "cleartext HTTP/1.1 + h2c", s.nthreads, cfg->workers);
@@ -648,6 +675,8 @@ int server_run(tokend_ctx *ctx, const router *router)
         while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP) {
             char err[256];
             log_reopen();
+            if (s.ssl)
+                reload_tls(&s, cfg);
             if (config_reload(ctx, err, sizeof err) != 0)
                 log_event(LOG_ERROR, "reload", "SIGHUP: %s; the running configuration stays", err);
             else   /* h2o reads it per request */
@@ -680,6 +709,10 @@ int server_run(tokend_ctx *ctx, const router *router)
     free(s.threads);
     h2_paths_free(s.paths);
     freeaddrinfo(s.addr);
+    while (s.nretired)
+        SSL_CTX_free(s.retired[--s.nretired]);
+    free(s.retired);
+    SSL_CTX_free(s.ssl);
     return sig < 0 ? 1 : 0;
 fail:
     while (opened--)
@@ -691,5 +724,6 @@ fail:
     freeaddrinfo(s.addr);
     free(s.threads);
     h2_paths_free(s.paths);
+    SSL_CTX_free(s.ssl);
     return 1;
 }

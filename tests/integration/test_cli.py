@@ -4,6 +4,7 @@ name the option and the fix, `tokend config check FILE`, and a config file
 that `tokend serve` refuses or applies (the command line wins, at start and
 at a SIGHUP reload)."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import BIN, Server  # noqa: E402
+from wire_support import make_cert  # noqa: E402
 
 COMMANDS = ["serve", "app create", "app list", "app rotate-key", "user add", "user import", "user show",
             "user disable", "user enable", "user logout", "user set-password", "admin-token create", "admin-token list", "admin-token revoke", "audit",
@@ -145,8 +147,10 @@ class ConfigCheck(unittest.TestCase):
 
     def test_good_file_prints_the_effective_configuration(self):
         with tempfile.TemporaryDirectory() as d:
+            cert, key = os.path.join(d, "c.pem"), os.path.join(d, "k.pem")
+            make_cert(cert, key)   # config check loads the pair, as serve does
             path = write(d, "# tokend\n\ndata /var/lib/tokend\nlisten 0.0.0.0:8443   # all\n"
-                            "max-body 1024\n  throttle-account 0\ntls-cert /c.pem\ntls-key /k.pem\n")
+                            "max-body 1024\n  throttle-account 0\ntls-cert %s\ntls-key %s\n" % (cert, key))
             p = tokend("config", "check", path)
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertEqual(p.stderr, "")
@@ -269,6 +273,11 @@ class Packaging(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:
             uncommented = "".join(x[1:] if x.startswith("#") and not x.startswith("# ") and
                                   x.strip() != "#" else x for x in text.splitlines(True))
+            # config check loads the certificate pair: a real one where the example names its files
+            cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+            make_cert(cert, key)
+            uncommented = re.sub(r"(?m)^tls-cert \S+", "tls-cert " + cert, uncommented)
+            uncommented = re.sub(r"(?m)^tls-key \S+", "tls-key " + key, uncommented)
             q = tokend("config", "check", write(d, uncommented))
             self.assertEqual(q.returncode, 0, q.stderr)
             for line in q.stdout.splitlines():

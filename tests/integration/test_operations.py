@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """Running tokend: limits that protect it (connections, header count, slow
 clients), a configuration reload on SIGHUP, the LMDB map growing under
-load, and clear refusals at start-up."""
+load, clear refusals at start-up, and the TLS certificate pair."""
 import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import BIN, Server  # noqa: E402
+import wire_support as ws  # noqa: E402
 
 LOW = ("--pwhash-ops", "1", "--pwhash-mem", "8")
 
@@ -499,3 +501,114 @@ class StartUp(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
+
+
+def make_rsa_cert(cert, key):
+    p = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", key, "-out", cert], capture_output=True, text=True, timeout=60)
+    if p.returncode != 0:
+        raise AssertionError("openssl req failed: %s" % p.stderr)
+
+
+def handshake(port, cipher=None):
+    """The server's certificate (DER) over TLS, or None if the handshake fails."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if cipher:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers(cipher)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                return s.getpeercert(binary_form=True)
+        except (ssl.SSLError, ConnectionResetError):
+            return None
+
+
+class Tls(unittest.TestCase):
+    def test_tls12_only_forward_secret_aead_suites(self):
+        # Static RSA key exchange (no forward secrecy) and CBC suites (on
+        # HTTP/2's banned list) are not offered; ECDHE with AEAD is.
+        srv = ws.TlsServer()
+        srv.create_app("a")
+        make_rsa_cert(srv.cert, srv.key)
+        srv.start(*LOW)
+        try:
+            self.assertIsNotNone(handshake(srv.port, "ECDHE-RSA-AES128-GCM-SHA256"))
+            self.assertIsNotNone(handshake(srv.port, "ECDHE-RSA-CHACHA20-POLY1305"))
+            for weak in ("AES128-GCM-SHA256", "AES256-SHA256", "ECDHE-RSA-AES128-SHA"):
+                self.assertIsNone(handshake(srv.port, weak), weak)
+            self.assertIsNotNone(handshake(srv.port))   # TLS 1.3
+        finally:
+            srv.stop()
+
+    def test_a_bad_pair_is_refused_with_its_reason(self):
+        srv = ws.TlsServer()
+        srv.create_app("a")
+        other_cert, other_key = os.path.join(srv.tmp, "o.pem"), os.path.join(srv.tmp, "ok.pem")
+        ws.make_cert(other_cert, other_key)
+        enc = os.path.join(srv.tmp, "enc.pem")
+        subprocess.run(["openssl", "pkey", "-in", srv.key, "-aes256", "-passout", "pass:abcd", "-out", enc],
+                       check=True, capture_output=True, timeout=60)
+        cases = (
+            (srv.cert, other_key, "key values mismatch"),
+            (srv.cert, enc, "it is encrypted"),   # and no prompt on the terminal
+            (os.path.join(srv.tmp, "none.pem"), srv.key, "none.pem: No such file or directory"),
+            (srv.key, srv.key, "cannot load the TLS certificate"),
+        )
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        try:
+            for cert, key, why in cases:
+                p = subprocess.run([BIN, "serve", "--data", srv.data, "--listen", "127.0.0.1:%d" % port,
+                                    "--tls-cert", cert, "--tls-key", key], capture_output=True,
+                                   text=True, timeout=15, stdin=subprocess.DEVNULL)
+                # exit 2: a configuration error, which systemd does not restart in a loop
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertIn(why, p.stderr)
+                conf = os.path.join(srv.tmp, "bad.conf")
+                with open(conf, "w") as f:
+                    f.write("tls-cert %s\ntls-key %s\n" % (cert, key))
+                c = subprocess.run([BIN, "config", "check", conf], capture_output=True, text=True,
+                                   timeout=15)
+                self.assertEqual(c.returncode, 1, c.stdout)
+                self.assertIn(why, c.stderr)
+        finally:
+            srv.close()
+
+    def test_sighup_takes_a_renewed_certificate(self):
+        srv = ws.TlsServer()
+        srv.create_app("a")
+        srv.start(*LOW)
+        try:
+            first = handshake(srv.port)
+            self.assertIsNotNone(first)
+            self.assertIn("valid until", srv.logs())
+            # renewed in place, as certbot or cert-manager do
+            cert, key = os.path.join(srv.tmp, "new.pem"), os.path.join(srv.tmp, "newkey.pem")
+            ws.make_cert(cert, key)
+            os.replace(key, srv.key)
+            os.replace(cert, srv.cert)
+            srv.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while "TLS certificate" not in srv.logs().split("reloaded")[-1] and \
+                    "certificate %s reloaded" % srv.cert not in srv.logs() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            second = handshake(srv.port)
+            self.assertIsNotNone(second)
+            self.assertNotEqual(second, first)
+            # a broken file is not taken: the running certificate stays
+            with open(srv.cert, "w") as f:
+                f.write("not a certificate\n")
+            srv.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while "running certificate stays" not in srv.logs() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertIn("running certificate stays", srv.logs())
+            self.assertEqual(handshake(srv.port), second)
+        finally:
+            srv.stop()
