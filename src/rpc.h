@@ -43,6 +43,7 @@ struct rpc_call {
     uint64_t app_id;                     /* 0: not given */
     uint64_t as_user_id, as_group_id;    /* user_id / group_id headers */
     int32_t platform;
+    int waited_fresh;                    /* rpc_wait_fresh ran the handler again */
     int64_t deadline_ms;                 /* on rpc_clock_ms's clock; 0: none */
     /* who the call turned out to be about, for the access log: set by
      * rpc_auth.c (the caller) and the logins (the user logged in) */
@@ -55,7 +56,9 @@ struct rpc_call {
     /* runs the call's handler again, on the loop (set by the wire layer, or
      * NULL); for rpc_wait_fresh */
     void (*again)(rpc_call *call);
-    int waited_fresh;
+    /* A streaming handler's own state across the messages of one stream
+     * (zero at its start): there is no other per-stream place to keep it. */
+    uint32_t stream[2];
     /* The caller's address ("" when not known), for the throttles. It may
      * point at the wire layer's text of it while the request is handled;
      * rpc_call_keep copies it into peer_text. */

@@ -90,6 +90,74 @@ class Reflection(unittest.TestCase):
         self.assertEqual(res[2].error_response.error_code, 5)  # NOT_FOUND
         self.assertEqual(res[1].original_request.file_by_filename, "google/api/http.proto")
 
+    def test_a_stream_gets_each_file_once(self):
+        # Anyone may send 100 requests a stream: the answer grows with what
+        # was asked, not with how often (before: 1.5 MB, each file 100 times).
+        sym = self.r.ServerReflectionRequest(file_containing_symbol="tokend.v1.Tokend")
+        res = self.ask(*[sym] * 100)
+        self.assertEqual(len(res), 100)
+        files = [[descriptor_pb2.FileDescriptorProto.FromString(b).name
+                  for b in x.file_descriptor_response.file_descriptor_proto] for x in res]
+        self.assertEqual(files[0], ["google/api/http.proto", "google/protobuf/descriptor.proto",
+                                    "google/api/annotations.proto", "tokend/v1/tokend.proto"])
+        self.assertEqual(files[1:], [[]] * 99)
+        self.assertTrue(all(x.WhichOneof("message_response") == "file_descriptor_response"
+                            for x in res))
+        self.assertLess(sum(x.ByteSize() for x in res), 20000)
+        # what another file imports and the stream already has is left out
+        (res,) = self.ask(self.r.ServerReflectionRequest(file_by_filename="google/api/http.proto"))
+        self.assertEqual(len(res.file_descriptor_response.file_descriptor_proto), 1)
+        a, b = self.ask(self.r.ServerReflectionRequest(file_by_filename="google/api/http.proto"),
+                        self.r.ServerReflectionRequest(
+                            file_containing_symbol="grpc.health.v1.Health.Check"))
+        self.assertEqual([descriptor_pb2.FileDescriptorProto.FromString(x).name
+                          for x in b.file_descriptor_response.file_descriptor_proto],
+                         ["google/protobuf/descriptor.proto", "google/api/annotations.proto",
+                          "grpc/health/v1/health.proto"])
+
+    def test_a_stream_is_refused_past_its_cap(self):
+        # Each answer echoes its request (host and all): a stream's answers
+        # stop at --max-body (64 KiB) beyond the schema's files.
+        big = self.r.ServerReflectionRequest(host="h" * 600, file_by_filename="no/such.proto")
+        with self.assertRaises(grpc.RpcError) as e:
+            self.ask(*[big] * 100)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("this reflection stream's answers would pass", e.exception.details())
+        # fewer of them are answered
+        self.assertEqual(len(self.ask(*[big] * 40)), 40)
+
+    def test_the_store_schema_is_not_served(self):
+        for req in (self.r.ServerReflectionRequest(file_by_filename="tokend/v1/store.proto"),
+                    self.r.ServerReflectionRequest(file_containing_symbol="tokend.v1.store.Session"),
+                    self.r.ServerReflectionRequest(file_containing_symbol="tokend.v1.store.User.name")):
+            (res,) = self.ask(req)
+            self.assertEqual(res.WhichOneof("message_response"), "error_response", req)
+            self.assertEqual(res.error_response.error_code, 5)  # NOT_FOUND
+
+    def test_a_symbol_must_name_something(self):
+        for sym in ("tokend.v1.Tokend.NoSuchMethod", "tokend.v1.VerifyRequest.no_such_field",
+                    "tokend.v1", "tokend.v1.TokendX", "tokend.v1.Tokend.Verify.x",
+                    "grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING", ""):
+            (res,) = self.ask(self.r.ServerReflectionRequest(file_containing_symbol=sym))
+            self.assertEqual(res.WhichOneof("message_response"), "error_response", sym)
+            self.assertEqual(res.error_response.error_code, 5, sym)
+        for sym, name in (("tokend.v1.Tokend", "tokend/v1/tokend.proto"),
+                          ("tokend.v1.Tokend.Verify", "tokend/v1/tokend.proto"),
+                          ("tokend.v1.VerifyRequest", "tokend/v1/tokend.proto"),
+                          ("tokend.v1.VerifyRequest.token", "tokend/v1/tokend.proto"),
+                          ("tokend.v1.EncryptType", "tokend/v1/tokend.proto"),
+                          ("grpc.health.v1.HealthCheckResponse.ServingStatus",
+                           "grpc/health/v1/health.proto"),
+                          ("grpc.health.v1.HealthCheckResponse.SERVING",  # values are the enum's siblings
+                           "grpc/health/v1/health.proto"),
+                          ("google.api.http", "google/api/annotations.proto"),  # an extension
+                          ("google.protobuf.FieldDescriptorProto.TYPE_STRING",
+                           "google/protobuf/descriptor.proto")):
+            (res,) = self.ask(self.r.ServerReflectionRequest(file_containing_symbol=sym))
+            blobs = res.file_descriptor_response.file_descriptor_proto
+            self.assertTrue(blobs, sym)
+            self.assertEqual(descriptor_pb2.FileDescriptorProto.FromString(blobs[-1]).name, name, sym)
+
     def test_a_client_can_call_tokend_from_reflected_descriptors_alone(self):
         (res,) = self.ask(self.r.ServerReflectionRequest(
             file_containing_symbol="tokend.v1.Tokend.TokenByName"))
