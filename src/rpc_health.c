@@ -62,11 +62,14 @@ void rpc_health_check(Grpc__Health__V1__Health_Service *service,
     closure(&reply, call);
 }
 
-/* Sends the current status, then ends the stream: tokend serves a stream
- * as one batch (see http.c), so a watcher re-opens Watch to hear again. */
+/* Not served. h2o 2.2 cannot hold a stream open (see http.c), and a Watch
+ * that ends after its first answer is re-opened at once, in a loop, by every
+ * client doing client-side health checking. UNIMPLEMENTED tells such a
+ * client (gRFC A17) to stop checking and take the server as ready. */
 void rpc_health_watch(Grpc__Health__V1__Health_Service *service,
                       const Grpc__Health__V1__HealthCheckRequest *req,
                       Grpc__Health__V1__HealthCheckResponse_Closure closure, void *data)
 {
-    rpc_health_check(service, req, closure, data);
+    rpc_fail(data, ST_UNIMPLEMENTED,
+             "Health/Watch is not served (tokend cannot hold a stream open): use Health/Check");
 }

@@ -39,6 +39,7 @@ PB = None
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 WEEK_MS = 7 * 24 * 3600 * 1000
 BAD_CREDENTIALS = "invalid credentials: unknown user or wrong password"
+WATCH_UNIMPLEMENTED = "Health/Watch is not served (tokend cannot hold a stream open): use Health/Check"
 GROUP = 4242
 THREADS = 8
 
@@ -465,7 +466,37 @@ class GrpcSuite:
         path, req, rep = method_info("Health/Watch")
         watch = self.ch.unary_stream(path, request_serializer=req.SerializeToString,
                                      response_deserializer=rep.FromString)
-        self.assertEqual([m.status for m in watch(req(), timeout=30)], [H.SERVING])
+        with self.assertRaises(grpc.RpcError) as e:
+            list(watch(req(), timeout=30))
+        self.assertEqual(e.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        self.assertEqual(e.exception.details(), WATCH_UNIMPLEMENTED)
+
+    def test_client_side_health_checking(self):
+        # A channel checking health itself (gRFC A17) opens Watch and expects
+        # it to stay open; one that ended after its first answer was opened
+        # again at once, hundreds of times a second. UNIMPLEMENTED makes the
+        # client stop checking and take the server as ready.
+        srv = self.env.srv
+        watches = lambda: srv.logs().count('"rpc":"grpc.health.v1.Health/Watch"')
+        before = watches()
+        config = {"loadBalancingConfig": [{"round_robin": {}}],
+                  "healthCheckConfig": {"serviceName": ""}}
+        opts = ws.NO_PROXY + [("grpc.service_config", json.dumps(config))]
+        if self.env.tls:
+            ch = grpc.secure_channel(self.env.target(), grpc.ssl_channel_credentials(
+                root_certificates=self.env.srv.cert_pem), options=opts)
+        else:
+            ch = grpc.insecure_channel(self.env.target(), options=opts)
+        try:
+            c = Client(ch)
+            H = PB.health.HealthCheckResponse
+            self.assertEqual(c.call("Health/Check", None, 10).status, H.SERVING)
+            time.sleep(2)
+            self.assertEqual(c.call("Health/Check", None, 10).status, H.SERVING)
+        finally:
+            ch.close()
+        time.sleep(0.5)  # the access log's writer
+        self.assertIn(watches() - before, (1, 2))
 
     # --- deadlines ---
 
