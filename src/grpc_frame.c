@@ -122,11 +122,29 @@ const char *grpc_frame_inflate(grpc_encoding enc, const char *in, size_t len, ui
     return why;
 }
 
+/* A sender may flush a grpc-web-text body at any message, each flush
+ * padded base64 of its own, so the body is padded chunks one after the
+ * other. A chunk ends with the 4-character group that ends in '='; libsodium
+ * decodes each (still refusing a '=' elsewhere, or a group cut short), as
+ * it decodes passwords and tokens without a table look-up by their bytes. */
 const char *grpc_web_text_decode(const char *in, size_t len, uint8_t *out, size_t *out_len)
 {
+    size_t start = 0, chars = 0, n;
     *out_len = 0;
-    if (crypto_base64_decode(out, len + 1, in, len, "\r\n", out_len, CRYPTO_BASE64) != 0)
-        return "grpc-web-text body is not valid base64";
+    for (size_t i = 0; i <= len; i++) {
+        /* libsodium would take these: a NUL as an ignored character (strchr
+         * finds the terminator), a byte past ASCII as '/' */
+        if (i < len && (in[i] == '\0' || (unsigned char)in[i] >= 0x80))
+            return "grpc-web-text body is not valid base64";
+        if (i < len && (in[i] == '\r' || in[i] == '\n' || ++chars % 4 || in[i] != '='))
+            continue;
+        size_t stop = i < len ? i + 1 : len;
+        if (crypto_base64_decode(out + *out_len, len + 1 - *out_len, in + start, stop - start,
+                                 "\r\n", &n, CRYPTO_BASE64) != 0)
+            return "grpc-web-text body is not valid base64";
+        *out_len += n;
+        start = stop;
+    }
     return NULL;
 }
 

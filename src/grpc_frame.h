@@ -63,8 +63,9 @@ grpc_encoding grpc_encoding_of(const char *s, size_t len);
 const char *grpc_frame_inflate(grpc_encoding enc, const char *in, size_t len, uint8_t *out,
                                size_t cap, size_t *out_len, status_code *st);
 
-/* Decodes a grpc-web-text body (standard base64, CR/LF ignored) into out,
- * which holds at least len + 1 bytes. */
+/* Decodes a grpc-web-text body (standard base64, CR/LF ignored, padded
+ * chunks one after the other) into out, which holds at least len + 1
+ * bytes. */
 const char *grpc_web_text_decode(const char *in, size_t len, uint8_t *out, size_t *out_len);
 
 /* grpc-message: copies `in` (NUL-terminated) into out (outlen bytes, at

@@ -21,7 +21,9 @@
  *               an IPv4 or IPv6 client or none, and each shorter prefix of
  *               it asks for more bytes.
  *   web-text    grpc_web_text_decode (into exactly len + 1 bytes, as
- *               http.c allocates), then the frames of what it decoded.
+ *               http.c allocates) against a plain reference (groups of 4,
+ *               padded chunks one after the other), then the frames of what
+ *               it decoded.
  *   timeout     grpc_parse_timeout / grpc_parse_u64 against a plain
  *               reference implementation.
  *   percent     grpc_percent_encode into buffers from 1 byte to the size
@@ -192,17 +194,59 @@ static void proxy_header(const char *in, size_t len)
         CHECK(proxies_header((const uint8_t *)in, (size_t)cut, &peer, &peerlen) == 0);
 }
 
+static int b64_value(char c)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *p = c ? strchr(a, c) : NULL;
+    return p ? (int)(p - a) : -1;
+}
+
+/* grpc-web-text as PROTOCOL-WEB has it, plainly: CR/LF dropped, then groups
+ * of 4, where "xx==" or "xxx=" (a padded chunk's end) may come anywhere if
+ * the bits it drops are zero. The decoded length, or -1. */
+static long ref_web_text(const char *in, size_t len, uint8_t *out)
+{
+    char g[4];
+    size_t k = 0, o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (in[i] == '\r' || in[i] == '\n')
+            continue;
+        g[k++] = in[i];
+        if (k < 4)
+            continue;
+        k = 0;
+        int v[4] = {0}, pad = g[3] != '=' ? 0 : g[2] == '=' ? 2 : 1;
+        for (int j = 0; j < 4 - pad; j++)
+            if ((v[j] = b64_value(g[j])) < 0)
+                return -1;
+        uint32_t bits = (uint32_t)(v[0] << 18 | v[1] << 12 | v[2] << 6 | v[3]);
+        if (bits & (pad == 2 ? 0xffff : pad == 1 ? 0xff : 0))
+            return -1;
+        out[o++] = (uint8_t)(bits >> 16);
+        if (pad < 2)
+            out[o++] = (uint8_t)(bits >> 8);
+        if (pad < 1)
+            out[o++] = (uint8_t)bits;
+    }
+    return k ? -1 : (long)o;
+}
+
 static void web_text(const char *in, size_t len)
 {
-    uint8_t *out = malloc(len + 1);
+    uint8_t *out = malloc(len + 1), *ref = malloc(len + 1);
     size_t n = 12345;
-    if (!out)
-        return;
-    if (!grpc_web_text_decode(in, len, out, &n)) {
-        CHECK(n <= len);
+    if (!out || !ref)
+        goto out;
+    long rn = ref_web_text(in, len, ref);
+    const char *why = grpc_web_text_decode(in, len, out, &n);
+    CHECK(!why == (rn >= 0));
+    if (!why) {
+        CHECK(n <= len && (size_t)rn == n && memcmp(out, ref, n) == 0);
         frames((const char *)out, n);
     }
+out:
     free(out);
+    free(ref);
 }
 
 static int ref_u64(const char *s, size_t len, uint64_t *out)

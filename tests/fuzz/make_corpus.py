@@ -186,7 +186,10 @@ def grpc_seeds():
         "inflate": [gzip_of(login * 20), zlib.compress(login * 20), gzip_of(b"")[:-3]],
         "trailer": [frame(b"grpc-status:0\r\ngrpc-message:ok%20\r\n", flag=0x80)],
         "truncated": [one[:-2], b"\x00\x00\x00"],
-        "web-text": [base64.b64encode(one), base64.b64encode(one)[:20] + b"\r\n" + base64.b64encode(one)[20:]],
+        # whole, with a line break, and in padded chunks as a sender that flushes writes it
+        "web-text": [base64.b64encode(one), base64.b64encode(one)[:20] + b"\r\n" + base64.b64encode(one)[20:],
+                     base64.b64encode(one[:4]) + base64.b64encode(one[4:]),
+                     b"".join(base64.b64encode(one[i:i + 5]) for i in range(0, len(one), 5))],
         "timeout": [b"100m", b"5S", b"99999999H", b"1n", b"30u", b"2M", b"123456789m"],
         "percent": ["caf\u00e9 100% \u5b8c\u4e86\n".encode()],
         "query": [b"a=1&b=%41%zz&&c&d=%2", b"user_id=%31%32+x&=&x=y=z"],
