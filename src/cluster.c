@@ -422,7 +422,10 @@ static int snapshot_on(PGconn *pg, const cluster_snapshot_hooks *h)
     char id[64];
     uint64_t seq;
     int rc = CLUSTER_DOWN, began = 0;
-    if (!exec_ok(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") ||
+    /* A snapshot of millions of records takes longer than any bound fit
+     * for a write: it holds no lock of the cluster, so it has none. */
+    if (!exec_ok(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
+                     "SET LOCAL statement_timeout = 0") ||
         read_state(pg, id, sizeof id, &seq, NULL) != CLUSTER_OK)
         goto out;
     if (h->begin(h->arg, id, seq) != 0)
@@ -485,7 +488,10 @@ int cluster_push(cluster *c, cluster_row_fn next, void *arg, char *err, size_t e
         snprintf(err, errlen, "cannot connect to the cluster database");
         return CLUSTER_DOWN;
     }
-    snprintf(sql, sizeof sql, "BEGIN; SELECT pg_advisory_xact_lock(%d)", LOCK_WRITE);
+    /* The copy of a large directory takes as long as it takes; no node
+     * writes to a cluster this empty, so its lock stops nobody. */
+    snprintf(sql, sizeof sql, "BEGIN; SELECT pg_advisory_xact_lock(%d); "
+             "SET LOCAL statement_timeout = 0", LOCK_WRITE);
     if (!exec_ok(cc->pg, sql))
         goto out;
     PGresult *r = PQexec(cc->pg, "SELECT EXISTS (SELECT 1 FROM tokend.kv)");

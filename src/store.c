@@ -775,6 +775,12 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
         free(s);
         return STORE_ERR;
     }
+    if (pthread_mutex_init(&s->writer, NULL) != 0) {
+        snprintf(err, errlen, "cannot create the store's lock");
+        pthread_mutex_destroy(&s->ring_lock);
+        free(s);
+        return STORE_ERR;
+    }
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         snprintf(err, errlen, "cannot create data directory %s: %s", dir, strerror(errno));
         goto fail;
@@ -862,6 +868,7 @@ fail:
         mdb_env_close(s->env);
     free_rings(s);
     pthread_mutex_destroy(&s->ring_lock);
+    pthread_mutex_destroy(&s->writer);
     free(s);
     return STORE_ERR;
 }
@@ -882,6 +889,7 @@ void store_close(store *s)
     pthread_rwlock_destroy(&s->resize);
     free_rings(s);
     pthread_mutex_destroy(&s->ring_lock);
+    pthread_mutex_destroy(&s->writer);
     free(s);
 }
 

@@ -129,9 +129,13 @@ static int txn_begin_once(store *s, MDB_txn **txn)
 {
     struct cluster_conn *cc;
     uint64_t last;
-    if (cluster_write_begin(s->cluster, &cc, &last) != CLUSTER_OK)
+    pthread_mutex_lock(&s->writer);
+    if (cluster_write_begin(s->cluster, &cc, &last) != CLUSTER_OK) {
+        pthread_mutex_unlock(&s->writer);
         return STORE_UNAVAILABLE;
+    }
     int rc = local_txn_begin(s, 0, txn);
+    pthread_mutex_unlock(&s->writer);
     if (rc != STORE_OK) {
         cluster_write_abort(cc);
         return rc;
@@ -254,8 +258,11 @@ static int snap_begin(void *arg, const char *id, uint64_t seq)
     snap_ctx *c = arg;
     c->skip = 0;
     c->full = 0;
-    if (local_txn_begin(c->s, 0, &c->txn) != STORE_OK)
+    pthread_mutex_lock(&c->s->writer);   /* until snap_end: see store.writer */
+    if (local_txn_begin(c->s, 0, &c->txn) != STORE_OK) {
+        pthread_mutex_unlock(&c->s->writer);
         return -1;
+    }
     /* Two loaders may race (the feed and a write of this node, or a command
      * on the same directory): LMDB serialises them, and the later one must
      * not take the replica back to an older change. */
@@ -263,6 +270,7 @@ static int snap_begin(void *arg, const char *id, uint64_t seq)
     local_id(c->s, c->txn, mine);
     if (!c->force && strcmp(mine, id) == 0 && local_seq(c->s, c->txn) >= seq) {
         txn_abort(c->s, c->txn);
+        pthread_mutex_unlock(&c->s->writer);
         c->txn = NULL;
         c->skip = 1;
         return 0;
@@ -270,6 +278,7 @@ static int snap_begin(void *arg, const char *id, uint64_t seq)
     for (int i = 0; i < DB_COUNT; i++)
         if (mdb_drop(c->txn, c->s->db[i], 0) != MDB_SUCCESS) {
             txn_abort(c->s, c->txn);
+            pthread_mutex_unlock(&c->s->writer);
             c->txn = NULL;
             return -1;
         }
@@ -308,6 +317,7 @@ static int snap_end(void *arg, int ok)
     c->full |= rc == STORE_FULL;
     if (rc != STORE_OK) {
         txn_abort(c->s, c->txn);
+        pthread_mutex_unlock(&c->s->writer);
         c->txn = NULL;
         /* A snapshot is one transaction, which the map's growth before
          * each write cannot foresee (a reload holds the old pages and the
@@ -320,6 +330,7 @@ static int snap_end(void *arg, int ok)
     MDB_txn *txn = c->txn;
     c->txn = NULL;
     rc = local_txn_commit(c->s, txn);
+    pthread_mutex_unlock(&c->s->writer);
     if (rc == STORE_FULL) {
         c->full = 1;
         store_grow(c->s);

@@ -75,6 +75,11 @@ struct store {
     uint64_t wseq;             /* the cluster's newest change, read under its lock */
     wset ws;
     void *snap;                /* the feed's snapshot loader */
+    /* Cluster mode: held by a write from before it takes the cluster's lock
+     * until it has LMDB's, and by a snapshot load for the whole load. So a
+     * write waits for a load here, not while holding the cluster's lock
+     * (which would stop every node's writes for as long as the load). */
+    pthread_mutex_t writer;
     /* The token-hash key ring: a snapshot replaced whole (under ring_lock)
      * when it changes; replaced ones are kept until store_close, as a
      * reader may still hold one (rotations are rare). */

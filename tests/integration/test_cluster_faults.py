@@ -1,0 +1,97 @@
+"""test_cluster_faults.py - cluster mode when PostgreSQL or a replica misbehaves.
+
+Each class has its own throw-away PostgreSQL (pg_support.py).
+
+  LongStatements  a snapshot's SELECT and init's COPY longer than the
+                  10 s statement timeout of ordinary writes still finish
+                  (a cluster of millions of records takes that long; here
+                  one slow row, or a slow COPY trigger, stands in for them)
+Exits 77 (ctest: skipped) when the PostgreSQL server binaries are missing.
+"""
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pg_support  # noqa: E402
+from harness import Server  # noqa: E402
+
+PW = "correct horse battery"
+CHEAP = ["--pwhash-ops", "1", "--pwhash-mem", "1"]
+SLOW_S = 10.5   # past the 10 s statement timeout every connection gets
+
+
+class LongStatements(unittest.TestCase):
+    def setUp(self):
+        self.pg = pg_support.PgServer()
+        self.nodes = []
+
+    def tearDown(self):
+        pg_support.close_all(self.nodes, [self.pg])
+
+    def node(self):
+        n = Server()
+        self.nodes.append(n)
+        return n
+
+    def test_init_copy_longer_than_the_statement_timeout(self):
+        # The schema first (an init of a throw-away directory), then an empty
+        # cluster again, whose COPY takes SLOW_S (a statement trigger).
+        self.node().cli("cluster", "init", "--data", self.node().data, "--cluster", self.pg.url)
+        self.pg.psql("DELETE FROM tokend.kv; "
+                     "CREATE FUNCTION public.slow() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                     "BEGIN PERFORM pg_sleep(%s); RETURN NULL; END $$; "
+                     "CREATE TRIGGER slow BEFORE INSERT ON tokend.kv FOR EACH STATEMENT "
+                     "EXECUTE FUNCTION public.slow()" % SLOW_S)
+        a = self.node()
+        a.create_app("demo")
+        uid = a.add_user("alice", PW, pwhash_ops=1, pwhash_mem=1)
+        t0 = time.monotonic()
+        p = a.cli("cluster", "init", "--data", a.data, "--cluster", self.pg.url, check=False)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("copied the data directory", p.stdout)
+        self.assertGreater(time.monotonic() - t0, SLOW_S)
+        self.pg.psql("DROP TRIGGER slow ON tokend.kv")
+        a.start("--cluster", self.pg.url, "--workers", "2", "--threads", "1", *CHEAP)
+        r = a.request("POST", "/token/id", {"user_id": uid, "password": PW})
+        self.assertEqual(r.status, 200, r)   # and ordinary writes work as before
+
+    def test_snapshot_longer_than_the_statement_timeout(self):
+        a = self.node()
+        a.create_app("demo")
+        uid = a.add_user("alice", PW, pwhash_ops=1, pwhash_mem=1)
+        a.cli("cluster", "init", "--data", a.data, "--cluster", self.pg.url)
+        # A new node reads every row of kv in one statement; the token key's
+        # row takes SLOW_S to read (a view over the table: the node only reads).
+        self.pg.psql("ALTER TABLE tokend.kv RENAME TO kv_real; "
+                     "CREATE FUNCTION public.slow(d smallint, k bytea, v bytea) RETURNS bytea "
+                     "LANGUAGE plpgsql AS $$ BEGIN IF d = 0 AND k = 'key'::bytea THEN "
+                     "PERFORM pg_sleep(%s); END IF; RETURN v; END $$; "
+                     "CREATE VIEW tokend.kv AS SELECT db, key, public.slow(db, key, value) AS value "
+                     "FROM tokend.kv_real" % SLOW_S)
+        b = self.node()
+        t0 = time.monotonic()
+        try:
+            b.start("--cluster", self.pg.url, "--workers", "2", "--threads", "1", *CHEAP)
+        except AssertionError as e:
+            self.fail("the node did not load the snapshot: %s" % str(e)[-600:])
+        finally:
+            self.pg.psql("DROP VIEW tokend.kv; ALTER TABLE tokend.kv_real RENAME TO kv")
+        self.assertGreater(time.monotonic() - t0, SLOW_S)
+        self.assertIn("loaded a snapshot", b.logs())
+        a.start("--cluster", self.pg.url, "--workers", "2", "--threads", "1", *CHEAP)
+        r = a.request("POST", "/token/id", {"user_id": uid, "password": PW})
+        self.assertEqual(r.status, 200, r)
+        tok = a.secret(r.json()["data"]["token"])
+        admin = a.secret(a.cli("admin-token", "create", "--data", a.data, "--cluster",
+                               self.pg.url).stdout.strip())
+        r = b.request("POST", "/token/verify", {"token": tok}, headers={"access-token": admin})
+        self.assertEqual((r.status, r.json()["data"]["user_id"]), (200, uid), r)
+
+
+if __name__ == "__main__":
+    if not pg_support.bindir():
+        print("test_cluster_faults: SKIPPED: the PostgreSQL server binaries are not installed")
+        sys.exit(77)
+    unittest.main(verbosity=2)
