@@ -27,6 +27,7 @@
 #define ID_KEY "cluster_id"
 #define ID_MAX 64
 #define RC_BEHIND 100   /* txn_begin_once: the changes needed were pruned */
+#define CATCH_UP_BATCH 500   /* changes per LMDB transaction of a write's catch-up */
 
 uint64_t local_seq(store *s, MDB_txn *txn)
 {
@@ -92,16 +93,52 @@ typedef struct {
     store *s;
     MDB_txn *txn;
     uint64_t seq;
+    int rc;
 } catch_up;
 
 static int catch_up_one(void *arg, uint64_t seq, const uint8_t *ops, size_t len)
 {
     catch_up *c = arg;
-    int rc = apply_wset(c->s, c->txn, ops, len);
-    if (rc != STORE_OK)
+    c->rc = apply_wset(c->s, c->txn, ops, len);
+    if (c->rc != STORE_OK)
         return CLUSTER_STOP;
     c->seq = seq;
     return CLUSTER_OK;
+}
+
+/* Applies the changes up to `last` on c->txn, which is left open (the
+ * write's own). Far behind, each CATCH_UP_BATCH is committed on its own
+ * transaction, so the map's growth before each begin sees it coming; a
+ * batch the map has no room for is applied again once it was grown. */
+static int catch_up_to(catch_up *c, struct cluster_conn *cc, uint64_t last)
+{
+    int grown = 0;
+    while (c->seq < last) {
+        uint64_t upto = last - c->seq > CATCH_UP_BATCH ? c->seq + CATCH_UP_BATCH : last;
+        c->rc = STORE_OK;
+        int r = cluster_write_fetch(cc, c->seq, upto, catch_up_one, c);
+        int rc = r == CLUSTER_OK ? STORE_OK : r == CLUSTER_STOP ? c->rc
+               : r == CLUSTER_BEHIND ? RC_BEHIND : STORE_UNAVAILABLE;
+        if (rc == STORE_OK && c->seq < last)
+            rc = set_seq(c->s, c->txn, c->seq);
+        if (rc == STORE_OK && c->seq == last)
+            return STORE_OK;
+        if (rc == STORE_OK)
+            rc = local_txn_commit(c->s, c->txn);
+        else
+            txn_abort(c->s, c->txn);
+        c->txn = NULL;
+        if (rc == STORE_FULL && grown++ < 12 && store_grow(c->s) == STORE_OK)
+            rc = STORE_OK;   /* that batch again, with room */
+        if (rc != STORE_OK)
+            return rc;
+        if ((rc = local_txn_begin(c->s, 0, &c->txn)) != STORE_OK) {
+            c->txn = NULL;
+            return rc;
+        }
+        c->seq = local_seq(c->s, c->txn);
+    }
+    return STORE_OK;
 }
 
 /* --- the write transaction -------------------------------------------------------- */
@@ -140,7 +177,7 @@ static int txn_begin_once(store *s, MDB_txn **txn)
         cluster_write_abort(cc);
         return rc;
     }
-    catch_up c = {s, *txn, local_seq(s, *txn)};
+    catch_up c = {s, *txn, local_seq(s, *txn), STORE_OK};
     if (last < c.seq) {
         fprintf(stderr, "tokend: cluster: this replica has applied change %llu but the cluster's "
                 "newest is %llu: was the database restored? Writes are refused; restart this "
@@ -148,12 +185,12 @@ static int txn_begin_once(store *s, MDB_txn **txn)
                 (unsigned long long)c.seq, (unsigned long long)last);
         rc = STORE_ERR;
     } else if (last > c.seq) {
-        int r = cluster_write_fetch(cc, c.seq, last, catch_up_one, &c);
-        rc = r == CLUSTER_OK ? STORE_OK : r == CLUSTER_STOP ? STORE_ERR
-           : r == CLUSTER_BEHIND ? RC_BEHIND : STORE_UNAVAILABLE;
+        rc = catch_up_to(&c, cc, last);
+        *txn = c.txn;
     }
     if (rc != STORE_OK) {
-        txn_abort(s, *txn);
+        if (*txn)
+            txn_abort(s, *txn);
         cluster_write_abort(cc);
         return rc;
     }
@@ -216,29 +253,34 @@ static int hook_apply(void *arg, size_t n, const uint64_t *seqs, const uint8_t *
                       const size_t *lens)
 {
     store *s = arg;
-    MDB_txn *txn;
-    if (local_txn_begin(s, 0, &txn) != STORE_OK)
-        return CLUSTER_DOWN;
-    /* A local write may have applied some meanwhile: skip those. */
-    uint64_t mine = local_seq(s, txn);
-    int rc = STORE_OK;
-    for (size_t i = 0; i < n && rc == STORE_OK; i++) {
-        if (seqs[i] <= mine)
-            continue;
-        if (seqs[i] != mine + 1) {
-            rc = STORE_ERR;
-            break;
+    /* A batch may need more room than the map has (the growth before each
+     * begin only looks at what is used): grown, then applied again. */
+    for (int grown = 0;; grown++) {
+        MDB_txn *txn;
+        if (local_txn_begin(s, 0, &txn) != STORE_OK)
+            return CLUSTER_DOWN;
+        /* A local write may have applied some meanwhile: skip those. */
+        uint64_t mine = local_seq(s, txn);
+        int rc = STORE_OK;
+        for (size_t i = 0; i < n && rc == STORE_OK; i++) {
+            if (seqs[i] <= mine)
+                continue;
+            if (seqs[i] != mine + 1) {
+                rc = STORE_ERR;
+                break;
+            }
+            rc = apply_wset(s, txn, ops[i], lens[i]);
+            mine = seqs[i];
         }
-        rc = apply_wset(s, txn, ops[i], lens[i]);
-        mine = seqs[i];
+        if (rc == STORE_OK)
+            rc = set_seq(s, txn, mine);
+        if (rc == STORE_OK)
+            rc = local_txn_commit(s, txn);
+        else
+            txn_abort(s, txn);
+        if (rc != STORE_FULL || grown == 12 || store_grow(s) != STORE_OK)
+            return rc == STORE_OK ? CLUSTER_OK : CLUSTER_DOWN;
     }
-    if (rc == STORE_OK)
-        rc = set_seq(s, txn, mine);
-    if (rc != STORE_OK) {
-        txn_abort(s, txn);
-        return CLUSTER_DOWN;
-    }
-    return local_txn_commit(s, txn) == STORE_OK ? CLUSTER_OK : CLUSTER_DOWN;
 }
 
 /* A snapshot replaces every replicated record in one LMDB transaction. */

@@ -6,6 +6,9 @@ Each class has its own throw-away PostgreSQL (pg_support.py).
                   10 s statement timeout of ordinary writes still finish
                   (a cluster of millions of records takes that long; here
                   one slow row, or a slow COPY trigger, stands in for them)
+  ReplicaMapFull  a replica whose LMDB map fills while it applies the feed
+                  (B with --map-size 1, 6000 users imported through A while
+                  B is stopped) grows the map and catches up
 Exits 77 (ctest: skipped) when the PostgreSQL server binaries are missing.
 """
 import os
@@ -88,6 +91,56 @@ class LongStatements(unittest.TestCase):
                                self.pg.url).stdout.strip())
         r = b.request("POST", "/token/verify", {"token": tok}, headers={"access-token": admin})
         self.assertEqual((r.status, r.json()["data"]["user_id"]), (200, uid), r)
+
+
+class ReplicaMapFull(unittest.TestCase):
+    def setUp(self):
+        self.pg = pg_support.PgServer()
+        self.nodes = []
+
+    def tearDown(self):
+        pg_support.close_all(self.nodes, [self.pg])
+
+    def node(self):
+        n = Server()
+        self.nodes.append(n)
+        return n
+
+    def test_replica_grows_its_map_while_following(self):
+        a, b = self.node(), self.node()
+        a.create_app("demo")
+        uid = a.add_user("alice", PW, pwhash_ops=1, pwhash_mem=1)
+        admin = a.secret(a.cli("admin-token", "create", "--data", a.data).stdout.strip())
+        a.cli("cluster", "init", "--data", a.data, "--cluster", self.pg.url)
+        a.start("--cluster", self.pg.url, "--workers", "2", "--threads", "1", *CHEAP)
+        tiny = ["--cluster", self.pg.url, "--workers", "2", "--threads", "1", "--map-size", "1",
+                *CHEAP]
+        b.start(*tiny)
+        r = b.request("POST", "/token/id", {"user_id": uid, "password": PW})
+        self.assertEqual(r.status, 200, r)
+        tok = b.secret(r.json()["data"]["token"])
+        b.stop()
+        # Far more than B's map has room for, in changes of 1000 users each.
+        lines = "".join('{"name": "bulk%d", "email": "bulk%d.%s@example.com", "password": '
+                        '"pw-%d-%s"}\n' % (i, i, "y" * 60, i, "x" * 40) for i in range(6000))
+        a.cli("user", "import", "--data", a.data, "--cluster", self.pg.url, "--pwhash-ops", "1",
+              "--pwhash-mem", "1", stdin=lines)
+        r = a.request("POST", "/token/revoke", {}, headers={"access-token": tok})
+        self.assertEqual(r.status, 200, r)
+        last = int(self.pg.psql("SELECT last_seq FROM tokend.state"))
+        b.start(*tiny)
+        deadline = time.monotonic() + 20
+        while True:   # (a replica 5 s behind answers 503, without the figures)
+            h = b.request("GET", "/healthz").json().get("data") or {}
+            if int(h.get("cluster", {}).get("applied_seq", 0)) >= last:
+                break
+            self.assertLess(time.monotonic(), deadline, "B stopped following: %s" % b.logs()[-600:])
+            time.sleep(0.1)
+        r = b.request("POST", "/token/verify", {"token": tok}, headers={"access-token": admin})
+        self.assertEqual(r.status, 401, r)   # the revocation reached B
+        r = b.request("POST", "/token/user", {"name": "bulk5999", "password": "pw-5999-" + "x" * 40})
+        self.assertEqual(r.status, 200, r)
+        b.secret(r.json()["data"]["token"])
 
 
 if __name__ == "__main__":
