@@ -606,6 +606,25 @@ static int open_key(store *s, MDB_txn *txn)
     return rc;
 }
 
+/* meta "key": the first token key. Rotation leaves it where it is (the
+ * ring is "keyring"), and it is replicated: the same on every node of a
+ * cluster for as long as the cluster lives. */
+int store_first_key(store *s, uint8_t key[CRYPTO_KEY_BYTES])
+{
+    MDB_txn *txn;
+    MDB_val k = {3, "key"}, v;
+    int rc = txn_begin(s, MDB_RDONLY, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    rc = map_rc(mdb_get(txn, s->db[DB_META], &k, &v));
+    if (rc == STORE_OK && v.mv_size != CRYPTO_KEY_BYTES)
+        rc = STORE_ERR;
+    if (rc == STORE_OK)
+        memcpy(key, v.mv_data, CRYPTO_KEY_BYTES);
+    txn_abort(s, txn);
+    return rc;
+}
+
 const store_keyring *store_keys(store *s)
 {
     return atomic_load_explicit(&s->ring, memory_order_acquire);

@@ -96,6 +96,7 @@ typedef struct {
 const store_keyring *store_keys(store *s);
 /* The newest key (keys[0]), its id, and the key of an id (NULL: retired). */
 const uint8_t *store_token_key(const store *s);
+int store_first_key(store *s, uint8_t key[CRYPTO_KEY_BYTES]);
 uint32_t store_token_key_id(const store *s);
 const uint8_t *store_token_key_of(const store *s, uint32_t id);
 /* Re-reads the ring another process may have rotated: 1 if it changed. */

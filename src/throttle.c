@@ -252,9 +252,16 @@ static void give_back(throttle *t, const throttle_ticket *ticket, int64_t now)
 void throttle_share(throttle *t, store *s, pool *p)
 {
     static const char domain[] = "tokend throttle keys v1";
+    /* From the first token key, not the newest: every node must derive the
+     * same bucket keys whenever it started, rotations or not (a cluster
+     * never rotated keeps its buckets: its newest key is the first). */
+    uint8_t first[CRYPTO_KEY_BYTES];
+    if (store_first_key(s, first) != STORE_OK)
+        memcpy(first, store_token_key(s), sizeof first);
     pthread_mutex_lock(&t->lock);
-    crypto_digest(t->key, domain, sizeof domain - 1, store_token_key(s));
-    crypto_digest(t->key + 16, domain, sizeof domain - 2, store_token_key(s));
+    crypto_digest(t->key, domain, sizeof domain - 1, first);
+    crypto_digest(t->key + 16, domain, sizeof domain - 2, first);
+    crypto_wipe(first, sizeof first);
     t->shared = s;
     t->pool = p;
     pthread_mutex_unlock(&t->lock);

@@ -9,6 +9,8 @@ Each class has its own throw-away PostgreSQL (pg_support.py).
   ReplicaMapFull  a replica whose LMDB map fills while it applies the feed
                   (B with --map-size 1, 6000 users imported through A while
                   B is stopped) grows the map and catches up
+  SharedThrottle  after `app rotate-key --cluster` and a restart of one node,
+                  guesses spread over two nodes still get one limit
 Exits 77 (ctest: skipped) when the PostgreSQL server binaries are missing.
 """
 import os
@@ -141,6 +143,35 @@ class ReplicaMapFull(unittest.TestCase):
         r = b.request("POST", "/token/user", {"name": "bulk5999", "password": "pw-5999-" + "x" * 40})
         self.assertEqual(r.status, 200, r)
         b.secret(r.json()["data"]["token"])
+
+
+class SharedThrottle(unittest.TestCase):
+    def setUp(self):
+        self.pg = pg_support.PgServer()
+        self.nodes = []
+
+    def tearDown(self):
+        pg_support.close_all(self.nodes, [self.pg])
+
+    def test_rotation_and_a_restart_keep_one_limit(self):
+        a, b = Server(), Server()
+        self.nodes += [a, b]
+        a.create_app("demo")
+        uid = a.add_user("alice", PW, pwhash_ops=1, pwhash_mem=1)
+        a.cli("cluster", "init", "--data", a.data, "--cluster", self.pg.url)
+        args = ["--cluster", self.pg.url, "--workers", "2", "--threads", "1", *CHEAP,
+                "--throttle-account", "3", "--throttle-address", "1000"]
+        a.start(*args)
+        b.start(*args)
+        p = a.cli("app", "rotate-key", "--data", a.data, "--cluster", self.pg.url)
+        self.assertIn("token-hash key 1", p.stdout)
+        b.stop()    # b starts again with the rotated ring; a still runs from before
+        b.start(*args)
+        got = [(a, b)[i % 2].request("POST", "/token/id", {"user_id": uid,
+                                                          "password": "wrong guess %d" % i}).status
+               for i in range(8)]
+        self.assertEqual(got.count(401), 3, got)
+        self.assertEqual(got.count(429), 5, got)
 
 
 if __name__ == "__main__":
