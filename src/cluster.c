@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <libpq-fe.h>
 #include "cluster.h"
 
@@ -31,6 +32,14 @@
 #define RECONNECT_MS 500        /* the feed's retries while the database is away */
 #define WAIT_MS 1000             /* a parked read waits at most this */
 #define PRUNE_EVERY_MS 60000
+/* A connection held longer than this (one write, one poll) is cut by the
+ * watch thread: PostgreSQL frozen, or a network that drops packets, would
+ * otherwise hold a worker or the feed for ever (the server-side timeouts
+ * cannot fire on a server that does not run). Past the 10 s statement and
+ * lock timeouts, which answer first when PostgreSQL runs. */
+#define HOLD_MS 15000
+#define STOP_HOLD_MS 2000        /* the same bound once the server is stopping */
+#define STALE_MS 3000            /* no poll ended well for this long: the database is not up */
 /* A change is pruned once it is older than KEEP_S and not among the
  * newest KEEP_ROWS: a node down for longer than that bootstraps from a
  * snapshot instead. For tests only, the environment variable
@@ -43,7 +52,8 @@
 struct cluster_conn {
     PGconn *pg;
     cluster *c;
-    cluster_conn *next;
+    cluster_conn *next;          /* in idle, or in busy */
+    int64_t since_ms;            /* busy: taken at (0: no bound, a snapshot or init's copy) */
 };
 
 typedef struct waiter {
@@ -56,10 +66,13 @@ typedef struct waiter {
 struct cluster {
     char *url;
     pthread_mutex_t lock;        /* the pool, the feed's state, the waiters */
-    cluster_conn *idle;
+    cluster_conn *idle, *busy;
     /* the feed */
-    pthread_t feed;
-    int feed_running, stopping, wake_fd;
+    pthread_t feed, watch;
+    int feed_running, feed_started, watching, stopping, closing, wake_fd;
+    PGconn *feed_pg;             /* the feed's connection, for the watch thread */
+    int64_t feed_since_ms;       /* its query under way since (0: none, or a snapshot) */
+    int64_t poll_ok_ms;          /* the last poll that ended well */
     cluster_feed_hooks hooks;
     cluster_snapshot_hooks snap;
     uint64_t poll_started, poll_done;
@@ -87,8 +100,12 @@ static void quiet(void *arg, const char *message)
 static PGconn *connect_pg(const char *url, char *err, size_t errlen)
 {
     /* The URL's own settings win over these defaults (they come after). */
-    const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *vals[] = {"3", "tokend", url, NULL};
+    /* Keepalives and tcp_user_timeout: a peer gone from the network is
+     * noticed in seconds, not after the kernel's two hours. */
+    const char *keys[] = {"connect_timeout", "application_name", "keepalives", "keepalives_idle",
+                          "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+                          "dbname", NULL};
+    const char *vals[] = {"3", "tokend", "1", "5", "2", "3", "10000", url, NULL};
     PGconn *pg = PQconnectdbParams(keys, vals, 1);
     if (!pg || PQstatus(pg) != CONNECTION_OK) {
         if (err) {
@@ -131,7 +148,35 @@ static uint64_t be64(const char *p)
 
 /* --- the pool of connections ------------------------------------------------------- */
 
+static void busy_add(cluster_conn *cc, int bounded)
+{
+    pthread_mutex_lock(&cc->c->lock);
+    cc->since_ms = bounded ? mono_ms() : 0;
+    cc->next = cc->c->busy;
+    cc->c->busy = cc;
+    pthread_mutex_unlock(&cc->c->lock);
+}
+
+static void busy_del(cluster_conn *cc)
+{
+    pthread_mutex_lock(&cc->c->lock);
+    for (cluster_conn **p = &cc->c->busy; *p; p = &(*p)->next)
+        if (*p == cc) {
+            *p = cc->next;
+            break;
+        }
+    cc->next = NULL;
+    pthread_mutex_unlock(&cc->c->lock);
+}
+
+static cluster_conn *conn_take(cluster *c, int bounded);
+
 static cluster_conn *conn_get(cluster *c)
+{
+    return conn_take(c, 1);
+}
+
+static cluster_conn *conn_take(cluster *c, int bounded)
 {
     pthread_mutex_lock(&c->lock);
     cluster_conn *cc = c->idle;
@@ -140,8 +185,10 @@ static cluster_conn *conn_get(cluster *c)
     pthread_mutex_unlock(&c->lock);
     if (cc && PQstatus(cc->pg) != CONNECTION_OK)
         PQreset(cc->pg);
-    if (cc && PQstatus(cc->pg) == CONNECTION_OK)
+    if (cc && PQstatus(cc->pg) == CONNECTION_OK) {
+        busy_add(cc, bounded);
         return cc;
+    }
     if (cc) {
         PQfinish(cc->pg);
         free(cc);
@@ -155,12 +202,14 @@ static cluster_conn *conn_get(cluster *c)
     }
     cc->pg = pg;
     cc->c = c;
+    busy_add(cc, bounded);
     return cc;
 }
 
 static void conn_put(cluster_conn *cc)
 {
     cluster *c = cc->c;
+    busy_del(cc);
     if (PQstatus(cc->pg) != CONNECTION_OK || PQtransactionStatus(cc->pg) != PQTRANS_IDLE) {
         PQfinish(cc->pg);
         free(cc);
@@ -219,18 +268,43 @@ int cluster_open(cluster **out, const char *url, char *err, size_t errlen)
 
 static void release_waiters(cluster *c, uint64_t done, int all);
 
-void cluster_close(cluster *c)
+/* The feed stops (cut off if its database hangs), and every parked read is
+ * answered now, while the loops that wait for them still run; connections
+ * still held are cut STOP_HOLD_MS after they were taken. */
+void cluster_stop(cluster *c)
 {
     if (!c)
         return;
-    if (c->feed_running) {
-        pthread_mutex_lock(&c->lock);
-        c->stopping = 1;
-        pthread_mutex_unlock(&c->lock);
+    pthread_mutex_lock(&c->lock);
+    int was = c->stopping;
+    c->stopping = 1;
+    if (c->feed_pg)
+        shutdown(PQsocket(c->feed_pg), SHUT_RDWR);
+    pthread_cond_broadcast(&c->polled);
+    pthread_mutex_unlock(&c->lock);
+    if (was)
+        return;
+    if (c->feed_started) {
         uint64_t one = 1;
         if (write(c->wake_fd, &one, sizeof one) < 0)
             perror("tokend: cluster: wake");
         pthread_join(c->feed, NULL);
+        c->feed_started = 0;
+    }
+    release_waiters(c, 0, 1);
+}
+
+void cluster_close(cluster *c)
+{
+    if (!c)
+        return;
+    cluster_stop(c);
+    if (c->watching) {
+        pthread_mutex_lock(&c->lock);
+        c->closing = 1;
+        pthread_cond_broadcast(&c->polled);
+        pthread_mutex_unlock(&c->lock);
+        pthread_join(c->watch, NULL);
     }
     release_waiters(c, 0, 1);
     while (c->idle) {
@@ -462,7 +536,7 @@ out:
 
 int cluster_snapshot(cluster *c, const cluster_snapshot_hooks *h)
 {
-    cluster_conn *cc = conn_get(c);
+    cluster_conn *cc = conn_take(c, 0);
     if (!cc)
         return CLUSTER_DOWN;
     int rc = snapshot_on(cc->pg, h);
@@ -481,7 +555,7 @@ static void hex(char *out, const uint8_t *p, size_t n)
 
 int cluster_push(cluster *c, cluster_row_fn next, void *arg, char *err, size_t errlen)
 {
-    cluster_conn *cc = conn_get(c);
+    cluster_conn *cc = conn_take(c, 0);
     char sql[128];
     int rc = CLUSTER_DOWN;
     if (!cc) {
@@ -712,6 +786,7 @@ int cluster_write_commit(cluster_conn *cc, const uint8_t *ops, size_t len, uint6
     /* Leave pipeline mode only on a drained connection; a broken one is
      * dropped by conn_put anyway. */
     if (!sent || !PQexitPipelineMode(pg)) {
+        busy_del(cc);
         PQfinish(pg);
         cc->pg = NULL;
         free(cc);
@@ -763,10 +838,17 @@ static void release_waiters(cluster *c, uint64_t done, int all)
     }
 }
 
+/* The feed follows the database: connected, and a poll ended well lately
+ * (a connection can stay "up" to a database that has stopped answering). */
+static int following(cluster *c)
+{
+    return c->feed_running && c->up && !c->stopping && mono_ms() - c->poll_ok_ms < STALE_MS;
+}
+
 uint64_t cluster_fresh_ticket(cluster *c)
 {
     pthread_mutex_lock(&c->lock);
-    uint64_t need = c->feed_running && c->up && !c->stopping ? c->poll_started + 1 : 0;
+    uint64_t need = following(c) ? c->poll_started + 1 : 0;
     if (need > c->sync_need)
         c->sync_need = need;
     pthread_mutex_unlock(&c->lock);
@@ -801,7 +883,7 @@ int cluster_wait(cluster *c, pool_job *job)
     if (!w)
         return -1;
     pthread_mutex_lock(&c->lock);
-    if (!c->feed_running || !c->up || c->stopping) {
+    if (!following(c)) {
         pthread_mutex_unlock(&c->lock);
         free(w);
         return -1;
@@ -964,6 +1046,8 @@ static void *feed_main(void *arg)
         if (!c->up)
             fprintf(stderr, "tokend: cluster: connected to the database\n");
         c->up = 1;
+        c->feed_pg = pg;
+        c->feed_since_ms = mono_ms();
         uint64_t gen = ++c->poll_started;
         c->polls++;
         if (c->waiters)
@@ -974,6 +1058,9 @@ static void *feed_main(void *arg)
         if (rc == CLUSTER_BEHIND) {
             fprintf(stderr, "tokend: cluster: this node is behind the change log's horizon: "
                             "loading a snapshot\n");
+            pthread_mutex_lock(&c->lock);
+            c->feed_since_ms = 0;   /* as long as it takes */
+            pthread_mutex_unlock(&c->lock);
             rc = snapshot_on(pg, &c->snap);
             pthread_mutex_lock(&c->lock);
             c->bootstraps++;
@@ -981,11 +1068,17 @@ static void *feed_main(void *arg)
             more = 1;
         }
         pthread_mutex_lock(&c->lock);
+        c->feed_since_ms = 0;
+        if (rc == CLUSTER_OK)
+            c->poll_ok_ms = mono_ms();
         c->poll_done = gen;
         pthread_cond_broadcast(&c->polled);
         pthread_mutex_unlock(&c->lock);
         release_waiters(c, gen, 0);
         if (PQstatus(pg) != CONNECTION_OK) {
+            pthread_mutex_lock(&c->lock);
+            c->feed_pg = NULL;
+            pthread_mutex_unlock(&c->lock);
             PQfinish(pg);
             pg = NULL;
             continue;
@@ -997,7 +1090,13 @@ static void *feed_main(void *arg)
         if (more)
             continue;
         if (mono_ms() >= next_prune) {
+            pthread_mutex_lock(&c->lock);
+            c->feed_since_ms = mono_ms();
+            pthread_mutex_unlock(&c->lock);
             prune(c, pg);
+            pthread_mutex_lock(&c->lock);
+            c->feed_since_ms = 0;
+            pthread_mutex_unlock(&c->lock);
             next_prune = mono_ms() + c->prune_every_ms;
         }
         pthread_mutex_lock(&c->lock);
@@ -1008,11 +1107,55 @@ static void *feed_main(void *arg)
         else
             feed_sleep(c, pg, 0);  /* drain the wake-up, then poll again for them */
     }
+    pthread_mutex_lock(&c->lock);
+    c->feed_pg = NULL;
+    pthread_mutex_unlock(&c->lock);
     PQfinish(pg);
     release_waiters(c, 0, 1);
     pthread_mutex_lock(&c->lock);
     c->feed_running = 0;   /* fresh waits end: no poll is coming */
     pthread_cond_broadcast(&c->polled);
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+/* Parked reads end at their own deadline, and a connection held past
+ * HOLD_MS is cut, even while the feed (or a worker) waits on a database
+ * that does not answer. */
+static void *watch_main(void *arg)
+{
+    cluster *c = arg;
+    pthread_mutex_lock(&c->lock);
+    while (!c->closing) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        t.tv_nsec += 100 * 1000000L;
+        if (t.tv_nsec >= 1000000000L) {
+            t.tv_sec++;
+            t.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&c->polled, &c->lock, &t);
+        int64_t now = mono_ms(), hold = c->stopping ? STOP_HOLD_MS : HOLD_MS;
+        int cut = 0;
+        for (cluster_conn *cc = c->busy; cc; cc = cc->next)
+            if (cc->since_ms && now - cc->since_ms > hold) {
+                shutdown(PQsocket(cc->pg), SHUT_RDWR);
+                cc->since_ms = 0;
+                cut++;
+            }
+        if (c->feed_pg && c->feed_since_ms && now - c->feed_since_ms > hold) {
+            shutdown(PQsocket(c->feed_pg), SHUT_RDWR);
+            c->feed_since_ms = 0;
+            cut++;
+        }
+        uint64_t done = c->poll_done;
+        pthread_mutex_unlock(&c->lock);
+        if (cut)
+            fprintf(stderr, "tokend: cluster: the database did not answer within %lld ms: "
+                            "%d connection(s) dropped\n", (long long)hold, cut);
+        release_waiters(c, done, 0);
+        pthread_mutex_lock(&c->lock);
+    }
     pthread_mutex_unlock(&c->lock);
     return NULL;
 }
@@ -1025,6 +1168,7 @@ int cluster_feed_start(cluster *c, const cluster_feed_hooks *h, const cluster_sn
     if ((c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
         return CLUSTER_DOWN;
     c->up = 1;  /* cluster_open just connected; the feed says otherwise soon */
+    c->poll_ok_ms = mono_ms();
     if (c->keep_rows != KEEP_ROWS || c->keep_s != KEEP_S || c->prune_every_ms != PRUNE_EVERY_MS)
         fprintf(stderr, "tokend: cluster: TOKEND_CLUSTER_KEEP (a test knob): this node prunes "
                         "the change log to the newest %ld changes or %ld s, every %ld ms\n",
@@ -1032,7 +1176,11 @@ int cluster_feed_start(cluster *c, const cluster_feed_hooks *h, const cluster_sn
     if (pthread_create(&c->feed, NULL, feed_main, c) != 0)
         return CLUSTER_DOWN;
     pthread_setname_np(c->feed, "tokend-feed");
-    c->feed_running = 1;
+    c->feed_running = c->feed_started = 1;
+    if (pthread_create(&c->watch, NULL, watch_main, c) != 0)
+        return CLUSTER_DOWN;
+    pthread_setname_np(c->watch, "tokend-watch");
+    c->watching = 1;
     return CLUSTER_OK;
 }
 
@@ -1040,7 +1188,7 @@ void cluster_get_status(cluster *c, cluster_status *st)
 {
     memset(st, 0, sizeof *st);
     pthread_mutex_lock(&c->lock);
-    st->database_up = c->up;
+    st->database_up = following(c);
     st->applied_seq = c->applied;
     st->latest_seq = c->latest;
     st->lag_ms = c->behind_since_ms ? mono_ms() - c->behind_since_ms : 0;

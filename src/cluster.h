@@ -64,6 +64,9 @@ typedef struct {
 /* Checks the URL by connecting once. On failure err holds a sentence. */
 int cluster_open(cluster **out, const char *url, char *err, size_t errlen);
 void cluster_close(cluster *c);
+/* Stops the feed and answers every parked read (the server stopping, while
+ * its loops still run); cluster_close does it too if not done. */
+void cluster_stop(cluster *c);
 
 /* Creates or upgrades the schema (versioned, idempotent, under a lock so
  * concurrent inits are safe). *from, *to: the versions before and after. */

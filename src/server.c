@@ -687,6 +687,9 @@ int server_run(tokend_ctx *ctx, const router *router)
                   "%s: no new connections; finishing the calls in flight (at most %d s)",
                   sig == SIGINT ? "SIGINT" : "SIGTERM", STOP_GRACE_MS / 1000);
     }
+    /* Before the loops go: a parked read is posted to its loop when the feed
+     * stops, and a worker stuck on a frozen database is cut off soon. */
+    store_cluster_stop(ctx->store);
     pthread_mutex_lock(&s.purge_lock);
     atomic_store(&s.stopping, 1);
     pthread_cond_signal(&s.purge_wake);

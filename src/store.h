@@ -285,6 +285,9 @@ void store_cluster_leave(store *s);
  * wrote. STORE_OK at once when not joined. */
 int store_catch_up(store *s);
 int store_clustered(const store *s);
+/* Cluster mode, the server stopping: the feed ends and parked reads are
+ * answered while the event loops still run (store_close does the rest). */
+void store_cluster_stop(store *s);
 /* 1 if the data directory is a replica of a cluster (whether joined or
  * not): its cluster id and the last change it applied. */
 int store_replica_of(store *s, char *id, size_t idlen, uint64_t *seq);

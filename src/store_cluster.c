@@ -693,6 +693,11 @@ void store_cluster_leave(store *s)
     s->snap = NULL;
 }
 
+void store_cluster_stop(store *s)
+{
+    cluster_stop(s->cluster);
+}
+
 int store_clustered(const store *s)
 {
     return s->cluster != NULL;

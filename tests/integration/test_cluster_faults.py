@@ -11,9 +11,15 @@ Each class has its own throw-away PostgreSQL (pg_support.py).
                   B is stopped) grows the map and catches up
   SharedThrottle  after `app rotate-key --cluster` and a restart of one node,
                   guesses spread over two nodes still get one limit
+  FrozenDatabase  PostgreSQL stopped with SIGSTOP (it keeps its sockets, so
+                  nothing fails on its own): a parked read ends at its 1 s,
+                  /healthz stops calling the database up, a login gets its
+                  503, SIGTERM ends the node in seconds
 Exits 77 (ctest: skipped) when the PostgreSQL server binaries are missing.
 """
+import base64
 import os
+import signal
 import sys
 import time
 import unittest
@@ -172,6 +178,70 @@ class SharedThrottle(unittest.TestCase):
                for i in range(8)]
         self.assertEqual(got.count(401), 3, got)
         self.assertEqual(got.count(429), 5, got)
+
+
+class FrozenDatabase(unittest.TestCase):
+    def setUp(self):
+        self.pg = pg_support.PgServer()
+        self.nodes = []
+
+    def tearDown(self):
+        pg_support.close_all(self.nodes, [self.pg])
+
+    def pg_pids(self):
+        with open(os.path.join(self.pg.data, "postmaster.pid")) as f:
+            top = int(f.readline())
+        pids = [top]
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open("/proc/%s/stat" % d) as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) == top:
+                            pids.append(int(d))
+                except (OSError, IndexError, ValueError):
+                    pass
+        return pids
+
+    def test_a_frozen_database_does_not_hang_the_node(self):
+        a = Server()
+        self.nodes.append(a)
+        a.create_app("demo")
+        uid = a.add_user("alice", PW, pwhash_ops=1, pwhash_mem=1)
+        admin = a.secret(a.cli("admin-token", "create", "--data", a.data).stdout.strip())
+        a.cli("cluster", "init", "--data", a.data, "--cluster", self.pg.url)
+        a.start("--cluster", self.pg.url, "--workers", "2", "--threads", "1", *CHEAP)
+        r = a.request("POST", "/token/id", {"user_id": uid, "password": PW})
+        self.assertEqual(r.status, 200, r)
+        a.secret(r.json()["data"]["token"])
+        unknown = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+        pids = self.pg_pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(0.3)   # the feed is in a poll that gets no answer
+            t0 = time.monotonic()
+            r = a.request("POST", "/token/verify", {"token": unknown},
+                          headers={"access-token": admin})
+            self.assertEqual(r.status, 401, r)
+            self.assertLess(time.monotonic() - t0, 2.0, "a parked read waited past its 1 s")
+            time.sleep(3.5)
+            r = a.request("GET", "/healthz")
+            self.assertEqual(r.status, 200, r)   # reads go on: the balancer keeps the node
+            self.assertFalse(r.json()["data"]["cluster"].get("database", False), r)
+            t0 = time.monotonic()
+            r = a.request("POST", "/token/id", {"user_id": uid, "password": PW})
+            self.assertEqual(r.status, 503, r)
+            self.assertLess(time.monotonic() - t0, 25.0)
+            t0 = time.monotonic()
+            a.stop()
+            self.assertLess(time.monotonic() - t0, 8.0, "SIGTERM waited on the frozen database")
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        a.start("--cluster", self.pg.url, "--workers", "2", "--threads", "1", *CHEAP)
+        r = a.request("POST", "/token/id", {"user_id": uid, "password": PW})
+        self.assertEqual(r.status, 200, r)
+        a.secret(r.json()["data"]["token"])
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ int cluster_open(cluster **out, const char *url, char *err, size_t errlen)
     return CLUSTER_OK;
 }
 void cluster_close(cluster *c) {}
+void cluster_stop(cluster *c) {}
 int cluster_migrate(cluster *c, int *from, int *to, char *err, size_t errlen)
 {
     *from = *to = 2;
