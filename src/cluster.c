@@ -146,6 +146,37 @@ static uint64_t be64(const char *p)
     return v;
 }
 
+void cluster_conninfo_masked(const char *conninfo, char *out, size_t outlen)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+    size_t n = 0;
+    PQfreemem(err);
+    if (!opts) {
+        snprintf(out, outlen, "(not a PostgreSQL connection string: not shown)");
+        return;
+    }
+    out[0] = '\0';
+    for (PQconninfoOption *o = opts; o->keyword && n + 1 < outlen; o++) {
+        if (!o->val)
+            continue;
+        /* libpq marks what it would not display: password, sslpassword. */
+        const char *v = o->dispchar && o->dispchar[0] == '*' ? "****" : o->val;
+        int quote = !*v || strpbrk(v, " \t\n'\\") != NULL;
+        n += (size_t)snprintf(out + n, outlen - n, "%s%s=%s", n ? " " : "", o->keyword,
+                              quote ? "'" : "");
+        for (; *v && n + 2 < outlen; v++) {
+            if (*v == '\'' || *v == '\\')
+                out[n++] = '\\';
+            out[n++] = *v;
+        }
+        if (n + 1 < outlen && quote)
+            out[n++] = '\'';
+        out[n < outlen ? n : outlen - 1] = '\0';
+    }
+    PQconninfoFree(opts);
+}
+
 /* --- the pool of connections ------------------------------------------------------- */
 
 static void busy_add(cluster_conn *cc, int bounded)

@@ -67,6 +67,9 @@ void cluster_close(cluster *c);
 /* Stops the feed and answers every parked read (the server stopping, while
  * its loops still run); cluster_close does it too if not done. */
 void cluster_stop(cluster *c);
+/* A connection string (URL or key=value) as key=value pairs of what it
+ * sets, its passwords as ****; one libpq cannot parse is not shown. */
+void cluster_conninfo_masked(const char *conninfo, char *out, size_t outlen);
 
 /* Creates or upgrades the schema (versioned, idempotent, under a lock so
  * concurrent inits are safe). *from, *to: the versions before and after. */

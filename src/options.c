@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "cluster.h"
 #include "options.h"
 
 #define F OPT_IN_FILE
@@ -510,35 +511,6 @@ int options_to_config(const option_values *ov, tokend_config *cfg, option_error_
     return 0;
 }
 
-/* Replaces v..end with **** (or as many stars as it is long, when shorter:
- * the text never grows). */
-static char *stars(char *v, char *end)
-{
-    size_t n = (size_t)(end - v);
-    if (n < 4) {
-        memset(v, '*', n);
-        return end;
-    }
-    memcpy(v, "****", 4);
-    memmove(v + 4, end, strlen(end) + 1);
-    return v + 4;
-}
-
-/* A PostgreSQL connection string as printed: a password in it (user:PW@
- * of a URL, password=PW or sslpassword=PW of its query) is shown as
- * ****, since config check's output is pasted into tickets and logs. */
-static void mask_password(char *s)
-{
-    char *at, *scheme = strstr(s, "://");
-    if (scheme && (at = strchr(scheme + 3, '@')) != NULL) {
-        char *colon = memchr(scheme + 3, ':', (size_t)(at - (scheme + 3)));
-        if (colon)
-            stars(colon + 1, at);
-    }
-    for (char *p = s; (p = strstr(p, "password=")) != NULL;)   /* sslpassword= too */
-        p = stars(p + 9, p + 9 + strcspn(p + 9, "& \t"));
-}
-
 void options_print_config(const option_values *ov, FILE *out)
 {
     fprintf(out, "# tokend serve: the effective configuration%s%s\n", ov->file ? " of " : "",
@@ -555,9 +527,11 @@ void options_print_config(const option_values *ov, FILE *out)
         if (o->kind == OPT_NUMBER)
             snprintf(value, sizeof value, "%llu", options_num(ov, (option_id)i));
         else if (options_text(ov, (option_id)i)) {
-            snprintf(value, sizeof value, "%s", options_text(ov, (option_id)i));
+            /* config check's output is pasted into tickets and logs */
             if (i == OPT_CLUSTER)
-                mask_password(value);
+                cluster_conninfo_masked(options_text(ov, (option_id)i), value, sizeof value);
+            else
+                snprintf(value, sizeof value, "%s", options_text(ov, (option_id)i));
         } else {
             fprintf(out, "# %s %s  (not set%s)\n", o->name, o->metavar,
                     i == OPT_DATA ? ": required, here or as --data" : "");

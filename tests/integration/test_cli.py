@@ -143,7 +143,18 @@ class ConfigCheck(unittest.TestCase):
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertNotIn("s3cret-pw", p.stdout)
             self.assertNotIn("0ther-pw", p.stdout)
-            self.assertIn("cluster postgresql://tok:****@db/t?sslmode=require&password=****", p.stdout)
+            self.assertIn("cluster user=tok password=**** dbname=t host=db sslmode=require ",
+                          p.stdout)
+
+    def test_a_password_in_key_value_form_is_not_printed(self):
+        with tempfile.TemporaryDirectory() as d:
+            for conninfo in ("password=s3cret-pw", "postgresql:///t?password=s3cret%20pw",
+                             "postgresql://tok:s3cret%40pw@db/t"):
+                path = write(d, "data /var/lib/tokend\ncluster %s\n" % conninfo)
+                p = tokend("config", "check", path)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertNotIn("s3cret", p.stdout)
+                self.assertIn("password=**** ", p.stdout)
 
     def test_good_file_prints_the_effective_configuration(self):
         with tempfile.TemporaryDirectory() as d:

@@ -60,6 +60,7 @@ int cluster_open(cluster **out, const char *url, char *err, size_t errlen)
 }
 void cluster_close(cluster *c) {}
 void cluster_stop(cluster *c) {}
+void cluster_conninfo_masked(const char *conninfo, char *out, size_t outlen) { out[0] = '\0'; }
 int cluster_migrate(cluster *c, int *from, int *to, char *err, size_t errlen)
 {
     *from = *to = 2;
