@@ -660,6 +660,12 @@ int crypto_base64_encode(char *out, size_t outlen, const void *in, size_t len,
 int crypto_base64_decode(void *out, size_t outcap, const char *in, size_t len, const char *ignore,
                          size_t *out_len, crypto_base64_variant v)
 {
+    /* libsodium 1.0.18 reads a byte past ASCII as '/' and skips a NUL as
+     * an ignored character (strchr finds the terminator): neither is
+     * base64, and each would let two texts decode alike. */
+    for (size_t i = 0; i < len; i++)
+        if (in[i] == '\0' || (unsigned char)in[i] >= 0x80)
+            return -1;
     return sodium_base642bin(out, outcap, in, len, ignore, out_len, NULL, sodium_variant(v)) == 0
                ? 0 : -1;
 }

@@ -132,10 +132,6 @@ const char *grpc_web_text_decode(const char *in, size_t len, uint8_t *out, size_
     size_t start = 0, chars = 0, n;
     *out_len = 0;
     for (size_t i = 0; i <= len; i++) {
-        /* libsodium would take these: a NUL as an ignored character (strchr
-         * finds the terminator), a byte past ASCII as '/' */
-        if (i < len && (in[i] == '\0' || (unsigned char)in[i] >= 0x80))
-            return "grpc-web-text body is not valid base64";
         if (i < len && (in[i] == '\r' || in[i] == '\n' || ++chars % 4 || in[i] != '='))
             continue;
         size_t stop = i < len ? i + 1 : len;

@@ -776,6 +776,7 @@ static void serve_stream(http_handler *h, h2o_req_t *req, const req_headers *hdr
         char *copy = h2o_mem_alloc_pool(&req->pool, sc.len + 1);
         if (sc.len)
             memcpy(copy, sc.out, sc.len);
+        o->form = metric_form[form];
         o->code = sc.failed ? sc.call.status : ST_OK;
         o->http_status = 200;
         o->bytes_out = sc.len;

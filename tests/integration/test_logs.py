@@ -84,9 +84,12 @@ class JsonLog(unittest.TestCase):
             ws.curl_grpc(srv.port, "/tokend.v1.Tokend/Verify",
                          ws.frame(pb.tokend.VerifyRequest(token=d["token"]).SerializeToString()),
                          headers={"access-token": admin, "x-request-id": "grpc-1"})
+            # a streaming call: ServerReflectionRequest{list_services: "*"}
+            ws.curl_grpc(srv.port, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                         ws.frame(b"\x3a\x01*"), headers={"x-request-id": "grpc-stream-1"})
             os.kill(srv.proc.pid, signal.SIGHUP)  # no --config: an error event, the server stays
             self.assertTrue(wait_for(lambda: sum(1 for l in json_lines(srv.logs())
-                                                 if l.get("type") == "request") >= 7 and
+                                                 if l.get("type") == "request") >= 8 and
                                      "reload" in srv.logs()))
             srv.stop()   # checks that no secret reached the logs
             lines = json_lines(srv.logs())
@@ -115,6 +118,8 @@ class JsonLog(unittest.TestCase):
             self.assertNotIn("rpc", req["h2-404"])
             self.assertEqual(req["grpc-1"]["protocol"], "grpc")
             self.assertEqual(req["grpc-1"]["code"], "OK")
+            self.assertEqual(req["grpc-stream-1"]["protocol"], "grpc")
+            self.assertEqual(req["grpc-stream-1"]["code"], "OK")
             events = [l for l in lines if l.get("type") == "event"]
             kinds = [(e["level"], e["event"]) for e in events]
             self.assertIn(("info", "start"), kinds)

@@ -401,6 +401,10 @@ static void test_base64(void **state)
     assert_int_equal(crypto_base64_decode(out, sizeof out, "-_8BAg", 6, NULL, &n, CRYPTO_BASE64_NOPAD), -1);
     assert_int_equal(crypto_base64_decode(out, sizeof out, "+/8BAh", 6, NULL, &n, CRYPTO_BASE64_NOPAD), -1);
     assert_int_equal(crypto_base64_decode(out, 3, "+/8BAg", 6, NULL, &n, CRYPTO_BASE64_NOPAD), -1);
+    /* not base64 at all, though libsodium alone would take them: a byte past
+     * ASCII (read as '/'), a NUL (skipped as an ignored character) */
+    assert_int_equal(crypto_base64_decode(out, sizeof out, "+\xaf" "8BAg==", 8, NULL, &n, CRYPTO_BASE64), -1);
+    assert_int_equal(crypto_base64_decode(out, sizeof out, "+/8B\0Ag==", 9, "\r\n", &n, CRYPTO_BASE64), -1);
 }
 
 /* crypto_token_parse decodes by itself (no libsodium base64): it must take
