@@ -26,12 +26,18 @@ static int is_letter(unsigned c)
            (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x20000 && c <= 0x2A6DF);
 }
 
-/* Controls (C0, DEL, C1) and the Unicode spaces: names must not hide them. */
+/* Controls (C0, DEL, C1), the Unicode spaces, and the characters that show
+ * nothing (zero-width and direction marks, the soft hyphen, the Hangul
+ * fillers): names must not hide them, or `a@example.com` and
+ * `a<U+200B>@example.com` would be two accounts that read the same.
+ * (Variation selectors and tags are left to emoji, which use them.) */
 static int is_blank_or_control(unsigned c)
 {
-    return c <= 0x20 || (c >= 0x7F && c <= 0xA0) || c == 0x1680 || (c >= 0x2000 && c <= 0x200F) ||
-           (c >= 0x2028 && c <= 0x202F) || (c >= 0x205F && c <= 0x206F) || c == 0x3000 ||
-           c == 0xFEFF;
+    return c <= 0x20 || (c >= 0x7F && c <= 0xA0) || c == 0xAD || c == 0x34F || c == 0x61C ||
+           c == 0x115F || c == 0x1160 || c == 0x1680 || c == 0x180E ||
+           (c >= 0x2000 && c <= 0x200F) || (c >= 0x2028 && c <= 0x202F) ||
+           (c >= 0x205F && c <= 0x206F) || c == 0x3000 || c == 0x3164 || c == 0xFEFF ||
+           c == 0xFFA0;
 }
 
 int names_check_username(const char *name, const char **why)
@@ -45,7 +51,7 @@ int names_check_username(const char *name, const char **why)
     if (len > STORE_NAME_MAX) { *why = "name is longer than 128 bytes"; return -1; }
     for (size_t i = 0; i < len; i += n) {
         if (!(n = utf8_next(s + i, len - i, &c))) { *why = "name is not valid UTF-8"; return -1; }
-        if (is_blank_or_control(c)) { *why = "name contains a space or control character"; return -1; }
+        if (is_blank_or_control(c)) { *why = "name contains a space, a control or an invisible character"; return -1; }
         if (c == '@') { *why = "name must not contain '@' (that makes it an email)"; return -1; }
         if (is_letter(c))
             has_letter = 1;
@@ -85,13 +91,19 @@ int names_normalize_email(const char *in, char *out, size_t outlen, const char *
         *why = "email must look like name@example.com";
         return -1;
     }
-    if (!utf8_valid(in)) {
-        *why = "email is not valid UTF-8";
-        return -1;
+    for (size_t i = 0, n; i < len; i += n) {
+        uint32_t c;
+        if (!(n = utf8_next((const unsigned char *)in + i, len - i, &c))) {
+            *why = "email is not valid UTF-8";
+            return -1;
+        }
+        if (is_blank_or_control(c)) {
+            *why = "email contains a space, a control or an invisible character";
+            return -1;
+        }
     }
     for (size_t i = 0; i <= len; i++) {
         unsigned char c = (unsigned char)in[i];
-        if (c && (c <= ' ' || c == 0x7F)) { *why = "email contains a space or control character"; return -1; }
         out[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
     }
     return 0;

@@ -512,6 +512,33 @@ class Smaller(unittest.TestCase):
                             source="127.0.4.2")
             self.assertEqual(r.status, 200, r.body)
 
+    def test_names_that_hide_characters_are_refused(self):
+        # Two accounts must not read the same: a zero-width space, a soft
+        # hyphen or a direction mark inside a name or an email is refused
+        # when the account is made, over the wire; an emoji's variation
+        # selector is not.
+        with Server() as srv:
+            srv.create_app("a")
+            admin = admin_token(srv)
+            srv.start(*FAST)
+            h = {"access-token": admin}
+            r = srv.request("POST", "/admin/user/create",
+                            {"name": "bob", "email": "bob@example.com", "password": PW}, headers=h)
+            self.assertEqual(r.status, 200, r.body)
+            for fields in ({"name": "bob2", "email": "bob\u200b@example.com"},
+                           {"name": "b\u00adob"},
+                           {"name": "bob\u200f"},
+                           {"name": "bob3", "email": "bob@exa\u202emple.com"}):
+                r = srv.request("POST", "/admin/user/create", dict(fields, password=PW), headers=h)
+                self.assertEqual(r.status, 400, (fields, r.body))
+                self.assertIn("invisible", r.json()["message"], fields)
+            r = srv.request("POST", "/user/register/v2", {"username": "b\u00adob", "password": PW},
+                            headers=h)
+            self.assertEqual(r.status, 400, r.body)
+            r = srv.request("POST", "/admin/user/create", {"name": "bob\u2764\ufe0f", "password": PW},
+                            headers=h)
+            self.assertEqual(r.status, 200, r.body)
+
     def test_user_list_cursor(self):
         with Server() as srv:
             srv.create_app("a")

@@ -56,7 +56,7 @@ static void test_invalid_name(void **state)
     expect_invalid(f, mk(f->app, "12345", NULL, NULL, "password1"),
                    "name needs at least one letter, '_' or CJK character");
     expect_invalid(f, mk(f->app, "alice smith", NULL, NULL, "password1"),
-                   "name contains a space or control character");
+                   "name contains a space, a control or an invisible character");
     expect_invalid(f, mk(f->app, "alice@example.com", NULL, NULL, "password1"),
                    "name must not contain '@' (that makes it an email)");
     expect_invalid(f, mk(f->app, "ab\xff", NULL, NULL, "password1"),
@@ -89,7 +89,7 @@ static void test_invalid_email(void **state)
     expect_invalid(f, mk(f->app, "alice", NULL, "alice@example", "password1"),
                    "email must look like name@example.com");
     expect_invalid(f, mk(f->app, "alice", NULL, "al ice@example.com", "password1"),
-                   "email contains a space or control character");
+                   "email contains a space, a control or an invisible character");
 }
 
 static void test_invalid_password(void **state)

@@ -352,6 +352,30 @@ static void test_check_username_unicode_spaces(void **state)
     expect_name_bad("张\xe3\x80\x80三");         /* U+3000 ideographic space */
 }
 
+/* Characters that show nothing are refused in names and emails alike, so
+ * that two accounts cannot read the same; emoji keep their variation
+ * selector. */
+static void test_invisible_characters(void **state)
+{
+    (void)state;
+    char out[256];
+    login_kind kind;
+    const char *why = NULL;
+    expect_name_bad("ali\xc2\xad" "ce");       /* U+00AD soft hyphen */
+    expect_name_bad("alice\xd8\x9c");          /* U+061C Arabic letter mark */
+    expect_name_bad("\xe3\x85\xa4");           /* U+3164 Hangul filler alone */
+    expect_name_bad("alice\xe2\x80\x8b");      /* U+200B zero-width space */
+    expect_name_ok("alice\xe2\x9d\xa4\xef\xb8\x8f"); /* alice + heart + U+FE0F */
+    const char *bad_email = "a\xe2\x80\x8b@example.com";  /* U+200B before the @ */
+    assert_int_equal(names_classify(bad_email, strlen(bad_email), &kind, out, sizeof out, &why), -1);
+    assert_non_null(strstr(why, "invisible"));
+    const char *rtl = "a@exa\xe2\x80\xaemple.com";          /* U+202E right-to-left override */
+    assert_int_equal(names_classify(rtl, strlen(rtl), &kind, out, sizeof out, &why), -1);
+    const char *eai = "Jos\xc3\xa9@Example.com";            /* an international address */
+    assert_int_equal(names_classify(eai, strlen(eai), &kind, out, sizeof out, &why), 0);
+    assert_string_equal(out, "jos\xc3\xa9@example.com");
+}
+
 /* "at least one letter": letters of other scripts are letters too. */
 static void test_check_username_other_scripts(void **state)
 {
@@ -413,6 +437,7 @@ static void test_check_password(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_invisible_characters),
         cmocka_unit_test(test_classify_email),
         cmocka_unit_test(test_classify_email_junk),
         cmocka_unit_test(test_classify_email_too_long),
