@@ -432,7 +432,7 @@ static int logout(store *st, const store_user *u, const store_audit *audit, void
 {
     size_t n = 0;
     (void)arg;
-    int rc = store_user_revoke(st, u->user_id, NULL, &n, audit);
+    int rc = store_user_revoke(st, 0, u->user_id, NULL, &n, audit);
     snprintf(done, donelen, "%zu session%s revoked (every device logs in again)", n, n == 1 ? "" : "s");
     return rc;
 }

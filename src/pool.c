@@ -142,14 +142,17 @@ static uint64_t run_slow(pool *p, pool_job *job, int ahead, uint64_t *wall_ns, u
  * wait behind a rest. The lock is held. */
 static pool_job *next_job(pool *p, uint64_t *rest_until)
 {
-    while (!p->head && !p->stopping) {
-        if (!*rest_until) {
-            pthread_cond_wait(&p->ready, &p->lock);
-            continue;
-        }
-        if (clock_ns(CLOCK_MONOTONIC) >= *rest_until) {
+    for (;;) {
+        /* a rest over ends here, queue or not (a stream of writes must not
+         * keep a worker resting, and its logins refused, for ever) */
+        if (*rest_until && clock_ns(CLOCK_MONOTONIC) >= *rest_until) {
             *rest_until = 0;
             p->resting--;
+        }
+        if (p->head || p->stopping)
+            break;
+        if (!*rest_until) {
+            pthread_cond_wait(&p->ready, &p->lock);
             continue;
         }
         struct timespec until = {(time_t)(*rest_until / 1000000000u), (long)(*rest_until % 1000000000u)};
@@ -175,16 +178,20 @@ static void *worker(void *arg)
     pool_job *job;
     while ((job = next_job(p, &rest_until)) != NULL) {
         /* A password check that queued behind a hash which starved a loop
-         * would end a hash late and take CPU the rest gives back. (With a
-         * longer --login-queue, waiting is wanted: none is shed.) */
-        job->shed = job->slow && p->slow_queue <= 1 && job->queued_ns < rest_began &&
-                    rest_until > clock_ns(CLOCK_MONOTONIC);
+         * would end a hash late and take CPU the rest gives back, unless a
+         * worker that does not rest may run it. (With a longer
+         * --login-queue, waiting is wanted: none is shed.) */
+        int resting = rest_until != 0;
+        job->shed = job->slow && resting && p->slow_queue <= 1 && job->queued_ns < rest_began &&
+                    p->resting == p->nthreads;
         pthread_mutex_unlock(&p->lock);
         uint64_t rest = 0, wall = 0, cpu = 0;
-        if (job->slow && !job->shed) {
-            run_ahead(p, &ahead, contended);
+        /* Ahead only for the check right after a rest, never for one taken
+         * during it (a longer --login-queue) or for other work. */
+        run_ahead(p, &ahead, job->slow && !job->shed && contended && !resting);
+        if (job->slow && !job->shed)
             rest = run_slow(p, job, ahead, &wall, &cpu);
-        } else
+        else
             job->work(job);
         pthread_mutex_lock(&p->lock);
         p->running--;

@@ -154,8 +154,10 @@ int rpc_auth_any(rpc_call *call, rpc_auth *auth);
 int rpc_auth_admin(rpc_call *call, rpc_auth *auth);
 /* A user: their own token, or an admin token with a user_id or group_id header. */
 int rpc_auth_user(rpc_call *call, rpc_auth *auth);
-/* The same, but an admin's user_id may name a deleted user: an admin can
- * always end every session of a user id. */
+/* The same, but an admin's user_id may name a deleted user, or another
+ * app's (answered alike, so that it tells nothing): an admin can always end
+ * every session of a user id of its app. The caller's write must check the
+ * app (store_user_revoke does). */
 int rpc_auth_user_or_gone(rpc_call *call, rpc_auth *auth);
 /* Checks a session already read as an admin session of the call's app. */
 int rpc_auth_admin_session(rpc_call *call, const store_session *ss,

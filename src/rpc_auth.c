@@ -257,7 +257,9 @@ int rpc_auth_admin(rpc_call *call, rpc_auth *auth)
     return 0;
 }
 
-/* `gone_ok`: a user_id that names no user at all (deleted) passes. */
+/* `gone_ok`: a user_id that names no user at all (deleted) passes, and so
+ * does another app's, which must look the same (the caller's write checks
+ * the app again and leaves such a user alone). */
 static int auth_user(rpc_call *call, rpc_auth *auth, int gone_ok)
 {
     if (rpc_auth_any(call, auth) != 0)
@@ -287,7 +289,7 @@ static int auth_user(rpc_call *call, rpc_auth *auth, int gone_ok)
     store_user *u = NULL;
     int rc = store_user_get(call->ctx->store, auth->user_id, &u);
     int ok = (rc == STORE_OK && u->app_id == auth->app_id) ||
-             (rc == STORE_NOTFOUND && gone_ok && !call->as_group_id);
+             ((rc == STORE_NOTFOUND || rc == STORE_OK) && gone_ok && !call->as_group_id);
     if (u)
         protobuf_c_message_free_unpacked(&u->base, NULL);
     if (!ok) {

@@ -31,6 +31,13 @@ static int expired(const store_session *ss)
     return ss->expire_ms && ss->expire_ms <= rpc_now_ms();
 }
 
+/* A device is a push target while the session of its login lives: the
+ * purge, which clears its push token, may come a while after the expiry. */
+static int device_expired(const store_device *d)
+{
+    return d->session_expire_ms && d->session_expire_ms <= rpc_now_ms();
+}
+
 RPC_HANDLER(verify, VerifyRequest, VerifyReply)
 {
     rpc_call *call = call_data;
@@ -193,6 +200,8 @@ RPC_HANDLER(push_targets, PushTargetsRequest, PushTargetsReply)
     }
     for (size_t i = 0; i < n; i++) {
         const store_device *d = devs[i];
+        if (device_expired(d))
+            continue;
         /* sealed with the key of its login (retired keys: no longer readable) */
         const uint8_t *key = store_token_key_of(call->ctx->store, d->push_key_id);
         if (key && d->push_token_sealed.len == CRYPTO_TOKEN_TEXTLEN - 1 + CRYPTO_SEAL_OVERHEAD &&
@@ -254,6 +263,11 @@ RPC_HANDLER(verify_push_token, VerifyPushTokenRequest, VerifyPushTokenReply)
     if (rc != STORE_OK) {
         rpc_fail(call, rc == STORE_NOTFOUND ? ST_UNAUTHENTICATED : ST_UNAVAILABLE, "%s",
                  rc == STORE_NOTFOUND ? "invalid push_token" : store_strerror(rc));
+        return;
+    }
+    if (device_expired(d)) {
+        rpc_fail(call, ST_UNAUTHENTICATED, "push_token expired");
+        protobuf_c_message_free_unpacked(&d->base, NULL);
         return;
     }
     Tokend__V1__VerifyPushTokenReply reply = TOKEND__V1__VERIFY_PUSH_TOKEN_REPLY__INIT;

@@ -133,8 +133,8 @@ RPC_HANDLER(logout, Empty, BoolReply)
 static void run_logout_all(rpc_task *task)
 {
     user_task *t = (user_task *)task;
-    rpc_task_store(task, store_user_revoke(task->call->ctx->store, t->auth.user_id, NULL, NULL,
-                                           audit_of(t, "LogoutAll")),
+    rpc_task_store(task, store_user_revoke(task->call->ctx->store, t->auth.app_id, t->auth.user_id,
+                                           NULL, NULL, audit_of(t, "LogoutAll")),
                    "user");
 }
 

@@ -156,9 +156,10 @@ int store_push_lookup(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], uint64_t 
 
 /* --- revocation ---------------------------------------------------------- */
 int store_session_revoke(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], const store_audit *audit);
-/* Revokes every session of the user but `keep` (may be NULL). */
-int store_user_revoke(store *s, uint64_t user_id, const uint8_t *keep, size_t *revoked,
-                      const store_audit *audit);
+/* Revokes every session of the user but `keep` (may be NULL); with an
+ * app_id, nothing when the user is another app's (0: any app). */
+int store_user_revoke(store *s, uint64_t app_id, uint64_t user_id, const uint8_t *keep,
+                      size_t *revoked, const store_audit *audit);
 
 /* --- the hot path: n sessions in one read transaction; out[i] is NULL when
  * not found. `alloc` (may be NULL) lets the caller decode into an arena;

@@ -79,6 +79,7 @@ int move_device(store *s, MDB_txn *txn, store_login *login)
     dev.push_token_sealed.data = login->push_token_sealed;
     dev.push_token_sealed.len = login->push_token_sealed_len;
     dev.push_key_id = login->session->key_id;
+    dev.session_expire_ms = ss->expire_ms;
     /* A device token bound by the same user stays; another user's goes. */
     if (old && old->user_id == ss->user_id) {
         dev.device_token = old->device_token;

@@ -261,15 +261,27 @@ int store_session_revoke(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], const 
     return txn_end(txn, with_audit(s, txn, rc, audit));
 }
 
-int store_user_revoke(store *s, uint64_t user_id, const uint8_t *keep, size_t *revoked,
-                      const store_audit *audit)
+int store_user_revoke(store *s, uint64_t app_id, uint64_t user_id, const uint8_t *keep,
+                      size_t *revoked, const store_audit *audit)
 {
     MDB_txn *txn;
     revoke_filter f = {keep, NULL, 0};
+    store_user *u = NULL;
+    uint8_t key[8];
     int rc = txn_begin(s, 0, &txn);
     if (rc != STORE_OK)
         return rc;
-    rc = txn_end(txn, with_audit(s, txn, revoke_user_txn(s, txn, user_id, &f), audit));
+    /* Checked again here, in the write: in cluster mode the caller's check
+     * read a replica that may not have had the account yet. */
+    rc = app_id ? get_msg(s, txn, DB_USERS, key, user_key(key, user_id),
+                          &tokend__v1__store__user__descriptor, (void **)&u)
+                : STORE_NOTFOUND;
+    int others = rc == STORE_OK && u->app_id != app_id;  /* nothing of theirs is touched */
+    if (rc == STORE_OK || rc == STORE_NOTFOUND)
+        rc = others ? STORE_OK : revoke_user_txn(s, txn, user_id, &f);
+    if (u)
+        protobuf_c_message_free_unpacked(&u->base, NULL);
+    rc = txn_end(txn, with_audit(s, txn, rc, audit));
     if (revoked)
         *revoked = f.revoked;
     return rc;

@@ -496,6 +496,56 @@ class Smaller(unittest.TestCase):
             st, env = api.call("POST", "/push/verify", {"push_token": push}, token=admin)
             self.assertEqual(st, 401, env)
 
+    def test_an_expired_session_ends_its_push_targets_before_the_purge(self):
+        # A device is a push target while its user is signed in there: an
+        # expired session is not, though the purge (60 s here) has not come.
+        with Server() as srv:
+            srv.create_app("a", ttl=2)
+            uid = srv.add_user("brief", PW, pwhash_ops=1, pwhash_mem=8)
+            srv.start(*FAST, "--purge-interval", "60")
+            api = Api(srv)
+            admin = admin_token(srv)
+            r = srv.request("POST", "/token/id", {"user_id": uid, "password": PW,
+                                                  "device_guid": "brief-phone"})
+            self.assertEqual(r.status, 200, r.body)
+            push = srv.secret(r.json()["data"]["push_token"])
+            token = srv.secret(r.json()["data"]["token"])
+            st, env = api.call("POST", "/user/token/bind", {"device_sn": 1, "device_token": "apns-brief",
+                                                           "notifier_name": "apns"}, token=token)
+            self.assertEqual(st, 200, env)
+            st, env = api.call("POST", "/push/targets", {"user_id": uid}, token=admin)
+            self.assertEqual(env["data"]["push_tokens"], [push])
+            self.assertEqual(len(env["data"]["device_tokens"]), 1)
+            self.assertEqual(api.call("POST", "/push/verify", {"push_token": push}, token=admin)[0], 200)
+            time.sleep(2.5)
+            st, env = api.call("POST", "/push/verify", {"push_token": push}, token=admin)
+            self.assertEqual((st, env["message"]), (401, "push_token expired"))
+            st, env = api.call("POST", "/push/targets", {"user_id": uid}, token=admin)
+            self.assertEqual(st, 200, env)
+            self.assertEqual(env["data"]["push_tokens"], [])
+            self.assertEqual(env["data"]["device_tokens"], [])
+
+    def test_logout_all_tells_nothing_of_another_apps_user(self):
+        # An admin may end the sessions of any user id of its app, deleted
+        # ones too; another app's user must answer as a missing one does,
+        # and keep their sessions.
+        with Server() as srv:
+            a = srv.create_app("a")
+            b = srv.create_app("b")
+            theirs = srv.add_user("theirs", PW, app=b, pwhash_ops=1, pwhash_mem=8)
+            admin_a, admin_b = admin_token(srv, str(a)), admin_token(srv, str(b))
+            srv.start(*FAST)
+            api = Api(srv)
+            r = srv.request("POST", "/token/id", {"user_id": theirs, "password": PW}, headers={"app_id": str(b)})
+            self.assertEqual(r.status, 200, r.body)
+            token = srv.secret(r.json()["data"]["token"])
+            missing = api.call("POST", "/token/revoke_all", {}, token=admin_a, user=99999)
+            other = api.call("POST", "/token/revoke_all", {}, token=admin_a, user=theirs)
+            self.assertEqual(other, missing)
+            self.assertEqual(other[0], 200)
+            st, env = api.call("POST", "/token/verify", {"token": token}, token=admin_b)
+            self.assertEqual(st, 200, env)
+
     def test_open_registration_is_limited_per_address(self):
         with Server() as srv:
             srv.cli("app", "create", "--data", srv.data, "--name", "open", "--open-registration")

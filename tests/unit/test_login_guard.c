@@ -91,7 +91,7 @@ static void test_own_changes_expect_what_they_checked(void **state)
     assert_int_equal(store_user_delete(f->s, id, &stale, NULL), STORE_CHANGED);
     assert_hash(f->s, id, H(2, 19456));
     /* The asking session was signed out meanwhile: nothing changes. */
-    assert_int_equal(store_user_revoke(f->s, id, NULL, NULL, NULL), STORE_OK);
+    assert_int_equal(store_user_revoke(f->s, 0, id, NULL, NULL, NULL), STORE_OK);
     assert_int_equal(store_user_set_password(f->s, id, H(3, 8), NULL, &gone, NULL), STORE_CHANGED);
     assert_int_equal(store_user_delete(f->s, id, &gone, NULL), STORE_CHANGED);
     assert_hash(f->s, id, H(2, 19456));

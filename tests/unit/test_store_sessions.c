@@ -83,8 +83,14 @@ static void test_user_revoke(void **state)
     login_ok(f->s, f->app, alice, NULL, 3);
     login_ok(f->s, f->app, bob, "dev-c", 4);
 
+    /* Another app's admin names alice: nothing of hers is touched. */
+    assert_int_equal(store_user_revoke(f->s, f->app + 1, alice, NULL, &n, NULL), STORE_OK);
+    assert_int_equal(n, 0);
+    assert_true(session_exists(f->s, 1));
+    assert_push(f->s, 1, STORE_OK, f->app, "dev-a");
+
     fill_hash(keep, 2);
-    assert_int_equal(store_user_revoke(f->s, alice, keep, &n, NULL), STORE_OK);
+    assert_int_equal(store_user_revoke(f->s, f->app, alice, keep, &n, NULL), STORE_OK);
     assert_int_equal(n, 2);
     assert_false(session_exists(f->s, 1));
     assert_false(session_exists(f->s, 3));
@@ -96,12 +102,12 @@ static void test_user_revoke(void **state)
     assert_true(session_exists(f->s, 4));
     assert_push(f->s, 4, STORE_OK, f->app, "dev-c");
 
-    assert_int_equal(store_user_revoke(f->s, alice, NULL, &n, NULL), STORE_OK);
+    assert_int_equal(store_user_revoke(f->s, 0, alice, NULL, &n, NULL), STORE_OK);
     assert_int_equal(n, 1);
     assert_false(session_exists(f->s, 2));
     assert_push(f->s, 2, STORE_NOTFOUND, 0, NULL);
 
-    assert_int_equal(store_user_revoke(f->s, alice, NULL, &n, NULL), STORE_OK);
+    assert_int_equal(store_user_revoke(f->s, 0, alice, NULL, &n, NULL), STORE_OK);
     assert_int_equal(n, 0);
     assert_true(session_exists(f->s, 4));
 }

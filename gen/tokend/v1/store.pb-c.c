@@ -864,7 +864,7 @@ const ProtobufCMessageDescriptor tokend__v1__store__session__descriptor =
   (ProtobufCMessageInit) tokend__v1__store__session__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor tokend__v1__store__device__field_descriptors[11] =
+static const ProtobufCFieldDescriptor tokend__v1__store__device__field_descriptors[12] =
 {
   {
     "user_id",
@@ -998,6 +998,18 @@ static const ProtobufCFieldDescriptor tokend__v1__store__device__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "session_expire_ms",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Tokend__V1__Store__Device, session_expire_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned tokend__v1__store__device__field_indices_by_name[] = {
   9,   /* field[9] = device_guid */
@@ -1008,6 +1020,7 @@ static const unsigned tokend__v1__store__device__field_indices_by_name[] = {
   10,   /* field[10] = push_key_id */
   1,   /* field[1] = push_token_hash */
   6,   /* field[6] = push_token_sealed */
+  11,   /* field[11] = session_expire_ms */
   5,   /* field[5] = updated_ms */
   4,   /* field[4] = user_agent */
   0,   /* field[0] = user_id */
@@ -1015,7 +1028,7 @@ static const unsigned tokend__v1__store__device__field_indices_by_name[] = {
 static const ProtobufCIntRange tokend__v1__store__device__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor tokend__v1__store__device__descriptor =
 {
@@ -1025,7 +1038,7 @@ const ProtobufCMessageDescriptor tokend__v1__store__device__descriptor =
   "Tokend__V1__Store__Device",
   "tokend.v1.store",
   sizeof(Tokend__V1__Store__Device),
-  11,
+  12,
   tokend__v1__store__device__field_descriptors,
   tokend__v1__store__device__field_indices_by_name,
   1,  tokend__v1__store__device__number_ranges,

@@ -153,10 +153,15 @@ struct  Tokend__V1__Store__Device
    * the token-hash key of the push token's hash and seal
    */
   uint32_t push_key_id;
+  /*
+   * When the session of the login that bound it expires: past it, the device
+   * is no push target (0: bound before this was kept).
+   */
+  int64_t session_expire_ms;
 };
 #define TOKEND__V1__STORE__DEVICE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&tokend__v1__store__device__descriptor) \
-    , 0, {0,NULL}, 0, 0, (char *)protobuf_c_empty_string, 0, {0,NULL}, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+    , 0, {0,NULL}, 0, 0, (char *)protobuf_c_empty_string, 0, {0,NULL}, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 struct  Tokend__V1__Store__AuditEntry
