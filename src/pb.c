@@ -266,8 +266,13 @@ flat_unpack(const struct plan *pl, ProtobufCAllocator *a, size_t len, const uint
             else if (!(r = get_varint(p - 1, end)).end ||
                      (s->kind >= STRING && r.end - (p - 1) > 5))   /* protobuf-c's limit */
                 goto other;
-            else
+            else {
+                /* a bool is true if any of its bits is, those past the
+                 * 64th too (as protobuf-c reads it) */
+                if (s->kind == BOOL && r.end - (p - 1) == 10 && (r.end[-1] & 0x7e))
+                    r.v = 1;
                 p = r.end, v = r.v;
+            }
         }
         char *slot = (char *)m + s->offset;
         switch (s->kind) {

@@ -262,6 +262,29 @@ static void test_varint_lengths(void **state)
     }
 }
 
+/* A bool whose ten-byte varint has bits only past the 64th is true, as
+ * protobuf-c reads it (the fuzzer's find: Session.admin came out false). */
+static void test_bool_bits_past_64(void **state)
+{
+    static const uint8_t in[] = {0x48, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x24};
+    (void)state;
+    arena a;
+    ProtobufCAllocator alloc = arena_over(&a);
+    Tokend__V1__Store__Session *ref = tokend__v1__store__session__unpack(NULL, sizeof in, in);
+    assert_non_null(ref);
+    assert_true(ref->admin);
+    Tokend__V1__Store__Session *u = (Tokend__V1__Store__Session *)pb_unpack(
+        &tokend__v1__store__session__descriptor, &alloc, sizeof in, in);
+    assert_non_null(u);
+    assert_true(u->admin);
+    int checked = 0;
+    u = (Tokend__V1__Store__Session *)pb_unpack_text(&tokend__v1__store__session__descriptor,
+                                                     &alloc, sizeof in, in, &checked);
+    assert_non_null(u);
+    assert_true(u->admin);
+    tokend__v1__store__session__free_unpacked(ref, NULL);
+}
+
 /* Skipped strings and bytes come back empty, skipped scalars as they are,
  * and everything else as without the skip. */
 static void test_unpack_skip(void **state)
@@ -547,6 +570,7 @@ int main(void)
         cmocka_unit_test(test_pack_and_unpack_like_protobuf_c),
         cmocka_unit_test(test_overlong_key),
         cmocka_unit_test(test_varint_lengths),
+        cmocka_unit_test(test_bool_bits_past_64),
         cmocka_unit_test(test_negative_int32),
         cmocka_unit_test(test_field_at_edge),
         cmocka_unit_test(test_unpack_skip),
