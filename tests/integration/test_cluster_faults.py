@@ -33,7 +33,9 @@ CHEAP = ["--pwhash-ops", "1", "--pwhash-mem", "1"]
 SLOW_S = 10.5   # past the 10 s statement timeout every connection gets
 
 
-class LongStatements(unittest.TestCase):
+class PgCase(unittest.TestCase):
+    """A throw-away PostgreSQL per test, and the nodes it made, closed after."""
+
     def setUp(self):
         self.pg = pg_support.PgServer()
         self.nodes = []
@@ -46,6 +48,8 @@ class LongStatements(unittest.TestCase):
         self.nodes.append(n)
         return n
 
+
+class LongStatements(PgCase):
     def test_init_copy_longer_than_the_statement_timeout(self):
         # The schema first (an init of a throw-away directory), then an empty
         # cluster again, whose COPY takes SLOW_S (a statement trigger).
@@ -101,19 +105,7 @@ class LongStatements(unittest.TestCase):
         self.assertEqual((r.status, r.json()["data"]["user_id"]), (200, uid), r)
 
 
-class ReplicaMapFull(unittest.TestCase):
-    def setUp(self):
-        self.pg = pg_support.PgServer()
-        self.nodes = []
-
-    def tearDown(self):
-        pg_support.close_all(self.nodes, [self.pg])
-
-    def node(self):
-        n = Server()
-        self.nodes.append(n)
-        return n
-
+class ReplicaMapFull(PgCase):
     def test_replica_grows_its_map_while_following(self):
         a, b = self.node(), self.node()
         a.create_app("demo")
@@ -151,14 +143,7 @@ class ReplicaMapFull(unittest.TestCase):
         b.secret(r.json()["data"]["token"])
 
 
-class SharedThrottle(unittest.TestCase):
-    def setUp(self):
-        self.pg = pg_support.PgServer()
-        self.nodes = []
-
-    def tearDown(self):
-        pg_support.close_all(self.nodes, [self.pg])
-
+class SharedThrottle(PgCase):
     def test_rotation_and_a_restart_keep_one_limit(self):
         a, b = Server(), Server()
         self.nodes += [a, b]
@@ -180,14 +165,7 @@ class SharedThrottle(unittest.TestCase):
         self.assertEqual(got.count(429), 5, got)
 
 
-class FrozenDatabase(unittest.TestCase):
-    def setUp(self):
-        self.pg = pg_support.PgServer()
-        self.nodes = []
-
-    def tearDown(self):
-        pg_support.close_all(self.nodes, [self.pg])
-
+class FrozenDatabase(PgCase):
     def pg_pids(self):
         with open(os.path.join(self.pg.data, "postmaster.pid")) as f:
             top = int(f.readline())

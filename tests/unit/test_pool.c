@@ -380,29 +380,50 @@ static void note_nice(pool_job *pj)
     ((test_job *)pj)->nice = my_nice();
 }
 
-static int second_slow_job_after(int busy, unsigned queue, int *refused)
+/* A pool of one worker with `queue` waiting places, everything on this
+ * thread's CPU (threads made now inherit it), this thread watched as an
+ * idle loop and, if `busy`, a spinner as a busy one; first and second
+ * ready as 40 ms "hashes". */
+static pool *one_cpu_pool(int busy, unsigned queue, cpu_set_t *saved, pthread_t *spin)
 {
-    cpu_set_t one, saved;
-    sched_getaffinity(0, sizeof saved, &saved);
+    cpu_set_t one;
+    sched_getaffinity(0, sizeof *saved, saved);
     CPU_ZERO(&one);
     CPU_SET(sched_getcpu(), &one);
-    assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0); /* threads made now inherit it */
-    pthread_t spin;
+    assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
     atomic_store(&spin_stop, 0);
     atomic_store(&spin_watched, 0);
     harness_init(&h);
     pool *p = pool_create(1, 4);
     assert_non_null(p);
     pool_set_slow_queue(p, queue);
-    assert_int_equal(pool_watch(p), 0); /* this thread: a loop that waits */
+    assert_int_equal(pool_watch(p), 0);
     if (busy) {
-        assert_int_equal(pthread_create(&spin, NULL, spinner, p), 0);
+        assert_int_equal(pthread_create(spin, NULL, spinner, p), 0);
         while (!atomic_load(&spin_watched))
             usleep(1000);
     }
     job_init(&first, &h, 1, 0);
     job_init(&second, &h, 2, 0);
     first.job.work = second.job.work = burn_work;
+    return p;
+}
+
+static void one_cpu_pool_end(pool *p, int busy, pthread_t spin, const cpu_set_t *saved)
+{
+    atomic_store(&spin_stop, 1);
+    if (busy)
+        pthread_join(spin, NULL);
+    pool_destroy(p);
+    harness_free(&h);
+    sched_setaffinity(0, sizeof *saved, saved);
+}
+
+static int second_slow_job_after(int busy, unsigned queue, int *refused)
+{
+    cpu_set_t saved;
+    pthread_t spin;
+    pool *p = one_cpu_pool(busy, queue, &saved, &spin);
     assert_int_equal(pool_submit_slow(p, &first.job), 0);
     assert_int_equal(wait_for(&h, &h.posted, 1), 0);
     uint64_t t0 = cpu_ns(CLOCK_MONOTONIC);
@@ -443,12 +464,7 @@ static int second_slow_job_after(int busy, unsigned queue, int *refused)
         assert_int_equal(pool_submit(p, &third.job), 0);
         assert_int_equal(wait_for(&h, &h.posted, *refused ? 4 : 3), 0);
     }
-    atomic_store(&spin_stop, 1);
-    if (busy)
-        pthread_join(spin, NULL);
-    pool_destroy(p);
-    harness_free(&h);
-    sched_setaffinity(0, sizeof saved, &saved);
+    one_cpu_pool_end(p, busy, spin, &saved);
     return ms;
 }
 
@@ -493,26 +509,9 @@ static void test_contended_keeps_a_longer_queue(void **state)
  * was shed, and the pool's counts. */
 static int second_queued_shed(int busy, pool_counts *c)
 {
-    cpu_set_t one, saved;
-    sched_getaffinity(0, sizeof saved, &saved);
-    CPU_ZERO(&one);
-    CPU_SET(sched_getcpu(), &one);
-    assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+    cpu_set_t saved;
     pthread_t spin;
-    atomic_store(&spin_stop, 0);
-    atomic_store(&spin_watched, 0);
-    harness_init(&h);
-    pool *p = pool_create(1, 4);
-    assert_non_null(p);
-    assert_int_equal(pool_watch(p), 0);
-    if (busy) {
-        assert_int_equal(pthread_create(&spin, NULL, spinner, p), 0);
-        while (!atomic_load(&spin_watched))
-            usleep(1000);
-    }
-    job_init(&first, &h, 1, 0);
-    job_init(&second, &h, 2, 0);
-    first.job.work = second.job.work = burn_work;
+    pool *p = one_cpu_pool(busy, 1, &saved, &spin);
     /* Nothing was contended yet: the second gets the waiting place. */
     assert_int_equal(pool_submit_slow(p, &first.job), 0);
     assert_int_equal(pool_submit_slow(p, &second.job), 0);
@@ -520,12 +519,7 @@ static int second_queued_shed(int busy, pool_counts *c)
     assert_int_equal(first.shed_seen, 0);
     assert_int_equal(second.post_ran, 1);
     assert_int_equal(pool_stats(p, c), 0);
-    atomic_store(&spin_stop, 1);
-    if (busy)
-        pthread_join(spin, NULL);
-    pool_destroy(p);
-    harness_free(&h);
-    sched_setaffinity(0, sizeof saved, &saved);
+    one_cpu_pool_end(p, busy, spin, &saved);
     return second.shed_seen;
 }
 
