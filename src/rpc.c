@@ -111,6 +111,10 @@ void rpc_fail(rpc_call *call, status_code code, const char *fmt, ...)
     call->closure(NULL, call);
 }
 
+/* A login the pool refused at once, or shed when its turn came: the same
+ * answer, as either way it can be tried again in a moment. */
+static const char busy_message[] = "server busy: too many logins in progress, retry shortly";
+
 /* On the worker, once the work is done: back to the call's event loop. */
 static void post_to_loop(pool_job *job)
 {
@@ -127,7 +131,7 @@ int rpc_offload(rpc_call *call, rpc_job *job, void (*work)(pool_job *),
     job->base.post = post_to_loop;
     if ((job->slow ? pool_submit_slow : pool_submit)(call->ctx->pool, &job->base) != 0) {
         call->retry_after = 1;
-        rpc_fail(call, ST_UNAVAILABLE, "server busy: too many logins in progress, retry shortly");
+        rpc_fail(call, ST_UNAVAILABLE, "%s", busy_message);
         return -1;
     }
     return 0;
@@ -177,7 +181,7 @@ static void task_work(pool_job *job)
     int wait = 0;
     if (job->shed) {
         t->call->retry_after = 1;
-        rpc_task_fail(t, ST_UNAVAILABLE, "server busy: too many logins in progress, retry shortly");
+        rpc_task_fail(t, ST_UNAVAILABLE, "%s", busy_message);
     } else if (rpc_past_deadline(t->call))
         rpc_task_fail(t, ST_DEADLINE_EXCEEDED, "deadline exceeded");
     else if (t->ticket && (wait = throttle_settle(t->call->ctx->throttle, t->ticket)) < 0)
