@@ -24,7 +24,7 @@ struct pool {
     unsigned slow_inflight;                  /* of those, pool_submit_slow's */
     unsigned slow_queue;                     /* of those, waiting per worker */
     unsigned resting;                        /* workers owing a rest (see run_slow, next_job) */
-    unsigned contended;                      /* workers whose last slow job was contended */
+    unsigned contended;                      /* workers contended (until their calm_until) */
     int watched[POOL_WATCH_MAX];             /* the loops' /proc schedstat files (pool_watch) */
     unsigned nwatched;
     int base_nice, lead;                     /* see pool.h and choose_lead */
@@ -37,13 +37,16 @@ static pid_t thread_id(void)
     return (pid_t)syscall(SYS_gettid);
 }
 
-/* CPU-bound batch work: no wakeup preemption of the loops, their weight
- * until contended (see pool.h). Best effort: a refusal leaves the thread
- * as it was. */
-static void as_batch(void)
+/* CPU-bound batch work (no wakeup preemption of the loops) at their
+ * weight until contended (see pool.h); a contended worker is an ordinary
+ * thread again, so that it resumes as soon as its own waits end (a
+ * commit's fsync) instead of after a busy loop's slice: in a login storm
+ * that wait cost up to 20 ms more per login. Best effort: a refusal leaves
+ * the thread as it was. */
+static void as_batch(int batch)
 {
     struct sched_param sp = {0};
-    pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    pthread_setschedparam(pthread_self(), batch ? SCHED_BATCH : SCHED_OTHER, &sp);
 }
 
 /* How far ahead of the loops a contended worker may run: POOL_WORKER_LEAD
@@ -66,16 +69,18 @@ static void choose_lead(pool *p)
     }
 }
 
-/* A worker whose last hash was contended runs the next one ahead of the
- * loops, so it ends in ~1.3x its own time rather than 2x; the others at
- * the loops' weight, so a burst of logins on an otherwise quiet machine
- * takes no CPU from the loops they would not get anyway. */
+/* A contended worker runs its checks ahead of the loops, so each ends in
+ * ~1.3x its own time rather than 2x; the others at the loops' weight, so a
+ * burst of logins on an otherwise quiet machine takes no CPU from the
+ * loops they would not get anyway. */
 static void run_ahead(const pool *p, int *ahead, int contended)
 {
-    if (!p->lead || *ahead == contended)
+    if (*ahead == contended)
         return;
-    if (setpriority(PRIO_PROCESS, (id_t)thread_id(), contended ? p->base_nice - p->lead : p->base_nice) == 0)
-        *ahead = contended;
+    as_batch(!contended);
+    if (p->lead)
+        setpriority(PRIO_PROCESS, (id_t)thread_id(), contended ? p->base_nice - p->lead : p->base_nice);
+    *ahead = contended;
 }
 
 static uint64_t clock_ns(clockid_t id)
@@ -139,23 +144,30 @@ static uint64_t run_slow(pool *p, pool_job *job, int ahead, uint64_t *wall_ns, u
  * (rest_until) takes no new slow work meanwhile (pool_submit_slow refuses
  * it), but still takes what arrives: the jobs accepted before it began to
  * rest (the slow ones to shed), and short ones (writes) that must not
- * wait behind a rest. The lock is held. */
-static pool_job *next_job(pool *p, uint64_t *rest_until)
+ * wait behind a rest. A worker stays contended until calm_until, even when
+ * idle. The lock is held. */
+static pool_job *next_job(pool *p, uint64_t *rest_until, uint64_t *calm_until)
 {
     for (;;) {
+        uint64_t now = clock_ns(CLOCK_MONOTONIC);
         /* a rest over ends here, queue or not (a stream of writes must not
          * keep a worker resting, and its logins refused, for ever) */
-        if (*rest_until && clock_ns(CLOCK_MONOTONIC) >= *rest_until) {
+        if (*rest_until && now >= *rest_until) {
             *rest_until = 0;
             p->resting--;
         }
+        if (*calm_until && now >= *calm_until) {
+            *calm_until = 0;
+            p->contended--;
+        }
         if (p->head || p->stopping)
             break;
-        if (!*rest_until) {
+        uint64_t wake = *rest_until && (!*calm_until || *rest_until < *calm_until) ? *rest_until : *calm_until;
+        if (!wake) {
             pthread_cond_wait(&p->ready, &p->lock);
             continue;
         }
-        struct timespec until = {(time_t)(*rest_until / 1000000000u), (long)(*rest_until % 1000000000u)};
+        struct timespec until = {(time_t)(wake / 1000000000u), (long)(wake % 1000000000u)};
         pthread_cond_timedwait(&p->ready, &p->lock, &until);
     }
     pool_job *job = p->head;
@@ -171,12 +183,12 @@ static pool_job *next_job(pool *p, uint64_t *rest_until)
 static void *worker(void *arg)
 {
     pool *p = arg;
-    uint64_t rest_until = 0, rest_began = 0;
-    int contended = 0, ahead = 0;
-    as_batch();
+    uint64_t rest_until = 0, rest_began = 0, calm_until = 0;
+    int ahead = 0;
+    as_batch(1);
     pthread_mutex_lock(&p->lock);
     pool_job *job;
-    while ((job = next_job(p, &rest_until)) != NULL) {
+    while ((job = next_job(p, &rest_until, &calm_until)) != NULL) {
         /* A password check that queued behind a hash which starved a loop
          * would end a hash late and take CPU the rest gives back, unless a
          * worker that does not rest may run it. (With a longer
@@ -186,11 +198,11 @@ static void *worker(void *arg)
                     p->resting == p->nthreads;
         pthread_mutex_unlock(&p->lock);
         uint64_t rest = 0, wall = 0, cpu = 0;
-        /* Ahead only for the check right after a rest, never for one taken
-         * during it (a longer --login-queue) or for other work. */
-        run_ahead(p, &ahead, job->slow && !job->shed && contended && !resting);
+        /* Ahead while contended, but never for a check taken during a rest
+         * (a longer --login-queue) or for other work. */
+        run_ahead(p, &ahead, job->slow && !job->shed && calm_until && !resting);
         if (job->slow && !job->shed)
-            rest = run_slow(p, job, ahead, &wall, &cpu);
+            rest = run_slow(p, job, ahead && p->lead, &wall, &cpu);
         else
             job->work(job);
         pthread_mutex_lock(&p->lock);
@@ -203,19 +215,17 @@ static void *worker(void *arg)
             p->slow_wall_ns += wall;
             p->slow_cpu_ns += cpu;
             p->rests += rest != 0;
-            if ((rest != 0) != contended) {
-                contended = rest != 0;
-                if (contended)
-                    p->contended++;
-                else
-                    p->contended--;
-            }
         }
         if (rest) {
             uint64_t now = clock_ns(CLOCK_MONOTONIC);
             p->resting += rest_until == 0;
             rest_until = (rest_until > now ? rest_until : now) + rest;
             rest_began = now;
+            /* One check that got its share does not end a storm: a worker
+             * stays contended (no waiting place, ahead after the rest)
+             * until the loops have had POOL_CALM_MS without contention. */
+            p->contended += calm_until == 0;
+            calm_until = rest_until + POOL_CALM_MS * 1000000ull;
         }
         pthread_mutex_unlock(&p->lock);
         job->post(job);   /* the job may be gone after this */

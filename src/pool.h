@@ -12,12 +12,14 @@
  * waiting place fewer (by default none: a check no worker can start at
  * once is refused; pool_submit_slow), and with that default it sheds the
  * checks that queued for it before (they would end a whole hash late:
- * pool_job.shed). The check it
- * takes after a rest runs POOL_WORKER_LEAD nice levels ahead of the loops
- * (where the process may lower a nice value): it gets about three quarters
- * of a shared core and ends in ~1.3x its own time, not 2x, while the rest
- * still bounds what the loops lose. On an idle machine, with loops that
- * are mostly idle, or with a core of their own, workers never rest. */
+ * pool_job.shed). Until POOL_CALM_MS after its last rest a worker stays
+ * contended: its checks run POOL_WORKER_LEAD nice levels ahead of the
+ * loops (where the process may lower a nice value) as ordinary threads,
+ * so a check gets about three quarters of a shared core and ends in ~1.3x
+ * its own time, not 2x, and its commit's fsync does not wait for a loop's
+ * slice, while the rest still bounds what the loops lose. On an idle
+ * machine, with loops that are mostly idle, or with a core of their own,
+ * workers never rest. */
 #ifndef TOKEND_POOL_H
 #define TOKEND_POOL_H
 
@@ -30,6 +32,7 @@
 #define POOL_WORKER_LEAD 5         /* nice levels a contended worker runs ahead */
 #define POOL_SHARED_CPU_AHEAD 90   /* the same two, for a worker running ahead: */
 #define POOL_BUSY_LOOP_AHEAD 10    /* a busy loop beside it gets about a quarter */
+#define POOL_CALM_MS 1000          /* contended until this long after a rest */
 #define POOL_WATCH_MAX 64
 
 typedef struct pool pool;

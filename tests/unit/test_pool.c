@@ -46,6 +46,7 @@ typedef struct {
     int on_main_thread;
     int shed_seen;      /* work was called with job.shed set */
     int nice;           /* the worker's nice value while it worked */
+    int policy;         /* and its scheduling policy */
     pthread_t worker;
 } test_job;
 
@@ -358,6 +359,7 @@ static void burn_work(pool_job *pj)
 {
     test_job *j = (test_job *)pj;
     j->nice = my_nice();
+    j->policy = sched_getscheduler(0);
     if (pj->shed) {
         j->shed_seen = 1;
         return;
@@ -378,6 +380,7 @@ static test_job first, second, third;
 static void note_nice(pool_job *pj)
 {
     ((test_job *)pj)->nice = my_nice();
+    ((test_job *)pj)->policy = sched_getscheduler(0);
 }
 
 /* A pool of one worker with `queue` waiting places, everything on this
@@ -481,6 +484,11 @@ static void test_rests_when_sharing_a_busy_core(void **state)
      * may do that), and the write after it at their weight again */
     assert_int_equal(atomic_load(&spin_nice) - second.nice, can_lower_nice() ? POOL_WORKER_LEAD : 0);
     assert_int_equal(third.nice, atomic_load(&spin_nice));
+    /* a batch thread, except while contended: then its waits (a commit's
+     * fsync) end when the kernel wakes it, not after a loop's slice */
+    assert_int_equal(first.policy, SCHED_BATCH);
+    assert_int_equal(second.policy, SCHED_OTHER);
+    assert_int_equal(third.policy, SCHED_BATCH);
 }
 
 static void test_no_rest_on_an_idle_core(void **state)
@@ -545,6 +553,61 @@ static void test_queued_job_runs_on_an_idle_core(void **state)
     assert_int_equal(c.rejected, 0);
 }
 
+/* One check that got its share does not end a storm: after a contended
+ * hash and its rest, a check on a core gone quiet leaves the worker
+ * contended (no waiting place) until POOL_CALM_MS have passed; then a
+ * check waits again behind another, at the loops' weight. */
+static void test_contended_until_calm(void **state)
+{
+    (void)state;
+    cpu_set_t saved;
+    pthread_t spin;
+    static test_job held, behind;
+    pool *p = one_cpu_pool(1, 1, &saved, &spin);
+    assert_int_equal(pool_submit_slow(p, &first.job), 0);
+    assert_int_equal(wait_for(&h, &h.posted, 1), 0);
+    atomic_store(&spin_stop, 1);     /* the loop goes quiet */
+    pthread_join(spin, NULL);
+    uint64_t t0 = cpu_ns(CLOCK_MONOTONIC);
+    while (pool_submit_slow(p, &second.job) != 0 && cpu_ns(CLOCK_MONOTONIC) - t0 < 5000000000u)
+        usleep(5000);
+    assert_int_equal(wait_for(&h, &h.posted, 2), 0);
+    assert_true(second.work_ran);
+    pool_counts c;
+    assert_int_equal(pool_stats(p, &c), 0);
+    assert_int_equal(c.rests, 1);    /* the second was not contended */
+    /* still contended: a check no worker can start now is refused */
+    job_init(&held, &h, 3, 1);
+    job_init(&behind, &h, 4, 0);
+    assert_int_equal(pool_submit_slow(p, &held.job), 0);
+    int started = wait_for(&h, &h.started, 1);
+    int taken = pool_submit_slow(p, &behind.job) == 0;
+    open_gate(&h);   /* (before asserting: a held worker would hang the next test) */
+    assert_int_equal(started, 0);
+    assert_false(taken);
+    assert_int_equal(wait_for(&h, &h.posted, 3), 0);
+    /* calm again: the waiting place is back */
+    usleep((POOL_CALM_MS + 200) * 1000);
+    h.gate_open = 0;
+    job_init(&held, &h, 5, 1);
+    held.job.work = job_work;
+    assert_int_equal(pool_submit_slow(p, &held.job), 0);
+    started = wait_for(&h, &h.started, 2);
+    job_init(&behind, &h, 6, 0);
+    behind.job.work = burn_work;
+    taken = pool_submit_slow(p, &behind.job) == 0;
+    open_gate(&h);
+    assert_int_equal(started, 0);
+    assert_true(taken);
+    assert_int_equal(wait_for(&h, &h.posted, 5), 0);
+    assert_false(behind.shed_seen);
+    assert_true(behind.work_ran);
+    assert_int_equal(behind.nice, atomic_load(&spin_nice));
+    pool_destroy(p);
+    harness_free(&h);
+    sched_setaffinity(0, sizeof saved, &saved);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -558,6 +621,7 @@ int main(void)
         cmocka_unit_test(test_no_rest_on_an_idle_core),
         cmocka_unit_test(test_contended_keeps_a_longer_queue),
         cmocka_unit_test(test_queued_job_shed_after_contended_hash),
+        cmocka_unit_test(test_contended_until_calm),
         cmocka_unit_test(test_queued_job_runs_on_an_idle_core),
     };
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
