@@ -287,9 +287,11 @@ int local_txn_begin(store *s, unsigned flags, MDB_txn **txn)
             return STORE_ERR;
         rc = begin_or_renew(s, flags, txn, sl);
     }
-    if (rc != MDB_SUCCESS)
+    if (rc != MDB_SUCCESS) {
         pthread_rwlock_unlock(&s->resize);
-    return map_rc(rc);
+        return map_rc(rc);
+    }
+    return STORE_OK;
 }
 
 /* Under the write lock of s->resize: no read of this process is under way. */
@@ -739,6 +741,15 @@ int store_rotate_token_key(store *s, uint32_t *new_id)
  * at a third of the default's cost per compare. A lookup makes a dozen
  * compares at a few hundred sessions, more as they grow (4 or 5 levels at
  * 10M): on every Verify. */
+static __attribute__((noinline)) int compare_keys_rest(const MDB_val *a, const MDB_val *b)
+{
+    size_t n = a->mv_size < b->mv_size ? a->mv_size : b->mv_size;
+    int d = memcmp(a->mv_data, b->mv_data, n);
+    return d ? d : a->mv_size < b->mv_size ? -1 : a->mv_size > b->mv_size;
+}
+
+/* The first words differ in all but the one compare that finds the key:
+ * that way needs no stack frame, so the rest (a call) is out of line. */
 static int compare_hash_keys(const MDB_val *a, const MDB_val *b)
 {
     if (a->mv_size >= 8 && b->mv_size >= 8) {
@@ -752,9 +763,7 @@ static int compare_hash_keys(const MDB_val *a, const MDB_val *b)
         if (x != y)
             return x < y ? -1 : 1;
     }
-    size_t n = a->mv_size < b->mv_size ? a->mv_size : b->mv_size;
-    int d = memcmp(a->mv_data, b->mv_data, n);
-    return d ? d : a->mv_size < b->mv_size ? -1 : a->mv_size > b->mv_size;
+    return compare_keys_rest(a, b);
 }
 
 /* Stamps a directory with this build's layout (LAYOUT_KEY), or finds it
