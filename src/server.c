@@ -345,6 +345,15 @@ static void *run_thread(void *arg)
     h2o_evloop_t *loop = h2o_evloop_create();
     pool_watch(s->ctx->pool); /* hashing must not starve this loop (pool.h) */
     h2o_context_init(&t->h2o, loop, &s->h2o);
+    /* The context puts eight timeout lists on the loop, and every iteration
+     * (each request's too) runs each one and asks it when to wake (~25
+     * instructions a list). Two belong to handlers tokend never installs:
+     * the proxy's I/O timeout and the response throttler's 100 ms tick
+     * (h2o 2.2.5 links entries to them nowhere else). They come off the
+     * loop, empty. (h2o_context_dispose would unlink them again; the loops
+     * end without it.) */
+    h2o_timeout_dispose(loop, &t->h2o.proxy.io_timeout);
+    h2o_timeout_dispose(loop, &t->h2o.hundred_ms_timeout);
     h2_reply_serve(&t->h2o, s->paths);
     h2o_multithread_queue_t *q = h2o_multithread_create_queue(loop);
     h2o_multithread_register_receiver(q, &t->jobs, on_jobs);
