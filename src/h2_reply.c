@@ -105,6 +105,7 @@
  * Each call checks the req really is a live HTTP/2 stream of its connection
  * (a hash lookup through the stand-in) and returns -1 otherwise.
  */
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -150,18 +151,15 @@ static uint8_t *hpack_put_len7(uint8_t *p, size_t v)
     return p;
 }
 
+/* 24-bit length, type, flags, 31-bit stream id, big-endian: written as
+ * two words and a byte (a reply writes three of these). */
 static uint8_t *put_frame_header(uint8_t *p, size_t len, uint8_t type, uint8_t flags, uint32_t stream_id)
 {
-    *p++ = (uint8_t)(len >> 16);
-    *p++ = (uint8_t)(len >> 8);
-    *p++ = (uint8_t)len;
-    *p++ = type;
-    *p++ = flags;
-    *p++ = (uint8_t)((stream_id >> 24) & 0x7f);
-    *p++ = (uint8_t)(stream_id >> 16);
-    *p++ = (uint8_t)(stream_id >> 8);
-    *p++ = (uint8_t)stream_id;
-    return p;
+    uint32_t len_type = htonl((uint32_t)len << 8 | type), id = htonl(stream_id & 0x7fffffff);
+    memcpy(p, &len_type, 4);
+    p[4] = flags;
+    memcpy(p + 5, &id, 4);
+    return p + 9;
 }
 
 /* The trailers as one HEADERS frame at p, END_STREAM and END_HEADERS:

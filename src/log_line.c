@@ -162,10 +162,22 @@ static char *put_3(char *p, unsigned v)
     return p + 3;
 }
 
-/* From 1000 on: the digits counted, then written two at a time from the
- * last. */
+/* From 1000 on. Ids are the most of these (apps are numbered from 1000,
+ * users from 10000): below a million, two groups of three digits, the
+ * first without its leading zeros; above, the digits counted, then written
+ * two at a time from the last. */
 static __attribute__((noinline)) char *put_u_long(char *p, uint64_t v)
 {
+    if (v < 1000000) {
+        unsigned high = (unsigned)v / 1000;
+        if (high < 10)
+            *p++ = (char)('0' + high);
+        else if (high < 100)
+            memcpy(p, pairs + high * 2, 2), p += 2;
+        else
+            p = put_3(p, high);
+        return put_3(p, (unsigned)v % 1000);
+    }
     size_t n = 3;
     for (uint64_t t = v / 1000; t; t /= 10)
         n++;
@@ -179,7 +191,7 @@ static __attribute__((noinline)) char *put_u_long(char *p, uint64_t v)
     return p + n;
 }
 
-/* Most numbers here are below 1000 (statuses, sizes, ids): written here,
+/* Most numbers here are below 1000 (statuses, sizes): written here,
  * inlined. */
 static inline __attribute__((always_inline)) char *put_u(char *p, uint64_t v)
 {

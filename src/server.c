@@ -338,6 +338,31 @@ static int open_listener(const struct addrinfo *ai)
  * per-thread state (the socket buffer prototype and its recycling list are
  * __thread), and a socket made on another thread would keep using that
  * thread's list from this one - a race that ends in a use-after-free. */
+/* h2o_context_init puts eight timeout lists on the loop, and every
+ * iteration (each request's too) runs each one and asks it when to wake
+ * (~25 instructions a list). Four stay empty while the loop serves, so
+ * they come off it: two belong to handlers tokend never installs (the
+ * proxy's I/O timeout, the response throttler's 100 ms tick) and two to
+ * HTTP/2's graceful shutdown (the GOAWAY sent again after a second, then
+ * the stragglers' timeout), which only h2o_context_request_shutdown
+ * starts; h2o 2.2.5 links entries to them nowhere else. The shutdown's two
+ * go back on before it is requested. (h2o_context_dispose would unlink
+ * the other two again; the loops end without it.) */
+static void timeouts_off(h2o_context_t *ctx)
+{
+    h2o_timeout_dispose(ctx->loop, &ctx->proxy.io_timeout);
+    h2o_timeout_dispose(ctx->loop, &ctx->hundred_ms_timeout);
+    h2o_timeout_dispose(ctx->loop, &ctx->one_sec_timeout);
+    h2o_timeout_dispose(ctx->loop, &ctx->http2.graceful_shutdown_timeout);
+}
+
+static void shutdown_timeouts_on(h2o_context_t *ctx)
+{
+    h2o_timeout_init(ctx->loop, &ctx->one_sec_timeout, 1000);
+    h2o_timeout_init(ctx->loop, &ctx->http2.graceful_shutdown_timeout,
+                     ctx->globalconf->http2.graceful_shutdown_timeout);
+}
+
 static void *run_thread(void *arg)
 {
     server_loop *t = arg;
@@ -345,6 +370,7 @@ static void *run_thread(void *arg)
     h2o_evloop_t *loop = h2o_evloop_create();
     pool_watch(s->ctx->pool); /* hashing must not starve this loop (pool.h) */
     h2o_context_init(&t->h2o, loop, &s->h2o);
+    timeouts_off(&t->h2o);
     h2_reply_serve(&t->h2o, s->paths);
     h2o_multithread_queue_t *q = h2o_multithread_create_queue(loop);
     h2o_multithread_register_receiver(q, &t->jobs, on_jobs);
@@ -394,6 +420,7 @@ static void *run_thread(void *arg)
     }
     /* HTTP/2 connections get GOAWAY and close once their streams are done;
      * HTTP/1.1 ones lose keep-alive with their next reply. */
+    shutdown_timeouts_on(&t->h2o);
     h2o_context_request_shutdown(&t->h2o);
     uint64_t start = h2o_now(loop);
     while (t->inflight && h2o_now(loop) - start < STOP_GRACE_MS)

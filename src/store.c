@@ -67,6 +67,57 @@ const char *store_strerror(int code)
     }
 }
 
+/* --- the resize gate -------------------------------------------------------------
+ * LMDB changes the map size only while no transaction of the process is
+ * active, so every transaction passes this gate and a resize closes it.
+ * It was a pthread rwlock, whose read side cost ~80 instructions a
+ * transaction (a Verify has one); entering is now an atomic add and a
+ * load. The two sides meet as in Dekker's algorithm (sequentially
+ * consistent atomics): a transaction counts itself in, then looks whether
+ * the gate is closed; a resize closes it, then looks whether anyone is in.
+ * One of the two always sees the other: either the resize waits for the
+ * transaction to leave, or the transaction steps back out and waits for
+ * the resize. A closed gate turns new transactions back, so a stream of
+ * reads cannot starve a resize (the rwlock was writer-preferring too).
+ * As with that lock, a thread must not begin a transaction while one of
+ * its own is open and a resize may come. */
+static void gate_enter(store *s)
+{
+    for (;;) {
+        atomic_fetch_add(&s->gate_inside, 1);
+        if (!atomic_load(&s->gate_closed))
+            return;
+        atomic_fetch_sub(&s->gate_inside, 1);
+        pthread_mutex_lock(&s->resizing);   /* held until the resize is done */
+        pthread_mutex_unlock(&s->resizing);
+    }
+}
+
+static void gate_leave(store *s)
+{
+    atomic_fetch_sub(&s->gate_inside, 1);
+}
+
+/* Returns with no transaction of the process under way and none able to
+ * begin until gate_open. A resize is rare and most transactions short (a
+ * read takes microseconds): the wait polls, from 20 us up to 1 ms apart
+ * (a backup's copy holds the gate for its whole length). */
+static void gate_close(store *s)
+{
+    pthread_mutex_lock(&s->resizing);
+    atomic_store(&s->gate_closed, 1);
+    for (long ns = 20000; atomic_load(&s->gate_inside) != 0; ns = ns < 1000000 ? ns * 2 : ns) {
+        struct timespec pause = {0, ns};
+        nanosleep(&pause, NULL);
+    }
+}
+
+static void gate_open(store *s)
+{
+    atomic_store(&s->gate_closed, 0);
+    pthread_mutex_unlock(&s->resizing);
+}
+
 /* Sets the map size (0: adopt what another process set; SIZE_MAX: twice
  * what it is, read under the lock) with no transaction of this process
  * active. */
@@ -75,16 +126,14 @@ static void end_kept_reads(store *s);
 static int resize(store *s, size_t size)
 {
     MDB_envinfo info;
-    int rc = pthread_rwlock_wrlock(&s->resize);
-    if (rc != 0)
-        return rc;
+    gate_close(s);
     end_kept_reads(s);
     if (size == SIZE_MAX)
         size = mdb_env_info(s->env, &info) == 0 ? info.me_mapsize * 2 : s->mapsize * 2;
-    rc = mdb_env_set_mapsize(s->env, size);
+    int rc = mdb_env_set_mapsize(s->env, size);
     if (rc == 0 && mdb_env_info(s->env, &info) == 0)
         s->mapsize = info.me_mapsize;
-    pthread_rwlock_unlock(&s->resize);
+    gate_open(s);
     return rc;
 }
 
@@ -114,8 +163,8 @@ static void grow_if_needed(store *s)
  * when created; renewing a reset one costs neither. So each thread keeps one
  * per store it reads (up to READ_SLOTS stores at once; more are served by
  * plain transactions): renewed by txn_begin, reset by txn_abort / txn_end.
- * A reset transaction pins no pages and holds no lock of ours (the resize
- * lock is held only while it is renewed), so it delays neither writers nor
+ * A reset transaction pins no pages and is not inside the resize gate (it
+ * passes the gate only while renewed), so it delays neither writers nor
  * a map resize; its reader slot stays taken (one per thread; maxreaders
  * is 1024). The environment is MDB_NOTLS, so the slot belongs to the
  * transaction, not the thread, and another thread may free it: store_close
@@ -129,16 +178,17 @@ static void grow_if_needed(store *s)
  * not outlive the next commit by long: the loop calls store_read_tick at
  * least every STORE_READ_TICK_MS while one is parked, which ends it if it is
  * old or was not used since the last tick (an idle loop then sleeps holding
- * nothing), and a map resize ends every parked transaction first (under
- * the resize lock, which a parked transaction does not hold). */
+ * nothing), and a map resize ends every parked transaction first (with
+ * the resize gate closed: a parked transaction is not inside it). */
 struct read_slot {
     store *s;                  /* the owner of txn; NULL: free (under slots_lock) */
     uint64_t serial;           /* s->serial while registered; read by the owner thread */
     MDB_txn *txn;              /* reset, or renewed while busy or parked */
     int busy;
     int read_since_tick;       /* the owner's */
-    _Atomic int parked;        /* open, not in use; changed under the resize lock
-                                  (by the owner, or a resize), read anywhere */
+    _Atomic int parked;        /* open, not in use; changed inside the resize gate
+                                  (by the owner) or with it closed (a resize),
+                                  read anywhere */
     struct read_slot *next;    /* in s->readers (under slots_lock) */
 };
 
@@ -238,7 +288,7 @@ static int stale(store *s, MDB_txn *txn)
     return mdb_env_info(s->env, &info) != 0 || info.me_last_txnid != mdb_txn_id(txn);
 }
 
-/* With the resize lock held. */
+/* Inside the resize gate, or with it closed. */
 static void unpark(struct read_slot *sl)
 {
     mdb_txn_reset(sl->txn);
@@ -275,24 +325,22 @@ int local_txn_begin(store *s, unsigned flags, MDB_txn **txn)
         grow_if_needed(s);
     else if ((sl = my_slot(s)) != NULL && sl->busy)
         sl = NULL;  /* the kept one is open: a second read gets its own */
-    /* A lock that cannot be taken (too many readers) is an error, not a
-     * transaction run without it. */
-    if (pthread_rwlock_rdlock(&s->resize) != 0)
-        return STORE_ERR;
+    gate_enter(s);
     int rc = begin_or_renew(s, flags, txn, sl);
     if (rc == MDB_MAP_RESIZED) {
-        pthread_rwlock_unlock(&s->resize);
+        gate_leave(s);
         resize(s, 0);
-        if (pthread_rwlock_rdlock(&s->resize) != 0)
-            return STORE_ERR;
+        gate_enter(s);
         rc = begin_or_renew(s, flags, txn, sl);
     }
-    if (rc != MDB_SUCCESS)
-        pthread_rwlock_unlock(&s->resize);
-    return map_rc(rc);
+    if (rc != MDB_SUCCESS) {
+        gate_leave(s);
+        return map_rc(rc);
+    }
+    return STORE_OK;
 }
 
-/* Under the write lock of s->resize: no read of this process is under way. */
+/* With the resize gate closed: no transaction of this process is under way. */
 static void end_kept_reads(store *s)
 {
     pthread_mutex_lock(&slots_lock);
@@ -306,12 +354,13 @@ static void end_kept_reads(store *s)
  * older than the newest commit or unused since the last tick. */
 static void end_parked(struct read_slot *sl, int all)
 {
-    if (!sl || !sl->s || !sl->parked || pthread_rwlock_rdlock(&sl->s->resize) != 0)
+    if (!sl || !sl->s || !sl->parked)
         return;
+    gate_enter(sl->s);
     if (sl->parked && (all || !sl->read_since_tick || stale(sl->s, sl->txn)))
         unpark(sl);
     sl->read_since_tick = 0;
-    pthread_rwlock_unlock(&sl->s->resize);
+    gate_leave(sl->s);
 }
 
 void store_reads_keep(int on)
@@ -367,13 +416,13 @@ void txn_abort(store *s, MDB_txn *txn)
 
         mdb_txn_abort(txn);
     }
-    pthread_rwlock_unlock(&s->resize);
+    gate_leave(s);
 }
 
 int local_txn_commit(store *s, MDB_txn *txn)
 {
     int rc = map_rc(mdb_txn_commit(txn));
-    pthread_rwlock_unlock(&s->resize);
+    gate_leave(s);
     return rc;
 }
 
@@ -739,6 +788,15 @@ int store_rotate_token_key(store *s, uint32_t *new_id)
  * at a third of the default's cost per compare. A lookup makes a dozen
  * compares at a few hundred sessions, more as they grow (4 or 5 levels at
  * 10M): on every Verify. */
+static __attribute__((noinline)) int compare_keys_rest(const MDB_val *a, const MDB_val *b)
+{
+    size_t n = a->mv_size < b->mv_size ? a->mv_size : b->mv_size;
+    int d = memcmp(a->mv_data, b->mv_data, n);
+    return d ? d : a->mv_size < b->mv_size ? -1 : a->mv_size > b->mv_size;
+}
+
+/* The first words differ in all but the one compare that finds the key:
+ * that way needs no stack frame, so the rest (a call) is out of line. */
 static int compare_hash_keys(const MDB_val *a, const MDB_val *b)
 {
     if (a->mv_size >= 8 && b->mv_size >= 8) {
@@ -752,9 +810,7 @@ static int compare_hash_keys(const MDB_val *a, const MDB_val *b)
         if (x != y)
             return x < y ? -1 : 1;
     }
-    size_t n = a->mv_size < b->mv_size ? a->mv_size : b->mv_size;
-    int d = memcmp(a->mv_data, b->mv_data, n);
-    return d ? d : a->mv_size < b->mv_size ? -1 : a->mv_size > b->mv_size;
+    return compare_keys_rest(a, b);
 }
 
 /* Stamps a directory with this build's layout (LAYOUT_KEY), or finds it
@@ -863,15 +919,7 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
         snprintf(err, errlen, "cannot initialise data directory %s: %s", dir, mdb_strerror(rc));
         goto fail;
     }
-    /* Writer-preferring: a resize must not starve behind a stream of reads. */
-    pthread_rwlockattr_t attr;
-    if ((rc = pthread_rwlockattr_init(&attr)) == 0) {
-        rc = pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-        if (rc == 0)
-            rc = pthread_rwlock_init(&s->resize, &attr);
-        pthread_rwlockattr_destroy(&attr);
-    }
-    if (rc != 0) {
+    if ((rc = pthread_mutex_init(&s->resizing, NULL)) != 0) {
         snprintf(err, errlen, "cannot create the store's lock: %s", strerror(rc));
         goto fail;
     }
@@ -905,7 +953,7 @@ void store_close(store *s)
         unlink_slot(s->readers);
     pthread_mutex_unlock(&slots_lock);
     mdb_env_close(s->env);
-    pthread_rwlock_destroy(&s->resize);
+    pthread_mutex_destroy(&s->resizing);
     free_rings(s);
     pthread_mutex_destroy(&s->ring_lock);
     pthread_mutex_destroy(&s->writer);
@@ -1154,14 +1202,9 @@ int store_backup(store *s, const char *out, char *err, size_t errlen)
     }
     /* The copy runs in one read transaction of its own: a snapshot of the
      * last commit, while the server's writers go on. */
-    if (pthread_rwlock_rdlock(&s->resize) != 0) {
-        close(fd);
-        unlink(tmp);
-        snprintf(err, errlen, "cannot lock the store");
-        return STORE_ERR;
-    }
+    gate_enter(s);
     int rc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
-    pthread_rwlock_unlock(&s->resize);
+    gate_leave(s);
     if (rc == 0 && fsync(fd) != 0)
         rc = errno;
     if (close(fd) != 0 && rc == 0)

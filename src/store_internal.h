@@ -56,10 +56,12 @@ struct kept_ring {
 
 struct store {
     MDB_env *env;
-    /* Every transaction holds this shared; growing the map takes it
-     * exclusively, since LMDB resizes only with no transaction active in
-     * the process. Uncontended, a read lock costs a few nanoseconds. */
-    pthread_rwlock_t resize;
+    /* The resize gate (store.c): every transaction passes it, and growing
+     * the map closes it and waits for those inside, since LMDB resizes only
+     * with no transaction active in the process. */
+    _Atomic unsigned gate_inside;   /* transactions under way */
+    _Atomic int gate_closed;        /* a resize waits or runs */
+    pthread_mutex_t resizing;       /* held through a resize */
     size_t mapsize;
     MDB_dbi db[DB_COUNT];
     /* Cluster mode (store_cluster.c); NULL: one node. */

@@ -920,6 +920,34 @@ class Lifecycle(unittest.TestCase):
             self.assertEqual(proc.returncode, 0)
             self.assertLess(time.monotonic() - t0, 15)
 
+    def test_sigterm_sends_http2_goaway(self):
+        # An open HTTP/2 connection gets h2o's graceful GOAWAY (NO_ERROR,
+        # last stream 2^31-1) and the server exits 0: the loops take the
+        # shutdown's timeout lists off while they serve and put them back
+        # before they ask h2o to shut down (src/server.c).
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "h2_trailers"))
+        import h2raw
+        import struct
+        with harness.Server() as srv:
+            srv.start()
+            c = h2raw.Conn(port=srv.port)
+            c.request(1, b"/grpc.health.v1.Health/Check", h2raw.grpc_msg(b""))
+            c.stream_frames(1)
+            proc = srv.proc
+            stopper = threading.Thread(target=srv.stop)  # asserts exit 0 and clean logs
+            stopper.start()
+            goaway = None
+            while goaway is None:
+                f = c.read_frame(10)
+                self.assertIsNotNone(f, "the connection ended without GOAWAY")
+                if f[0] == h2raw.GOAWAY:
+                    goaway = f
+            last, code = struct.unpack(">II", goaway[3][:8])
+            self.assertEqual((last & 0x7FFFFFFF, code), (0x7FFFFFFF, 0))
+            c.close()
+            stopper.join(20)
+            self.assertEqual(proc.returncode, 0)
+
     def test_sigterm_lets_logins_in_flight_finish(self):
         # SIGTERM while logins are queued and running, with an idle
         # keep-alive connection open: every login is answered, exit 0.
