@@ -334,10 +334,6 @@ static int open_listener(const struct addrinfo *ai)
     return fd;
 }
 
-/* Everything h2o of a loop is made on the loop's own thread: h2o keeps
- * per-thread state (the socket buffer prototype and its recycling list are
- * __thread), and a socket made on another thread would keep using that
- * thread's list from this one - a race that ends in a use-after-free. */
 /* h2o_context_init puts eight timeout lists on the loop, and every
  * iteration (each request's too) runs each one and asks it when to wake
  * (~25 instructions a list). Four stay empty while the loop serves, so
@@ -350,19 +346,31 @@ static int open_listener(const struct addrinfo *ai)
  * the other two again; the loops end without it.) */
 static void timeouts_off(h2o_context_t *ctx)
 {
+#if H2O_VERSION_MAJOR == 2 && H2O_VERSION_MINOR == 2   /* what the above holds for */
     h2o_timeout_dispose(ctx->loop, &ctx->proxy.io_timeout);
     h2o_timeout_dispose(ctx->loop, &ctx->hundred_ms_timeout);
     h2o_timeout_dispose(ctx->loop, &ctx->one_sec_timeout);
     h2o_timeout_dispose(ctx->loop, &ctx->http2.graceful_shutdown_timeout);
+#else
+    (void)ctx;
+#endif
 }
 
 static void shutdown_timeouts_on(h2o_context_t *ctx)
 {
+#if H2O_VERSION_MAJOR == 2 && H2O_VERSION_MINOR == 2
     h2o_timeout_init(ctx->loop, &ctx->one_sec_timeout, 1000);
     h2o_timeout_init(ctx->loop, &ctx->http2.graceful_shutdown_timeout,
                      ctx->globalconf->http2.graceful_shutdown_timeout);
+#else
+    (void)ctx;
+#endif
 }
 
+/* Everything h2o of a loop is made on the loop's own thread: h2o keeps
+ * per-thread state (the socket buffer prototype and its recycling list are
+ * __thread), and a socket made on another thread would keep using that
+ * thread's list from this one - a race that ends in a use-after-free. */
 static void *run_thread(void *arg)
 {
     server_loop *t = arg;
