@@ -334,19 +334,30 @@ void h2_reply_add_unindexed(h2o_req_t *req, const h2o_iovec_t *name, h2o_iovec_t
 {
     /* h2o_add_header_by_str would copy `name` into the pool; it is static.
      * It is a reply's first header (x-request-id, http_obs_begin): room for
-     * the few that follow is taken at once, without h2o's general growth. */
-    if (req->res.headers.capacity == 0) {
-        req->res.headers.entries = h2o_mem_alloc_pool(&req->pool, 4 * sizeof(h2o_header_t));
-        req->res.headers.capacity = 4;
-    } else {
+     * the few that follow is taken at once, without h2o's general growth
+     * (http_obs_begin has taken it with a made id). */
+    if (req->res.headers.capacity == 0)
+        h2_reply_headers_room(req, 0);
+    else
         h2o_vector_reserve(&req->pool, &req->res.headers, req->res.headers.size + 1);
-    }
     h2o_header_t *slot = req->res.headers.entries + req->res.headers.size++;
     slot->name = (h2o_iovec_t *)name;
     slot->value = value;
     /* The mark: h2o's own headers never have orig_name == name->base (it
      * copies orig_name), and HTTP/1 writes orig_name, i.e. the same bytes. */
     slot->orig_name = name->base;
+}
+
+void *h2_reply_headers_room(h2o_req_t *req, size_t extra)
+{
+    size_t room = req->res.headers.capacity == 0 ? H2_REPLY_HEADERS_ROOM * sizeof(h2o_header_t) : 0;
+    _Static_assert(H2_REPLY_HEADERS_ROOM * sizeof(h2o_header_t) % 16 == 0, "the extra bytes stay 16-aligned");
+    char *p = h2o_mem_alloc_pool(&req->pool, room + extra);
+    if (room != 0) {
+        req->res.headers.entries = (h2o_header_t *)p;
+        req->res.headers.capacity = H2_REPLY_HEADERS_ROOM;
+    }
+    return p + room;
 }
 
 static int is_unindexed(const h2o_header_t *h)

@@ -62,6 +62,31 @@ h2o_iovec_t h2_reply_encode_trailers(h2o_mem_pool_t *pool, const h2o_header_t *t
  * static): it is not copied. */
 void h2_reply_add_unindexed(h2o_req_t *req, const h2o_iovec_t *name, h2o_iovec_t value);
 
+/* The room a reply's response headers take (x-request-id, content-type,
+ * and the HTTP API's two more), allocated with `extra` bytes for the caller
+ * (returned, 16-aligned: a made request id) in one allocation of req's
+ * pool, where the two would be two. Call it before any response header is
+ * added; when one has been, only the extra bytes are allocated. */
+#define H2_REPLY_HEADERS_ROOM 4
+void *h2_reply_headers_room(h2o_req_t *req, size_t extra);
+
+/* h2o_add_header for a name that is one of h2o's tokens, the value not
+ * copied (it must outlive the request, as with h2o_add_header): written
+ * here when there is room (h2_reply_headers_room), which saves the call,
+ * else h2o_add_header's. */
+static inline void h2_reply_add_token(h2o_req_t *req, const h2o_token_t *token, const char *value, size_t len)
+{
+    h2o_headers_t *headers = &req->res.headers;
+    if (headers->size == headers->capacity) {
+        h2o_add_header(&req->pool, headers, token, NULL, value, len);
+        return;
+    }
+    h2o_header_t *slot = headers->entries + headers->size++;
+    slot->name = (h2o_iovec_t *)&token->buf;
+    slot->orig_name = NULL;   /* as h2o_add_header leaves it for a token */
+    slot->value = h2o_iovec_init(value, len);
+}
+
 /* Adds name: value to an HTTP/2 connection's HPACK output table as h2o
  * 2.2's encoder adds a field it sends with incremental indexing (the oldest
  * evicted to make room, at most 32 entries, none when the field alone is

@@ -73,9 +73,10 @@ _Static_assert(offsetof(wire_call, arena) - offsetof(wire_call, call.access_toke
 
 /* --- responses ------------------------------------------------------------ */
 
+/* value: a literal or in req's pool */
 static void add_header(h2o_req_t *req, const h2o_token_t *token, const char *value)
 {
-    h2o_add_header(&req->pool, &req->res.headers, token, NULL, value, strlen(value));
+    h2_reply_add_token(req, token, value, strlen(value));
 }
 
 static void add_header_str(h2o_req_t *req, const char *name, const char *value, size_t len)
@@ -175,8 +176,7 @@ static void send_grpc(h2o_req_t *req, int form, status_code st, const char *mess
             {&status_name, NULL, h2o_iovec_init(code, code_len)},
             {&message_name, NULL, h2o_iovec_init(msg, msg_len)},
         };
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                       H2O_STRLIT("application/grpc"));
+        h2_reply_add_token(req, H2O_TOKEN_CONTENT_TYPE, H2O_STRLIT("application/grpc"));
         if (h2_reply_send(req, h2o_iovec_init(data, data_len), trailers, msg_len ? 2 : 1) != 0)
             h2o_send_error_503(req, "Service Unavailable", "the HTTP/2 stream is closing", 0);
         return;

@@ -130,7 +130,8 @@ void http_obs_begin(http_obs *o, h2o_req_t *req, h2o_iovec_t client_id, metrics_
         o->request_id = client_id.base;  /* the header's value lives as long as the request */
         o->request_id_len = client_id.len;
     } else if (m) {
-        char *id = h2o_mem_alloc_pool(&req->pool, MADE_ID_ROOM);
+        /* with the room of the reply's headers, which x-request-id starts */
+        char *id = h2_reply_headers_room(req, MADE_ID_ROOM);
         o->request_id_len = make_id(id, m);
         o->request_id = id;
     }

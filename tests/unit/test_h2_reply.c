@@ -3,7 +3,8 @@
  * writes, is used for exactly that field alone, and every other set of
  * trailers gets the general encoding (whose literal form is checked too).
  * And h2_reply_table_add keeps a connection's HPACK output table exactly as
- * h2o's own encoder does, evictions and all. */
+ * h2o's own encoder does, evictions and all. And the room of a reply's
+ * headers, taken with a caller's bytes, holds headers as h2o's would. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -159,9 +160,78 @@ static void test_table_add_as_h2o(void **state)
     h2o_hpack_dispose_header_table(&h2os);
 }
 
+/* The room of a reply's headers and the caller's bytes come in one
+ * allocation: the bytes past the headers' room, which h2_reply_add_unindexed
+ * and h2_reply_add_token fill; past the room, h2o's own growth takes over.
+ * Every header is as h2o_add_header would have made it. */
+static void test_headers_room(void **state)
+{
+    static h2o_iovec_t request_id = {H2O_STRLIT("x-request-id")};
+    h2o_req_t req;
+    memset(&req, 0, sizeof req);
+    h2o_mem_init_pool(&req.pool);
+    char *id = h2_reply_headers_room(&req, 40);
+    assert_int_equal(req.res.headers.capacity, H2_REPLY_HEADERS_ROOM);
+    assert_int_equal(req.res.headers.size, 0);
+    assert_ptr_equal(id, (char *)(req.res.headers.entries + H2_REPLY_HEADERS_ROOM));
+    assert_int_equal((uintptr_t)id % 16, 0);
+    memcpy(id, "abc-1", 6);
+    h2_reply_add_unindexed(&req, &request_id, h2o_iovec_init(id, 5));
+    const h2o_header_t *room = req.res.headers.entries;
+    h2_reply_add_token(&req, H2O_TOKEN_CONTENT_TYPE, H2O_STRLIT("application/grpc"));
+    h2_reply_add_token(&req, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, H2O_STRLIT("*"));
+    h2_reply_add_token(&req, H2O_TOKEN_CACHE_CONTROL, H2O_STRLIT("no-store"));
+    assert_ptr_equal(req.res.headers.entries, room);   /* four: no growth */
+    h2_reply_add_token(&req, H2O_TOKEN_RETRY_AFTER, H2O_STRLIT("1"));   /* the fifth: h2o's */
+    assert_int_equal(req.res.headers.size, 5);
+    assert_true(req.res.headers.capacity >= 5);
+    h2o_headers_t want = {NULL};
+    h2o_add_header(&req.pool, &want, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/grpc"));
+    h2o_add_header(&req.pool, &want, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL, H2O_STRLIT("*"));
+    h2o_add_header(&req.pool, &want, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_add_header(&req.pool, &want, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+    const h2o_header_t *h = req.res.headers.entries;
+    assert_ptr_equal(h[0].name, &request_id);
+    assert_ptr_equal(h[0].orig_name, request_id.base);
+    assert_memory_equal(h[0].value.base, "abc-1", 5);
+    for (size_t i = 0; i != want.size; ++i) {
+        assert_ptr_equal(h[i + 1].name, want.entries[i].name);
+        assert_ptr_equal(h[i + 1].orig_name, want.entries[i].orig_name);
+        assert_ptr_equal(h[i + 1].value.base, want.entries[i].value.base);
+        assert_int_equal(h[i + 1].value.len, want.entries[i].value.len);
+    }
+    /* with headers already there, only the caller's bytes */
+    const h2o_header_t *entries = req.res.headers.entries;
+    size_t cap = req.res.headers.capacity;
+    char *more = h2_reply_headers_room(&req, 8);
+    assert_non_null(more);
+    assert_ptr_equal(req.res.headers.entries, entries);
+    assert_int_equal(req.res.headers.capacity, cap);
+    h2o_mem_clear_pool(&req.pool);
+}
+
+/* A first header without a room taken first: h2_reply_add_unindexed takes it. */
+static void test_headers_room_by_first(void **state)
+{
+    static h2o_iovec_t request_id = {H2O_STRLIT("x-request-id")};
+    h2o_req_t req;
+    memset(&req, 0, sizeof req);
+    h2o_mem_init_pool(&req.pool);
+    h2_reply_add_unindexed(&req, &request_id, h2o_iovec_init(H2O_STRLIT("client-id")));
+    assert_int_equal(req.res.headers.capacity, H2_REPLY_HEADERS_ROOM);
+    assert_int_equal(req.res.headers.size, 1);
+    h2_reply_add_token(&req, H2O_TOKEN_CONTENT_TYPE, H2O_STRLIT("application/grpc"));
+    assert_int_equal(req.res.headers.size, 2);
+    assert_ptr_equal(req.res.headers.entries[1].name, &H2O_TOKEN_CONTENT_TYPE->buf);
+    assert_null(req.res.headers.entries[1].orig_name);
+    h2o_mem_clear_pool(&req.pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_headers_room),
+        cmocka_unit_test(test_headers_room_by_first),
         cmocka_unit_test(test_grpc_ok_block),
         cmocka_unit_test(test_other_trailers),
         cmocka_unit_test(test_table_add_as_h2o),
