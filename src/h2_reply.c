@@ -471,9 +471,13 @@ h2o_iovec_t h2_reply_encode_trailers(h2o_mem_pool_t *pool, const h2o_header_t *t
  * each reply (tests/unit/test_h2_reply.c compares the two). */
 static const char grpc_ok_name[] = "grpc-status";
 static const char grpc_ok_block[] = "\x00\x0b" "grpc-status" "\x01" "0";
+static const h2o_iovec_t grpc_ok_name_iov = {(char *)grpc_ok_name, sizeof grpc_ok_name - 1};
+const h2o_header_t h2_reply_grpc_ok[1] = {{(h2o_iovec_t *)&grpc_ok_name_iov, NULL, {(char *)"0", 1}}};
 
 h2o_iovec_t h2_reply_trailer_block(h2o_mem_pool_t *pool, const h2o_header_t *trailers, size_t n)
 {
+    if (trailers == h2_reply_grpc_ok && n == 1)
+        return h2o_iovec_init(grpc_ok_block, sizeof grpc_ok_block - 1);
     if (n == 1 && trailers->name != NULL &&
         h2o_memis(trailers->name->base, trailers->name->len, grpc_ok_name, sizeof grpc_ok_name - 1) &&
         h2o_memis(trailers->value.base, trailers->value.len, "0", 1))
@@ -1019,7 +1023,6 @@ static int append_response_headers(h2o_http2_conn_t *conn, h2o_http2_stream_t *s
  * table's next change. A peer whose table is small gets the literal
  * without indexing (grpc_ok_block). */
 static const char grpc_ok_indexing[] = "\x40\x0b" "grpc-status" "\x01" "0";
-static const h2o_iovec_t grpc_ok_name_iov = {(char *)grpc_ok_name, sizeof grpc_ok_name - 1};
 
 /* A small body goes out with its headers (and trailers) in one write:
  * HEADERS, DATA, [HEADERS+END_STREAM], the windows consumed as h2o's DATA

@@ -50,6 +50,11 @@ int h2_reply_send(h2o_req_t *req, h2o_iovec_t body, const h2o_header_t *trailers
  * name, a field over 64 KiB). grpc-status: 0 alone is a static block
  * (read only), everything else h2_reply_encode_trailers's. */
 h2o_iovec_t h2_reply_trailer_block(h2o_mem_pool_t *pool, const h2o_header_t *trailers, size_t n);
+
+/* grpc-status: 0, the one trailer of nearly every gRPC reply: given to
+ * h2_reply_send as its trailers (n = 1), its block is found without
+ * comparing them. */
+extern const h2o_header_t h2_reply_grpc_ok[1];
 /* The block field by field, whatever the trailers: literals without
  * indexing, new names as given, no Huffman, values' NUL, CR, LF as spaces. */
 h2o_iovec_t h2_reply_encode_trailers(h2o_mem_pool_t *pool, const h2o_header_t *trailers, size_t n);

@@ -151,11 +151,27 @@ static uint8_t *frame_reply(h2o_mem_pool_t *pool, const ProtobufCMessage *reply,
     return buf;
 }
 
+/* Native gRPC: the frames, then the trailers (h2_reply_send copies both). */
+static void send_native(h2o_req_t *req, h2o_iovec_t frames, const h2o_header_t *trailers, size_t n)
+{
+    h2_reply_add_token(req, H2O_TOKEN_CONTENT_TYPE, H2O_STRLIT("application/grpc"));
+    if (h2_reply_send(req, frames, trailers, n) != 0)
+        h2o_send_error_503(req, "Service Unavailable", "the HTTP/2 stream is closing", 0);
+}
+
 /* Sends `frames` (length-prefixed messages, maybe none; copied, so they may
  * be on the caller's stack) and the status. */
 static void send_grpc(h2o_req_t *req, int form, status_code st, const char *message,
                       h2o_iovec_t frames)
 {
+    req->res.status = 200;
+    req->res.reason = "OK";
+    if (form == FORM_GRPC && st == ST_OK) {
+        /* Nearly every reply: grpc-status 0 alone, the trailer whose block
+         * h2_reply_send has made once. */
+        send_native(req, frames, h2_reply_grpc_ok, 1);
+        return;
+    }
     char code[12], msg[RPC_MESSAGE_MAX * 3 + 1];
     /* statuses are 0..16: two digits at most, no snprintf */
     unsigned sc = (unsigned)st < 100 ? (unsigned)st : 2;
@@ -167,8 +183,6 @@ static void send_grpc(h2o_req_t *req, int form, status_code st, const char *mess
     size_t data_len = frames.len;
     uint8_t *data = (uint8_t *)frames.base;
 
-    req->res.status = 200;
-    req->res.reason = "OK";
     if (form == FORM_GRPC) {
         static h2o_iovec_t status_name = {H2O_STRLIT("grpc-status")};
         static h2o_iovec_t message_name = {H2O_STRLIT("grpc-message")};
@@ -176,9 +190,7 @@ static void send_grpc(h2o_req_t *req, int form, status_code st, const char *mess
             {&status_name, NULL, h2o_iovec_init(code, code_len)},
             {&message_name, NULL, h2o_iovec_init(msg, msg_len)},
         };
-        h2_reply_add_token(req, H2O_TOKEN_CONTENT_TYPE, H2O_STRLIT("application/grpc"));
-        if (h2_reply_send(req, h2o_iovec_init(data, data_len), trailers, msg_len ? 2 : 1) != 0)
-            h2o_send_error_503(req, "Service Unavailable", "the HTTP/2 stream is closing", 0);
+        send_native(req, frames, trailers, msg_len ? 2 : 1);
         return;
     }
     /* gRPC-Web: the trailers travel as a last frame flagged GRPC_FRAME_TRAILERS. */

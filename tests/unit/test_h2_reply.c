@@ -42,6 +42,14 @@ static void test_grpc_ok_block(void **state)
     assert_memory_equal(b.base, want, sizeof want - 1);
     /* the precomputed block is not the pool's copy: it is the same each time */
     assert_ptr_equal(h2_reply_trailer_block(&pool, &ok, 1).base, b.base);
+    /* h2_reply_grpc_ok is that trailer, and gets that block without a compare */
+    assert_int_equal(h2_reply_grpc_ok->name->len, status_name.len);
+    assert_memory_equal(h2_reply_grpc_ok->name->base, status_name.base, status_name.len);
+    assert_null(h2_reply_grpc_ok->orig_name);
+    assert_int_equal(h2_reply_grpc_ok->value.len, 1);
+    assert_memory_equal(h2_reply_grpc_ok->value.base, "0", 1);
+    same_block(&pool, h2_reply_grpc_ok, 1);
+    assert_ptr_equal(h2_reply_trailer_block(&pool, h2_reply_grpc_ok, 1).base, b.base);
     h2o_mem_clear_pool(&pool);
 }
 
