@@ -8,13 +8,6 @@
 #include "grpc_frame.h"
 #include "pb.h"
 
-void grpc_frame_header(uint8_t out[GRPC_FRAME_HEADER], uint8_t flag, size_t len)
-{
-    out[0] = flag;
-    out[1] = (uint8_t)(len >> 24), out[2] = (uint8_t)(len >> 16);
-    out[3] = (uint8_t)(len >> 8), out[4] = (uint8_t)len;
-}
-
 size_t grpc_frame_write(uint8_t *out, uint8_t flag, const ProtobufCMessage *msg, const void *raw,
                         size_t len)
 {

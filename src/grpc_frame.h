@@ -19,8 +19,14 @@
 /* Bytes one frame of a len-byte message takes. */
 #define GRPC_FRAME_SIZE(len) ((size_t)(len) + GRPC_FRAME_HEADER)
 
-/* Writes the 5-byte frame header: flag byte, 32-bit big-endian length. */
-void grpc_frame_header(uint8_t out[GRPC_FRAME_HEADER], uint8_t flag, size_t len);
+/* Writes the 5-byte frame header: flag byte, 32-bit big-endian length.
+ * Inline: every gRPC reply writes one. */
+static inline void grpc_frame_header(uint8_t out[GRPC_FRAME_HEADER], uint8_t flag, size_t len)
+{
+    out[0] = flag;
+    out[1] = (uint8_t)(len >> 24), out[2] = (uint8_t)(len >> 16);
+    out[3] = (uint8_t)(len >> 8), out[4] = (uint8_t)len;
+}
 /* Writes one whole frame into out (GRPC_FRAME_SIZE(len) bytes): the header,
  * then msg packed (len is then its packed size) or, when msg is NULL, the
  * len bytes at raw. Returns the frame's length. */

@@ -169,7 +169,10 @@ static uint8_t *put_trailer_frame(uint8_t *p, uint32_t stream_id, h2o_iovec_t bl
 {
     p = put_frame_header(p, block.len, H2O_HTTP2_FRAME_TYPE_HEADERS,
                          H2O_HTTP2_FRAME_FLAG_END_STREAM | H2O_HTTP2_FRAME_FLAG_END_HEADERS, stream_id);
-    memcpy(p, block.base, block.len);
+    if (block.len == 1)   /* grpc-status: 0 as a reference to the table: no call */
+        *p = (uint8_t)block.base[0];
+    else
+        memcpy(p, block.base, block.len);
     return p + block.len;
 }
 
