@@ -37,16 +37,23 @@ static pid_t thread_id(void)
     return (pid_t)syscall(SYS_gettid);
 }
 
-/* CPU-bound batch work (no wakeup preemption of the loops) at their
- * weight until contended (see pool.h); a contended worker is an ordinary
- * thread again, so that it resumes as soon as its own waits end (a
- * commit's fsync) instead of after a busy loop's slice: in a login storm
- * that wait cost up to 20 ms more per login. Best effort: a refusal leaves
- * the thread as it was. */
+/* CPU-bound batch work: no wakeup preemption of the loops (and a hash a
+ * loop may preempt). Best effort: a refusal leaves the thread as it was. */
 static void as_batch(int batch)
 {
     struct sched_param sp = {0};
     pthread_setschedparam(pthread_self(), batch ? SCHED_BATCH : SCHED_OTHER, &sp);
+}
+
+/* Set while this thread, a worker, runs a slow job while contended. */
+static __thread int contended_job;
+
+void pool_job_waits(void)
+{
+    if (contended_job == 1) {
+        as_batch(0);
+        contended_job = 2;
+    }
 }
 
 /* How far ahead of the loops a contended worker may run: POOL_WORKER_LEAD
@@ -75,12 +82,10 @@ static void choose_lead(pool *p)
  * loops they would not get anyway. */
 static void run_ahead(const pool *p, int *ahead, int contended)
 {
-    if (*ahead == contended)
+    if (!p->lead || *ahead == contended)
         return;
-    as_batch(!contended);
-    if (p->lead)
-        setpriority(PRIO_PROCESS, (id_t)thread_id(), contended ? p->base_nice - p->lead : p->base_nice);
-    *ahead = contended;
+    if (setpriority(PRIO_PROCESS, (id_t)thread_id(), contended ? p->base_nice - p->lead : p->base_nice) == 0)
+        *ahead = contended;
 }
 
 static uint64_t clock_ns(clockid_t id)
@@ -202,11 +207,15 @@ static void *worker(void *arg)
         uint64_t rest = 0, wall = 0, cpu = 0;
         /* Ahead while contended, but never for a check taken during a rest
          * (a longer --login-queue) or for other work. */
-        run_ahead(p, &ahead, job->slow && !job->shed && calm_until && !resting);
+        contended_job = job->slow && !job->shed && calm_until && !resting;
+        run_ahead(p, &ahead, contended_job);
         if (job->slow && !job->shed)
-            rest = run_slow(p, job, ahead && p->lead, &wall, &cpu);
+            rest = run_slow(p, job, ahead, &wall, &cpu);
         else
             job->work(job);
+        if (contended_job == 2)
+            as_batch(1);
+        contended_job = 0;
         pthread_mutex_lock(&p->lock);
         p->running--;
         p->inflight--;

@@ -14,10 +14,10 @@
  * checks that queued for it before (they would end a whole hash late:
  * pool_job.shed). Until POOL_CALM_MS after its last rest a worker stays
  * contended: its checks run POOL_WORKER_LEAD nice levels ahead of the
- * loops (where the process may lower a nice value) as ordinary threads,
- * so a check gets about three quarters of a shared core and ends in ~1.3x
- * its own time, not 2x, and its commit's fsync does not wait for a loop's
- * slice, while the rest still bounds what the loops lose. On an idle
+ * loops (where the process may lower a nice value), so a check gets about
+ * three quarters of a shared core and ends in ~1.3x its own time, not 2x,
+ * and what follows its hash (pool_job_waits) runs as an ordinary thread,
+ * while the rest still bounds what the loops lose. On an idle
  * machine, with loops that are mostly idle, or with a core of their own,
  * workers never rest. */
 #ifndef TOKEND_POOL_H
@@ -76,6 +76,14 @@ int pool_submit_slow(pool *p, pool_job *job);
  * waiting (default per_worker: 1). */
 void pool_set_slow_queue(pool *p, unsigned per_worker);
 unsigned pool_slow_max(const pool *p);
+/* Called on its worker by a slow job whose CPU-bound part (a hash) is
+ * done and whose rest waits for the disk (a commit's fsync): a contended
+ * worker then stops being a batch thread until the job ends, so it resumes
+ * as soon as each wait ends instead of after a busy loop's slice (in a
+ * login storm, 5-20 ms for one login in ten). While it hashes it stays a
+ * batch thread, which a loop's wakeup may preempt: refused logins are
+ * answered at once. Elsewhere it does nothing. */
+void pool_job_waits(void);
 /* Called by a thread the workers must not starve (an event loop): its
  * waits for a CPU are what makes them rest. 0, or -1 (not watched). */
 int pool_watch(pool *p);

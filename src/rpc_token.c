@@ -156,6 +156,7 @@ static void run_login(rpc_task *task)
 
     int checked = check_password(lt, ctx, fresh);
     crypto_wipe(lt->password, sizeof lt->password);
+    pool_job_waits();   /* the hash is done: what is left waits for the commit */
     if (checked != 0)
         return;
     /* The commit refuses if the account changed since it was read. */
