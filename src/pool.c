@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <errno.h>
@@ -29,8 +30,21 @@ struct pool {
     unsigned nwatched;
     int base_nice, lead;                     /* see pool.h and choose_lead */
     int stopping;
+    struct worker_slot *slots;               /* one a worker, claimed as it starts */
+    unsigned claimed;
     pthread_t threads[];
 };
+
+/* What submit may do to a worker's check: one that hashes at the loops'
+ * weight is raised ahead of them when the loops start refusing logins (a
+ * storm that began while it hashed). Under the pool's lock. */
+enum { SLOT_OTHER, SLOT_BEHIND, SLOT_RAISED };
+struct worker_slot {
+    pid_t tid;
+    _Atomic int state;
+};
+
+static __thread struct worker_slot *my_slot;
 
 static pid_t thread_id(void)
 {
@@ -50,7 +64,7 @@ static __thread int contended_job;
 
 void pool_job_waits(void)
 {
-    if (contended_job == 1) {
+    if (contended_job == 1 || (contended_job == 0 && my_slot && atomic_load(&my_slot->state) == SLOT_RAISED)) {
         as_batch(0);
         contended_job = 2;
     }
@@ -128,8 +142,6 @@ static unsigned loops_sched(pool *p, uint64_t run[], uint64_t wait[])
 static uint64_t run_slow(pool *p, pool_job *job, int ahead, uint64_t *wall_ns, uint64_t *cpu_ns)
 {
     uint64_t run0[POOL_WATCH_MAX], wait0[POOL_WATCH_MAX], run1[POOL_WATCH_MAX], wait1[POOL_WATCH_MAX];
-    uint64_t shared = ahead ? POOL_SHARED_CPU_AHEAD : POOL_SHARED_CPU;
-    uint64_t busy = ahead ? POOL_BUSY_LOOP_AHEAD : POOL_BUSY_LOOP;
     uint64_t t0 = clock_ns(CLOCK_MONOTONIC), c0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
     unsigned n = loops_sched(p, run0, wait0);
     job->work(job);
@@ -137,6 +149,9 @@ static uint64_t run_slow(pool *p, pool_job *job, int ahead, uint64_t *wall_ns, u
      * clock's, so a job alone on its core never shows more CPU than wall */
     uint64_t mine = clock_ns(CLOCK_THREAD_CPUTIME_ID) - c0, wall = clock_ns(CLOCK_MONOTONIC) - t0;
     *wall_ns = wall, *cpu_ns = mine;
+    ahead = ahead || atomic_load(&my_slot->state) == SLOT_RAISED;
+    uint64_t shared = ahead ? POOL_SHARED_CPU_AHEAD : POOL_SHARED_CPU;
+    uint64_t busy = ahead ? POOL_BUSY_LOOP_AHEAD : POOL_BUSY_LOOP;
     if (n == 0 || wall == 0 || mine * 100 >= wall * shared || loops_sched(p, run1, wait1) != n)
         return 0;
     for (unsigned i = 0; i < n; i++) {
@@ -194,6 +209,8 @@ static void *worker(void *arg)
     int ahead = 0;
     as_batch(1);
     pthread_mutex_lock(&p->lock);
+    my_slot = &p->slots[p->claimed++];
+    my_slot->tid = thread_id();
     pool_job *job;
     while ((job = next_job(p, &rest_until, &calm_until)) != NULL) {
         /* A password check that queued behind a hash which starved a loop
@@ -209,6 +226,8 @@ static void *worker(void *arg)
          * (a longer --login-queue) or for other work. */
         contended_job = job->slow && !job->shed && calm_until && !resting;
         run_ahead(p, &ahead, contended_job);
+        if (job->slow && !job->shed && !ahead)
+            atomic_store(&my_slot->state, SLOT_BEHIND);
         if (job->slow && !job->shed)
             rest = run_slow(p, job, ahead, &wall, &cpu);
         else
@@ -217,6 +236,8 @@ static void *worker(void *arg)
             as_batch(1);
         contended_job = 0;
         pthread_mutex_lock(&p->lock);
+        if (atomic_exchange(&my_slot->state, SLOT_OTHER) == SLOT_RAISED)
+            setpriority(PRIO_PROCESS, (id_t)my_slot->tid, p->base_nice);
         p->running--;
         p->inflight--;
         p->slow_inflight -= job->slow != 0;
@@ -251,9 +272,14 @@ pool *pool_create(unsigned threads, unsigned queue_max)
     if (threads == 0)
         return NULL;
     pool *p = calloc(1, sizeof *p + threads * sizeof(pthread_t));
+    if (p && !(p->slots = calloc(threads, sizeof *p->slots))) {
+        free(p);
+        p = NULL;
+    }
     if (!p)
         return NULL;
     if (pthread_mutex_init(&p->lock, NULL) != 0) {
+        free(p->slots);
         free(p);
         return NULL;
     }
@@ -267,6 +293,7 @@ pool *pool_create(unsigned threads, unsigned queue_max)
     }
     if (rc != 0) {
         pthread_mutex_destroy(&p->lock);
+        free(p->slots);
         free(p);
         return NULL;
     }
@@ -283,10 +310,24 @@ pool *pool_create(unsigned threads, unsigned queue_max)
     if (p->nthreads == 0) {
         pthread_cond_destroy(&p->ready);
         pthread_mutex_destroy(&p->lock);
+        free(p->slots);
         free(p);
         return NULL;
     }
     return p;
+}
+
+/* The loops refuse a login: more come than the workers take, so a storm
+ * may have begun while a check hashed at the loops' weight (nothing had
+ * shown contention when it started). It would take ~2x its time beside a
+ * busy loop; it runs ahead of them from here on, judged as such. The lock
+ * is held. */
+static void raise_behind(pool *p)
+{
+    for (unsigned i = 0; p->lead && i < p->claimed; i++)
+        if (atomic_load(&p->slots[i].state) == SLOT_BEHIND &&
+            setpriority(PRIO_PROCESS, (id_t)p->slots[i].tid, p->base_nice - p->lead) == 0)
+            atomic_store(&p->slots[i].state, SLOT_RAISED);
 }
 
 static int submit(pool *p, pool_job *job, int slow)
@@ -304,6 +345,8 @@ static int submit(pool *p, pool_job *job, int slow)
                         (p->contended && (p->slow_inflight >= can_start + p->nthreads * waiting ||
                                           (waiting == 0 && p->inflight >= can_start))));
     if (p->inflight >= p->nthreads + p->queue_max || p->stopping || full) {
+        if (full)
+            raise_behind(p);
         p->rejected++;
         pthread_mutex_unlock(&p->lock);
         return -1;
@@ -397,5 +440,6 @@ void pool_destroy(pool *p)
     pthread_cond_destroy(&p->ready);
     for (unsigned i = 0; i < p->nwatched; i++)
         close(p->watched[i]);
+    free(p->slots);
     free(p);
 }

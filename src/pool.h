@@ -17,7 +17,9 @@
  * loops (where the process may lower a nice value), so a check gets about
  * three quarters of a shared core and ends in ~1.3x its own time, not 2x,
  * and what follows its hash (pool_job_waits) runs as an ordinary thread,
- * while the rest still bounds what the loops lose. On an idle
+ * while the rest still bounds what the loops lose. A check that began at
+ * the loops' weight is raised ahead of them when a login is refused (a
+ * storm began while it hashed), and judged as one that ran ahead. On an idle
  * machine, with loops that are mostly idle, or with a core of their own,
  * workers never rest. */
 #ifndef TOKEND_POOL_H

@@ -48,6 +48,8 @@ typedef struct {
     int nice;           /* the worker's nice value while it worked */
     int policy;         /* and its scheduling policy, */
     int policy_after;   /* and after pool_job_waits */
+    int begun;          /* burn_work has begun */
+    int nice_end;       /* the nice value when it ended */
     pthread_t worker;
 } test_job;
 
@@ -365,9 +367,11 @@ static void burn_work(pool_job *pj)
         j->shed_seen = 1;
         return;
     }
+    __atomic_store_n(&j->begun, 1, __ATOMIC_RELEASE);
     uint64_t c0 = cpu_ns(CLOCK_THREAD_CPUTIME_ID);
     while (cpu_ns(CLOCK_THREAD_CPUTIME_ID) - c0 < 40000000u)
         ;
+    j->nice_end = my_nice();
     pool_job_waits();   /* as a login does after its hash */
     j->policy_after = sched_getscheduler(0);
     j->work_ran = 1;
@@ -614,6 +618,35 @@ static void test_contended_until_calm(void **state)
     sched_setaffinity(0, sizeof saved, &saved);
 }
 
+/* A check that began at the loops' weight (nothing was contended) is
+ * raised ahead of them once the pool refuses a login: a storm began while
+ * it hashed. After it, the worker is back at their weight. */
+static void test_refusal_raises_a_check_behind(void **state)
+{
+    (void)state;
+    cpu_set_t saved;
+    pthread_t spin;
+    static test_job refused;
+    pool *p = one_cpu_pool(1, 1, &saved, &spin);
+    assert_int_equal(pool_submit_slow(p, &first.job), 0);
+    uint64_t t0 = cpu_ns(CLOCK_MONOTONIC);
+    while (!__atomic_load_n(&first.begun, __ATOMIC_ACQUIRE) && cpu_ns(CLOCK_MONOTONIC) - t0 < 5000000000u)
+        usleep(1000);
+    assert_int_equal(pool_submit_slow(p, &second.job), 0);   /* the waiting place */
+    job_init(&refused, &h, 3, 0);
+    refused.job.work = burn_work;
+    assert_int_equal(pool_submit_slow(p, &refused.job), -1);  /* full: a storm */
+    assert_int_equal(wait_for(&h, &h.posted, 2), 0);
+    job_init(&third, &h, 4, 0);
+    third.job.work = note_nice;
+    assert_int_equal(pool_submit(p, &third.job), 0);
+    assert_int_equal(wait_for(&h, &h.posted, 3), 0);
+    assert_int_equal(first.nice, atomic_load(&spin_nice));
+    assert_int_equal(atomic_load(&spin_nice) - first.nice_end, can_lower_nice() ? POOL_WORKER_LEAD : 0);
+    assert_int_equal(third.nice, atomic_load(&spin_nice));
+    one_cpu_pool_end(p, 1, spin, &saved);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -628,6 +661,7 @@ int main(void)
         cmocka_unit_test(test_contended_keeps_a_longer_queue),
         cmocka_unit_test(test_queued_job_shed_after_contended_hash),
         cmocka_unit_test(test_contended_until_calm),
+        cmocka_unit_test(test_refusal_raises_a_check_behind),
         cmocka_unit_test(test_queued_job_runs_on_an_idle_core),
     };
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
