@@ -226,7 +226,7 @@ static void *worker(void *arg)
          * (a longer --login-queue) or for other work. */
         contended_job = job->slow && !job->shed && calm_until && !resting;
         run_ahead(p, &ahead, contended_job);
-        if (job->slow && !job->shed && !ahead)
+        if (job->slow && !job->shed && !ahead && !resting)   /* a rest's check stays behind */
             atomic_store(&my_slot->state, SLOT_BEHIND);
         if (job->slow && !job->shed)
             rest = run_slow(p, job, ahead, &wall, &cpu);

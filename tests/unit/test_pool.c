@@ -647,6 +647,30 @@ static void test_refusal_raises_a_check_behind(void **state)
     one_cpu_pool_end(p, 1, spin, &saved);
 }
 
+/* ...but a check taken during a rest (a longer --login-queue) stays at
+ * the loops' weight, refusals or not: the rest bounds what they lose. */
+static void test_refusal_leaves_a_rests_check_behind(void **state)
+{
+    (void)state;
+    cpu_set_t saved;
+    pthread_t spin;
+    static test_job refused;
+    pool *p = one_cpu_pool(1, 2, &saved, &spin);
+    assert_int_equal(pool_submit_slow(p, &first.job), 0);
+    assert_int_equal(wait_for(&h, &h.posted, 1), 0);           /* contended: a rest */
+    assert_int_equal(pool_submit_slow(p, &second.job), 0);    /* one place of two */
+    uint64_t t0 = cpu_ns(CLOCK_MONOTONIC);
+    while (!__atomic_load_n(&second.begun, __ATOMIC_ACQUIRE) && cpu_ns(CLOCK_MONOTONIC) - t0 < 5000000000u)
+        usleep(1000);
+    job_init(&refused, &h, 3, 0);
+    refused.job.work = burn_work;
+    assert_int_equal(pool_submit_slow(p, &refused.job), -1);
+    assert_int_equal(wait_for(&h, &h.posted, 2), 0);
+    assert_true(second.work_ran);
+    assert_int_equal(second.nice_end, atomic_load(&spin_nice));
+    one_cpu_pool_end(p, 1, spin, &saved);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -662,6 +686,7 @@ int main(void)
         cmocka_unit_test(test_queued_job_shed_after_contended_hash),
         cmocka_unit_test(test_contended_until_calm),
         cmocka_unit_test(test_refusal_raises_a_check_behind),
+        cmocka_unit_test(test_refusal_leaves_a_rests_check_behind),
         cmocka_unit_test(test_queued_job_runs_on_an_idle_core),
     };
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
