@@ -618,6 +618,19 @@ static void test_contended_until_calm(void **state)
     sched_setaffinity(0, sizeof saved, &saved);
 }
 
+/* Once j has begun to hash, a slow job the pool refuses (it is full):
+ * the loops start refusing logins. */
+static void refuse_one_while(pool *p, test_job *j)
+{
+    static test_job refused;
+    uint64_t t0 = cpu_ns(CLOCK_MONOTONIC);
+    while (!__atomic_load_n(&j->begun, __ATOMIC_ACQUIRE) && cpu_ns(CLOCK_MONOTONIC) - t0 < 5000000000u)
+        usleep(1000);
+    job_init(&refused, &h, 99, 0);
+    refused.job.work = burn_work;
+    assert_int_equal(pool_submit_slow(p, &refused.job), -1);
+}
+
 /* A check that began at the loops' weight (nothing was contended) is
  * raised ahead of them once the pool refuses a login: a storm began while
  * it hashed. After it, the worker is back at their weight. */
@@ -626,16 +639,10 @@ static void test_refusal_raises_a_check_behind(void **state)
     (void)state;
     cpu_set_t saved;
     pthread_t spin;
-    static test_job refused;
     pool *p = one_cpu_pool(1, 1, &saved, &spin);
     assert_int_equal(pool_submit_slow(p, &first.job), 0);
-    uint64_t t0 = cpu_ns(CLOCK_MONOTONIC);
-    while (!__atomic_load_n(&first.begun, __ATOMIC_ACQUIRE) && cpu_ns(CLOCK_MONOTONIC) - t0 < 5000000000u)
-        usleep(1000);
     assert_int_equal(pool_submit_slow(p, &second.job), 0);   /* the waiting place */
-    job_init(&refused, &h, 3, 0);
-    refused.job.work = burn_work;
-    assert_int_equal(pool_submit_slow(p, &refused.job), -1);  /* full: a storm */
+    refuse_one_while(p, &first);                              /* full: a storm */
     assert_int_equal(wait_for(&h, &h.posted, 2), 0);
     job_init(&third, &h, 4, 0);
     third.job.work = note_nice;
@@ -654,17 +661,11 @@ static void test_refusal_leaves_a_rests_check_behind(void **state)
     (void)state;
     cpu_set_t saved;
     pthread_t spin;
-    static test_job refused;
     pool *p = one_cpu_pool(1, 2, &saved, &spin);
     assert_int_equal(pool_submit_slow(p, &first.job), 0);
     assert_int_equal(wait_for(&h, &h.posted, 1), 0);           /* contended: a rest */
     assert_int_equal(pool_submit_slow(p, &second.job), 0);    /* one place of two */
-    uint64_t t0 = cpu_ns(CLOCK_MONOTONIC);
-    while (!__atomic_load_n(&second.begun, __ATOMIC_ACQUIRE) && cpu_ns(CLOCK_MONOTONIC) - t0 < 5000000000u)
-        usleep(1000);
-    job_init(&refused, &h, 3, 0);
-    refused.job.work = burn_work;
-    assert_int_equal(pool_submit_slow(p, &refused.job), -1);
+    refuse_one_while(p, &second);
     assert_int_equal(wait_for(&h, &h.posted, 2), 0);
     assert_true(second.work_ran);
     assert_int_equal(second.nice_end, atomic_load(&spin_nice));
