@@ -917,10 +917,10 @@ static int serve(http_handler *h, h2o_req_t *req, const req_headers *hdrs, http_
     return 1;
 }
 
-static void serve_metrics(http_handler *h, h2o_req_t *req, http_obs *obs)
+static void serve_metrics(http_handler *h, h2o_req_t *req, http_obs *obs, int port)
 {
     char *text = NULL;
-    size_t len = metrics_render(h->metrics, &text);
+    size_t len = metrics_render(h->metrics, port, &text);
     obs->http_status = text ? 200 : 503;
     obs->bytes_out = len;
     if (!text) {
@@ -983,7 +983,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         forwarded_client(req, &h->ctx->config->trusted_proxies, obs);
     if (h->metrics && is_metrics_path(req) &&
         h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
-        serve_metrics(h, req, obs);
+        serve_metrics(h, req, obs, METRICS_CLIENT_PORT);
     } else if (serve(h, req, &hdrs, obs, wc)) {
         return 0;  /* on_reply ends it */
     }
@@ -1006,7 +1006,7 @@ static int on_metrics_req(h2o_handler_t *self, h2o_req_t *req)
     read_headers(req, &hdrs);
     http_obs_begin(&obs, req, hdrs.v[H_REQUEST_ID], m, h->router);
     if (is_metrics_path(req) && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")))
-        serve_metrics(h, req, &obs);
+        serve_metrics(h, req, &obs, METRICS_OPERATOR_PORT);
     else
         respond(&obs, req, FORM_JSON, ST_NOT_FOUND, 404, "this port serves only GET /metrics", NULL,
                 NULL, 0);

@@ -230,7 +230,7 @@ static void render_process(const metrics_registry *reg, out_buf *o)
     put(o, "process_start_time_seconds %.3f\n", (double)reg->start_ms / 1000);
 }
 
-size_t metrics_render(const metrics_registry *reg, char **out)
+size_t metrics_render(const metrics_registry *reg, int port, char **out)
 {
     out_buf o = {0};
     tokend_ctx *ctx = reg->ctx;
@@ -303,7 +303,11 @@ size_t metrics_render(const metrics_registry *reg, char **out)
     head(&o, "tokend_token_hash_keys", "gauge",
          "Token-hash keys in the ring: the newest and the older ones sessions still use.");
     put(&o, "tokend_token_hash_keys %zu\n", store_keys(ctx->store)->n);
-    render_apps(reg, &o);
+    if (port == METRICS_OPERATOR_PORT)
+        render_apps(reg, &o);
+    else
+        put(&o, "# tokend_app_users, tokend_app_sessions, tokend_app_admin_tokens: "
+                "on the --metrics-listen port only\n");
     render_process(reg, &o);
 
     if (o.failed) {

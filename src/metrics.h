@@ -86,8 +86,13 @@ typedef struct {
     int64_t start_ms;                /* wall clock, for process_start_time_seconds */
 } metrics_registry;
 
+/* Who a scrape is for. The client port answers whoever reaches it: it
+ * leaves out what one app's users must not learn of another's (the
+ * per-app counts); --metrics-listen is the operator's port. */
+enum { METRICS_CLIENT_PORT, METRICS_OPERATOR_PORT };
+
 /* The whole exposition into a malloc'd buffer; returns its length, or 0
  * (and *out NULL) when out of memory. */
-size_t metrics_render(const metrics_registry *reg, char **out);
+size_t metrics_render(const metrics_registry *reg, int port, char **out);
 
 #endif
