@@ -42,6 +42,7 @@ enum { SLOT_OTHER, SLOT_BEHIND, SLOT_RAISED };
 struct worker_slot {
     pid_t tid;
     _Atomic int state;
+    uint64_t rest_until;                     /* its rest's end, or 0 (under the lock) */
 };
 
 static __thread struct worker_slot *my_slot;
@@ -205,19 +206,20 @@ static pool_job *next_job(pool *p, uint64_t *rest_until, uint64_t *calm_until)
 static void *worker(void *arg)
 {
     pool *p = arg;
-    uint64_t rest_until = 0, rest_began = 0, calm_until = 0;
+    uint64_t rest_began = 0, calm_until = 0;
     int ahead = 0;
     as_batch(1);
     pthread_mutex_lock(&p->lock);
     my_slot = &p->slots[p->claimed++];
     my_slot->tid = thread_id();
+    uint64_t *const rest_until = &my_slot->rest_until;  /* pool_rest_left_ms reads it */
     pool_job *job;
-    while ((job = next_job(p, &rest_until, &calm_until)) != NULL) {
+    while ((job = next_job(p, rest_until, &calm_until)) != NULL) {
         /* A password check that queued behind a hash which starved a loop
          * would end a hash late and take CPU the rest gives back, unless a
          * worker that does not rest may run it. (With a longer
          * --login-queue, waiting is wanted: none is shed.) */
-        int resting = rest_until != 0;
+        int resting = *rest_until != 0;
         job->shed = job->slow && resting && p->slow_queue <= 1 && job->queued_ns < rest_began &&
                     p->resting == p->nthreads;
         pthread_mutex_unlock(&p->lock);
@@ -250,14 +252,14 @@ static void *worker(void *arg)
         }
         if (rest) {
             uint64_t now = clock_ns(CLOCK_MONOTONIC);
-            p->resting += rest_until == 0;
-            rest_until = (rest_until > now ? rest_until : now) + rest;
+            p->resting += *rest_until == 0;
+            *rest_until = (*rest_until > now ? *rest_until : now) + rest;
             rest_began = now;
             /* One check that got its share does not end a storm: a worker
              * stays contended (no waiting place, ahead after the rest)
              * until the loops have had POOL_CALM_MS without contention. */
             p->contended += calm_until == 0;
-            calm_until = rest_until + POOL_CALM_MS * 1000000ull;
+            calm_until = *rest_until + POOL_CALM_MS * 1000000ull;
         }
         pthread_mutex_unlock(&p->lock);
         job->post(job);   /* the job may be gone after this */
@@ -393,6 +395,21 @@ int pool_submit(pool *p, pool_job *job)
 int pool_submit_slow(pool *p, pool_job *job)
 {
     return submit(p, job, 1);
+}
+
+unsigned pool_rest_left_ms(pool *p)
+{
+    if (!p)
+        return 0;
+    uint64_t soonest = UINT64_MAX;
+    pthread_mutex_lock(&p->lock);
+    if (p->nthreads != 0 && p->resting == p->nthreads)
+        for (unsigned i = 0; i < p->claimed; i++)
+            if (p->slots[i].rest_until != 0 && p->slots[i].rest_until < soonest)
+                soonest = p->slots[i].rest_until;
+    pthread_mutex_unlock(&p->lock);
+    uint64_t now = clock_ns(CLOCK_MONOTONIC);
+    return soonest == UINT64_MAX || soonest <= now ? 0 : (unsigned)((soonest - now + 999999) / 1000000);
 }
 
 void pool_set_slow_queue(pool *p, unsigned per_worker)

@@ -74,6 +74,10 @@ int pool_stats(pool *p, pool_counts *out);
  * the rest are refused at once (-1). While hashing is contended (see
  * above), one waiting place fewer per worker. */
 int pool_submit_slow(pool *p, pool_job *job);
+/* While every worker rests, the ms until the first rest ends: when a
+ * refused or shed password check may be tried again. Otherwise 0 (a full
+ * queue empties within a hash). */
+unsigned pool_rest_left_ms(pool *p);
 /* workers x (1 + per_worker): each worker's current one and per_worker
  * waiting (default per_worker: 1). */
 void pool_set_slow_queue(pool *p, unsigned per_worker);

@@ -122,6 +122,15 @@ static void post_to_loop(pool_job *job)
     call->loop->post(call->loop, job);
 }
 
+/* Retry-After for a password check the pool refused or shed: when a
+ * worker's rest ends (it may last several seconds at a high hash cost),
+ * else 1 s. */
+static int busy_retry_after(const rpc_call *call, int slow)
+{
+    unsigned ms = slow ? pool_rest_left_ms(call->ctx->pool) : 0;
+    return ms ? (int)((ms + 999) / 1000) : 1;
+}
+
 int rpc_offload(rpc_call *call, rpc_job *job, void (*work)(pool_job *),
                 void (*finish)(rpc_job *))
 {
@@ -130,7 +139,7 @@ int rpc_offload(rpc_call *call, rpc_job *job, void (*work)(pool_job *),
     job->base.work = work;
     job->base.post = post_to_loop;
     if ((job->slow ? pool_submit_slow : pool_submit)(call->ctx->pool, &job->base) != 0) {
-        call->retry_after = 1;
+        call->retry_after = busy_retry_after(call, job->slow);
         rpc_fail(call, ST_UNAVAILABLE, "%s", busy_message);
         return -1;
     }
@@ -180,7 +189,7 @@ static void task_work(pool_job *job)
     /* Work that waited in the queue past its deadline is not done at all. */
     int wait = 0;
     if (job->shed) {
-        t->call->retry_after = 1;
+        t->call->retry_after = busy_retry_after(t->call, 1);
         rpc_task_fail(t, ST_UNAVAILABLE, "%s", busy_message);
     } else if (rpc_past_deadline(t->call))
         rpc_task_fail(t, ST_DEADLINE_EXCEEDED, "deadline exceeded");

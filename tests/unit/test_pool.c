@@ -459,6 +459,13 @@ static int second_slow_job_after(int busy, unsigned queue, int *refused)
         assert_int_equal(wait_for(&h, &h.posted, 2), 0);
         assert_true(cpu_ns(CLOCK_MONOTONIC) - t0 < 100000000u);
         assert_int_equal(pool_submit_slow(p, &second.job), -1); /* still resting */
+        /* what the refusal's Retry-After says: the rest's end, not a
+         * fixed second (a rest is 93/7 of the hash's wall time) */
+        uint64_t rest_ms = c.slow_wall_ns * (100 - POOL_CONTENDED_DUTY) / POOL_CONTENDED_DUTY / 1000000u;
+        unsigned left = pool_rest_left_ms(p);
+        assert_true(left >= rest_ms / 2 && left <= rest_ms + 1);
+    } else if (!busy) {
+        assert_int_equal(pool_rest_left_ms(p), 0);   /* no rest: nothing to wait for */
     }
     int ms = *refused ? -1 : 0;
     while (ms < 0 && cpu_ns(CLOCK_MONOTONIC) - t0 < 5000000000u) {
