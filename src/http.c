@@ -951,7 +951,9 @@ static void forwarded_client(h2o_req_t *req, const proxies *trusted, http_obs *o
     if (!req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&sa))
         return;
     /* the last 8 headers: the right-most entries are the trusted ones */
-    for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, i)) >= 0;) {
+    for (ssize_t i = -1; (i = trusted->rfc7239
+                                  ? h2o_find_header_by_str(&req->headers, H2O_STRLIT("forwarded"), i)
+                                  : h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, i)) >= 0;) {
         if (n == 8) {
             memmove(values, values + 1, 7 * sizeof values[0]);
             memmove(lens, lens + 1, 7 * sizeof lens[0]);

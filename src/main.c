@@ -709,7 +709,7 @@ static const command commands[] = {
           OPT_REQUEST_TIMEOUT, OPT_DEADLINE, OPT_PURGE_INTERVAL, OPT_THROTTLE_ACCOUNT,
           OPT_THROTTLE_ADDRESS, OPT_THROTTLE_WINDOW, OPT_TLS_CERT, OPT_TLS_KEY, OPT_CLUSTER,
           OPT_METRICS_LISTEN, OPT_LOG_FORMAT, OPT_ACCESS_LOG, OPT_TRUSTED_PROXIES,
-          OPT_PROXY_PROTOCOL),
+          OPT_PROXY_PROTOCOL, OPT_FORWARDED_HEADER),
      OPTS(OPT_DATA), NULL, 0, 0, "run the server (JSON, gRPC, gRPC-Web, protobuf on one port)",
      "Serves the data directory on one port: JSON on the vendor's paths, native gRPC (h2c, or\n"
      "TLS with --tls-cert/--tls-key), gRPC-Web and binary protobuf. Every option may also stand\n"

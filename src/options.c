@@ -85,11 +85,17 @@ const option_spec options[OPT_COUNT] = {
                         "SIGHUP reopens a FILE", "/var/log/tokend/access.log"},
     [OPT_TRUSTED_PROXIES] = {"trusted-proxies", OPT_TEXT, "NET,...", 0, 0, 0, NULL, F,
                              "proxies in front (CIDR networks or addresses): a request they pass "
-                             "on is known by its X-Forwarded-For client (throttle, logs)",
+                             "on is known by the client their --forwarded-header names (throttle, "
+                             "logs)",
                              "10.0.0.0/8,127.0.0.1"},
     [OPT_PROXY_PROTOCOL] = {"proxy-protocol", OPT_TEXT, "off|on", 0, 0, 0, "off", F,
                             "on: connections from --trusted-proxies (L4 balancers) may open with "
                             "a PROXY protocol header naming the client, v1 or v2", "on"},
+    [OPT_FORWARDED_HEADER] = {"forwarded-header", OPT_TEXT, "x-forwarded-for|forwarded", 0, 0, 0,
+                              "x-forwarded-for", F,
+                              "the header --trusted-proxies write the client in: "
+                              "X-Forwarded-For, or Forwarded's for= (RFC 7239); the other is "
+                              "never read", "forwarded"},
 
     [OPT_APP] = {"app", OPT_NUMBER, "APP_ID", 1, UINT64_MAX, 0, NULL, 0,
                  "the app (default: the data directory's first app)", "1"},
@@ -467,6 +473,20 @@ int options_to_config(const option_values *ov, tokend_config *cfg, option_error_
             report_line(report, arg, ov->file, given->line, "bad value for trusted-proxies: %s", why);
         else
             report_line(report, arg, NULL, 0, "bad value for --trusted-proxies: %s", why);
+        return 1;
+    }
+    /* Only the header the proxies write: the other passes through them
+     * as the client sent it, forged or not. */
+    const char *fh = options_text(ov, OPT_FORWARDED_HEADER);
+    cfg->trusted_proxies.rfc7239 = strcmp(fh, "forwarded") == 0;
+    if (!cfg->trusted_proxies.rfc7239 && strcmp(fh, "x-forwarded-for") != 0) {
+        const option_value *given = &ov->v[OPT_FORWARDED_HEADER];
+        if (given->line)
+            report_line(report, arg, ov->file, given->line,
+                        "bad value \"%s\" for forwarded-header: give x-forwarded-for or forwarded", fh);
+        else
+            report_line(report, arg, NULL, 0,
+                        "bad value \"%s\" for --forwarded-header: give x-forwarded-for or forwarded", fh);
         return 1;
     }
     const char *pp = options_text(ov, OPT_PROXY_PROTOCOL);

@@ -142,38 +142,120 @@ int proxies_trusts(const proxies *p, const struct sockaddr *sa)
     return p && p->n && from_sockaddr(sa, &a) == 0 && trusted(p, &a);
 }
 
+typedef struct {
+    const char *s;
+    size_t n;
+} span;
+
+static span trim(const char *s, size_t n)
+{
+    while (n && is_space(*s))
+        s++, n--;
+    while (n && is_space(s[n - 1]))
+        n--;
+    return (span){s, n};
+}
+
+/* The address in a Forwarded for= value (RFC 7239 6): "[v6]" or
+ * "[v6]:port", v4 or "v4:port"; anything else ("unknown", "_hidden") is
+ * left as it is, and is no address. */
+static span node_address(span v)
+{
+    if (v.n && v.s[0] == '[') {
+        const char *close = memchr(v.s, ']', v.n);
+        return close ? (span){v.s, (size_t)(close - v.s) + 1} : v;
+    }
+    const char *colon = memchr(v.s, ':', v.n);
+    if (colon && !memchr(colon + 1, ':', v.n - (size_t)(colon + 1 - v.s)))
+        v.n = (size_t)(colon - v.s);
+    return v;
+}
+
+/* The for= of one Forwarded element: pairs token=value separated by ';',
+ * a value a token or a quoted string. {s, 0} when it has none. */
+static span forwarded_for(span e)
+{
+    size_t i = 0;
+    while (i < e.n) {
+        size_t name = i;
+        while (i < e.n && e.s[i] != '=' && e.s[i] != ';')
+            i++;
+        span key = trim(e.s + name, i - name);
+        if (i == e.n || e.s[i] == ';') {
+            i++;
+            continue;
+        }
+        span v;
+        for (i++; i < e.n && is_space(e.s[i]);)
+            i++;
+        if (i < e.n && e.s[i] == '"') {
+            size_t start = ++i;
+            while (i < e.n && e.s[i] != '"')
+                i += e.s[i] == '\\' ? 2 : 1;
+            v = (span){e.s + start, (i < e.n ? i : e.n) - start};
+            while (i < e.n && e.s[i] != ';')
+                i++;
+        } else {
+            size_t start = i;
+            while (i < e.n && e.s[i] != ';')
+                i++;
+            v = trim(e.s + start, i - start);
+        }
+        i++;
+        if (key.n == 3 && (key.s[0] | 0x20) == 'f' && (key.s[1] | 0x20) == 'o' && (key.s[2] | 0x20) == 'r')
+            return node_address(v);
+    }
+    return (span){e.s, 0};
+}
+
+/* The entries of the header's values, left to right: X-Forwarded-For's
+ * comma-separated items, or each Forwarded element's for= (a comma inside
+ * a quoted string separates nothing). The right-most PROXIES_ENTRIES_MAX,
+ * in a ring; returns how many there were in all. */
+static size_t entries(int rfc7239, const char *const values[], const size_t lens[], size_t nvalues,
+                      span ring[PROXIES_ENTRIES_MAX])
+{
+    size_t count = 0;
+    for (size_t v = 0; v < nvalues; v++) {
+        const char *s = values[v];
+        size_t n = lens[v], start = 0;
+        int quoted = 0;
+        for (size_t i = 0; i <= n; i++) {
+            if (i < n && rfc7239 && s[i] == '"')
+                quoted = !quoted;
+            else if (i < n && quoted && s[i] == '\\')
+                i++;
+            if (i < n && (quoted || s[i] != ','))
+                continue;
+            span e = trim(s + start, (i < n ? i : n) - start);
+            ring[count++ % PROXIES_ENTRIES_MAX] = rfc7239 ? forwarded_for(e) : e;
+            start = i + 1;
+        }
+    }
+    return count;
+}
+
 size_t proxies_client(const proxies *p, const struct sockaddr *peer, const char *const values[],
                       const size_t lens[], size_t nvalues, char out[PROXIES_TEXT_MAX])
 {
+    span ring[PROXIES_ENTRIES_MAX];
     address client, a;
     int forwarded = 0;   /* client is an entry of the header, not the peer */
     out[0] = '\0';
     if (!p || !p->n || from_sockaddr(peer, &client) != 0 || !trusted(p, &client))
         return 0;
-    /* Right to left: each trusted proxy vouches for the entry before it. */
-    for (size_t v = nvalues; v-- > 0;) {
-        const char *s = values[v];
-        size_t end = lens[v];
-        for (;;) {
-            size_t start = end;
-            while (start > 0 && s[start - 1] != ',')
-                start--;
-            size_t b = start, e = end;
-            while (b < e && is_space(s[b]))
-                b++;
-            while (e > b && is_space(s[e - 1]))
-                e--;
-            if (parse_address(s + b, e - b, &a) != 0)
-                goto done;   /* no address: the nearest trusted proxy is the client */
-            client = a, forwarded = 1;
-            if (!trusted(p, &a))
-                goto done;
-            if (start == 0)
-                break;
-            end = start - 1;
-        }
+    size_t count = entries(p->rfc7239, values, lens, nvalues, ring);
+    size_t kept = count < PROXIES_ENTRIES_MAX ? count : PROXIES_ENTRIES_MAX;
+    /* Right to left: each trusted proxy vouches for the entry before it;
+     * no address means the nearest trusted proxy is the client. */
+    for (size_t k = 0; k < kept; k++) {
+        span e = ring[(count - 1 - k) % PROXIES_ENTRIES_MAX];
+        if (parse_address(e.s, e.n, &a) != 0)
+            break;
+        client = a, forwarded = 1;
+        if (!trusted(p, &a))
+            break;
     }
-done:
     if (!forwarded || !inet_ntop(client.family, client.addr, out, PROXIES_TEXT_MAX)) {
         out[0] = '\0';
         return 0;

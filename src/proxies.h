@@ -29,7 +29,8 @@ typedef struct {
 } proxies_net;
 
 typedef struct {
-    size_t n;                 /* 0: none trusted, X-Forwarded-For never read */
+    size_t n;                 /* 0: none trusted, no header read */
+    int rfc7239;              /* the header is Forwarded (its for=), not X-Forwarded-For */
     proxies_net nets[PROXIES_MAX];
 } proxies;
 
@@ -44,10 +45,16 @@ int proxies_trusts(const proxies *p, const struct sockaddr *sa);
 
 /* The client of a request whose connection came from peer: values are its
  * X-Forwarded-For header values in the order they came (several headers
- * are one list). Returns the length of the client's address written to out
- * as text, or 0 when the peer stands: it is not trusted, there is no
- * header, or the right-most entry not trusted is no address (then the
- * nearest trusted proxy is the client, as it is the last one who knows). */
+ * are one list), or with p->rfc7239 its Forwarded ones, whose elements'
+ * for= are the entries (quoted or not, a port after the address allowed).
+ * Returns the length of the client's address written to out as text, or 0
+ * when the peer stands: it is not trusted, there is no header, or the
+ * right-most entry not trusted is no address ("unknown", an obfuscated
+ * name, an element without for=: then the nearest trusted proxy is the
+ * client, as it is the last one who knows). Only the right-most
+ * PROXIES_ENTRIES_MAX entries are read: past them, the left-most of those
+ * stands for the client. */
+#define PROXIES_ENTRIES_MAX 64
 size_t proxies_client(const proxies *p, const struct sockaddr *peer, const char *const values[],
                       const size_t lens[], size_t nvalues, char out[PROXIES_TEXT_MAX]);
 

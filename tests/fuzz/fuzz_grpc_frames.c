@@ -13,7 +13,7 @@
  *   proxies     proxies_parse of the input as a --trusted-proxies list (a
  *               refusal says why, an accepted one holds at most PROXIES_MAX
  *               networks); proxies_client of the input as X-Forwarded-For
- *               values (split at newlines) from a trusted and an untrusted
+ *               and as Forwarded values (split at newlines) from a trusted and an untrusted
  *               peer: the client is "" or an address printed canonically,
  *               and an untrusted peer's header is never read; and
  *               proxies_header of the input as a balancer's first bytes:
@@ -164,18 +164,21 @@ static void forwarding(const char *in, size_t len)
     for (size_t i = 0; i <= len && n < 8; i++)
         if (i == len || in[i] == '\n')
             values[n] = in + start, lens[n++] = i - start, start = i + 1;
-    struct sockaddr_in from = {.sin_family = AF_INET};
-    from.sin_addr.s_addr = htonl(0x0a000001);   /* 10.0.0.1: trusted */
-    size_t got = proxies_client(&trusted, (struct sockaddr *)&from, values, lens, n, out);
-    CHECK(got == strlen(out) && got < PROXIES_TEXT_MAX);
-    if (got) {
-        uint8_t a[16];
-        int family = inet_pton(AF_INET, out, a) == 1 ? AF_INET : AF_INET6;
-        CHECK(family == AF_INET || inet_pton(AF_INET6, out, a) == 1);
-        CHECK(inet_ntop(family, a, text, sizeof text) && strcmp(text, out) == 0);
+    for (int form = 0; form < 2; form++) {    /* X-Forwarded-For, then Forwarded */
+        trusted.rfc7239 = form;
+        struct sockaddr_in from = {.sin_family = AF_INET};
+        from.sin_addr.s_addr = htonl(0x0a000001);   /* 10.0.0.1: trusted */
+        size_t got = proxies_client(&trusted, (struct sockaddr *)&from, values, lens, n, out);
+        CHECK(got == strlen(out) && got < PROXIES_TEXT_MAX);
+        if (got) {
+            uint8_t a[16];
+            int family = inet_pton(AF_INET, out, a) == 1 ? AF_INET : AF_INET6;
+            CHECK(family == AF_INET || inet_pton(AF_INET6, out, a) == 1);
+            CHECK(inet_ntop(family, a, text, sizeof text) && strcmp(text, out) == 0);
+        }
+        from.sin_addr.s_addr = htonl(0xc6336401);   /* 198.51.100.1: not trusted */
+        CHECK(proxies_client(&trusted, (struct sockaddr *)&from, values, lens, n, out) == 0 && !out[0]);
     }
-    from.sin_addr.s_addr = htonl(0xc6336401);   /* 198.51.100.1: not trusted */
-    CHECK(proxies_client(&trusted, (struct sockaddr *)&from, values, lens, n, out) == 0 && !out[0]);
 }
 
 static void proxy_header(const char *in, size_t len)

@@ -175,7 +175,9 @@ def grpc_seeds():
         "compressed": [frame(login, flag=1)],
         # the inflate section: gzip (its magic byte picks gzip), deflate (zlib)
         "forwarded": [b"203.0.113.5", b"6.6.6.6, 203.0.113.5, 10.0.0.9\n10.1.1.1", b"[2001:db8::1]\nfd00::2",
-                      b"10.0.0.0/8, fd00::/8 ,192.0.2.7"],
+                      b"10.0.0.0/8, fd00::/8 ,192.0.2.7",
+                      # RFC 7239 Forwarded (the same section reads the input both ways)
+                      b'for=6.6.6.6;proto=http, For="[2001:db8::1]:80";by=10.0.0.9\nfor="203.0.113.5:1",for=_x;a="b,c"'],
         # proxies_header: PROXY v1 lines and v2 headers (IPv4 with a TLV, IPv6, LOCAL)
         "proxy": [b"PROXY TCP4 198.51.100.7 10.0.0.1 40001 443\r\nGET / HTTP/1.1\r\n",
                   b"PROXY TCP6 2001:db8::5 2001:db8::1 1 443\r\n", b"PROXY UNKNOWN\r\n",

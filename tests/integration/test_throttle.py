@@ -179,6 +179,65 @@ class BehindProxies(unittest.TestCase):
                           'the prefix length must be 0 to 32'])
 
 
+class TrustedForwarded(unittest.TestCase):
+    """--forwarded-header forwarded: the proxies write the client in
+    RFC 7239's Forwarded (its for=), and only that header is read: an
+    X-Forwarded-For passes through such proxies as the client wrote it."""
+    PROXY = "127.0.0.2"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server()
+        cls.srv.create_app("a")
+        cls.srv.start(*LOW, "--throttle-account", "100", "--throttle-address", "3",
+                      "--trusted-proxies", cls.PROXY, "--forwarded-header", "forwarded")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+
+    def via(self, headers, http2=False):
+        return self.srv.request("POST", "/token/user", {"name": "nobody", "password": "bad-guess-pw"},
+                                headers=headers, source=self.PROXY, http2=http2)
+
+    def test_the_for_of_forwarded_is_the_client(self):
+        name = "forwarded"
+        for i in range(3):
+            # quoted with a port, or bare; the header name in either case (HTTP/1.1)
+            value = 'for="203.0.113.9:4711";proto=https' if i else "for=203.0.113.9"
+            self.assertEqual(self.via({"Forwarded" if i == 2 else name: value}, http2=i == 1).status, 401)
+        r = self.via({name: "for=198.51.100.3, for=203.0.113.9;by=%s" % self.PROXY})
+        self.assertEqual(r.status, 429, r.body)
+        # another client behind the proxy has its own bucket, IPv6 too
+        self.assertEqual(self.via({name: 'for="[2001:db8::9]:80"'}).status, 401)
+        # X-Forwarded-For is not read: these all count against the proxy itself
+        for i in range(3):
+            self.assertEqual(self.via({"x-forwarded-for": "192.0.2.%d" % i}).status, 401)
+        self.assertEqual(self.via({"x-forwarded-for": "192.0.2.99"}).status, 429)
+        deadline = time.monotonic() + 10
+        want = '"client":"%s"' % self.PROXY     # the X-Forwarded-For requests' lines
+        while want not in self.srv.logs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = self.srv.logs()
+        self.assertIn(want, log)
+        self.assertIn('"client":"203.0.113.9"', log)
+        self.assertIn('"client":"2001:db8::9"', log)
+        self.assertNotIn('"client":"192.0.2.', log)
+
+    def test_a_bad_value_is_refused_at_start(self):
+        import subprocess
+        import tempfile
+        import harness
+        with tempfile.TemporaryDirectory() as d:
+            p = subprocess.run([harness.BIN, "serve", "--data", d, "--trusted-proxies", "10.0.0.0/8",
+                                "--forwarded-header", "x-real-ip"], capture_output=True, text=True,
+                               timeout=30)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertEqual(p.stderr.strip().splitlines(),
+                         ['tokend: bad value "x-real-ip" for --forwarded-header: '
+                          'give x-forwarded-for or forwarded'])
+
+
 def proxy_v2(client, command=0x21, port=40000, dest_port=443):
     """A PROXY v2 header: TCP over IPv4 from client (command 0x21, PROXY),
     with a TLV after the addresses as AWS's balancers add; 0x20 is LOCAL."""

@@ -172,6 +172,47 @@ static int header(const void *buf, size_t len, char text[PROXIES_TEXT_MAX], unsi
     return n;
 }
 
+/* --forwarded-header forwarded: the for= of each Forwarded element
+ * (RFC 7239), in the same right-to-left walk. */
+static void test_client_forwarded(void **state)
+{
+    (void)state;
+    trust("10.0.0.0/8,fd00::/8");
+    P.rfc7239 = 1;
+    assert_string_equal(client("10.0.0.2", "for=198.51.100.1", NULL), "198.51.100.1");
+    /* the name in any case, other pairs around it, spaces around the commas */
+    assert_string_equal(client("10.0.0.2", "proto=https;For=198.51.100.1;by=10.0.0.2", NULL),
+                        "198.51.100.1");
+    assert_string_equal(client("10.0.0.2", "for=6.6.6.6 , for=198.51.100.1;proto=http, for=10.0.0.3",
+                               NULL), "198.51.100.1");
+    /* quoted, with a port, IPv6 in brackets */
+    assert_string_equal(client("10.0.0.2", "for=\"198.51.100.1:4711\"", NULL), "198.51.100.1");
+    assert_string_equal(client("10.0.0.2", "for=\"[2001:DB8:CAFE::17]:4711\"", NULL), "2001:db8:cafe::17");
+    assert_string_equal(client("fd00::1", "for=\"[2001:db8::2]\"", NULL), "2001:db8::2");
+    /* a comma in a quoted string separates nothing */
+    assert_string_equal(client("10.0.0.2", "for=198.51.100.1;ext=\"a,for=6.6.6.6\"", NULL),
+                        "198.51.100.1");
+    /* several headers are one list */
+    assert_string_equal(client("10.0.0.2", "for=6.6.6.6", "for=198.51.100.1", "for=10.9.9.9", NULL),
+                        "198.51.100.1");
+    /* unknown, obfuscated, or no for=: the nearest trusted proxy */
+    assert_string_equal(client("10.0.0.2", "for=unknown", NULL), "");
+    assert_string_equal(client("10.0.0.2", "for=6.6.6.6, for=_hidden, for=10.3.3.3", NULL), "10.3.3.3");
+    assert_string_equal(client("10.0.0.2", "for=6.6.6.6, by=10.0.0.9", NULL), "");
+    assert_string_equal(client("10.0.0.2", "for=\"198.51.100.1", NULL), "198.51.100.1");
+    assert_string_equal(client("10.0.0.2", "for=", NULL), "");
+    /* X-Forwarded-For's plain list is not a Forwarded header */
+    assert_string_equal(client("10.0.0.2", "198.51.100.1", NULL), "");
+    /* past PROXIES_ENTRIES_MAX entries, the left-most of the right-most ones */
+    char many[PROXIES_ENTRIES_MAX * 16 + 32];
+    size_t n = (size_t)snprintf(many, sizeof many, "for=6.6.6.6");
+    for (int k = 0; k < PROXIES_ENTRIES_MAX; k++)
+        n += (size_t)snprintf(many + n, sizeof many - n, ",for=10.0.0.%d", k % 250 + 1);
+    assert_string_equal(client("10.0.0.2", many, NULL), "10.0.0.1");
+    P.rfc7239 = 0;
+    assert_string_equal(client("10.0.0.2", "for=198.51.100.1", NULL), "");
+}
+
 static void test_header_v1(void **state)
 {
     (void)state;
@@ -284,6 +325,7 @@ int main(void)
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_trusts),
         cmocka_unit_test(test_client),
+        cmocka_unit_test(test_client_forwarded),
         cmocka_unit_test(test_header_v1),
         cmocka_unit_test(test_header_v2),
     };
