@@ -421,6 +421,21 @@ static int port_ok(const char *hostport)
     return port >= 1 && port <= 65535;
 }
 
+/* "bad value V for NAME: FIX", NAME as it was given: a line of the file, or
+ * a --flag. Returns 1, options_to_config's refusal. */
+static int bad_value(const option_values *ov, option_id id, const char *value, const char *fix,
+                     option_error_fn *report, void *arg)
+{
+    const option_value *given = &ov->v[id];
+    if (given->line)
+        report_line(report, arg, ov->file, given->line, "bad value \"%s\" for %s: %s", value,
+                    options[id].name, fix);
+    else
+        report_line(report, arg, NULL, 0, "bad value \"%s\" for --%s: %s", value, options[id].name,
+                    fix);
+    return 1;
+}
+
 int options_to_config(const option_values *ov, tokend_config *cfg, option_error_fn *report,
                       void *arg)
 {
@@ -479,30 +494,15 @@ int options_to_config(const option_values *ov, tokend_config *cfg, option_error_
      * as the client sent it, forged or not. */
     const char *fh = options_text(ov, OPT_FORWARDED_HEADER);
     cfg->trusted_proxies.rfc7239 = strcmp(fh, "forwarded") == 0;
-    if (!cfg->trusted_proxies.rfc7239 && strcmp(fh, "x-forwarded-for") != 0) {
-        const option_value *given = &ov->v[OPT_FORWARDED_HEADER];
-        if (given->line)
-            report_line(report, arg, ov->file, given->line,
-                        "bad value \"%s\" for forwarded-header: give x-forwarded-for or forwarded", fh);
-        else
-            report_line(report, arg, NULL, 0,
-                        "bad value \"%s\" for --forwarded-header: give x-forwarded-for or forwarded", fh);
-        return 1;
-    }
+    if (!cfg->trusted_proxies.rfc7239 && strcmp(fh, "x-forwarded-for") != 0)
+        return bad_value(ov, OPT_FORWARDED_HEADER, fh, "give x-forwarded-for or forwarded", report, arg);
     const char *pp = options_text(ov, OPT_PROXY_PROTOCOL);
     /* v1 and v2 were this option's values before: either now reads both */
     cfg->proxy_protocol = strcmp(pp, "on") == 0 || strcmp(pp, "v1") == 0 || strcmp(pp, "v2") == 0;
-    if ((!cfg->proxy_protocol && strcmp(pp, "off") != 0) || (cfg->proxy_protocol && !tp)) {
-        const option_value *given = &ov->v[OPT_PROXY_PROTOCOL];
-        const char *fix = cfg->proxy_protocol ? "it needs trusted-proxies: the balancers' addresses"
-                                              : "give off or on";
-        if (given->line)
-            report_line(report, arg, ov->file, given->line, "bad value \"%s\" for proxy-protocol: %s",
-                        pp, fix);
-        else
-            report_line(report, arg, NULL, 0, "bad value \"%s\" for --proxy-protocol: %s", pp, fix);
-        return 1;
-    }
+    if ((!cfg->proxy_protocol && strcmp(pp, "off") != 0) || (cfg->proxy_protocol && !tp))
+        return bad_value(ov, OPT_PROXY_PROTOCOL, pp,
+                         cfg->proxy_protocol ? "it needs trusted-proxies: the balancers' addresses"
+                                             : "give off or on", report, arg);
     const char *lf = options_text(ov, OPT_LOG_FORMAT);
     cfg->log_text = strcmp(lf, "text") == 0;
     if (strcmp(lf, "json") != 0 && strcmp(lf, "text") != 0) {
