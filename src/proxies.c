@@ -209,9 +209,12 @@ static span forwarded_for(span e)
 }
 
 /* The entries of the header's values, left to right: X-Forwarded-For's
- * comma-separated items, or each Forwarded element's for= (a comma inside
- * a quoted string separates nothing). The right-most PROXIES_ENTRIES_MAX,
- * in a ring; returns how many there were in all. */
+ * comma-separated items, or each Forwarded element's for=. Every comma
+ * separates, inside quotes too: a quote the client left open must not
+ * join the elements the proxies append to its own (a for= never holds a
+ * comma; a proxy's quoted one makes its element no address, and the
+ * proxy stands). The right-most PROXIES_ENTRIES_MAX, in a ring; returns
+ * how many there were in all. */
 static size_t entries(int rfc7239, const char *const values[], const size_t lens[], size_t nvalues,
                       span ring[PROXIES_ENTRIES_MAX])
 {
@@ -219,15 +222,10 @@ static size_t entries(int rfc7239, const char *const values[], const size_t lens
     for (size_t v = 0; v < nvalues; v++) {
         const char *s = values[v];
         size_t n = lens[v], start = 0;
-        int quoted = 0;
         for (size_t i = 0; i <= n; i++) {
-            if (i < n && rfc7239 && s[i] == '"')
-                quoted = !quoted;
-            else if (i < n && quoted && s[i] == '\\')
-                i++;
-            if (i < n && (quoted || s[i] != ','))
+            if (i < n && s[i] != ',')
                 continue;
-            span e = trim(s + start, (i < n ? i : n) - start);
+            span e = trim(s + start, i - start);
             ring[count++ % PROXIES_ENTRIES_MAX] = rfc7239 ? forwarded_for(e) : e;
             start = i + 1;
         }

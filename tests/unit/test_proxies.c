@@ -189,9 +189,14 @@ static void test_client_forwarded(void **state)
     assert_string_equal(client("10.0.0.2", "for=\"198.51.100.1:4711\"", NULL), "198.51.100.1");
     assert_string_equal(client("10.0.0.2", "for=\"[2001:DB8:CAFE::17]:4711\"", NULL), "2001:db8:cafe::17");
     assert_string_equal(client("fd00::1", "for=\"[2001:db8::2]\"", NULL), "2001:db8::2");
-    /* a comma in a quoted string separates nothing */
-    assert_string_equal(client("10.0.0.2", "for=198.51.100.1;ext=\"a,for=6.6.6.6\"", NULL),
-                        "198.51.100.1");
+    /* every comma separates, quoted or not: a quote the client leaves open
+     * (or escapes a comma with) does not swallow what the proxy appends */
+    assert_string_equal(client("10.0.0.2", "for=1.2.3.4;a=\"x, for=203.0.113.9", NULL), "203.0.113.9");
+    assert_string_equal(client("10.0.0.2", "for=1.2.3.4;a=b\"c, for=203.0.113.9", NULL), "203.0.113.9");
+    assert_string_equal(client("10.0.0.2", "for=1.2.3.4;a=\"x\\, for=203.0.113.9", NULL), "203.0.113.9");
+    assert_string_equal(client("10.0.0.2", "for=\", for=203.0.113.9", NULL), "203.0.113.9");
+    /* so a proxy's quoted comma leaves an element that is no address */
+    assert_string_equal(client("10.0.0.2", "for=198.51.100.1;ext=\"a,b\"", NULL), "");
     /* several headers are one list */
     assert_string_equal(client("10.0.0.2", "for=6.6.6.6", "for=198.51.100.1", "for=10.9.9.9", NULL),
                         "198.51.100.1");
