@@ -67,6 +67,20 @@ static int is_space(char c)
     return c == ' ' || c == '\t';
 }
 
+typedef struct {
+    const char *s;
+    size_t n;
+} span;
+
+static span trim(const char *s, size_t n)
+{
+    while (n && is_space(*s))
+        s++, n--;
+    while (n && is_space(s[n - 1]))
+        n--;
+    return (span){s, n};
+}
+
 int proxies_parse(proxies *p, const char *list, char *why, size_t whylen)
 {
     if (!p || !list || !why || !whylen)
@@ -74,11 +88,9 @@ int proxies_parse(proxies *p, const char *list, char *why, size_t whylen)
     p->n = 0;
     for (const char *s = list;;) {
         const char *end = strchr(s, ',');
-        size_t n = end ? (size_t)(end - s) : strlen(s);
-        while (n && is_space(*s))
-            s++, n--;
-        while (n && is_space(s[n - 1]))
-            n--;
+        span item = trim(s, end ? (size_t)(end - s) : strlen(s));
+        size_t n = item.n;
+        s = item.s;
         const char *slash = memchr(s, '/', n);
         size_t alen = slash ? (size_t)(slash - s) : n;
         address a;
@@ -140,20 +152,6 @@ int proxies_trusts(const proxies *p, const struct sockaddr *sa)
 {
     address a;
     return p && p->n && from_sockaddr(sa, &a) == 0 && trusted(p, &a);
-}
-
-typedef struct {
-    const char *s;
-    size_t n;
-} span;
-
-static span trim(const char *s, size_t n)
-{
-    while (n && is_space(*s))
-        s++, n--;
-    while (n && is_space(s[n - 1]))
-        n--;
-    return (span){s, n};
 }
 
 /* The address in a Forwarded for= value (RFC 7239 6): "[v6]" or
