@@ -169,8 +169,11 @@ class H2Replies(unittest.TestCase):
         # The first reply is h2o's encoder's (a literal, new name); the second
         # makes the table's x-request-id entry; the others name it (0x0f: a
         # literal without indexing, the name's index from 15 on). A reply
-        # that starts a second goes through h2o's encoder again.
-        self.assertEqual(forms[:2], [("without", 0x00), ("incremental", 0x40)], forms)
+        # that starts a second goes through h2o's encoder again, so the
+        # second reply may be one more of h2o's (the clock turned between).
+        self.assertEqual(forms[0], ("without", 0x00), forms)
+        made = [f for f in forms if f != ("without", 0x00)]
+        self.assertEqual(made[0], ("incremental", 0x40), forms)
         self.assertEqual(forms.count(("incremental", 0x40)), 1, forms)
         self.assertGreaterEqual(forms.count(("without", 0x0F)), 30, forms)
 
