@@ -38,6 +38,11 @@
  * cannot fire on a server that does not run). Past the 10 s statement and
  * lock timeouts, which answer first when PostgreSQL runs. */
 #define HOLD_MS 15000
+/* Once the database has not answered the feed for STALE_MS (see silent()),
+ * bounded work is refused at once and what holds a connection is cut past
+ * this: a login on a frozen database answers 503 in seconds, not after
+ * HOLD_MS. */
+#define SILENT_HOLD_MS STALE_MS
 #define STOP_HOLD_MS 2000        /* the same bound once the server is stopping */
 #define STALE_MS 3000            /* no poll ended well for this long: the database is not up */
 /* A change is pruned once it is older than KEEP_S and not among the
@@ -73,6 +78,8 @@ struct cluster {
     PGconn *feed_pg;             /* the feed's connection, for the watch thread */
     int64_t feed_since_ms;       /* its query under way since (0: none, or a snapshot) */
     int64_t poll_ok_ms;          /* the last poll that ended well */
+    int64_t heard_ms;            /* the database last answered the feed (a connect, a poll) */
+    int loading;                 /* the feed loads a snapshot: as long as it takes */
     cluster_feed_hooks hooks;
     cluster_snapshot_hooks snap;
     uint64_t poll_started, poll_done;
@@ -207,9 +214,23 @@ static cluster_conn *conn_get(cluster *c)
     return conn_take(c, 1);
 }
 
+/* The database has not answered the feed for STALE_MS, though the feed
+ * asks at least every second: PostgreSQL frozen or gone, or a network
+ * that drops packets. The server-side timeouts cannot fire then, so each
+ * write would wait out HOLD_MS; it is refused at once instead (503, to be
+ * retried). A snapshot load is not silence. Called with c->lock. */
+static int silent(const cluster *c, int64_t now)
+{
+    return c->feed_running && !c->stopping && !c->loading && now - c->heard_ms > STALE_MS;
+}
+
 static cluster_conn *conn_take(cluster *c, int bounded)
 {
     pthread_mutex_lock(&c->lock);
+    if (bounded && silent(c, mono_ms())) {
+        pthread_mutex_unlock(&c->lock);
+        return NULL;
+    }
     cluster_conn *cc = c->idle;
     if (cc)
         c->idle = cc->next;
@@ -1077,6 +1098,8 @@ static void *feed_main(void *arg)
         if (!c->up)
             fprintf(stderr, "tokend: cluster: connected to the database\n");
         c->up = 1;
+        if (!c->feed_pg)
+            c->heard_ms = mono_ms();   /* it has just answered the connect */
         c->feed_pg = pg;
         c->feed_since_ms = mono_ms();
         uint64_t gen = ++c->poll_started;
@@ -1091,9 +1114,11 @@ static void *feed_main(void *arg)
                             "loading a snapshot\n");
             pthread_mutex_lock(&c->lock);
             c->feed_since_ms = 0;   /* as long as it takes */
+            c->loading = 1;
             pthread_mutex_unlock(&c->lock);
             rc = snapshot_on(pg, &c->snap);
             pthread_mutex_lock(&c->lock);
+            c->loading = 0;
             c->bootstraps++;
             pthread_mutex_unlock(&c->lock);
             more = 1;
@@ -1102,6 +1127,8 @@ static void *feed_main(void *arg)
         c->feed_since_ms = 0;
         if (rc == CLUSTER_OK)
             c->poll_ok_ms = mono_ms();
+        if (PQstatus(pg) == CONNECTION_OK)
+            c->heard_ms = mono_ms();   /* an answer, an error one too */
         c->poll_done = gen;
         pthread_cond_broadcast(&c->polled);
         pthread_mutex_unlock(&c->lock);
@@ -1151,8 +1178,9 @@ static void *feed_main(void *arg)
 }
 
 /* Parked reads end at their own deadline, and a connection held past
- * HOLD_MS is cut, even while the feed (or a worker) waits on a database
- * that does not answer. */
+ * HOLD_MS (SILENT_HOLD_MS while the database is silent) is cut, even while
+ * the feed (or a worker) waits on a database that does not answer. The
+ * feed's own query keeps HOLD_MS: its silence is what is measured. */
 static void *watch_main(void *arg)
 {
     cluster *c = arg;
@@ -1167,13 +1195,16 @@ static void *watch_main(void *arg)
         }
         pthread_cond_timedwait(&c->polled, &c->lock, &t);
         int64_t now = mono_ms(), hold = c->stopping ? STOP_HOLD_MS : HOLD_MS;
+        int64_t busy_hold = silent(c, now) ? SILENT_HOLD_MS : hold;
         int cut = 0;
         for (cluster_conn *cc = c->busy; cc; cc = cc->next)
-            if (cc->since_ms && now - cc->since_ms > hold) {
+            if (cc->since_ms && now - cc->since_ms > busy_hold) {
                 shutdown(PQsocket(cc->pg), SHUT_RDWR);
                 cc->since_ms = 0;
                 cut++;
             }
+        if (!cut)
+            busy_hold = hold;   /* for the message */
         if (c->feed_pg && c->feed_since_ms && now - c->feed_since_ms > hold) {
             shutdown(PQsocket(c->feed_pg), SHUT_RDWR);
             c->feed_since_ms = 0;
@@ -1183,7 +1214,7 @@ static void *watch_main(void *arg)
         pthread_mutex_unlock(&c->lock);
         if (cut)
             fprintf(stderr, "tokend: cluster: the database did not answer within %lld ms: "
-                            "%d connection(s) dropped\n", (long long)hold, cut);
+                            "%d connection(s) dropped\n", (long long)busy_hold, cut);
         release_waiters(c, done, 0);
         pthread_mutex_lock(&c->lock);
     }
@@ -1199,7 +1230,7 @@ int cluster_feed_start(cluster *c, const cluster_feed_hooks *h, const cluster_sn
     if ((c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
         return CLUSTER_DOWN;
     c->up = 1;  /* cluster_open just connected; the feed says otherwise soon */
-    c->poll_ok_ms = mono_ms();
+    c->poll_ok_ms = c->heard_ms = mono_ms();
     if (c->keep_rows != KEEP_ROWS || c->keep_s != KEEP_S || c->prune_every_ms != PRUNE_EVERY_MS)
         fprintf(stderr, "tokend: cluster: TOKEND_CLUSTER_KEEP (a test knob): this node prunes "
                         "the change log to the newest %ld changes or %ld s, every %ld ms\n",

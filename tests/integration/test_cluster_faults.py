@@ -13,8 +13,9 @@ Each class has its own throw-away PostgreSQL (pg_support.py).
                   guesses spread over two nodes still get one limit
   FrozenDatabase  PostgreSQL stopped with SIGSTOP (it keeps its sockets, so
                   nothing fails on its own): a parked read ends at its 1 s,
-                  /healthz stops calling the database up, a login gets its
-                  503, SIGTERM ends the node in seconds
+                  a login under way gets its 503 in seconds, /healthz stops
+                  calling the database up, a later login gets its 503 at
+                  once, SIGTERM ends the node in seconds
 Exits 77 (ctest: skipped) when the PostgreSQL server binaries are missing.
 """
 import base64
@@ -202,14 +203,23 @@ class FrozenDatabase(PgCase):
                           headers={"access-token": admin})
             self.assertEqual(r.status, 401, r)
             self.assertLess(time.monotonic() - t0, 2.0, "a parked read waited past its 1 s")
-            time.sleep(3.5)
-            r = a.request("GET", "/healthz")
-            self.assertEqual(r.status, 200, r)   # reads go on: the balancer keeps the node
-            self.assertFalse(r.json()["data"]["cluster"].get("database", False), r)
+            # A login under way when the database went silent: its write's
+            # connection is cut 3 s after the silence began, not after 15 s.
             t0 = time.monotonic()
             r = a.request("POST", "/token/id", {"user_id": uid, "password": PW})
             self.assertEqual(r.status, 503, r)
-            self.assertLess(time.monotonic() - t0, 25.0)
+            self.assertIn("cluster database unavailable", r.json()["message"])
+            self.assertLess(time.monotonic() - t0, 8.0, "a login waited out the 15 s hold")
+            time.sleep(max(0.0, 3.5 - (time.monotonic() - t0)))
+            r = a.request("GET", "/healthz")
+            self.assertEqual(r.status, 200, r)   # reads go on: the balancer keeps the node
+            self.assertFalse(r.json()["data"]["cluster"].get("database", False), r)
+            # Once the database is known silent, a login is refused at once.
+            t0 = time.monotonic()
+            r = a.request("POST", "/token/id", {"user_id": uid, "password": PW})
+            self.assertEqual(r.status, 503, r)
+            self.assertIn("cluster database unavailable", r.json()["message"])
+            self.assertLess(time.monotonic() - t0, 2.0, "a login waited on a silent database")
             t0 = time.monotonic()
             a.stop()
             self.assertLess(time.monotonic() - t0, 8.0, "SIGTERM waited on the frozen database")
