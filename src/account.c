@@ -10,14 +10,14 @@
 status_code account_create(store *st, const account_new *in, crypto_pwcost cost,
                            uint64_t *user_id, char *msg, size_t msglen)
 {
-    char phone[NAMES_PHONE_MAX + 2] = "", email[NAMES_EMAIL_MAX + 1] = "";
+    char name[STORE_NAME_MAX + 1], phone[NAMES_PHONE_MAX + 2] = "", email[NAMES_EMAIL_MAX + 1] = "";
     char hash[CRYPTO_PWHASH_STRBYTES];
     store_user user = TOKEND__V1__STORE__USER__INIT;
     const char *why = NULL, *conflict = "name";
     struct timespec now;
     int rc;
 
-    if (names_check_username(in->name ? in->name : "", &why) != 0 ||
+    if (names_normalize_username(in->name ? in->name : "", name, sizeof name, &why) != 0 ||
         (in->phone && *in->phone && names_normalize_phone(in->phone, phone, sizeof phone, &why) != 0) ||
         (in->email && *in->email && names_normalize_email(in->email, email, sizeof email, &why) != 0) ||
         names_check_password(in->password, in->password_len, &why) != 0) {
@@ -30,7 +30,7 @@ status_code account_create(store *st, const account_new *in, crypto_pwcost cost,
     }
     clock_gettime(CLOCK_REALTIME, &now);
     user.app_id = in->app_id;
-    user.name = (char *)in->name;
+    user.name = name;
     user.phone = phone;
     user.email = email;
     user.password_hash = hash;

@@ -25,7 +25,7 @@
 typedef struct {
     unsigned long long line;
     store_user user;
-    char phone[NAMES_PHONE_MAX + 2], email[NAMES_EMAIL_MAX + 1];
+    char name[STORE_NAME_MAX + 1], phone[NAMES_PHONE_MAX + 2], email[NAMES_EMAIL_MAX + 1];
     char hash[CRYPTO_PWHASH_STRBYTES];
     Tokend__V1__Store__ImportedUser *in;   /* the parsed line */
     int bad;                               /* reported; not written */
@@ -85,7 +85,7 @@ static const char *check(entry *e)
 {
     const char *why = NULL;
     Tokend__V1__Store__ImportedUser *in = e->in;
-    if (names_check_username(in->name, &why) != 0)
+    if (names_normalize_username(in->name, e->name, sizeof e->name, &why) != 0)
         return why;
     if (*in->phone && names_normalize_phone(in->phone, e->phone, sizeof e->phone, &why) != 0)
         return why;
@@ -135,7 +135,7 @@ static int write_batch(store *st, const import_options *o, entry *e, size_t n, F
             continue;
         store_user *u = &e[i].user;
         tokend__v1__store__user__init(u);
-        u->name = e[i].in->name;
+        u->name = e[i].name;
         u->phone = e[i].phone;
         u->email = e[i].email;
         u->password_hash = e[i].hash;

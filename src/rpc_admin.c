@@ -118,6 +118,10 @@ static void run_register(rpc_task *task)
         return;
     tokend__v1__register_reply__init(&t->registered);
     t->registered.user_id = (int64_t)id;
+    /* the name as stored (its canonical form: names.h) */
+    const char *why = NULL;
+    if (names_normalize_username(t->name, t->name, sizeof t->name, &why) != 0)
+        return;   /* account_create took it: cannot happen */
     t->registered.username = t->name;
     task->reply = &t->registered.base;
 }
@@ -520,8 +524,8 @@ RPC_HANDLER(update_user, UpdateUserRequest, User)
     if (rpc_auth_admin(call, &auth) != 0 || !(t = admin_task_new(call, &auth)))
         return;
     t->target = (uint64_t)req->user_id;
-    if ((t->set_name = req->name[0] != '\0') && names_check_username(req->name, &why) == 0)
-        snprintf(t->name, sizeof t->name, "%s", req->name);
+    if ((t->set_name = req->name[0] != '\0'))
+        names_normalize_username(req->name, t->name, sizeof t->name, &why);
     if (!why && (t->set_phone = req->phone[0] || req->clear_phone) && req->phone[0])
         names_normalize_phone(req->phone, t->phone, sizeof t->phone, &why);
     if (!why && (t->set_email = req->email[0] || req->clear_email) && req->email[0])

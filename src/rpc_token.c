@@ -29,6 +29,7 @@ typedef struct {
     int by_key;
     login_kind kind;
     char key[NAMES_EMAIL_MAX + 2];
+    char legacy[NAMES_EMAIL_MAX + 2];   /* "": none (names_legacy_key) */
 } login_name;
 
 typedef struct {
@@ -82,17 +83,27 @@ static void take_account(login_task *lt, store_user *u)
     protobuf_c_message_free_unpacked(&u->base, NULL);
 }
 
+/* The account a login names: by its id, or by its name's key, else (an
+ * account made before names were canonical) by the name's old key. */
+static int find_account(tokend_ctx *ctx, uint64_t app_id, const login_name *n, const char *device_guid,
+                        store_user **u, int *device_known)
+{
+    int rc = store_login_find(ctx->store, app_id, n->by_key ? n->kind : 0, n->key, n->user_id,
+                              device_guid, u, device_known);
+    if (rc == STORE_NOTFOUND && n->by_key && n->legacy[0])
+        rc = store_login_find(ctx->store, app_id, n->kind, n->legacy, 0, device_guid, u, device_known);
+    return rc;
+}
+
 /* The account of a name not found when the login began, if the replica
  * has it now (made on another node a moment before). A known name is read
  * again too, and left as it was checked (the commit insists on that hash):
  * the same work either way. */
 static int found_now(login_task *lt, tokend_ctx *ctx)
 {
-    const login_name *n = &lt->name;
     store_user *u = NULL;
     int device_known;
-    if (store_login_find(ctx->store, lt->app_id, n->by_key ? n->kind : 0, n->key, n->user_id, NULL, &u,
-                         &device_known) != STORE_OK || !u)
+    if (find_account(ctx, lt->app_id, &lt->name, NULL, &u, &device_known) != STORE_OK || !u)
         return 0;
     if (lt->user_id) {
         protobuf_c_message_free_unpacked(&u->base, NULL);
@@ -320,8 +331,7 @@ static void login_start(rpc_call *call, login_task *lt, const login_name *name,
     }
     protobuf_c_message_free_unpacked(&app->base, NULL);
 
-    rc = store_login_find(ctx->store, lt->app_id, name->by_key ? name->kind : 0, name->key,
-                          name->user_id, device_guid, &u, &device_known);
+    rc = find_account(ctx, lt->app_id, name, device_guid, &u, &device_known);
     if (rc != STORE_OK && rc != STORE_NOTFOUND) {
         rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
         goto refused;
@@ -420,11 +430,14 @@ static int set_login_key(rpc_call *call, login_name *n, const char *field, const
         rpc_fail(call, ST_INVALID_ARGUMENT, "%s is required", field);
         return -1;
     }
+    n->legacy[0] = '\0';
     if (names_classify(text, len, &n->kind, n->key, sizeof n->key, &why) != 0 ||
         (username_only && n->kind != LOGIN_NAME)) {
         /* A name no user can have is still just a failed login. */
         n->kind = LOGIN_NAME;
         n->key[0] = '\0';
+    } else if (!names_legacy_key(text, len, n->kind, n->key, n->legacy, sizeof n->legacy)) {
+        n->legacy[0] = '\0';
     }
     n->by_key = 1;
     return 0;

@@ -4,10 +4,11 @@
  * Input: the whole input is a login name (names_classify, with the size
  * the RPC handlers use and with small buffers) and a password
  * (names_check_password); its NUL-terminated copy goes to
- * names_check_username, names_normalize_phone and names_normalize_email
+ * names_normalize_username, names_normalize_phone and names_normalize_email
  * with exact-size heap buffers. What is accepted must have the shape its
  * kind promises and classify to itself again (normalizing is idempotent);
- * every refusal says why. */
+ * an old key (names_legacy_key) differs from the key; every refusal says
+ * why. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,11 +50,32 @@ static void classify(const char *in, size_t len, size_t outlen)
     switch (kind) {
     case LOGIN_PHONE: check_phone(out); break;
     case LOGIN_EMAIL: check_email(out); break;
-    case LOGIN_NAME:
-        CHECK(strlen(out) == len && memcmp(out, in, len) == 0);
-        CHECK(names_check_username(out, &why) == 0);
+    case LOGIN_NAME: {
+        /* an ASCII name is its own key; a new account may have it unless
+         * it mixes look-alike scripts (which a login may still name) */
+        int ascii = 1;
+        for (size_t i = 0; i < len; i++)
+            ascii &= (unsigned char)in[i] < 0x80;
+        if (ascii)
+            CHECK(strlen(out) == len && memcmp(out, in, len) == 0);
+        char *named = malloc(outlen);
+        if (named) {
+            if (names_normalize_username(out, named, outlen, &why) == 0)
+                CHECK(strcmp(named, out) == 0);
+            else
+                CHECK(why && strstr(why, "look alike"));
+            free(named);
+        }
         break;
+    }
     default: CHECK(!"unknown kind");
+    }
+    /* the old key differs from the key when there is one */
+    char *old = malloc(outlen);
+    if (old) {
+        if (names_legacy_key(in, len, kind, out, old, outlen))
+            CHECK(strcmp(old, out) != 0 && strlen(old) == len);
+        free(old);
     }
     /* the normalized form is a fixed point */
     size_t n = strlen(out);
@@ -88,10 +110,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     s[size] = '\0';
     size_t len = strlen(s);
     why = NULL;
-    if (names_check_username(s, &why) == 0)
-        CHECK(len > 0 && len <= 128 && !strchr(s, '@') && !strchr(s, ' '));
-    else
+    char *named = malloc(STORE_NAME_MAX + 1);
+    if (named && names_normalize_username(s, named, STORE_NAME_MAX + 1, &why) == 0) {
+        size_t nl = strlen(named);
+        CHECK(nl > 0 && nl <= STORE_NAME_MAX && !strchr(named, '@') && !strchr(named, ' '));
+        char *again = malloc(STORE_NAME_MAX + 1);   /* canonical: a fixed point */
+        if (again) {
+            CHECK(names_normalize_username(named, again, STORE_NAME_MAX + 1, &why) == 0);
+            CHECK(strcmp(again, named) == 0);
+            free(again);
+        }
+    } else if (named) {
         CHECK(why && why[0]);
+    }
+    free(named);
+    (void)len;
 
     static const size_t caps[] = {1, 2, 4, NAMES_PHONE_MAX + 2};
     for (size_t k = 0; k < sizeof caps / sizeof *caps; k++) {
@@ -112,8 +145,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (e) {
         why = NULL;
         if (names_normalize_email(s, e, ecap, &why) == 0) {
-            CHECK(strlen(e) == len);
+            CHECK(strlen(e) < ecap);   /* the canonical form may be shorter (width), or longer */
             check_email(e);
+            char *again = malloc(ecap);
+            if (again) {
+                CHECK(names_normalize_email(e, again, ecap, &why) == 0 && strcmp(again, e) == 0);
+                free(again);
+            }
         } else {
             CHECK(why && why[0]);
         }

@@ -203,7 +203,10 @@ def login_seeds():
              "13800138000", "Alice@Example.COM", "user.name+tag@sub.example.co.uk",
              "\u5f20\u4f1f", "\u5c71\u7530\u592a\u90ce", "\uae40\ubbfc\uc900", "\u3072\u3089\u304c\u306a",
              "user@\u4f8b\u3048.jp", "\u0418\u0432\u0430\u043d", "Jos\u00e9", "12", "@", "a@b",
-             "a b", "alice\u00a0smith", "x" * 129, "+", "--()", "pass word\x00x", "correct horse battery"]
+             "a b", "alice\u00a0smith", "x" * 129, "+", "--()", "pass word\x00x", "correct horse battery",
+             # canonical forms: NFD, fullwidth (an email's width shrinks), jamo, mixed scripts
+             "Jose\u0301", "\uff4a\uff4f\uff53\u00e9\uff20example.com", "a!\uff01@b.co\uff01",
+             "\u1100\u1161", "\u0430lice", "\uff0b\uff11 555 0100"]
     return {"names": [n.encode() for n in names] + [b"\xff\xfe", b"al\xc3ce", b"\xed\xa0\x80x"]}
 
 

@@ -16,7 +16,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Server  # noqa: E402
-from lifecycle_support import Api, admin_token  # noqa: E402
+from lifecycle_support import Api, admin_token, dump_lmdb, load_lmdb  # noqa: E402
 
 PW = "right-password-1"
 FAST = ("--pwhash-ops", "1", "--pwhash-mem", "8")
@@ -588,6 +588,85 @@ class Smaller(unittest.TestCase):
             r = srv.request("POST", "/admin/user/create", {"name": "bob\u2764\ufe0f", "password": PW},
                             headers=h)
             self.assertEqual(r.status, 200, r.body)
+
+    def test_one_name_in_every_unicode_form(self):
+        # A name is kept in one canonical form (fullwidth letters at their
+        # usual width, then NFC; emails lower-cased in every script), so
+        # the forms a keyboard or a system sends of it find one account.
+        with Server() as srv:
+            srv.create_app("a")
+            admin = admin_token(srv)
+            srv.start(*FAST)
+            h = {"access-token": admin}
+            # made with a decomposed é (e + U+0301) and an upper-case É
+            r = srv.request("POST", "/admin/user/create",
+                            {"name": "Jose\u0301", "email": "JOS\u00c9@Example.com",
+                             "password": PW}, headers=h)
+            self.assertEqual(r.status, 200, r.body)
+            self.assertEqual(r.json()["data"]["name"], "Jos\u00e9")
+            self.assertEqual(r.json()["data"]["email"], "jos\u00e9@example.com")
+            uid = r.json()["data"]["user_id"]
+            for name in ("Jos\u00e9", "Jose\u0301", "\uff2a\uff4f\uff53\u00e9"):
+                r = srv.request("POST", "/token/user", {"name": name, "password": PW})
+                self.assertEqual(r.status, 200, (name, r.body))
+                self.assertEqual(r.json()["data"]["user_id"], uid, name)
+            for login in ("jos\u00e9@example.com", "JOSE\u0301@EXAMPLE.COM",
+                          "\uff4a\uff4f\uff53\u00e9\uff20example.com"):
+                r = srv.request("POST", "/token/login", {"login_name": login, "password": PW})
+                self.assertEqual(r.status, 200, (login, r.body))
+                self.assertEqual(r.json()["data"]["user_id"], uid, login)
+            # another form of the name is the same name: taken
+            r = srv.request("POST", "/admin/user/create", {"name": "Jos\u00e9", "password": PW},
+                            headers=h)
+            self.assertEqual(r.status, 409, r.body)
+            r = srv.request("POST", "/user/register/v2",
+                            {"username": "\uff2a\uff4f\uff53\uff45\u0301", "password": PW},
+                            headers=h)
+            self.assertEqual(r.status, 409, r.body)
+            # a sign-up is answered with the name as stored
+            r = srv.request("POST", "/user/register/v2",
+                            {"username": "\uff2d\uff41\uff52\uff49\uff41", "password": PW},
+                            headers=h)
+            self.assertEqual(r.status, 200, r.body)
+            self.assertEqual(r.json()["data"]["username"], "Maria")
+            # letters of scripts that look alike are not mixed in a new name
+            for name, scripts in (("\u0430lice", "Latin and Cyrillic"),
+                                  ("p\u03b1ypal", "Latin and Greek")):
+                r = srv.request("POST", "/admin/user/create", {"name": name, "password": PW},
+                                headers=h)
+                self.assertEqual(r.status, 400, (name, r.body))
+                self.assertIn(scripts, r.json()["message"])
+                r = srv.request("POST", "/user/register/v2", {"username": name, "password": PW},
+                                headers=h)
+                self.assertEqual(r.status, 400, (name, r.body))
+            r = srv.request("POST", "/admin/user/create",
+                            {"name": "\u0418\u0432\u0430\u043d_2", "password": PW}, headers=h)
+            self.assertEqual(r.status, 200, r.body)
+
+    def test_accounts_named_before_names_were_canonical(self):
+        # An older tokend kept a name's bytes as given (an email's ASCII
+        # lower-cased): its index entries for "Jose" + U+0301 and for
+        # "josÉ@example.com" still find their account, by those bytes.
+        with Server() as srv:
+            srv.create_app("a")
+            uid = srv.add_user("Old", PW, pwhash_ops=1, pwhash_mem=8)
+            key, value = next((k, v) for k, v in dump_lmdb(srv.data)["logins"]
+                              if k.endswith(b"nOld"))
+            app = key[:8]
+            load_lmdb(srv.data, "logins",
+                      [(app + b"n" + "Jose\u0301".encode(), value),
+                       (app + b"e" + "jos\u00c9@example.com".encode(), value)])
+            srv.start(*FAST)
+            r = srv.request("POST", "/token/user", {"name": "Jose\u0301", "password": PW})
+            self.assertEqual(r.status, 200, r.body)
+            self.assertEqual(r.json()["data"]["user_id"], uid)
+            r = srv.request("POST", "/token/login",
+                            {"login_name": "JOS\u00c9@EXAMPLE.COM", "password": PW})
+            self.assertEqual(r.status, 200, r.body)
+            self.assertEqual(r.json()["data"]["user_id"], uid)
+            # the canonical form is another key, which no account has
+            r = srv.request("POST", "/token/user", {"name": "Jos\u00e9", "password": PW})
+            self.assertEqual(r.status, 401, r.body)
 
     def test_user_list_cursor(self):
         with Server() as srv:

@@ -74,20 +74,31 @@ static void expect_bad(const char *in)
     expect_bad_n(in, strlen(in), OUTLEN);
 }
 
-static void expect_name_ok(const char *name)
+/* A new account's name: accepted, as `want` (NULL: as given). */
+static void expect_new_name(const char *name, const char *want)
 {
+    char out[STORE_NAME_MAX + 1];
     const char *why = NULL;
-    if (names_check_username(name, &why) != 0)
+    if (names_normalize_username(name, out, sizeof out, &why) != 0)
         fail_msg("username \"%s\" refused: %s", esc(name, strlen(name)), why ? why : "(no why)");
+    assert_string_equal(out, want ? want : name);
 }
 
-static void expect_name_bad(const char *name)
+static void expect_name_ok(const char *name)
 {
+    expect_new_name(name, NULL);
+}
+
+/* A new account's name refused; returns why. */
+static const char *expect_name_bad(const char *name)
+{
+    char out[STORE_NAME_MAX + 1];
     const char *why = NULL;
-    if (names_check_username(name, &why) != -1)
+    if (names_normalize_username(name, out, sizeof out, &why) != -1)
         fail_msg("username \"%s\" accepted", esc(name, strlen(name)));
     assert_non_null(why);
     assert_true(strlen(why) > 0);
+    return why;
 }
 
 /* --- emails -------------------------------------------------------------- */
@@ -389,11 +400,94 @@ static void test_check_username_every_failure_says_why(void **state)
     (void)state;
     const char *bad[] = {"", "123", "a b", "a\tb", "a@b", "ab\xff", "\xc3\x28", "---"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        const char *why = NULL;
-        assert_int_equal(names_check_username(bad[i], &why), -1);
-        if (!why || !*why)
-            fail_msg("no why for \"%s\"", bad[i]);
+        expect_name_bad(bad[i]);
     }
+}
+
+/* --- canonical forms (Unicode) --------------------------------------------- */
+
+/* One name typed in the forms keyboards and systems send is one key. */
+static void test_canonical_usernames(void **state)
+{
+    (void)state;
+    /* NFC: e + U+0301 combining acute is the one character U+00E9 */
+    expect_ok("Jose\xcc\x81", LOGIN_NAME, "Jos\xc3\xa9");
+    expect_ok("Jos\xc3\xa9", LOGIN_NAME, "Jos\xc3\xa9");
+    expect_new_name("Jose\xcc\x81", "Jos\xc3\xa9");
+    /* Hangul as conjoining jamo (U+1100 U+1161) is the syllable U+AC00 */
+    expect_ok("\xe1\x84\x80\xe1\x85\xa1", LOGIN_NAME, "\xea\xb0\x80");
+    /* fullwidth Latin is Latin; halfwidth katakana is katakana, its
+     * voiced mark joined (U+FF76 U+FF9E: U+30AC) */
+    expect_ok("\xef\xbd\x81\xef\xbd\x8c\xef\xbd\x89\xef\xbd\x83\xef\xbd\x85", LOGIN_NAME, "alice");
+    expect_new_name("\xef\xbc\xa1lice", "Alice");
+    expect_ok("\xef\xbd\xb6\xef\xbe\x9e", LOGIN_NAME, "\xe3\x82\xac");
+    /* case is kept, in every script */
+    expect_ok("\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd", LOGIN_NAME, "\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd");
+    /* the halfwidth Hangul filler U+FFA0 is the filler U+3164: refused */
+    expect_bad("a\xef\xbe\xa0" "b");
+    expect_name_bad("a\xef\xbe\xa0" "b");
+}
+
+static void test_canonical_emails(void **state)
+{
+    (void)state;
+    /* every script's case, and NFC */
+    expect_ok("JOS\xc3\x89@EXAMPLE.COM", LOGIN_EMAIL, "jos\xc3\xa9@example.com");
+    expect_ok("Jose\xcc\x81@example.com", LOGIN_EMAIL, "jos\xc3\xa9@example.com");
+    expect_ok("\xd0\x98\xd0\x92\xd0\x90\xd0\x9d@example.com", LOGIN_EMAIL,
+              "\xd0\xb8\xd0\xb2\xd0\xb0\xd0\xbd@example.com");
+    /* fullwidth letters and a fullwidth @ */
+    expect_ok("\xef\xbc\xaaose\xef\xbc\xa0" "example.com", LOGIN_EMAIL, "jose@example.com");
+    /* fullwidth digits make a phone */
+    expect_ok("\xef\xbc\x8b\xef\xbc\x91 555 \xef\xbc\x90\xef\xbc\x91\xef\xbc\x92\xef\xbc\x93",
+              LOGIN_PHONE, "+15550123");
+    char out[NAMES_EMAIL_MAX + 1];
+    const char *why = NULL;
+    assert_int_equal(names_normalize_email("Jose\xcc\x81@Example.COM", out, sizeof out, &why), 0);
+    assert_string_equal(out, "jos\xc3\xa9@example.com");
+}
+
+/* Letters of scripts that look alike are not mixed in a new name; a login
+ * of such a name (an older account) is still looked up. */
+static void test_look_alike_scripts(void **state)
+{
+    (void)state;
+    /* "alice" with a Cyrillic a (U+0430) */
+    const char *why = expect_name_bad("\xd0\xb0lice");
+    assert_non_null(strstr(why, "Latin and Cyrillic"));
+    expect_name_bad("p\xce\xb1ypal");            /* Greek alpha */
+    expect_name_bad("\xd0\x98van_Ivanov");       /* Cyrillic and Latin words */
+    expect_ok("\xd0\xb0lice", LOGIN_NAME, "\xd0\xb0lice");
+    /* one of them, or one with scripts that do not look alike */
+    expect_name_ok("\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd_2");   /* Иван_2 */
+    expect_name_ok("alice\xe5\xbc\xa0\xe4\xb8\x89");          /* alice张三 */
+    expect_name_ok("\xe3\x81\x99\xe3\x81\x9aki_42");          /* すずki_42 */
+    expect_name_ok("Jos\xc3\xa9");                                /* é is Latin */
+    expect_new_name("Jose\xcc\x81", "Jos\xc3\xa9");              /* the accent is inherited */
+}
+
+/* The key of an account made before names were canonical. */
+static void test_legacy_key(void **state)
+{
+    (void)state;
+    char key[OUTLEN], old[OUTLEN];
+    login_kind kind;
+    const char *why = NULL;
+    const char *nfd = "Jose\xcc\x81";
+    assert_int_equal(names_classify(nfd, strlen(nfd), &kind, key, sizeof key, &why), 0);
+    assert_int_equal(names_legacy_key(nfd, strlen(nfd), kind, key, old, sizeof old), 1);
+    assert_string_equal(old, nfd);
+    const char *upper = "JOS\xc3\x89@Example.com";
+    assert_int_equal(names_classify(upper, strlen(upper), &kind, key, sizeof key, &why), 0);
+    assert_int_equal(names_legacy_key(upper, strlen(upper), kind, key, old, sizeof old), 1);
+    assert_string_equal(old, "jos\xc3\x89@example.com");   /* ASCII lower-cased only */
+    /* ASCII and phones: the key is what it always was */
+    assert_int_equal(names_classify("Alice", 5, &kind, key, sizeof key, &why), 0);
+    assert_int_equal(names_legacy_key("Alice", 5, kind, key, old, sizeof old), 0);
+    assert_int_equal(names_classify("A@B.com", 7, &kind, key, sizeof key, &why), 0);
+    assert_int_equal(names_legacy_key("A@B.com", 7, kind, key, old, sizeof old), 0);
+    assert_int_equal(names_classify("+1 555", 6, &kind, key, sizeof key, &why), 0);
+    assert_int_equal(names_legacy_key("+1 555", 6, kind, key, old, sizeof old), 0);
 }
 
 /* --- passwords ----------------------------------------------------------- */
@@ -438,6 +532,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_invisible_characters),
+        cmocka_unit_test(test_canonical_usernames),
+        cmocka_unit_test(test_canonical_emails),
+        cmocka_unit_test(test_look_alike_scripts),
+        cmocka_unit_test(test_legacy_key),
         cmocka_unit_test(test_classify_email),
         cmocka_unit_test(test_classify_email_junk),
         cmocka_unit_test(test_classify_email_too_long),
