@@ -125,11 +125,11 @@ static int canonical(const char *in, size_t len, int what, char *out, size_t out
     if (!r) { *why = msg[email][2]; return -1; }
     for (i = 0; i < m; i++) {
         char u[4];
-        size_t l = (size_t)u8_uctomb((uint8_t *)u, r[i], 4);
-        if (o + l >= outlen)
+        int l = u8_uctomb((uint8_t *)u, r[i], 4);
+        if (l <= 0 || o + (size_t)l >= outlen)
             break;
-        memcpy(out + o, u, l);
-        o += l;
+        memcpy(out + o, u, (size_t)l);
+        o += (size_t)l;
     }
     if (r != done)
         free(r);
@@ -271,15 +271,29 @@ int names_classify(const char *in, size_t len, login_kind *kind, char *out, size
     return username_rules(out, 0, why);
 }
 
-int names_legacy_key(const char *in, size_t len, login_kind kind, const char *key, char *out,
-                     size_t outlen)
+/* The rules before canonical names: '@' made an email (ASCII lower-cased),
+ * ASCII digits a phone (as now), anything else a name, its bytes as given. */
+int names_legacy_key(const char *in, size_t len, login_kind kind, const char *key,
+                     login_kind *old_kind, char *out, size_t outlen)
 {
-    if ((kind != LOGIN_NAME && kind != LOGIN_EMAIL) || len >= outlen || memchr(in, '\0', len))
+    size_t i = 0;
+    if (len == 0 || len >= outlen || memchr(in, '\0', len))
         return 0;
-    for (size_t i = 0; i < len; i++) {
+    if (memchr(in, '@', len)) {
+        *old_kind = LOGIN_EMAIL;
+    } else {
+        if (in[0] == '+')
+            i = 1;
+        while (i < len && ((in[i] >= '0' && in[i] <= '9') || strchr(" -()", in[i])))
+            i++;
+        if (i == len)
+            return 0;   /* a phone: its key is what it always was */
+        *old_kind = LOGIN_NAME;
+    }
+    for (i = 0; i < len; i++) {
         unsigned char b = (unsigned char)in[i];
-        out[i] = (char)(kind == LOGIN_EMAIL && b >= 'A' && b <= 'Z' ? b + 32 : b);
+        out[i] = (char)(*old_kind == LOGIN_EMAIL && b >= 'A' && b <= 'Z' ? b + 32 : b);
     }
     out[len] = '\0';
-    return strcmp(out, key) != 0;
+    return *old_kind != kind || strcmp(out, key) != 0;
 }

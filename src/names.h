@@ -21,11 +21,15 @@ int names_classify(const char *in, size_t len, login_kind *kind, char *out, size
 
 /* The key an account made before names were canonical (Unicode NFC, width
  * mapping, every script's case in emails) has under the login name in (len
- * bytes) of that kind, whose key is now `key`: its bytes as given (emails:
- * ASCII lower-cased). Returns 1 with it in out when it differs from key,
- * else 0: a login looks there when key finds nothing. */
-int names_legacy_key(const char *in, size_t len, login_kind kind, const char *key, char *out,
-                     size_t outlen);
+ * bytes): its bytes as given (an email's ASCII lower-cased), of the kind
+ * the old rules gave it (a fullwidth '＠' made no email). Returns 1 with
+ * it in out and its kind in *old_kind when it is not (kind, key), the
+ * canonical one (kind and key as names_classify gave them; any when that
+ * refused the name), else 0. Only such an account can have that key: a
+ * login looks there first, so that it keeps finding its account by the
+ * bytes it always used, and the canonical key after. */
+int names_legacy_key(const char *in, size_t len, login_kind kind, const char *key,
+                     login_kind *old_kind, char *out, size_t outlen);
 
 /* Each writes the canonical form of in into out (outlen bytes) and
  * returns 0, or -1 with `why` saying what is wrong; out may be in. A new

@@ -29,6 +29,7 @@ typedef struct {
     int by_key;
     login_kind kind;
     char key[NAMES_EMAIL_MAX + 2];
+    login_kind legacy_kind;
     char legacy[NAMES_EMAIL_MAX + 2];   /* "": none (names_legacy_key) */
 } login_name;
 
@@ -83,15 +84,21 @@ static void take_account(login_task *lt, store_user *u)
     protobuf_c_message_free_unpacked(&u->base, NULL);
 }
 
-/* The account a login names: by its id, or by its name's key, else (an
- * account made before names were canonical) by the name's old key. */
+/* The account a login names: by its id, or by its name's key. A name
+ * with an old key (names_legacy_key: only an account made before names
+ * were canonical has one) looks there first, so that such an account is
+ * found by the bytes it always used even after another took the
+ * canonical form of its name. */
 static int find_account(tokend_ctx *ctx, uint64_t app_id, const login_name *n, const char *device_guid,
                         store_user **u, int *device_known)
 {
-    int rc = store_login_find(ctx->store, app_id, n->by_key ? n->kind : 0, n->key, n->user_id,
+    int rc = STORE_NOTFOUND;
+    if (n->by_key && n->legacy[0])
+        rc = store_login_find(ctx->store, app_id, n->legacy_kind, n->legacy, 0, device_guid, u,
+                              device_known);
+    if (rc == STORE_NOTFOUND)
+        rc = store_login_find(ctx->store, app_id, n->by_key ? n->kind : 0, n->key, n->user_id,
                               device_guid, u, device_known);
-    if (rc == STORE_NOTFOUND && n->by_key && n->legacy[0])
-        rc = store_login_find(ctx->store, app_id, n->kind, n->legacy, 0, device_guid, u, device_known);
     return rc;
 }
 
@@ -430,15 +437,15 @@ static int set_login_key(rpc_call *call, login_name *n, const char *field, const
         rpc_fail(call, ST_INVALID_ARGUMENT, "%s is required", field);
         return -1;
     }
-    n->legacy[0] = '\0';
     if (names_classify(text, len, &n->kind, n->key, sizeof n->key, &why) != 0 ||
         (username_only && n->kind != LOGIN_NAME)) {
         /* A name no user can have is still just a failed login. */
         n->kind = LOGIN_NAME;
         n->key[0] = '\0';
-    } else if (!names_legacy_key(text, len, n->kind, n->key, n->legacy, sizeof n->legacy)) {
-        n->legacy[0] = '\0';
     }
+    if (!names_legacy_key(text, len, n->kind, n->key, &n->legacy_kind, n->legacy, sizeof n->legacy) ||
+        (username_only && n->legacy_kind != LOGIN_NAME))
+        n->legacy[0] = '\0';
     n->by_key = 1;
     return 0;
 }

@@ -73,8 +73,10 @@ static void classify(const char *in, size_t len, size_t outlen)
     /* the old key differs from the key when there is one */
     char *old = malloc(outlen);
     if (old) {
-        if (names_legacy_key(in, len, kind, out, old, outlen))
-            CHECK(strcmp(old, out) != 0 && strlen(old) == len);
+        login_kind old_kind = 0;
+        if (names_legacy_key(in, len, kind, out, &old_kind, old, outlen))
+            CHECK((old_kind != kind || strcmp(old, out) != 0) && strlen(old) == len &&
+                  (old_kind == LOGIN_NAME || old_kind == LOGIN_EMAIL));
         free(old);
     }
     /* the normalized form is a fixed point */

@@ -646,7 +646,8 @@ class Smaller(unittest.TestCase):
     def test_accounts_named_before_names_were_canonical(self):
         # An older tokend kept a name's bytes as given (an email's ASCII
         # lower-cased): its index entries for "Jose" + U+0301 and for
-        # "josÉ@example.com" still find their account, by those bytes.
+        # "josÉ@example.com" still find their account, by those bytes, also
+        # once another account has the canonical form of the name.
         with Server() as srv:
             srv.create_app("a")
             uid = srv.add_user("Old", PW, pwhash_ops=1, pwhash_mem=8)
@@ -667,6 +668,18 @@ class Smaller(unittest.TestCase):
             # the canonical form is another key, which no account has
             r = srv.request("POST", "/token/user", {"name": "Jos\u00e9", "password": PW})
             self.assertEqual(r.status, 401, r.body)
+            # a new account may take it; each login still finds its own account
+            admin = admin_token(srv)
+            r = srv.request("POST", "/admin/user/create", {"name": "Jos\u00e9", "password": PW + "2"},
+                            headers={"access-token": admin})
+            self.assertEqual(r.status, 200, r.body)
+            new = r.json()["data"]["user_id"]
+            r = srv.request("POST", "/token/user", {"name": "Jose\u0301", "password": PW})
+            self.assertEqual(r.status, 200, r.body)
+            self.assertEqual(r.json()["data"]["user_id"], uid)
+            r = srv.request("POST", "/token/user", {"name": "Jos\u00e9", "password": PW + "2"})
+            self.assertEqual(r.status, 200, r.body)
+            self.assertEqual(r.json()["data"]["user_id"], new)
 
     def test_user_list_cursor(self):
         with Server() as srv:

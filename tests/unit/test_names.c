@@ -471,23 +471,40 @@ static void test_legacy_key(void **state)
 {
     (void)state;
     char key[OUTLEN], old[OUTLEN];
-    login_kind kind;
+    login_kind kind, old_kind = 0;
     const char *why = NULL;
     const char *nfd = "Jose\xcc\x81";
     assert_int_equal(names_classify(nfd, strlen(nfd), &kind, key, sizeof key, &why), 0);
-    assert_int_equal(names_legacy_key(nfd, strlen(nfd), kind, key, old, sizeof old), 1);
+    assert_int_equal(names_legacy_key(nfd, strlen(nfd), kind, key, &old_kind, old, sizeof old), 1);
     assert_string_equal(old, nfd);
+    assert_int_equal(old_kind, LOGIN_NAME);
     const char *upper = "JOS\xc3\x89@Example.com";
     assert_int_equal(names_classify(upper, strlen(upper), &kind, key, sizeof key, &why), 0);
-    assert_int_equal(names_legacy_key(upper, strlen(upper), kind, key, old, sizeof old), 1);
+    assert_int_equal(names_legacy_key(upper, strlen(upper), kind, key, &old_kind, old, sizeof old), 1);
     assert_string_equal(old, "jos\xc3\x89@example.com");   /* ASCII lower-cased only */
+    assert_int_equal(old_kind, LOGIN_EMAIL);
+    /* a fullwidth @ made a name then: the old key is of another kind */
+    const char *wide = "a\xef\xbc\xa0" "b.com";
+    assert_int_equal(names_classify(wide, strlen(wide), &kind, key, sizeof key, &why), 0);
+    assert_int_equal(kind, LOGIN_EMAIL);
+    assert_int_equal(names_legacy_key(wide, strlen(wide), kind, key, &old_kind, old, sizeof old), 1);
+    assert_int_equal(old_kind, LOGIN_NAME);
+    assert_string_equal(old, wide);
+    /* a name that NFC makes too long has its old key all the same */
+    char longer[OUTLEN] = "";
+    for (int i = 0; i < 42; i++)
+        strcat(longer, "\xe0\xa5\x98");   /* U+0958: NFC decomposes it to two */
+    assert_int_equal(names_classify(longer, strlen(longer), &kind, key, sizeof key, &why), -1);
+    assert_int_equal(names_legacy_key(longer, strlen(longer), LOGIN_NAME, "", &old_kind, old,
+                                      sizeof old), 1);
+    assert_string_equal(old, longer);
     /* ASCII and phones: the key is what it always was */
     assert_int_equal(names_classify("Alice", 5, &kind, key, sizeof key, &why), 0);
-    assert_int_equal(names_legacy_key("Alice", 5, kind, key, old, sizeof old), 0);
+    assert_int_equal(names_legacy_key("Alice", 5, kind, key, &old_kind, old, sizeof old), 0);
     assert_int_equal(names_classify("A@B.com", 7, &kind, key, sizeof key, &why), 0);
-    assert_int_equal(names_legacy_key("A@B.com", 7, kind, key, old, sizeof old), 0);
+    assert_int_equal(names_legacy_key("A@B.com", 7, kind, key, &old_kind, old, sizeof old), 0);
     assert_int_equal(names_classify("+1 555", 6, &kind, key, sizeof key, &why), 0);
-    assert_int_equal(names_legacy_key("+1 555", 6, kind, key, old, sizeof old), 0);
+    assert_int_equal(names_legacy_key("+1 555", 6, kind, key, &old_kind, old, sizeof old), 0);
 }
 
 /* --- passwords ----------------------------------------------------------- */
