@@ -59,6 +59,7 @@ struct cluster_conn {
     cluster *c;
     cluster_conn *next;          /* in idle, or in busy */
     int64_t since_ms;            /* busy: taken at (0: no bound, a snapshot or init's copy) */
+    uint64_t locked_seq;         /* a write's: the newest change when it took the lock */
 };
 
 typedef struct waiter {
@@ -78,7 +79,7 @@ struct cluster {
     PGconn *feed_pg;             /* the feed's connection, for the watch thread */
     int64_t feed_since_ms;       /* its query under way since (0: none, or a snapshot) */
     int64_t poll_ok_ms;          /* the last poll that ended well */
-    int64_t heard_ms;            /* the database last answered the feed (a connect, a poll) */
+    int64_t heard_ms;            /* the database last answered (see silent()) */
     int loading;                 /* the feed loads a snapshot: as long as it takes */
     cluster_feed_hooks hooks;
     cluster_snapshot_hooks snap;
@@ -214,9 +215,10 @@ static cluster_conn *conn_get(cluster *c)
     return conn_take(c, 1);
 }
 
-/* The database has not answered the feed for STALE_MS, though the feed
- * asks at least every second: PostgreSQL frozen or gone, or a network
- * that drops packets. The server-side timeouts cannot fire then, so each
+/* The database has answered nothing for STALE_MS, though the feed asks at
+ * least every second (heard_ms: a connect, a poll's answer before its
+ * local apply, a prune, a worker's statements): PostgreSQL frozen or gone,
+ * or a network that drops packets. The server-side timeouts cannot fire then, so each
  * write would wait out HOLD_MS; it is refused at once instead (503, to be
  * retried). A snapshot load is not silence. Called with c->lock. */
 static int silent(const cluster *c, int64_t now)
@@ -270,6 +272,7 @@ static void conn_put(cluster_conn *cc)
     pthread_mutex_lock(&c->lock);
     cc->next = c->idle;
     c->idle = cc;
+    c->heard_ms = mono_ms();   /* its statements were answered: not silent */
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -701,6 +704,7 @@ int cluster_write_begin(cluster *c, cluster_conn **out, uint64_t *last_seq)
             *last_seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
         PQclear(r);
         if (good) {
+            cc->locked_seq = *last_seq;
             *out = cc;
             return CLUSTER_OK;
         }
@@ -783,6 +787,44 @@ int cluster_write_fetch(cluster_conn *cc, uint64_t after, uint64_t upto, cluster
  * is never committed, and a COMMIT that fails (a deferred check, the
  * connection lost) rolls the write back. Only a COMMIT that answered
  * "COMMIT" counts as committed. */
+/* The connection of a write broke when its COMMIT may have been sent: did
+ * the write land as change `seq` (the one after the lock's)? Asked on
+ * another connection once the write's transaction has ended, which taking
+ * the write lock waits for (the lock is the transaction's until it ends,
+ * committed or not); the change's ops tell it from another write of that
+ * number. Returns 1 when it landed, else 0 (also when that cannot be told:
+ * the database is away; then the feed applies it if it landed). */
+static int landed(cluster *c, const uint8_t *ops, size_t len, uint64_t seq)
+{
+    char sql[96], num[24];
+    const char *params[2] = {(const char *)ops, num};
+    int lens[2] = {(int)len, 0}, fmts[2] = {1, 0}, told = 0, yes = 0;
+    cluster_conn *cc = conn_get(c);
+    if (cc) {
+        snprintf(sql, sizeof sql, "BEGIN; SELECT pg_advisory_xact_lock(%d)", LOCK_WRITE);
+        snprintf(num, sizeof num, "%llu", (unsigned long long)seq);
+        PGresult *r = PQexec(cc->pg, sql);
+        int locked = ok(r, PGRES_TUPLES_OK);
+        PQclear(r);
+        if (locked) {
+            r = PQexecParams(cc->pg, "SELECT ops = $1::bytea FROM tokend.changes WHERE seq = $2::bigint",
+                             2, NULL, params, lens, fmts, 0);
+            told = ok(r, PGRES_TUPLES_OK);
+            yes = told && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+            PQclear(r);
+        }
+        if (PQtransactionStatus(cc->pg) != PQTRANS_IDLE)
+            exec_ok(cc->pg, "ROLLBACK");
+        conn_put(cc);
+    }
+    fprintf(stderr, "tokend: cluster: write: the connection broke after its COMMIT was sent: "
+            "change %llu %s\n", (unsigned long long)seq,
+            yes ? "was committed" : told ? "was not committed"
+                : "may have been committed (the database cannot tell now): reported as not made; "
+                  "the feed applies it if it was");
+    return yes;
+}
+
 int cluster_write_commit(cluster_conn *cc, const uint8_t *ops, size_t len, uint64_t *seq)
 {
     const char *params[1] = {(const char *)ops};
@@ -838,11 +880,19 @@ int cluster_write_commit(cluster_conn *cc, const uint8_t *ops, size_t len, uint6
     /* Leave pipeline mode only on a drained connection; a broken one is
      * dropped by conn_put anyway. */
     if (!sent || !PQexitPipelineMode(pg)) {
+        cluster *c = cc->c;
+        uint64_t next = cc->locked_seq + 1;
         busy_del(cc);
         PQfinish(pg);
         cc->pg = NULL;
         free(cc);
-        return exists ? CLUSTER_EXISTS : CLUSTER_DOWN;
+        if (exists)
+            return CLUSTER_EXISTS;
+        if (committed || (!sent && landed(c, ops, len, next))) {
+            *seq = next;
+            return CLUSTER_OK;
+        }
+        return CLUSTER_DOWN;
     }
     if (wrote && committed)
         rc = CLUSTER_OK;
@@ -965,6 +1015,11 @@ typedef struct {
 static int collect(void *arg, uint64_t seq, const uint8_t *ops, size_t len)
 {
     batch *b = arg;
+    if (b->n == 0) {   /* an answer: stamped before the local apply, which may wait */
+        pthread_mutex_lock(&b->c->lock);
+        b->c->heard_ms = mono_ms();
+        pthread_mutex_unlock(&b->c->lock);
+    }
     b->seqs[b->n] = seq;
     b->ops[b->n] = ops;
     b->lens[b->n] = len;
@@ -1119,6 +1174,8 @@ static void *feed_main(void *arg)
             rc = snapshot_on(pg, &c->snap);
             pthread_mutex_lock(&c->lock);
             c->loading = 0;
+            if (PQstatus(pg) == CONNECTION_OK)
+                c->heard_ms = mono_ms();   /* with `loading`: never silent in between */
             c->bootstraps++;
             pthread_mutex_unlock(&c->lock);
             more = 1;
@@ -1154,6 +1211,8 @@ static void *feed_main(void *arg)
             prune(c, pg);
             pthread_mutex_lock(&c->lock);
             c->feed_since_ms = 0;
+            if (PQstatus(pg) == CONNECTION_OK)
+                c->heard_ms = mono_ms();
             pthread_mutex_unlock(&c->lock);
             next_prune = mono_ms() + c->prune_every_ms;
         }
@@ -1196,25 +1255,26 @@ static void *watch_main(void *arg)
         pthread_cond_timedwait(&c->polled, &c->lock, &t);
         int64_t now = mono_ms(), hold = c->stopping ? STOP_HOLD_MS : HOLD_MS;
         int64_t busy_hold = silent(c, now) ? SILENT_HOLD_MS : hold;
-        int cut = 0;
+        int cut = 0, feed_cut = 0;
         for (cluster_conn *cc = c->busy; cc; cc = cc->next)
             if (cc->since_ms && now - cc->since_ms > busy_hold) {
                 shutdown(PQsocket(cc->pg), SHUT_RDWR);
                 cc->since_ms = 0;
                 cut++;
             }
-        if (!cut)
-            busy_hold = hold;   /* for the message */
         if (c->feed_pg && c->feed_since_ms && now - c->feed_since_ms > hold) {
             shutdown(PQsocket(c->feed_pg), SHUT_RDWR);
             c->feed_since_ms = 0;
-            cut++;
+            feed_cut = 1;
         }
         uint64_t done = c->poll_done;
         pthread_mutex_unlock(&c->lock);
         if (cut)
             fprintf(stderr, "tokend: cluster: the database did not answer within %lld ms: "
                             "%d connection(s) dropped\n", (long long)busy_hold, cut);
+        if (feed_cut)
+            fprintf(stderr, "tokend: cluster: the database did not answer the feed within %lld ms: "
+                            "its connection dropped\n", (long long)hold);
         release_waiters(c, done, 0);
         pthread_mutex_lock(&c->lock);
     }

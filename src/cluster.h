@@ -99,8 +99,10 @@ int cluster_write_fetch(cluster_conn *conn, uint64_t after, uint64_t upto, clust
  * two statements pipelined); *seq is its number. CLUSTER_EXISTS: an
  * INSERT's key is taken (rolled back). Anything but CLUSTER_OK: nothing
  * of the write is committed (the COMMIT runs only after the write did,
- * and a failed COMMIT rolls it back), except when the connection broke
- * after the COMMIT left: then the feed finds the change if it landed. */
+ * and a failed COMMIT rolls it back). When the connection breaks after
+ * the COMMIT left, another connection asks whether the change landed
+ * (CLUSTER_OK if it did); only when the database cannot answer that is a
+ * write that landed reported as not made (the feed then applies it). */
 int cluster_write_commit(cluster_conn *conn, const uint8_t *ops, size_t len, uint64_t *seq);
 /* Rolls back (releasing the lock) and returns the connection. */
 void cluster_write_abort(cluster_conn *conn);

@@ -3,6 +3,8 @@
     with PgServer() as pg:          # initdb + pg_ctl start on a temp dir
         url = pg.url                # postgresql:///tokend?host=SOCKETDIR&port=N&user=U
         pg.stop(); pg.start()       # the database going away and coming back
+    with CommitCutter(pg) as cut:   # a proxy on a socket of its own: cut.url
+        cut.arm()                   # the next COMMIT's answer is lost, the link cut
 
 Debian's server binaries (package postgresql, /usr/lib/postgresql/*/bin) are
 used directly: no cluster of the system's is touched. It listens on a Unix
@@ -16,8 +18,11 @@ import glob
 import os
 import pwd
 import shutil
+import socket
+import struct
 import subprocess
 import tempfile
+import threading
 import time
 
 
@@ -109,3 +114,106 @@ def close_all(nodes, pgs):
         pg.close()
     if failed:
         raise failed[0]
+
+
+class CommitCutter:
+    """A proxy between tokend and PostgreSQL, on a Unix socket of its own,
+    that reads the server's messages (type byte, 4-byte length) and, once
+    armed, drops the first CommandComplete "COMMIT" and cuts that
+    connection: the commit happened, its client never hears of it. The
+    connections are Unix sockets, so libpq asks for no TLS: every message
+    the server sends is a typed one."""
+
+    def __init__(self, pg):
+        self.pg = pg
+        self.dir = tempfile.mkdtemp(prefix="tokend-cut-")
+        os.chmod(self.dir, 0o755)
+        self.path = os.path.join(self.dir, ".s.PGSQL.%d" % pg.port)
+        self.url = "postgresql:///postgres?host=%s&port=%d&user=%s" % (self.dir, pg.port, pg.user)
+        self.armed = threading.Event()
+        self.fired = threading.Event()
+        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.lsock.bind(self.path)
+        os.chmod(self.path, 0o777)
+        self.lsock.listen(64)
+        self.closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self):
+        self.fired.clear()
+        self.armed.set()
+
+    def _accept(self):
+        while not self.closing:
+            try:
+                client, _ = self.lsock.accept()
+            except OSError:
+                return
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                server.connect(os.path.join(self.pg.sock, ".s.PGSQL.%d" % self.pg.port))
+            except OSError:
+                client.close()
+                continue
+            threading.Thread(target=self._up, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client), daemon=True).start()
+
+    @staticmethod
+    def _cut(a, b):
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def _up(self, client, server):
+        try:
+            while True:
+                data = client.recv(65536)
+                if not data:
+                    break
+                server.sendall(data)
+        except OSError:
+            pass
+        self._cut(client, server)
+
+    def _down(self, server, client):
+        buf = b""
+        try:
+            while True:
+                data = server.recv(65536)
+                if not data:
+                    break
+                buf += data
+                out = b""
+                while len(buf) >= 5:
+                    n = struct.unpack(">I", buf[1:5])[0]
+                    if len(buf) < 1 + n:
+                        break
+                    msg, buf = buf[:1 + n], buf[1 + n:]
+                    if msg[:1] == b"C" and msg[5:].startswith(b"COMMIT\0") and self.armed.is_set():
+                        self.armed.clear()
+                        client.sendall(out)
+                        self.fired.set()
+                        self._cut(client, server)
+                        return
+                    out += msg
+                if out:
+                    client.sendall(out)
+        except OSError:
+            pass
+        self._cut(server, client)
+
+    def close(self):
+        self.closing = True
+        try:
+            self.lsock.close()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

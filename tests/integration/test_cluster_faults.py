@@ -16,6 +16,10 @@ Each class has its own throw-away PostgreSQL (pg_support.py).
                   a login under way gets its 503 in seconds, /healthz stops
                   calling the database up, a later login gets its 503 at
                   once, SIGTERM ends the node in seconds
+  LostCommitAnswer  the connection breaks after PostgreSQL committed a write
+                  but before tokend heard it (pg_support.CommitCutter): the
+                  write is told as made (a login gets its token, which
+                  verifies), not as a 503 whose retry finds the name taken
 Exits 77 (ctest: skipped) when the PostgreSQL server binaries are missing.
 """
 import base64
@@ -230,6 +234,46 @@ class FrozenDatabase(PgCase):
         r = a.request("POST", "/token/id", {"user_id": uid, "password": PW})
         self.assertEqual(r.status, 200, r)
         a.secret(r.json()["data"]["token"])
+
+
+
+class LostCommitAnswer(PgCase):
+    def test_a_write_whose_commit_answer_is_lost_is_told_as_made(self):
+        a = self.node()
+        a.create_app("demo")
+        uid = a.add_user("alice", PW, pwhash_ops=1, pwhash_mem=1)
+        admin = a.secret(a.cli("admin-token", "create", "--data", a.data).stdout.strip())
+        a.cli("cluster", "init", "--data", a.data, "--cluster", self.pg.url)
+        with pg_support.CommitCutter(self.pg) as cut:
+            a.start("--cluster", cut.url, "--workers", "2", "--threads", "1", *CHEAP)
+            r = a.request("POST", "/token/id", {"user_id": uid, "password": PW})
+            self.assertEqual(r.status, 200, r)
+            a.secret(r.json()["data"]["token"])
+            # a login: its session is committed, the answer lost
+            cut.arm()
+            r = a.request("POST", "/token/id", {"user_id": uid, "password": PW,
+                                                "device_guid": "cut-1"})
+            self.assertTrue(cut.fired.is_set(), "no COMMIT went through the proxy")
+            self.assertEqual(r.status, 200, r)
+            tok = a.secret(r.json()["data"]["token"])
+            r = a.request("POST", "/token/verify", {"token": tok}, headers={"access-token": admin})
+            self.assertEqual(r.status, 200, r)
+            self.assertIn("change", a.logs())
+            self.assertIn("was committed", a.logs())
+            # a new account: made once, told as made, the name then taken
+            cut.arm()
+            r = a.request("POST", "/admin/user/create", {"name": "bob", "password": PW},
+                          headers={"access-token": admin})
+            self.assertTrue(cut.fired.is_set())
+            self.assertEqual(r.status, 200, r)
+            bob = r.json()["data"]["user_id"]
+            r = a.request("POST", "/token/user", {"name": "bob", "password": PW})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["data"]["user_id"], bob)
+            a.secret(r.json()["data"]["token"])
+            # on the database: the records of both, once each
+            self.assertEqual(self.pg.psql("SELECT count(*) FROM tokend.kv WHERE db IS NOT NULL "
+                                          "AND position('bob'::bytea IN key) > 0"), "1")
 
 
 if __name__ == "__main__":
