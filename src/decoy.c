@@ -1,6 +1,9 @@
 /* decoy.c - decoy hashes per cost, made once and kept; the pick reads the
- * store's count of accounts per cost each time (a few keys in one read
- * transaction), so it follows imports, upgrades and deletions at once. */
+ * store's count of the app's accounts per cost each time (a few keys in
+ * one read transaction), so it follows imports, upgrades and deletions at
+ * once. Per app: an unknown name costs what the app's own accounts cost,
+ * never a cost only another app's accounts have (that would tell it is no
+ * account of this app). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,7 +58,7 @@ int decoy_cost(decoy *d, uint64_t app_id, const char *name, crypto_pwcost *cost)
     if (!d || !name || !cost)
         return -1;
     *cost = d->fallback;
-    if (store_pwcost_mix(d->store, costs, counts, DECOY_COSTS_MAX, &n) != STORE_OK)
+    if (store_pwcost_mix(d->store, app_id, costs, counts, DECOY_COSTS_MAX, &n) != STORE_OK)
         return 0;
     /* A cost past crypto's bounds (an import of an older build could keep
      * one) is left out: a decoy of it would take minutes. */
@@ -112,7 +115,7 @@ decoy *decoy_create(store *s, crypto_pwcost fallback)
         decoy_free(d);
         return NULL;
     }
-    if (store_pwcost_mix(s, costs, counts, DECOY_COSTS_MAX, &n) != STORE_OK)
+    if (store_pwcost_mix(s, 0, costs, counts, DECOY_COSTS_MAX, &n) != STORE_OK)
         n = 0;
     for (size_t i = 0; i < n; i++)
         if (crypto_password_cost_ok(costs[i]))

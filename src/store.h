@@ -145,8 +145,10 @@ int store_user_lookup(store *s, uint64_t app_id, login_kind kind, const char *ke
 int store_login_find(store *s, uint64_t app_id, login_kind kind, const char *key,
                      uint64_t user_id, const char *device_guid, store_user **user,
                      int *device_known);
-/* How many accounts have a password hash of each cost, up to max costs. */
-int store_pwcost_mix(store *s, crypto_pwcost *costs, uint64_t *counts, size_t max, size_t *n);
+/* How many accounts of `app_id` have a password hash of each cost, up to
+ * max costs; app_id 0: of every app (a cost may then come once per app). */
+int store_pwcost_mix(store *s, uint64_t app_id, crypto_pwcost *costs, uint64_t *counts, size_t max,
+                     size_t *n);
 
 int store_login_commit(store *s, store_login *login);
 int store_session_get(store *s, const uint8_t hash[CRYPTO_HASH_BYTES], store_session **out);

@@ -39,7 +39,8 @@ struct cluster_conn;
  *   admin_tokens   app_id(8) token hash(32)         -> ""           for listing
  *   groups         app_id(8) group_id(8)            -> admin user_id(8)
  *   audit          sequence(8)                      -> AuditEntry
- *   pwcosts        ops(8) mem(8)                    -> accounts(8)  hash costs in use
+ *   pwcosts        app(8) ops(8) mem(8)             -> accounts(8)  hash costs in use, per app
+ *                  (16-byte keys: the whole directory's, of a build before; unread)
  *                  (bcrypt: ops the cost, mem 0)
  *   counts         app_id(8) kind(1)                -> count(8)     users 'u', sessions 's',
  *                                                                  admin tokens 'a' per app,
@@ -210,11 +211,14 @@ static inline size_t app_user_key(uint8_t key[16], uint64_t app_id, uint64_t use
     return 16;
 }
 
-static inline size_t pwcost_key(uint8_t key[16], crypto_pwcost cost)
+#define PWCOST_KEY 24
+
+static inline size_t pwcost_key(uint8_t key[PWCOST_KEY], uint64_t app_id, crypto_pwcost cost)
 {
-    put_u64(key, cost.ops);
-    put_u64(key + 8, cost.mem);
-    return 16;
+    put_u64(key, app_id);
+    put_u64(key + 8, cost.ops);
+    put_u64(key + 16, cost.mem);
+    return PWCOST_KEY;
 }
 
 static inline size_t group_key(uint8_t key[16], uint64_t app_id, uint64_t group_id)
@@ -294,11 +298,13 @@ int scan_prefix(store *s, MDB_txn *txn, int db, uint64_t id, scan_fn fn, void *a
 int scan_from(store *s, MDB_txn *txn, int db, const uint8_t *from, size_t from_len, scan_fn fn,
               void *arg);
 
-/* Counts the accounts of each password-hash cost (pwcosts), for the decoy
- * of unknown names: `delta` (+1, -1) for the cost of `hash`. */
-int pwcost_count(store *s, MDB_txn *txn, const char *hash, int delta);
-/* Counts every account's cost when pwcosts is empty but users are not (a
- * data directory from before the count). */
+/* Counts the accounts of each password-hash cost of each app (pwcosts),
+ * for the decoy of unknown names: `delta` (+1, -1) for the cost of `hash`
+ * in `app_id`. */
+int pwcost_count(store *s, MDB_txn *txn, uint64_t app_id, const char *hash, int delta);
+/* Counts every account's cost again when the counts per app do not add
+ * up to the users (a data directory from before the count, or before it
+ * was per app; a replica's snapshot with only some apps' counts). */
 int pwcosts_count_all(store *s, MDB_txn *txn);
 
 /* Keeps the per-app count of users ('u'), sessions ('s') and admin tokens

@@ -244,7 +244,7 @@ int store_user_create(store *s, store_user *user, const char **conflict, const s
     if (rc == STORE_OK)
         rc = put_msg(s, txn, DB_USERS, uid, 8, &user->base, MDB_NOOVERWRITE);
     if (rc == STORE_OK)
-        rc = pwcost_count(s, txn, user->password_hash, +1);
+        rc = pwcost_count(s, txn, user->app_id, user->password_hash, +1);
     if (rc == STORE_OK) {
         uint8_t au[16];
         rc = put_raw(s, txn, DB_APP_USERS, au, app_user_key(au, user->app_id, user->user_id), "",
@@ -307,7 +307,7 @@ int store_users_import(store *s, uint64_t app_id, store_user *const *users, size
         if (rc == STORE_OK)
             rc = put_msg(s, txn, DB_USERS, uid, 8, &u->base, MDB_NOOVERWRITE);
         if (rc == STORE_OK)
-            rc = pwcost_count(s, txn, u->password_hash, +1);
+            rc = pwcost_count(s, txn, app_id, u->password_hash, +1);
         if (rc == STORE_OK)
             rc = put_raw(s, txn, DB_APP_USERS, au, app_user_key(au, app_id, u->user_id), "", 0, 0);
         if (rc == STORE_OK)
@@ -342,12 +342,12 @@ int set_hash_txn(store *s, MDB_txn *txn, store_user *u, const char *hash)
 {
     uint8_t uid[8];
     char *old = u->password_hash;
-    int rc = pwcost_count(s, txn, old, -1);
+    int rc = pwcost_count(s, txn, u->app_id, old, -1);
     u->password_hash = (char *)hash;
     if (rc == STORE_OK)
         rc = put_msg(s, txn, DB_USERS, uid, user_key(uid, u->user_id), &u->base, 0);
     u->password_hash = old;
-    return rc == STORE_OK ? pwcost_count(s, txn, hash, +1) : rc;
+    return rc == STORE_OK ? pwcost_count(s, txn, u->app_id, hash, +1) : rc;
 }
 
 int store_login_find(store *s, uint64_t app_id, login_kind kind, const char *text,
@@ -384,14 +384,14 @@ int store_login_find(store *s, uint64_t app_id, login_kind kind, const char *tex
 
 /* --- the mix of hash costs ---------------------------------------------------- */
 
-int pwcost_count(store *s, MDB_txn *txn, const char *hash, int delta)
+int pwcost_count(store *s, MDB_txn *txn, uint64_t app_id, const char *hash, int delta)
 {
     crypto_pwcost cost;
-    uint8_t key[16];
+    uint8_t key[PWCOST_KEY];
     uint64_t n = 0;
     if (crypto_password_cost(hash, &cost) != 0)
         return STORE_OK;  /* no hash this build verifies: nothing a decoy could copy */
-    size_t klen = pwcost_key(key, cost);
+    size_t klen = pwcost_key(key, app_id, cost);
     int rc = get_u64_value(s, txn, DB_PWCOSTS, key, klen, &n);
     if (rc != STORE_OK && rc != STORE_NOTFOUND)
         return rc;
@@ -403,18 +403,47 @@ int pwcost_count(store *s, MDB_txn *txn, const char *hash, int delta)
     return put_raw(s, txn, DB_PWCOSTS, key, klen, v, 8, 0);
 }
 
-int pwcosts_count_all(store *s, MDB_txn *txn)
+/* The accounts pwcosts counts per app (keys of PWCOST_KEY bytes), or -1;
+ * with `drop`, those counts are deleted as they are read. */
+static int64_t counted_per_app(store *s, MDB_txn *txn, int drop)
 {
-    MDB_stat costs, users;
     MDB_cursor *cur;
     MDB_val k, v;
-    int rc = mdb_stat(txn, s->db[DB_PWCOSTS], &costs);
-    if (rc == MDB_SUCCESS)
-        rc = mdb_stat(txn, s->db[DB_USERS], &users);
+    int64_t sum = 0;
+    int rc = mdb_cursor_open(txn, s->db[DB_PWCOSTS], &cur);
     if (rc != MDB_SUCCESS)
+        return -1;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != PWCOST_KEY || v.mv_size != 8)
+            continue;
+        sum += (int64_t)get_u64(v.mv_data);
+        if (drop && (rc = mdb_cursor_del(cur, 0)) != MDB_SUCCESS)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? sum : -1;
+}
+
+/* Counted again when the counts per app do not add up to the users: a
+ * directory from before the count, or before it was per app, or a replica
+ * whose snapshot had the counts of only the apps written to since (each
+ * node counts the same users the same way). */
+int pwcosts_count_all(store *s, MDB_txn *txn)
+{
+    MDB_stat users;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int64_t counted = counted_per_app(s, txn, 0);
+    int rc;
+    if (counted < 0)
+        return STORE_ERR;
+    if ((rc = mdb_stat(txn, s->db[DB_USERS], &users)) != MDB_SUCCESS)
         return map_rc(rc);
-    if (costs.ms_entries || !users.ms_entries)
+    if ((uint64_t)counted == users.ms_entries)
         return STORE_OK;
+    if (counted && counted_per_app(s, txn, 1) < 0)
+        return STORE_ERR;
     if ((rc = mdb_cursor_open(txn, s->db[DB_USERS], &cur)) != MDB_SUCCESS)
         return map_rc(rc);
     int r = STORE_OK;
@@ -422,7 +451,7 @@ int pwcosts_count_all(store *s, MDB_txn *txn)
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         store_user *u = tokend__v1__store__user__unpack(NULL, v.mv_size, v.mv_data);
         if (u) {
-            r = pwcost_count(s, txn, u->password_hash, +1);
+            r = pwcost_count(s, txn, u->app_id, u->password_hash, +1);
             protobuf_c_message_free_unpacked(&u->base, NULL);
         }
     }
@@ -430,22 +459,27 @@ int pwcosts_count_all(store *s, MDB_txn *txn)
     return r != STORE_OK ? r : rc == MDB_NOTFOUND ? STORE_OK : map_rc(rc);
 }
 
-int store_pwcost_mix(store *s, crypto_pwcost *costs, uint64_t *counts, size_t max, size_t *n)
+int store_pwcost_mix(store *s, uint64_t app_id, crypto_pwcost *costs, uint64_t *counts, size_t max,
+                     size_t *n)
 {
     MDB_txn *txn;
     MDB_cursor *cur;
-    MDB_val k, v;
+    uint8_t from[8];
+    MDB_val k = {8, from}, v;
     int rc = txn_begin(s, MDB_RDONLY, &txn);
     *n = 0;
     if (rc != STORE_OK)
         return rc;
+    put_u64(from, app_id);
     if ((rc = mdb_cursor_open(txn, s->db[DB_PWCOSTS], &cur)) == MDB_SUCCESS) {
-        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && *n < max;
-             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            if (k.mv_size != 16 || v.mv_size != 8)
+        for (rc = mdb_cursor_get(cur, &k, &v, app_id ? MDB_SET_RANGE : MDB_FIRST);
+             rc == MDB_SUCCESS && *n < max; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            if (k.mv_size != PWCOST_KEY || v.mv_size != 8)
                 continue;
-            costs[*n].ops = get_u64(k.mv_data);
-            costs[*n].mem = (size_t)get_u64((uint8_t *)k.mv_data + 8);
+            if (app_id && get_u64(k.mv_data) != app_id)
+                break;   /* past the app's keys */
+            costs[*n].ops = get_u64((uint8_t *)k.mv_data + 8);
+            costs[*n].mem = (size_t)get_u64((uint8_t *)k.mv_data + 16);
             counts[(*n)++] = get_u64(v.mv_data);
         }
         mdb_cursor_close(cur);
@@ -624,7 +658,7 @@ int store_user_delete(store *s, uint64_t user_id, const store_expect *expect,
     if (rc == STORE_OK)
         rc = del_raw(s, txn, DB_USERS, uid, 8);
     if (rc == STORE_OK)
-        rc = pwcost_count(s, txn, u->password_hash, -1);
+        rc = pwcost_count(s, txn, u->app_id, u->password_hash, -1);
     if (u)
         protobuf_c_message_free_unpacked(&u->base, NULL);
     return txn_end(txn, with_audit(s, txn, rc, audit));

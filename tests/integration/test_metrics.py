@@ -260,6 +260,31 @@ class Metrics(unittest.TestCase):
         self.assertEqual(hdrs.get("grpc-status"), "0")
 
 
+class DecoyOfTheApp(unittest.TestCase):
+    def test_unknown_names_cost_what_the_apps_accounts_cost(self):
+        # App a's accounts were made at one cost, app b's at another: an
+        # unknown name in b is checked at b's cost, never at a cost only a's
+        # accounts have (which would tell it is none of b's accounts).
+        other_work = 1 * 16 * 1024
+        with harness.Server() as srv:
+            a = srv.create_app("a")
+            b = srv.create_app("b")
+            for i in range(4):
+                srv.add_user("a%d" % i, "a-password-%d" % i, app=a, **ACCOUNT_COST)
+            srv.add_user("b0", "b-password-0", app=b, pwhash_ops=1, pwhash_mem=16)
+            srv.start("--workers", "1", *SERVER_COST)
+            work = value(scrape(srv)[0], "tokend_password_hash_work_total")
+            for app, per in ((b, other_work), (a, ACCOUNT_WORK)):
+                for i in range(6):
+                    r = srv.request("POST", "/token/login",
+                                    {"login_name": "ghost-%d" % i, "password": "not-the-password"},
+                                    headers={"app_id": str(app)})
+                    self.assertEqual(r.status, 401, r)
+                    now = value(scrape(srv)[0], "tokend_password_hash_work_total")
+                    self.assertEqual(now - work, per, (app, i))
+                    work = now
+
+
 class MetricsListen(unittest.TestCase):
     def test_metrics_only_on_the_metrics_port(self):
         with harness.Server() as srv:

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <lmdb.h>
 #include "decoy.h"
 #include "fixture.h"
 #include "throttle.h"
@@ -132,16 +133,84 @@ static void test_login_find(void **state)
     assert_null(u);
 }
 
-static uint64_t mix_count(store *s, crypto_pwcost want)
+/* Accounts of `app` (0: of every app) at cost `want`. */
+static uint64_t mix_count_of(store *s, uint64_t app, crypto_pwcost want)
 {
     crypto_pwcost costs[DECOY_COSTS_MAX];
-    uint64_t counts[DECOY_COSTS_MAX];
+    uint64_t counts[DECOY_COSTS_MAX], sum = 0;
     size_t n = 0;
-    assert_int_equal(store_pwcost_mix(s, costs, counts, DECOY_COSTS_MAX, &n), STORE_OK);
+    assert_int_equal(store_pwcost_mix(s, app, costs, counts, DECOY_COSTS_MAX, &n), STORE_OK);
     for (size_t i = 0; i < n; i++)
         if (costs[i].ops == want.ops && costs[i].mem == want.mem)
-            return counts[i];
-    return 0;
+            sum += counts[i];
+    return sum;
+}
+
+static uint64_t mix_count(store *s, crypto_pwcost want)
+{
+    return mix_count_of(s, 0, want);
+}
+
+/* Leaves pwcosts as a build before the count per app left it: one count
+ * of the whole directory's (a 16-byte key), none per app. */
+static void make_pwcosts_old(const char *dir)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi db;
+    uint8_t k16[16] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0x80, 0, 0}, v[8] = {0, 0, 0, 0, 0, 0, 0, 9};
+    MDB_val k = {16, k16}, val = {8, v};
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+    assert_int_equal(mdb_env_open(env, dir, MDB_NOTLS, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "pwcosts", 0, &db), 0);
+    assert_int_equal(mdb_drop(txn, db, 0), 0);
+    assert_int_equal(mdb_put(txn, db, &k, &val, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* An unknown name costs what its app's accounts cost: never a cost only
+ * another app's accounts have, which would tell that it is none of this
+ * app's (bcrypt accounts imported into one app, say). */
+static void test_decoy_cost_is_the_apps(void **state)
+{
+    fixture *f = *state;
+    crypto_pwcost server = {1, 8 * 1024}, bc = {5, 0};
+    char h[CRYPTO_PWHASH_STRBYTES], name[32];
+    crypto_pwcost c;
+    uint64_t other = make_app(f->s, "other");
+    assert_int_equal(crypto_password_hash(h, "pw-pw-pw-pw", 11, bc), 0);
+    for (int i = 0; i < 6; i++) {
+        snprintf(name, sizeof name, "imported%d", i);
+        user_with_hash(f->s, f->app, name, h);
+    }
+    user_with_hash(f->s, other, "native", H(1, 8));
+    assert_int_equal(mix_count_of(f->s, f->app, bc), 6);
+    assert_int_equal(mix_count_of(f->s, other, bc), 0);
+    assert_int_equal(mix_count_of(f->s, other, server), 1);
+    decoy *d = decoy_create(f->s, server);
+    assert_non_null(d);
+    for (int i = 0; i < 50; i++) {
+        snprintf(name, sizeof name, "n:ghost%d", i);
+        assert_int_equal(decoy_cost(d, other, name, &c), 0);
+        assert_true(c.ops == server.ops && c.mem == server.mem);
+        assert_int_equal(decoy_cost(d, f->app, name, &c), 0);
+        assert_true(c.ops == bc.ops && c.mem == bc.mem);
+    }
+    /* A directory counted before the count was per app is counted again
+     * when opened: the whole directory's count is left, unread. */
+    char dir[64];
+    strcpy(dir, f->dir);
+    store_close(f->s);
+    f->s = NULL;
+    make_pwcosts_old(dir);
+    f->s = open_or_fail(dir, TEST_MAPSIZE);
+    assert_int_equal(mix_count_of(f->s, f->app, bc), 6);
+    assert_int_equal(mix_count_of(f->s, other, server), 1);
+    assert_int_equal(mix_count(f->s, bc), 6);
+    decoy_free(d);
 }
 
 static void test_cost_mix_follows_every_write(void **state)
@@ -164,7 +233,7 @@ static void test_cost_mix_follows_every_write(void **state)
     assert_int_equal(mix_count(f->s, mid), 3);
     assert_int_equal(store_user_delete(f->s, c, NULL, NULL), STORE_OK);
     assert_int_equal(mix_count(f->s, mid), 2);
-    /* A data directory from before the count is counted when opened. */
+    /* The counts are kept: a reopened directory has them. */
     char dir[64];
     strcpy(dir, f->dir);
     store_close(f->s);
@@ -429,6 +498,7 @@ int main(void)
         T(test_own_changes_expect_what_they_checked),
         T(test_login_find),
         T(test_cost_mix_follows_every_write),
+        T(test_decoy_cost_is_the_apps),
         T(test_decoy_cost_comes_from_the_mix),
         T(test_bcrypt_accounts_get_bcrypt_decoys),
         T(test_device_move_ends_the_previous_users_sessions),
