@@ -789,32 +789,50 @@ int cluster_write_fetch(cluster_conn *cc, uint64_t after, uint64_t upto, cluster
  * "COMMIT" counts as committed. */
 /* The connection of a write broke when its COMMIT may have been sent: did
  * the write land as change `seq` (the one after the lock's)? Asked on
- * another connection once the write's transaction has ended, which taking
- * the write lock waits for (the lock is the transaction's until it ends,
- * committed or not); the change's ops tell it from another write of that
+ * another connection once the write's transaction has ended: its backend
+ * (`pid`) holds the write lock until then, committed or not. Not by taking
+ * the lock: this node's LMDB writer is held meanwhile, and another of its
+ * writes that got the lock first would wait for that writer (a deadlock
+ * until lock_timeout). The change's ops tell it from another write of that
  * number. Returns 1 when it landed, else 0 (also when that cannot be told:
- * the database is away; then the feed applies it if it landed). */
-static int landed(cluster *c, const uint8_t *ops, size_t len, uint64_t seq)
+ * the database is away, or the change was pruned; then the feed applies it
+ * if it landed). */
+#define LANDED_WAIT_MS 5000
+
+static int landed(cluster *c, const uint8_t *ops, size_t len, uint64_t seq, int pid)
 {
-    char sql[96], num[24];
+    char sql[200], num[24];
     const char *params[2] = {(const char *)ops, num};
-    int lens[2] = {(int)len, 0}, fmts[2] = {1, 0}, told = 0, yes = 0;
+    int lens[2] = {(int)len, 0}, fmts[2] = {1, 0}, told = 0, yes = 0, ended = 0;
     cluster_conn *cc = conn_get(c);
     if (cc) {
-        snprintf(sql, sizeof sql, "BEGIN; SELECT pg_advisory_xact_lock(%d)", LOCK_WRITE);
+        snprintf(sql, sizeof sql, "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = %d AND "
+                 "locktype = 'advisory' AND classid = 0 AND objid = %d AND objsubid = 1)", pid,
+                 LOCK_WRITE);
         snprintf(num, sizeof num, "%llu", (unsigned long long)seq);
-        PGresult *r = PQexec(cc->pg, sql);
-        int locked = ok(r, PGRES_TUPLES_OK);
-        PQclear(r);
-        if (locked) {
-            r = PQexecParams(cc->pg, "SELECT ops = $1::bytea FROM tokend.changes WHERE seq = $2::bigint",
-                             2, NULL, params, lens, fmts, 0);
-            told = ok(r, PGRES_TUPLES_OK);
-            yes = told && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+        for (int64_t until = mono_ms() + LANDED_WAIT_MS; !ended && mono_ms() < until;) {
+            PGresult *r = PQexec(cc->pg, sql);
+            int good = ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 1;
+            ended = good && PQgetvalue(r, 0, 0)[0] == 'f';
+            PQclear(r);
+            if (!good)
+                break;
+            if (!ended)
+                usleep(20 * 1000);
+        }
+        if (ended) {
+            /* the change's ops, and whether a change of that number was
+             * ever made (pruned since: cannot be told) */
+            PGresult *r = PQexecParams(cc->pg,
+                "SELECT (SELECT ops = $1::bytea FROM tokend.changes WHERE seq = $2::bigint), "
+                "(SELECT last_seq < $2::bigint FROM tokend.state)", 2, NULL, params, lens, fmts, 0);
+            if (ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 1) {
+                yes = !PQgetisnull(r, 0, 0) && PQgetvalue(r, 0, 0)[0] == 't';
+                told = yes || (!PQgetisnull(r, 0, 1) && PQgetvalue(r, 0, 1)[0] == 't') ||
+                       (!PQgetisnull(r, 0, 0) && PQgetvalue(r, 0, 0)[0] == 'f');
+            }
             PQclear(r);
         }
-        if (PQtransactionStatus(cc->pg) != PQTRANS_IDLE)
-            exec_ok(cc->pg, "ROLLBACK");
         conn_put(cc);
     }
     fprintf(stderr, "tokend: cluster: write: the connection broke after its COMMIT was sent: "
@@ -882,13 +900,14 @@ int cluster_write_commit(cluster_conn *cc, const uint8_t *ops, size_t len, uint6
     if (!sent || !PQexitPipelineMode(pg)) {
         cluster *c = cc->c;
         uint64_t next = cc->locked_seq + 1;
+        int pid = PQbackendPID(pg);
         busy_del(cc);
         PQfinish(pg);
         cc->pg = NULL;
         free(cc);
         if (exists)
             return CLUSTER_EXISTS;
-        if (committed || (!sent && landed(c, ops, len, next))) {
+        if (committed || (!sent && landed(c, ops, len, next, pid))) {
             *seq = next;
             return CLUSTER_OK;
         }

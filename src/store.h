@@ -146,7 +146,8 @@ int store_login_find(store *s, uint64_t app_id, login_kind kind, const char *key
                      uint64_t user_id, const char *device_guid, store_user **user,
                      int *device_known);
 /* How many accounts of `app_id` have a password hash of each cost, up to
- * max costs; app_id 0: of every app (a cost may then come once per app). */
+ * max costs; app_id 0: of every app. Cost 0 (ops and mem): hashes this
+ * build cannot verify. */
 int store_pwcost_mix(store *s, uint64_t app_id, crypto_pwcost *costs, uint64_t *counts, size_t max,
                      size_t *n);
 

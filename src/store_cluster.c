@@ -356,6 +356,10 @@ static int snap_end(void *arg, int ok)
     /* The cluster's token key came with the snapshot. */
     if (rc == STORE_OK)
         rc = read_token_key(c->s, c->txn);
+    /* Its counts of hash costs per app may be of some apps only (those
+     * written since a build before them): counted here, as at open. */
+    if (rc == STORE_OK)
+        rc = pwcosts_count_all(c->s, c->txn);
     c->full |= rc == STORE_FULL;
     if (rc != STORE_OK) {
         txn_abort(c->s, c->txn);

@@ -389,8 +389,10 @@ int pwcost_count(store *s, MDB_txn *txn, uint64_t app_id, const char *hash, int 
     crypto_pwcost cost;
     uint8_t key[PWCOST_KEY];
     uint64_t n = 0;
+    /* A hash this build cannot verify counts at cost 0, which no decoy
+     * copies: every account is counted (pwcosts_count_all adds them up). */
     if (crypto_password_cost(hash, &cost) != 0)
-        return STORE_OK;  /* no hash this build verifies: nothing a decoy could copy */
+        cost = (crypto_pwcost){0, 0};
     size_t klen = pwcost_key(key, app_id, cost);
     int rc = get_u64_value(s, txn, DB_PWCOSTS, key, klen, &n);
     if (rc != STORE_OK && rc != STORE_NOTFOUND)
@@ -478,9 +480,16 @@ int store_pwcost_mix(store *s, uint64_t app_id, crypto_pwcost *costs, uint64_t *
                 continue;
             if (app_id && get_u64(k.mv_data) != app_id)
                 break;   /* past the app's keys */
-            costs[*n].ops = get_u64((uint8_t *)k.mv_data + 8);
-            costs[*n].mem = (size_t)get_u64((uint8_t *)k.mv_data + 16);
-            counts[(*n)++] = get_u64(v.mv_data);
+            crypto_pwcost c = {get_u64((uint8_t *)k.mv_data + 8),
+                               (size_t)get_u64((uint8_t *)k.mv_data + 16)};
+            size_t i = 0;
+            while (i < *n && (costs[i].ops != c.ops || costs[i].mem != c.mem))
+                i++;   /* of every app: one entry per cost */
+            if (i == *n) {
+                costs[i] = c;
+                counts[(*n)++] = 0;
+            }
+            counts[i] += get_u64(v.mv_data);
         }
         mdb_cursor_close(cur);
     }

@@ -132,6 +132,7 @@ class CommitCutter:
         self.url = "postgresql:///postgres?host=%s&port=%d&user=%s" % (self.dir, pg.port, pg.user)
         self.armed = threading.Event()
         self.fired = threading.Event()
+        self.lock = threading.Lock()
         self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.lsock.bind(self.path)
         os.chmod(self.path, 0o777)
@@ -192,8 +193,12 @@ class CommitCutter:
                     if len(buf) < 1 + n:
                         break
                     msg, buf = buf[:1 + n], buf[1 + n:]
-                    if msg[:1] == b"C" and msg[5:].startswith(b"COMMIT\0") and self.armed.is_set():
-                        self.armed.clear()
+                    fire = False
+                    if msg[:1] == b"C" and msg[5:].startswith(b"COMMIT\0"):
+                        with self.lock:   # one connection fires
+                            fire = self.armed.is_set()
+                            self.armed.clear()
+                    if fire:
                         client.sendall(out)
                         self.fired.set()
                         self._cut(client, server)

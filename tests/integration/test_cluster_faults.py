@@ -271,6 +271,26 @@ class LostCommitAnswer(PgCase):
             self.assertEqual(r.status, 200, r)
             self.assertEqual(r.json()["data"]["user_id"], bob)
             a.secret(r.json()["data"]["token"])
+            # two logins at once, the first one's COMMIT answer lost while the
+            # other waits for the cluster's write lock: both answered, soon
+            # (the lookup must not wait for that lock: the other write, which
+            # gets it first, then waits for this node's LMDB writer)
+            import threading
+            cut.arm()
+            out = []
+            threads = [threading.Thread(target=lambda g=g: out.append(a.request(
+                "POST", "/token/id", {"user_id": uid, "password": PW, "device_guid": g},
+                timeout=30))) for g in ("pair-1", "pair-2")]
+            t0 = time.monotonic()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            self.assertTrue(cut.fired.is_set())
+            self.assertEqual([r.status for r in out], [200, 200], out)
+            self.assertLess(time.monotonic() - t0, 5.0, "a write waited out a lock")
+            for r in out:
+                a.secret(r.json()["data"]["token"])
             # on the database: the records of both, once each
             self.assertEqual(self.pg.psql("SELECT count(*) FROM tokend.kv WHERE db IS NOT NULL "
                                           "AND position('bob'::bytea IN key) > 0"), "1")

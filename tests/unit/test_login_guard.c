@@ -199,6 +199,7 @@ static void test_decoy_cost_is_the_apps(void **state)
         assert_int_equal(decoy_cost(d, f->app, name, &c), 0);
         assert_true(c.ops == bc.ops && c.mem == bc.mem);
     }
+    decoy_free(d);
     /* A directory counted before the count was per app is counted again
      * when opened: the whole directory's count is left, unread. */
     char dir[64];
@@ -210,6 +211,25 @@ static void test_decoy_cost_is_the_apps(void **state)
     assert_int_equal(mix_count_of(f->s, f->app, bc), 6);
     assert_int_equal(mix_count_of(f->s, other, server), 1);
     assert_int_equal(mix_count(f->s, bc), 6);
+    /* Of every app: one entry per cost, the apps' counts added. */
+    user_with_hash(f->s, f->app, "native-too", H(1, 8));
+    crypto_pwcost costs[DECOY_COSTS_MAX];
+    uint64_t counts[DECOY_COSTS_MAX];
+    size_t n = 0;
+    assert_int_equal(store_pwcost_mix(f->s, 0, costs, counts, DECOY_COSTS_MAX, &n), STORE_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(mix_count(f->s, server), 2);
+    /* A hash this build cannot verify counts at cost 0, which no decoy
+     * copies; the counts still add up to the users (no recount at open). */
+    user_with_hash(f->s, other, "foreign", "$scrypt$ln=14,r=8,p=1$c2FsdA$aGFzaA");
+    assert_int_equal(mix_count_of(f->s, other, ((crypto_pwcost){0, 0})), 1);
+    d = decoy_create(f->s, server);
+    assert_non_null(d);
+    for (int i = 0; i < 50; i++) {
+        snprintf(name, sizeof name, "n:ghost%d", i);
+        assert_int_equal(decoy_cost(d, other, name, &c), 0);
+        assert_true(c.ops == server.ops && c.mem == server.mem);
+    }
     decoy_free(d);
 }
 
