@@ -558,12 +558,53 @@ static void stop_signals(sigset_t *sigs)
     sigaddset(sigs, SIGHUP);
 }
 
+/* Until it serves, a stop asked for ends the process at once: start-up
+ * (a snapshot load, the decoys' hashes, a database that is slow to answer)
+ * can take long, and nothing of it needs undoing (LMDB transactions are
+ * atomic; a snapshot loads in one). The thread takes SIGTERM and SIGINT
+ * only; a SIGHUP stays pending for server_run. */
+static pthread_t start_up_watch;
+static int start_up_watching;
+
+static void *watch_start_up(void *arg)
+{
+    sigset_t stop;
+    int sig;
+    (void)arg;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    if (sigwait(&stop, &sig) == 0) {
+        static const char msg[] = "tokend: stopped while starting (a stop was asked for before it served)\n";
+        if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
+            /* nothing more to tell */
+        }
+        _exit(0);
+    }
+    return NULL;
+}
+
+/* server_run is about to serve: its own sigwait takes the signals from
+ * now on (one that comes in between stays pending for it). */
+static void end_start_up_watch(void)
+{
+    if (!start_up_watching)
+        return;
+    start_up_watching = 0;
+    pthread_cancel(start_up_watch);   /* sigwait is a cancellation point */
+    pthread_join(start_up_watch, NULL);
+}
+
 void server_block_signals(void)
 {
     sigset_t sigs;
     stop_signals(&sigs);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    if (!start_up_watching && pthread_create(&start_up_watch, NULL, watch_start_up, NULL) == 0) {
+        pthread_setname_np(start_up_watch, "tokend-start");
+        start_up_watching = 1;
+    }
 }
 
 int server_run(tokend_ctx *ctx, const router *router)
@@ -669,6 +710,9 @@ int server_run(tokend_ctx *ctx, const router *router)
         t->rpc = (rpc_loop){loop_post, loop_enter, loop_leave, t->metrics};
 
     }
+    /* The loops are about to serve: a stop from now on is a graceful one
+     * (the sigwait below; one that comes before it waits there, pending). */
+    end_start_up_watch();
     if (pthread_barrier_init(&s.ready, NULL, s.nthreads + 1) != 0) {
         fprintf(stderr, "tokend: cannot set up the event loops (pthread_barrier_init)\n");
         goto fail;

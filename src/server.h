@@ -12,7 +12,9 @@
 /* Serves until SIGTERM or SIGINT. Returns the process exit status. */
 int server_run(tokend_ctx *ctx, const router *router);
 /* Blocks SIGTERM, SIGINT and SIGHUP (server_run takes them with sigwait)
- * and ignores SIGPIPE: called before the process makes any thread. */
+ * and ignores SIGPIPE: called before the process makes any thread. Until
+ * server_run serves, a thread of its own takes SIGTERM and SIGINT and ends
+ * the process at once (start-up has nothing to undo). */
 void server_block_signals(void);
 
 /* The event loop a request arrived on (its connection's thread), as the

@@ -452,6 +452,36 @@ class Stop(unittest.TestCase):
         srv.close()
 
 
+class StopWhileStarting(unittest.TestCase):
+    def test_a_stop_before_it_serves_ends_it_at_once(self):
+        # Start-up can take long (a snapshot load; here the decoy hash of a
+        # costly --pwhash-*, seconds of Argon2id): SIGTERM then ends it at
+        # once, not once it has started serving.
+        from harness import free_port
+        srv = Server()
+        try:
+            srv.create_app("a")
+            proc = subprocess.Popen(
+                [BIN, "serve", "--data", srv.data, "--listen", "127.0.0.1:%d" % free_port(),
+                 "--pwhash-ops", "40", "--pwhash-mem", "256"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            time.sleep(0.5)   # in the decoy's hash by now
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+            took = time.monotonic() - t0
+            self.assertEqual(proc.returncode, 0, err)
+            self.assertNotIn(b"listening", out)   # it never served
+            self.assertIn(b"stopped while starting", err)
+            self.assertLess(took, 2.0, "the stop waited for the start-up")
+            # the directory is whole: it serves afterwards
+            srv.start(*LOW)
+            self.assertEqual(srv.request("GET", "/healthz").status, 200)
+            srv.stop()
+        finally:
+            srv.close()
+
+
 class StartUp(unittest.TestCase):
     def test_data_path_that_is_a_file(self):
         srv = Server()
