@@ -60,6 +60,7 @@ struct cluster_conn {
     cluster_conn *next;          /* in idle, or in busy */
     int64_t since_ms;            /* busy: taken at (0: no bound, a snapshot or init's copy) */
     uint64_t locked_seq;         /* a write's: the newest change when it took the lock */
+    int backend_pid;             /* a write's: its backend (libpq says 0 once it broke) */
 };
 
 typedef struct waiter {
@@ -688,10 +689,10 @@ out:
 
 int cluster_write_begin(cluster *c, cluster_conn **out, uint64_t *last_seq)
 {
-    char sql[160];
+    char sql[200];
     snprintf(sql, sizeof sql,
-             "BEGIN; SELECT pg_advisory_xact_lock(%d); SELECT last_seq FROM tokend.state",
-             LOCK_WRITE);
+             "BEGIN; SET LOCAL idle_in_transaction_session_timeout = '15s'; "
+             "SELECT pg_advisory_xact_lock(%d); SELECT last_seq FROM tokend.state", LOCK_WRITE);
     /* A pooled connection may have died with a PostgreSQL restart: one
      * more try on a fresh one. */
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -705,6 +706,7 @@ int cluster_write_begin(cluster *c, cluster_conn **out, uint64_t *last_seq)
         PQclear(r);
         if (good) {
             cc->locked_seq = *last_seq;
+            cc->backend_pid = PQbackendPID(cc->pg);
             *out = cc;
             return CLUSTER_OK;
         }
@@ -804,7 +806,8 @@ static int landed(cluster *c, const uint8_t *ops, size_t len, uint64_t seq, int 
     char sql[200], num[24];
     const char *params[2] = {(const char *)ops, num};
     int lens[2] = {(int)len, 0}, fmts[2] = {1, 0}, told = 0, yes = 0, ended = 0;
-    cluster_conn *cc = conn_get(c);
+    /* A backend pid of 0 (a pooler between): the lock cannot be watched. */
+    cluster_conn *cc = pid > 0 ? conn_get(c) : NULL;
     if (cc) {
         snprintf(sql, sizeof sql, "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = %d AND "
                  "locktype = 'advisory' AND classid = 0 AND objid = %d AND objsubid = 1)", pid,
@@ -900,7 +903,7 @@ int cluster_write_commit(cluster_conn *cc, const uint8_t *ops, size_t len, uint6
     if (!sent || !PQexitPipelineMode(pg)) {
         cluster *c = cc->c;
         uint64_t next = cc->locked_seq + 1;
-        int pid = PQbackendPID(pg);
+        int pid = cc->backend_pid;
         busy_del(cc);
         PQfinish(pg);
         cc->pg = NULL;

@@ -575,6 +575,9 @@ static void *watch_start_up(void *arg)
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
     if (sigwait(&stop, &sig) == 0) {
+        /* taken: no cancel may end this thread before it ends the process
+         * (the signal is no longer pending for server_run) */
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
         static const char msg[] = "tokend: stopped while starting (a stop was asked for before it served)\n";
         if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
             /* nothing more to tell */
@@ -607,7 +610,18 @@ void server_block_signals(void)
     }
 }
 
+static int serve(tokend_ctx *ctx, const router *router);
+
+/* serve(), and the start-up watch ended whichever way it returns (a failed
+ * start keeps its exit status). */
 int server_run(tokend_ctx *ctx, const router *router)
+{
+    int rc = serve(ctx, router);
+    end_start_up_watch();
+    return rc;
+}
+
+static int serve(tokend_ctx *ctx, const router *router)
 {
     tokend_config *cfg = ctx->config;
     server s = {.ctx = ctx};
