@@ -120,9 +120,12 @@ class CommitCutter:
     """A proxy between tokend and PostgreSQL, on a Unix socket of its own,
     that reads the server's messages (type byte, 4-byte length) and, once
     armed, drops the first CommandComplete "COMMIT" and cuts that
-    connection: the commit happened, its client never hears of it. The
-    connections are Unix sockets, so libpq asks for no TLS: every message
-    the server sends is a typed one."""
+    connection: the commit happened, its client never hears of it. Or,
+    armed with freeze(), it stops forwarding at the first CommandComplete
+    "BEGIN" and keeps that connection's server side open, whatever the
+    client does: a client gone without its server noticing, its
+    transaction left idle. The connections are Unix sockets, so libpq asks
+    for no TLS: every message the server sends is a typed one."""
 
     def __init__(self, pg):
         self.pg = pg
@@ -133,6 +136,8 @@ class CommitCutter:
         self.armed = threading.Event()
         self.fired = threading.Event()
         self.lock = threading.Lock()
+        self.freezing = False
+        self.frozen = []   # server sockets kept open (closed with the proxy)
         self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.lsock.bind(self.path)
         os.chmod(self.path, 0o777)
@@ -141,6 +146,12 @@ class CommitCutter:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def arm(self):
+        self.freezing = False
+        self.fired.clear()
+        self.armed.set()
+
+    def freeze(self):
+        self.freezing = True
         self.fired.clear()
         self.armed.set()
 
@@ -174,9 +185,16 @@ class CommitCutter:
                 data = client.recv(65536)
                 if not data:
                     break
+                with self.lock:
+                    if server in self.frozen:
+                        continue   # the server hears nothing more
                 server.sendall(data)
         except OSError:
             pass
+        with self.lock:
+            if server in self.frozen:
+                client.close()
+                return
         self._cut(client, server)
 
     def _down(self, server, client):
@@ -194,10 +212,16 @@ class CommitCutter:
                         break
                     msg, buf = buf[:1 + n], buf[1 + n:]
                     fire = False
-                    if msg[:1] == b"C" and msg[5:].startswith(b"COMMIT\0"):
+                    tag = b"BEGIN\0" if self.freezing else b"COMMIT\0"
+                    if msg[:1] == b"C" and msg[5:].startswith(tag):
                         with self.lock:   # one connection fires
                             fire = self.armed.is_set()
                             self.armed.clear()
+                            if fire and self.freezing:
+                                self.frozen.append(server)
+                    if fire and self.freezing:
+                        self.fired.set()
+                        return   # nothing more either way; the server side stays open
                     if fire:
                         client.sendall(out)
                         self.fired.set()
@@ -212,6 +236,8 @@ class CommitCutter:
 
     def close(self):
         self.closing = True
+        for s in self.frozen:
+            s.close()
         try:
             self.lsock.close()
         finally:

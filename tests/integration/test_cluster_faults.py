@@ -20,6 +20,9 @@ Each class has its own throw-away PostgreSQL (pg_support.py).
                   but before tokend heard it (pg_support.CommitCutter): the
                   write is told as made (a login gets its token, which
                   verifies), not as a 503 whose retry finds the name taken
+  IdleWriteEnds   a write's connection goes quiet after it took the write
+                  lock, PostgreSQL never told: the transaction ends after
+                  15 s idle, and the next write gets the lock
 Exits 77 (ctest: skipped) when the PostgreSQL server binaries are missing.
 """
 import base64
@@ -294,6 +297,38 @@ class LostCommitAnswer(PgCase):
             # on the database: the records of both, once each
             self.assertEqual(self.pg.psql("SELECT count(*) FROM tokend.kv WHERE db IS NOT NULL "
                                           "AND position('bob'::bytea IN key) > 0"), "1")
+
+
+
+class IdleWriteEnds(PgCase):
+    def test_a_write_cut_off_silently_does_not_keep_the_write_lock(self):
+        # The node's connection goes quiet right after its write took the
+        # cluster's write lock, and PostgreSQL never hears that it went:
+        # PostgreSQL ends that transaction after 15 s idle, so the lock is
+        # free again (else every write would wait for it until the server's
+        # keepalive, hours).
+        a = self.node()
+        a.create_app("demo")
+        uid = a.add_user("alice", PW, pwhash_ops=1, pwhash_mem=1)
+        a.cli("cluster", "init", "--data", a.data, "--cluster", self.pg.url)
+        with pg_support.CommitCutter(self.pg) as cut:
+            a.start("--cluster", cut.url, "--workers", "2", "--threads", "1", *CHEAP)
+            cut.freeze()
+            t0 = time.monotonic()
+            # The node's watch cuts its side after 15 s, and its write tries
+            # once more on a new connection: it gets the lock once
+            # PostgreSQL has ended the idle transaction (else it would wait
+            # out the 10 s lock timeout: 503).
+            r = a.request("POST", "/token/id", {"user_id": uid, "password": PW}, timeout=60)
+            took = time.monotonic() - t0
+            self.assertTrue(cut.fired.is_set(), "no BEGIN went through the proxy")
+            self.assertEqual(r.status, 200, (r, took))
+            a.secret(r.json()["data"]["token"])
+            self.assertEqual(self.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                                          "state = 'idle in transaction'"), "0")
+            r = a.request("POST", "/token/id", {"user_id": uid, "password": PW})
+            self.assertEqual(r.status, 200, r)
+            a.secret(r.json()["data"]["token"])
 
 
 if __name__ == "__main__":
