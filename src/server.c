@@ -578,10 +578,9 @@ static void *watch_start_up(void *arg)
         /* taken: no cancel may end this thread before it ends the process
          * (the signal is no longer pending for server_run) */
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-        static const char msg[] = "tokend: stopped while starting (a stop was asked for before it served)\n";
-        if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
-            /* nothing more to tell */
-        }
+        log_event(LOG_INFO, "stop", "%s: stopped while starting (before it served)",
+                  sig == SIGINT ? "SIGINT" : "SIGTERM");
+        log_stop();   /* the lines start-up queued, this one last */
         _exit(0);
     }
     return NULL;
