@@ -69,6 +69,26 @@ static int look_alike_script(uint32_t c)
     return -1;
 }
 
+/* A login name of a phone's shape: a '+' first or not, then digits,
+ * spaces, '-' and brackets only. */
+static int phone_shaped(const char *s, size_t len)
+{
+    size_t i = len && s[0] == '+';
+    while (i < len && ((s[i] >= '0' && s[i] <= '9') || (s[i] && strchr(" -()", s[i]))))
+        i++;
+    return i == len;
+}
+
+/* len bytes of in, ASCII letters lower-cased with `lower`, and a NUL. */
+static void copy_ascii_case(char *out, const char *in, size_t len, int lower)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char b = (unsigned char)in[i];
+        out[i] = (char)(lower && b >= 'A' && b <= 'Z' ? b + 32 : b);
+    }
+    out[len] = '\0';
+}
+
 /* A name's code points at most (NAMES_EMAIL_MAX bytes), with room for the
  * width mapping, which makes two of a few halfwidth forms. */
 #define POINTS_MAX (2 * NAMES_EMAIL_MAX + 8)
@@ -99,11 +119,7 @@ static int canonical(const char *in, size_t len, int what, char *out, size_t out
     }
     if (ascii) {
         if (len >= outlen) { *why = msg[email][1]; return -1; }
-        for (i = 0; i < len; i++) {
-            unsigned char b = (unsigned char)in[i];
-            out[i] = (char)(lower && b >= 'A' && b <= 'Z' ? b + 32 : b);
-        }
-        out[len] = '\0';
+        copy_ascii_case(out, in, len, lower);
         return 0;
     }
     for (i = 0; i < len; i += step) {
@@ -242,7 +258,6 @@ int names_classify(const char *in, size_t len, login_kind *kind, char *out, size
                    const char **why)
 {
     char c[NAMES_EMAIL_MAX + 2];
-    size_t i = 0;
     if (len == 0 || len >= outlen || len >= sizeof c || memchr(in, '\0', len)) {
         *why = len == 0 ? "login_name is empty" : "login_name is too long or holds a NUL byte";
         return -1;
@@ -254,11 +269,7 @@ int names_classify(const char *in, size_t len, login_kind *kind, char *out, size
         *kind = LOGIN_EMAIL;
         return names_normalize_email(c, out, outlen, why);
     }
-    if (c[0] == '+')
-        i = 1;
-    while (i < len && ((c[i] >= '0' && c[i] <= '9') || strchr(" -()", c[i])))
-        i++;
-    if (i == len) {
+    if (phone_shaped(c, len)) {
         *kind = LOGIN_PHONE;
         return names_normalize_phone(c, out, outlen, why);
     }
@@ -276,24 +287,14 @@ int names_classify(const char *in, size_t len, login_kind *kind, char *out, size
 int names_legacy_key(const char *in, size_t len, login_kind kind, const char *key,
                      login_kind *old_kind, char *out, size_t outlen)
 {
-    size_t i = 0;
     if (len == 0 || len >= outlen || memchr(in, '\0', len))
         return 0;
-    if (memchr(in, '@', len)) {
+    if (memchr(in, '@', len))
         *old_kind = LOGIN_EMAIL;
-    } else {
-        if (in[0] == '+')
-            i = 1;
-        while (i < len && ((in[i] >= '0' && in[i] <= '9') || strchr(" -()", in[i])))
-            i++;
-        if (i == len)
-            return 0;   /* a phone: its key is what it always was */
+    else if (phone_shaped(in, len))
+        return 0;   /* a phone: its key is what it always was */
+    else
         *old_kind = LOGIN_NAME;
-    }
-    for (i = 0; i < len; i++) {
-        unsigned char b = (unsigned char)in[i];
-        out[i] = (char)(*old_kind == LOGIN_EMAIL && b >= 'A' && b <= 'Z' ? b + 32 : b);
-    }
-    out[len] = '\0';
+    copy_ascii_case(out, in, len, *old_kind == LOGIN_EMAIL);
     return *old_kind != kind || strcmp(out, key) != 0;
 }
