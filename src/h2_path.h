@@ -10,6 +10,7 @@
 #define H2_PATH_LEN_MAX 126     /* longer paths are not kept (a plain length takes one byte) */
 #define H2_PATH_FRAME_MAX 1024  /* larger HEADERS frames are left as they are */
 #define H2_PATH_OUT_BYTES (9 + H2_PATH_FRAME_MAX + 1 + H2_PATH_LEN_MAX + 16) /* room h2_path_plain needs */
+#define H2_PATH_SLACK 8   /* zeroed bytes after a block handed to h2o's HPACK parser (h2_reply.c) */
 
 typedef struct h2_paths h2_paths;
 

@@ -277,9 +277,13 @@ static ssize_t read_frame(h2o_http2_conn_t *conn, const uint8_t *src, size_t len
     if (len < H2O_HTTP2_FRAME_HEADER_SIZE)
         return h2o_read(conn, src, len, err_desc);
     if (src[3] == H2O_HTTP2_FRAME_TYPE_HEADERS) {
-        uint8_t plain[H2_PATH_OUT_BYTES];
-        size_t n = h2_path_plain(paths_of(conn->super.ctx), src, len, plain, sizeof plain);
+        /* h2o 2.2.5's HPACK parser can read a byte past a block's end (a
+         * fuzzer found it): its own blocks lie in the socket's buffer with
+         * more after them; this copy gets zeroed bytes after it. */
+        uint8_t plain[H2_PATH_OUT_BYTES + H2_PATH_SLACK];
+        size_t n = h2_path_plain(paths_of(conn->super.ctx), src, len, plain, H2_PATH_OUT_BYTES);
         if (n != 0) {
+            memset(plain + n, 0, H2_PATH_SLACK);
             ssize_t r = h2o_read(conn, plain, n, err_desc);
             return r < 0 ? r : (ssize_t)(H2O_HTTP2_FRAME_HEADER_SIZE + ((size_t)src[0] << 16 | src[1] << 8 | src[2]));
         }
