@@ -108,17 +108,17 @@ static int canonical(const char *in, size_t len, int what, char *out, size_t out
         {"login_name is not valid UTF-8", "login_name is too long", "out of memory"}};
     uint32_t points[POINTS_MAX], done[POINTS_MAX], c;
     size_t n = 0, i, step, o = 0, m = POINTS_MAX;
-    int ascii = 1, lower = what == EMAIL, email = what;
+    int ascii = 1, lower = what == EMAIL;
 
     for (i = 0; i < len; i += step) {
         if (!(step = utf8_next((const unsigned char *)in + i, len - i, &c)) || c == 0) {
-            *why = msg[email][0];
+            *why = msg[what][0];
             return -1;
         }
         ascii &= c < 0x80;
     }
     if (ascii) {
-        if (len >= outlen) { *why = msg[email][1]; return -1; }
+        if (len >= outlen) { *why = msg[what][1]; return -1; }
         copy_ascii_case(out, in, len, lower);
         return 0;
     }
@@ -128,17 +128,17 @@ static int canonical(const char *in, size_t len, int what, char *out, size_t out
         step = utf8_next((const unsigned char *)in + i, len - i, &c);
         if (c >= 0xFF00 && c <= 0xFFEF && (k = uc_decomposition(c, &tag, d)) > 0 &&
             (tag == UC_DECOMP_WIDE || tag == UC_DECOMP_NARROW)) {
-            if (n + (size_t)k > POINTS_MAX) { *why = msg[email][1]; return -1; }
+            if (n + (size_t)k > POINTS_MAX) { *why = msg[what][1]; return -1; }
             memcpy(points + n, d, (size_t)k * sizeof *d);
             n += (size_t)k;
         } else {
-            if (n == POINTS_MAX) { *why = msg[email][1]; return -1; }
+            if (n == POINTS_MAX) { *why = msg[what][1]; return -1; }
             points[n++] = c;
         }
     }
     uint32_t *r = lower ? u32_tolower(points, n, NULL, UNINORM_NFC, done, &m)
                         : u32_normalize(UNINORM_NFC, points, n, done, &m);
-    if (!r) { *why = msg[email][2]; return -1; }
+    if (!r) { *why = msg[what][2]; return -1; }
     for (i = 0; i < m; i++) {
         char u[4];
         int l = u8_uctomb((uint8_t *)u, r[i], 4);
@@ -149,7 +149,7 @@ static int canonical(const char *in, size_t len, int what, char *out, size_t out
     }
     if (r != done)
         free(r);
-    if (i < m) { *why = msg[email][1]; return -1; }
+    if (i < m) { *why = msg[what][1]; return -1; }
     out[o] = '\0';
     return 0;
 }
