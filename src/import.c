@@ -143,7 +143,7 @@ static int write_batch(store *st, const import_options *o, entry *e, size_t n, F
         users[m++] = u;
     }
     /* With stop, a taken name refuses the whole batch. */
-    int rc = m ? store_users_import(st, o->app_id, users, m, !o->skip_bad, rcs, conflict)
+    int rc = m ? store_users_import(st, o->app_id, users, m, !o->skip_bad, o->lookalikes_ok, rcs, conflict)
                : STORE_OK;
     if (rc == STORE_NOTFOUND) {
         fprintf(err, "tokend: unknown app_id %llu\n", (unsigned long long)o->app_id);

@@ -13,6 +13,7 @@ typedef struct {
     uint64_t app_id;
     crypto_pwcost cost;          /* for lines with a password */
     int skip_bad;                /* --on-error skip: report and leave out; else stop */
+    int lookalikes_ok;           /* --allow-lookalikes: names like others' are not bad */
     unsigned threads;            /* hashing threads (0: the online cores) */
     FILE *progress;              /* a terminal for the progress line, or NULL */
 } import_options;

@@ -300,6 +300,7 @@ static int cmd_user_import(const option_values *ov)
         return 1;
     }
     o.skip_bad = on_error && strcmp(on_error, "skip") == 0;
+    o.lookalikes_ok = options_text(ov, OPT_LOOKALIKES) != NULL;
     o.cost = (crypto_pwcost){options_num(ov, OPT_PWHASH_OPS),
                              (size_t)options_num(ov, OPT_PWHASH_MEM) << 20};
     o.progress = isatty(STDERR_FILENO) ? stderr : NULL;
@@ -747,7 +748,7 @@ static const command commands[] = {
      "printf '%s\\n' 'a long passphrase' | tokend user add --data /var/lib/tokend --name alice "
      "--phone +15550100"},
     {"user import", cmd_user_import,
-     OPTS(OPT_DATA, OPT_APP, OPT_ON_ERROR, OPT_PWHASH_OPS, OPT_PWHASH_MEM, OPT_CLUSTER, OPT_CONFIG),
+     OPTS(OPT_DATA, OPT_APP, OPT_ON_ERROR, OPT_LOOKALIKES, OPT_PWHASH_OPS, OPT_PWHASH_MEM, OPT_CLUSTER, OPT_CONFIG),
      OPTS(OPT_DATA), "[FILE]", 0, 1, "add users from JSON lines (FILE or stdin)",
      "Adds users from JSON lines, one user a line: {\"name\": ..., \"phone\": ..., \"email\": ...,\n"
      "\"password\": ...} or, instead of the password, \"password_hash\": an Argon2id string\n"
@@ -755,7 +756,10 @@ static const command commands[] = {
      "login). Passwords are hashed on every core. Each batch of 1000 lines is one transaction:\n"
      "after a crash the data holds whole batches, and running the file again with\n"
      "--on-error skip passes over the users already there. Bad lines are reported with their\n"
-     "number; exit 1 if any line was left out. A progress line shows on a terminal.",
+     "number; exit 1 if any line was left out. A name that looks like another account's in\n"
+     "the app ('Alice' for 'alice', Cyrillic letters for Latin) is a bad line, unless\n"
+     "--allow-lookalikes (accounts of a migration as they were). A progress line shows on a\n"
+     "terminal.",
      "tokend user import --data /var/lib/tokend --on-error skip users.jsonl"},
     {"user show", cmd_user_show, OPTS(OPT_DATA, OPT_USER, OPT_CLUSTER, OPT_CONFIG), OPTS(OPT_DATA, OPT_USER), NULL, 0, 0,
      "show a user (no secret)",

@@ -131,6 +131,9 @@ const option_spec options[OPT_COUNT] = {
     [OPT_ON_ERROR] = {"on-error", OPT_TEXT, "stop|skip", 0, 0, 0, "stop", 0,
                       "a bad line (reported with its number either way): stop before its batch, "
                       "or skip it and go on", "skip"},
+    [OPT_LOOKALIKES] = {"allow-lookalikes", OPT_FLAG, NULL, 0, 0, 0, NULL, 0,
+                        "import names that look like another account's name in the app (a "
+                        "migration's accounts as they were); else such a line is bad", NULL},
 };
 
 #undef F

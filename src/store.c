@@ -913,6 +913,11 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
         snprintf(err, errlen, "cannot initialise data directory %s: cannot count hash costs", dir);
         goto fail;
     }
+    if (lookalikes_index_all(s, txn, 0) != STORE_OK) {
+        snprintf(err, errlen, "cannot initialise data directory %s: cannot index look-alike names "
+                 "(out of memory or disk?)", dir);
+        goto fail;
+    }
     rc = mdb_txn_commit(txn);
     txn = NULL;
     if (rc != 0) {

@@ -45,6 +45,10 @@ typedef Tokend__V1__Store__AuditEntry store_audit;
 
 typedef enum { LOGIN_NAME = 'n', LOGIN_PHONE = 'p', LOGIN_EMAIL = 'e' } login_kind;
 
+/* The conflict a new name meets when it looks like another user's name in
+ * the app (lookalike.h): the subject of "... is already taken in this app". */
+#define STORE_CONFLICT_LOOKALIKE "a name that looks the same"
+
 /* Everything one successful login writes, in one transaction. */
 typedef struct {
     uint8_t session_hash[CRYPTO_HASH_BYTES];
@@ -134,9 +138,11 @@ int store_user_get(store *s, uint64_t user_id, store_user **out);
  * before, or by an earlier user of the batch; nothing of that user is
  * written). Returns STORE_OK once the batch committed, STORE_EXISTS when
  * `all_or_nothing` and a user conflicted (nothing written), STORE_NOTFOUND
- * for an unknown app, or another error with nothing written. */
+ * for an unknown app, or another error with nothing written. A name that
+ * looks like another user's in the app (lookalike.h) is a conflict too
+ * (STORE_CONFLICT_LOOKALIKE), unless `lookalikes_ok`. */
 int store_users_import(store *s, uint64_t app_id, store_user *const *users, size_t n,
-                       int all_or_nothing, int *rc, const char **conflict);
+                       int all_or_nothing, int lookalikes_ok, int *rc, const char **conflict);
 int store_user_lookup(store *s, uint64_t app_id, login_kind kind, const char *key,
                       uint64_t *user_id);
 /* What a login reads, in one read transaction: the user by login name

@@ -357,9 +357,13 @@ static int snap_end(void *arg, int ok)
     if (rc == STORE_OK)
         rc = read_token_key(c->s, c->txn);
     /* Its counts of hash costs per app may be of some apps only (those
-     * written since a build before them): counted here, as at open. */
+     * written since a build before them): counted here, as at open. Its
+     * look-alike index holds only the entries written through the cluster
+     * (nodes index older accounts on their own): made again. */
     if (rc == STORE_OK)
         rc = pwcosts_count_all(c->s, c->txn);
+    if (rc == STORE_OK)
+        rc = lookalikes_index_all(c->s, c->txn, 1);
     c->full |= rc == STORE_FULL;
     if (rc != STORE_OK) {
         txn_abort(c->s, c->txn);

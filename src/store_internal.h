@@ -306,6 +306,11 @@ int pwcost_count(store *s, MDB_txn *txn, uint64_t app_id, const char *hash, int 
  * up to the users (a data directory from before the count, or before it
  * was per app; a replica's snapshot with only some apps' counts). */
 int pwcosts_count_all(store *s, MDB_txn *txn);
+/* Indexes every user's name under its look-alike keys again when the
+ * users indexed are not all the users, or always with `force` (after a
+ * snapshot: its index entries are only those written since a build
+ * before them, its count that of the whole). */
+int lookalikes_index_all(store *s, MDB_txn *txn, int force);
 
 /* Keeps the per-app count of users ('u'), sessions ('s') and admin tokens
  * ('a') that metrics read without scanning: `delta` +1 or -1. */

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "log.h"
+#include "lookalike.h"
 #include "store_internal.h"
 
 int store_app_create(store *s, store_app *app)
@@ -220,6 +222,172 @@ static int index_login(store *s, MDB_txn *txn, uint64_t app_id, login_kind kind,
                    MDB_NOOVERWRITE);
 }
 
+/* --- names that look alike (lookalike.c) ---------------------------------------- */
+
+/* Every user has entries in logins under the look-alike keys of its name:
+ * app(8) kind(1) key NUL user_id(8), no value; kind LOOK_BOTH when its two
+ * keys are one (most names), else one entry of LOOK_CASE and one of
+ * LOOK_ALIKE. Keys are not unique: accounts made before, and imports that
+ * allow it, may share them. meta's LOOK_COUNT (replicated) is the number
+ * of users indexed: open and a snapshot's load index them all again when it
+ * is not the number of users (a directory from before; a cluster node of an
+ * older build made accounts). */
+#define LOOK_CASE 'c'
+#define LOOK_ALIKE 'l'
+#define LOOK_BOTH 'b'
+#define LOOK_KEY_MAX (9 + LOOKALIKE_KEY_MAX + 1 + 8)
+#define LOOK_COUNT "lookalike_users"
+
+typedef struct {
+    char c[LOOKALIKE_KEY_MAX], l[LOOKALIKE_KEY_MAX];
+    size_t clen, llen;
+} look_pair;
+
+/* The entry's key, of user_id; its prefix (all but user_id) is the
+ * returned length less 8. */
+static size_t look_key(uint8_t key[LOOK_KEY_MAX], uint64_t app_id, char kind, const char *text,
+                       size_t len, uint64_t user_id)
+{
+    put_u64(key, app_id);
+    key[8] = (uint8_t)kind;
+    memcpy(key + 9, text, len);
+    key[9 + len] = 0;
+    put_u64(key + 10 + len, user_id);
+    return 18 + len;
+}
+
+static int look_keys(const char *name, look_pair *p)
+{
+    return lookalike_keys(name ? name : "", name ? strlen(name) : 0, p->c, &p->clen, p->l,
+                          &p->llen) == 0 ? STORE_OK : STORE_ERR;
+}
+
+static int look_one(const look_pair *p)
+{
+    return p->clen == p->llen && memcmp(p->c, p->l, p->clen) == 0;
+}
+
+/* Adds (add) or deletes the entries of user_id's name. */
+static int look_index(store *s, MDB_txn *txn, uint64_t app_id, const char *name, uint64_t user_id,
+                      int add)
+{
+    look_pair p;
+    uint8_t key[LOOK_KEY_MAX];
+    int rc = look_keys(name, &p), one = look_one(&p);
+    for (int i = 0; rc == STORE_OK && i < 2 - one; i++) {
+        size_t klen = i ? look_key(key, app_id, LOOK_ALIKE, p.l, p.llen, user_id)
+                        : look_key(key, app_id, one ? LOOK_BOTH : LOOK_CASE, p.c, p.clen, user_id);
+        rc = add ? put_raw(s, txn, DB_LOGINS, key, klen, "", 0, 0) : del_raw(s, txn, DB_LOGINS, key, klen);
+    }
+    return rc;
+}
+
+/* 1 when a user other than `self` has an entry of kind and text. */
+static int look_found(store *s, MDB_txn *txn, uint64_t app_id, char kind, const char *text,
+                      size_t len, uint64_t self)
+{
+    uint8_t key[LOOK_KEY_MAX];
+    MDB_cursor *cur;
+    MDB_val k = {look_key(key, app_id, kind, text, len, 0), key}, v;
+    size_t prefix = k.mv_size - 8;
+    int rc = mdb_cursor_open(txn, s->db[DB_LOGINS], &cur), found = 0;
+    if (rc != MDB_SUCCESS)
+        return map_rc(rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS && !found;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != prefix + 8 || memcmp(k.mv_data, key, prefix) != 0)
+            break;
+        found = get_u64((const uint8_t *)k.mv_data + prefix) != self;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? found : map_rc(rc);
+}
+
+/* 1 when name looks like the name of another user of the app than self,
+ * 0 when not, or a store error (< 0). */
+static int look_taken(store *s, MDB_txn *txn, uint64_t app_id, const char *name, uint64_t self)
+{
+    look_pair p;
+    int rc = look_keys(name, &p);
+    if (rc != STORE_OK || !name || !*name)
+        return rc;
+    if (!(rc = look_found(s, txn, app_id, LOOK_CASE, p.c, p.clen, self)))
+        rc = look_found(s, txn, app_id, LOOK_BOTH, p.c, p.clen, self);
+    if (!rc && !look_one(&p) && !(rc = look_found(s, txn, app_id, LOOK_ALIKE, p.l, p.llen, self)))
+        rc = look_found(s, txn, app_id, LOOK_BOTH, p.l, p.llen, self);
+    return rc;
+}
+
+static int look_count(store *s, MDB_txn *txn, int delta)
+{
+    uint64_t n = 0;
+    uint8_t v[8];
+    int rc = get_u64_value(s, txn, DB_META, LOOK_COUNT, strlen(LOOK_COUNT), &n);
+    if (rc != STORE_OK && rc != STORE_NOTFOUND)
+        return rc;
+    put_u64(v, delta < 0 && n == 0 ? 0 : n + (uint64_t)(int64_t)delta);
+    return put_raw(s, txn, DB_META, LOOK_COUNT, strlen(LOOK_COUNT), v, 8, 0);
+}
+
+/* A new name for a user: indexed, the count kept. */
+static int look_add(store *s, MDB_txn *txn, const store_user *u)
+{
+    int rc = look_index(s, txn, u->app_id, u->name, u->user_id, 1);
+    return rc == STORE_OK ? look_count(s, txn, +1) : rc;
+}
+
+int lookalikes_index_all(store *s, MDB_txn *txn, int force)
+{
+    MDB_stat users;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    uint64_t counted = 0;
+    int rc = get_u64_value(s, txn, DB_META, LOOK_COUNT, strlen(LOOK_COUNT), &counted);
+    if (rc != STORE_OK && rc != STORE_NOTFOUND)
+        return rc;
+    if ((rc = mdb_stat(txn, s->db[DB_USERS], &users)) != MDB_SUCCESS)
+        return map_rc(rc);
+    if (!force && rc == STORE_OK && counted == users.ms_entries)
+        return STORE_OK;
+    /* every entry goes, those of users deleted since too */
+    if ((rc = mdb_cursor_open(txn, s->db[DB_LOGINS], &cur)) != MDB_SUCCESS)
+        return map_rc(rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        const uint8_t *key = k.mv_data;
+        uint8_t kind = k.mv_size >= 18 && key[k.mv_size - 9] == 0 ? key[8] : 0;
+        if ((kind == LOOK_CASE || kind == LOOK_ALIKE || kind == LOOK_BOTH) &&
+            (rc = mdb_cursor_del(cur, 0)) != MDB_SUCCESS)
+            break;
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND)
+        return map_rc(rc);
+    if (users.ms_entries > 1000)
+        log_event(LOG_INFO, "store", "indexing the look-alike names of %zu accounts", users.ms_entries);
+    if ((rc = mdb_cursor_open(txn, s->db[DB_USERS], &cur)) != MDB_SUCCESS)
+        return map_rc(rc);
+    int r = STORE_OK;
+    uint64_t n = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && r == STORE_OK;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        store_user *u = tokend__v1__store__user__unpack(NULL, v.mv_size, v.mv_data);
+        if (u && k.mv_size == 8)   /* an undecodable record has no name to index */
+            r = look_index(s, txn, u->app_id, u->name, get_u64(k.mv_data), 1);
+        if (u)
+            protobuf_c_message_free_unpacked(&u->base, NULL);
+        n += r == STORE_OK;
+    }
+    mdb_cursor_close(cur);
+    if (r != STORE_OK)
+        return r;
+    if (rc != MDB_NOTFOUND)
+        return map_rc(rc);
+    uint8_t cv[8];
+    put_u64(cv, n);
+    return put_raw(s, txn, DB_META, LOOK_COUNT, strlen(LOOK_COUNT), cv, 8, 0);
+}
+
 int store_user_create(store *s, store_user *user, const char **conflict, const store_audit *audit)
 {
     MDB_txn *txn;
@@ -235,12 +403,16 @@ int store_user_create(store *s, store_user *user, const char **conflict, const s
     if (rc == STORE_OK && (rc = index_login(s, txn, user->app_id, LOGIN_NAME, user->name, uid)) ==
                               STORE_EXISTS)
         *conflict = "name";
+    if (rc == STORE_OK && (rc = look_taken(s, txn, user->app_id, user->name, user->user_id)) == 1)
+        rc = STORE_EXISTS, *conflict = STORE_CONFLICT_LOOKALIKE;
     if (rc == STORE_OK && (rc = index_login(s, txn, user->app_id, LOGIN_PHONE, user->phone,
                                             uid)) == STORE_EXISTS)
         *conflict = "phone";
     if (rc == STORE_OK && (rc = index_login(s, txn, user->app_id, LOGIN_EMAIL, user->email,
                                             uid)) == STORE_EXISTS)
         *conflict = "email";
+    if (rc == STORE_OK)
+        rc = look_add(s, txn, user);
     if (rc == STORE_OK)
         rc = put_msg(s, txn, DB_USERS, uid, 8, &user->base, MDB_NOOVERWRITE);
     if (rc == STORE_OK)
@@ -275,7 +447,7 @@ static int login_taken(store *s, MDB_txn *txn, uint64_t app_id, login_kind kind,
 }
 
 int store_users_import(store *s, uint64_t app_id, store_user *const *users, size_t n,
-                       int all_or_nothing, int *rcs, const char **conflict)
+                       int all_or_nothing, int lookalikes_ok, int *rcs, const char **conflict)
 {
     int conflicts = 0;
     MDB_txn *txn;
@@ -292,6 +464,12 @@ int store_users_import(store *s, uint64_t app_id, store_user *const *users, size
         conflict[i] = login_taken(s, txn, app_id, LOGIN_NAME, u->name)    ? "name"
                     : login_taken(s, txn, app_id, LOGIN_PHONE, u->phone)  ? "phone"
                     : login_taken(s, txn, app_id, LOGIN_EMAIL, u->email)  ? "email" : NULL;
+        if (!conflict[i] && !lookalikes_ok && (rc = look_taken(s, txn, app_id, u->name, 0)) != 0) {
+            if (rc < 0)
+                break;
+            rc = STORE_OK;
+            conflict[i] = STORE_CONFLICT_LOOKALIKE;
+        }
         if ((rcs[i] = conflict[i] ? STORE_EXISTS : STORE_OK) != STORE_OK) {
             conflicts++;
             continue;   /* checked first: nothing of it is written */
@@ -304,6 +482,8 @@ int store_users_import(store *s, uint64_t app_id, store_user *const *users, size
             rc = index_login(s, txn, app_id, LOGIN_PHONE, u->phone, uid);
         if (rc == STORE_OK)
             rc = index_login(s, txn, app_id, LOGIN_EMAIL, u->email, uid);
+        if (rc == STORE_OK)
+            rc = look_add(s, txn, u);
         if (rc == STORE_OK)
             rc = put_msg(s, txn, DB_USERS, uid, 8, &u->base, MDB_NOOVERWRITE);
         if (rc == STORE_OK)
@@ -524,6 +704,14 @@ int store_user_update(store *s, uint64_t user_id, const char *name, const char *
     if (rc == STORE_OK && name &&
         (rc = set_login_index(s, txn, u->app_id, LOGIN_NAME, u->name, name, uid)) == STORE_EXISTS)
         *conflict = "name";
+    if (rc == STORE_OK && name && strcmp(name, u->name) != 0) {
+        if ((rc = look_taken(s, txn, u->app_id, name, user_id)) == 1)
+            rc = STORE_EXISTS, *conflict = STORE_CONFLICT_LOOKALIKE;
+        if (rc == STORE_OK)
+            rc = look_index(s, txn, u->app_id, u->name, user_id, 0);
+        if (rc == STORE_OK)
+            rc = look_index(s, txn, u->app_id, name, user_id, 1);
+    }
     if (rc == STORE_OK && phone &&
         (rc = set_login_index(s, txn, u->app_id, LOGIN_PHONE, u->phone, phone, uid)) == STORE_EXISTS)
         *conflict = "phone";
@@ -654,6 +842,10 @@ int store_user_delete(store *s, uint64_t user_id, const store_expect *expect,
         rc = revoke_user_txn(s, txn, user_id, &f);
     if (rc == STORE_OK && *u->name)
         rc = del_raw(s, txn, DB_LOGINS, key, login_key(key, u->app_id, LOGIN_NAME, u->name));
+    if (rc == STORE_OK)
+        rc = look_index(s, txn, u->app_id, u->name, user_id, 0);
+    if (rc == STORE_OK)
+        rc = look_count(s, txn, -1);
     if (rc == STORE_OK && *u->phone)
         rc = del_raw(s, txn, DB_LOGINS, key, login_key(key, u->app_id, LOGIN_PHONE, u->phone));
     if (rc == STORE_OK && *u->email)

@@ -8,11 +8,14 @@
  * with exact-size heap buffers. What is accepted must have the shape its
  * kind promises and classify to itself again (normalizing is idempotent);
  * an old key (names_legacy_key) differs from the key; every refusal says
- * why. */
+ * why. The input's look-alike keys (lookalike.c) are short, hold no NUL,
+ * come out the same twice, and for ASCII the same as ICU's; an ASCII
+ * name's upper case has its case key. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "lookalike.h"
 #include "names.h"
 
 #include "fuzz_check.h"
@@ -91,6 +94,49 @@ static void classify(const char *in, size_t len, size_t outlen)
     free(out);
 }
 
+typedef struct {
+    char c[LOOKALIKE_KEY_MAX], l[LOOKALIKE_KEY_MAX];
+    size_t clen, llen;
+} look_keys;
+
+static int keys_of(const char *in, size_t len, look_keys *k, int icu)
+{
+    int rc = icu ? lookalike_keys_icu(in, len, k->c, &k->clen, k->l, &k->llen)
+                 : lookalike_keys(in, len, k->c, &k->clen, k->l, &k->llen);
+    if (rc == 0)
+        CHECK(k->clen <= LOOKALIKE_KEY_MAX && k->llen <= LOOKALIKE_KEY_MAX &&
+              !memchr(k->c, 0, k->clen) && !memchr(k->l, 0, k->llen));
+    return rc;
+}
+
+static int same_keys(const look_keys *a, const look_keys *b)
+{
+    return a->clen == b->clen && a->llen == b->llen && memcmp(a->c, b->c, a->clen) == 0 &&
+           memcmp(a->l, b->l, a->llen) == 0;
+}
+
+static void lookalike(const char *in, size_t len)
+{
+    look_keys a, b;
+    int ascii = 1, upper_differs = 0;
+    CHECK(keys_of(in, len, &a, 0) == 0);
+    CHECK(keys_of(in, len, &b, 0) == 0 && same_keys(&a, &b));
+    for (size_t i = 0; i < len; i++)
+        ascii &= (unsigned char)in[i] < 0x80 && in[i] != 0;
+    if (!ascii || len > 512)
+        return;
+    CHECK(keys_of(in, len, &b, 1) == 0 && same_keys(&a, &b));
+    char up[512];
+    for (size_t i = 0; i < len; i++) {
+        up[i] = in[i] >= 'a' && in[i] <= 'z' ? (char)(in[i] - 32) : in[i];
+        upper_differs |= up[i] != in[i];
+    }
+    if (upper_differs) {
+        CHECK(keys_of(up, len, &b, 0) == 0);
+        CHECK(a.clen == b.clen && memcmp(a.c, b.c, a.clen) == 0);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *in = (const char *)data, *why = NULL;
@@ -100,6 +146,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size)
         classify(in, size, size);
     classify(in, size, 4);
+    lookalike(in, size);
 
     int pw = names_check_password(in, size, &why);
     CHECK(pw == 0 || (why && why[0]));

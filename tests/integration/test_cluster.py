@@ -206,6 +206,14 @@ class Cluster(unittest.TestCase):
         for n in self.nodes[:3]:
             r = n.request("POST", "/token/user", {"name": "zoe", "password": PW})
             self.assertEqual(r.status, 200, r)
+        # a name like one made on another node, or before the cluster (the
+        # nodes that loaded a snapshot index those themselves), is taken too
+        for i, name in enumerate(("Zoe", "ALICE", "ZOE", "Alice", "z0e", "AIice")):
+            r = self.nodes[i % 3].request("POST", "/user/register/v2",
+                                          {"username": name, "password": PW},
+                                          headers={"access-token": self.admin})
+            self.assertEqual(r.status, 409, (i, name, r))
+            self.assertIn("looks the same", r.json()["message"])
 
     def test_06_flood_of_unknown_tokens_is_bounded(self):
         """Unknown tokens, 200 at a time on 4 HTTP/2 connections (h2load): each is
@@ -327,6 +335,9 @@ class Cluster(unittest.TestCase):
         self.assertGreater(alive, len(self.tokens) // 2)
         h = self.health(n)["cluster"]
         self.assertEqual(h["applied_seq"], h["latest_seq"])
+        r = n.request("POST", "/user/register/v2", {"username": "Zoe", "password": PW},
+                      headers={"access-token": self.admin})
+        self.assertEqual(r.status, 409, r)
 
     def test_10_throttle_is_shared(self):
         """Guesses at one account spread over two nodes get the single-node

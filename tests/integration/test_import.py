@@ -106,6 +106,32 @@ class Import(unittest.TestCase):
             show = self.srv.show_user(users[name])
             self.assertTrue(show["password"].startswith("argon2id "), (name, show))
 
+    def test_look_alike_names_are_bad_lines_unless_allowed(self):
+        # "Frank" reads as "frank": a bad line; a migration keeps both with
+        # --allow-lookalikes, and a later name like them is still refused.
+        lines = [{"name": "frank", "password_hash": self.argon_hash},
+                 {"name": "Frank", "password_hash": self.argon_hash}]
+        p = self.run_import(lines, "--on-error", "skip")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("imported 1 users from 2 lines; 1 left out", p.stdout)
+        self.assertRegex(p.stderr, r"(?m)^line 2: a name that looks the same is already taken")
+        lines = [{"name": "gina", "password_hash": self.argon_hash},
+                 {"name": "Gina", "password_hash": self.argon_hash}]
+        p = self.run_import(lines, "--allow-lookalikes")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("imported 2 users from 2 lines; 0 left out", p.stdout)
+        p = self.run_import([{"name": "GINA", "password_hash": self.argon_hash}])
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertRegex(p.stderr, r"(?m)^line 1: a name that looks the same is already taken")
+        self.srv.start()
+        try:
+            for name in ("frank", "gina", "Gina"):
+                r = self.login(name, PW["argon"])
+                self.assertEqual(r.status, 200, (name, r))
+            self.assertEqual(self.login("Frank", PW["argon"]).status, 401)
+        finally:
+            self.srv.stop()
+
     def test_hashes_that_never_verify_or_take_days_are_refused(self):
         good = bcrypt("never used 1")
         abc = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"

@@ -643,6 +643,55 @@ class Smaller(unittest.TestCase):
                             {"name": "\u0418\u0432\u0430\u043d_2", "password": PW}, headers=h)
             self.assertEqual(r.status, 200, r.body)
 
+    def test_a_name_that_looks_like_a_taken_one_is_taken(self):
+        # Another case, a capital I for an l, a digit for a letter, a whole
+        # name in look-alike letters of another script: each reads as the
+        # account there, so none is a new account's name (UTS #39 skeletons).
+        taken = "a name that looks the same is already taken in this app"
+        with Server() as srv:
+            srv.create_app("a")
+            srv.start(*FAST)
+            admin = admin_token(srv)
+            h = {"access-token": admin}
+            ids = {}
+            for name in ("alice", "ape", "bob"):
+                r = srv.request("POST", "/admin/user/create", {"name": name, "password": PW},
+                                headers=h)
+                self.assertEqual(r.status, 200, r.body)
+                ids[name] = r.json()["data"]["user_id"]
+            for name in ("Alice", "ALICE", "AIice", "a1ice", "\u0430\u0440\u0435"):
+                r = srv.request("POST", "/admin/user/create", {"name": name, "password": PW},
+                                headers=h)
+                self.assertEqual(r.status, 409, (name, r.body))
+                self.assertEqual(r.json()["message"], taken)
+                r = srv.request("POST", "/user/register/v2", {"username": name, "password": PW},
+                                headers=h)
+                self.assertEqual(r.status, 409, (name, r.body))
+            # a rename to another's look-alike is refused, to one's own is not
+            r = srv.request("POST", "/admin/user/update", {"user_id": ids["bob"], "name": "Alice"},
+                            headers=h)
+            self.assertEqual(r.status, 409, r.body)
+            self.assertIn("looks the same", r.json()["message"])
+            r = srv.request("POST", "/admin/user/update", {"user_id": ids["alice"], "name": "Alice"},
+                            headers=h)
+            self.assertEqual(r.status, 200, r.body)
+            # names keep their case: the account logs in by the name it has
+            r = srv.request("POST", "/token/user", {"name": "Alice", "password": PW})
+            self.assertEqual(r.status, 200, r.body)
+            self.assertEqual(r.json()["data"]["user_id"], ids["alice"])
+            r = srv.request("POST", "/token/user", {"name": "alice", "password": PW})
+            self.assertEqual(r.status, 401, r.body)
+            # a deleted account's look-alikes are free again
+            r = srv.request("POST", "/user/delete", {}, headers=dict(h, user_id=str(ids["ape"])))
+            self.assertEqual(r.status, 200, r.body)
+            r = srv.request("POST", "/admin/user/create", {"name": "\u0430\u0440\u0435",
+                                                           "password": PW}, headers=h)
+            self.assertEqual(r.status, 200, r.body)
+            # names unlike any are made as before
+            r = srv.request("POST", "/admin/user/create", {"name": "alicia", "password": PW},
+                            headers=h)
+            self.assertEqual(r.status, 200, r.body)
+
     def test_accounts_named_before_names_were_canonical(self):
         # An older tokend kept a name's bytes as given (an email's ASCII
         # lower-cased): its index entries for "Jose" + U+0301 and for

@@ -194,9 +194,24 @@ static void test_create_duplicates(void **state)
     assert_int_equal(store_user_lookup(f->s, f->app, LOGIN_NAME, "carol", &found),
                      STORE_NOTFOUND);
 
-    /* Names are case-sensitive: "Alice" is another user. */
-    assert_int_equal(create(f, mk(f->app, "Alice", NULL, NULL, "password3"), NULL, msg,
-                            sizeof msg), ST_OK);
+    /* A name that reads as a taken one is taken: another case, look-alike
+     * letters of another script, digits like letters. */
+    const char *alike[] = {"Alice", "ALICE", "AIice", "a1ice",
+                           "\xef\xbd\x81LICE" /* fullwidth a: aLICE */};
+    for (size_t i = 0; i < sizeof alike / sizeof alike[0]; i++) {
+        status_code st = create(f, mk(f->app, alike[i], NULL, NULL, "password3"), NULL, msg, sizeof msg);
+        if (st != ST_ALREADY_EXISTS)
+            fail_msg("%s: status %d (%s)", alike[i], st, msg);
+        assert_string_equal(msg, "a name that looks the same is already taken in this app");
+    }
+    /* Names keep their case: the account is found by the name it was made with. */
+    assert_int_equal(create(f, mk(f->app, "Bob", NULL, NULL, "password3"), NULL, msg, sizeof msg), ST_OK);
+    assert_int_equal(store_user_lookup(f->s, f->app, LOGIN_NAME, "Bob", &found), STORE_OK);
+    assert_int_equal(store_user_lookup(f->s, f->app, LOGIN_NAME, "bob", &found), STORE_NOTFOUND);
+    assert_int_equal(create(f, mk(f->app, "alison", NULL, NULL, "password3"), NULL, msg, sizeof msg), ST_OK);
+    /* In another app the name is free. */
+    uint64_t other = make_app(f->s, "other");
+    assert_int_equal(create(f, mk(other, "Alice", NULL, NULL, "password3"), NULL, msg, sizeof msg), ST_OK);
 }
 
 static void test_create_unknown_app(void **state)

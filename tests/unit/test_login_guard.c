@@ -331,20 +331,20 @@ static void test_bcrypt_accounts_get_bcrypt_decoys(void **state)
     a.name = "imported-a", a.phone = "", a.email = "", a.password_hash = h;
     b.name = "imported-b", b.phone = "", b.email = "", b.password_hash = h;
     users[0] = &a, users[1] = &b;
-    assert_int_equal(store_users_import(f->s, f->app, users, 2, 1, rcs, conflict), STORE_OK);
+    assert_int_equal(store_users_import(f->s, f->app, users, 2, 1, 0, rcs, conflict), STORE_OK);
     assert_int_equal(rcs[0], STORE_OK);
     assert_int_equal(mix_count(f->s, bc), 2);
     /* all or nothing: a taken name writes none of the batch */
     store_user c2 = a;
     c2.name = "imported-c";
     users[0] = &c2, users[1] = &a;
-    assert_int_equal(store_users_import(f->s, f->app, users, 2, 1, rcs, conflict), STORE_EXISTS);
+    assert_int_equal(store_users_import(f->s, f->app, users, 2, 1, 0, rcs, conflict), STORE_EXISTS);
     assert_int_equal(rcs[1], STORE_EXISTS);
     assert_string_equal(conflict[1], "name");
     uint64_t id;
     assert_int_equal(store_user_lookup(f->s, f->app, LOGIN_NAME, "imported-c", &id), STORE_NOTFOUND);
     /* skip: the others are written */
-    assert_int_equal(store_users_import(f->s, f->app, users, 2, 0, rcs, conflict), STORE_OK);
+    assert_int_equal(store_users_import(f->s, f->app, users, 2, 0, 0, rcs, conflict), STORE_OK);
     assert_int_equal(store_user_lookup(f->s, f->app, LOGIN_NAME, "imported-c", &id), STORE_OK);
     assert_int_equal(store_user_get(f->s, id, &u), STORE_OK);
     assert_string_equal(u->password_hash, h);

@@ -9,6 +9,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <lmdb.h>
+#include <string.h>
+
 #include "store.h"
 #include "fixture.h"
 
@@ -339,6 +342,113 @@ static void test_audit_list(void **state)
     assert_string_equal(seen.actor[1], "admin:42");
 }
 
+/* The look-alike index (lookalike.h) against create, rename, delete. */
+static void expect_lookalike(fixture *f, uint64_t app, const char *name)
+{
+    const char *conflict = NULL;
+    uint64_t id = 0;
+    int rc = try_user(f->s, app, name, NULL, NULL, NULL, &id, &conflict);
+    if (rc != STORE_EXISTS || !conflict || strcmp(conflict, STORE_CONFLICT_LOOKALIKE) != 0)
+        fail_msg("%s: rc %d, conflict %s", name, rc, conflict ? conflict : "none");
+    assert_lookup(f->s, app, LOGIN_NAME, name, STORE_NOTFOUND, 0);
+}
+
+static void test_lookalike_names(void **state)
+{
+    fixture *f = *state;
+    const char *conflict = NULL;
+    uint64_t alice = make_user(f->s, f->app, "alice", NULL, NULL);
+    make_user(f->s, f->app, "ape", NULL, NULL);
+    make_user(f->s, f->app, "admin", NULL, NULL);
+    expect_lookalike(f, f->app, "Alice");                      /* case */
+    expect_lookalike(f, f->app, "AIice");                      /* capital I for l */
+    expect_lookalike(f, f->app, "\xd0\xb0\xd1\x80\xd0\xb5");   /* аре: all Cyrillic */
+    expect_lookalike(f, f->app, "adrnin");                     /* rn for m */
+    make_user(f->s, f->app, "bob", NULL, NULL);
+    make_user(f->s, make_app(f->s, "other"), "Alice", NULL, NULL);
+
+    /* A rename to another case of one's own name is no conflict; the
+     * name it leaves is free, the one it takes is guarded. */
+    assert_int_equal(store_user_update(f->s, alice, "ALICE", NULL, NULL, &conflict, NULL), STORE_OK);
+    expect_lookalike(f, f->app, "alice");
+    uint64_t bob = 0;
+    assert_int_equal(store_user_lookup(f->s, f->app, LOGIN_NAME, "bob", &bob), STORE_OK);
+    conflict = NULL;
+    assert_int_equal(store_user_update(f->s, bob, "Alice", NULL, NULL, &conflict, NULL), STORE_EXISTS);
+    assert_string_equal(conflict, STORE_CONFLICT_LOOKALIKE);
+    assert_lookup(f->s, f->app, LOGIN_NAME, "bob", STORE_OK, bob);
+    assert_int_equal(store_user_update(f->s, bob, "robert", NULL, NULL, &conflict, NULL), STORE_OK);
+    make_user(f->s, f->app, "Bob", NULL, NULL);   /* bob's old name is free */
+
+    /* Deleted, a name frees its look-alikes. */
+    assert_int_equal(store_user_delete(f->s, alice, NULL, NULL), STORE_OK);
+    make_user(f->s, f->app, "Alice", NULL, NULL);
+}
+
+static void test_lookalike_import(void **state)
+{
+    fixture *f = *state;
+    store_user a = TOKEND__V1__STORE__USER__INIT, b = TOKEND__V1__STORE__USER__INIT;
+    store_user *users[2] = {&a, &b};
+    int rcs[2];
+    const char *conflict[2];
+    a.name = "carol", b.name = "Carol";
+    a.password_hash = b.password_hash = "$argon2id$fake";
+    /* One line of a batch looks like another of the same batch. */
+    assert_int_equal(store_users_import(f->s, f->app, users, 2, 0, 0, rcs, conflict), STORE_OK);
+    assert_int_equal(rcs[0], STORE_OK);
+    assert_int_equal(rcs[1], STORE_EXISTS);
+    assert_string_equal(conflict[1], STORE_CONFLICT_LOOKALIKE);
+    assert_lookup(f->s, f->app, LOGIN_NAME, "Carol", STORE_NOTFOUND, 0);
+    /* Allowed: a migration's accounts as they were, each indexed. */
+    a.name = "dave", b.name = "Dave";
+    assert_int_equal(store_users_import(f->s, f->app, users, 2, 1, 1, rcs, conflict), STORE_OK);
+    assert_int_equal(rcs[0], STORE_OK);
+    assert_int_equal(rcs[1], STORE_OK);
+    uint64_t dave = 0;
+    assert_int_equal(store_user_lookup(f->s, f->app, LOGIN_NAME, "dave", &dave), STORE_OK);
+    assert_int_equal(store_user_delete(f->s, dave, NULL, NULL), STORE_OK);
+    expect_lookalike(f, f->app, "DAVE");   /* Dave is still there */
+}
+
+/* A directory from before the index (no entries, no count) is indexed when
+ * it is opened. */
+static void test_lookalike_index_at_open(void **state)
+{
+    fixture *f = *state;
+    make_user(f->s, f->app, "erin", NULL, NULL);
+    store_close(f->s);
+    f->s = NULL;
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi logins, meta;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    size_t dropped = 0;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+    assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "logins", 0, &logins), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    assert_int_equal(mdb_cursor_open(txn, logins, &cur), 0);
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        if (k.mv_size > 18 && ((char *)k.mv_data)[k.mv_size - 9] == 0 &&
+            strchr("bcl", ((char *)k.mv_data)[8])) {
+            assert_int_equal(mdb_cursor_del(cur, 0), 0);
+            dropped++;
+        }
+    mdb_cursor_close(cur);
+    assert_int_equal(dropped, 1);   /* "erin": one key for both */
+    k.mv_data = "lookalike_users", k.mv_size = strlen("lookalike_users");
+    assert_int_equal(mdb_del(txn, meta, &k, NULL), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+
+    f->s = open_or_fail(f->dir, TEST_MAPSIZE);
+    expect_lookalike(f, f->app, "Erin");
+}
+
 int main(void)
 {
     if (crypto_init() != 0)
@@ -353,6 +463,9 @@ int main(void)
         T(test_users_list),
         T(test_groups),
         T(test_audit_list),
+        T(test_lookalike_names),
+        T(test_lookalike_import),
+        T(test_lookalike_index_at_open),
 #undef T
     };
     return cmocka_run_group_tests_name("store_users", tests, NULL, NULL);
