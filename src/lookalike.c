@@ -17,7 +17,10 @@
 #include <string.h>
 #include <unicase.h>
 #include <unistr.h>
+#include <unicode/uchar.h>
 #include <unicode/uspoof.h>
+#include <unicode/uversion.h>
+#include <unistring/version.h>
 #include "crypto.h"
 #include "lookalike.h"
 
@@ -81,6 +84,27 @@ static void open_checker(void)
         }
         free(sk);
     }
+}
+
+static char version[96];
+static pthread_once_t version_once = PTHREAD_ONCE_INIT;
+
+static void make_version(void)
+{
+    UVersionInfo icu, unicode;
+    char a[U_MAX_VERSION_STRING_LENGTH], b[U_MAX_VERSION_STRING_LENGTH];
+    u_getVersion(icu);
+    u_getUnicodeVersion(unicode);
+    u_versionToString(icu, a);
+    u_versionToString(unicode, b);
+    snprintf(version, sizeof version, "keys 1; ICU %s; Unicode %s; libunistring %d.%d", a, b,
+             _libunistring_version >> 8, _libunistring_version & 0xff);
+}
+
+const char *lookalike_version(void)
+{
+    pthread_once(&version_once, make_version);
+    return version;
 }
 
 static char *folded(const char *in, size_t len, size_t *out_len)

@@ -22,6 +22,11 @@
 int lookalike_keys(const char *name, size_t len, char *case_key, size_t *case_len, char *look_key,
                    size_t *look_len);
 
+/* What the keys are made with (this file's rules, ICU's and Unicode's
+ * versions, libunistring's): keys made with another are not comparable,
+ * so an index of them is made again. */
+const char *lookalike_version(void);
+
 /* The same, always through ICU (lookalike_keys takes most ASCII names
  * from a table ICU filled): tests hold the two to one answer. */
 int lookalike_keys_icu(const char *name, size_t len, char *case_key, size_t *case_len,

@@ -441,7 +441,7 @@ int txn_end_s(store *s, MDB_txn *txn, int rc)
 static int record(store *s, MDB_txn *txn, int op, int db, const void *k, size_t klen,
                   const void *v, size_t vlen)
 {
-    if (s->wtxn != txn)
+    if (s->wtxn != txn || store_look_key(db, k, klen))
         return STORE_OK;
     return wset_add(&s->ws, op, db, k, klen, v, vlen) == 0 ? STORE_OK : STORE_ERR;
 }
@@ -913,11 +913,6 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
         snprintf(err, errlen, "cannot initialise data directory %s: cannot count hash costs", dir);
         goto fail;
     }
-    if (lookalikes_index_all(s, txn, 0) != STORE_OK) {
-        snprintf(err, errlen, "cannot initialise data directory %s: cannot index look-alike names "
-                 "(out of memory or disk?)", dir);
-        goto fail;
-    }
     rc = mdb_txn_commit(txn);
     txn = NULL;
     if (rc != 0) {
@@ -931,6 +926,12 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
     mdb_env_info(s->env, &info);
     s->mapsize = info.me_mapsize;
     s->serial = next_serial++;
+    if ((rc = lookalikes_index(s)) != STORE_OK) {
+        snprintf(err, errlen, "cannot initialise data directory %s: cannot index look-alike "
+                 "names: %s", dir, store_strerror(rc));
+        store_close(s);
+        return STORE_ERR;
+    }
     *out = s;
     return STORE_OK;
 fail:

@@ -16,7 +16,9 @@
  *
  * The node's own bookkeeping lives in meta and is never replicated:
  *   cluster_seq  the last change applied here (8 bytes, big-endian)
- *   cluster_id   the cluster this directory is a replica of */
+ *   cluster_id   the cluster this directory is a replica of
+ * and so is the look-alike index of user names (store_internal.h): each
+ * node makes it from the users it holds, as it applies their changes. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,11 +55,14 @@ static void local_id(store *s, MDB_txn *txn, char id[ID_MAX])
     }
 }
 
-/* The node's own keys in meta: not part of any write set or snapshot. */
+/* The node's own keys: not part of any write set or snapshot. */
 static int is_local_key(int db, const uint8_t *key, size_t klen)
 {
+    if (store_look_key(db, key, klen))
+        return 1;
     return db == DB_META && ((klen == strlen(SEQ_KEY) && memcmp(key, SEQ_KEY, klen) == 0) ||
-                             (klen == strlen(ID_KEY) && memcmp(key, ID_KEY, klen) == 0));
+                             (klen == strlen(ID_KEY) && memcmp(key, ID_KEY, klen) == 0) ||
+                             (klen == strlen(STORE_LOOK_MARK) && memcmp(key, STORE_LOOK_MARK, klen) == 0));
 }
 
 /* --- applying changes ------------------------------------------------------------- */
@@ -74,7 +79,11 @@ static int apply_op(void *arg, int op, int db, const uint8_t *key, size_t klen,
     MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
     if (db >= DB_COUNT || is_local_key(db, key, klen) || !klen)
         return STORE_ERR;
-    int rc = op == WSET_DEL ? mdb_del(a->txn, a->s->db[db], &k, NULL)
+    int rc = db == DB_USERS ? lookalikes_applying(a->s, a->txn, key, klen, val, vlen, op == WSET_DEL)
+                            : STORE_OK;
+    if (rc != STORE_OK)
+        return rc;
+    rc = op == WSET_DEL ? mdb_del(a->txn, a->s->db[db], &k, NULL)
                             : mdb_put(a->txn, a->s->db[db], &k, &v, 0);
     return rc == MDB_NOTFOUND && op == WSET_DEL ? STORE_OK : map_rc(rc);
 }
@@ -363,7 +372,7 @@ static int snap_end(void *arg, int ok)
     if (rc == STORE_OK)
         rc = pwcosts_count_all(c->s, c->txn);
     if (rc == STORE_OK)
-        rc = lookalikes_index_all(c->s, c->txn, 1);
+        rc = lookalikes_index_txn(c->s, c->txn);
     c->full |= rc == STORE_FULL;
     if (rc != STORE_OK) {
         txn_abort(c->s, c->txn);

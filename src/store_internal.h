@@ -306,11 +306,36 @@ int pwcost_count(store *s, MDB_txn *txn, uint64_t app_id, const char *hash, int 
  * up to the users (a data directory from before the count, or before it
  * was per app; a replica's snapshot with only some apps' counts). */
 int pwcosts_count_all(store *s, MDB_txn *txn);
-/* Indexes every user's name under its look-alike keys again when the
- * users indexed are not all the users, or always with `force` (after a
- * snapshot: its index entries are only those written since a build
- * before them, its count that of the whole). */
-int lookalikes_index_all(store *s, MDB_txn *txn, int force);
+/* The look-alike index of user names (store_users.c): entries in logins
+ * of kind case, alike or both, and meta's mark. They are the node's own:
+ * never recorded in a change, copied into a snapshot or applied from one. */
+#define STORE_LOOK_CASE 'c'
+#define STORE_LOOK_ALIKE 'l'
+#define STORE_LOOK_BOTH 'b'
+#define STORE_LOOK_MARK "lookalike_index"
+
+/* app(8) kind(1) key NUL user_id(8) in logins (a login key's kind is n, p or e). */
+static inline int store_look_key(int db, const void *k, size_t klen)
+{
+    const uint8_t *key = k;
+    return db == DB_LOGINS && klen >= 18 && key[klen - 9] == 0 &&
+           (key[8] == STORE_LOOK_CASE || key[8] == STORE_LOOK_ALIKE || key[8] == STORE_LOOK_BOTH);
+}
+
+/* Indexes every user's name under its look-alike keys again unless the
+ * mark says all users are, with this build's keys (a directory from
+ * before the index, written by an older build, or with another ICU): in
+ * transactions of its own, some thousands of users each, so a directory of
+ * millions needs none the size of it. Called once the store is open,
+ * before any other writer. */
+int lookalikes_index(store *s);
+/* The same, always, in txn: after a snapshot, which has no index. */
+int lookalikes_index_txn(store *s, MDB_txn *txn);
+/* Keeps the index for a change to the users record key (8 bytes) that
+ * another node made, applied next in txn: val (vlen bytes) put, or the
+ * record deleted (del). Whatever build made the change. */
+int lookalikes_applying(store *s, MDB_txn *txn, const uint8_t *key, size_t klen, const uint8_t *val,
+                        size_t vlen, int del);
 
 /* Keeps the per-app count of users ('u'), sessions ('s') and admin tokens
  * ('a') that metrics read without scanning: `delta` +1 or -1. */

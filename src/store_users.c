@@ -228,15 +228,18 @@ static int index_login(store *s, MDB_txn *txn, uint64_t app_id, login_kind kind,
  * app(8) kind(1) key NUL user_id(8), no value; kind LOOK_BOTH when its two
  * keys are one (most names), else one entry of LOOK_CASE and one of
  * LOOK_ALIKE. Keys are not unique: accounts made before, and imports that
- * allow it, may share them. meta's LOOK_COUNT (replicated) is the number
- * of users indexed: open and a snapshot's load index them all again when it
- * is not the number of users (a directory from before; a cluster node of an
- * older build made accounts). */
-#define LOOK_CASE 'c'
-#define LOOK_ALIKE 'l'
-#define LOOK_BOTH 'b'
+ * allow it, may share them. The index is each node's own, made from the
+ * users it holds (never part of a change or a snapshot: store_look_key):
+ * what a node applies of another's change is indexed as it is applied
+ * (lookalikes_applying), whatever build made the change. meta's LOOK_MARK
+ * (the node's own) says with what the keys were made (lookalike_version)
+ * and how many users are indexed; open makes the index again when either
+ * is not so (a directory from before, an older build wrote to it, another
+ * ICU). */
+#define LOOK_CASE STORE_LOOK_CASE
+#define LOOK_ALIKE STORE_LOOK_ALIKE
+#define LOOK_BOTH STORE_LOOK_BOTH
 #define LOOK_KEY_MAX (9 + LOOKALIKE_KEY_MAX + 1 + 8)
-#define LOOK_COUNT "lookalike_users"
 
 typedef struct {
     char c[LOOKALIKE_KEY_MAX], l[LOOKALIKE_KEY_MAX];
@@ -258,8 +261,8 @@ static size_t look_key(uint8_t key[LOOK_KEY_MAX], uint64_t app_id, char kind, co
 
 static int look_keys(const char *name, look_pair *p)
 {
-    return lookalike_keys(name ? name : "", name ? strlen(name) : 0, p->c, &p->clen, p->l,
-                          &p->llen) == 0 ? STORE_OK : STORE_ERR;
+    return lookalike_keys(name, strlen(name), p->c, &p->clen, p->l, &p->llen) == 0 ? STORE_OK
+                                                                                  : STORE_ERR;
 }
 
 static int look_one(const look_pair *p)
@@ -273,6 +276,8 @@ static int look_index(store *s, MDB_txn *txn, uint64_t app_id, const char *name,
 {
     look_pair p;
     uint8_t key[LOOK_KEY_MAX];
+    if (!name || !*name)
+        return STORE_OK;   /* nothing to look like */
     int rc = look_keys(name, &p), one = look_one(&p);
     for (int i = 0; rc == STORE_OK && i < 2 - one; i++) {
         size_t klen = i ? look_key(key, app_id, LOOK_ALIKE, p.l, p.llen, user_id)
@@ -308,84 +313,211 @@ static int look_found(store *s, MDB_txn *txn, uint64_t app_id, char kind, const 
 static int look_taken(store *s, MDB_txn *txn, uint64_t app_id, const char *name, uint64_t self)
 {
     look_pair p;
+    if (!name || !*name)
+        return 0;
     int rc = look_keys(name, &p);
-    if (rc != STORE_OK || !name || !*name)
+    if (rc != STORE_OK)
         return rc;
+    /* a case key against the others' case keys, a look key against their
+     * look keys: each kind of entry that holds one */
     if (!(rc = look_found(s, txn, app_id, LOOK_CASE, p.c, p.clen, self)))
         rc = look_found(s, txn, app_id, LOOK_BOTH, p.c, p.clen, self);
-    if (!rc && !look_one(&p) && !(rc = look_found(s, txn, app_id, LOOK_ALIKE, p.l, p.llen, self)))
+    if (!rc)
+        rc = look_found(s, txn, app_id, LOOK_ALIKE, p.l, p.llen, self);
+    if (!rc && !look_one(&p))
         rc = look_found(s, txn, app_id, LOOK_BOTH, p.l, p.llen, self);
     return rc;
 }
 
-static int look_count(store *s, MDB_txn *txn, int delta)
+/* The mark: users indexed (8 bytes) and lookalike_version(). */
+#define LOOK_MARK STORE_LOOK_MARK
+
+/* Adds delta to the users the mark counts; a node without a mark has its
+ * index made at its next open anyway. */
+static int look_mark_add(store *s, MDB_txn *txn, int delta)
 {
-    uint64_t n = 0;
-    uint8_t v[8];
-    int rc = get_u64_value(s, txn, DB_META, LOOK_COUNT, strlen(LOOK_COUNT), &n);
-    if (rc != STORE_OK && rc != STORE_NOTFOUND)
-        return rc;
-    put_u64(v, delta < 0 && n == 0 ? 0 : n + (uint64_t)(int64_t)delta);
-    return put_raw(s, txn, DB_META, LOOK_COUNT, strlen(LOOK_COUNT), v, 8, 0);
+    MDB_val k = {strlen(LOOK_MARK), LOOK_MARK}, v;
+    char buf[8 + 128];
+    int rc = mdb_get(txn, s->db[DB_META], &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return STORE_OK;
+    if (rc != MDB_SUCCESS || v.mv_size < 8 || v.mv_size > sizeof buf)
+        return rc != MDB_SUCCESS ? map_rc(rc) : STORE_OK;
+    memcpy(buf, v.mv_data, v.mv_size);
+    uint64_t n = get_u64((const uint8_t *)buf);
+    put_u64((uint8_t *)buf, delta < 0 && n == 0 ? 0 : n + (uint64_t)(int64_t)delta);
+    return put_local(s, txn, LOOK_MARK, buf, v.mv_size);
 }
 
-/* A new name for a user: indexed, the count kept. */
+static int look_mark_set(store *s, MDB_txn *txn, uint64_t n)
+{
+    char buf[8 + 128];
+    const char *version = lookalike_version();
+    size_t vlen = strlen(version) < 128 ? strlen(version) : 128;
+    put_u64((uint8_t *)buf, n);
+    memcpy(buf + 8, version, vlen);
+    return put_local(s, txn, LOOK_MARK, buf, 8 + vlen);
+}
+
+/* Whether the mark says every user is indexed, with these keys. */
+static int look_marked(store *s, MDB_txn *txn, int *all)
+{
+    MDB_stat users;
+    MDB_val k = {strlen(LOOK_MARK), LOOK_MARK}, v;
+    const char *version = lookalike_version();
+    int rc = mdb_get(txn, s->db[DB_META], &k, &v);
+    *all = 0;
+    if (rc == MDB_NOTFOUND)
+        return STORE_OK;
+    if (rc != MDB_SUCCESS || (rc = mdb_stat(txn, s->db[DB_USERS], &users)) != MDB_SUCCESS)
+        return map_rc(rc);
+    *all = v.mv_size == 8 + strlen(version) && memcmp((char *)v.mv_data + 8, version, v.mv_size - 8) == 0 &&
+           get_u64(v.mv_data) == users.ms_entries;
+    return STORE_OK;
+}
+
+/* A new user's name: indexed, and counted. */
 static int look_add(store *s, MDB_txn *txn, const store_user *u)
 {
     int rc = look_index(s, txn, u->app_id, u->name, u->user_id, 1);
-    return rc == STORE_OK ? look_count(s, txn, +1) : rc;
+    return rc == STORE_OK ? look_mark_add(s, txn, +1) : rc;
 }
 
-int lookalikes_index_all(store *s, MDB_txn *txn, int force)
+int lookalikes_applying(store *s, MDB_txn *txn, const uint8_t *key, size_t klen, const uint8_t *val,
+                        size_t vlen, int del)
 {
-    MDB_stat users;
-    MDB_cursor *cur;
-    MDB_val k, v;
-    uint64_t counted = 0;
-    int rc = get_u64_value(s, txn, DB_META, LOOK_COUNT, strlen(LOOK_COUNT), &counted);
-    if (rc != STORE_OK && rc != STORE_NOTFOUND)
-        return rc;
-    if ((rc = mdb_stat(txn, s->db[DB_USERS], &users)) != MDB_SUCCESS)
-        return map_rc(rc);
-    if (!force && rc == STORE_OK && counted == users.ms_entries)
+    MDB_val k = {klen, (void *)key}, v;
+    store_user *old = NULL, *now = NULL;
+    if (klen != 8)
         return STORE_OK;
-    /* every entry goes, those of users deleted since too */
-    if ((rc = mdb_cursor_open(txn, s->db[DB_LOGINS], &cur)) != MDB_SUCCESS)
+    int rc = mdb_get(txn, s->db[DB_USERS], &k, &v), there = rc == MDB_SUCCESS;
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
         return map_rc(rc);
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        const uint8_t *key = k.mv_data;
-        uint8_t kind = k.mv_size >= 18 && key[k.mv_size - 9] == 0 ? key[8] : 0;
-        if ((kind == LOOK_CASE || kind == LOOK_ALIKE || kind == LOOK_BOTH) &&
-            (rc = mdb_cursor_del(cur, 0)) != MDB_SUCCESS)
-            break;
+    if (there)
+        old = tokend__v1__store__user__unpack(NULL, v.mv_size, v.mv_data);
+    if (!del)
+        now = tokend__v1__store__user__unpack(NULL, vlen, val);
+    uint64_t id = get_u64(key);
+    int same = old && now && old->app_id == now->app_id && strcmp(old->name, now->name) == 0;
+    rc = STORE_OK;
+    if (old && !same)
+        rc = look_index(s, txn, old->app_id, old->name, id, 0);
+    if (rc == STORE_OK && now && !same)
+        rc = look_index(s, txn, now->app_id, now->name, id, 1);
+    if (rc == STORE_OK && there == del)   /* a user gone, or a new one */
+        rc = look_mark_add(s, txn, del ? -1 : +1);
+    if (old)
+        protobuf_c_message_free_unpacked(&old->base, NULL);
+    if (now)
+        protobuf_c_message_free_unpacked(&now->base, NULL);
+    return rc;
+}
+
+/* Where a reindex is: the next key of logins to look at, then the next
+ * user to index, and the users indexed so far. */
+typedef struct {
+    uint8_t key[KEY_MAX];
+    size_t key_len;
+    int dropped;
+    uint64_t next_user, n;
+} look_pass;
+
+/* Deletes up to `max` index entries from where the pass is (those of users
+ * deleted since go too), then indexes up to `max` users; 1 when all done. */
+static int look_pass_some(store *s, MDB_txn *txn, look_pass *p, size_t max)
+{
+    MDB_cursor *cur;
+    MDB_val k = {p->key_len, p->key}, v;
+    size_t done = 0;
+    int rc;
+    if (!p->dropped) {
+        if ((rc = mdb_cursor_open(txn, s->db[DB_LOGINS], &cur)) != MDB_SUCCESS)
+            return map_rc(rc);
+        for (rc = mdb_cursor_get(cur, &k, &v, p->key_len ? MDB_SET_RANGE : MDB_FIRST);
+             rc == MDB_SUCCESS && done < max; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            if (store_look_key(DB_LOGINS, k.mv_data, k.mv_size)) {
+                if ((rc = mdb_cursor_del(cur, 0)) != MDB_SUCCESS)
+                    break;
+                done++;
+            }
+        }
+        if (rc == MDB_SUCCESS) {   /* resumes there */
+            memcpy(p->key, k.mv_data, k.mv_size);
+            p->key_len = k.mv_size;
+        }
+        mdb_cursor_close(cur);
+        if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+            return map_rc(rc);
+        if (rc == MDB_SUCCESS)
+            return 0;
+        p->dropped = 1;
     }
-    mdb_cursor_close(cur);
-    if (rc != MDB_NOTFOUND)
-        return map_rc(rc);
-    if (users.ms_entries > 1000)
-        log_event(LOG_INFO, "store", "indexing the look-alike names of %zu accounts", users.ms_entries);
+    uint8_t uid[8];
+    k.mv_size = user_key(uid, p->next_user), k.mv_data = uid;
     if ((rc = mdb_cursor_open(txn, s->db[DB_USERS], &cur)) != MDB_SUCCESS)
         return map_rc(rc);
     int r = STORE_OK;
-    uint64_t n = 0;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && r == STORE_OK;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS && r == STORE_OK && done < max;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), done++) {
         store_user *u = tokend__v1__store__user__unpack(NULL, v.mv_size, v.mv_data);
         if (u && k.mv_size == 8)   /* an undecodable record has no name to index */
             r = look_index(s, txn, u->app_id, u->name, get_u64(k.mv_data), 1);
         if (u)
             protobuf_c_message_free_unpacked(&u->base, NULL);
-        n += r == STORE_OK;
+        p->n += r == STORE_OK;
+        p->next_user = k.mv_size == 8 ? get_u64(k.mv_data) + 1 : p->next_user;
     }
     mdb_cursor_close(cur);
     if (r != STORE_OK)
         return r;
-    if (rc != MDB_NOTFOUND)
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
         return map_rc(rc);
-    uint8_t cv[8];
-    put_u64(cv, n);
-    return put_raw(s, txn, DB_META, LOOK_COUNT, strlen(LOOK_COUNT), cv, 8, 0);
+    if (rc == MDB_SUCCESS)
+        return 0;
+    rc = look_mark_set(s, txn, p->n);
+    return rc == STORE_OK ? 1 : rc;
+}
+
+int lookalikes_index_txn(store *s, MDB_txn *txn)
+{
+    look_pass p = {.key_len = 0};
+    int rc = look_pass_some(s, txn, &p, SIZE_MAX);
+    return rc == 1 ? STORE_OK : rc < 0 ? rc : STORE_ERR;
+}
+
+#define LOOK_BATCH 50000
+
+int lookalikes_index(store *s)
+{
+    MDB_txn *txn;
+    MDB_stat users;
+    look_pass p = {.key_len = 0};
+    int all = 0, rc = local_txn_begin(s, 0, &txn);
+    if (rc != STORE_OK)
+        return rc;
+    if ((rc = look_marked(s, txn, &all)) != STORE_OK || all ||
+        (rc = map_rc(mdb_stat(txn, s->db[DB_USERS], &users))) != STORE_OK) {
+        txn_abort(s, txn);
+        return rc;
+    }
+    if (users.ms_entries > 1000)
+        log_event(LOG_INFO, "store", "indexing the look-alike names of %zu accounts", users.ms_entries);
+    /* Until the last batch writes it, there is no mark: a crash part way
+     * leaves the index to be made again at the next open. */
+    MDB_val mark = {strlen(LOOK_MARK), LOOK_MARK};
+    rc = mdb_del(txn, s->db[DB_META], &mark, NULL);
+    rc = rc == MDB_NOTFOUND ? STORE_OK : map_rc(rc);
+    for (;;) {
+        int r = rc == STORE_OK ? look_pass_some(s, txn, &p, LOOK_BATCH) : rc;
+        if (r < 0) {
+            txn_abort(s, txn);
+            return r;
+        }
+        if ((rc = local_txn_commit(s, txn)) != STORE_OK || r == 1)
+            return rc;
+        if ((rc = local_txn_begin(s, 0, &txn)) != STORE_OK)
+            return rc;
+    }
 }
 
 int store_user_create(store *s, store_user *user, const char **conflict, const store_audit *audit)
@@ -845,7 +977,7 @@ int store_user_delete(store *s, uint64_t user_id, const store_expect *expect,
     if (rc == STORE_OK)
         rc = look_index(s, txn, u->app_id, u->name, user_id, 0);
     if (rc == STORE_OK)
-        rc = look_count(s, txn, -1);
+        rc = look_mark_add(s, txn, -1);
     if (rc == STORE_OK && *u->phone)
         rc = del_raw(s, txn, DB_LOGINS, key, login_key(key, u->app_id, LOGIN_PHONE, u->phone));
     if (rc == STORE_OK && *u->email)

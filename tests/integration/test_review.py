@@ -654,12 +654,12 @@ class Smaller(unittest.TestCase):
             admin = admin_token(srv)
             h = {"access-token": admin}
             ids = {}
-            for name in ("alice", "ape", "bob"):
+            for name in ("alice", "ape", "bob", "Ivan"):
                 r = srv.request("POST", "/admin/user/create", {"name": name, "password": PW},
                                 headers=h)
                 self.assertEqual(r.status, 200, r.body)
                 ids[name] = r.json()["data"]["user_id"]
-            for name in ("Alice", "ALICE", "AIice", "a1ice", "\u0430\u0440\u0435"):
+            for name in ("Alice", "ALICE", "AIice", "a1ice", "\u0430\u0440\u0435", "lvan", "1van"):
                 r = srv.request("POST", "/admin/user/create", {"name": name, "password": PW},
                                 headers=h)
                 self.assertEqual(r.status, 409, (name, r.body))

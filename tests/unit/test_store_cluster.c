@@ -329,6 +329,71 @@ static void test_replica_matches(void **state)
     fake_reset();
 }
 
+static int no_look_key(void *arg, int op, int db, const uint8_t *key, size_t klen,
+                       const uint8_t *val, size_t vlen)
+{
+    return store_look_key(db, key, klen) || (db == DB_META && klen == strlen(STORE_LOOK_MARK) &&
+                                             memcmp(key, STORE_LOOK_MARK, klen) == 0);
+}
+
+/* The look-alike index is each node's own: no change carries it, and a
+ * node indexes what it applies, also a change of a build without the
+ * index (a user record and its name, nothing more). */
+static void test_lookalike_index_is_made_where_applied(void **state)
+{
+    node a, b;
+    const char *conflict;
+    fake_reset();
+    node_open(&a);
+    node_open(&b);
+    uint64_t app = make_app(a.s, "app");
+    uint64_t ann = make_user(a.s, app, "ann", NULL, NULL);
+    make_user(a.s, app, "bob", NULL, NULL);
+    assert_int_equal(store_user_update(a.s, ann, "anna", NULL, NULL, &conflict, NULL), STORE_OK);
+    for (uint64_t i = 0; i < fake.last; i++)
+        assert_int_equal(wset_each(fake.ops[i], fake.lens[i], no_look_key, NULL), 0);
+
+    /* an older build's new user, "Carol" */
+    store_user u = TOKEND__V1__STORE__USER__INIT;
+    u.user_id = 99999, u.app_id = app, u.name = "Carol", u.password_hash = "$argon2id$fake";
+    uint8_t uid[8], rec[256], key[KEY_MAX];
+    size_t n = tokend__v1__store__user__pack(&u, rec);
+    wset w = {0};
+    assert_int_equal(wset_add(&w, WSET_INSERT, DB_LOGINS, key, login_key(key, app, LOGIN_NAME, "Carol"),
+                              uid, user_key(uid, u.user_id)), 0);
+    assert_int_equal(wset_add(&w, WSET_INSERT, DB_USERS, uid, 8, rec, n), 0);
+    assert_true(fake.last < MAX_CHANGES);
+    fake.ops[fake.last] = malloc(w.len);
+    memcpy(fake.ops[fake.last], w.buf, w.len);
+    fake.lens[fake.last++] = w.len;
+    wset_free(&w);
+
+    catch_up(b.s);
+    uint64_t id = 0;
+    const char *names[] = {"ANNA", "Bob", "carol", "CAROL"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        conflict = NULL;
+        if (try_user(b.s, app, names[i], NULL, NULL, NULL, &id, &conflict) != STORE_EXISTS ||
+            !conflict || strcmp(conflict, STORE_CONFLICT_LOOKALIKE) != 0)
+            fail_msg("%s: taken on the node that applied it? conflict %s", names[i],
+                     conflict ? conflict : "none");
+    }
+    /* the name ann left is free there; an older build's deletion frees Carol's */
+    make_user(b.s, app, "Ann", NULL, NULL);
+    assert_int_equal(wset_add(&w, WSET_DEL, DB_USERS, uid, 8, NULL, 0), 0);
+    fake.ops[fake.last] = malloc(w.len);
+    memcpy(fake.ops[fake.last], w.buf, w.len);
+    fake.lens[fake.last++] = w.len;
+    wset_free(&w);
+    catch_up(a.s);
+    make_user(a.s, app, "carol", NULL, NULL);
+    catch_up(b.s);
+    assert_same(a.s, b.s);   /* the same index, each made on its own */
+    node_close(&a);
+    node_close(&b);
+    fake_reset();
+}
+
 static void test_database_away_writes_nothing(void **state)
 {
     node a;
@@ -435,6 +500,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wset_encoding),
         cmocka_unit_test(test_replica_matches),
+        cmocka_unit_test(test_lookalike_index_is_made_where_applied),
         cmocka_unit_test(test_database_away_writes_nothing),
         cmocka_unit_test(test_join_refuses_single_node_data),
         cmocka_unit_test(test_snapshot_bigger_than_the_map),

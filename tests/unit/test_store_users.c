@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "store.h"
+#include "store_internal.h"
 #include "fixture.h"
 
 /* The user record, which the caller frees. */
@@ -364,6 +365,11 @@ static void test_lookalike_names(void **state)
     expect_lookalike(f, f->app, "AIice");                      /* capital I for l */
     expect_lookalike(f, f->app, "\xd0\xb0\xd1\x80\xd0\xb5");   /* аре: all Cyrillic */
     expect_lookalike(f, f->app, "adrnin");                     /* rn for m */
+    /* the other way round: a name with a capital I there first */
+    make_user(f->s, f->app, "Ivan", NULL, NULL);
+    expect_lookalike(f, f->app, "lvan");
+    expect_lookalike(f, f->app, "1van");
+    expect_lookalike(f, f->app, "ivan");
     make_user(f->s, f->app, "bob", NULL, NULL);
     make_user(f->s, make_app(f->s, "other"), "Alice", NULL, NULL);
 
@@ -411,12 +417,12 @@ static void test_lookalike_import(void **state)
     expect_lookalike(f, f->app, "DAVE");   /* Dave is still there */
 }
 
-/* A directory from before the index (no entries, no count) is indexed when
- * it is opened. */
-static void test_lookalike_index_at_open(void **state)
+/* What an older tokend, or this one with another ICU, left: the index is
+ * made again when the directory is opened. */
+typedef enum { NO_MARK, OTHER_VERSION, OTHER_COUNT } stale;
+
+static void open_stale(fixture *f, stale how)
 {
-    fixture *f = *state;
-    make_user(f->s, f->app, "erin", NULL, NULL);
     store_close(f->s);
     f->s = NULL;
     MDB_env *env;
@@ -440,13 +446,36 @@ static void test_lookalike_index_at_open(void **state)
         }
     mdb_cursor_close(cur);
     assert_int_equal(dropped, 1);   /* "erin": one key for both */
-    k.mv_data = "lookalike_users", k.mv_size = strlen("lookalike_users");
-    assert_int_equal(mdb_del(txn, meta, &k, NULL), 0);
+    k.mv_data = STORE_LOOK_MARK, k.mv_size = strlen(STORE_LOOK_MARK);
+    if (how == NO_MARK) {
+        assert_int_equal(mdb_del(txn, meta, &k, NULL), 0);
+    } else {
+        char mark[256];
+        assert_int_equal(mdb_get(txn, meta, &k, &v), 0);
+        assert_true(v.mv_size > 8 && v.mv_size < sizeof mark);
+        memcpy(mark, v.mv_data, v.mv_size);
+        assert_int_equal(mark[7], 1);               /* one user, big-endian */
+        assert_memory_equal(mark + 8, "keys 1; ICU ", 12);
+        if (how == OTHER_VERSION)
+            mark[v.mv_size - 1] ^= 1;
+        else
+            mark[7] = 2;   /* an older build deleted one user: the count is more */
+        v.mv_data = mark;
+        assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
+    }
     assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
-
     f->s = open_or_fail(f->dir, TEST_MAPSIZE);
-    expect_lookalike(f, f->app, "Erin");
+}
+
+static void test_lookalike_index_at_open(void **state)
+{
+    fixture *f = *state;
+    make_user(f->s, f->app, "erin", NULL, NULL);
+    for (stale how = NO_MARK; how <= OTHER_COUNT; how++) {
+        open_stale(f, how);
+        expect_lookalike(f, f->app, "Erin");
+    }
 }
 
 int main(void)
