@@ -97,8 +97,9 @@ static void make_version(void)
     u_getUnicodeVersion(unicode);
     u_versionToString(icu, a);
     u_versionToString(unicode, b);
-    snprintf(version, sizeof version, "keys 1; ICU %s; Unicode %s; libunistring %d.%d", a, b,
-             _libunistring_version >> 8, _libunistring_version & 0xff);
+    int u = _libunistring_version;   /* (major << 16) + (minor << 8) + subminor */
+    snprintf(version, sizeof version, "keys 1; ICU %s; Unicode %s; libunistring %d.%d.%d", a, b,
+             u >> 16, u >> 8 & 0xff, u & 0xff);
 }
 
 const char *lookalike_version(void)

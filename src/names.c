@@ -10,7 +10,8 @@
  * jamo is its syllables). Usernames keep their case; emails are
  * lower-cased (every script's case, not only ASCII's); phones keep only
  * digits and a leading '+'. A new username may not mix the scripts whose
- * letters look alike (Latin 'a' and Cyrillic 'а'). */
+ * letters look alike (Latin 'a' and Cyrillic 'а'), nor look like a taken
+ * one (lookalike.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -145,6 +145,22 @@ int store_grow(store *s)
     return rc == 0 ? STORE_OK : STORE_ERR;
 }
 
+int store_make_room(store *s, size_t bytes)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    for (int i = 0; i < 16; i++) {
+        if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0)
+            return STORE_ERR;
+        size_t used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
+        if (used + bytes <= info.me_mapsize / 4 * 3)
+            return STORE_OK;
+        if (store_grow(s) != STORE_OK)
+            return STORE_ERR;
+    }
+    return STORE_ERR;
+}
+
 /* Doubles the map before a write when it is 3/4 used, so writes find room
  * instead of failing with MDB_MAP_FULL. */
 static void grow_if_needed(store *s)

@@ -70,6 +70,7 @@ static int is_local_key(int db, const uint8_t *key, size_t klen)
 typedef struct {
     store *s;
     MDB_txn *txn;
+    int whole;   /* a snapshot's rows: indexed all at once at its end */
 } apply_ctx;
 
 static int apply_op(void *arg, int op, int db, const uint8_t *key, size_t klen,
@@ -79,8 +80,9 @@ static int apply_op(void *arg, int op, int db, const uint8_t *key, size_t klen,
     MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
     if (db >= DB_COUNT || is_local_key(db, key, klen) || !klen)
         return STORE_ERR;
-    int rc = db == DB_USERS ? lookalikes_applying(a->s, a->txn, key, klen, val, vlen, op == WSET_DEL)
-                            : STORE_OK;
+    int rc = db == DB_USERS && !a->whole
+                 ? lookalikes_applying(a->s, a->txn, key, klen, val, vlen, op == WSET_DEL)
+                 : STORE_OK;
     if (rc != STORE_OK)
         return rc;
     rc = op == WSET_DEL ? mdb_del(a->txn, a->s->db[db], &k, NULL)
@@ -343,7 +345,7 @@ static int snap_row(void *arg, int db, const uint8_t *key, size_t klen, const ui
                     size_t vlen)
 {
     snap_ctx *c = arg;
-    apply_ctx a = {c->s, c->txn};
+    apply_ctx a = {c->s, c->txn, 1};
     if (c->skip)
         return 0;
     c->rows++;

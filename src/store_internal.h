@@ -325,12 +325,13 @@ static inline int store_look_key(int db, const void *k, size_t klen)
 /* Indexes every user's name under its look-alike keys again unless the
  * mark says all users are, with this build's keys (a directory from
  * before the index, written by an older build, or with another ICU): in
- * transactions of its own, some thousands of users each, so a directory of
- * millions needs none the size of it. Called once the store is open,
- * before any other writer. */
+ * one transaction, the map grown for it first. Called once the store is
+ * open, before its own writers. */
 int lookalikes_index(store *s);
 /* The same, always, in txn: after a snapshot, which has no index. */
 int lookalikes_index_txn(store *s, MDB_txn *txn);
+/* Grows the map until `bytes` more fit in it. */
+int store_make_room(store *s, size_t bytes);
 /* Keeps the index for a change to the users record key (8 bytes) that
  * another node made, applied next in txn: val (vlen bytes) put, or the
  * record deleted (del). Whatever build made the change. */

@@ -413,111 +413,83 @@ int lookalikes_applying(store *s, MDB_txn *txn, const uint8_t *key, size_t klen,
     return rc;
 }
 
-/* Where a reindex is: the next key of logins to look at, then the next
- * user to index, and the users indexed so far. */
-typedef struct {
-    uint8_t key[KEY_MAX];
-    size_t key_len;
-    int dropped;
-    uint64_t next_user, n;
-} look_pass;
-
-/* Deletes up to `max` index entries from where the pass is (those of users
- * deleted since go too), then indexes up to `max` users; 1 when all done. */
-static int look_pass_some(store *s, MDB_txn *txn, look_pass *p, size_t max)
+int lookalikes_index_txn(store *s, MDB_txn *txn)
 {
     MDB_cursor *cur;
-    MDB_val k = {p->key_len, p->key}, v;
-    size_t done = 0;
-    int rc;
-    if (!p->dropped) {
-        if ((rc = mdb_cursor_open(txn, s->db[DB_LOGINS], &cur)) != MDB_SUCCESS)
-            return map_rc(rc);
-        for (rc = mdb_cursor_get(cur, &k, &v, p->key_len ? MDB_SET_RANGE : MDB_FIRST);
-             rc == MDB_SUCCESS && done < max; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            if (store_look_key(DB_LOGINS, k.mv_data, k.mv_size)) {
-                if ((rc = mdb_cursor_del(cur, 0)) != MDB_SUCCESS)
-                    break;
-                done++;
-            }
-        }
-        if (rc == MDB_SUCCESS) {   /* resumes there */
-            memcpy(p->key, k.mv_data, k.mv_size);
-            p->key_len = k.mv_size;
-        }
-        mdb_cursor_close(cur);
-        if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-            return map_rc(rc);
-        if (rc == MDB_SUCCESS)
-            return 0;
-        p->dropped = 1;
-    }
-    uint8_t uid[8];
-    k.mv_size = user_key(uid, p->next_user), k.mv_data = uid;
+    MDB_val k, v;
+    uint64_t n = 0;
+    /* every entry goes, those of users deleted since too */
+    int rc = mdb_cursor_open(txn, s->db[DB_LOGINS], &cur);
+    if (rc != MDB_SUCCESS)
+        return map_rc(rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        if (store_look_key(DB_LOGINS, k.mv_data, k.mv_size) && (rc = mdb_cursor_del(cur, 0)) != MDB_SUCCESS)
+            break;
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND)
+        return map_rc(rc);
     if ((rc = mdb_cursor_open(txn, s->db[DB_USERS], &cur)) != MDB_SUCCESS)
         return map_rc(rc);
     int r = STORE_OK;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS && r == STORE_OK && done < max;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), done++) {
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && r == STORE_OK;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         store_user *u = tokend__v1__store__user__unpack(NULL, v.mv_size, v.mv_data);
         if (u && k.mv_size == 8)   /* an undecodable record has no name to index */
             r = look_index(s, txn, u->app_id, u->name, get_u64(k.mv_data), 1);
         if (u)
             protobuf_c_message_free_unpacked(&u->base, NULL);
-        p->n += r == STORE_OK;
-        p->next_user = k.mv_size == 8 ? get_u64(k.mv_data) + 1 : p->next_user;
+        n += r == STORE_OK;
     }
     mdb_cursor_close(cur);
     if (r != STORE_OK)
         return r;
-    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+    if (rc != MDB_NOTFOUND)
         return map_rc(rc);
-    if (rc == MDB_SUCCESS)
-        return 0;
-    rc = look_mark_set(s, txn, p->n);
-    return rc == STORE_OK ? 1 : rc;
+    return look_mark_set(s, txn, n);
 }
 
-int lookalikes_index_txn(store *s, MDB_txn *txn)
-{
-    look_pass p = {.key_len = 0};
-    int rc = look_pass_some(s, txn, &p, SIZE_MAX);
-    return rc == 1 ? STORE_OK : rc < 0 ? rc : STORE_ERR;
-}
-
-#define LOOK_BATCH 50000
+/* Room made first, for about this much index an account and the pages
+ * the drop frees only at the commit. */
+#define LOOK_ROOM_PER_USER 256
 
 int lookalikes_index(store *s)
 {
     MDB_txn *txn;
     MDB_stat users;
-    look_pass p = {.key_len = 0};
-    int all = 0, rc = local_txn_begin(s, 0, &txn);
-    if (rc != STORE_OK)
-        return rc;
-    if ((rc = look_marked(s, txn, &all)) != STORE_OK || all ||
-        (rc = map_rc(mdb_stat(txn, s->db[DB_USERS], &users))) != STORE_OK) {
-        txn_abort(s, txn);
-        return rc;
-    }
-    if (users.ms_entries > 1000)
-        log_event(LOG_INFO, "store", "indexing the look-alike names of %zu accounts", users.ms_entries);
-    /* Until the last batch writes it, there is no mark: a crash part way
-     * leaves the index to be made again at the next open. */
-    MDB_val mark = {strlen(LOOK_MARK), LOOK_MARK};
-    rc = mdb_del(txn, s->db[DB_META], &mark, NULL);
-    rc = rc == MDB_NOTFOUND ? STORE_OK : map_rc(rc);
-    for (;;) {
-        int r = rc == STORE_OK ? look_pass_some(s, txn, &p, LOOK_BATCH) : rc;
-        if (r < 0) {
-            txn_abort(s, txn);
-            return r;
-        }
-        if ((rc = local_txn_commit(s, txn)) != STORE_OK || r == 1)
-            return rc;
+    look_pair probe;
+    /* ICU's data loaded now, not at a login; and a store that cannot make
+     * keys says so at open, not at its first new user */
+    int rc = look_keys("tokend", &probe);
+    for (int tries = 0; rc == STORE_OK && tries < 2; tries++) {
+        int all = 0;
+        /* One transaction: another process opening the directory now (a
+         * command beside the server) waits for it, then finds the mark. */
         if ((rc = local_txn_begin(s, 0, &txn)) != STORE_OK)
             return rc;
+        if ((rc = look_marked(s, txn, &all)) != STORE_OK || all ||
+            (rc = map_rc(mdb_stat(txn, s->db[DB_USERS], &users))) != STORE_OK) {
+            txn_abort(s, txn);
+            return rc;
+        }
+        txn_abort(s, txn);
+        if (store_make_room(s, users.ms_entries * LOOK_ROOM_PER_USER) != STORE_OK ||
+            (rc = local_txn_begin(s, 0, &txn)) != STORE_OK)
+            return STORE_FULL;
+        if (users.ms_entries > 1000)
+            log_event(LOG_INFO, "store", "indexing the look-alike names of %zu accounts",
+                      users.ms_entries);
+        if ((rc = look_marked(s, txn, &all)) == STORE_OK && !all)
+            rc = lookalikes_index_txn(s, txn);
+        if (rc != STORE_OK) {
+            txn_abort(s, txn);
+            if (rc == STORE_FULL && store_grow(s) == STORE_OK)
+                continue;
+            return rc;
+        }
+        return local_txn_commit(s, txn);
     }
+    return rc;
 }
 
 int store_user_create(store *s, store_user *user, const char **conflict, const store_audit *audit)
