@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -86,6 +88,7 @@ typedef struct server {
     unsigned nthreads;
     server_loop *threads;
     h2_paths *paths;                /* the router's, for h2_reply_serve */
+    int claims[2];                  /* the ports' claims (claim_port), -1: none */
 } server;
 
 typedef struct {
@@ -310,16 +313,52 @@ static int bound_socket(const struct addrinfo *ai, int shared)
     return fd;
 }
 
-/* Whether the address is free. Without this, a second tokend started on
- * the same port by the same user would share it too, and the kernel would
- * split the clients between two servers. 0, or -1 (errno). */
-static int port_free(const struct addrinfo *ai)
+/* Claims the address for this process, as long as it lives: the claim is
+ * an abstract Unix socket named after it ("tokend-listen HOST PORT"), which
+ * one process at a time can bind and which the kernel lets go when the
+ * process ends; then the address must be free. Without this, a second
+ * tokend started on the same port by the same user would share it too
+ * (SO_REUSEPORT), and the kernel would split the clients between two
+ * servers; the claim closes the gap between one server's check and its
+ * loops' binds, where another's check would pass too. The claim's fd, or
+ * -1 (errno; EADDRINUSE: another tokend holds it). */
+static int claim_port(const struct addrinfo *ai)
 {
-    int fd = bound_socket(ai, 0);
+    char host[NI_MAXHOST], port[NI_MAXSERV];
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    int rc = getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof host, port, sizeof port,
+                         NI_NUMERICHOST | NI_NUMERICSERV);
+    if (rc != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    int n = snprintf(un.sun_path + 1, sizeof un.sun_path - 1, "tokend-listen %s %s", host, port);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    close(fd);
-    return 0;
+    if (n < 0 || (size_t)n >= sizeof un.sun_path - 1 ||
+        bind(fd, (struct sockaddr *)&un, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) != 0) {
+        int e = n < 0 || (size_t)n >= sizeof un.sun_path - 1 ? ENAMETOOLONG : errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    int probe = bound_socket(ai, 0);
+    if (probe < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    close(probe);
+    return fd;
+}
+
+static void unclaim_ports(server *s)
+{
+    for (int i = 0; i < 2; i++)
+        if (s->claims[i] >= 0)
+            close(s->claims[i]);
 }
 
 static int open_listener(const struct addrinfo *ai)
@@ -623,7 +662,7 @@ int server_run(tokend_ctx *ctx, const router *router)
 static int serve(tokend_ctx *ctx, const router *router)
 {
     tokend_config *cfg = ctx->config;
-    server s = {.ctx = ctx};
+    server s = {.ctx = ctx, .claims = {-1, -1}};
     sigset_t sigs;
     int sig = 0, purging = 0;
 
@@ -699,17 +738,18 @@ static int serve(tokend_ctx *ctx, const router *router)
         h2o_hostconf_t *mhost = h2o_config_register_host(
             &s.metrics_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
         http_register_metrics(h2o_config_register_path(mhost, "/", 0), ctx, router, &s.registry);
-        s.threads[0].metrics_fd = port_free(maddr) == 0 ? open_listener(maddr) : -1;
+        s.threads[0].metrics_fd = (s.claims[1] = claim_port(maddr)) >= 0 ? open_listener(maddr) : -1;
         freeaddrinfo(maddr);
         if (s.threads[0].metrics_fd < 0) {
             fprintf(stderr, "tokend: cannot listen on %s (--metrics-listen): %s\n",
                     cfg->metrics_listen, strerror(errno));
+            unclaim_ports(&s);
             return 1;
         }
     }
     /* Every listener first, so a port in use fails before any thread runs. */
     unsigned opened = 0;
-    if (port_free(s.addr) != 0) {
+    if ((s.claims[0] = claim_port(s.addr)) < 0) {
         fprintf(stderr, "tokend: cannot listen on %s: %s\n", cfg->listen, strerror(errno));
         goto fail;
     }
@@ -808,6 +848,7 @@ static int serve(tokend_ctx *ctx, const router *router)
         SSL_CTX_free(s.retired[--s.nretired]);
     free(s.retired);
     SSL_CTX_free(s.ssl);
+    unclaim_ports(&s);
     return sig < 0 ? 1 : 0;
 fail:
     while (opened--)
@@ -820,5 +861,6 @@ fail:
     free(s.threads);
     h2_paths_free(s.paths);
     SSL_CTX_free(s.ssl);
+    unclaim_ports(&s);
     return 1;
 }

@@ -13,7 +13,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import BIN, Server  # noqa: E402
+from harness import BIN, Server, free_port  # noqa: E402
 import wire_support as ws  # noqa: E402
 
 LOW = ("--pwhash-ops", "1", "--pwhash-mem", "8")
@@ -514,6 +514,49 @@ class StartUp(unittest.TestCase):
         finally:
             first.stop()
             second.close()
+
+    def test_a_server_starting_on_a_claimed_port_is_refused(self):
+        # Two tokends started at one moment could both find the port free
+        # before either's loops bind it. Each claims the address first, for
+        # as long as it lives (an abstract Unix socket named after it): here
+        # the test holds the claim, as a server between its check and its
+        # binds would, and the port itself is free.
+        import socket
+        srv = Server()
+        srv.create_app("a")
+        port = free_port()
+        claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            claim.bind("\0tokend-listen 127.0.0.1 %d" % port)
+            p = subprocess.run([BIN, "serve", "--data", srv.data, "--listen",
+                                "127.0.0.1:%d" % port], capture_output=True, timeout=15)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("cannot listen on 127.0.0.1:%d: Address already in use" % port,
+                          p.stderr.decode())
+            # the same for the metrics port
+            claim.close()
+            claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            mport = free_port()
+            claim.bind("\0tokend-listen 127.0.0.1 %d" % mport)
+            p = subprocess.run([BIN, "serve", "--data", srv.data, "--listen",
+                                "127.0.0.1:%d" % port, "--metrics-listen", "127.0.0.1:%d" % mport],
+                               capture_output=True, timeout=15)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("cannot listen on 127.0.0.1:%d (--metrics-listen)" % mport,
+                          p.stderr.decode())
+            # let go (as when the other server ends), the port serves
+            claim.close()
+            srv.start(*LOW)
+            self.assertEqual(srv.request("GET", "/healthz").status, 200)
+            # and the running server holds the claim itself
+            again = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            with self.assertRaises(OSError):
+                again.bind("\0tokend-listen 127.0.0.1 %d" % srv.port)
+            again.close()
+        finally:
+            claim.close()
+            srv.stop()
+            srv.close()
 
     def test_a_port_out_of_range_is_refused(self):
         srv = Server()
