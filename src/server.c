@@ -88,7 +88,6 @@ typedef struct server {
     unsigned nthreads;
     server_loop *threads;
     h2_paths *paths;                /* the router's, for h2_reply_serve */
-    int claims[2];                  /* the ports' claims (claim_port), -1: none */
 } server;
 
 typedef struct {
@@ -313,52 +312,54 @@ static int bound_socket(const struct addrinfo *ai, int shared)
     return fd;
 }
 
-/* Claims the address for this process, as long as it lives: the claim is
- * an abstract Unix socket named after it ("tokend-listen HOST PORT"), which
- * one process at a time can bind and which the kernel lets go when the
- * process ends; then the address must be free. Without this, a second
- * tokend started on the same port by the same user would share it too
- * (SO_REUSEPORT), and the kernel would split the clients between two
- * servers; the claim closes the gap between one server's check and its
- * loops' binds, where another's check would pass too. The claim's fd, or
- * -1 (errno; EADDRINUSE: another tokend holds it). */
+#define CLAIM_WAIT_MS 3000
+#define CLAIM_HELD -2
+
+/* Claims ai's port while this process checks that nothing holds the
+ * address and binds its listeners to it: an abstract Unix socket named
+ * "tokend-listen PORT", which one process at a time can bind and which the
+ * kernel lets go when it is closed or its process ends. Another tokend
+ * starting on the port waits for the claim (CLAIM_WAIT_MS at most). Without
+ * it, two started at once (on one address, or on a wildcard and a specific
+ * one) could both pass the check before either listened, and their
+ * SO_REUSEPORT listeners would share the port: the kernel would split the
+ * clients between two servers. Once one listens, the other's check fails.
+ * The claim's fd, or -1 (errno), or CLAIM_HELD. */
 static int claim_port(const struct addrinfo *ai)
 {
     char host[NI_MAXHOST], port[NI_MAXSERV];
     struct sockaddr_un un = {.sun_family = AF_UNIX};
-    int rc = getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof host, port, sizeof port,
-                         NI_NUMERICHOST | NI_NUMERICSERV);
-    if (rc != 0) {
+    if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof host, port, sizeof port,
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
         errno = EINVAL;
         return -1;
     }
-    int n = snprintf(un.sun_path + 1, sizeof un.sun_path - 1, "tokend-listen %s %s", host, port);
+    int n = snprintf(un.sun_path + 1, sizeof un.sun_path - 1, "tokend-listen %s", port);
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    if (n < 0 || (size_t)n >= sizeof un.sun_path - 1 ||
-        bind(fd, (struct sockaddr *)&un, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) != 0) {
-        int e = n < 0 || (size_t)n >= sizeof un.sun_path - 1 ? ENAMETOOLONG : errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    int probe = bound_socket(ai, 0);
-    if (probe < 0) {
+    for (int waited = 0; bind(fd, (struct sockaddr *)&un, len) != 0; waited += 10) {
         int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
+        if (e != EADDRINUSE || waited >= CLAIM_WAIT_MS) {
+            close(fd);
+            errno = e;
+            return e == EADDRINUSE ? CLAIM_HELD : -1;
+        }
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
     }
-    close(probe);
     return fd;
 }
 
-static void unclaim_ports(server *s)
+/* Whether the address is free (no SO_REUSEPORT: it fails on a port anyone
+ * holds). 0, or -1 (errno). */
+static int port_free(const struct addrinfo *ai)
 {
-    for (int i = 0; i < 2; i++)
-        if (s->claims[i] >= 0)
-            close(s->claims[i]);
+    int fd = bound_socket(ai, 0);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return 0;
 }
 
 static int open_listener(const struct addrinfo *ai)
@@ -371,6 +372,34 @@ static int open_listener(const struct addrinfo *ai)
         return -1;
     }
     return fd;
+}
+
+/* n listeners of ai into fds under the port's claim, once the address is
+ * found free. 0, or -1 with a line in stderr naming the address (`what`
+ * says which option). */
+static int listen_on(const struct addrinfo *ai, int *fds, unsigned n, const char *addr,
+                     const char *what)
+{
+    unsigned opened = 0;
+    int claim = claim_port(ai);
+    if (claim == CLAIM_HELD) {
+        fprintf(stderr, "tokend: cannot listen on %s%s: another process held the port's claim for "
+                "%d s (another tokend starting on it?)\n", addr, what, CLAIM_WAIT_MS / 1000);
+        return -1;
+    }
+    int ok = claim >= 0 && port_free(ai) == 0;
+    for (; ok && opened < n; opened++)
+        ok = (fds[opened] = open_listener(ai)) >= 0;
+    if (!ok) {
+        int e = errno;
+        fprintf(stderr, "tokend: cannot listen on %s%s: %s\n", addr, what, strerror(e));
+        while (opened--)
+            if (fds[opened] >= 0)
+                close(fds[opened]);
+    }
+    if (claim >= 0)
+        close(claim);
+    return ok ? 0 : -1;
 }
 
 /* h2o_context_init puts eight timeout lists on the loop, and every
@@ -662,7 +691,7 @@ int server_run(tokend_ctx *ctx, const router *router)
 static int serve(tokend_ctx *ctx, const router *router)
 {
     tokend_config *cfg = ctx->config;
-    server s = {.ctx = ctx, .claims = {-1, -1}};
+    server s = {.ctx = ctx};
     sigset_t sigs;
     int sig = 0, purging = 0;
 
@@ -738,31 +767,26 @@ static int serve(tokend_ctx *ctx, const router *router)
         h2o_hostconf_t *mhost = h2o_config_register_host(
             &s.metrics_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
         http_register_metrics(h2o_config_register_path(mhost, "/", 0), ctx, router, &s.registry);
-        s.threads[0].metrics_fd = (s.claims[1] = claim_port(maddr)) >= 0 ? open_listener(maddr) : -1;
+        int rc = listen_on(maddr, &s.threads[0].metrics_fd, 1, cfg->metrics_listen,
+                           " (--metrics-listen)");
         freeaddrinfo(maddr);
-        if (s.threads[0].metrics_fd < 0) {
-            fprintf(stderr, "tokend: cannot listen on %s (--metrics-listen): %s\n",
-                    cfg->metrics_listen, strerror(errno));
-            unclaim_ports(&s);
+        if (rc != 0)
             return 1;
-        }
     }
     /* Every listener first, so a port in use fails before any thread runs. */
     unsigned opened = 0;
-    if ((s.claims[0] = claim_port(s.addr)) < 0) {
-        fprintf(stderr, "tokend: cannot listen on %s: %s\n", cfg->listen, strerror(errno));
+    int *fds = calloc(s.nthreads, sizeof *fds);
+    if (!fds || listen_on(s.addr, fds, s.nthreads, cfg->listen, "") != 0) {
+        free(fds);
         goto fail;
     }
     for (; opened < s.nthreads; opened++) {
         server_loop *t = &s.threads[opened];
-        if ((t->fd = open_listener(s.addr)) < 0) {
-            fprintf(stderr, "tokend: cannot listen on %s: %s\n", cfg->listen, strerror(errno));
-            goto fail;
-        }
+        t->fd = fds[opened];
         t->server = &s;
         t->rpc = (rpc_loop){loop_post, loop_enter, loop_leave, t->metrics};
-
     }
+    free(fds);
     /* The loops are about to serve: a stop from now on is a graceful one
      * (the sigwait below; one that comes before it waits there, pending). */
     end_start_up_watch();
@@ -848,7 +872,6 @@ static int serve(tokend_ctx *ctx, const router *router)
         SSL_CTX_free(s.retired[--s.nretired]);
     free(s.retired);
     SSL_CTX_free(s.ssl);
-    unclaim_ports(&s);
     return sig < 0 ? 1 : 0;
 fail:
     while (opened--)
@@ -861,6 +884,5 @@ fail:
     free(s.threads);
     h2_paths_free(s.paths);
     SSL_CTX_free(s.ssl);
-    unclaim_ports(&s);
     return 1;
 }

@@ -515,47 +515,75 @@ class StartUp(unittest.TestCase):
             first.stop()
             second.close()
 
-    def test_a_server_starting_on_a_claimed_port_is_refused(self):
-        # Two tokends started at one moment could both find the port free
-        # before either's loops bind it. Each claims the address first, for
-        # as long as it lives (an abstract Unix socket named after it): here
+    def test_servers_starting_on_one_port_take_turns(self):
+        # Two tokends started at one moment (on one address, or a wildcard
+        # and a specific one) could both find the port free before either's
+        # loops listen, and share it (SO_REUSEPORT). Each claims the port
+        # while it checks and binds (an abstract Unix socket named after the
+        # port); another waits for the claim, then finds the port taken. Here
         # the test holds the claim, as a server between its check and its
-        # binds would, and the port itself is free.
+        # binds would: while it does, a server waits, and gives up after 3 s.
         import socket
+        import urllib.request
         srv = Server()
         srv.create_app("a")
-        port = free_port()
-        claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        port, mport = free_port(), free_port()
+
+        def claim(p):
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.bind("\0tokend-listen %d" % p)
+            return c
+
+        def serve(*extra):
+            return [BIN, "serve", "--data", srv.data, "--listen", "0.0.0.0:%d" % port,
+                    "--pwhash-ops", "1", "--pwhash-mem", "8", *extra]
+
+        held = claim(port)
         try:
-            claim.bind("\0tokend-listen 127.0.0.1 %d" % port)
-            p = subprocess.run([BIN, "serve", "--data", srv.data, "--listen",
-                                "127.0.0.1:%d" % port], capture_output=True, timeout=15)
+            t0 = time.monotonic()
+            p = subprocess.run(serve(), capture_output=True, timeout=15)
             self.assertEqual(p.returncode, 1, p.stderr)
-            self.assertIn("cannot listen on 127.0.0.1:%d: Address already in use" % port,
-                          p.stderr.decode())
-            # the same for the metrics port
-            claim.close()
-            claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            mport = free_port()
-            claim.bind("\0tokend-listen 127.0.0.1 %d" % mport)
-            p = subprocess.run([BIN, "serve", "--data", srv.data, "--listen",
-                                "127.0.0.1:%d" % port, "--metrics-listen", "127.0.0.1:%d" % mport],
+            self.assertGreater(time.monotonic() - t0, 2.9)
+            self.assertIn("cannot listen on 0.0.0.0:%d: another process held the port's claim "
+                          "for 3 s" % port, p.stderr.decode())
+            held.close()
+            held = claim(mport)
+            p = subprocess.run(serve("--metrics-listen", "127.0.0.1:%d" % mport),
                                capture_output=True, timeout=15)
             self.assertEqual(p.returncode, 1, p.stderr)
-            self.assertIn("cannot listen on 127.0.0.1:%d (--metrics-listen)" % mport,
-                          p.stderr.decode())
-            # let go (as when the other server ends), the port serves
-            claim.close()
-            srv.start(*LOW)
-            self.assertEqual(srv.request("GET", "/healthz").status, 200)
-            # and the running server holds the claim itself
-            again = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            with self.assertRaises(OSError):
-                again.bind("\0tokend-listen 127.0.0.1 %d" % srv.port)
-            again.close()
+            self.assertIn("cannot listen on 127.0.0.1:%d (--metrics-listen): another process"
+                          % mport, p.stderr.decode())
+            held.close()
+            # a claim let go within the wait: the server goes on and serves
+            held = claim(port)
+            proc = subprocess.Popen(serve(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                time.sleep(0.5)
+                self.assertIsNone(proc.poll(), "gave up while the claim was held")
+                held.close()
+                for _ in range(100):
+                    try:
+                        with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port,
+                                                    timeout=2) as r:
+                            self.assertEqual(r.status, 200)
+                            break
+                    except OSError:
+                        time.sleep(0.05)
+                else:
+                    self.fail("not serving after the claim was let go")
+                # serving, it holds no claim: the port itself refuses the next
+                # server, on its specific address too, at once
+                t0 = time.monotonic()
+                p = subprocess.run([BIN, "serve", "--data", srv.data, "--listen",
+                                    "127.0.0.1:%d" % port], capture_output=True, timeout=15)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn("Address already in use", p.stderr.decode())
+                self.assertLess(time.monotonic() - t0, 2.5)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=15)
         finally:
-            claim.close()
-            srv.stop()
+            held.close()
             srv.close()
 
     def test_a_port_out_of_range_is_refused(self):
