@@ -768,6 +768,23 @@ static int fetch(PGconn *pg, uint64_t after, uint64_t upto, size_t limit, cluste
     return rc;
 }
 
+int cluster_read_changes(cluster *c, uint64_t after, cluster_change_fn fn, void *arg)
+{
+    cluster_conn *cc = conn_take(c, 0);
+    if (!cc)
+        return CLUSTER_DOWN;
+    int rc;
+    for (;;) {
+        uint64_t last;
+        size_t got;
+        rc = fetch(cc->pg, after, INT64_MAX, FEED_BATCH, fn, NULL, arg, &last, &got);
+        if (rc != CLUSTER_OK || !got || (after += got) >= last)
+            break;
+    }
+    conn_put(cc);
+    return rc;
+}
+
 int cluster_write_fetch(cluster_conn *cc, uint64_t after, uint64_t upto, cluster_change_fn fn,
                         void *arg)
 {

@@ -56,6 +56,22 @@ static store *open_store_of(const option_values *ov)
     return open_store_cluster(options_text(ov, OPT_DATA), 0, options_text(ov, OPT_CLUSTER), 0);
 }
 
+/* For a command that only reads: with --cluster, the directory caught up
+ * with the cluster first (without its write lock); when it cannot be, it
+ * is read as it stands, and the command says so. */
+static store *open_store_reading(const option_values *ov)
+{
+    store *st = open_store_of(ov);
+    char err[256], replica[64];
+    uint64_t seq = 0;
+    if (store_clustered(st) && store_cluster_refresh(st, err, sizeof err) != STORE_OK) {
+        store_replica_of(st, replica, sizeof replica, &seq);
+        fprintf(stderr, "tokend: %s; read as it stands (at change %llu)\n", err,
+                (unsigned long long)seq);
+    }
+    return st;
+}
+
 static int cmd_serve(const option_values *ov)
 {
     tokend_config cfg = {0};
@@ -202,7 +218,7 @@ static void print_app(const store_app *app, void *arg)
 static int cmd_app_list(const option_values *ov)
 {
     app_listing l = {0};
-    store *st = open_store_of(ov);
+    store *st = open_store_reading(ov);
     if (store_default_app(st, &l.default_app) != STORE_OK)
         l.default_app = 0;
     int rc = store_app_counts(st, collect_count, &l);
@@ -328,7 +344,7 @@ static int cmd_user_show(const option_values *ov)
     uint64_t id = options_num(ov, OPT_USER);
     store_user *u;
     char cost[64] = "?";
-    store *st = open_store_of(ov);
+    store *st = open_store_reading(ov);
     int rc = store_user_get(st, id, &u);
     store_close(st);
     if (rc != STORE_OK) {
@@ -526,7 +542,7 @@ static void print_admin_token(const uint8_t hash[CRYPTO_HASH_BYTES], const store
 
 static int admin_token_walk(const option_values *ov, int revoke)
 {
-    store *st = open_store_of(ov);
+    store *st = open_store_reading(ov);
     token_walk w = {revoke ? options_text(ov, OPT_ID) : NULL, {0}, 0};
     uint64_t app = app_of(ov, st);
     int rc = store_admin_tokens_list(st, app, print_admin_token, &w);
@@ -569,7 +585,7 @@ static int cmd_admin_token_revoke(const option_values *ov)
 
 static int cmd_audit(const option_values *ov)
 {
-    store *st = open_store_of(ov);
+    store *st = open_store_reading(ov);
     int rc = store_audit_list(st, print_audit, NULL);
     store_close(st);
     return rc == STORE_OK ? 0 : 1;

@@ -294,6 +294,11 @@ void store_cluster_leave(store *s);
  * write, not for a read), so that what is read next holds what any node
  * wrote. STORE_OK at once when not joined. */
 int store_catch_up(store *s);
+/* Cluster mode: applies the changes the directory has not, without the
+ * cluster's write lock (for a command that only reads). STORE_OK, or an
+ * error with what went wrong in err (the database away, the next change
+ * pruned); the directory is then as it was. Nothing in single-node mode. */
+int store_cluster_refresh(store *s, char *err, size_t errlen);
 int store_clustered(const store *s);
 /* Cluster mode, the server stopping: the feed ends and parked reads are
  * answered while the event loops still run (store_close does the rest). */

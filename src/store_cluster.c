@@ -753,6 +753,55 @@ int store_replica_detach(store *s)
     return rc;
 }
 
+typedef struct {
+    store *s;
+    MDB_txn *txn;
+    uint64_t seq;
+    int rc;
+} refresh_ctx;
+
+static int refresh_one(void *arg, uint64_t seq, const uint8_t *ops, size_t len)
+{
+    refresh_ctx *r = arg;
+    r->rc = seq == r->seq + 1 ? apply_wset(r->s, r->txn, ops, len) : STORE_ERR;
+    if (r->rc != STORE_OK)
+        return CLUSTER_STOP;
+    r->seq = seq;
+    return CLUSTER_OK;
+}
+
+int store_cluster_refresh(store *s, char *err, size_t errlen)
+{
+    if (!s->cluster)
+        return STORE_OK;
+    /* In one local transaction, which a server's feed on the same
+     * directory waits for (and then finds applied), as it waits for ours. */
+    for (int grown = 0;; grown++) {
+        refresh_ctx r = {s, NULL, 0, STORE_OK};
+        int rc = local_txn_begin(s, 0, &r.txn);
+        if (rc != STORE_OK) {
+            snprintf(err, errlen, "cannot write the data directory: %s", store_strerror(rc));
+            return rc;
+        }
+        r.seq = local_seq(s, r.txn);
+        int crc = cluster_read_changes(s->cluster, r.seq, refresh_one, &r);
+        rc = crc == CLUSTER_OK ? set_seq(s, r.txn, r.seq) : r.rc != STORE_OK ? r.rc : STORE_UNAVAILABLE;
+        if (rc == STORE_OK)
+            return local_txn_commit(s, r.txn);
+        txn_abort(s, r.txn);
+        if (rc == STORE_FULL && grown < 12 && store_grow(s) == STORE_OK)
+            continue;
+        if (crc == CLUSTER_BEHIND)
+            snprintf(err, errlen, "the cluster's change log no longer holds this directory's next "
+                     "change (%llu): a server started on it loads a snapshot",
+                     (unsigned long long)r.seq + 1);
+        else
+            snprintf(err, errlen, "cannot read the cluster's changes: %s",
+                     crc == CLUSTER_DOWN ? "the database is unavailable" : store_strerror(rc));
+        return rc;
+    }
+}
+
 int store_catch_up(store *s)
 {
     MDB_txn *txn;

@@ -32,7 +32,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pg_support  # noqa: E402
-from harness import Server  # noqa: E402
+from harness import BIN, Server  # noqa: E402
 
 CALL = os.environ.get("TOKEND_CALL")
 PW = "correct horse battery"
@@ -419,6 +419,32 @@ class Cluster(unittest.TestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json()["data"]["user_id"], uid + 1)   # no id taken twice
 
+    def test_13_a_reading_command_catches_up(self):
+        """A command that only reads, with --cluster, on a directory no server
+        follows: it applies the changes the directory has not seen (without the
+        cluster's write lock) and shows what the cluster holds."""
+        off = self.nodes[2]
+        off.stop()
+        r = self.nodes[0].request("POST", "/user/register/v2", {"username": "quinn", "password": PW},
+                                  headers={"access-token": self.admin})
+        self.assertEqual(r.status, 200, r)
+        uid = r.json()["data"]["user_id"]
+        p = subprocess.run([BIN, "user", "show", "--data", off.data, "--cluster", self.pg.url,
+                            "--user", str(uid)], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("quinn", p.stdout)
+        self.assertNotIn("read as it stands", p.stderr)
+        # without --cluster, the directory as it stands (caught up now)
+        p = subprocess.run([BIN, "app", "list", "--data", off.data], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p2 = subprocess.run([BIN, "app", "list", "--data", self.nodes[0].data], capture_output=True,
+                            text=True, timeout=60)
+        self.assertEqual(p.stdout, p2.stdout)
+        # the node starts from where the command left it
+        self.start(off)
+        h = self.health(off)["cluster"]
+        self.assertEqual(h["applied_seq"], h["latest_seq"])
 
 
 if __name__ == "__main__":

@@ -124,6 +124,19 @@ int cluster_write_fetch(cluster_conn *conn, uint64_t after, uint64_t upto, clust
     }
     return CLUSTER_OK;
 }
+int cluster_read_changes(cluster *c, uint64_t after, cluster_change_fn fn, void *arg)
+{
+    if (fake.down) {
+        fake.down = 0;
+        return CLUSTER_DOWN;
+    }
+    for (uint64_t s = after + 1; s <= fake.last; s++) {
+        int rc = fn(arg, s, fake.ops[s - 1], fake.lens[s - 1]);
+        if (rc != CLUSTER_OK)
+            return rc;
+    }
+    return CLUSTER_OK;
+}
 int cluster_write_commit(cluster_conn *conn, const uint8_t *ops, size_t len, uint64_t *seq)
 {
     if (fake.exists) {
@@ -394,6 +407,36 @@ static void test_lookalike_index_is_made_where_applied(void **state)
     fake_reset();
 }
 
+/* A command that only reads catches up without the write lock; with the
+ * database away, the directory stays as it was and the error says so. */
+static void test_refresh_reads_the_changes(void **state)
+{
+    node a, b;
+    char err[256] = "";
+    fake_reset();
+    node_open(&a);
+    node_open(&b);
+    uint64_t app = make_app(a.s, "app");
+    uint64_t ann = make_user(a.s, app, "ann", NULL, NULL);
+    assert_int_equal(applied(b.s), 0);
+    fake.down = 1;
+    assert_int_equal(store_cluster_refresh(b.s, err, sizeof err), STORE_UNAVAILABLE);
+    assert_non_null(strstr(err, "the database is unavailable"));
+    assert_int_equal(applied(b.s), 0);
+    uint64_t before = fake.last;
+    assert_int_equal(store_cluster_refresh(b.s, err, sizeof err), STORE_OK);
+    assert_int_equal(fake.last, before);   /* no change of its own */
+    assert_int_equal(applied(b.s), fake.last);
+    store_user *u = NULL;
+    assert_int_equal(store_user_get(b.s, ann, &u), STORE_OK);
+    assert_string_equal(u->name, "ann");
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    assert_same(a.s, b.s);
+    node_close(&a);
+    node_close(&b);
+    fake_reset();
+}
+
 static void test_database_away_writes_nothing(void **state)
 {
     node a;
@@ -501,6 +544,7 @@ int main(void)
         cmocka_unit_test(test_wset_encoding),
         cmocka_unit_test(test_replica_matches),
         cmocka_unit_test(test_lookalike_index_is_made_where_applied),
+        cmocka_unit_test(test_refresh_reads_the_changes),
         cmocka_unit_test(test_database_away_writes_nothing),
         cmocka_unit_test(test_join_refuses_single_node_data),
         cmocka_unit_test(test_snapshot_bigger_than_the_map),
