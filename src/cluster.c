@@ -27,7 +27,7 @@
 #define SCHEMA_VERSION 2
 #define LOCK_WRITE 7385001       /* pg_advisory_xact_lock key: one writer in the cluster */
 #define LOCK_MIGRATE 7385002
-#define FEED_BATCH 500           /* changes per poll (and per local transaction) */
+#define FEED_BATCH CLUSTER_BATCH /* changes per poll (and per local transaction) */
 #define FEED_POLL_MS 1000        /* poll at least this often, NOTIFY or not */
 #define RECONNECT_MS 500        /* the feed's retries while the database is away */
 #define WAIT_MS 1000             /* a parked read waits at most this */
@@ -768,17 +768,21 @@ static int fetch(PGconn *pg, uint64_t after, uint64_t upto, size_t limit, cluste
     return rc;
 }
 
-int cluster_read_changes(cluster *c, uint64_t after, cluster_change_fn fn, void *arg)
+int cluster_read_changes(cluster *c, uint64_t after, cluster_change_fn fn, int (*flush)(void *arg),
+                         void *arg)
 {
     cluster_conn *cc = conn_take(c, 0);
     if (!cc)
         return CLUSTER_DOWN;
     int rc;
+    uint64_t upto = INT64_MAX;
     for (;;) {
         uint64_t last;
         size_t got;
-        rc = fetch(cc->pg, after, INT64_MAX, FEED_BATCH, fn, NULL, arg, &last, &got);
-        if (rc != CLUSTER_OK || !got || (after += got) >= last)
+        rc = fetch(cc->pg, after, upto, FEED_BATCH, fn, flush, arg, &last, &got);
+        if (upto == INT64_MAX)
+            upto = last;   /* what came since need not be waited for */
+        if (rc != CLUSTER_OK || !got || (after += got) >= upto)
             break;
     }
     conn_put(cc);

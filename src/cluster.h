@@ -93,11 +93,15 @@ int cluster_write_begin(cluster *c, cluster_conn **conn, uint64_t *last_seq);
 /* Calls fn for each change in (after, upto], in order, on the writer's
  * connection. CLUSTER_BEHIND when some are pruned. */
 typedef int (*cluster_change_fn)(void *arg, uint64_t seq, const uint8_t *ops, size_t len);
-/* Every change after `after`, in order, to fn, without the write lock (a
- * command that only reads catches its directory up with them). CLUSTER_OK,
- * CLUSTER_BEHIND (the next one was pruned), CLUSTER_DOWN, or what fn
- * stopped with. */
-int cluster_read_changes(cluster *c, uint64_t after, cluster_change_fn fn, void *arg);
+/* The changes after `after` up to the newest when it begins, in order, to
+ * fn, without the write lock (a command that only reads catches its
+ * directory up with them), in batches of at most CLUSTER_BATCH: after
+ * each, flush (the ops fn was given live until it returns). CLUSTER_OK,
+ * CLUSTER_BEHIND (the next one was pruned), CLUSTER_DOWN, or what fn or
+ * flush stopped with. */
+#define CLUSTER_BATCH 500
+int cluster_read_changes(cluster *c, uint64_t after, cluster_change_fn fn, int (*flush)(void *arg),
+                         void *arg);
 int cluster_write_fetch(cluster_conn *conn, uint64_t after, uint64_t upto, cluster_change_fn fn,
                         void *arg);
 /* Writes the set as the next change and commits, in one round trip (the

@@ -62,7 +62,7 @@ static store *open_store_of(const option_values *ov)
 static store *open_store_reading(const option_values *ov)
 {
     store *st = open_store_of(ov);
-    char err[256], replica[64];
+    char err[256] = "", replica[64];
     uint64_t seq = 0;
     if (store_clustered(st) && store_cluster_refresh(st, err, sizeof err) != STORE_OK) {
         store_replica_of(st, replica, sizeof replica, &seq);
@@ -542,7 +542,13 @@ static void print_admin_token(const uint8_t hash[CRYPTO_HASH_BYTES], const store
 
 static int admin_token_walk(const option_values *ov, int revoke)
 {
-    store *st = open_store_reading(ov);
+    /* a revoke is a write: caught up as writes are (a snapshot if need be) */
+    store *st = revoke ? open_store_of(ov) : open_store_reading(ov);
+    if (revoke && store_catch_up(st) != STORE_OK) {
+        fprintf(stderr, "tokend: cannot catch up with the cluster: the database is unavailable\n");
+        store_close(st);
+        return 1;
+    }
     token_walk w = {revoke ? options_text(ov, OPT_ID) : NULL, {0}, 0};
     uint64_t app = app_of(ov, st);
     int rc = store_admin_tokens_list(st, app, print_admin_token, &w);

@@ -753,53 +753,60 @@ int store_replica_detach(store *s)
     return rc;
 }
 
+/* A command's catch-up: each batch of the change log applied and
+ * committed as the feed's are (hook_apply), the LMDB writer held only for
+ * that, never while PostgreSQL is asked. */
 typedef struct {
     store *s;
-    MDB_txn *txn;
-    uint64_t seq;
-    int rc;
-} refresh_ctx;
+    size_t n;
+    uint64_t seqs[CLUSTER_BATCH];
+    const uint8_t *ops[CLUSTER_BATCH];
+    size_t lens[CLUSTER_BATCH];
+} refresh_batch;
 
-static int refresh_one(void *arg, uint64_t seq, const uint8_t *ops, size_t len)
+static int refresh_collect(void *arg, uint64_t seq, const uint8_t *ops, size_t len)
 {
-    refresh_ctx *r = arg;
-    r->rc = seq == r->seq + 1 ? apply_wset(r->s, r->txn, ops, len) : STORE_ERR;
-    if (r->rc != STORE_OK)
+    refresh_batch *b = arg;
+    if (b->n == CLUSTER_BATCH)
         return CLUSTER_STOP;
-    r->seq = seq;
+    b->seqs[b->n] = seq, b->ops[b->n] = ops, b->lens[b->n] = len;
+    b->n++;
     return CLUSTER_OK;
+}
+
+static int refresh_apply(void *arg)
+{
+    refresh_batch *b = arg;
+    int rc = hook_apply(b->s, b->n, b->seqs, b->ops, b->lens);
+    b->n = 0;
+    return rc;
 }
 
 int store_cluster_refresh(store *s, char *err, size_t errlen)
 {
+    MDB_txn *txn;
     if (!s->cluster)
         return STORE_OK;
-    /* In one local transaction, which a server's feed on the same
-     * directory waits for (and then finds applied), as it waits for ours. */
-    for (int grown = 0;; grown++) {
-        refresh_ctx r = {s, NULL, 0, STORE_OK};
-        int rc = local_txn_begin(s, 0, &r.txn);
-        if (rc != STORE_OK) {
-            snprintf(err, errlen, "cannot write the data directory: %s", store_strerror(rc));
-            return rc;
-        }
-        r.seq = local_seq(s, r.txn);
-        int crc = cluster_read_changes(s->cluster, r.seq, refresh_one, &r);
-        rc = crc == CLUSTER_OK ? set_seq(s, r.txn, r.seq) : r.rc != STORE_OK ? r.rc : STORE_UNAVAILABLE;
-        if (rc == STORE_OK)
-            return local_txn_commit(s, r.txn);
-        txn_abort(s, r.txn);
-        if (rc == STORE_FULL && grown < 12 && store_grow(s) == STORE_OK)
-            continue;
-        if (crc == CLUSTER_BEHIND)
-            snprintf(err, errlen, "the cluster's change log no longer holds this directory's next "
-                     "change (%llu): a server started on it loads a snapshot",
-                     (unsigned long long)r.seq + 1);
-        else
-            snprintf(err, errlen, "cannot read the cluster's changes: %s",
-                     crc == CLUSTER_DOWN ? "the database is unavailable" : store_strerror(rc));
-        return rc;
+    refresh_batch *b = calloc(1, sizeof *b);
+    if (!b || local_txn_begin(s, MDB_RDONLY, &txn) != STORE_OK) {
+        free(b);
+        snprintf(err, errlen, "cannot read the data directory");
+        return STORE_ERR;
     }
+    uint64_t seq = local_seq(s, txn);
+    txn_abort(s, txn);
+    b->s = s;
+    int rc = cluster_read_changes(s->cluster, seq, refresh_collect, refresh_apply, b);
+    free(b);
+    if (rc == CLUSTER_OK)
+        return STORE_OK;
+    if (rc == CLUSTER_BEHIND)
+        snprintf(err, errlen, "the cluster's change log no longer holds this directory's next "
+                 "change: a server started on it loads a snapshot");
+    else
+        snprintf(err, errlen, "cannot catch up with the cluster (the database unavailable, or "
+                 "the data directory cannot be written)");
+    return STORE_UNAVAILABLE;
 }
 
 int store_catch_up(store *s)

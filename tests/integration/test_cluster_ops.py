@@ -276,6 +276,10 @@ class ClusterOps(unittest.TestCase):
         p = cli.cli("user", "show", "--data", cli.data, "--user", self.uid)
         at = int(self.sql("SELECT last_seq FROM tokend.state"))
         self.prune_past(at + 2)
+        # a command that only reads cannot catch up past the horizon: it says so
+        p = cli.cli("user", "show", "--data", cli.data, "--cluster", self.pg.url, "--user", self.uid)
+        self.assertIn("no longer holds this directory's next change", p.stderr)
+        self.assertIn("read as it stands", p.stderr)
         p = cli.cli("user", "add", "--data", cli.data, "--cluster", self.pg.url, "--name", "late",
                     *CHEAP_USER, stdin=PW + "\n")
         uid = int(p.stdout)
