@@ -429,6 +429,11 @@ class Cluster(unittest.TestCase):
                                   headers={"access-token": self.admin})
         self.assertEqual(r.status, 200, r)
         uid = r.json()["data"]["user_id"]
+        # more changes than one batch of the change log (500): a login each
+        for i in range(520):
+            r = self.login(self.nodes[i % 2], user_id=uid)
+            self.assertEqual(r.status, 200, r)
+            self.nodes[0].secret(r.json()["data"]["token"])
         p = subprocess.run([BIN, "user", "show", "--data", off.data, "--cluster", self.pg.url,
                             "--user", str(uid)], capture_output=True, text=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr)
@@ -438,8 +443,8 @@ class Cluster(unittest.TestCase):
         p = subprocess.run([BIN, "app", "list", "--data", off.data], capture_output=True,
                            text=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr)
-        p2 = subprocess.run([BIN, "app", "list", "--data", self.nodes[0].data], capture_output=True,
-                            text=True, timeout=60)
+        p2 = subprocess.run([BIN, "app", "list", "--data", self.nodes[0].data, "--cluster",
+                             self.pg.url], capture_output=True, text=True, timeout=60)
         self.assertEqual(p.stdout, p2.stdout)
 
 
