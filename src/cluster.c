@@ -768,27 +768,6 @@ static int fetch(PGconn *pg, uint64_t after, uint64_t upto, size_t limit, cluste
     return rc;
 }
 
-int cluster_read_changes(cluster *c, uint64_t after, cluster_change_fn fn, int (*flush)(void *arg),
-                         void *arg)
-{
-    cluster_conn *cc = conn_take(c, 0);
-    if (!cc)
-        return CLUSTER_DOWN;
-    int rc;
-    uint64_t upto = INT64_MAX;
-    for (;;) {
-        uint64_t last;
-        size_t got;
-        rc = fetch(cc->pg, after, upto, FEED_BATCH, fn, flush, arg, &last, &got);
-        if (upto == INT64_MAX)
-            upto = last;   /* what came since need not be waited for */
-        if (rc != CLUSTER_OK || !got || (after += got) >= upto)
-            break;
-    }
-    conn_put(cc);
-    return rc;
-}
-
 int cluster_write_fetch(cluster_conn *cc, uint64_t after, uint64_t upto, cluster_change_fn fn,
                         void *arg)
 {
@@ -1048,6 +1027,8 @@ int cluster_wait(cluster *c, pool_job *job)
 
 typedef struct {
     cluster *c;
+    cluster_apply_fn apply;   /* the feed's hook, or a command's */
+    void *arg;
     int applied;
     size_t n;
     uint64_t seqs[FEED_BATCH];
@@ -1073,8 +1054,34 @@ static int collect(void *arg, uint64_t seq, const uint8_t *ops, size_t len)
 static int apply_batch(void *arg)
 {
     batch *b = arg;
-    int rc = b->c->hooks.apply(b->c->hooks.arg, b->n, b->seqs, b->ops, b->lens);
+    int rc = b->apply(b->arg, b->n, b->seqs, b->ops, b->lens);
     b->applied = rc == CLUSTER_OK;
+    return rc;
+}
+
+int cluster_read_changes(cluster *c, uint64_t after, cluster_apply_fn apply, void *arg)
+{
+    batch *b = malloc(sizeof *b);
+    cluster_conn *cc = b ? conn_take(c, 0) : NULL;
+    if (!cc) {
+        free(b);
+        return CLUSTER_DOWN;
+    }
+    int rc;
+    uint64_t upto = INT64_MAX;
+    *b = (batch){.c = c, .apply = apply, .arg = arg};
+    for (;;) {
+        uint64_t last;
+        size_t got;
+        b->n = 0;
+        rc = fetch(cc->pg, after, upto, FEED_BATCH, collect, apply_batch, b, &last, &got);
+        if (upto == INT64_MAX)
+            upto = last;   /* what came since need not be waited for */
+        if (rc != CLUSTER_OK || !got || (after += got) >= upto)
+            break;
+    }
+    conn_put(cc);
+    free(b);
     return rc;
 }
 
@@ -1099,6 +1106,8 @@ static int poll_once(cluster *c, PGconn *pg, int *more)
     uint64_t applied = c->hooks.applied(c->hooks.arg), last = 0;
     size_t got = 0;
     b.c = c;
+    b.apply = c->hooks.apply;
+    b.arg = c->hooks.arg;
     b.n = 0;
     b.applied = 0;
     *more = 0;

@@ -40,15 +40,17 @@ enum {
     CLUSTER_STOP = -4        /* a callback asked to stop */
 };
 
+/* Applies changes seqs[0..n) (consecutive, the first = applied + 1) in
+ * one local transaction; CLUSTER_OK or CLUSTER_DOWN (local failure). */
+typedef int (*cluster_apply_fn)(void *arg, size_t n, const uint64_t *seqs, const uint8_t *const *ops,
+                                const size_t *lens);
+
 /* The feed thread's view of the store, given at cluster_feed_start. */
 typedef struct {
     void *arg;
     /* The sequence the local replica has applied. */
     uint64_t (*applied)(void *arg);
-    /* Applies changes seqs[0..n) (consecutive, the first = applied + 1) in
-     * one local transaction; CLUSTER_OK or CLUSTER_DOWN (local failure). */
-    int (*apply)(void *arg, size_t n, const uint64_t *seqs, const uint8_t *const *ops,
-                 const size_t *lens);
+    cluster_apply_fn apply;
 } cluster_feed_hooks;
 
 /* A consistent snapshot, streamed: begin, every kv row, end (ok = 0 if
@@ -93,15 +95,12 @@ int cluster_write_begin(cluster *c, cluster_conn **conn, uint64_t *last_seq);
 /* Calls fn for each change in (after, upto], in order, on the writer's
  * connection. CLUSTER_BEHIND when some are pruned. */
 typedef int (*cluster_change_fn)(void *arg, uint64_t seq, const uint8_t *ops, size_t len);
-/* The changes after `after` up to the newest when it begins, in order, to
- * fn, without the write lock (a command that only reads catches its
- * directory up with them), in batches of at most CLUSTER_BATCH: after
- * each, flush (the ops fn was given live until it returns). CLUSTER_OK,
- * CLUSTER_BEHIND (the next one was pruned), CLUSTER_DOWN, or what fn or
- * flush stopped with. */
+/* The changes after `after` up to the newest when it begins, to apply in
+ * batches as the feed's are, without the write lock (a command that only
+ * reads catches its directory up with them). CLUSTER_OK, CLUSTER_BEHIND
+ * (the next one was pruned), or CLUSTER_DOWN. */
 #define CLUSTER_BATCH 500
-int cluster_read_changes(cluster *c, uint64_t after, cluster_change_fn fn, int (*flush)(void *arg),
-                         void *arg);
+int cluster_read_changes(cluster *c, uint64_t after, cluster_apply_fn apply, void *arg);
 int cluster_write_fetch(cluster_conn *conn, uint64_t after, uint64_t upto, cluster_change_fn fn,
                         void *arg);
 /* Writes the set as the next change and commits, in one round trip (the

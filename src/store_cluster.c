@@ -753,51 +753,20 @@ int store_replica_detach(store *s)
     return rc;
 }
 
-/* A command's catch-up: each batch of the change log applied and
- * committed as the feed's are (hook_apply), the LMDB writer held only for
- * that, never while PostgreSQL is asked. */
-typedef struct {
-    store *s;
-    size_t n;
-    uint64_t seqs[CLUSTER_BATCH];
-    const uint8_t *ops[CLUSTER_BATCH];
-    size_t lens[CLUSTER_BATCH];
-} refresh_batch;
-
-static int refresh_collect(void *arg, uint64_t seq, const uint8_t *ops, size_t len)
-{
-    refresh_batch *b = arg;
-    if (b->n == CLUSTER_BATCH)
-        return CLUSTER_STOP;
-    b->seqs[b->n] = seq, b->ops[b->n] = ops, b->lens[b->n] = len;
-    b->n++;
-    return CLUSTER_OK;
-}
-
-static int refresh_apply(void *arg)
-{
-    refresh_batch *b = arg;
-    int rc = hook_apply(b->s, b->n, b->seqs, b->ops, b->lens);
-    b->n = 0;
-    return rc;
-}
-
 int store_cluster_refresh(store *s, char *err, size_t errlen)
 {
     MDB_txn *txn;
     if (!s->cluster)
         return STORE_OK;
-    refresh_batch *b = calloc(1, sizeof *b);
-    if (!b || local_txn_begin(s, MDB_RDONLY, &txn) != STORE_OK) {
-        free(b);
+    if (local_txn_begin(s, MDB_RDONLY, &txn) != STORE_OK) {
         snprintf(err, errlen, "cannot read the data directory");
         return STORE_ERR;
     }
     uint64_t seq = local_seq(s, txn);
     txn_abort(s, txn);
-    b->s = s;
-    int rc = cluster_read_changes(s->cluster, seq, refresh_collect, refresh_apply, b);
-    free(b);
+    /* each batch applied and committed as the feed's are: the LMDB writer
+     * held for that only, never while PostgreSQL is asked */
+    int rc = cluster_read_changes(s->cluster, seq, hook_apply, s);
     if (rc == CLUSTER_OK)
         return STORE_OK;
     if (rc == CLUSTER_BEHIND)

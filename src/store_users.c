@@ -413,6 +413,36 @@ int lookalikes_applying(store *s, MDB_txn *txn, const uint8_t *key, size_t klen,
     return rc;
 }
 
+/* fn on each user record that decodes, in user_id order, until it fails;
+ * *seen (if given) counts the records walked. STORE_OK or the failure. */
+typedef int (*user_fn)(store *s, MDB_txn *txn, uint64_t user_id, const store_user *u, void *arg);
+
+static int users_each(store *s, MDB_txn *txn, user_fn fn, void *arg, uint64_t *seen)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, s->db[DB_USERS], &cur), r = STORE_OK;
+    if (rc != MDB_SUCCESS)
+        return map_rc(rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && r == STORE_OK;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        store_user *u = tokend__v1__store__user__unpack(NULL, v.mv_size, v.mv_data);
+        if (u && k.mv_size == 8)
+            r = fn(s, txn, get_u64(k.mv_data), u, arg);
+        if (u)
+            protobuf_c_message_free_unpacked(&u->base, NULL);
+        if (seen && r == STORE_OK)
+            (*seen)++;
+    }
+    mdb_cursor_close(cur);
+    return r != STORE_OK ? r : rc == MDB_NOTFOUND ? STORE_OK : map_rc(rc);
+}
+
+static int index_one(store *s, MDB_txn *txn, uint64_t user_id, const store_user *u, void *arg)
+{
+    return look_index(s, txn, u->app_id, u->name, user_id, 1);
+}
+
 int lookalikes_index_txn(store *s, MDB_txn *txn)
 {
     MDB_cursor *cur;
@@ -429,24 +459,8 @@ int lookalikes_index_txn(store *s, MDB_txn *txn)
     mdb_cursor_close(cur);
     if (rc != MDB_NOTFOUND)
         return map_rc(rc);
-    if ((rc = mdb_cursor_open(txn, s->db[DB_USERS], &cur)) != MDB_SUCCESS)
-        return map_rc(rc);
-    int r = STORE_OK;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && r == STORE_OK;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        store_user *u = tokend__v1__store__user__unpack(NULL, v.mv_size, v.mv_data);
-        if (u && k.mv_size == 8)   /* an undecodable record has no name to index */
-            r = look_index(s, txn, u->app_id, u->name, get_u64(k.mv_data), 1);
-        if (u)
-            protobuf_c_message_free_unpacked(&u->base, NULL);
-        n += r == STORE_OK;
-    }
-    mdb_cursor_close(cur);
-    if (r != STORE_OK)
-        return r;
-    if (rc != MDB_NOTFOUND)
-        return map_rc(rc);
-    return look_mark_set(s, txn, n);
+    /* an undecodable record has no name to index, and counts as indexed */
+    return (rc = users_each(s, txn, index_one, NULL, &n)) == STORE_OK ? look_mark_set(s, txn, n) : rc;
 }
 
 /* Room made first, for about this much index an account and the pages
@@ -715,11 +729,14 @@ static int64_t counted_per_app(store *s, MDB_txn *txn, int drop)
  * directory from before the count, or before it was per app, or a replica
  * whose snapshot had the counts of only the apps written to since (each
  * node counts the same users the same way). */
+static int count_cost(store *s, MDB_txn *txn, uint64_t user_id, const store_user *u, void *arg)
+{
+    return pwcost_count(s, txn, u->app_id, u->password_hash, +1);
+}
+
 int pwcosts_count_all(store *s, MDB_txn *txn)
 {
     MDB_stat users;
-    MDB_cursor *cur;
-    MDB_val k, v;
     int64_t counted = counted_per_app(s, txn, 0);
     int rc;
     if (counted < 0)
@@ -730,19 +747,7 @@ int pwcosts_count_all(store *s, MDB_txn *txn)
         return STORE_OK;
     if (counted && counted_per_app(s, txn, 1) < 0)
         return STORE_ERR;
-    if ((rc = mdb_cursor_open(txn, s->db[DB_USERS], &cur)) != MDB_SUCCESS)
-        return map_rc(rc);
-    int r = STORE_OK;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS && r == STORE_OK;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        store_user *u = tokend__v1__store__user__unpack(NULL, v.mv_size, v.mv_data);
-        if (u) {
-            r = pwcost_count(s, txn, u->app_id, u->password_hash, +1);
-            protobuf_c_message_free_unpacked(&u->base, NULL);
-        }
-    }
-    mdb_cursor_close(cur);
-    return r != STORE_OK ? r : rc == MDB_NOTFOUND ? STORE_OK : map_rc(rc);
+    return users_each(s, txn, count_cost, NULL, NULL);
 }
 
 int store_pwcost_mix(store *s, uint64_t app_id, crypto_pwcost *costs, uint64_t *counts, size_t max,

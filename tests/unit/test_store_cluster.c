@@ -124,18 +124,19 @@ int cluster_write_fetch(cluster_conn *conn, uint64_t after, uint64_t upto, clust
     }
     return CLUSTER_OK;
 }
-/* In batches of two, to go through the flushes. */
-int cluster_read_changes(cluster *c, uint64_t after, cluster_change_fn fn, int (*flush)(void *arg),
-                         void *arg)
+/* In batches of two. */
+int cluster_read_changes(cluster *c, uint64_t after, cluster_apply_fn apply, void *arg)
 {
     if (fake.down) {
         fake.down = 0;
         return CLUSTER_DOWN;
     }
-    for (uint64_t s = after + 1, n = 0; s <= fake.last; s++) {
-        int rc = fn(arg, s, fake.ops[s - 1], fake.lens[s - 1]);
-        if (rc == CLUSTER_OK && (++n % 2 == 0 || s == fake.last))
-            rc = flush(arg);
+    for (uint64_t s = after + 1; s <= fake.last; s += 2) {
+        size_t n = s < fake.last ? 2 : 1;
+        uint64_t seqs[2] = {s, s + 1};
+        const uint8_t *ops[2] = {fake.ops[s - 1], n == 2 ? fake.ops[s] : NULL};
+        size_t lens[2] = {fake.lens[s - 1], n == 2 ? fake.lens[s] : 0};
+        int rc = apply(arg, n, seqs, ops, lens);
         if (rc != CLUSTER_OK)
             return rc;
     }
