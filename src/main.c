@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 #include "account.h"
 #include "config.h"
@@ -72,6 +73,24 @@ static store *open_store_reading(const option_values *ov)
     return st;
 }
 
+/* --lock-memory on: the data file read into memory before the port opens
+ * (at 10M users, 8.7 GiB; from the disk, seconds to a minute). */
+static int keep_resident(store *st)
+{
+    char err[256];
+    size_t bytes;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (store_keep_resident(st, &bytes, err, sizeof err) != STORE_OK) {
+        fprintf(stderr, "tokend: %s\n", err);
+        return -1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    log_event(LOG_INFO, "memory_locked", "store: %.1f MiB of data in memory and locked (%.1f s)",
+              bytes / 1048576.0, (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+    return 0;
+}
+
 static int cmd_serve(const option_values *ov)
 {
     tokend_config cfg = {0};
@@ -104,6 +123,11 @@ static int cmd_serve(const option_values *ov)
         store_close(ctx.store);
         log_stop();
         return 1;
+    }
+    if (cfg.lock_memory && keep_resident(ctx.store) != 0) {
+        store_close(ctx.store);
+        log_stop();
+        return 2;   /* a configuration error: a restart will not mend it */
     }
     if (router_create(&router, rpc_services(), tokend_protoset, tokend_protoset_len, err,
                       sizeof err) != 0) {
@@ -732,7 +756,7 @@ static const command commands[] = {
           OPT_REQUEST_TIMEOUT, OPT_DEADLINE, OPT_PURGE_INTERVAL, OPT_THROTTLE_ACCOUNT,
           OPT_THROTTLE_ADDRESS, OPT_THROTTLE_WINDOW, OPT_TLS_CERT, OPT_TLS_KEY, OPT_CLUSTER,
           OPT_METRICS_LISTEN, OPT_LOG_FORMAT, OPT_ACCESS_LOG, OPT_TRUSTED_PROXIES,
-          OPT_PROXY_PROTOCOL, OPT_FORWARDED_HEADER),
+          OPT_PROXY_PROTOCOL, OPT_FORWARDED_HEADER, OPT_LOCK_MEMORY),
      OPTS(OPT_DATA), NULL, 0, 0, "run the server (JSON, gRPC, gRPC-Web, protobuf on one port)",
      "Serves the data directory on one port: JSON on the vendor's paths, native gRPC (h2c, or\n"
      "TLS with --tls-cert/--tls-key), gRPC-Web and binary protobuf. Every option may also stand\n"

@@ -294,6 +294,9 @@ size_t metrics_render(const metrics_registry *reg, int port, char **out)
         put(&o, "tokend_lmdb_map_size_bytes %zu\n", st.map_size);
         head(&o, "tokend_lmdb_map_used_bytes", "gauge", "Bytes of the map in use (last page).");
         put(&o, "tokend_lmdb_map_used_bytes %zu\n", st.map_used);
+        head(&o, "tokend_lmdb_map_resident_bytes", "gauge",
+             "Bytes of the map kept in memory (lock-memory on; else 0).");
+        put(&o, "tokend_lmdb_map_resident_bytes %zu\n", st.map_resident);
         head(&o, "tokend_lmdb_readers_used", "gauge", "LMDB reader slots in use (all processes).");
         put(&o, "tokend_lmdb_readers_used %u\n", st.readers_used);
         head(&o, "tokend_lmdb_readers_max", "gauge", "LMDB reader slots.");

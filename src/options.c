@@ -96,6 +96,11 @@ const option_spec options[OPT_COUNT] = {
                               "the header --trusted-proxies write the client in: "
                               "X-Forwarded-For, or Forwarded's for= (RFC 7239); the other is "
                               "never read", "forwarded"},
+    [OPT_LOCK_MEMORY] = {"lock-memory", OPT_TEXT, "off|on", 0, 0, 0, "off", F,
+                         "on: keep the data directory's file in memory (read in at start, "
+                         "locked with all the server maps), so no call waits for the disk; "
+                         "needs the memory, and an unlimited memlock limit or CAP_IPC_LOCK",
+                         "on"},
 
     [OPT_APP] = {"app", OPT_NUMBER, "APP_ID", 1, UINT64_MAX, 0, NULL, 0,
                  "the app (default: the data directory's first app)", "1"},
@@ -506,6 +511,10 @@ int options_to_config(const option_values *ov, tokend_config *cfg, option_error_
         return bad_value(ov, OPT_PROXY_PROTOCOL, pp,
                          cfg->proxy_protocol ? "it needs trusted-proxies: the balancers' addresses"
                                              : "give off or on", report, arg);
+    const char *lm = options_text(ov, OPT_LOCK_MEMORY);
+    cfg->lock_memory = strcmp(lm, "on") == 0;
+    if (!cfg->lock_memory && strcmp(lm, "off") != 0)
+        return bad_value(ov, OPT_LOCK_MEMORY, lm, "give off or on", report, arg);
     const char *lf = options_text(ov, OPT_LOG_FORMAT);
     cfg->log_text = strcmp(lf, "text") == 0;
     if (strcmp(lf, "json") != 0 && strcmp(lf, "text") != 0) {

@@ -73,6 +73,11 @@ typedef struct {
  * holds a sentence for the operator. */
 int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t errlen);
 void store_close(store *s);
+/* Keeps the data in memory from now on (tokend serve --lock-memory on):
+ * locks the process's memory and faults the data file in, and what it
+ * grows by as it grows; bytes: the file's bytes now in memory. STORE_ERR,
+ * with a sentence in err, when the process may not lock memory. */
+int store_keep_resident(store *s, size_t *bytes, char *err, size_t errlen);
 /* For event loops (on: 1): after a read, the calling thread's read transaction is
  * kept open while no write commits, so the next read skips renewing it.
  * Such a thread calls store_read_tick(s) at least every
@@ -262,6 +267,7 @@ int store_restore(const char *from, const char *dir, int force, char *err, size_
 /* --- for metrics: cheap, no scan ------------------------------------------------- */
 typedef struct {
     size_t map_size, map_used;         /* bytes */
+    size_t map_resident;               /* bytes of the file kept in memory (lock-memory) */
     unsigned readers_used, readers_max; /* LMDB reader slots (all processes) */
 } store_stats;
 int store_stats_get(store *s, store_stats *out);

@@ -91,6 +91,14 @@ struct store {
     struct kept_ring *rings;   /* every one published, newest first */
     uint64_t serial;           /* unique among the stores this process opened */
     struct read_slot *readers; /* each thread's kept read transaction (store.c) */
+    /* store_keep_resident: the process's memory is locked and the file's
+     * bytes below resident_end are faulted into the map at map_base (both
+     * set under resident_lock; map_base NULL from a resize until it is
+     * found again, as LMDB does not tell where it mapped the file). */
+    _Atomic int resident;
+    _Atomic size_t resident_end;
+    char *map_base;
+    pthread_mutex_t resident_lock;
 };
 
 #define KEY_MAX 511

@@ -43,6 +43,7 @@ typedef struct {
     throttle_config throttle;    /* reloadable: throttle_configure() applies it */
     proxies trusted_proxies;     /* --trusted-proxies: n 0 when none */
     int proxy_protocol;          /* --proxy-protocol on: they may open with a PROXY header */
+    int lock_memory;             /* --lock-memory on: the data kept in memory */
 } tokend_config;
 
 typedef struct {

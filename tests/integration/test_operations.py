@@ -266,6 +266,111 @@ class Store(unittest.TestCase):
             srv.stop()
 
 
+def data_mapping(pid):
+    """The data file's mapping in the process: (Size, Rss, Locked) in bytes."""
+    found, cur = [], None
+    with open("/proc/%d/smaps" % pid) as f:
+        for line in f:
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                cur = {} if line.rstrip().endswith("/data.mdb") else None
+                if cur is not None:
+                    found.append(cur)
+            elif cur is not None and line.split(":")[0] in ("Size", "Rss", "Locked"):
+                cur[line.split(":")[0]] = int(line.split()[1]) * 1024
+    assert len(found) == 1, found
+    return found[0]["Size"], found[0]["Rss"], found[0]["Locked"]
+
+
+def may_lock_all():
+    """What tokend asks of --lock-memory: CAP_IPC_LOCK or no memlock limit."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if hard == resource.RLIM_INFINITY:
+        return True
+    with open("/proc/self/status") as f:
+        caps = [int(l.split()[1], 16) for l in f if l.startswith("CapEff:")]
+    return bool(caps and caps[0] >> 14 & 1)
+
+
+class LockMemory(unittest.TestCase):
+    """--lock-memory on: the data file in memory (read in at start, locked)
+    and kept so as it grows, is remapped by a growth of the map, and grows
+    by another process's writes."""
+
+    def metrics(self, srv):
+        body = srv.request("GET", "/metrics").body.decode()
+        return {k: int(v) for k, v in
+                re.findall(r"^(tokend_lmdb_map_\w+_bytes) (\d+)$", body, re.M)}
+
+    def assert_resident(self, srv):
+        m = self.metrics(srv)
+        size, rss, locked = data_mapping(srv.proc.pid)
+        self.assertEqual(size, m["tokend_lmdb_map_size_bytes"])
+        self.assertEqual(m["tokend_lmdb_map_resident_bytes"], m["tokend_lmdb_map_used_bytes"])
+        # Every used page of the map is in memory, and locked there.
+        self.assertGreaterEqual(rss, m["tokend_lmdb_map_used_bytes"])
+        self.assertEqual(locked, rss)
+        return m
+
+    def test_data_kept_in_memory(self):
+        if not may_lock_all():
+            self.skipTest("needs CAP_IPC_LOCK or an unlimited memlock limit")
+        srv = Server()
+        srv.create_app("a")
+        admin = srv.secret(srv.cli("admin-token", "create", "--data", srv.data).stdout.strip())
+        srv.start(*LOW, "--map-size", "1", "--lock-memory", "on")
+        try:
+            self.assertRegex(srv.logs(), r"MiB of data in memory and locked")
+            first = self.assert_resident(srv)
+            for batch in range(12):   # past the first map: a new mapping
+                users = [{"username": "lock_%d_%d" % (batch, i), "password": "password-%d" % i}
+                         for i in range(100)]
+                r = srv.request("POST", "/user/register/batch", {"list": users},
+                                headers={"access-token": admin}, timeout=60)
+                self.assertEqual(r.status, 200, r.body)
+            self.assertIn("map grown", srv.logs())
+            grown = self.assert_resident(srv)
+            self.assertGreater(grown["tokend_lmdb_map_size_bytes"],
+                               first["tokend_lmdb_map_size_bytes"])
+            self.assertGreater(grown["tokend_lmdb_map_used_bytes"], 1 << 20)
+            # Another process's writes (more than the pages LMDB has free):
+            # the server's next commit takes in what the file grew by.
+            lines = "".join('{"name": "imported_%d", "password_hash": "$argon2id$v=19$m=8192,'
+                            't=1,p=1$c2FsdHNhbHRzYWx0$bSt8m4WKrD4nFT3d2xv7gMLprXydpgJYEm1wRjoe6bY"}\n'
+                            % i for i in range(15000))
+            srv.cli("user", "import", "--data", srv.data, stdin=lines)
+            self.assertGreater(self.metrics(srv)["tokend_lmdb_map_used_bytes"],
+                               grown["tokend_lmdb_map_used_bytes"])
+            r = srv.request("POST", "/token/user", {"name": "lock_0_1",
+                                                "password": "password-1"})
+            self.assertEqual(r.status, 200, r.body)
+            token = r.json()["data"]["token"]
+            self.assert_resident(srv)
+            r = srv.request("POST", "/token/verify", {"token": token},
+                            headers={"access-token": admin})
+            self.assertEqual(r.status, 200, r.body)
+        finally:
+            srv.stop()
+
+    def test_refused_without_the_right_to_lock(self):
+        """A finite memlock limit and no CAP_IPC_LOCK: refused at start (exit
+        2, a configuration error), saying what to change."""
+        import shutil
+        if not shutil.which("prlimit") or not shutil.which("setpriv"):
+            self.skipTest("needs prlimit and setpriv (util-linux)")
+        srv = Server()
+        srv.create_app("a")
+        p = subprocess.run(["prlimit", "--memlock=65536:65536", "setpriv",
+                            "--bounding-set=-ipc_lock", "--inh-caps=-ipc_lock",
+                            BIN, "serve", "--data", srv.data, "--listen",
+                            "127.0.0.1:%d" % free_port(), "--lock-memory", "on"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("LimitMEMLOCK=infinity", p.stderr)
+        self.assertNotIn("listening", p.stdout + p.stderr)
+        srv.close()
+
+
 class Deadline(unittest.TestCase):
     def test_a_login_past_its_deadline_changes_nothing(self):
         srv = Server()
