@@ -16,9 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/sysmacros.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include "log.h"
@@ -84,7 +81,7 @@ const char *store_strerror(int code)
  * reads cannot starve a resize (the rwlock was writer-preferring too).
  * As with that lock, a thread must not begin a transaction while one of
  * its own is open and a resize may come. */
-static void gate_enter(store *s)
+void gate_enter(store *s)
 {
     for (;;) {
         atomic_fetch_add(&s->gate_inside, 1);
@@ -96,7 +93,7 @@ static void gate_enter(store *s)
     }
 }
 
-static void gate_leave(store *s)
+void gate_leave(store *s)
 {
     atomic_fetch_sub(&s->gate_inside, 1);
 }
@@ -126,8 +123,6 @@ static void gate_open(store *s)
  * active. */
 static void end_kept_reads(store *s);
 
-static int keep_resident(store *s, int anew);
-
 static int resize(store *s, size_t size)
 {
     MDB_envinfo info;
@@ -138,13 +133,9 @@ static int resize(store *s, size_t size)
     int rc = mdb_env_set_mapsize(s->env, size);
     if (rc == 0 && mdb_env_info(s->env, &info) == 0)
         s->mapsize = info.me_mapsize;
-    s->map_base = NULL;   /* nothing inside the gate to use it */
+    if (rc == 0)
+        memory_map_moved(s);   /* the map is new: none of it faulted in yet */
     gate_open(s);
-    if (rc == 0 && s->resident) {   /* a new mapping: none of it faulted in yet */
-        gate_enter(s);
-        keep_resident(s, 1);
-        gate_leave(s);
-    }
     return rc;
 }
 
@@ -183,144 +174,6 @@ static void grow_if_needed(store *s)
     size_t used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
     if (used > info.me_mapsize / 4 * 3 && resize(s, info.me_mapsize * 2) == 0)
         log_event(LOG_INFO, "map_growth", "store: map grown to %zu MiB", s->mapsize >> 20);
-}
-
-/* --- keeping the data in memory ---------------------------------------------
- * A Verify reads a few pages of the map at random. When the data outgrow
- * what the kernel keeps cached (or the host reclaims page cache left idle
- * for a minute, as some VMs do), those reads wait for the disk, and
- * latency grows with the data (tools/benchmark/RESULTS.md, "Scale").
- * store_keep_resident locks the process's memory, now and as it is mapped
- * later (mlockall, MCL_ONFAULT: a page as it is touched, so the map's
- * unused tail costs nothing), and faults the used part of the file in: at
- * start, after a resize (a new mapping), and after each commit the pages
- * the file grew by. A page LMDB reuses keeps its place in the page cache,
- * so it stays in memory; the file is written with pwrite, not through the
- * map, so only the map's faults lock its pages. */
-
-/* Where the data file is mapped: the mapping of its inode as long as the
- * map (mdb_env_info's me_mapaddr is only set for MDB_FIXEDMAP). */
-static char *find_map(store *s)
-{
-    MDB_envinfo info;
-    mdb_filehandle_t fd;
-    struct stat sb;
-    if (mdb_env_info(s->env, &info) != 0 || mdb_env_get_fd(s->env, &fd) != 0 ||
-        fstat(fd, &sb) != 0)
-        return NULL;
-    FILE *f = fopen("/proc/self/maps", "r");
-    char line[512], *base = NULL;
-    while (f && !base && fgets(line, sizeof line, f)) {
-        unsigned long long from, to, offset, ino;
-        unsigned major, minor;
-        if (sscanf(line, "%llx-%llx %*s %llx %x:%x %llu", &from, &to, &offset, &major, &minor,
-                   &ino) == 6 && ino == (unsigned long long)sb.st_ino && offset == 0 &&
-            major == major(sb.st_dev) && minor == minor(sb.st_dev) &&
-            to - from == info.me_mapsize)
-            base = (char *)(uintptr_t)from;
-    }
-    if (f)
-        fclose(f);
-    return base;
-}
-
-/* Faults [from, to) of the map in. Inside the resize gate: the map cannot
- * move meanwhile. */
-static int fault_in(char *base, size_t from, size_t to)
-{
-    if (from >= to)
-        return 0;
-#ifdef MADV_POPULATE_READ
-    if (madvise(base + from, to - from, MADV_POPULATE_READ) == 0)
-        return 0;
-    if (errno != EINVAL)
-        return -1;
-#endif
-    /* before Linux 5.14: a byte a page */
-    long page = sysconf(_SC_PAGESIZE);
-    volatile unsigned char sink = 0;
-    for (size_t at = from; at < to; at += (size_t)page)
-        sink ^= (unsigned char)base[at];
-    (void)sink;
-    return 0;
-}
-
-/* Inside the resize gate: faults in what the file holds beyond
- * resident_end (anew: all of it, the map being new). A commit finding
- * another at it leaves its pages to the next. */
-static int keep_resident(store *s, int anew)
-{
-    MDB_envinfo info;
-    MDB_stat st;
-    int rc = -1;
-    if (anew)
-        pthread_mutex_lock(&s->resident_lock);
-    else if (pthread_mutex_trylock(&s->resident_lock) != 0)
-        return 0;
-    if (anew) {
-        s->resident_end = 0;
-        s->map_base = find_map(s);
-    }
-    if (s->map_base && mdb_env_info(s->env, &info) == 0 && mdb_env_stat(s->env, &st) == 0) {
-        size_t used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
-        rc = fault_in(s->map_base, s->resident_end, used);
-        if (rc == 0 && used > s->resident_end)
-            s->resident_end = used;
-    }
-    pthread_mutex_unlock(&s->resident_lock);
-    return rc;
-}
-
-/* Whether this process may lock all it maps: the memlock limit unlimited
- * (raised to the hard limit first) or CAP_IPC_LOCK. A finite limit would
- * let the start succeed and a later growth of the map fail. */
-static int may_lock_all(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        rl.rlim_max == RLIM_INFINITY) {
-        rl.rlim_cur = RLIM_INFINITY;
-        setrlimit(RLIMIT_MEMLOCK, &rl);
-    }
-    if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY)
-        return 1;
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    unsigned long long caps = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "CapEff: %llx", &caps) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return (caps >> 14) & 1;   /* CAP_IPC_LOCK */
-}
-
-int store_keep_resident(store *s, size_t *bytes, char *err, size_t errlen)
-{
-    if (!s || !bytes)
-        return STORE_ERR;
-    if (!may_lock_all()) {
-        snprintf(err, errlen, "lock-memory on needs an unlimited memlock limit (ulimit -l "
-                 "unlimited; systemd: LimitMEMLOCK=infinity) or CAP_IPC_LOCK, since the map "
-                 "grows with the data and stays locked");
-        return STORE_ERR;
-    }
-    if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0) {
-        snprintf(err, errlen, "lock-memory on: cannot lock the process's memory: %s",
-                 strerror(errno));
-        return STORE_ERR;
-    }
-    gate_enter(s);
-    s->resident = 1;
-    int rc = keep_resident(s, 1);
-    *bytes = s->resident_end;
-    gate_leave(s);
-    if (rc != 0) {
-        snprintf(err, errlen, "lock-memory on: cannot read the data file into memory: %s",
-                 strerror(errno));
-        return STORE_ERR;
-    }
-    return STORE_OK;
 }
 
 /* --- read transactions kept per thread ---------------------------------------
@@ -587,8 +440,6 @@ void txn_abort(store *s, MDB_txn *txn)
 int local_txn_commit(store *s, MDB_txn *txn)
 {
     int rc = map_rc(mdb_txn_commit(txn));
-    if (s->resident && rc == STORE_OK)
-        keep_resident(s, 0);   /* the pages the file grew by */
     gate_leave(s);
     return rc;
 }
@@ -1086,8 +937,7 @@ int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t e
         snprintf(err, errlen, "cannot initialise data directory %s: %s", dir, mdb_strerror(rc));
         goto fail;
     }
-    if ((rc = pthread_mutex_init(&s->resizing, NULL)) != 0 ||
-        (rc = pthread_mutex_init(&s->resident_lock, NULL)) != 0) {
+    if ((rc = pthread_mutex_init(&s->resizing, NULL)) != 0) {
         snprintf(err, errlen, "cannot create the store's lock: %s", strerror(rc));
         goto fail;
     }
@@ -1118,6 +968,7 @@ void store_close(store *s)
 {
     if (!s)
         return;
+    memory_stop(s);
     store_cluster_leave(s);
     wset_free(&s->ws);
     /* Every thread's kept transaction of this store (none is in use: a
@@ -1128,7 +979,6 @@ void store_close(store *s)
     pthread_mutex_unlock(&slots_lock);
     mdb_env_close(s->env);
     pthread_mutex_destroy(&s->resizing);
-    pthread_mutex_destroy(&s->resident_lock);
     free_rings(s);
     pthread_mutex_destroy(&s->ring_lock);
     pthread_mutex_destroy(&s->writer);
@@ -1331,7 +1181,7 @@ int store_stats_get(store *s, store_stats *out)
         return STORE_ERR;
     out->map_size = info.me_mapsize;
     out->map_used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
-    out->map_resident = s->resident_end;
+    out->map_resident = memory_resident(s);
     out->readers_max = info.me_maxreaders;
     mdb_reader_list(s->env, count_reader, &readers);
     out->readers_used = readers.n;

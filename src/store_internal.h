@@ -91,14 +91,8 @@ struct store {
     struct kept_ring *rings;   /* every one published, newest first */
     uint64_t serial;           /* unique among the stores this process opened */
     struct read_slot *readers; /* each thread's kept read transaction (store.c) */
-    /* store_keep_resident: the process's memory is locked and the file's
-     * bytes below resident_end are faulted into the map at map_base (both
-     * set under resident_lock; map_base NULL from a resize until it is
-     * found again, as LMDB does not tell where it mapped the file). */
-    _Atomic int resident;
-    _Atomic size_t resident_end;
-    char *map_base;
-    pthread_mutex_t resident_lock;
+    /* store_keep_resident's keeper (store_memory.c); NULL: not kept. */
+    struct keeper *_Atomic keeper;
 };
 
 #define KEY_MAX 511
@@ -254,6 +248,15 @@ int txn_begin(store *s, unsigned flags, MDB_txn **txn);
 int local_txn_begin(store *s, unsigned flags, MDB_txn **txn);
 int local_txn_commit(store *s, MDB_txn *txn);
 void txn_abort(store *s, MDB_txn *txn);
+/* The resize gate (store.c): every transaction passes it; a resize closes
+ * it and waits for those inside, so the map stays put while inside. */
+void gate_enter(store *s);
+void gate_leave(store *s);
+/* store_memory.c: with the gate closed, a resize has mapped the file anew;
+ * memory_stop ends the keeper (store_close); memory_resident: bytes kept. */
+void memory_map_moved(store *s);
+void memory_stop(store *s);
+size_t memory_resident(store *s);
 /* Commits when rc is STORE_OK, else aborts; returns the outcome. */
 /* Doubles the map; no transaction of this process may be open. A write
  * that found the map full (one that replaces the replica whole: a
