@@ -127,7 +127,8 @@ static int cmd_serve(const option_values *ov)
     if (cfg.lock_memory && keep_resident(ctx.store) != 0) {
         store_close(ctx.store);
         log_stop();
-        return 2;   /* a configuration error: a restart will not mend it */
+        /* not allowed to lock: a configuration error a restart will not mend */
+        return store_may_lock_memory() ? 1 : 2;
     }
     if (router_create(&router, rpc_services(), tokend_protoset, tokend_protoset_len, err,
                       sizeof err) != 0) {

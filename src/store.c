@@ -968,8 +968,8 @@ void store_close(store *s)
 {
     if (!s)
         return;
-    memory_stop(s);
     store_cluster_leave(s);
+    memory_stop(s);
     wset_free(&s->ws);
     /* Every thread's kept transaction of this store (none is in use: a
      * store is closed once nothing uses it). */

@@ -78,6 +78,9 @@ void store_close(store *s);
  * grows by as it grows; bytes: the file's bytes now in memory. STORE_ERR,
  * with a sentence in err, when the process may not lock memory. */
 int store_keep_resident(store *s, size_t *bytes, char *err, size_t errlen);
+/* Whether the process may lock all it maps (an unlimited memlock limit,
+ * or CAP_IPC_LOCK): 1 or 0. */
+int store_may_lock_memory(void);
 /* For event loops (on: 1): after a read, the calling thread's read transaction is
  * kept open while no write commits, so the next read skips renewing it.
  * Such a thread calls store_read_tick(s) at least every

@@ -27,7 +27,8 @@
 #include "log.h"
 #include "store_internal.h"
 
-#define KEEPER_CHUNK ((size_t)64 << 20)   /* bytes faulted in a gate's visit */
+#define KEEPER_CHUNK ((size_t)8 << 20)    /* bytes faulted in a gate's visit: a resize
+                                              waits for one chunk at most */
 #define KEEPER_TICK_SECONDS 1             /* the host reclaims after ~60 s idle */
 
 struct keeper {
@@ -37,7 +38,8 @@ struct keeper {
     _Atomic size_t end;         /* bytes of the file faulted in */
     pthread_mutex_t lock;       /* the rest: the keeper's sleep */
     pthread_cond_t wake;
-    int woken, stopping;
+    int woken;
+    _Atomic int stopping;
     pthread_t thread;
     int started;                /* thread runs */
 };
@@ -45,7 +47,9 @@ struct keeper {
 /* Where the file is mapped: the mapping in /proc/self/maps holding a
  * record LMDB hands out from it (a read transaction never copies).
  * LMDB does not say: mdb_env_info's me_mapaddr is MDB_FIXEDMAP's only.
- * Inside the gate; the transaction is LMDB's own, not the gate's. */
+ * Inside the gate; the transaction is LMDB's own, not the gate's, so it
+ * fails (NULL) if another process has grown the map since this one last
+ * followed: fault_all follows first. */
 static char *find_map(store *s, size_t *len)
 {
     MDB_txn *txn;
@@ -141,18 +145,32 @@ static int fault_chunk(store *s, struct keeper *k, const char **why)
     return rc;
 }
 
+/* Faults in all the file holds beyond what is in, a chunk at a time. A
+ * mapping not found is tried again once a read (local_txn_begin) has
+ * followed a map another process grew. */
 static int fault_all(store *s, struct keeper *k, const char **why)
 {
-    int rc;
-    while ((rc = fault_chunk(s, k, why)) == 1 && !k->stopping)
-        ;
+    int rc = 0;
+    for (int tries = 0; !k->stopping; tries++) {
+        MDB_txn *txn;
+        if (!k->base && tries && local_txn_begin(s, MDB_RDONLY, &txn) == STORE_OK)
+            txn_abort(s, txn);
+        if ((rc = fault_chunk(s, k, why)) == 0 || (rc < 0 && (k->base || tries >= 3)))
+            break;
+    }
     return rc;
 }
 
+struct keep_arg {
+    store *s;
+    struct keeper *k;
+};
+
 static void *keep(void *arg)
 {
-    store *s = arg;
-    struct keeper *k = s->keeper;
+    store *s = ((struct keep_arg *)arg)->s;
+    struct keeper *k = ((struct keep_arg *)arg)->k;
+    free(arg);
     const char *why;
     int failing = 0;
     pthread_mutex_lock(&k->lock);
@@ -179,7 +197,7 @@ static void *keep(void *arg)
 /* Whether this process may lock all it maps: the memlock limit unlimited
  * (the soft limit raised to the hard one first) or CAP_IPC_LOCK. A finite
  * limit would let the start succeed and a later growth of the map fail. */
-static int may_lock_all(void)
+int store_may_lock_memory(void)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
@@ -233,9 +251,12 @@ int store_keep_resident(store *s, size_t *bytes, char *err, size_t errlen)
 {
     const char *why = NULL;
     struct keeper *k;
-    if (!s || !bytes || s->keeper)
+    struct keep_arg *arg;
+    if (!s || !bytes || s->keeper) {
+        snprintf(err, errlen, "lock-memory on: %s", s && s->keeper ? "already on" : "no store");
         return STORE_ERR;
-    if (!may_lock_all()) {
+    }
+    if (!store_may_lock_memory()) {
         snprintf(err, errlen, "lock-memory on needs an unlimited memlock limit (ulimit -l "
                  "unlimited; systemd: LimitMEMLOCK=infinity) or CAP_IPC_LOCK, since the map "
                  "grows with the data and stays locked");
@@ -246,7 +267,9 @@ int store_keep_resident(store *s, size_t *bytes, char *err, size_t errlen)
                  strerror(errno));
         return STORE_ERR;
     }
-    if (!(k = keeper_new())) {
+    if (!(k = keeper_new()) || !(arg = malloc(sizeof *arg))) {
+        if (k)
+            keeper_free(k);
         snprintf(err, errlen, "lock-memory on: out of memory");
         return STORE_ERR;
     }
@@ -255,16 +278,19 @@ int store_keep_resident(store *s, size_t *bytes, char *err, size_t errlen)
     s->keeper = k;
     gate_leave(s);
     if (fault_all(s, k, &why) < 0) {
+        free(arg);
         snprintf(err, errlen, "lock-memory on: cannot read the data file into memory: %s", why);
-        return STORE_ERR;   /* the process ends; store_close takes the keeper */
+        return STORE_ERR;   /* store_close takes the keeper */
     }
-    if (pthread_create(&k->thread, NULL, keep, s) != 0) {
+    *bytes = k->end;
+    *arg = (struct keep_arg){s, k};
+    if (pthread_create(&k->thread, NULL, keep, arg) != 0) {
+        free(arg);
         snprintf(err, errlen, "lock-memory on: cannot start its thread");
         return STORE_ERR;
     }
     pthread_setname_np(k->thread, "tokend-memory");
     k->started = 1;
-    *bytes = k->end;
     return STORE_OK;
 }
 
@@ -281,18 +307,22 @@ void memory_map_moved(store *s)
     pthread_mutex_unlock(&k->lock);
 }
 
+/* After the cluster's feed has stopped: no write of this process is left
+ * to resize the map (memory_map_moved) once the keeper is unpublished. */
 void memory_stop(store *s)
 {
     struct keeper *k = s->keeper;
     if (!k)
         return;
+    gate_enter(s);
+    s->keeper = NULL;
+    gate_leave(s);
     pthread_mutex_lock(&k->lock);
     k->stopping = 1;
     pthread_cond_signal(&k->wake);
     pthread_mutex_unlock(&k->lock);
     if (k->started)
         pthread_join(k->thread, NULL);
-    s->keeper = NULL;
     keeper_free(k);
 }
 

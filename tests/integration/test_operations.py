@@ -329,7 +329,10 @@ class LockMemory(unittest.TestCase):
         try:
             self.assertRegex(srv.logs(), r"MiB of data in memory and locked")
             task = "/proc/%d/task" % srv.proc.pid
-            names = [open(os.path.join(task, t, "comm")).read().strip() for t in os.listdir(task)]
+            names = []
+            for tid in os.listdir(task):
+                with open(os.path.join(task, tid, "comm")) as f:
+                    names.append(f.read().strip())
             self.assertIn("tokend-memory", names)   # the keeper
             first = self.assert_resident(srv)
             for batch in range(12):   # past the first map: a new mapping
@@ -343,8 +346,22 @@ class LockMemory(unittest.TestCase):
             self.assertGreater(grown["tokend_lmdb_map_size_bytes"],
                                first["tokend_lmdb_map_size_bytes"])
             self.assertGreater(grown["tokend_lmdb_map_used_bytes"], 1 << 20)
-            # Another process's writes (more than the pages LMDB has free),
-            # with no write of the server's after them.
+            # The file grows in the same map: no resize wakes the keeper.
+            for batch in range(5):
+                users = [{"username": "lock_more_%d_%d" % (batch, i), "password": "password-%d" % i}
+                         for i in range(100)]
+                r = srv.request("POST", "/user/register/batch", {"list": users},
+                                headers={"access-token": admin}, timeout=60)
+                self.assertEqual(r.status, 200, r.body)
+                self.assertTrue(all(u["success"] for u in r.json()["data"]), r.body)
+                if self.metrics(srv)["tokend_lmdb_map_used_bytes"] > grown["tokend_lmdb_map_used_bytes"]:
+                    break
+            more = self.assert_resident(srv)
+            self.assertEqual(more["tokend_lmdb_map_size_bytes"], grown["tokend_lmdb_map_size_bytes"])
+            self.assertGreater(more["tokend_lmdb_map_used_bytes"], grown["tokend_lmdb_map_used_bytes"])
+            grown = more
+            # Another process's writes (more than the pages LMDB has free,
+            # and a larger map), with no write of the server's after them.
             lines = "".join('{"name": "imported_%d", "password_hash": "$argon2id$v=19$m=8192,'
                             't=1,p=1$c2FsdHNhbHRzYWx0$bSt8m4WKrD4nFT3d2xv7gMLprXydpgJYEm1wRjoe6bY"}\n'
                             % i for i in range(15000))
