@@ -74,9 +74,10 @@ typedef struct {
 int store_open(store **out, const char *dir, size_t mapsize, char *err, size_t errlen);
 void store_close(store *s);
 /* Keeps the data in memory from now on (tokend serve --lock-memory on):
- * locks the process's memory and faults the data file in, and what it
- * grows by as it grows; bytes: the file's bytes now in memory. STORE_ERR,
- * with a sentence in err, when the process may not lock memory. */
+ * locks the process's memory and faults the data file in, and a thread
+ * follows what it grows by; bytes: the file's bytes now in memory.
+ * STORE_ERR, with a sentence in err, when it cannot (store_may_lock_memory
+ * tells whether the process lacks the right to lock). */
 int store_keep_resident(store *s, size_t *bytes, char *err, size_t errlen);
 /* Whether the process may lock all it maps (an unlimited memlock limit,
  * or CAP_IPC_LOCK): 1 or 0. */
