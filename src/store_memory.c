@@ -145,16 +145,24 @@ static int fault_chunk(store *s, struct keeper *k, const char **why)
     return rc;
 }
 
+/* Follows a map another process grew (local_txn_begin resizes), so what
+ * that process wrote beyond this one's map is within reach. */
+static void follow_map(store *s)
+{
+    MDB_txn *txn;
+    if (local_txn_begin(s, MDB_RDONLY, &txn) == STORE_OK)
+        txn_abort(s, txn);
+}
+
 /* Faults in all the file holds beyond what is in, a chunk at a time. A
- * mapping not found is tried again once a read (local_txn_begin) has
- * followed a map another process grew. */
+ * mapping not found is tried again once the map is followed. */
 static int fault_all(store *s, struct keeper *k, const char **why)
 {
     int rc = 0;
+    follow_map(s);
     for (int tries = 0; !k->stopping; tries++) {
-        MDB_txn *txn;
-        if (!k->base && tries && local_txn_begin(s, MDB_RDONLY, &txn) == STORE_OK)
-            txn_abort(s, txn);
+        if (!k->base && tries)
+            follow_map(s);
         if ((rc = fault_chunk(s, k, why)) == 0 || (rc < 0 && (k->base || tries >= 3)))
             break;
     }
