@@ -147,15 +147,24 @@ int store_grow(store *s)
     return rc == 0 ? STORE_OK : STORE_ERR;
 }
 
-int store_make_room(store *s, size_t bytes)
+int store_map_usage(store *s, size_t *used, size_t *size)
 {
     MDB_envinfo info;
     MDB_stat st;
+    if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0)
+        return -1;
+    *used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
+    *size = info.me_mapsize;
+    return 0;
+}
+
+int store_make_room(store *s, size_t bytes)
+{
+    size_t used, size;
     for (int i = 0; i < 16; i++) {
-        if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0)
+        if (store_map_usage(s, &used, &size) != 0)
             return STORE_ERR;
-        size_t used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
-        if (used + bytes <= info.me_mapsize / 4 * 3)
+        if (used + bytes <= size / 4 * 3)
             return STORE_OK;
         if (store_grow(s) != STORE_OK)
             return STORE_ERR;
@@ -167,12 +176,10 @@ int store_make_room(store *s, size_t bytes)
  * instead of failing with MDB_MAP_FULL. */
 static void grow_if_needed(store *s)
 {
-    MDB_envinfo info;
-    MDB_stat st;
-    if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0)
+    size_t used, size;
+    if (store_map_usage(s, &used, &size) != 0)
         return;
-    size_t used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
-    if (used > info.me_mapsize / 4 * 3 && resize(s, info.me_mapsize * 2) == 0)
+    if (used > size / 4 * 3 && resize(s, size * 2) == 0)
         log_event(LOG_INFO, "map_growth", "store: map grown to %zu MiB", s->mapsize >> 20);
 }
 
@@ -1174,13 +1181,10 @@ static int count_reader(const char *msg, void *ctx)
 int store_stats_get(store *s, store_stats *out)
 {
     MDB_envinfo info;
-    MDB_stat st;
     reader_count readers = {0};
     memset(out, 0, sizeof *out);
-    if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0)
+    if (store_map_usage(s, &out->map_used, &out->map_size) != 0 || mdb_env_info(s->env, &info) != 0)
         return STORE_ERR;
-    out->map_size = info.me_mapsize;
-    out->map_used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
     out->map_resident = memory_resident(s);
     out->readers_max = info.me_maxreaders;
     mdb_reader_list(s->env, count_reader, &readers);

@@ -257,7 +257,6 @@ void gate_leave(store *s);
 void memory_map_moved(store *s);
 void memory_stop(store *s);
 size_t memory_resident(store *s);
-/* Commits when rc is STORE_OK, else aborts; returns the outcome. */
 /* Doubles the map; no transaction of this process may be open. A write
  * that found the map full (one that replaces the replica whole: a
  * snapshot) grows it so, then tries again. */
@@ -266,6 +265,7 @@ int store_grow(store *s);
  * full: STORE_FULL if none can go), inside the caller's write; r is the
  * ring written, for the caller to publish after the commit. */
 int token_key_rotate_txn(store *s, MDB_txn *txn, store_keyring *r, uint32_t *new_id);
+/* Commits when rc is STORE_OK, else aborts; returns the outcome. */
 int txn_end_s(store *s, MDB_txn *txn, int rc);
 #define txn_end(txn, rc) txn_end_s(s, (txn), (rc))
 
@@ -341,6 +341,10 @@ static inline int store_look_key(int db, const void *k, size_t klen)
 int lookalikes_index(store *s);
 /* The same, always, in txn: after a snapshot, which has no index. */
 int lookalikes_index_txn(store *s, MDB_txn *txn);
+/* The map's size and the bytes of it in use: the pages up to the last one
+ * a commit wrote, which may pass this process's map (another process grew
+ * it) or the file. 0 / -1. */
+int store_map_usage(store *s, size_t *used, size_t *size);
 /* Grows the map until `bytes` more fit in it. */
 int store_make_room(store *s, size_t bytes);
 /* Keeps the index for a change to the users record key (8 bytes) that

@@ -84,14 +84,11 @@ static char *find_map(store *s, size_t *len)
  * gone past both). */
 static int used_bytes(store *s, size_t len, size_t *used)
 {
-    MDB_envinfo info;
-    MDB_stat st;
+    size_t size;
     mdb_filehandle_t fd;
     struct stat sb;
-    if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0 ||
-        mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &sb) != 0)
+    if (store_map_usage(s, used, &size) != 0 || mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &sb) != 0)
         return -1;
-    *used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
     if (*used > (size_t)sb.st_size)
         *used = (size_t)sb.st_size;
     if (*used > len)
