@@ -7,7 +7,6 @@ The contract is ../shared/seed/token-api.txt (the vendor's JSON API) plus
 tokend's error model: {"code": <HTTP status>, "message": "...", "data": null}.
 
 Not covered here yet:
-  * 403 for a disabled user: there is no CLI to disable a user.
   * that a push token stops resolving once its device moves to another
     user: nothing over HTTP resolves push tokens yet (store-level check).
 """
@@ -374,6 +373,80 @@ class Devices(Base):
         p = [self.assert_token_reply(self.login_id(U["bob"], PW_BOB, device_guid=guid),
                                      U["bob"], device=True)["push_token"] for _ in range(2)]
         self.assertNotEqual(p[0], p[1])
+
+
+# --------------------------------------------------------------------------
+# The page's user_id / group_id headers, and a disabled user, over JSON
+# --------------------------------------------------------------------------
+
+ADMIN = {}      # the default app's admin token, made once
+
+
+def admin_token():
+    if "default" not in ADMIN:
+        tok = SRV.cli("admin-token", "create", "--data", SRV.data, "--app",
+                      APPS["default"]).stdout.strip()
+        ADMIN["default"] = SRV.secret(tok)
+    return ADMIN["default"]
+
+
+@both_protocols
+class AdminHeaders(Base):
+    """The vendor page: "user_id / group_id: only with an admin
+    access-token; the call is made as that user / that group's admin"."""
+    PATHS = ("/token/id", "/token/login", "/token/user")
+
+    def test_admin_token_with_user_id_header_on_every_path(self):
+        h = {"access-token": admin_token(), "user_id": str(U["alice"])}
+        for path in self.PATHS:
+            with self.subTest(path=path):
+                self.assert_token_reply(self.post(path, {}, h), U["alice"])
+        # a device named in the body gets its push token as in a password login
+        r = self.post("/token/login", {"device_guid": "admin-hdr-%d" % self.H2}, h)
+        self.assert_token_reply(r, U["alice"], device=True)
+
+    def test_admin_token_with_group_id_header(self):
+        group = 5151 + self.H2
+        r = self.post("/admin/group/admin", {"group_id": group, "user_id": U["bob"]},
+                      {"access-token": admin_token()})
+        self.assertEqual(r.status, 200, r)
+        h = {"access-token": admin_token(), "group_id": str(group)}
+        for path in self.PATHS:
+            with self.subTest(path=path):
+                self.assert_token_reply(self.post(path, {}, h), U["bob"])
+
+    def test_unknown_user_id_header_404(self):
+        h = {"access-token": admin_token(), "user_id": "987654321"}
+        self.assert_envelope(self.post("/token/user", {}, h), 404, "unknown user_id")
+
+    def test_user_token_with_user_id_header_403(self):
+        tok = self.assert_token_reply(self.login_id(U["alice"], PW_ALICE), U["alice"])["token"]
+        r = self.post("/token/login", {"login_name": "Bob_2", "password": PW_BOB},
+                      {"access-token": tok, "user_id": str(U["bob"])})
+        self.assert_envelope(r, 403, "user_id and group_id headers need an admin token")
+        r = self.post("/token/id", {"user_id": U["bob"], "password": PW_BOB},
+                      {"access-token": tok, "group_id": "5151"})
+        self.assert_envelope(r, 403, "need an admin token")
+
+    def test_disabled_user_403_on_every_path_but_401_for_a_wrong_password(self):
+        name = "carol-off-%d" % self.H2
+        uid = SRV.add_user(name, PW_ALICE, pwhash_ops=1, pwhash_mem=8)
+        self.assert_token_reply(self.login_id(uid, PW_ALICE), uid)
+        SRV.cli("user", "disable", "--data", SRV.data, "--user", str(uid))
+        bodies = {"/token/id": {"user_id": uid}, "/token/login": {"login_name": name},
+                  "/token/user": {"name": name}}
+        ref = self.reference_401()
+        for path, body in bodies.items():
+            with self.subTest(path=path):
+                r = self.post(path, dict(body, password=PW_ALICE))
+                self.assert_envelope(r, 403, "user is disabled")
+                # a guesser learns nothing: the usual 401, byte for byte
+                r = self.post(path, dict(body, password="not-the-password"))
+                self.assertEqual(self.assert_bad_credentials(r), ref)
+        r = self.post("/token/id", {}, {"access-token": admin_token(), "user_id": str(uid)})
+        self.assert_envelope(r, 403, "user is disabled")
+        SRV.cli("user", "enable", "--data", SRV.data, "--user", str(uid))
+        self.assert_token_reply(self.post("/token/user", {"name": name, "password": PW_ALICE}), uid)
 
 
 # --------------------------------------------------------------------------
