@@ -464,6 +464,14 @@ RPC_HANDLER(token_by_id, TokenByIdRequest, TokenReply)
             return;
         }
         name.user_id = (uint64_t)req->user_id;
+    } else if (req->user_id != 0 && (uint64_t)req->user_id != name.user_id) {
+        /* A back end that names two users has a bug: a token for either
+         * could be the wrong one, so it gets neither. */
+        free(lt);
+        rpc_fail(call, ST_INVALID_ARGUMENT,
+                 "user_id in the body (%lld) is not the user the user_id or group_id header names (%llu)",
+                 (long long)req->user_id, (unsigned long long)name.user_id);
+        return;
     }
     login_start(call, lt, &name, req->password, req->device_guid, req->platform, req->user_agent);
 }

@@ -401,6 +401,12 @@ class AdminHeaders(Base):
         for path in self.PATHS:
             with self.subTest(path=path):
                 self.assert_token_reply(self.post(path, {}, h), U["alice"])
+        # the body may name the same user (the page's field), not another one
+        r = self.post("/token/id", {"user_id": U["alice"]}, h)
+        self.assert_token_reply(r, U["alice"])
+        r = self.post("/token/id", {"user_id": U["bob"], "password": PW_BOB}, h)
+        self.assert_envelope(r, 400, "user_id in the body (%d) is not the user" % U["bob"],
+                             "header names (%d)" % U["alice"])
         # a device named in the body gets its push token as in a password login
         r = self.post("/token/login", {"device_guid": "admin-hdr-%d" % self.H2}, h)
         self.assert_token_reply(r, U["alice"], device=True)
@@ -414,6 +420,8 @@ class AdminHeaders(Base):
         for path in self.PATHS:
             with self.subTest(path=path):
                 self.assert_token_reply(self.post(path, {}, h), U["bob"])
+        r = self.post("/token/id", {"user_id": U["alice"]}, h)
+        self.assert_envelope(r, 400, "header names (%d)" % U["bob"])
 
     def test_unknown_user_id_header_404(self):
         h = {"access-token": admin_token(), "user_id": "987654321"}
