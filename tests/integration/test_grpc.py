@@ -444,6 +444,11 @@ class GrpcSuite:
         self.assert_token_reply(r, "alice")
         r = self.login("TokenByLogin", {"access-token": e.admin, "group_id": str(GROUP)})
         self.assert_token_reply(r, "bob")
+        # a body naming another user than the header's is a client's bug: refused
+        code, details = self.c.fails("TokenById", {"access-token": e.admin, "group_id": str(GROUP)},
+                                     user_id=e.ids["alice"])
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, details)
+        self.assertIn("header names (%d)" % e.ids["bob"], details)
         # the same by JSON, for the same user
         status, env = json_call(e, "POST", "/token/id", {},
                                 {"access-token": e.admin, "user_id": str(e.ids["alice"])})
