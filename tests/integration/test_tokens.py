@@ -422,6 +422,9 @@ class AdminHeaders(Base):
                 self.assert_token_reply(self.post(path, {}, h), U["bob"])
         r = self.post("/token/id", {"user_id": U["alice"]}, h)
         self.assert_envelope(r, 400, "header names (%d)" % U["bob"])
+        r = self.post("/token/id", {"user_id": -U["bob"]}, h)
+        self.assert_envelope(r, 400, "user_id in the body (-%d)" % U["bob"])
+        self.assert_token_reply(self.post("/token/id", {"user_id": U["bob"]}, h), U["bob"])
 
     def test_unknown_user_id_header_404(self):
         h = {"access-token": admin_token(), "user_id": "987654321"}
