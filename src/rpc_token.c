@@ -102,6 +102,20 @@ static int find_account(tokend_ctx *ctx, uint64_t app_id, const login_name *n, c
     return rc;
 }
 
+/* Whether n names the account user_id: 1 or 0, or the store's error (a
+ * negative STORE_* code). */
+static int names_user(tokend_ctx *ctx, uint64_t app_id, const login_name *n, uint64_t user_id)
+{
+    store_user *u = NULL;
+    int device_known;
+    int rc = find_account(ctx, app_id, n, NULL, &u, &device_known);
+    if (!u)
+        return rc == STORE_OK || rc == STORE_NOTFOUND ? 0 : rc;
+    rc = u->user_id == user_id;
+    protobuf_c_message_free_unpacked(&u->base, NULL);
+    return rc;
+}
+
 /* The account of a name not found when the login began, if the replica
  * has it now (made on another node a moment before). A known name is read
  * again too, and left as it was checked (the commit insists on that hash):
@@ -295,8 +309,13 @@ static void throttle_account(char *out, size_t outlen, const login_name *n, uint
 }
 
 /* Checks what all three logins share, reads the account (one read
- * transaction), takes a throttle attempt and sends the task to the pool. */
+ * transaction), takes a throttle attempt and sends the task to the pool.
+ * An admin's login (user_id or group_id header) whose body names a user
+ * too (`body`, from its field `body_field`) must name the same one: a back
+ * end that names two users has a bug, and a token for either could be the
+ * wrong one. */
 static void login_start(rpc_call *call, login_task *lt, const login_name *name,
+                        const login_name *body, const char *body_field,
                         const char *password, const char *device_guid, int32_t platform,
                         const char *user_agent)
 {
@@ -351,6 +370,16 @@ static void login_start(rpc_call *call, login_task *lt, const login_name *name,
         goto refused;
     if (lt->trusted && !u) {
         rpc_fail(call, ST_NOT_FOUND, "unknown user_id");
+        goto refused;
+    }
+    if (lt->trusted && body && (rc = names_user(ctx, lt->app_id, body, u->user_id)) != 1) {
+        if (rc < 0)
+            rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
+        else
+            rpc_fail(call, ST_INVALID_ARGUMENT,
+                     "%s in the body names another user than the user_id or group_id header (%llu)",
+                     body_field, (unsigned long long)u->user_id);
+        protobuf_c_message_free_unpacked(&u->base, NULL);
         goto refused;
     }
     if (u)
@@ -457,6 +486,7 @@ RPC_HANDLER(token_by_id, TokenByIdRequest, TokenReply)
     login_task *lt = login_new(call, &name);
     if (!lt)
         return;
+    login_name body = {.user_id = (uint64_t)req->user_id};
     if (!lt->trusted) {
         if (req->user_id <= 0) {
             free(lt);
@@ -464,16 +494,9 @@ RPC_HANDLER(token_by_id, TokenByIdRequest, TokenReply)
             return;
         }
         name.user_id = (uint64_t)req->user_id;
-    } else if (req->user_id != 0 && (uint64_t)req->user_id != name.user_id) {
-        /* A back end that names two users has a bug: a token for either
-         * could be the wrong one, so it gets neither. */
-        free(lt);
-        rpc_fail(call, ST_INVALID_ARGUMENT,
-                 "user_id in the body (%lld) is not the user the user_id or group_id header names (%llu)",
-                 (long long)req->user_id, (unsigned long long)name.user_id);
-        return;
     }
-    login_start(call, lt, &name, req->password, req->device_guid, req->platform, req->user_agent);
+    login_start(call, lt, &name, lt->trusted && req->user_id ? &body : NULL, "user_id", req->password,
+                req->device_guid, req->platform, req->user_agent);
 }
 
 RPC_HANDLER(token_by_login, TokenByLoginRequest, TokenReply)
@@ -483,11 +506,15 @@ RPC_HANDLER(token_by_login, TokenByLoginRequest, TokenReply)
     login_task *lt = login_new(call, &name);
     if (!lt)
         return;
-    if (!lt->trusted && set_login_key(call, &name, "login_name", req->login_name, 0) != 0) {
+    login_name body = {0};
+    int named = req->login_name[0] != '\0';
+    if ((!lt->trusted || named) &&
+        set_login_key(call, lt->trusted ? &body : &name, "login_name", req->login_name, 0) != 0) {
         free(lt);
         return;
     }
-    login_start(call, lt, &name, req->password, req->device_guid, req->platform, req->user_agent);
+    login_start(call, lt, &name, lt->trusted && named ? &body : NULL, "login_name", req->password,
+                req->device_guid, req->platform, req->user_agent);
 }
 
 RPC_HANDLER(token_by_name, TokenByNameRequest, TokenReply)
@@ -497,12 +524,16 @@ RPC_HANDLER(token_by_name, TokenByNameRequest, TokenReply)
     login_task *lt = login_new(call, &name);
     if (!lt)
         return;  /* answered: req may be gone */
-    int by_name = req->name[0] != '\0';
+    login_name body = {0};
+    int by_name = req->name[0] != '\0', named = by_name || req->mobile[0] != '\0';
+    const char *field = by_name ? "name" : "mobile";
     /* The vendor SDK sends "mobile" in place of "name": it may hold a phone. */
-    if (!lt->trusted &&
-        set_login_key(call, &name, "name", by_name ? req->name : req->mobile, by_name) != 0) {
+    if ((!lt->trusted || named) &&
+        set_login_key(call, lt->trusted ? &body : &name, "name", by_name ? req->name : req->mobile,
+                      by_name) != 0) {
         free(lt);
         return;
     }
-    login_start(call, lt, &name, req->password, req->device_guid, req->platform, req->user_agent);
+    login_start(call, lt, &name, lt->trusted && named ? &body : NULL, field, req->password,
+                req->device_guid, req->platform, req->user_agent);
 }

@@ -448,7 +448,8 @@ class GrpcSuite:
         code, details = self.c.fails("TokenById", {"access-token": e.admin, "group_id": str(GROUP)},
                                      user_id=e.ids["alice"])
         self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, details)
-        self.assertIn("header names (%d)" % e.ids["bob"], details)
+        self.assertIn("user_id in the body names another user than the user_id or group_id "
+                      "header (%d)" % e.ids["bob"], details)
         # the same by JSON, for the same user
         status, env = json_call(e, "POST", "/token/id", {},
                                 {"access-token": e.admin, "user_id": str(e.ids["alice"])})

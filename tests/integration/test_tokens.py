@@ -401,12 +401,27 @@ class AdminHeaders(Base):
         for path in self.PATHS:
             with self.subTest(path=path):
                 self.assert_token_reply(self.post(path, {}, h), U["alice"])
-        # the body may name the same user (the page's field), not another one
-        r = self.post("/token/id", {"user_id": U["alice"]}, h)
-        self.assert_token_reply(r, U["alice"])
-        r = self.post("/token/id", {"user_id": U["bob"], "password": PW_BOB}, h)
-        self.assert_envelope(r, 400, "user_id in the body (%d) is not the user" % U["bob"],
-                             "header names (%d)" % U["alice"])
+        # the body may name the same user (the page's fields), not another one
+        same = (("/token/id", {"user_id": U["alice"]}),
+                ("/token/login", {"login_name": "ALICE@example.com"}),
+                ("/token/login", {"login_name": "+1 (555) 0100"}),
+                ("/token/user", {"name": "alice"}),
+                ("/token/user", {"mobile": "+15550100"}))
+        for path, body in same:
+            with self.subTest(path=path, body=body):
+                self.assert_token_reply(self.post(path, body, h), U["alice"])
+        other = (("/token/id", {"user_id": U["bob"], "password": PW_BOB}, "user_id"),
+                 ("/token/id", {"user_id": 987654321}, "user_id"),
+                 ("/token/login", {"login_name": "Bob_2", "password": PW_BOB}, "login_name"),
+                 ("/token/login", {"login_name": "nobody@example.org"}, "login_name"),
+                 ("/token/user", {"name": "Bob_2"}, "name"),
+                 ("/token/user", {"name": "Alice"}, "name"),   # usernames keep their case
+                 ("/token/user", {"mobile": "+1 555 0199"}, "mobile"))
+        for path, body, field in other:
+            with self.subTest(path=path, body=body):
+                self.assert_envelope(self.post(path, body, h), 400,
+                                     "%s in the body names another user than the user_id or "
+                                     "group_id header (%d)" % (field, U["alice"]))
         # a device named in the body gets its push token as in a password login
         r = self.post("/token/login", {"device_guid": "admin-hdr-%d" % self.H2}, h)
         self.assert_token_reply(r, U["alice"], device=True)
@@ -420,11 +435,11 @@ class AdminHeaders(Base):
         for path in self.PATHS:
             with self.subTest(path=path):
                 self.assert_token_reply(self.post(path, {}, h), U["bob"])
-        r = self.post("/token/id", {"user_id": U["alice"]}, h)
-        self.assert_envelope(r, 400, "header names (%d)" % U["bob"])
-        r = self.post("/token/id", {"user_id": -U["bob"]}, h)
-        self.assert_envelope(r, 400, "user_id in the body (-%d)" % U["bob"])
+        for body in ({"user_id": U["alice"]}, {"user_id": -U["bob"]}):
+            self.assert_envelope(self.post("/token/id", body, h), 400,
+                                 "user_id in the body names another user", "header (%d)" % U["bob"])
         self.assert_token_reply(self.post("/token/id", {"user_id": U["bob"]}, h), U["bob"])
+        self.assert_token_reply(self.post("/token/login", {"login_name": "Bob_2"}, h), U["bob"])
 
     def test_unknown_user_id_header_404(self):
         h = {"access-token": admin_token(), "user_id": "987654321"}
