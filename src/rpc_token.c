@@ -8,7 +8,8 @@
  * wrong password, so neither timing nor text tells them apart.
  *
  * The account is read once, on the loop, before the throttle (so that
- * its buckets are the account's, whatever form of name the login used);
+ * its buckets are the account's, whatever form of name the login used;
+ * an admin's login that names its user twice reads the body's too);
  * the commit re-reads it in its write transaction and refuses if it
  * changed meanwhile (deleted, disabled, moved, or a new password). */
 #include <stdlib.h>
@@ -309,7 +310,8 @@ static void throttle_account(char *out, size_t outlen, const login_name *n, uint
 }
 
 /* Checks what all three logins share, reads the account (one read
- * transaction), takes a throttle attempt and sends the task to the pool.
+ * transaction; two for an admin's with a body naming its user), takes a
+ * throttle attempt and sends the task to the pool.
  * An admin's login (user_id or group_id header) whose body names a user
  * too (`body`, from its field `body_field`) must name the same one: a back
  * end that names two users has a bug, and a token for either could be the
@@ -373,13 +375,18 @@ static void login_start(rpc_call *call, login_task *lt, const login_name *name,
         goto refused;
     }
     if (lt->trusted && body && (rc = names_user(ctx, lt->app_id, body, u->user_id)) != 1) {
+        unsigned long long header_user = u->user_id;
+        protobuf_c_message_free_unpacked(&u->base, NULL);
+        /* Cluster mode: the name may be a rename another node made a
+         * moment ago; the handler runs again once the replica has it. */
+        if (rc == 0 && rpc_wait_fresh(call))
+            goto refused;
         if (rc < 0)
             rpc_fail(call, ST_UNAVAILABLE, "%s", store_strerror(rc));
         else
             rpc_fail(call, ST_INVALID_ARGUMENT,
                      "%s in the body names another user than the user_id or group_id header (%llu)",
-                     body_field, (unsigned long long)u->user_id);
-        protobuf_c_message_free_unpacked(&u->base, NULL);
+                     body_field, header_user);
         goto refused;
     }
     if (u)

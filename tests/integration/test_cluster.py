@@ -18,6 +18,10 @@ What it proves, in order (the steps build on each other):
      logins work, no restart
   09 a fourth node with an empty directory joins and serves every token
   10 password guesses spread over two nodes get the single-node limit
+  11-13 unknown names' cost, `cluster init` under a serving node, a reading
+     command catching up (their docstrings)
+  14 an admin's login naming a user just renamed on another node waits for
+     the rename instead of calling it another user
 Exits 77 (ctest: skipped) when the PostgreSQL server binaries are missing.
 """
 import base64
@@ -446,6 +450,28 @@ class Cluster(unittest.TestCase):
         p2 = subprocess.run([BIN, "app", "list", "--data", self.nodes[0].data, "--cluster",
                              self.pg.url], capture_output=True, text=True, timeout=60)
         self.assertEqual(p.stdout, p2.stdout)
+
+    def test_14_admin_login_names_a_user_renamed_on_another_node(self):
+        """The app's back end renames a user on one node and at once gets them
+        a token on another, naming them in the body too (the header's user
+        must be the body's): that node's replica may not have the rename yet
+        (the feed's lag is about a millisecond), so it waits for it, as it
+        waits for a user made a moment ago, instead of answering 400."""
+        a, b = self.nodes[0], self.nodes[1]
+        adm = {"access-token": self.admin}
+        r = a.request("POST", "/user/register/v2", {"username": "renamed-0", "password": PW},
+                      headers=adm)
+        self.assertEqual(r.status, 200, r)
+        uid = r.json()["data"]["user_id"]
+        for i in range(1, 31):
+            name = "renamed-%d" % i
+            r = a.request("POST", "/admin/user/update", {"user_id": uid, "name": name}, headers=adm)
+            self.assertEqual(r.status, 200, (i, r))
+            r = b.request("POST", "/token/user", {"name": name},
+                          headers=dict(adm, user_id=str(uid)))
+            self.assertEqual(r.status, 200, (i, r))
+            self.assertEqual(r.json()["data"]["user_id"], uid)
+            b.secret(r.json()["data"]["token"])
 
 
 if __name__ == "__main__":

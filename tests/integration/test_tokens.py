@@ -416,7 +416,8 @@ class AdminHeaders(Base):
                  ("/token/login", {"login_name": "nobody@example.org"}, "login_name"),
                  ("/token/user", {"name": "Bob_2"}, "name"),
                  ("/token/user", {"name": "Alice"}, "name"),   # usernames keep their case
-                 ("/token/user", {"mobile": "+1 555 0199"}, "mobile"))
+                 ("/token/user", {"mobile": "+1 555 0199"}, "mobile"),
+                 ("/token/user", {"name": "+15550100"}, "name"))   # name: a username only
         for path, body, field in other:
             with self.subTest(path=path, body=body):
                 self.assert_envelope(self.post(path, body, h), 400,
@@ -444,6 +445,8 @@ class AdminHeaders(Base):
     def test_unknown_user_id_header_404(self):
         h = {"access-token": admin_token(), "user_id": "987654321"}
         self.assert_envelope(self.post("/token/user", {}, h), 404, "unknown user_id")
+        # before the body's name is compared with it
+        self.assert_envelope(self.post("/token/user", {"name": "alice"}, h), 404, "unknown user_id")
 
     def test_user_token_with_user_id_header_403(self):
         tok = self.assert_token_reply(self.login_id(U["alice"], PW_ALICE), U["alice"])["token"]
@@ -469,8 +472,9 @@ class AdminHeaders(Base):
                 # a guesser learns nothing: the usual 401, byte for byte
                 r = self.post(path, dict(body, password="not-the-password"))
                 self.assertEqual(self.assert_bad_credentials(r), ref)
-        r = self.post("/token/id", {}, {"access-token": admin_token(), "user_id": str(uid)})
-        self.assert_envelope(r, 403, "user is disabled")
+        for body in ({}, {"name": name}):   # the body naming the same user changes nothing
+            r = self.post("/token/user", body, {"access-token": admin_token(), "user_id": str(uid)})
+            self.assert_envelope(r, 403, "user is disabled")
         SRV.cli("user", "enable", "--data", SRV.data, "--user", str(uid))
         self.assert_token_reply(self.post("/token/user", {"name": name, "password": PW_ALICE}), uid)
 
