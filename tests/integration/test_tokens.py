@@ -26,6 +26,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import lifecycle_support  # noqa: E402
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 DATA_FIELDS = {"access_key_secret", "encrypt_type", "expire", "public_key", "push_token",
@@ -384,9 +385,7 @@ ADMIN = {}      # the default app's admin token, made once
 
 def admin_token():
     if "default" not in ADMIN:
-        tok = SRV.cli("admin-token", "create", "--data", SRV.data, "--app",
-                      APPS["default"]).stdout.strip()
-        ADMIN["default"] = SRV.secret(tok)
+        ADMIN["default"] = lifecycle_support.admin_token(SRV, APPS["default"])
     return ADMIN["default"]
 
 
